@@ -1,0 +1,560 @@
+/**
+ * The op set and each op's type rule. An op definition normalizes attributes (defaults filled in, negative axes
+ * made positive) so equal computations intern to the same node, and infers the output type, throwing
+ * {@link ShapeError} when the operands do not fit.
+ *
+ * Layout conventions: activations of attention-family ops are `[batch, seq, heads, headDim]`; norms normalize over the
+ * last axis; `matmul` contracts the last axis of A with the second-to-last of B (transposes as attributes).
+ * @module
+ */
+import { ShapeError, UnsupportedOpError } from '../errors.js';
+import { isDType, isFloat, type DType } from './dtype.js';
+import { dimAdd, dimDivExact, dimMul, dimProduct, dimSub, dimToString, numel, SymDim, shapeToString, type Dim, type Shape } from './dim.js';
+import type { Attrs, AttrValue, Node, TensorType } from './node.js';
+
+/** Unary elementwise ops on floats. */
+export const UNARY_OPS = ['neg', 'abs', 'exp', 'log', 'sqrt', 'rsqrt', 'reciprocal', 'tanh', 'erf', 'sin', 'cos', 'silu', 'gelu', 'relu', 'sigmoid'] as const;
+/** Binary arithmetic elementwise ops (broadcasting, same dtype). */
+export const BINARY_OPS = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum'] as const;
+/** Binary comparisons (broadcasting, bool result). */
+export const COMPARE_OPS = ['equal', 'less', 'greater'] as const;
+/** Reductions over axes. */
+export const REDUCE_OPS = ['sum', 'mean', 'max'] as const;
+
+/** Every op name. */
+export const OP_NAMES = [
+  'input',
+  'weight',
+  'constant',
+  ...UNARY_OPS,
+  ...BINARY_OPS,
+  ...COMPARE_OPS,
+  'where',
+  'cast',
+  'matmul',
+  ...REDUCE_OPS,
+  'softmax',
+  'rmsnorm',
+  'layernorm',
+  'rope',
+  'reshape',
+  'transpose',
+  'concat',
+  'slice',
+  'gather',
+  'expand',
+  'attention',
+] as const;
+
+/** Name of an op. */
+export type OpName = (typeof OP_NAMES)[number];
+/** Name of a unary elementwise op. */
+export type UnaryOp = (typeof UNARY_OPS)[number];
+/** Name of a binary arithmetic op. */
+export type BinaryOp = (typeof BINARY_OPS)[number];
+/** Name of a comparison op. */
+export type CompareOp = (typeof COMPARE_OPS)[number];
+/** Name of a reduction op. */
+export type ReduceOp = (typeof REDUCE_OPS)[number];
+
+/** Broad family of an op, used by printers, reports and fusion. */
+export type OpCategory = 'leaf' | 'elementwise' | 'matmul' | 'reduce' | 'normalization' | 'layout' | 'gather' | 'attention';
+
+/** Definition of one op. */
+export interface OpDef {
+  /** Op name. */
+  readonly name: OpName;
+  /** Family. */
+  readonly category: OpCategory;
+  /** Whether `op(a, b) == op(b, a)`. */
+  readonly commutative?: boolean;
+  /** Throws when the operand count is wrong. */
+  checkArity(n: number): void;
+  /** Canonical attributes (defaults filled, axes normalized); may throw {@link ShapeError}. */
+  normalize?(inputs: readonly TensorType[], attrs: Attrs): Attrs;
+  /** Output type; throws {@link ShapeError} naming the op and shapes when operands do not fit. */
+  infer(inputs: readonly TensorType[], attrs: Attrs): TensorType;
+}
+
+const defs = new Map<string, OpDef>();
+
+/** Looks up an op definition; throws {@link UnsupportedOpError} for unknown names. */
+export function getOpDef(op: string): OpDef {
+  const d = defs.get(op);
+  if (!d) throw new UnsupportedOpError([op], `unknown op '${op}'`);
+  return d;
+}
+
+/** True when `op` names a known op. */
+export function isOpName(op: string): op is OpName {
+  return defs.has(op);
+}
+
+function arity(name: string, min: number, max = min): (n: number) => void {
+  return (n) => {
+    if (n < min || n > max) throw new ShapeError(name, `takes ${min === max ? min : `${min}..${max === Infinity ? 'n' : max}`} operands, got ${n}`);
+  };
+}
+
+function define(name: OpName, category: OpCategory, ar: [number, number?], rest: Omit<OpDef, 'name' | 'category' | 'checkArity'>): void {
+  defs.set(name, { name, category, checkArity: arity(name, ar[0], ar[1] ?? ar[0]), ...rest });
+}
+
+const s = shapeToString;
+
+/** Normalizes an axis against a rank (negative counts from the end); throws naming the op. */
+export function normAxis(op: string, axis: number, rank: number): number {
+  if (!Number.isInteger(axis) || axis < -rank || axis >= rank) throw new ShapeError(op, `axis ${axis} is out of range for rank ${rank}`);
+  return axis < 0 ? axis + rank : axis;
+}
+
+/** Numpy-style broadcast of shapes; throws naming the op and every shape. */
+export function broadcastShapes(op: string, shapes: readonly Shape[]): Dim[] {
+  const rank = Math.max(...shapes.map((x) => x.length));
+  const out: Dim[] = [];
+  for (let i = 0; i < rank; i++) {
+    let d: Dim = 1;
+    for (const sh of shapes) {
+      const j = i - (rank - sh.length);
+      if (j < 0) continue;
+      const e = sh[j];
+      if (e === 1) continue;
+      if (d === 1) d = e;
+      else if (d !== e) throw new ShapeError(op, `shapes ${shapes.map(s).join(' and ')} do not broadcast (dim ${i}: ${dimToString(d)} vs ${dimToString(e)})`);
+    }
+    out.push(d);
+  }
+  return out;
+}
+
+function sameDType(op: string, inputs: readonly TensorType[]): DType {
+  const dt = inputs[0].dtype;
+  for (const x of inputs) if (x.dtype !== dt) throw new ShapeError(op, `operand dtypes differ: ${inputs.map((i) => `${i.dtype}${s(i.shape)}`).join(', ')}`);
+  return dt;
+}
+
+function requireFloat(op: string, t: TensorType, what = 'operand'): void {
+  if (!isFloat(t.dtype)) throw new ShapeError(op, `${what} must be f32 or f16, got ${t.dtype}${s(t.shape)}`);
+}
+
+function num(a: Attrs, k: string, def?: number): number {
+  const v = a[k] ?? def;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ShapeError('attrs', `attribute '${k}' must be a finite number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function bool(a: Attrs, k: string, def: boolean): boolean {
+  const v = a[k] ?? def;
+  if (typeof v !== 'boolean') throw new ShapeError('attrs', `attribute '${k}' must be a boolean`);
+  return v;
+}
+
+function ints(op: string, a: Attrs, k: string): number[] {
+  const v = a[k];
+  if (!Array.isArray(v) || !v.every((x) => Number.isInteger(x))) throw new ShapeError(op, `attribute '${k}' must be an array of integers, got ${JSON.stringify(v)}`);
+  return v as number[];
+}
+
+/** Reads a shape attribute (numbers and symbolic dims). */
+export function shapeAttr(op: string, a: Attrs, k: string): Dim[] {
+  const v = a[k];
+  if (!Array.isArray(v) || !v.every((x: AttrValue) => (typeof x === 'number' && Number.isInteger(x) && x >= 0) || x instanceof SymDim))
+    throw new ShapeError(op, `attribute '${k}' must be a shape (non-negative integers or symbolic dims), got ${JSON.stringify(v)}`);
+  return v as Dim[];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// leaves
+
+define('input', 'leaf', [0], {
+  normalize: (_i, a) => {
+    if (typeof a.name !== 'string' || !a.name) throw new ShapeError('input', 'needs a name');
+    if (!isDType(a.dtype)) throw new ShapeError('input', `'${a.name}' has bad dtype ${JSON.stringify(a.dtype)}`);
+    return { name: a.name, dtype: a.dtype, shape: shapeAttr('input', a, 'shape') };
+  },
+  infer: (_i, a) => ({ dtype: a.dtype as DType, shape: a.shape as Dim[] }),
+});
+
+define('weight', 'leaf', [0], {
+  normalize: (_i, a) => {
+    if (typeof a.id !== 'string') throw new ShapeError('weight', 'needs an id');
+    if (!isDType(a.dtype)) throw new ShapeError('weight', `'${a.id}' has bad dtype`);
+    return { id: a.id, name: typeof a.name === 'string' ? a.name : a.id, dtype: a.dtype, shape: shapeAttr('weight', a, 'shape') };
+  },
+  infer: (_i, a) => ({ dtype: a.dtype as DType, shape: a.shape as Dim[] }),
+});
+
+/** Largest constant (in elements) kept inline in a node; larger ones belong in the weight store. */
+export const MAX_INLINE_CONSTANT = 4096;
+
+define('constant', 'leaf', [0], {
+  normalize: (_i, a) => {
+    if (!isDType(a.dtype)) throw new ShapeError('constant', `bad dtype ${JSON.stringify(a.dtype)}`);
+    const shape = shapeAttr('constant', a, 'shape');
+    if (!shape.every((d) => typeof d === 'number')) throw new ShapeError('constant', `constants need a static shape, got ${s(shape)}`);
+    const n = shape.reduce((x: number, y) => x * (y as number), 1);
+    const values = a.values;
+    if (!Array.isArray(values) || !values.every((v) => typeof v === 'number')) throw new ShapeError('constant', 'values must be an array of numbers');
+    if (values.length !== 1 && values.length !== n) throw new ShapeError('constant', `${values.length} values for shape ${s(shape)}`);
+    if (n > MAX_INLINE_CONSTANT) throw new ShapeError('constant', `${n} elements is too large to inline (max ${MAX_INLINE_CONSTANT}); put it in the weight store`);
+    // one value means "splat": keep it that way so splats intern regardless of how they were written
+    const splat = values.length === 1 || values.every((v) => Object.is(v, values[0]));
+    const vals = splat ? [canonValue(a.dtype, values[0] as number)] : (values as number[]).map((v) => canonValue(a.dtype as DType, v));
+    return { dtype: a.dtype, shape, values: vals };
+  },
+  infer: (_i, a) => ({ dtype: a.dtype as DType, shape: a.shape as Dim[] }),
+});
+
+function canonValue(dtype: DType, v: number): number {
+  switch (dtype) {
+    case 'f32':
+      return Math.fround(v);
+    case 'i32':
+      return v | 0;
+    case 'u32':
+      return v >>> 0;
+    case 'bool':
+      return v ? 1 : 0;
+    default:
+      return v;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// elementwise
+
+for (const op of UNARY_OPS) {
+  define(op, 'elementwise', [1], {
+    normalize: (_i, a): Attrs => (op === 'gelu' ? { approximate: a.approximate === 'tanh' ? 'tanh' : 'none' } : {}),
+    infer: ([x]) => {
+      if (op === 'neg' || op === 'abs') {
+        if (x.dtype === 'bool' || x.dtype === 'u32') throw new ShapeError(op, `needs a signed numeric operand, got ${x.dtype}${s(x.shape)}`);
+      } else requireFloat(op, x);
+      return { dtype: x.dtype, shape: x.shape };
+    },
+  });
+}
+
+for (const op of BINARY_OPS) {
+  define(op, 'elementwise', [2], {
+    commutative: op === 'add' || op === 'mul' || op === 'maximum' || op === 'minimum',
+    infer: (inputs) => {
+      const dt = sameDType(op, inputs);
+      if (dt === 'bool') throw new ShapeError(op, 'arithmetic on bool');
+      if (op === 'pow') requireFloat(op, inputs[0]);
+      return { dtype: dt, shape: broadcastShapes(op, inputs.map((x) => x.shape)) };
+    },
+  });
+}
+
+for (const op of COMPARE_OPS) {
+  define(op, 'elementwise', [2], {
+    commutative: op === 'equal',
+    infer: (inputs) => {
+      sameDType(op, inputs);
+      return { dtype: 'bool', shape: broadcastShapes(op, inputs.map((x) => x.shape)) };
+    },
+  });
+}
+
+define('where', 'elementwise', [3], {
+  infer: ([c, a, b]) => {
+    if (c.dtype !== 'bool') throw new ShapeError('where', `condition must be bool, got ${c.dtype}${s(c.shape)}`);
+    const dt = sameDType('where', [a, b]);
+    return { dtype: dt, shape: broadcastShapes('where', [c.shape, a.shape, b.shape]) };
+  },
+});
+
+define('cast', 'elementwise', [1], {
+  normalize: (_i, a) => {
+    if (!isDType(a.to)) throw new ShapeError('cast', `target dtype ${JSON.stringify(a.to)} is not a dtype`);
+    return { to: a.to };
+  },
+  infer: ([x], a) => ({ dtype: a.to as DType, shape: x.shape }),
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// matmul
+
+define('matmul', 'matmul', [2], {
+  normalize: (_i, a) => ({ transA: bool(a, 'transA', false), transB: bool(a, 'transB', false) }),
+  infer: ([A, B], a) => {
+    const dt = sameDType('matmul', [A, B]);
+    if (dt === 'bool') throw new ShapeError('matmul', 'bool operands');
+    if (A.shape.length < 2 || B.shape.length < 2) throw new ShapeError('matmul', `operands need rank >= 2, got ${s(A.shape)} and ${s(B.shape)}`);
+    const ra = A.shape.length;
+    const rb = B.shape.length;
+    const [m, ka] = a.transA ? [A.shape[ra - 1], A.shape[ra - 2]] : [A.shape[ra - 2], A.shape[ra - 1]];
+    const [kb, n] = a.transB ? [B.shape[rb - 1], B.shape[rb - 2]] : [B.shape[rb - 2], B.shape[rb - 1]];
+    if (ka !== kb)
+      throw new ShapeError('matmul', `contracted dims differ: ${s(A.shape)}${a.transA ? 'ᵀ' : ''} x ${s(B.shape)}${a.transB ? 'ᵀ' : ''} (${dimToString(ka)} vs ${dimToString(kb)})`);
+    const batch = broadcastShapes('matmul', [A.shape.slice(0, -2), B.shape.slice(0, -2)]);
+    return { dtype: dt, shape: [...batch, m, n] };
+  },
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// reductions, softmax, norms
+
+for (const op of REDUCE_OPS) {
+  define(op, 'reduce', [1], {
+    normalize: ([x], a) => {
+      const axes = [...new Set(ints(op, a, 'axes').map((ax) => normAxis(op, ax, x.shape.length)))].sort((p, q) => p - q);
+      return { axes, keepDims: bool(a, 'keepDims', false) };
+    },
+    infer: ([x], a) => {
+      if (x.dtype === 'bool') throw new ShapeError(op, 'cannot reduce bool');
+      if (op === 'mean') requireFloat(op, x);
+      const axes = a.axes as number[];
+      const shape = a.keepDims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_d, i) => !axes.includes(i));
+      return { dtype: x.dtype, shape };
+    },
+  });
+}
+
+define('softmax', 'normalization', [1], {
+  normalize: ([x], a) => ({ axis: normAxis('softmax', num(a, 'axis', -1), x.shape.length) }),
+  infer: ([x]) => {
+    requireFloat('softmax', x);
+    return x;
+  },
+});
+
+define('rmsnorm', 'normalization', [2], {
+  normalize: (_i, a) => ({ eps: num(a, 'eps', 1e-5) }),
+  infer: ([x, w]) => {
+    requireFloat('rmsnorm', x);
+    sameDType('rmsnorm', [x, w]);
+    const d = x.shape[x.shape.length - 1];
+    if (x.shape.length < 1 || w.shape.length !== 1 || w.shape[0] !== d) throw new ShapeError('rmsnorm', `weight ${s(w.shape)} must be [${dimToString(d)}] for input ${s(x.shape)}`);
+    return x;
+  },
+});
+
+define('layernorm', 'normalization', [2, 3], {
+  normalize: (_i, a) => ({ eps: num(a, 'eps', 1e-5) }),
+  infer: (inputs) => {
+    const [x, w, b] = inputs;
+    requireFloat('layernorm', x);
+    sameDType('layernorm', inputs);
+    const d = x.shape[x.shape.length - 1];
+    for (const p of b ? [w, b] : [w])
+      if (x.shape.length < 1 || p.shape.length !== 1 || p.shape[0] !== d) throw new ShapeError('layernorm', `scale/bias ${s(p.shape)} must be [${dimToString(d)}] for input ${s(x.shape)}`);
+    return x;
+  },
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// rope
+
+define('rope', 'elementwise', [2], {
+  normalize: ([x], a) => {
+    const style = a.style ?? 'interleaved';
+    if (style !== 'interleaved' && style !== 'half') throw new ShapeError('rope', `style must be 'interleaved' (llama2.c adjacent pairs) or 'half' (NeoX), got ${JSON.stringify(style)}`);
+    const d = x.shape[x.shape.length - 1];
+    const rotaryDim = num(a, 'rotaryDim', typeof d === 'number' ? d : 0);
+    return { theta: num(a, 'theta', 10000), style, rotaryDim };
+  },
+  infer: ([x, pos], a) => {
+    requireFloat('rope', x);
+    if (x.shape.length !== 4) throw new ShapeError('rope', `input must be [batch, seq, heads, headDim], got ${s(x.shape)}`);
+    const [b, seq, , d] = x.shape;
+    if (typeof d !== 'number') throw new ShapeError('rope', `head dim must be static, got ${s(x.shape)}`);
+    const rd = a.rotaryDim as number;
+    if (rd <= 0 || rd > d || rd % 2 !== 0) throw new ShapeError('rope', `rotaryDim ${rd} must be even and in (0, ${d}]`);
+    if (pos.dtype !== 'i32') throw new ShapeError('rope', `positions must be i32, got ${pos.dtype}${s(pos.shape)}`);
+    const okPos = (pos.shape.length === 1 && pos.shape[0] === seq) || (pos.shape.length === 2 && pos.shape[1] === seq && (pos.shape[0] === b || pos.shape[0] === 1));
+    if (!okPos) throw new ShapeError('rope', `positions ${s(pos.shape)} must be [seq] or [batch, seq] for input ${s(x.shape)}`);
+    return x;
+  },
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// layout
+
+define('reshape', 'layout', [1], {
+  normalize: ([x], a) => {
+    const raw = a.shape;
+    if (!Array.isArray(raw)) throw new ShapeError('reshape', 'needs a target shape');
+    // resolve 0 (copy input dim) and -1 (infer) here so the node holds an explicit shape
+    const out: (Dim | -1)[] = raw.map((d: AttrValue, i: number) => {
+      if (d instanceof SymDim) return d;
+      if (d === 0) {
+        if (i >= x.shape.length) throw new ShapeError('reshape', `0 at position ${i} has no input dim to copy (input ${s(x.shape)})`);
+        return x.shape[i];
+      }
+      if (d === -1) return -1;
+      if (typeof d === 'number' && Number.isInteger(d) && d > 0) return d;
+      throw new ShapeError('reshape', `bad target dim ${JSON.stringify(d)} in ${JSON.stringify(raw)}`);
+    });
+    const inferIdx = out.indexOf(-1);
+    if (inferIdx !== out.lastIndexOf(-1)) throw new ShapeError('reshape', 'at most one -1 in the target shape');
+    if (inferIdx >= 0) {
+      const known = dimProduct(out.filter((d) => d !== -1) as Dim[]);
+      const q = dimDivExact(numel(x.shape), known);
+      if (q === undefined) throw new ShapeError('reshape', `cannot infer -1: ${s(x.shape)} has ${dimToString(numel(x.shape))} elements, not divisible by ${dimToString(known)}`);
+      out[inferIdx] = q;
+    }
+    return { shape: out as Dim[] };
+  },
+  infer: ([x], a) => {
+    const shape = a.shape as Dim[];
+    if (numel(shape) !== numel(x.shape)) throw new ShapeError('reshape', `cannot reshape ${s(x.shape)} (${dimToString(numel(x.shape))} elements) to ${s(shape)} (${dimToString(numel(shape))})`);
+    return { dtype: x.dtype, shape };
+  },
+});
+
+define('transpose', 'layout', [1], {
+  normalize: ([x], a) => {
+    const perm = a.perm === undefined ? x.shape.map((_d, i) => x.shape.length - 1 - i) : ints('transpose', a, 'perm');
+    const sorted = [...perm].sort((p, q) => p - q);
+    if (perm.length !== x.shape.length || sorted.some((p, i) => p !== i)) throw new ShapeError('transpose', `perm [${perm}] is not a permutation of rank ${x.shape.length} (input ${s(x.shape)})`);
+    return { perm };
+  },
+  infer: ([x], a) => ({ dtype: x.dtype, shape: (a.perm as number[]).map((p) => x.shape[p]) }),
+});
+
+define('concat', 'layout', [1, Infinity], {
+  normalize: (inputs, a) => ({ axis: normAxis('concat', num(a, 'axis'), inputs[0].shape.length) }),
+  infer: (inputs, a) => {
+    const axis = a.axis as number;
+    const dt = sameDType('concat', inputs);
+    const r = inputs[0].shape.length;
+    let total: Dim = 0;
+    for (const x of inputs) {
+      if (x.shape.length !== r || x.shape.some((d, i) => i !== axis && d !== inputs[0].shape[i]))
+        throw new ShapeError('concat', `operands ${inputs.map((i) => s(i.shape)).join(', ')} differ outside axis ${axis}`);
+      total = dimAdd(total, x.shape[axis]);
+    }
+    const shape = [...inputs[0].shape];
+    shape[axis] = total;
+    return { dtype: dt, shape };
+  },
+});
+
+/**
+ * `slice` attributes are per-axis `starts`, `ends` (`null` = to the end) and `steps`. On a static axis, starts and
+ * ends follow ONNX semantics (negative counts from the end, clamped); on a symbolic axis they must be non-negative
+ * with `ends` null, or the static end must be given as a symbolic expression (e.g. `past+seq`).
+ */
+define('slice', 'layout', [1], {
+  normalize: ([x], a) => {
+    const axes = ints('slice', a, 'axes').map((ax) => normAxis('slice', ax, x.shape.length));
+    const starts = a.starts as (number | SymDim)[];
+    const ends = a.ends as (number | SymDim | null)[];
+    const steps = (a.steps ?? axes.map(() => 1)) as number[];
+    if (!Array.isArray(starts) || !Array.isArray(ends) || starts.length !== axes.length || ends.length !== axes.length || steps.length !== axes.length)
+      throw new ShapeError('slice', 'axes, starts, ends and steps must have equal lengths');
+    if (new Set(axes).size !== axes.length) throw new ShapeError('slice', `repeated axis in [${axes}]`);
+    const outStarts: Dim[] = [];
+    const outEnds: Dim[] = [];
+    axes.forEach((ax, i) => {
+      const dim = x.shape[ax];
+      const step = steps[i];
+      if (!Number.isInteger(step) || step === 0) throw new ShapeError('slice', `step must be a non-zero integer, got ${step}`);
+      if (typeof dim === 'number') {
+        const clampS = (v: number): number => (v < 0 ? Math.max(v + dim, step > 0 ? 0 : -1) : Math.min(v, step > 0 ? dim : dim - 1));
+        const st = starts[i];
+        const en = ends[i];
+        if (st instanceof SymDim || en instanceof SymDim) throw new ShapeError('slice', `symbolic bounds on static axis ${ax} of ${s(x.shape)}`);
+        outStarts.push(clampS(st));
+        outEnds.push(en === null ? (step > 0 ? dim : -1) : clampS(en));
+      } else {
+        if (step !== 1) throw new ShapeError('slice', `only step 1 on symbolic axis ${ax} of ${s(x.shape)}`);
+        const st = starts[i];
+        const en = ends[i];
+        if (typeof st === 'number' && st < 0) throw new ShapeError('slice', `negative start on symbolic axis ${ax} of ${s(x.shape)}`);
+        if (typeof en === 'number' && en < 0) throw new ShapeError('slice', `negative end on symbolic axis ${ax} of ${s(x.shape)}`);
+        outStarts.push(st);
+        outEnds.push(en === null ? dim : en);
+      }
+    });
+    return { axes, starts: outStarts, ends: outEnds, steps };
+  },
+  infer: ([x], a) => {
+    const shape = [...x.shape];
+    const axes = a.axes as number[];
+    axes.forEach((ax, i) => {
+      const st = (a.starts as Dim[])[i];
+      const en = (a.ends as Dim[])[i];
+      const step = (a.steps as number[])[i];
+      if (typeof st === 'number' && typeof en === 'number') {
+        shape[ax] = step > 0 ? Math.max(0, Math.ceil((en - st) / step)) : Math.max(0, Math.ceil((st - en) / -step));
+      } else shape[ax] = dimSub(en, st);
+    });
+    return { dtype: x.dtype, shape };
+  },
+});
+
+define('gather', 'gather', [2], {
+  normalize: ([x], a) => ({ axis: normAxis('gather', num(a, 'axis', 0), x.shape.length) }),
+  infer: ([x, idx], a) => {
+    if (idx.dtype !== 'i32' && idx.dtype !== 'u32') throw new ShapeError('gather', `indices must be i32 or u32, got ${idx.dtype}${s(idx.shape)}`);
+    const axis = a.axis as number;
+    return { dtype: x.dtype, shape: [...x.shape.slice(0, axis), ...idx.shape, ...x.shape.slice(axis + 1)] };
+  },
+});
+
+define('expand', 'layout', [1], {
+  normalize: (_i, a) => ({ shape: shapeAttr('expand', a, 'shape') }),
+  infer: ([x], a) => {
+    const target = a.shape as Dim[];
+    const shape = broadcastShapes('expand', [x.shape, target]);
+    return { dtype: x.dtype, shape };
+  },
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// attention
+
+/**
+ * `attention(q, k, v, mask?)`: q `[B, S, Hq, D]`, k `[B, T, Hkv, D]`, v `[B, T, Hkv, Dv]` with `Hq % Hkv == 0`
+ * (GQA/MQA: query head `h` reads KV head `floor(h / (Hq/Hkv))`). `causal` masks key `j` for query `i` when
+ * `j > i + (T - S)` (bottom-right aligned, so a KV cache of `T - S` past tokens works). An optional mask broadcastable
+ * to `[B, Hq, S, T]` is added to the scores (f32) or selects them (bool, false = masked). Output `[B, S, Hq, Dv]`.
+ */
+define('attention', 'attention', [3, 4], {
+  normalize: ([q], a) => {
+    const d = q.shape[3];
+    const defScale = typeof d === 'number' ? 1 / Math.sqrt(d) : 1;
+    return { causal: bool(a, 'causal', false), scale: Math.fround(num(a, 'scale', defScale)) };
+  },
+  infer: (inputs) => {
+    const [q, k, v, mask] = inputs;
+    for (const t of [q, k, v]) requireFloat('attention', t);
+    sameDType('attention', [q, k, v]);
+    if (q.shape.length !== 4 || k.shape.length !== 4 || v.shape.length !== 4)
+      throw new ShapeError('attention', `q, k, v must be [batch, seq, heads, headDim], got ${s(q.shape)}, ${s(k.shape)}, ${s(v.shape)}`);
+    const [bq, sq, hq, dq] = q.shape;
+    const [bk, tk, hk, dk] = k.shape;
+    const [bv, tv, hv, dv] = v.shape;
+    if (bq !== bk || bq !== bv) throw new ShapeError('attention', `batch dims differ: q ${s(q.shape)}, k ${s(k.shape)}, v ${s(v.shape)}`);
+    if (tk !== tv || hk !== hv) throw new ShapeError('attention', `k ${s(k.shape)} and v ${s(v.shape)} disagree on length or heads`);
+    if (dq !== dk) throw new ShapeError('attention', `q ${s(q.shape)} and k ${s(k.shape)} head dims differ`);
+    if (typeof hq !== 'number' || typeof hk !== 'number' || hk === 0 || hq % hk !== 0)
+      throw new ShapeError('attention', `query heads (${dimToString(hq)}) must be a static multiple of KV heads (${dimToString(hk)})`);
+    if (mask) {
+      if (mask.dtype !== 'bool' && mask.dtype !== q.dtype) throw new ShapeError('attention', `mask must be bool or ${q.dtype}, got ${mask.dtype}`);
+      const full = broadcastShapes('attention', [mask.shape, [bq, hq, sq, tk]]);
+      if (full.length !== 4 || full.some((d, i) => d !== [bq, hq, sq, tk][i])) throw new ShapeError('attention', `mask ${s(mask.shape)} does not broadcast to ${s([bq, hq, sq, tk])}`);
+    }
+    return { dtype: q.dtype, shape: [bq, sq, hq, dv] };
+  },
+});
+
+/** Output dims of a matmul-like contraction (for reports): `[M, N, K]` of a matmul node's operands. */
+export function matmulDims(A: TensorType, B: TensorType, attrs: Attrs): { m: Dim; n: Dim; k: Dim; batch: Dim } {
+  const ra = A.shape.length;
+  const rb = B.shape.length;
+  const m = attrs.transA ? A.shape[ra - 1] : A.shape[ra - 2];
+  const k = attrs.transA ? A.shape[ra - 2] : A.shape[ra - 1];
+  const n = attrs.transB ? B.shape[rb - 2] : B.shape[rb - 1];
+  const batch = dimProduct(broadcastShapes('matmul', [A.shape.slice(0, -2), B.shape.slice(0, -2)]));
+  return { m, n, k, batch };
+}
+
+/** The FLOPs-relevant size `M*N*K*batch` of a matmul as a dim. */
+export function matmulWork(node: Node): Dim {
+  const { m, n, k, batch } = matmulDims(node.inputs[0], node.inputs[1], node.attrs);
+  return dimMul(dimMul(m, n), dimMul(k, batch));
+}

@@ -1,0 +1,135 @@
+/**
+ * The CPU reference backend: an interpreter that runs any graph on host tensors. It is the oracle every pass and
+ * kernel is tested against, and the `cpu` backend wherever no WebGPU adapter exists.
+ * @module
+ */
+import { InputError, UnsupportedOpError } from '../../errors.js';
+import { evalDim, evalShape, SymDim, type Dim, type DimBindings } from '../../ir/dim.js';
+import type { Graph } from '../../ir/graph.js';
+import type { Node } from '../../ir/node.js';
+import { decodeWeight, type WeightEntry } from '../../ir/weights.js';
+import * as K from './kernels.js';
+import { Tensor, roundToHalf } from './tensor.js';
+
+const decoded = new WeakMap<WeightEntry, Tensor>();
+
+/** The host tensor for a weight (decoded once per entry and cached). */
+export function weightTensor(e: WeightEntry): Tensor {
+  let t = decoded.get(e);
+  if (!t) {
+    if (e.encoding.kind === 'dense' && e.dtype !== 'f32' && e.dtype !== 'f16') {
+      const v = e.data.values;
+      t = Tensor.from(e.dtype, e.shape, v);
+    } else {
+      const f = decodeWeight(e);
+      t = new Tensor(e.dtype === 'f16' ? 'f16' : e.dtype, e.shape, e.dtype === 'f16' ? roundToHalf(Float32Array.from(f)) : f);
+    }
+    decoded.set(e, t);
+  }
+  return t;
+}
+
+/**
+ * Binds every symbolic dim of the graph's inputs from the shapes of the tensors given, checks the static dims and the
+ * consistency of composite dims, and returns the bindings. Throws {@link InputError} naming the input and dim.
+ */
+export function bindInputs(g: Graph, inputs: Readonly<Record<string, Tensor>>, given: DimBindings = {}): DimBindings {
+  const b: Record<string, number> = { ...given };
+  const pending: [string, number, Dim, number][] = [];
+  for (const inp of g.inputs) {
+    const name = String(inp.attrs.name);
+    const t = inputs[name];
+    if (!t) throw new InputError(`missing graph input '${name}' (${inp.typeString()})`);
+    if (t.dtype !== inp.dtype) throw new InputError(`input '${name}' must be ${inp.dtype}, got ${t.dtype}`);
+    if (t.shape.length !== inp.shape.length) throw new InputError(`input '${name}' must have rank ${inp.shape.length} (${inp.typeString()}), got [${t.shape}]`);
+    inp.shape.forEach((d, i) => {
+      const actual = t.shape[i];
+      if (d instanceof SymDim && d.terms.size === 1 && d.terms.get(d.symbols()[0]) === 1 && d.symbols().length === 1) {
+        const s = d.symbols()[0];
+        if (b[s] !== undefined && b[s] !== actual) throw new InputError(`input '${name}' dim ${i} is ${actual}, but '${s}' is already ${b[s]}`);
+        b[s] = actual;
+      } else pending.push([name, i, d, actual]);
+    });
+  }
+  for (const [name, i, d, actual] of pending) {
+    const want = evalDim(d, b);
+    if (want !== actual) throw new InputError(`input '${name}' dim ${i} must be ${typeof d === 'number' ? d : `${d.text} = ${want}`}, got ${actual}`);
+  }
+  for (const k of Object.keys(b)) if (!Number.isInteger(b[k]) || b[k] < 0) throw new InputError(`dim '${k}' = ${b[k]} is not a size`);
+  return b;
+}
+
+/** Options for {@link runGraph}. */
+export interface RunOptions {
+  /** Values for symbolic dims that no input determines. */
+  bindings?: DimBindings;
+  /** Also return the value of every node (for debugging and differential tests). */
+  keepAll?: boolean;
+}
+
+/** Runs a graph on the CPU; returns its outputs by name. */
+export function runGraph(g: Graph, inputs: Readonly<Record<string, Tensor>>, opts: RunOptions = {}): Record<string, Tensor> {
+  const bindings = bindInputs(g, inputs, opts.bindings);
+  const nodes = g.nodes();
+  // free each intermediate after its last use
+  const lastUse = new Map<Node, number>();
+  nodes.forEach((n, i) => n.inputs.forEach((x) => lastUse.set(x, i)));
+  const keep = new Set(g.outputNodes);
+  const values = new Map<Node, Tensor>();
+  nodes.forEach((n, i) => {
+    values.set(n, evaluateNode(n, n.inputs.map((x) => values.get(x)!), g, inputs, bindings));
+    if (!opts.keepAll) for (const x of new Set(n.inputs)) if (lastUse.get(x) === i && !keep.has(x)) values.delete(x);
+  });
+  const out: Record<string, Tensor> = {};
+  for (const o of g.outputs) out[o.name] = values.get(o.node)!;
+  return out;
+}
+
+/** Evaluates one node given its operands' values. */
+export function evaluateNode(n: Node, args: Tensor[], g: Graph, inputs: Readonly<Record<string, Tensor>>, bindings: DimBindings): Tensor {
+  const a = n.attrs;
+  switch (n.op) {
+    case 'input':
+      return inputs[String(a.name)];
+    case 'weight':
+      return weightTensor(g.weights.get(String(a.id)));
+    case 'constant':
+      return K.constant(n.dtype, evalShape(n.shape, bindings), a.values as number[]);
+    case 'neg': case 'abs': case 'exp': case 'log': case 'sqrt': case 'rsqrt': case 'reciprocal': case 'tanh': case 'erf': case 'sin': case 'cos': case 'silu': case 'gelu': case 'relu': case 'sigmoid':
+      return K.unary(n.op, a, args[0]);
+    case 'add': case 'sub': case 'mul': case 'div': case 'pow': case 'maximum': case 'minimum': case 'equal': case 'less': case 'greater':
+      return K.binary(n.op, args[0], args[1], n.dtype);
+    case 'where':
+      return K.where(args[0], args[1], args[2]);
+    case 'cast':
+      return K.cast(args[0], n.dtype);
+    case 'matmul':
+      return K.matmul(args[0], args[1], a.transA as boolean, a.transB as boolean);
+    case 'sum': case 'mean': case 'max':
+      return K.reduce(n.op, args[0], a.axes as number[], a.keepDims as boolean);
+    case 'softmax':
+      return K.softmax(args[0], a.axis as number);
+    case 'rmsnorm':
+      return K.rmsnorm(args[0], args[1], a.eps as number);
+    case 'layernorm':
+      return K.layernorm(args[0], args[1], args[2], a.eps as number);
+    case 'rope':
+      return K.rope(args[0], args[1], a.theta as number, a.style as string, a.rotaryDim as number);
+    case 'reshape':
+      return args[0].reshape(evalShape(n.shape, bindings));
+    case 'transpose':
+      return K.transpose(args[0], a.perm as number[]);
+    case 'concat':
+      return K.concat(args, a.axis as number);
+    case 'slice':
+      return K.slice(args[0], a.axes as number[], (a.starts as Dim[]).map((d) => evalDim(d, bindings)), (a.ends as Dim[]).map((d) => evalDim(d, bindings)), a.steps as number[]);
+    case 'gather':
+      return K.gather(args[0], args[1], a.axis as number, `gather at ${n.typeString()}`);
+    case 'expand':
+      return K.expand(args[0], evalShape(n.shape, bindings));
+    case 'attention':
+      return K.attention(args[0], args[1], args[2], args[3], a.causal as boolean, a.scale as number);
+    default:
+      throw new UnsupportedOpError([n.op], `the CPU backend cannot run op '${n.op}'`);
+  }
+}

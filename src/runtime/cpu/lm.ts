@@ -1,0 +1,51 @@
+/**
+ * A causal LM on the CPU reference backend: runs a decoder graph built with KV-cache inputs (`past_k.L`, `past_v.L`)
+ * and outputs (`present_k.L`, `present_v.L`), feeding each step's presents back as the next step's past.
+ * @module
+ */
+import { InputError } from '../../errors.js';
+import type { Graph } from '../../ir/graph.js';
+import type { LMStepper } from '../generate.js';
+import { runGraph } from './interpreter.js';
+import { Tensor } from './tensor.js';
+
+/** {@link LMStepper} over the reference interpreter. */
+export class CpuCausalLM implements LMStepper {
+  private past = new Map<string, Tensor>();
+  private pos = 0;
+  /** Positions run so far. */
+  get position(): number {
+    return this.pos;
+  }
+  constructor(
+    readonly graph: Graph,
+    readonly maxPositions: number,
+  ) {
+    for (const inp of graph.inputs) {
+      const name = String(inp.attrs.name);
+      if (name.startsWith('past_')) {
+        const shape = inp.shape.map((d) => (typeof d === 'number' ? d : 0));
+        this.past.set(name, Tensor.zeros(inp.dtype, shape));
+      }
+    }
+  }
+  /** Forgets the cache. */
+  reset(): void {
+    for (const [k, t] of this.past) this.past.set(k, Tensor.zeros(t.dtype, [t.shape[0], 0, ...t.shape.slice(2)]));
+    this.pos = 0;
+  }
+  step(tokens: readonly number[]): Float32Array {
+    if (this.pos + tokens.length > this.maxPositions) throw new InputError(`sequence would reach ${this.pos + tokens.length} positions, the model supports ${this.maxPositions}`);
+    const inputs: Record<string, Tensor> = {
+      tokens: Tensor.from('i32', [1, tokens.length], tokens),
+      positions: Tensor.from('i32', [tokens.length], tokens.map((_t, i) => this.pos + i)),
+    };
+    for (const [k, t] of this.past) inputs[k] = t;
+    const out = runGraph(this.graph, inputs);
+    for (const k of this.past.keys()) this.past.set(k, out[k.replace('past_', 'present_')]);
+    this.pos += tokens.length;
+    const logits = out.logits;
+    const vocab = logits.shape[logits.shape.length - 1];
+    return (logits.data as Float32Array).slice(logits.data.length - vocab);
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * Scalar maths shared by the reference backend (and by constant folding): the elementwise functions with the exact
+ * definitions tensorwright uses everywhere, so every backend is compared against one meaning.
+ * @module
+ */
+
+/** The error function, accurate to ~1e-15 (series near 0, continued fraction for erfc in the tails). */
+export function erf(x: number): number {
+  if (Number.isNaN(x)) return NaN;
+  const ax = Math.abs(x);
+  if (ax < 2.5) {
+    // Maclaurin series: 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
+    let term = ax;
+    let sum = ax;
+    const x2 = ax * ax;
+    for (let n = 1; n < 100; n++) {
+      term *= -x2 / n;
+      const add = term / (2 * n + 1);
+      sum += add;
+      if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
+    }
+    return Math.sign(x) * sum * 1.1283791670955126;
+  }
+  if (ax > 6) return Math.sign(x);
+  // erfc(x) = exp(-x²)/sqrt(pi) * 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...)))) — modified Lentz
+  const tiny = 1e-300;
+  let f = ax;
+  let c = ax;
+  let d = 0;
+  for (let n = 1; n < 200; n++) {
+    const an = n / 2;
+    d = ax + an * d;
+    d = d === 0 ? tiny : d;
+    c = ax + an / c;
+    c = c === 0 ? tiny : c;
+    d = 1 / d;
+    const delta = c * d;
+    f *= delta;
+    if (Math.abs(delta - 1) < 1e-16) break;
+  }
+  const erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f;
+  return Math.sign(x) * (1 - erfc);
+}
+
+/** Logistic sigmoid. */
+export function sigmoid(x: number): number {
+  return 1 / (1 + Math.exp(-x));
+}
+
+/** GELU: exact `x/2 (1 + erf(x/√2))`, or the tanh approximation. */
+export function gelu(x: number, approximate: 'none' | 'tanh'): number {
+  if (approximate === 'tanh') return 0.5 * x * (1 + Math.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+  return 0.5 * x * (1 + erf(x * Math.SQRT1_2));
+}
+
+/** The scalar function of a unary op. */
+export function unaryFn(op: string, attrs: { readonly approximate?: unknown }): (x: number) => number {
+  switch (op) {
+    case 'neg': return (x) => -x;
+    case 'abs': return Math.abs;
+    case 'exp': return Math.exp;
+    case 'log': return Math.log;
+    case 'sqrt': return Math.sqrt;
+    case 'rsqrt': return (x) => 1 / Math.sqrt(x);
+    case 'reciprocal': return (x) => 1 / x;
+    case 'tanh': return Math.tanh;
+    case 'erf': return erf;
+    case 'sin': return Math.sin;
+    case 'cos': return Math.cos;
+    case 'silu': return (x) => x * sigmoid(x);
+    case 'gelu': {
+      const a = attrs.approximate === 'tanh' ? 'tanh' : 'none';
+      return (x) => gelu(x, a);
+    }
+    case 'relu': return (x) => (x > 0 ? x : 0);
+    case 'sigmoid': return sigmoid;
+    default: throw new Error(`no scalar function for unary op ${op}`);
+  }
+}
+
+/** The scalar function of a binary op (integer ops wrap like 32-bit WGSL arithmetic). */
+export function binaryFn(op: string, integer: boolean): (a: number, b: number) => number {
+  switch (op) {
+    case 'add': return (a, b) => a + b;
+    case 'sub': return (a, b) => a - b;
+    case 'mul': return integer ? (a, b) => Math.imul(a, b) : (a, b) => a * b;
+    case 'div': return integer ? (a, b) => (b === 0 ? 0 : Math.trunc(a / b)) : (a, b) => a / b;
+    case 'pow': return Math.pow;
+    case 'maximum': return (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : a > b ? a : b);
+    case 'minimum': return (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : a < b ? a : b);
+    case 'equal': return (a, b) => (a === b ? 1 : 0);
+    case 'less': return (a, b) => (a < b ? 1 : 0);
+    case 'greater': return (a, b) => (a > b ? 1 : 0);
+    default: throw new Error(`no scalar function for binary op ${op}`);
+  }
+}
+
+/**
+ * RoPE frequency for rotary pair `i` (0-based pair index) with `rotaryDim` rotated dims, computed in float32 as
+ * llama2.c's run.c does (`1 / powf(theta, 2i / rotaryDim)`), so the reference reproduces its rounding.
+ */
+export function ropeFrequency(theta: number, i: number, rotaryDim: number): number {
+  return Math.fround(1 / Math.fround(Math.pow(theta, Math.fround((2 * i) / rotaryDim))));
+}

@@ -1,0 +1,99 @@
+/**
+ * Token sampling on the host, as llama2.c's run.c does it: argmax at temperature 0; otherwise softmax of
+ * `logits / temperature`, then multinomial or nucleus (top-p) sampling with run.c's cutoff and ordering, driven by
+ * run.c's xorshift generator so the same seed gives the same choices.
+ * @module
+ */
+import { InputError } from '../errors.js';
+import { XorShiftRng } from '../util/random.js';
+
+/** Sampling settings. */
+export interface SamplingOptions {
+  /** 0 = greedy (argmax). */
+  temperature: number;
+  /** Nucleus threshold in (0, 1); 1 or 0 disables top-p (as run.c). */
+  topp: number;
+  /** Keep only the k most likely tokens (0 = off). Applied before top-p. */
+  topk?: number;
+  /** RNG seed. */
+  seed: number;
+}
+
+/** Index of the largest value (first on ties, as run.c). */
+export function argmax(v: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+  return best;
+}
+
+/** Checks sampling settings; throws {@link InputError} naming the bad one. */
+export function validateSampling(o: SamplingOptions): void {
+  if (!(o.temperature >= 0) || !Number.isFinite(o.temperature)) throw new InputError(`temperature must be >= 0, got ${o.temperature}`);
+  if (!(o.topp >= 0 && o.topp <= 1)) throw new InputError(`topp must be in [0, 1], got ${o.topp}`);
+  if (o.topk !== undefined && !(Number.isInteger(o.topk) && o.topk >= 0)) throw new InputError(`topk must be a non-negative integer, got ${o.topk}`);
+}
+
+/** A stateful sampler (owns the RNG). */
+export class Sampler {
+  private readonly rng: XorShiftRng;
+  constructor(readonly options: SamplingOptions) {
+    validateSampling(options);
+    this.rng = new XorShiftRng(options.seed);
+  }
+  /** Picks the next token from a row of logits. */
+  sample(logits: ArrayLike<number>): number {
+    const { temperature, topp } = this.options;
+    if (temperature === 0) return argmax(logits);
+    const n = logits.length;
+    const probs = new Float32Array(n);
+    let mx = -Infinity;
+    for (let i = 0; i < n; i++) mx = Math.max(mx, Math.fround(logits[i] / temperature));
+    let sum = 0;
+    for (let i = 0; i < n; i++) sum += probs[i] = Math.exp(Math.fround(logits[i] / temperature) - mx);
+    for (let i = 0; i < n; i++) probs[i] /= sum;
+    const topk = this.options.topk ?? 0;
+    if (topk > 0 && topk < n) {
+      const kth = [...probs].sort((a, b) => b - a)[topk - 1];
+      let kept = 0;
+      for (let i = 0; i < n; i++) if (probs[i] < kth || kept >= topk) probs[i] = 0; else kept++;
+      let s = 0;
+      for (let i = 0; i < n; i++) s += probs[i];
+      for (let i = 0; i < n; i++) probs[i] /= s;
+    }
+    const coin = this.rng.nextF32();
+    return topp <= 0 || topp >= 1 ? sampleMult(probs, coin) : sampleTopp(probs, topp, coin);
+  }
+}
+
+function sampleMult(probs: Float32Array, coin: number): number {
+  let cdf = 0;
+  for (let i = 0; i < probs.length; i++) {
+    cdf += probs[i];
+    if (coin < cdf) return i;
+  }
+  return probs.length - 1;
+}
+
+function sampleTopp(probs: Float32Array, topp: number, coin: number): number {
+  const n = probs.length;
+  const cutoff = (1 - topp) / (n - 1);
+  const idx: number[] = [];
+  for (let i = 0; i < n; i++) if (probs[i] >= cutoff) idx.push(i);
+  idx.sort((a, b) => probs[b] - probs[a] || a - b);
+  let cum = 0;
+  let last = idx.length - 1;
+  for (let i = 0; i < idx.length; i++) {
+    cum += probs[idx[i]];
+    if (cum > topp) {
+      last = i;
+      break;
+    }
+  }
+  const r = coin * cum;
+  let cdf = 0;
+  for (let i = 0; i <= last; i++) {
+    cdf += probs[idx[i]];
+    if (r < cdf) return idx[i];
+  }
+  return idx[last];
+}
