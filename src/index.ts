@@ -1,1 +1,15 @@
-export * from "./errors.js";
+/**
+ * tensorwright: an optimizing compiler from transformer graphs to WebGPU, with a CPU reference backend.
+ *
+ * - `ir`: the typed graph IR (interned nodes, symbolic dims, weight store, builder, printer, verifier)
+ * - `models`: Llama, GPT-2 and BERT written with the builder
+ * - `frontends`: model importers (llama2.c checkpoints and tokenizer) and {@link loadModel}
+ * - `runtime`: the CPU reference interpreter, generation and sampling, WebGPU device bring-up
+ * @module
+ */
+export * from './errors.js';
+export * from './ir/index.js';
+export * from './passes/index.js';
+export * from './models/index.js';
+export * from './frontends/index.js';
+export * from './runtime/index.js';

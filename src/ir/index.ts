@@ -11,3 +11,4 @@ export * from './graph.js';
 export * from './builder.js';
 export * from './printer.js';
 export * from './verifier.js';
+export * from './stats.js';

@@ -44,6 +44,7 @@ export const OP_NAMES = [
   'gather',
   'expand',
   'attention',
+  'fused',
 ] as const;
 
 /** Name of an op. */
@@ -58,7 +59,7 @@ export type CompareOp = (typeof COMPARE_OPS)[number];
 export type ReduceOp = (typeof REDUCE_OPS)[number];
 
 /** Broad family of an op, used by printers, reports and fusion. */
-export type OpCategory = 'leaf' | 'elementwise' | 'matmul' | 'reduce' | 'normalization' | 'layout' | 'gather' | 'attention';
+export type OpCategory = 'leaf' | 'elementwise' | 'matmul' | 'reduce' | 'normalization' | 'layout' | 'gather' | 'attention' | 'fused';
 
 /** Definition of one op. */
 export interface OpDef {
@@ -453,12 +454,21 @@ define('slice', 'layout', [1], {
       const step = steps[i];
       if (!Number.isInteger(step) || step === 0) throw new ShapeError('slice', `step must be a non-zero integer, got ${step}`);
       if (typeof dim === 'number') {
-        const clampS = (v: number): number => (v < 0 ? Math.max(v + dim, step > 0 ? 0 : -1) : Math.min(v, step > 0 ? dim : dim - 1));
+        // ONNX clamping: positive steps clamp starts and ends into [0, dim]; negative steps clamp starts into
+        // [0, dim-1] and ends into [-1, dim-1], where -1 means "past the front" and is stored as null so that
+        // normalizing canonical attributes again is the identity
         const st = starts[i];
         const en = ends[i];
         if (st instanceof SymDim || en instanceof SymDim) throw new ShapeError('slice', `symbolic bounds on static axis ${ax} of ${s(x.shape)}`);
-        outStarts.push(clampS(st));
-        outEnds.push(en === null ? (step > 0 ? dim : -1) : clampS(en));
+        const abs = (v: number): number => (v < 0 ? v + dim : v);
+        if (step > 0) {
+          outStarts.push(Math.min(Math.max(abs(st), 0), dim));
+          outEnds.push(en === null ? dim : Math.min(Math.max(abs(en), 0), dim));
+        } else {
+          outStarts.push(Math.min(Math.max(abs(st), 0), Math.max(dim - 1, 0)));
+          const e = en === null ? -1 : Math.min(Math.max(abs(en), -1), dim - 1);
+          outEnds.push(e === -1 ? (null as unknown as Dim) : e);
+        }
       } else {
         if (step !== 1) throw new ShapeError('slice', `only step 1 on symbolic axis ${ax} of ${s(x.shape)}`);
         const st = starts[i];
@@ -476,8 +486,8 @@ define('slice', 'layout', [1], {
     const axes = a.axes as number[];
     axes.forEach((ax, i) => {
       const st = (a.starts as Dim[])[i];
-      const en = (a.ends as Dim[])[i];
       const step = (a.steps as number[])[i];
+      const en = (a.ends as (Dim | null)[])[i] ?? -1;
       if (typeof st === 'number' && typeof en === 'number') {
         shape[ax] = step > 0 ? Math.max(0, Math.ceil((en - st) / step)) : Math.max(0, Math.ceil((st - en) / -step));
       } else shape[ax] = dimSub(en, st);
@@ -542,8 +552,20 @@ define('attention', 'attention', [3, 4], {
   },
 });
 
+/** The sizes of a matmul. */
+export interface MatmulDims {
+  /** Rows of the result. */
+  m: Dim;
+  /** Columns of the result. */
+  n: Dim;
+  /** Contracted length. */
+  k: Dim;
+  /** Product of the (broadcast) batch dims. */
+  batch: Dim;
+}
+
 /** Output dims of a matmul-like contraction (for reports): `[M, N, K]` of a matmul node's operands. */
-export function matmulDims(A: TensorType, B: TensorType, attrs: Attrs): { m: Dim; n: Dim; k: Dim; batch: Dim } {
+export function matmulDims(A: TensorType, B: TensorType, attrs: Attrs): MatmulDims {
   const ra = A.shape.length;
   const rb = B.shape.length;
   const m = attrs.transA ? A.shape[ra - 1] : A.shape[ra - 2];
@@ -558,3 +580,77 @@ export function matmulWork(node: Node): Dim {
   const { m, n, k, batch } = matmulDims(node.inputs[0], node.inputs[1], node.attrs);
   return dimMul(dimMul(m, n), dimMul(k, batch));
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// fused
+
+/**
+ * One step of a fused node's program: an op applied to operands of the fused node (`args[i] >= 0`) or to results
+ * of earlier steps (`args[i] = -(j + 1)` for step `j`), with that op's attributes.
+ */
+export interface FusedStep {
+  /** The op (not a leaf other than `constant`, not `fused`). */
+  readonly op: OpName;
+  /** Operand references. */
+  readonly args: readonly number[];
+  /** The op's attributes. */
+  readonly attrs: Attrs;
+}
+
+/** A fused program with canonical step attributes, and the type of each step. */
+export interface FusedProgramTypes {
+  /** The steps, attributes normalized. */
+  steps: FusedStep[];
+  /** Result type of each step. */
+  types: TensorType[];
+}
+
+/** Type of every step of a fused program given the operand types; throws {@link ShapeError} naming the step. */
+export function inferFusedSteps(inputs: readonly TensorType[], steps: readonly FusedStep[]): FusedProgramTypes {
+  const types: TensorType[] = [];
+  const canon: FusedStep[] = [];
+  steps.forEach((st, j) => {
+    if (!st || typeof st !== 'object' || typeof st.op !== 'string') throw new ShapeError('fused', `step ${j} is not a step`);
+    if (st.op === 'fused' || st.op === 'input' || st.op === 'weight') throw new ShapeError('fused', `step ${j}: '${st.op}' cannot appear inside a fused program`);
+    const def = getOpDef(st.op);
+    const args = (st.args ?? []) as number[];
+    const argTypes = args.map((a) => {
+      if (!Number.isInteger(a)) throw new ShapeError('fused', `step ${j} (${st.op}): bad operand reference ${a}`);
+      if (a >= 0) {
+        if (a >= inputs.length) throw new ShapeError('fused', `step ${j} (${st.op}) reads operand ${a}, but there are ${inputs.length}`);
+        return inputs[a];
+      }
+      const k = -a - 1;
+      if (k >= j) throw new ShapeError('fused', `step ${j} (${st.op}) reads step ${k}, which is not earlier`);
+      return types[k];
+    });
+    def.checkArity(argTypes.length);
+    const attrs = def.normalize ? def.normalize(argTypes, st.attrs ?? {}) : { ...(st.attrs ?? {}) };
+    try {
+      types.push(def.infer(argTypes, attrs));
+    } catch (e) {
+      if (e instanceof ShapeError) throw new ShapeError('fused', `step ${j}: ${e.message}`);
+      throw e;
+    }
+    canon.push({ op: st.op, args: [...args], attrs });
+  });
+  return { steps: canon, types };
+}
+
+/**
+ * `fused(operands...) {kind, steps}`: a small program over its operands that one kernel computes — an anchor op
+ * (matmul, norm, softmax, attention, …) with elementwise prologues and epilogues, or an elementwise chain. The
+ * result is the last step's. `kind` names the kernel family codegen should use (`elementwise`, `matmul`, …).
+ */
+define('fused', 'fused', [1, Infinity], {
+  normalize: (inputs, a) => {
+    if (typeof a.kind !== 'string' || !a.kind) throw new ShapeError('fused', "needs a 'kind'");
+    if (!Array.isArray(a.steps) || a.steps.length === 0) throw new ShapeError('fused', 'needs at least one step');
+    const { steps } = inferFusedSteps(inputs, a.steps as unknown as FusedStep[]);
+    return { kind: a.kind, steps: steps as unknown as AttrValue };
+  },
+  infer: (inputs, a) => {
+    const { types } = inferFusedSteps(inputs, a.steps as unknown as FusedStep[]);
+    return types[types.length - 1];
+  },
+});

@@ -216,9 +216,11 @@ export function validateEntry(e: WeightEntry): void {
 
 /** Reads the `bits`-bit unsigned integer at element `i` of a little-endian packed byte array. */
 export function unpackBits(packed: Uint8Array, i: number, bits: number): number {
-  const bit = i * bits;
   if (bits === 8) return packed[i];
-  return (packed[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
+  const bit = i * bits;
+  const lo = bit >> 3;
+  // a value may straddle two bytes (bit widths that do not divide 8)
+  return ((packed[lo] | ((packed[lo + 1] ?? 0) << 8)) >> (bit & 7)) & ((1 << bits) - 1);
 }
 
 /** Packs unsigned integers (each < 2^bits) little-endian into bytes. */
@@ -227,7 +229,9 @@ export function packBits(values: ArrayLike<number>, bits: number): Uint8Array {
   const mask = (1 << bits) - 1;
   for (let i = 0; i < values.length; i++) {
     const bit = i * bits;
-    out[bit >> 3] |= (values[i] & mask) << (bit & 7);
+    const v = values[i] & mask;
+    out[bit >> 3] |= (v << (bit & 7)) & 0xff;
+    if ((bit & 7) + bits > 8) out[(bit >> 3) + 1] |= v >> (8 - (bit & 7));
   }
   return out;
 }

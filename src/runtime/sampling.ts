@@ -36,7 +36,10 @@ export function validateSampling(o: SamplingOptions): void {
 /** A stateful sampler (owns the RNG). */
 export class Sampler {
   private readonly rng: XorShiftRng;
-  constructor(readonly options: SamplingOptions) {
+  constructor(
+    /** The sampling settings. */
+    readonly options: SamplingOptions,
+  ) {
     validateSampling(options);
     this.rng = new XorShiftRng(options.seed);
   }

@@ -6,8 +6,16 @@ import type { Graph } from '../../ir/graph.js';
 import { buildLlama, type LlamaBuildOptions, type LlamaConfig, type LlamaWeights } from '../../models/llama.js';
 import type { Llama2cCheckpoint } from './checkpoint.js';
 
+/** A Llama model's config and weights. */
+export interface LlamaModelData {
+  /** Hyper-parameters. */
+  config: LlamaConfig;
+  /** Weights. */
+  weights: LlamaWeights;
+}
+
 /** The Llama config and weights of a llama2.c checkpoint (run.c's maths: RoPE θ 10000 on adjacent pairs, eps 1e-5). */
-export function llama2cToLlama(ck: Llama2cCheckpoint): { config: LlamaConfig; weights: LlamaWeights } {
+export function llama2cToLlama(ck: Llama2cCheckpoint): LlamaModelData {
   const c = ck.config;
   const w = ck.weights;
   const config: LlamaConfig = {

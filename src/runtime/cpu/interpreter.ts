@@ -4,10 +4,11 @@
  * @module
  */
 import { InputError, UnsupportedOpError } from '../../errors.js';
-import { evalDim, evalShape, SymDim, type Dim, type DimBindings } from '../../ir/dim.js';
+import { evalDim, evalShape, shapeToString, SymDim, type Dim, type DimBindings } from '../../ir/dim.js';
 import type { Graph } from '../../ir/graph.js';
 import type { Node } from '../../ir/node.js';
 import { decodeWeight, type WeightEntry } from '../../ir/weights.js';
+import { inferFusedSteps, type FusedStep } from '../../ir/ops.js';
 import * as K from './kernels.js';
 import { Tensor, roundToHalf } from './tensor.js';
 
@@ -85,8 +86,20 @@ export function runGraph(g: Graph, inputs: Readonly<Record<string, Tensor>>, opt
   return out;
 }
 
-/** Evaluates one node given its operands' values. */
-export function evaluateNode(n: Node, args: Tensor[], g: Graph, inputs: Readonly<Record<string, Tensor>>, bindings: DimBindings): Tensor {
+/** What evaluating an op needs to know about it: op, attributes and result type. */
+export interface OpInstance {
+  /** The op. */
+  readonly op: Node['op'];
+  /** Its attributes. */
+  readonly attrs: Node['attrs'];
+  /** Result dtype. */
+  readonly dtype: Node['dtype'];
+  /** Result shape (may be symbolic). */
+  readonly shape: Node['shape'];
+}
+
+/** Evaluates one node (or a step of a fused program) given its operands' values. */
+export function evaluateNode(n: OpInstance, args: Tensor[], g: Graph, inputs: Readonly<Record<string, Tensor>>, bindings: DimBindings): Tensor {
   const a = n.attrs;
   switch (n.op) {
     case 'input':
@@ -122,14 +135,30 @@ export function evaluateNode(n: Node, args: Tensor[], g: Graph, inputs: Readonly
     case 'concat':
       return K.concat(args, a.axis as number);
     case 'slice':
-      return K.slice(args[0], a.axes as number[], (a.starts as Dim[]).map((d) => evalDim(d, bindings)), (a.ends as Dim[]).map((d) => evalDim(d, bindings)), a.steps as number[]);
+      return K.slice(args[0], a.axes as number[], (a.starts as Dim[]).map((d) => evalDim(d, bindings)), (a.ends as (Dim | null)[]).map((d) => (d === null ? -1 : evalDim(d, bindings))), a.steps as number[]);
     case 'gather':
-      return K.gather(args[0], args[1], a.axis as number, `gather at ${n.typeString()}`);
+      return K.gather(args[0], args[1], a.axis as number, `gather to ${n.dtype}${shapeToString(n.shape)}`);
     case 'expand':
       return K.expand(args[0], evalShape(n.shape, bindings));
     case 'attention':
       return K.attention(args[0], args[1], args[2], args[3], a.causal as boolean, a.scale as number);
+    case 'fused':
+      return evaluateFused(n, args, g, inputs, bindings);
     default:
       throw new UnsupportedOpError([n.op], `the CPU backend cannot run op '${n.op}'`);
   }
+}
+
+/** Runs a fused node's program step by step with the reference kernels (so fusion never changes the numbers). */
+function evaluateFused(n: OpInstance, args: Tensor[], g: Graph, inputs: Readonly<Record<string, Tensor>>, bindings: DimBindings): Tensor {
+  // infer step types from the node's own (possibly symbolic) operand types, so steps whose attributes mention
+  // symbolic dims type-check; evaluateNode resolves them with the bindings
+  const operandTypes = 'inputs' in n ? (n as Node).inputs : args.map((t) => ({ dtype: t.dtype, shape: t.shape }));
+  const { steps, types } = inferFusedSteps(operandTypes, n.attrs.steps as unknown as FusedStep[]);
+  const results: Tensor[] = [];
+  steps.forEach((st, j) => {
+    const operands = st.args.map((r) => (r >= 0 ? args[r] : results[-r - 1]));
+    results.push(evaluateNode({ op: st.op, attrs: st.attrs, dtype: types[j].dtype, shape: types[j].shape }, operands, g, inputs, bindings));
+  });
+  return results[results.length - 1];
 }

@@ -99,14 +99,20 @@ export function where(c: Tensor, x: Tensor, y: Tensor): Tensor {
   return out;
 }
 
-/** Element type conversion (floats to ints truncate toward zero, like WGSL). */
+/**
+ * Element type conversion with WGSL's semantics: floats to integers truncate toward zero and saturate to the
+ * target's range (NaN becomes 0); integers convert between i32 and u32 by reinterpreting bits.
+ */
 export function cast(x: Tensor, to: DType): Tensor {
   const out = alloc(to, x.shape);
   const a = x.data;
   const o = out.data;
+  const fromFloat = isFloat(x.dtype);
   if (to === 'bool') for (let i = 0; i < a.length; i++) o[i] = a[i] !== 0 ? 1 : 0;
-  else if (to === 'i32' || to === 'u32') for (let i = 0; i < a.length; i++) o[i] = Number.isFinite(a[i]) ? Math.trunc(a[i]) : 0;
-  else for (let i = 0; i < a.length; i++) o[i] = a[i];
+  else if ((to === 'i32' || to === 'u32') && fromFloat) {
+    const [lo, hi] = to === 'i32' ? [-2147483648, 2147483647] : [0, 4294967295];
+    for (let i = 0; i < a.length; i++) o[i] = Number.isNaN(a[i]) ? 0 : Math.min(hi, Math.max(lo, Math.trunc(a[i])));
+  } else for (let i = 0; i < a.length; i++) o[i] = a[i];
   return finish(out);
 }
 

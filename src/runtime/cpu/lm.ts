@@ -18,7 +18,9 @@ export class CpuCausalLM implements LMStepper {
     return this.pos;
   }
   constructor(
+    /** The decoder graph (with `past_*` inputs and `present_*` outputs). */
     readonly graph: Graph,
+    /** Longest sequence the model supports. */
     readonly maxPositions: number,
   ) {
     for (const inp of graph.inputs) {

@@ -78,13 +78,13 @@ export function unaryFn(op: string, attrs: { readonly approximate?: unknown }): 
   }
 }
 
-/** The scalar function of a binary op (integer ops wrap like 32-bit WGSL arithmetic). */
+/** The scalar function of a binary op (integer ops follow WGSL: wrapping arithmetic, `x / 0 = x`). */
 export function binaryFn(op: string, integer: boolean): (a: number, b: number) => number {
   switch (op) {
     case 'add': return (a, b) => a + b;
     case 'sub': return (a, b) => a - b;
     case 'mul': return integer ? (a, b) => Math.imul(a, b) : (a, b) => a * b;
-    case 'div': return integer ? (a, b) => (b === 0 ? 0 : Math.trunc(a / b)) : (a, b) => a / b;
+    case 'div': return integer ? (a, b) => (b === 0 ? a : Math.trunc(a / b)) : (a, b) => a / b;
     case 'pow': return Math.pow;
     case 'maximum': return (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : a > b ? a : b);
     case 'minimum': return (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : a < b ? a : b);

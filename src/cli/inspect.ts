@@ -1,0 +1,124 @@
+/**
+ * `tensorwright inspect`: a model's config, parameter count and bytes, and what the optimizer makes of it: node,
+ * kernel-launch and op counts before and after the pass pipeline, per-pass times, per-layer kernels, planned versus
+ * naive activation memory for a prefill of `--seq` tokens, and the IR.
+ * @module
+ */
+import { loadModel } from '../frontends/load.js';
+import type { Graph } from '../ir/graph.js';
+import type { Node } from '../ir/node.js';
+import { printGraph } from '../ir/printer.js';
+import { countKernels, launchesKernel, opHistogram, weightTotals } from '../ir/stats.js';
+import { planMemory, type MemoryPlan } from '../passes/memory-plan.js';
+import { runPasses } from '../passes/pipeline.js';
+import type { DeviceProfile } from '../passes/device-profile.js';
+import { cpuProfile } from '../passes/device-profile.js';
+
+/** Options of the `inspect` command. */
+export interface InspectCommandOptions {
+  /** Model file. */
+  model: string;
+  /** Pass pipeline (a preset such as `O3`, or a comma-separated list of pass names). */
+  passes: string;
+  /** Prefill length the kernel counts and memory figures are for. */
+  seq: number;
+  /** Print one JSON object. */
+  json: boolean;
+  /** Print the IR after these passes (or `all`). */
+  printIrAfter?: readonly string[] | 'all';
+  /** Target device profile (default: the CPU profile). */
+  device?: DeviceProfile;
+}
+
+/** Kernel launches per decoder layer (`layers.N.` in weight names), the rest under `other`. */
+export function kernelsPerLayer(g: Graph): Record<string, number> {
+  const layerOf = new Map<Node, number | 'other'>();
+  const counts: Record<string, number> = {};
+  for (const n of g.nodes()) {
+    let layer: number | 'other' | undefined;
+    const weights = n.inputs.filter((x) => x.op === 'weight');
+    if (n.op === 'weight') {
+      const m = /(?:^|[^A-Za-z0-9])layers?\.(\d+)\./.exec(String(n.attrs.name)) ?? /\bh\.(\d+)\./.exec(String(n.attrs.name));
+      layer = m ? Number(m[1]) : 'other';
+    } else if (weights.length) {
+      const ls = weights.map((w) => layerOf.get(w)).filter((l): l is number => typeof l === 'number');
+      layer = ls.length ? Math.max(...ls) : 'other';
+    } else {
+      const ls = n.inputs.map((x) => layerOf.get(x)).filter((l): l is number => typeof l === 'number');
+      layer = ls.length ? Math.max(...ls) : 'other';
+    }
+    layerOf.set(n, layer);
+    if (launchesKernel(n)) counts[String(layer)] = (counts[String(layer)] ?? 0) + 1;
+  }
+  return counts;
+}
+
+function summary(g: Graph, plan?: MemoryPlan): Record<string, unknown> {
+  const s: Record<string, unknown> = { nodes: g.size, kernels: countKernels(g), ops: opHistogram(g), kernels_per_layer: kernelsPerLayer(g) };
+  if (plan) {
+    s.peak_bytes_naive = plan.peakBytesNaive;
+    s.peak_bytes_planned = plan.peakBytesPlanned;
+    s.peak_bytes_lower_bound = plan.lowerBound;
+  }
+  return s;
+}
+
+/** Runs the command; returns the JSON report (also printed). */
+export async function inspectCommand(o: InspectCommandOptions): Promise<Record<string, unknown>> {
+  const model = await loadModel(o.model);
+  const graph = model.build();
+  const bindings = { seq: o.seq, past: 0, batch: 1 };
+  const result = runPasses(graph, o.passes, {
+    device: o.device ?? cpuProfile,
+    options: { bindings },
+    printIrAfter: o.printIrAfter,
+    print: (text) => process.stderr.write(`${text}\n`),
+  });
+  const after = result.graph;
+  const plan = (after.meta.memoryPlan as MemoryPlan | undefined) ?? planMemory(after, { bindings });
+  const totals = weightTotals(graph);
+  const report = {
+    model: o.model,
+    format: model.format,
+    family: model.family,
+    config: model.config,
+    parameters: totals.parameters,
+    weight_bytes: totals.bytes,
+    nodes: graph.size,
+    kernels: countKernels(graph),
+    ops: opHistogram(graph),
+    seq: o.seq,
+    pipeline: o.passes,
+    before: summary(graph),
+    after: summary(after, plan),
+    passes: result.timings.map((t) => ({ name: t.name, ms: Math.round(t.ms * 1000) / 1000 })),
+    report: result.report.entries.map((e) => ({ pass: e.pass, kind: e.kind, message: e.message })),
+  };
+  if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+  else {
+    const mib = (b: number): string => `${(b / 1024 / 1024).toFixed(2)} MiB`;
+    const perLayer = (s: Record<string, unknown>): string =>
+      Object.entries(s.kernels_per_layer as Record<string, number>)
+        .map(([k, v]) => `${k === 'other' ? 'other' : `L${k}`}:${v}`)
+        .join(' ');
+    const b = report.before as Record<string, number>;
+    const a = report.after as Record<string, number>;
+    const lines = [
+      `model      ${o.model} (${model.format}, ${model.family})`,
+      `config     ${Object.entries(model.config).map(([k, v]) => `${k}=${v}`).join(' ')}`,
+      `parameters ${totals.parameters.toLocaleString('en-US')} (${mib(totals.bytes)})`,
+      `pipeline   ${o.passes}: ${report.passes.map((p) => `${p.name} ${p.ms.toFixed(1)}ms`).join(', ') || '(none)'}`,
+      `before     ${b.nodes} nodes, ${b.kernels} kernel launches per forward (${perLayer(report.before)})`,
+      `after      ${a.nodes} nodes, ${a.kernels} kernel launches per forward (${perLayer(report.after)})`,
+      `ops after  ${Object.entries(report.after.ops as Record<string, number>).map(([k, v]) => `${k}:${v}`).join(' ')}`,
+      `memory     prefill of ${o.seq} tokens: planned ${mib(plan.peakBytesPlanned)} vs naive ${mib(plan.peakBytesNaive)} (${((100 * plan.peakBytesPlanned) / Math.max(plan.peakBytesNaive, 1)).toFixed(1)}%), lower bound ${mib(plan.lowerBound)}`,
+      '',
+      'optimization report:',
+      ...result.report.entries.map((e) => `  [${e.pass}] ${e.kind}: ${e.message}`),
+      '',
+      printGraph(after, `${model.family} (${o.passes})`),
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  }
+  return report;
+}

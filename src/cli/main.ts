@@ -1,0 +1,97 @@
+/**
+ * The `tensorwright` command line: `generate`, `inspect`, `demo`.
+ * @module
+ */
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { UsageError } from '../errors.js';
+import { generateCommand } from './generate.js';
+import { inspectCommand } from './inspect.js';
+import { demoCommand } from './demo.js';
+import { errorLine } from './output.js';
+
+function num(name: string, opts: { int?: boolean; min?: number } = {}) {
+  return (v: string): number => {
+    const x = Number(v);
+    if (v.trim() === '' || !Number.isFinite(x) || (opts.int && !Number.isInteger(x)) || (opts.min !== undefined && x < opts.min))
+      throw new InvalidArgumentError(`${name} must be ${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` >= ${opts.min}` : ''}, got '${v}'`);
+    return x;
+  };
+}
+
+function collect(v: string, prev: string[]): string[] {
+  return [...prev, ...v.split(',').map((s) => s.trim()).filter(Boolean)];
+}
+
+function printIrAfter(list: string[]): readonly string[] | 'all' | undefined {
+  if (list.includes('all')) return 'all';
+  return list.length ? list : undefined;
+}
+
+/** Builds the command-line program (exported for tests). */
+export function buildProgram(): Command {
+  const program = new Command('tensorwright')
+    .description('Compile and run transformer models on WebGPU (with a CPU reference backend).')
+    .showHelpAfterError(false)
+    .exitOverride()
+    .configureOutput({ writeErr: () => {} });
+
+  program
+    .command('generate')
+    .description('generate text with a model (llama2.c-compatible step counting and sampling)')
+    .requiredOption('--model <file>', 'model file (llama2.c .bin checkpoint)')
+    .option('--tokenizer <file>', 'tokenizer file (default: tok<vocab>.bin or tokenizer.bin beside the model)')
+    .option('--prompt <text>', 'prompt text', '')
+    .option('--steps <n>', 'positions to run, prompt included (as run.c)', num('--steps', { int: true, min: 1 }), 256)
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy', num('--temperature', { min: 0 }), 1.0)
+    .option('--topp <p>', 'nucleus sampling threshold in [0,1]', num('--topp', { min: 0 }), 0.9)
+    .option('--seed <s>', 'random seed (default: time, as run.c)', num('--seed', { int: true, min: 0 }))
+    .addOption(new Option('--backend <name>', 'backend').choices(['cpu', 'webgpu']).default('cpu'))
+    .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
+    .option('--print-ir-after <pass>', "print the IR (to stderr) after this pass, or 'all' (repeatable)", collect, [])
+    .option('--json', 'print one JSON object on stdout', false)
+    .action(async (o) => {
+      await generateCommand({ ...o, seed: o.seed ?? Date.now() % 2 ** 31, printIrAfter: printIrAfter(o.printIrAfter) });
+    });
+
+  program
+    .command('inspect')
+    .description("print a model's config, parameters, what the optimizer does to it (kernels, memory) and its IR")
+    .requiredOption('--model <file>', 'model file')
+    .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
+    .option('--seq <n>', 'prefill length for kernel and memory figures', num('--seq', { int: true, min: 1 }), 512)
+    .option('--print-ir-after <pass>', "print the IR (to stderr) after this pass, or 'all' (repeatable)", collect, [])
+    .option('--json', 'print one JSON object on stdout', false)
+    .action(async (o) => {
+      await inspectCommand({ ...o, printIrAfter: printIrAfter(o.printIrAfter) });
+    });
+
+  program
+    .command('demo')
+    .description('build a Llama-architecture model in code (seeded random weights) and run it; or run a real checkpoint')
+    .option('--model <file>', 'run this checkpoint instead of the random model')
+    .option('--tokenizer <file>', 'its tokenizer')
+    .option('--prompt <text>', 'prompt for a real checkpoint', 'Once upon a time')
+    .option('--steps <n>', 'positions to run', num('--steps', { int: true, min: 1 }), 64)
+    .action(async (o) => {
+      await demoCommand(o);
+    });
+  return program;
+}
+
+/** Runs the CLI with `argv` (user arguments only); resolves to the exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
+      if (e.code === 'commander.executeSubCommandAsync') return 0;
+      process.stderr.write(`${errorLine(new UsageError(e.message.replace(/^error: /, '')))}\n`);
+      return 2;
+    }
+    process.stderr.write(`${errorLine(e)}\n`);
+    return 1;
+  }
+}

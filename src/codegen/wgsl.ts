@@ -1,0 +1,85 @@
+/**
+ * WGSL text helpers shared by the kernel generators: type names, literals, identifier escaping, and the scalar
+ * functions WGSL lacks (erf, GELU). Names that come from model files only ever reach WGSL through {@link wgslComment}
+ * (which cannot break out of a comment) or {@link wgslIdent} (which maps to `[A-Za-z0-9_]`).
+ * @module
+ */
+import type { DType } from '../ir/dtype.js';
+
+/** The WGSL storage element type of a dtype (bool is stored as u32). */
+export function storageType(dtype: DType): string {
+  switch (dtype) {
+    case 'f32': return 'f32';
+    case 'f16': return 'f16';
+    case 'i32': return 'i32';
+    case 'u32': return 'u32';
+    case 'bool': return 'u32';
+  }
+}
+
+/** The WGSL type a value of `dtype` is computed in (f16 is computed in f32; bool as `bool`). */
+export function computeType(dtype: DType): string {
+  switch (dtype) {
+    case 'f32':
+    case 'f16': return 'f32';
+    case 'i32': return 'i32';
+    case 'u32': return 'u32';
+    case 'bool': return 'bool';
+  }
+}
+
+/** A WGSL literal of the compute type. */
+export function literal(dtype: DType, v: number): string {
+  switch (computeType(dtype)) {
+    case 'f32': {
+      if (Number.isNaN(v)) return 'bitcast<f32>(0x7fc00000u)';
+      if (v === Infinity) return 'bitcast<f32>(0x7f800000u)';
+      if (v === -Infinity) return 'bitcast<f32>(0xff800000u)';
+      const f = Math.fround(v);
+      // exact decimal of the f32 value, always with a decimal point or exponent
+      let s = f.toPrecision(9);
+      if (!/[.e]/.test(s)) s += '.0';
+      return `f32(${s})`;
+    }
+    case 'i32': return `i32(${v | 0})`;
+    case 'u32': return `${v >>> 0}u`;
+    default: return v ? 'true' : 'false';
+  }
+}
+
+/** Text safe to put inside a `//` comment (no newlines or control characters; at most 120 characters). */
+export function wgslComment(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = text.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, ' ');
+  return clean.length > 120 ? `${clean.slice(0, 117)}...` : clean;
+}
+
+/** An identifier derived from arbitrary text: `[A-Za-z_][A-Za-z0-9_]*`, never a WGSL keyword or reserved word. */
+export function wgslIdent(text: string, prefix = 'v'): string {
+  const body = text.replace(/[^A-Za-z0-9_]/g, '_').replace(/_+/g, '_').slice(0, 48);
+  return `${prefix}_${body}`.replace(/__+/g, '_');
+}
+
+/** WGSL source of helper functions, by name, for generators to include when used. */
+export const WGSL_HELPERS: Readonly<Record<string, string>> = {
+  erf: `// erf: Abramowitz & Stegun 7.1.26, absolute error < 1.5e-7
+fn tw_erf(x: f32) -> f32 {
+  let a = abs(x);
+  let t = 1.0 / (1.0 + 0.3275911 * a);
+  let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-a * a);
+  return select(-y, y, x >= 0.0);
+}`,
+  gelu_erf: `fn tw_gelu_erf(x: f32) -> f32 { return 0.5 * x * (1.0 + tw_erf(x * 0.70710678118654752)); }`,
+  gelu_tanh: `fn tw_gelu_tanh(x: f32) -> f32 {
+  let u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+  // tanh via exp, clamped so large |u| cannot overflow
+  let e = exp(-2.0 * abs(clamp(u, -15.0, 15.0)));
+  let t = sign(u) * (1.0 - e) / (1.0 + e);
+  return 0.5 * x * (1.0 + t);
+}`,
+  tanh: `fn tw_tanh(u: f32) -> f32 {
+  let e = exp(-2.0 * abs(clamp(u, -15.0, 15.0)));
+  return sign(u) * (1.0 - e) / (1.0 + e);
+}`,
+  sigmoid: `fn tw_sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }`,
+};

@@ -1,0 +1,109 @@
+/**
+ * Host-side bookkeeping of the paged KV cache (vLLM's PagedAttention): a pool of fixed-size blocks, a free list,
+ * reference counts (so sequences can later share prefix blocks copy-on-write), and one block table per sequence
+ * mapping its logical token positions to physical blocks.
+ *
+ * GPU layout the attention kernels read through the block table: per layer, a K pool and a V pool, each
+ * `[numBlocks, blockSize, nKvHeads, headDim]` row-major; token position `p` of a sequence lives in physical block
+ * `table[floor(p / blockSize)]` at slot `p % blockSize`.
+ * @module
+ */
+import { CacheFullError, InputError } from '../errors.js';
+
+/** One sequence's view of the cache. */
+export interface SequenceBlocks {
+  /** Sequence id. */
+  readonly id: number;
+  /** Physical block ids, in logical order. */
+  readonly table: readonly number[];
+  /** Tokens stored. */
+  readonly length: number;
+}
+
+/** Allocates KV-cache blocks to sequences. */
+export class BlockAllocator {
+  private readonly free: number[];
+  private readonly refs: Uint32Array;
+  private readonly seqs = new Map<number, { table: number[]; length: number }>();
+  private nextSeq = 0;
+
+  constructor(
+    /** Blocks in the pool. */
+    readonly numBlocks: number,
+    /** Tokens per block. */
+    readonly blockSize: number,
+  ) {
+    if (!(Number.isInteger(numBlocks) && numBlocks > 0 && Number.isInteger(blockSize) && blockSize > 0))
+      throw new InputError(`KV cache needs positive integer block count and size, got ${numBlocks} x ${blockSize}`);
+    this.free = Array.from({ length: numBlocks }, (_v, i) => numBlocks - 1 - i);
+    this.refs = new Uint32Array(numBlocks);
+  }
+
+  /** Blocks not owned by any sequence. */
+  get freeBlocks(): number {
+    return this.free.length;
+  }
+
+  /** Starts an empty sequence and returns its id. */
+  createSequence(): number {
+    const id = this.nextSeq++;
+    this.seqs.set(id, { table: [], length: 0 });
+    return id;
+  }
+
+  private seq(id: number): { table: number[]; length: number } {
+    const s = this.seqs.get(id);
+    if (!s) throw new InputError(`KV cache has no sequence ${id}`);
+    return s;
+  }
+
+  /**
+   * Makes room for `tokens` more tokens in sequence `id` (allocating blocks as needed) and returns the position of
+   * the first new token. Throws {@link CacheFullError} (allocating nothing) when the pool cannot hold them.
+   */
+  append(id: number, tokens: number): number {
+    const s = this.seq(id);
+    const need = Math.ceil((s.length + tokens) / this.blockSize) - s.table.length;
+    if (need > this.free.length)
+      throw new CacheFullError(`KV cache full: sequence ${id} needs ${need} more block(s) of ${this.blockSize} tokens for ${tokens} token(s), ${this.free.length} free of ${this.numBlocks}`);
+    for (let i = 0; i < need; i++) {
+      const b = this.free.pop()!;
+      this.refs[b] = 1;
+      s.table.push(b);
+    }
+    const start = s.length;
+    s.length += tokens;
+    return start;
+  }
+
+  /** Releases a sequence's blocks (blocks shared with others stay until their last owner releases them). */
+  release(id: number): void {
+    const s = this.seq(id);
+    for (const b of s.table) if (--this.refs[b] === 0) this.free.push(b);
+    this.seqs.delete(id);
+  }
+
+  /** Drops the tail of a sequence back to `length` tokens (e.g. after a rejected speculative draft). */
+  truncate(id: number, length: number): void {
+    const s = this.seq(id);
+    if (length > s.length || length < 0) throw new InputError(`cannot truncate sequence ${id} of ${s.length} tokens to ${length}`);
+    const keep = Math.ceil(length / this.blockSize);
+    for (const b of s.table.splice(keep)) if (--this.refs[b] === 0) this.free.push(b);
+    s.length = length;
+  }
+
+  /** Sequence `id`'s blocks and length. */
+  sequence(id: number): SequenceBlocks {
+    const s = this.seq(id);
+    return { id, table: [...s.table], length: s.length };
+  }
+
+  /** The block table of sequence `id` padded to `maxBlocks` entries, ready to upload. */
+  tableArray(id: number, maxBlocks: number): Uint32Array {
+    const s = this.seq(id);
+    if (s.table.length > maxBlocks) throw new CacheFullError(`sequence ${id} uses ${s.table.length} blocks, more than the ${maxBlocks} a table holds`);
+    const a = new Uint32Array(maxBlocks);
+    a.set(s.table);
+    return a;
+  }
+}

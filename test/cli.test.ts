@@ -1,0 +1,98 @@
+// The CLI contract: JSON on stdout, logs on stderr, one-line typed errors and non-zero exit codes.
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runCli } from './support/cli.js';
+import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
+
+noteMissingShared('CLI tests on real checkpoints');
+
+describe('CLI errors', () => {
+  it('--help exits 0 and lists the commands', async () => {
+    const r = await runCli(['--help']);
+    expect(r.code).toBe(0);
+  });
+  it('a missing model file is a one-line typed error', async () => {
+    const r = await runCli(['generate', '--model', '/nonexistent/model.bin', '--json']);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^error \[BAD_INPUT\]/);
+  });
+  it('a bad flag value is a usage error', async () => {
+    const r = await runCli(['generate', '--model', 'x.bin', '--steps', 'many']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^error \[USAGE\].*--steps/);
+  });
+  it('a truncated checkpoint names the field and offset', async () => {
+    if (!hasShared) return;
+    const dir = mkdtempSync(join(tmpdir(), 'tw-'));
+    const bytes = readFileSync(sharedPath('models/stories260K/stories260K.bin'));
+    writeFileSync(join(dir, 'cut.bin'), bytes.subarray(0, 5000));
+    const r = await runCli(['generate', '--model', join(dir, 'cut.bin'), '--json']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^error \[BAD_MODEL_FILE\].*offset \d+/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+});
+
+describe.skipIf(!hasShared)('CLI on stories260K', () => {
+  const model = hasShared ? sharedPath('models/stories260K/stories260K.bin') : '';
+  const tok = hasShared ? sharedPath('models/stories260K/tok512.bin') : '';
+  it('generate --json prints exactly one JSON object with the contract fields', async () => {
+    const r = await runCli(['generate', '--model', model, '--tokenizer', tok, '--prompt', 'Once upon a time', '--steps', '20', '--temperature', '0', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const o = JSON.parse(lines[0]);
+    expect(Object.keys(o).sort()).toEqual(['backend', 'generated_ids', 'metrics', 'prompt_ids', 'text'].sort());
+    expect(o.prompt_ids[0]).toBe(1);
+    expect(o.prompt_ids.length + o.generated_ids.length).toBeLessThanOrEqual(21);
+    expect(typeof o.metrics.decode_tokens_per_s).toBe('number');
+  });
+  it('sampling with a seed is reproducible, and differs across seeds', async () => {
+    const args = ['generate', '--model', model, '--tokenizer', tok, '--steps', '40', '--temperature', '1', '--topp', '0.9', '--json'];
+    const a = JSON.parse((await runCli([...args, '--seed', '7'])).stdout);
+    const b = JSON.parse((await runCli([...args, '--seed', '7'])).stdout);
+    const c = JSON.parse((await runCli([...args, '--seed', '8'])).stdout);
+    expect(a.generated_ids).toEqual(b.generated_ids);
+    expect(a.generated_ids).not.toEqual(c.generated_ids);
+  });
+  it('the tokenizer is found beside the model when not given', async () => {
+    const r = await runCli(['generate', '--model', model, '--prompt', 'Hi', '--steps', '5', '--temperature', '0', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).text.startsWith('Hi')).toBe(true);
+  });
+  it('a tokenizer whose vocab does not match the model is a typed error', async () => {
+    const r = await runCli(['generate', '--model', model, '--tokenizer', sharedPath('models/llama2-tokenizer/tokenizer.bin'), '--json']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^error \[BAD_MODEL_FILE\]/);
+  });
+  it('inspect --json reports config, ops, parameters and bytes', async () => {
+    const r = await runCli(['inspect', '--model', model, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const o = JSON.parse(r.stdout);
+    expect(o.config.dim).toBe(64);
+    // 512*64 embedding + 5 layers * (2*64 + 2*64*64 + 2*32*64 + 3*172*64) + 64 = 260032 (the file's 264128 floats less RoPE tables)
+    expect(o.parameters).toBe(260_032);
+    expect(o.weight_bytes).toBe(260_032 * 4);
+    expect(o.ops.attention).toBe(5);
+    expect(o.ops.matmul).toBe(5 * 7 + 1);
+  });
+  it('inspect without --json prints the IR text', async () => {
+    const r = await runCli(['inspect', '--model', model]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/= attention\(/);
+    expect(r.stdout).toMatch(/kind="rope"/);
+    const o0 = await runCli(['inspect', '--model', model, '--passes', 'O0']);
+    expect(o0.stdout).toMatch(/= rope\(/);
+  });
+  it('babyllama105 (a second, independent checkpoint) runs', async () => {
+    const r = await runCli(['generate', '--model', sharedPath('models/babyllama105/model5000.bin'), '--tokenizer', sharedPath('models/babyllama105/tok105.bin'), '--prompt', 'Once', '--steps', '30', '--temperature', '0', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const o = JSON.parse(r.stdout);
+    expect(o.generated_ids.every((i: number) => i >= 0 && i < 105)).toBe(true);
+    expect(o.text.startsWith('Once')).toBe(true);
+  });
+});

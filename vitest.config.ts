@@ -1,0 +1,10 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // Dawn (the `webgpu` package) is a native addon that must run in child processes, not worker threads.
+    pool: 'forks',
+    testTimeout: 60_000,
+  },
+});
