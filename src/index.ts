@@ -13,3 +13,5 @@ export * from './passes/index.js';
 export * from './models/index.js';
 export * from './frontends/index.js';
 export * from './runtime/index.js';
+export * from './compile.js';
+export type { LowerVariants, PagedAttention } from './codegen/lower.js';

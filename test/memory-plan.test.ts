@@ -10,6 +10,7 @@ import { launchesKernel } from '../src/ir/stats.js';
 import { cpuProfile } from '../src/passes/device-profile.js';
 import { describeMemoryPlan, memoryPlanPass, planMemory, resolvePlanBindings, verifyMemoryPlan, type MemoryPlan, type PlannedBuffer } from '../src/passes/memory-plan.js';
 import { OptimizationReport, type PassContext } from '../src/passes/pass.js';
+import type { LlamaConfig } from '../src/models/llama.js';
 import { analyzeBuffers, normalizeSchedule, scheduleForMemory } from '../src/passes/schedule.js';
 import { Rng } from '../src/util/random.js';
 import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
@@ -370,7 +371,7 @@ describe.skipIf(!hasShared)('planMemory on llama2.c models at seq 512, past 0', 
       expect(plan.peakBytesPlanned).toBeGreaterThanOrEqual(plan.lowerBound);
       // logits [1, 512, vocab] and the present K/V of every layer are outputs, live at the end together
       const c = model.config;
-      const kv = 2 * c.nLayers * 512 * (c.dim / c.nHeads) * c.nKvHeads * 4;
+      const kv = 2 * (c as LlamaConfig).nLayers * 512 * ((c as LlamaConfig).dim / (c as LlamaConfig).nHeads) * (c as LlamaConfig).nKvHeads * 4;
       expect(plan.lowerBound).toBeGreaterThanOrEqual(512 * c.vocabSize * 4 + kv);
       expect(plan.weightBytes).toBe(model.weightBytes);
       // the default plan is no worse than planning the graph's depth-first order

@@ -4,10 +4,14 @@
  * @module
  */
 import { countKernels, opHistogram } from '../ir/stats.js';
+import type { LoadedModel } from '../frontends/load.js';
+import { runPasses } from '../passes/pipeline.js';
+import { cpuProfile } from '../passes/device-profile.js';
+import { compile } from '../compile.js';
 import { buildLlama, randomLlamaWeights, type LlamaConfig } from '../models/llama.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { generateTokens } from '../runtime/generate.js';
-import { probeWebGPU, describeDevice } from '../runtime/device.js';
+import { probeWebGPU, describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { generateCommand } from './generate.js';
 import { log } from './output.js';
 
@@ -38,27 +42,49 @@ export const DEMO_CONFIG: LlamaConfig = {
 /** Runs the demo. */
 export async function demoCommand(o: DemoOptions): Promise<void> {
   const probe = await probeWebGPU();
-  let backend: 'cpu' = 'cpu';
-  if ('available' in probe) log(`backend: cpu — no WebGPU adapter (${probe.reason})`);
-  else
-    log(
-      `backend: cpu — WebGPU adapter found (${describeDevice(probe)}), but generation on WebGPU is not available in this version; ` +
-        'the CPU reference backend runs the model',
-    );
+  const backend: 'cpu' | 'webgpu' = 'available' in probe ? 'cpu' : 'webgpu';
+  if ('available' in probe) log(`backend: cpu — no WebGPU adapter (${probe.reason}); the CPU reference backend runs the model`);
+  else log(`backend: webgpu — ${describeDevice(probe)}`);
   if (o.model) {
     await generateCommand({ model: o.model, tokenizer: o.tokenizer, prompt: o.prompt, steps: o.steps, temperature: 0, topp: 0.9, seed: 1, backend, json: false });
     return;
   }
   log('model: Llama architecture built in code with SEEDED RANDOM WEIGHTS (seed 1) — its output is not meaningful text');
-  const graph = buildLlama(DEMO_CONFIG, randomLlamaWeights(DEMO_CONFIG, 1), { lastTokenLogitsOnly: true });
   const c = DEMO_CONFIG;
-  const ops = opHistogram(graph);
-  console.log(`IR: ${graph.size} nodes, ${countKernels(graph)} kernel launches per forward`);
+  const weights = randomLlamaWeights(c, 1);
+  const model: LoadedModel = {
+    format: 'llama2c',
+    family: 'llama',
+    path: '(built in code)',
+    config: c,
+    parameters: 0,
+    weightBytes: 0,
+    maxPositions: c.seqLen,
+    bosId: 1,
+    stopTokens: [],
+    build: (opts) => buildLlama(c, weights, opts),
+  };
+  const graph = model.build({ lastTokenLogitsOnly: true });
+  const optimized = runPasses(graph, 'O3', { device: cpuProfile });
+  console.log(`IR: ${graph.size} nodes, ${countKernels(graph)} kernel launches per forward; after O3: ${optimized.graph.size} nodes, ${countKernels(optimized.graph)} launches`);
   console.log(`    config dim=${c.dim} hidden=${c.hiddenDim} layers=${c.nLayers} heads=${c.nHeads}/${c.nKvHeads} vocab=${c.vocabSize}`);
-  console.log(`    ops ${Object.entries(ops).map(([k, v]) => `${k}:${v}`).join(' ')}`);
+  console.log(`    ops after O3: ${Object.entries(opHistogram(optimized.graph)).map(([k, v]) => `${k}:${v}`).join(' ')}`);
   const prompt = [1, 42, 7, 300, 12];
-  const lm = new CpuCausalLM(graph, c.seqLen);
-  const r = await generateTokens(lm, prompt, { steps: o.steps, temperature: 0, topp: 0.9, seed: 1, stopTokens: [] });
+  let r: { generated: number[]; prefillSeconds: number; decodeSeconds: number };
+  if (backend === 'webgpu') {
+    const handle = await requestGPUDevice();
+    try {
+      const engine = await compile(model, { device: handle.info, onProgress: log });
+      const session = await engine.createSession({ device: handle });
+      r = await session.generate(prompt, { steps: o.steps, temperature: 0, topp: 0.9, seed: 1 });
+      await session.destroy();
+    } finally {
+      await handle.destroy();
+    }
+  } else {
+    const lm = new CpuCausalLM(optimized.graph, c.seqLen);
+    r = await generateTokens(lm, prompt, { steps: o.steps, temperature: 0, topp: 0.9, seed: 1, stopTokens: [] });
+  }
   console.log(`prompt ids:    ${prompt.join(' ')}`);
   console.log(`generated ids: ${r.generated.join(' ')}`);
   const decodeTps = Math.max(r.generated.length - 1, 0) / Math.max(r.decodeSeconds, 1e-9);

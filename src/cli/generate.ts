@@ -1,22 +1,30 @@
 /**
- * `tensorwright generate`: text generation from a model file, run.c-compatible step counting and sampling.
+ * `tensorwright generate`: text generation from a model file or a saved engine, on the CPU reference backend or on
+ * WebGPU, with run.c-compatible step counting and sampling.
  * @module
  */
-import { DeviceError, UsageError } from '../errors.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { UsageError } from '../errors.js';
 import { findTokenizerFor, loadModel } from '../frontends/load.js';
 import { Llama2cTokenizer } from '../frontends/llama2c/tokenizer.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { generateTokens } from '../runtime/generate.js';
-import { log } from './output.js';
 import { runPasses } from '../passes/pipeline.js';
 import { cpuProfile } from '../passes/device-profile.js';
 import { countKernels } from '../ir/stats.js';
+import { Engine, type KernelTiming } from '../runtime/engine.js';
+import { requestGPUDevice, probeWebGPU, describeDevice } from '../runtime/device.js';
+import { compile } from '../compile.js';
+import { log } from './output.js';
 
 /** Options of the `generate` command (as parsed from the command line). */
 export interface GenerateCommandOptions {
-  /** Model file. */
-  model: string;
-  /** Tokenizer file (default: found beside the model). */
+  /** Model file (or use `engine`). */
+  model?: string;
+  /** A saved engine directory (from `tensorwright compile`). */
+  engine?: string;
+  /** Tokenizer file (default: found beside the model, or in the engine directory). */
   tokenizer?: string;
   /** Prompt text. */
   prompt?: string;
@@ -28,14 +36,26 @@ export interface GenerateCommandOptions {
   topp: number;
   /** RNG seed. */
   seed: number;
-  /** Backend. */
-  backend: 'cpu' | 'webgpu';
+  /** Backend (`auto`: WebGPU when an adapter exists, else the CPU). */
+  backend: 'cpu' | 'webgpu' | 'auto';
   /** Print one JSON object instead of text. */
   json: boolean;
   /** Pass pipeline (default `O3`). */
   passes?: string;
   /** Print the IR after these passes (or `all`). */
   printIrAfter?: readonly string[] | 'all';
+  /** Print a per-kernel GPU time table (WebGPU, with `timestamp-query`). */
+  profile?: boolean;
+}
+
+/** What generation needs of a tokenizer (llama2.c's and Hugging Face's both fit). */
+export interface TextTokenizer {
+  /** Token ids of a prompt, BOS first. */
+  encode(text: string): number[];
+  /** Text of a sequence of ids. */
+  decode(ids: readonly number[]): string;
+  /** Text that `token` adds after `prev` (for streaming output). */
+  decodePiece(prev: number, token: number): string;
 }
 
 /** The JSON object `generate --json` prints. */
@@ -52,46 +72,94 @@ export interface GenerateJson {
   metrics: Record<string, number | string | boolean>;
 }
 
+/** Resolves `auto` to the backend that will run, logging which and why. */
+async function pickBackend(b: GenerateCommandOptions['backend']): Promise<'cpu' | 'webgpu'> {
+  if (b === 'cpu' || b === 'webgpu') return b;
+  const probe = await probeWebGPU();
+  if ('available' in probe) {
+    log(`backend: cpu (no WebGPU adapter: ${probe.reason})`);
+    return 'cpu';
+  }
+  log(`backend: webgpu (${describeDevice(probe)})`);
+  return 'webgpu';
+}
+
+/** Formats a per-kernel profile table (kernels summed by family/variant, sorted by time). */
+export function profileTable(rows: readonly KernelTiming[]): string {
+  const by = new Map<string, { ms: number; n: number }>();
+  for (const r of rows) {
+    const e = by.get(r.kernel) ?? { ms: 0, n: 0 };
+    e.ms += r.ms;
+    e.n += 1;
+    by.set(r.kernel, e);
+  }
+  const total = rows.reduce((a, r) => a + r.ms, 0);
+  const lines = [...by].sort((a, b) => b[1].ms - a[1].ms).map(([k, e]) => `  ${k.padEnd(40)} ${String(e.n).padStart(5)} ${e.ms.toFixed(3).padStart(10)} ms ${((100 * e.ms) / Math.max(total, 1e-9)).toFixed(1).padStart(6)}%`);
+  return [`  ${'kernel'.padEnd(40)} ${'calls'.padStart(5)} ${'time'.padStart(13)} ${'share'.padStart(7)}`, ...lines, `  ${'total'.padEnd(40)} ${String(rows.length).padStart(5)} ${total.toFixed(3).padStart(10)} ms`].join('\n');
+}
+
 /** Runs the command; resolves to the JSON result (also printed). */
 export async function generateCommand(o: GenerateCommandOptions): Promise<GenerateJson> {
-  if (o.backend !== 'cpu' && o.backend !== 'webgpu') throw new UsageError(`--backend must be cpu or webgpu, got ${o.backend}`);
+  if (!['cpu', 'webgpu', 'auto'].includes(o.backend)) throw new UsageError(`--backend must be cpu or webgpu, got ${o.backend}`);
+  if (!o.model === !o.engine) throw new UsageError('give exactly one of --model <file> and --engine <dir>');
   const t0 = performance.now();
-  const model = await loadModel(o.model);
-  const tokPath = o.tokenizer ?? findTokenizerFor(o.model, model.config.vocabSize);
-  const tokenizer = tokPath ? await Llama2cTokenizer.fromFile(tokPath, model.config.vocabSize) : undefined;
-  if (!tokenizer && o.prompt) throw new UsageError(`a --prompt needs a tokenizer: pass --tokenizer <file> (none found beside ${o.model})`);
-  if (!tokenizer) log('no tokenizer given or found beside the model: generating from BOS, ids only');
-  const promptIds = tokenizer ? tokenizer.encode(o.prompt ?? '') : [model.bosId];
-  if (o.backend === 'webgpu')
-    throw new DeviceError('DEVICE_ERROR', 'generation on WebGPU is not available in this version (the WGSL runtime is still being built); use --backend cpu');
+  if (o.engine && o.backend === 'cpu') throw new UsageError('a saved engine runs on WebGPU; use --model for the CPU backend');
+  const engineFromDisk = o.engine ? await Engine.load(o.engine) : undefined;
+  const model = o.model ? await loadModel(o.model) : undefined;
+  const vocab = model ? model.config.vocabSize : engineFromDisk!.manifest.lm!.vocabSize;
+  const tokPath = o.tokenizer ?? (model ? (model.tokenizer ? undefined : findTokenizerFor(o.model!, vocab)) : existsSync(join(o.engine!, 'tokenizer.bin')) ? join(o.engine!, 'tokenizer.bin') : undefined);
+  const tokenizer: TextTokenizer | undefined = tokPath ? await Llama2cTokenizer.fromFile(tokPath, vocab) : model?.tokenizer;
+  if (!tokenizer && o.prompt) throw new UsageError(`a --prompt needs a tokenizer: pass --tokenizer <file> (none found beside the ${o.model ? 'model' : 'engine'})`);
+  if (!tokenizer) log('no tokenizer given or found: generating from BOS, ids only');
+  const bos = model ? model.bosId : engineFromDisk!.manifest.lm!.bosId;
+  const promptIds = tokenizer ? tokenizer.encode(o.prompt ?? '') : [bos];
+  // only now (the inputs are valid) look for a GPU, which may print driver notes
+  const backend = o.engine ? 'webgpu' : await pickBackend(o.backend);
   const passes = o.passes ?? 'O3';
-  const optimized = runPasses(model.build({ lastTokenLogitsOnly: true }), passes, {
-    device: cpuProfile,
-    printIrAfter: o.printIrAfter,
-    print: (text) => process.stderr.write(`${text}\n`),
-  });
-  const lm = new CpuCausalLM(optimized.graph, model.maxPositions);
-  const tLoad = performance.now();
   if (!o.json) process.stdout.write(tokenizer ? tokenizer.decode(promptIds) : '');
   let prev = promptIds[promptIds.length - 1];
-  const r = await generateTokens(lm, promptIds, {
-    steps: o.steps,
-    temperature: o.temperature,
-    topp: o.topp,
-    seed: o.seed,
-    stopTokens: model.stopTokens,
-    onToken: (id) => {
-      if (!o.json && tokenizer) process.stdout.write(tokenizer.decodePiece(prev, id));
-      prev = id;
-    },
-  });
+  const onToken = (id: number): void => {
+    if (!o.json && tokenizer) process.stdout.write(tokenizer.decodePiece(prev, id));
+    prev = id;
+  };
+  let r: { generated: number[]; prefillSeconds: number; decodeSeconds: number; stopped: boolean };
+  const extra: Record<string, number | string | boolean> = {};
+  if (backend === 'cpu') {
+    const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
+    extra.compile_ms = round(optimized.timings.reduce((a, t) => a + t.ms, 0));
+    extra.kernels_per_forward = countKernels(optimized.graph);
+    const lm = new CpuCausalLM(optimized.graph, model!.maxPositions);
+    extra.load_ms = round(performance.now() - t0);
+    r = await generateTokens(lm, promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, seed: o.seed, stopTokens: model!.stopTokens, onToken });
+  } else {
+    const handle = await requestGPUDevice();
+    try {
+      const tc = performance.now();
+      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, sampling: { temperature: o.temperature || 1, topp: o.topp }, onProgress: log }));
+      extra.compile_ms = round(performance.now() - tc);
+      const session = await engine.createSession({ device: handle, profile: o.profile });
+      extra.load_ms = round(performance.now() - t0);
+      extra.device = describeDevice(handle.info);
+      extra.dispatches_per_token = engine.manifest.plans[0].dispatches.length + 1;
+      try {
+        r = await session.generate(promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, seed: o.seed, onToken });
+        if (o.profile) {
+          if (session.lastProfile.length) log(`per-kernel GPU time of the last step (${describeDevice(handle.info)}):\n${profileTable(session.lastProfile)}`);
+          else log('--profile: this device has no timestamp-query feature; no kernel times');
+        }
+      } finally {
+        await session.destroy();
+      }
+    } finally {
+      await handle.destroy();
+    }
+  }
   if (!o.json) process.stdout.write('\n');
   const text = tokenizer ? tokenizer.decode([...promptIds, ...r.generated]) : '';
   const decodeTokens = Math.max(r.generated.length - 1, 0);
   const metrics = {
-    model: o.model,
-    format: model.format,
-    load_ms: round(tLoad - t0),
+    model: o.model ?? o.engine!,
+    format: model ? model.format : 'engine',
     prompt_tokens: promptIds.length,
     generated_tokens: r.generated.length,
     prefill_ms: round(r.prefillSeconds * 1000),
@@ -104,12 +172,11 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
     topp: o.topp,
     steps: o.steps,
     passes,
-    compile_ms: round(optimized.timings.reduce((a, t) => a + t.ms, 0)),
-    kernels_per_forward: countKernels(optimized.graph),
+    ...extra,
   };
-  const result: GenerateJson = { backend: o.backend, prompt_ids: promptIds, generated_ids: r.generated, text, metrics };
+  const result: GenerateJson = { backend, prompt_ids: promptIds, generated_ids: r.generated, text, metrics };
   if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-  else log(`[${o.backend}] prompt ${promptIds.length} tokens in ${metrics.prefill_ms} ms; ${r.generated.length} tokens generated, ${metrics.decode_tokens_per_s} tok/s`);
+  else log(`[${backend}] prompt ${promptIds.length} tokens in ${metrics.prefill_ms} ms; ${r.generated.length} tokens generated, ${metrics.decode_tokens_per_s} tok/s`);
   return result;
 }
 

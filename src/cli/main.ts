@@ -7,6 +7,8 @@ import { UsageError } from '../errors.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
 import { demoCommand } from './demo.js';
+import { compileCommand } from './compile.js';
+import { onnxTestCommand } from './onnx-test.js';
 import { errorLine } from './output.js';
 
 function num(name: string, opts: { int?: boolean; min?: number } = {}) {
@@ -27,8 +29,8 @@ function printIrAfter(list: string[]): readonly string[] | 'all' | undefined {
   return list.length ? list : undefined;
 }
 
-/** Builds the command-line program (exported for tests). */
-export function buildProgram(): Command {
+/** Builds the command-line program (exported for tests); commands that decide their own exit code set `state.exitCode`. */
+export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Command {
   const program = new Command('tensorwright')
     .description('Compile and run transformer models on WebGPU (with a CPU reference backend).')
     .showHelpAfterError(false)
@@ -38,14 +40,16 @@ export function buildProgram(): Command {
   program
     .command('generate')
     .description('generate text with a model (llama2.c-compatible step counting and sampling)')
-    .requiredOption('--model <file>', 'model file (llama2.c .bin checkpoint)')
-    .option('--tokenizer <file>', 'tokenizer file (default: tok<vocab>.bin or tokenizer.bin beside the model)')
+    .option('--model <file>', 'model file (llama2.c .bin checkpoint)')
+    .option('--engine <dir>', 'a saved engine (from `tensorwright compile`) to run instead of a model file')
+    .option('--tokenizer <file>', 'tokenizer file (default: tok<vocab>.bin or tokenizer.bin beside the model, or in the engine)')
     .option('--prompt <text>', 'prompt text', '')
     .option('--steps <n>', 'positions to run, prompt included (as run.c)', num('--steps', { int: true, min: 1 }), 256)
     .option('--temperature <t>', 'sampling temperature; 0 = greedy', num('--temperature', { min: 0 }), 1.0)
     .option('--topp <p>', 'nucleus sampling threshold in [0,1]', num('--topp', { min: 0 }), 0.9)
     .option('--seed <s>', 'random seed (default: time, as run.c)', num('--seed', { int: true, min: 0 }))
-    .addOption(new Option('--backend <name>', 'backend').choices(['cpu', 'webgpu']).default('cpu'))
+    .addOption(new Option('--backend <name>', 'backend (default: webgpu when an adapter exists, else cpu)').choices(['cpu', 'webgpu', 'auto']).default('auto'))
+    .option('--profile', 'print per-kernel GPU times of the last step (webgpu, needs timestamp-query)', false)
     .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
     .option('--print-ir-after <pass>', "print the IR (to stderr) after this pass, or 'all' (repeatable)", collect, [])
     .option('--json', 'print one JSON object on stdout', false)
@@ -66,6 +70,31 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('compile')
+    .description('compile a model into a saved WebGPU engine (runs without the compiler: generate --engine <dir>)')
+    .requiredOption('--model <file>', 'model file')
+    .requiredOption('-o, --output <dir>', 'engine directory to write')
+    .option('--tokenizer <file>', 'tokenizer to store with the engine (default: found beside the model)')
+    .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
+    .option('--temperature <t>', 'temperature the GPU sampler is built for (temperature 0 always works)', num('--temperature', { min: 0 }), 1.0)
+    .option('--topp <p>', 'top-p the GPU sampler is built for', num('--topp', { min: 0 }), 0.9)
+    .option('--json', 'print one JSON summary on stdout', false)
+    .action(async (o) => {
+      await compileCommand(o);
+    });
+
+  program
+    .command('onnx-test')
+    .description('run ONNX backend test folders (model.onnx + test_data_set_N/{input,output}_N.pb): import, optimize, run, compare')
+    .argument('<dirs...>', 'test folders, or folders holding them')
+    .addOption(new Option('--backend <name>', 'backend').choices(['cpu', 'webgpu']).default('cpu'))
+    .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
+    .option('--json', 'one JSON object per folder on stdout', false)
+    .action(async (dirs: string[], o: { backend: 'cpu' | 'webgpu'; passes: string; json: boolean }) => {
+      state.exitCode = await onnxTestCommand(dirs, o);
+    });
+
+  program
     .command('demo')
     .description('build a Llama-architecture model in code (seeded random weights) and run it; or run a real checkpoint')
     .option('--model <file>', 'run this checkpoint instead of the random model')
@@ -80,10 +109,11 @@ export function buildProgram(): Command {
 
 /** Runs the CLI with `argv` (user arguments only); resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
-  const program = buildProgram();
+  const state = { exitCode: 0 };
+  const program = buildProgram(state);
   try {
     await program.parseAsync([...argv], { from: 'user' });
-    return 0;
+    return state.exitCode;
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;

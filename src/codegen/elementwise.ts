@@ -10,15 +10,17 @@
  */
 import { UnsupportedOpError } from '../errors.js';
 import { dimProduct, numel, type Dim } from '../ir/dim.js';
+import { dimRef } from './wgsl.js';
 import type { Node } from '../ir/node.js';
 import { printNode } from '../ir/printer.js';
-import { paramsStruct, type GridExpr, type KernelSource } from './kernel.js';
-import { computeType, literal, storageType, WGSL_HELPERS, wgslComment } from './wgsl.js';
+import type { GridExpr, KernelSource } from './kernel.js';
+import { KernelParams } from './norm.js';
+import { computeType, literal, storageType, usesBitsHelper, WGSL_HELPERS, wgslComment } from './wgsl.js';
 
 /** Ops this family can compute inside a kernel. */
 export const ELEMENTWISE_KERNEL_OPS: ReadonlySet<string> = new Set([
   'neg', 'abs', 'exp', 'log', 'sqrt', 'rsqrt', 'reciprocal', 'tanh', 'erf', 'sin', 'cos', 'silu', 'gelu', 'relu', 'sigmoid',
-  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'equal', 'less', 'greater', 'where', 'cast',
+  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'equal', 'less', 'greater', 'where', 'cast', 'expand',
 ]);
 
 /** A generated elementwise kernel: the launchable {@link KernelSource} plus what it computes. */
@@ -43,17 +45,6 @@ export interface ElementwiseOptions {
   maxWorkgroupsPerDimension?: number;
 }
 
-/** Dims as WGSL: static ones as literals, symbolic ones as `params.pK` (collected in order). */
-class DimParams {
-  readonly list: string[] = [];
-  u32(d: Dim): string {
-    if (typeof d === 'number') return `${d}u`;
-    let k = this.list.indexOf(d.text);
-    if (k < 0) k = this.list.push(d.text) - 1;
-    return `params.p${k}`;
-  }
-}
-
 /**
  * Generates the kernel computing `root` (an elementwise op) and the elementwise ops it can absorb. Shapes may be
  * symbolic: their sizes become uniform parameters evaluated at dispatch time.
@@ -68,10 +59,13 @@ export function generateElementwiseKernel(root: Node, opts: ElementwiseOptions =
   const exprOf = new Map<Node, string>();
   const lines: string[] = [];
   const helpers = new Set<string>();
-  const dims = new DimParams();
+  const dims = new KernelParams();
 
   const inside = (n: Node): boolean => n === root || (ELEMENTWISE_KERNEL_OPS.has(n.op) && fuse(n));
-  const splatConstant = (n: Node): number | undefined => (n.op === 'constant' && (n.attrs.values as number[]).length === 1 ? (n.attrs.values as number[])[0] : undefined);
+  const splatConstant = (n: Node): number | undefined => {
+    const v = n.op === 'constant' ? (n.attrs.values as unknown[]) : undefined;
+    return v && v.length === 1 && typeof v[0] === 'number' ? v[0] : undefined;
+  };
 
   // post-order walk (iterative) over the fused tree; a fused op is computed at the output's index, so it must not
   // be broadcast itself: ops whose shape differs from the output are loaded as operands instead
@@ -81,7 +75,9 @@ export function generateElementwiseKernel(root: Node, opts: ElementwiseOptions =
     if (exprOf.has(n)) continue;
     const splat = splatConstant(n);
     if (splat !== undefined) {
-      exprOf.set(n, literal(n.dtype, splat));
+      const lit = literal(n.dtype, splat);
+      if (usesBitsHelper(lit)) helpers.add('bits_f32');
+      exprOf.set(n, lit);
       continue;
     }
     const sameShape = n.shape.length === outShape.length && n.shape.every((d, i) => d === outShape[i]);
@@ -112,7 +108,7 @@ export function generateElementwiseKernel(root: Node, opts: ElementwiseOptions =
   const needsF16 = root.dtype === 'f16' || operands.some((o) => o.dtype === 'f16');
   const bindings = operands.map((o, k) => `@group(0) @binding(${k}) var<storage, read> in_${k}: array<${storageType(o.dtype)}>;`);
   bindings.push(`@group(0) @binding(${operands.length}) var<storage, read_write> out: array<${storageType(root.dtype)}>;`);
-  const elementsExpr = dims.u32(elements);
+  const elementsExpr = dimRef(dims, elements);
   const loaders = operands.map((o, k) => loaderFn(k, o, outShape, dims));
   const maxX = opts.maxWorkgroupsPerDimension ?? 65535;
   // grid: ceil(elements / wg) workgroups, folded into a 2-D grid of width GRID_X when that exceeds the limit
@@ -129,7 +125,7 @@ export function generateElementwiseKernel(root: Node, opts: ElementwiseOptions =
     `const GRID_X: u32 = ${maxX}u;`,
     '',
     ...bindings,
-    paramsStruct(dims.list, operands.length + 1),
+    dims.decl(operands.length + 1),
     ...[...helpers].map((h) => WGSL_HELPERS[h]),
     ...loaders,
     `@compute @workgroup_size(WORKGROUP_SIZE)`,
@@ -157,7 +153,7 @@ export function generateElementwiseKernel(root: Node, opts: ElementwiseOptions =
 }
 
 /** A function `load_k(i)` reading operand k at output index i, with broadcasting folded into strides. */
-function loaderFn(k: number, operand: Node, outShape: readonly Dim[], dims: DimParams): string {
+function loaderFn(k: number, operand: Node, outShape: readonly Dim[], dims: KernelParams): string {
   const inShape = operand.shape;
   const t = computeType(operand.dtype);
   const conv = (e: string): string => (operand.dtype === 'bool' ? `(${e} != 0u)` : operand.dtype === 'f16' ? `f32(${e})` : e);
@@ -174,17 +170,21 @@ function loaderFn(k: number, operand: Node, outShape: readonly Dim[], dims: DimP
       if (j < 0 || inShape[j] === 1) continue;
       const outStride = dimProduct(outShape.slice(d + 1));
       const inStride = dimProduct(inShape.slice(j + 1));
-      terms.push(`((i / ${dims.u32(outStride)}) % ${dims.u32(outShape[d])}) * ${dims.u32(inStride)}`);
+      terms.push(`((i / ${dimRef(dims, outStride)}) % ${dimRef(dims, outShape[d])}) * ${dimRef(dims, inStride)}`);
     }
     index = terms.length ? terms.join(' + ') : '0u';
   }
   return `fn load_${k}(i: u32) -> ${t} { return ${conv(`in_${k}[${index}]`)}; }\n`;
 }
 
-/** The WGSL expression of one elementwise op over argument expressions. */
-function scalarExpr(n: Node, a: string[], helpers: Set<string>): string {
+/**
+ * The WGSL expression of one elementwise op over argument expressions (each already in its compute type); adds the
+ * names of the {@link WGSL_HELPERS} it calls to `helpers`.
+ */
+export function scalarExpr(n: Node, a: string[], helpers: Set<string>): string {
   const T = computeType(n.dtype);
   switch (n.op) {
+    case 'expand': return a[0]; // a broadcast: the operand's loader already maps output indices to its elements
     case 'neg': return `-(${a[0]})`;
     case 'abs': return `abs(${a[0]})`;
     case 'exp': return `exp(${a[0]})`;

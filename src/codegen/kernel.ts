@@ -11,4 +11,3 @@ export function paramsStruct(params: readonly string[], binding: number): string
   const fields = params.map((p, i) => `  p${i}: u32, // ${p.replace(/[^A-Za-z0-9_+*\- ]/g, '?')}`).join('\n');
   return `struct Params {\n${fields}\n}\n@group(0) @binding(${binding}) var<uniform> params: Params;\n`;
 }
-

@@ -1,10 +1,12 @@
 /**
  * WGSL text helpers shared by the kernel generators: type names, literals, identifier escaping, and the scalar
  * functions WGSL lacks (erf, GELU). Names that come from model files only ever reach WGSL through {@link wgslComment}
- * (which cannot break out of a comment) or {@link wgslIdent} (which maps to `[A-Za-z0-9_]`).
+ * (which cannot break out of a comment); identifiers in generated WGSL are the generators' own.
  * @module
  */
 import type { DType } from '../ir/dtype.js';
+import type { Dim } from '../ir/dim.js';
+import type { KernelParams } from './norm.js';
 
 /** The WGSL storage element type of a dtype (bool is stored as u32). */
 export function storageType(dtype: DType): string {
@@ -28,13 +30,17 @@ export function computeType(dtype: DType): string {
   }
 }
 
-/** A WGSL literal of the compute type. */
+/**
+ * A WGSL literal of the compute type. Non-finite floats come out as calls of the `bits_f32` helper of
+ * {@link WGSL_HELPERS} (include it when {@link usesBitsHelper} says so); they cannot be `const`.
+ */
 export function literal(dtype: DType, v: number): string {
   switch (computeType(dtype)) {
     case 'f32': {
-      if (Number.isNaN(v)) return 'bitcast<f32>(0x7fc00000u)';
-      if (v === Infinity) return 'bitcast<f32>(0x7f800000u)';
-      if (v === -Infinity) return 'bitcast<f32>(0xff800000u)';
+      // WGSL rejects constant expressions that evaluate to a non-finite value: build those at run time
+      if (Number.isNaN(v)) return 'tw_bits_f32(0x7fc00000u)';
+      if (v === Infinity) return 'tw_bits_f32(0x7f800000u)';
+      if (v === -Infinity) return 'tw_bits_f32(0xff800000u)';
       const f = Math.fround(v);
       // exact decimal of the f32 value, always with a decimal point or exponent
       let s = f.toPrecision(9);
@@ -54,14 +60,15 @@ export function wgslComment(text: string): string {
   return clean.length > 120 ? `${clean.slice(0, 117)}...` : clean;
 }
 
-/** An identifier derived from arbitrary text: `[A-Za-z_][A-Za-z0-9_]*`, never a WGSL keyword or reserved word. */
-export function wgslIdent(text: string, prefix = 'v'): string {
-  const body = text.replace(/[^A-Za-z0-9_]/g, '_').replace(/_+/g, '_').slice(0, 48);
-  return `${prefix}_${body}`.replace(/__+/g, '_');
+/** Whether WGSL text calls the `bits_f32` helper (a non-finite literal). */
+export function usesBitsHelper(text: string): boolean {
+  return text.includes('tw_bits_f32(');
 }
 
 /** WGSL source of helper functions, by name, for generators to include when used. */
 export const WGSL_HELPERS: Readonly<Record<string, string>> = {
+  bits_f32: `// an f32 from its bits at run time (a constant expression may not be infinite or NaN)
+fn tw_bits_f32(bits: u32) -> f32 { return bitcast<f32>(bits); }`,
   erf: `// erf: Abramowitz & Stegun 7.1.26, absolute error < 1.5e-7
 fn tw_erf(x: f32) -> f32 {
   let a = abs(x);
@@ -83,3 +90,8 @@ fn tw_erf(x: f32) -> f32 {
 }`,
   sigmoid: `fn tw_sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }`,
 };
+
+/** The WGSL `u32` expression of an IR dim: a literal, or the params field holding a symbolic one. */
+export function dimRef(params: KernelParams, d: Dim): string {
+  return params.ref(typeof d === 'number' ? d : d.text);
+}

@@ -4,25 +4,34 @@
  * safetensors and GGUF importers).
  * @module
  */
-import { readFile, stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { InputError, ModelFormatError } from '../errors.js';
+import { InputError, ModelFormatError, UsageError } from '../errors.js';
 import type { Graph } from '../ir/graph.js';
 import { buildLlama, type LlamaBuildOptions, type LlamaConfig } from '../models/llama.js';
 import { looksLikeLlama2cCheckpoint, parseLlama2cCheckpoint } from './llama2c/checkpoint.js';
 import { llama2cToLlama } from './llama2c/model.js';
+import type { Gpt2Config } from '../models/gpt2.js';
+import { looksLikeGguf } from './gguf/reader.js';
+import { loadGgufModel } from './gguf/model.js';
+import { looksLikeSafetensors } from './safetensors/reader.js';
+import { loadHfModel } from './hf/model.js';
+import type { HfTokenizer } from './hf/tokenizer.js';
+import { looksLikeOnnx } from './onnx/index.js';
 
 /** A loaded causal language model, ready to be turned into a graph. */
 export interface LoadedModel {
   /** Detected file format. */
-  readonly format: 'llama2c';
+  readonly format: 'llama2c' | 'safetensors' | 'gguf' | 'onnx';
   /** Model family. */
-  readonly family: 'llama';
+  readonly family: 'llama' | 'gpt2';
   /** File it came from. */
   readonly path: string;
   /** The model's hyper-parameters. */
-  readonly config: LlamaConfig;
+  readonly config: LlamaConfig | Gpt2Config;
+  /** The model's own tokenizer (Hugging Face folders with a tokenizer.json). */
+  readonly tokenizer?: HfTokenizer;
   /** Parameter count. */
   readonly parameters: number;
   /** Bytes of weights as stored. */
@@ -39,6 +48,9 @@ export interface LoadedModel {
 
 /** Detects a model file's format from its first bytes and size; `undefined` when unknown. */
 export function detectFormat(bytes: Uint8Array): LoadedModel['format'] | undefined {
+  if (looksLikeGguf(bytes)) return 'gguf';
+  if (looksLikeSafetensors(bytes)) return 'safetensors';
+  if (looksLikeOnnx(bytes)) return 'onnx';
   if (looksLikeLlama2cCheckpoint(bytes)) return 'llama2c';
   return undefined;
 }
@@ -46,13 +58,22 @@ export function detectFormat(bytes: Uint8Array): LoadedModel['format'] | undefin
 /** Loads a model file. Throws {@link ModelFormatError} (naming the field and byte offset) for malformed files. */
 export async function loadModel(path: string): Promise<LoadedModel> {
   const st = await stat(path).catch(() => undefined);
+  if (st?.isDirectory()) return loadHfModel(path);
   if (!st || !st.isFile()) throw new InputError(`model file ${path} does not exist or is not a file`);
+  // look at the first bytes before reading everything (multi-GB GGUF files are read tensor by tensor)
+  const fh = await open(path, 'r');
+  const head = new Uint8Array(Math.min(st.size, 64));
+  await fh.read(head, 0, head.length, 0);
+  await fh.close();
+  if (looksLikeGguf(head)) return loadGgufModel(path);
+  if (looksLikeSafetensors(head)) return loadHfModel(path);
+  if (looksLikeOnnx(head)) throw new UsageError(`${path} is an ONNX graph, not a causal-LM checkpoint: import it with readOnnx(path) (or run it with \`tensorwright onnx-test\`)`);
   const bytes = new Uint8Array(await readFile(path));
   const format = detectFormat(bytes);
   if (format !== 'llama2c') {
     // the llama2.c parser gives the most precise complaint for something that was meant to be one
     if (bytes.length >= 28 && path.endsWith('.bin')) parseLlama2cCheckpoint(bytes, path);
-    throw new ModelFormatError('magic', 0, 'unrecognised model format (supported: llama2.c v0 checkpoint)', path);
+    throw new ModelFormatError('magic', 0, 'unrecognised model format (supported: llama2.c v0 checkpoint, GGUF, safetensors with config.json, a Hugging Face model folder)', path);
   }
   const ck = parseLlama2cCheckpoint(bytes, path);
   const { config, weights } = llama2cToLlama(ck);

@@ -195,18 +195,22 @@ define('constant', 'leaf', [0], {
     if (!shape.every((d) => typeof d === 'number')) throw new ShapeError('constant', `constants need a static shape, got ${s(shape)}`);
     const n = shape.reduce((x: number, y) => x * (y as number), 1);
     const values = a.values;
-    if (!Array.isArray(values) || !values.every((v) => typeof v === 'number')) throw new ShapeError('constant', 'values must be an array of numbers');
+    // i32 constants may hold symbolic dims: shape arithmetic (an ONNX `Shape` of a `[batch, seq, 64]` tensor is
+    // `constant i32 [3] values [batch, seq, 64]`); the interpreter evaluates them with the run's bindings
+    const legal = (v: AttrValue): boolean => typeof v === 'number' || (v instanceof SymDim && a.dtype === 'i32');
+    if (!Array.isArray(values) || !values.every(legal)) throw new ShapeError('constant', 'values must be an array of numbers (or, for i32, symbolic dims)');
     if (values.length !== 1 && values.length !== n) throw new ShapeError('constant', `${values.length} values for shape ${s(shape)}`);
     if (n > MAX_INLINE_CONSTANT) throw new ShapeError('constant', `${n} elements is too large to inline (max ${MAX_INLINE_CONSTANT}); put it in the weight store`);
     // one value means "splat": keep it that way so splats intern regardless of how they were written
     const splat = values.length === 1 || values.every((v) => Object.is(v, values[0]));
-    const vals = splat ? [canonValue(a.dtype, values[0] as number)] : (values as number[]).map((v) => canonValue(a.dtype as DType, v));
+    const vals = splat ? [canonValue(a.dtype, values[0] as number | SymDim)] : (values as (number | SymDim)[]).map((v) => canonValue(a.dtype as DType, v));
     return { dtype: a.dtype, shape, values: vals };
   },
   infer: (_i, a) => ({ dtype: a.dtype as DType, shape: a.shape as Dim[] }),
 });
 
-function canonValue(dtype: DType, v: number): number {
+function canonValue(dtype: DType, v: number | SymDim): number | SymDim {
+  if (v instanceof SymDim) return v;
   switch (dtype) {
     case 'f32':
       return Math.fround(v);
@@ -435,8 +439,9 @@ define('concat', 'layout', [1, Infinity], {
 
 /**
  * `slice` attributes are per-axis `starts`, `ends` (`null` = to the end) and `steps`. On a static axis, starts and
- * ends follow ONNX semantics (negative counts from the end, clamped); on a symbolic axis they must be non-negative
- * with `ends` null, or the static end must be given as a symbolic expression (e.g. `past+seq`).
+ * ends follow ONNX semantics (negative counts from the end, clamped), or, with step 1, may be symbolic sizes (the
+ * result's dim is then `end - start`); on a symbolic axis they must be non-negative with `ends` null, or the static
+ * end must be given as a symbolic expression (e.g. `past+seq`).
  */
 define('slice', 'layout', [1], {
   normalize: ([x], a) => {
@@ -459,7 +464,15 @@ define('slice', 'layout', [1], {
         // normalizing canonical attributes again is the identity
         const st = starts[i];
         const en = ends[i];
-        if (st instanceof SymDim || en instanceof SymDim) throw new ShapeError('slice', `symbolic bounds on static axis ${ax} of ${s(x.shape)}`);
+        if (st instanceof SymDim || en instanceof SymDim) {
+          // symbolic bounds on a static axis (GPT-2's `bias[:, :, past:past+seq]`): step 1, bounds are sizes within
+          // the axis (the kernels clamp at run time); a numeric bound is clamped as usual
+          if (step !== 1) throw new ShapeError('slice', `symbolic bounds need step 1 on static axis ${ax} of ${s(x.shape)}`);
+          if ((typeof st === 'number' && st < 0) || (typeof en === 'number' && en < 0)) throw new ShapeError('slice', `negative bound with a symbolic one on axis ${ax} of ${s(x.shape)}`);
+          outStarts.push(typeof st === 'number' ? Math.min(st, dim) : st);
+          outEnds.push(en === null ? dim : typeof en === 'number' ? Math.min(en, dim) : en);
+          return;
+        }
         const abs = (v: number): number => (v < 0 ? v + dim : v);
         if (step > 0) {
           outStarts.push(Math.min(Math.max(abs(st), 0), dim));

@@ -34,6 +34,12 @@ export interface QuantizedEncoding {
   readonly hasZeroPoint: boolean;
   /** Dtype the scales are kept in on the device. */
   readonly scaleDType: 'f32' | 'f16';
+  /**
+   * Whether a per-group offset is stored (payload `mins`, Float32Array) and subtracted after scaling:
+   * value = `f32((q - zeroPoint) * scale) - min`. llama.cpp's k-quants (Q4_K, Q5_K) and Q4_1/Q5_1 need it, their
+   * offsets being no integer multiple of the scale. Absent means false.
+   */
+  readonly hasMin?: boolean;
 }
 
 /** Codebook (look-up table) storage: `indexBits`-bit indices into a table of `2^indexBits` values per group. */
@@ -89,7 +95,8 @@ export interface WeightEntry {
   readonly encoding: WeightEncoding;
   /**
    * Payload. Dense: `values` (Float32Array for f32, Uint16Array of half bits for f16, Int32Array/Uint32Array,
-   * Uint8Array for bool). Quantized: `packed`, `scales` (Float32Array), optional `zeroPoints` (Int32Array).
+   * Uint8Array for bool). Quantized: `packed`, `scales` (Float32Array), optional `zeroPoints` (Int32Array), optional
+   * `mins` (Float32Array, with `hasMin`).
    * Codebook: `indices` (packed), `codebook` (Float32Array). N:M: `values`, `indices` (Uint8Array position in group).
    * Block-sparse: `rowPtr`, `colIdx` (Int32Array), `blocks` (Float32Array).
    */
@@ -186,6 +193,7 @@ export function validateEntry(e: WeightEntry): void {
       need(e, 'packed', Math.ceil((n * enc.bits) / 8));
       need(e, 'scales', groups);
       if (enc.hasZeroPoint) need(e, 'zeroPoints', groups);
+      if (enc.hasMin) need(e, 'mins', groups);
       return;
     }
     case 'codebook': {
@@ -289,13 +297,16 @@ export function decodeWeight(e: WeightEntry): Float32Array {
       const packed = e.data.packed as Uint8Array;
       const scales = e.data.scales;
       const zps = e.data.zeroPoints;
+      const mins = enc.hasMin ? e.data.mins : undefined;
       const out = new Float32Array(n);
       const signBit = 1 << (enc.bits - 1);
       for (let i = 0; i < n; i++) {
         let q = unpackBits(packed, i, enc.bits);
         if (enc.signed && q & signBit) q -= 1 << enc.bits;
         const g = Math.floor(i / enc.groupSize);
-        out[i] = (q - (zps ? zps[g] : 0)) * scales[g];
+        const v = (q - (zps ? zps[g] : 0)) * scales[g];
+        // with an offset: the product rounded to float32 first, as llama.cpp's reference dequantizers compute it
+        out[i] = mins ? Math.fround(v) - mins[g] : v;
       }
       return out;
     }

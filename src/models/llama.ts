@@ -41,6 +41,51 @@ export interface LlamaConfig {
   sharedClassifier: boolean;
   /** Whether q/k/v projections have biases (Qwen2). */
   qkvBias?: boolean;
+  /** Per-head width (Hugging Face `head_dim`); default `dim / nHeads`. */
+  headDim?: number;
+  /** RoPE frequency scaling; absent for plain RoPE. */
+  ropeScaling?: LlamaRopeScaling;
+}
+
+/**
+ * RoPE frequency scaling, applied to the inverse frequencies `theta^(-2i/headDim)`:
+ * - `linear` (Hugging Face `rope_type: "linear"`, position interpolation): every frequency divided by `factor`;
+ * - `llama3` (Llama 3.1): low frequencies divided by `factor`, high ones kept, a smooth blend between;
+ * - `frequency-factors` (llama.cpp's `rope_freqs` tensor): frequency `i` divided by `factors[i]`.
+ *
+ * A scaled model computes its rotary embedding from cos/sin tables of `seqLen` rows with primitive ops (the `rope`
+ * op has no scaling); {@link llamaRopeInvFrequencies} gives the frequencies.
+ */
+export type LlamaRopeScaling = RopeScalingLinear | RopeScalingLlama3 | RopeScalingFactors;
+
+/** Linear RoPE scaling (position interpolation): every frequency divided by `factor`. */
+export interface RopeScalingLinear {
+  /** Discriminant. */
+  readonly type: 'linear';
+  /** The divisor (`rope_scaling.factor`). */
+  readonly factor: number;
+}
+
+/** Llama 3.1 RoPE scaling (`rope_type: "llama3"`), with `transformers`' field meanings. */
+export interface RopeScalingLlama3 {
+  /** Discriminant. */
+  readonly type: 'llama3';
+  /** Divisor of the low frequencies (`factor`). */
+  readonly factor: number;
+  /** Wavelengths above `originalMaxPositions / lowFreqFactor` are divided by `factor` (`low_freq_factor`). */
+  readonly lowFreqFactor: number;
+  /** Wavelengths below `originalMaxPositions / highFreqFactor` are kept (`high_freq_factor`). */
+  readonly highFreqFactor: number;
+  /** The pre-training context (`original_max_position_embeddings`). */
+  readonly originalMaxPositions: number;
+}
+
+/** Per-frequency divisors (llama.cpp's `rope_freqs` tensor): frequency `i` divided by `factors[i]`. */
+export interface RopeScalingFactors {
+  /** Discriminant. */
+  readonly type: 'frequency-factors';
+  /** One positive divisor per rotary pair (`headDim / 2`). */
+  readonly factors: readonly number[];
 }
 
 /** A weight given as dense f32 data or as a store entry (which may be quantized or sparse). */
@@ -94,18 +139,58 @@ export interface LlamaBuildOptions {
   kvCache?: boolean;
 }
 
-/** Head size. */
+/** Head size (`headDim`, default `dim / nHeads`). */
 export function llamaHeadSize(c: LlamaConfig): number {
-  return c.dim / c.nHeads;
+  return c.headDim ?? c.dim / c.nHeads;
+}
+
+/**
+ * The rotary inverse frequencies `theta^(-2i/headDim)`, `i < headDim/2`, in float32 as Hugging Face computes them,
+ * after {@link LlamaConfig.ropeScaling} (the llama3 blend follows `transformers`' `_compute_llama3_parameters`).
+ */
+export function llamaRopeInvFrequencies(c: LlamaConfig): Float32Array {
+  const hs = llamaHeadSize(c);
+  const theta = c.ropeTheta ?? 10000;
+  const inv = new Float32Array(hs / 2);
+  for (let i = 0; i < hs / 2; i++) inv[i] = Math.fround(1 / Math.fround(Math.pow(theta, Math.fround((2 * i) / hs))));
+  const s = c.ropeScaling;
+  if (!s) return inv;
+  for (let i = 0; i < inv.length; i++) {
+    if (s.type === 'linear') inv[i] = inv[i] / s.factor;
+    else if (s.type === 'frequency-factors') inv[i] = inv[i] / s.factors[i];
+    else {
+      const lowWavelen = s.originalMaxPositions / s.lowFreqFactor;
+      const highWavelen = s.originalMaxPositions / s.highFreqFactor;
+      const wavelen = (2 * Math.PI) / inv[i];
+      if (wavelen > lowWavelen) inv[i] = inv[i] / s.factor;
+      else if (wavelen >= highWavelen) {
+        const smooth = (s.originalMaxPositions / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+        inv[i] = (1 - smooth) * (inv[i] / s.factor) + smooth * inv[i];
+      }
+    }
+  }
+  return inv;
 }
 
 /** Checks a config's internal consistency; throws {@link InputError} naming the field. */
 export function validateLlamaConfig(c: LlamaConfig): void {
   for (const k of ['dim', 'hiddenDim', 'nLayers', 'nHeads', 'nKvHeads', 'vocabSize', 'seqLen'] as const)
     if (!Number.isInteger(c[k]) || c[k] <= 0) throw new InputError(`llama config: ${k} must be a positive integer, got ${c[k]}`);
-  if (c.dim % c.nHeads !== 0) throw new InputError(`llama config: dim ${c.dim} is not divisible by nHeads ${c.nHeads}`);
+  if (c.headDim !== undefined && (!Number.isInteger(c.headDim) || c.headDim <= 0)) throw new InputError(`llama config: headDim must be a positive integer, got ${c.headDim}`);
+  if (c.headDim === undefined && c.dim % c.nHeads !== 0) throw new InputError(`llama config: dim ${c.dim} is not divisible by nHeads ${c.nHeads}`);
   if (c.nHeads % c.nKvHeads !== 0) throw new InputError(`llama config: nHeads ${c.nHeads} is not divisible by nKvHeads ${c.nKvHeads}`);
   if (llamaHeadSize(c) % 2 !== 0) throw new InputError(`llama config: head size ${llamaHeadSize(c)} must be even for RoPE`);
+  const s = c.ropeScaling;
+  const bad = (why: string): never => {
+    throw new InputError(`llama config: ropeScaling (${s?.type}) ${why}`);
+  };
+  if (s?.type === 'linear' && !(s.factor > 0)) bad(`factor must be positive, got ${s.factor}`);
+  if (s?.type === 'llama3') {
+    if (!(s.factor > 0 && s.lowFreqFactor > 0 && s.highFreqFactor > s.lowFreqFactor && s.originalMaxPositions > 0))
+      bad('needs factor > 0, 0 < lowFreqFactor < highFreqFactor and originalMaxPositions > 0');
+  }
+  if (s?.type === 'frequency-factors' && (s.factors.length !== llamaHeadSize(c) / 2 || !s.factors.every((f) => f > 0)))
+    bad(`needs ${llamaHeadSize(c) / 2} positive factors, got ${s.factors.length}`);
 }
 
 /** Builds the Llama graph. */
@@ -114,6 +199,7 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
   const c = config;
   const hs = llamaHeadSize(c);
   const kvDim = hs * c.nKvHeads;
+  const qDim = hs * c.nHeads;
   const b = new GraphBuilder(new WeightStore());
   const w = (name: string, shape: number[], src: WeightSource): Node => {
     if (src instanceof Float32Array) {
@@ -136,22 +222,23 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
   const theta = c.ropeTheta ?? 10000;
   const style = c.ropeStyle ?? 'interleaved';
   const eps = c.normEps ?? 1e-5;
+  const rotary = c.ropeScaling ? scaledRope(b, c, positions, style) : (t: Node): Node => b.rope(t, positions, { theta, style });
   if (weights.layers.length !== c.nLayers) throw new InputError(`llama: config has ${c.nLayers} layers, weights have ${weights.layers.length}`);
   weights.layers.forEach((L, l) => {
     const p = `layers.${l}.`;
     const h = b.rmsnorm(x, w(`${p}attention_norm`, [c.dim], L.rmsAtt), eps);
-    let q = b.linear(h, w(`${p}wq`, [c.dim, c.dim], L.wq), L.bq ? w(`${p}bq`, [c.dim], L.bq) : undefined);
+    let q = b.linear(h, w(`${p}wq`, [qDim, c.dim], L.wq), L.bq ? w(`${p}bq`, [qDim], L.bq) : undefined);
     let k = b.linear(h, w(`${p}wk`, [kvDim, c.dim], L.wk), L.bk ? w(`${p}bk`, [kvDim], L.bk) : undefined);
     const v0 = b.linear(h, w(`${p}wv`, [kvDim, c.dim], L.wv), L.bv ? w(`${p}bv`, [kvDim], L.bv) : undefined);
-    q = b.rope(b.reshape(q, [1, seq, c.nHeads, hs]), positions, { theta, style });
-    k = b.rope(b.reshape(k, [1, seq, c.nKvHeads, hs]), positions, { theta, style });
+    q = rotary(b.reshape(q, [1, seq, c.nHeads, hs]));
+    k = rotary(b.reshape(k, [1, seq, c.nKvHeads, hs]));
     const v = b.reshape(v0, [1, seq, c.nKvHeads, hs]);
     const cache = kvCache
       ? { pastK: b.input(`past_k.${l}`, 'f32', [1, past, c.nKvHeads, hs]), pastV: b.input(`past_v.${l}`, 'f32', [1, past, c.nKvHeads, hs]) }
       : {};
     const att = b.attention(q, k, v, { causal: true, ...cache });
     if (kvCache) presents.push({ name: `present_k.${l}`, node: att.presentK }, { name: `present_v.${l}`, node: att.presentV });
-    const o = b.linear(b.reshape(att.out, [1, seq, c.dim]), w(`${p}wo`, [c.dim, c.dim], L.wo));
+    const o = b.linear(b.reshape(att.out, [1, seq, qDim]), w(`${p}wo`, [c.dim, qDim], L.wo));
     x = b.add(x, o);
     const h2 = b.rmsnorm(x, w(`${p}ffn_norm`, [c.dim], L.rmsFfn), eps);
     const gate = b.silu(b.linear(h2, w(`${p}w1`, [c.hiddenDim, c.dim], L.w1)));
@@ -163,6 +250,44 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
   const cls = c.sharedClassifier ? emb : w('output', [c.vocabSize, c.dim], weights.wcls ?? missing('output (classifier)'));
   outputs.push({ name: 'logits', node: b.linear(x, cls) });
   return b.build([...outputs, ...presents], { family: 'llama', config: { ...c } });
+}
+
+/**
+ * Rotary embedding with scaled frequencies, from `[seqLen, headDim]` cos/sin tables gathered at the positions:
+ * `x * cos + rotate(x) * sin`, `rotate` being NeoX's `rotate_half` or GPT-J's `rotate_every_two` (the forms
+ * `recognize-rope` knows, which leaves these tables alone as they hold no plain `theta`). Angles are float32
+ * `position * frequency`, as the `rope` op computes them.
+ */
+function scaledRope(b: GraphBuilder, c: LlamaConfig, positions: Node, style: 'interleaved' | 'half'): (x: Node) => Node {
+  const hs = llamaHeadSize(c);
+  const half = hs / 2;
+  const inv = llamaRopeInvFrequencies(c);
+  const cos = new Float32Array(c.seqLen * hs);
+  const sin = new Float32Array(c.seqLen * hs);
+  for (let p = 0; p < c.seqLen; p++)
+    for (let i = 0; i < half; i++) {
+      const angle = Math.fround(p * inv[i]);
+      const cols = style === 'half' ? [i, i + half] : [2 * i, 2 * i + 1];
+      for (const j of cols) {
+        cos[p * hs + j] = Math.cos(angle);
+        sin[p * hs + j] = Math.sin(angle);
+      }
+    }
+  const seq = positions.shape[0];
+  const table = (name: string, values: Float32Array): Node => b.reshape(b.gather(b.weight(name, [c.seqLen, hs], values), positions), [1, seq, 1, hs]);
+  const cosT = table('rope.cos', cos);
+  const sinT = table('rope.sin', sin);
+  return (x: Node): Node => {
+    let rot: Node;
+    if (style === 'half') rot = b.concat([b.neg(b.sliceAxis(x, 3, half, hs)), b.sliceAxis(x, 3, 0, half)], 3);
+    else {
+      const [, s, h] = x.shape;
+      const odd = b.slice(x, { axes: [3], starts: [1], ends: [hs], steps: [2] });
+      const even = b.slice(x, { axes: [3], starts: [0], ends: [hs], steps: [2] });
+      rot = b.reshape(b.concat([b.reshape(b.neg(odd), [1, s, h, half, 1]), b.reshape(even, [1, s, h, half, 1])], 4), [1, s, h, hs]);
+    }
+    return b.add(b.mul(x, cosT), b.mul(rot, sinT));
+  };
 }
 
 function missing(what: string): never {
@@ -180,10 +305,10 @@ export function randomLlamaWeights(c: LlamaConfig, seed = 1): LlamaWeights {
     tokenEmbedding: r.normals(c.vocabSize * c.dim, 1),
     layers: Array.from({ length: c.nLayers }, () => ({
       rmsAtt: ones(c.dim),
-      wq: r.normals(c.dim * c.dim, std * 8),
+      wq: r.normals(llamaHeadSize(c) * c.nHeads * c.dim, std * 8),
       wk: r.normals(kvDim * c.dim, std * 8),
       wv: r.normals(kvDim * c.dim, std * 8),
-      wo: r.normals(c.dim * c.dim, std * 8),
+      wo: r.normals(c.dim * llamaHeadSize(c) * c.nHeads, std * 8),
       rmsFfn: ones(c.dim),
       w1: r.normals(c.hiddenDim * c.dim, std * 8),
       w2: r.normals(c.dim * c.hiddenDim, std * 8),

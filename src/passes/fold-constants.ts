@@ -6,6 +6,8 @@
  * - a larger splat: `expand(scalar constant)`, which costs no memory (and is itself a foldable operand);
  * - larger results up to `maxFoldElements` (option, default {@link DEFAULT_MAX_FOLD_ELEMENTS}): a new dense weight.
  *
+ * Constants holding symbolic dims (shape arithmetic) fold symbolically, with {@link foldShapeArithmetic}.
+ *
  * It does not fold:
  * - nodes reading a graph input (their operands are not all constants, by definition);
  * - results with a symbolic shape, or larger than `maxFoldElements`;
@@ -24,6 +26,7 @@ import { floatToHalf, WeightStore, type WeightArray } from '../ir/weights.js';
 import { evaluateNode, weightTensor } from '../runtime/cpu/interpreter.js';
 import type { Tensor } from '../runtime/cpu/tensor.js';
 import { rewritePass, type Pass } from './pass.js';
+import { foldShapeArithmetic, isSymbolicConstant } from './fold-shapes.js';
 import { isSplatConstant } from './pattern.js';
 import type { RewriteContext, RewriteRule } from './rewrite.js';
 
@@ -44,6 +47,7 @@ function isBroadcastConstant(x: Node): boolean {
 
 /** Whether `x` can be read at compile time: a (broadcast) constant, or a dense weight of at most `cap` elements. */
 function isFoldableOperand(x: Node, ctx: RewriteContext, cap: number): boolean {
+  if (isSymbolicConstant(x) || (isBroadcastConstant(x) && isSymbolicConstant(x.inputs[0]))) return false; // fold-shapes' job
   if (x.op === 'constant' || isBroadcastConstant(x)) return isStaticShape(x.shape);
   if (x.op !== 'weight') return false;
   const e = ctx.weights.get(String(x.attrs.id));
@@ -117,7 +121,7 @@ function fold(node: Node, ctx: RewriteContext): Node | undefined {
 export const foldConstantRule: RewriteRule = {
   name: 'fold-constant',
   root: COMPUTE_OPS,
-  apply: ({ node }, ctx) => (node.inputs.length ? fold(node, ctx) : undefined),
+  apply: ({ node }, ctx) => (node.inputs.length ? (foldShapeArithmetic(node) ?? fold(node, ctx)) : undefined),
 };
 
 /** The `fold-constants` pass. */

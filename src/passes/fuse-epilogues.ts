@@ -130,8 +130,8 @@ function prologue(anchor: Node, g: GraphFacts): Node[] {
 }
 
 /** The region around `anchor`, or `undefined` when nothing joins it. */
-function anchorRegion(anchor: Node, kind: string, g: GraphFacts): FusionRegion | undefined {
-  const region = new Set<Node>([anchor, ...prologue(anchor, g)]);
+function anchorRegion(anchor: Node, kind: string, g: GraphFacts, prologues: boolean): FusionRegion | undefined {
+  const region = new Set<Node>([anchor, ...(prologues ? prologue(anchor, g) : [])]);
   const usersOf = (n: Node): Node[] => g.users.get(n) ?? [];
   const gated = anchor.op === 'matmul' && usersOf(anchor).length > 1 && usersOf(anchor).every(isLastAxisSlice);
   const absorbable = (u: Node): boolean => {
@@ -163,16 +163,25 @@ function anchorRegion(anchor: Node, kind: string, g: GraphFacts): FusionRegion |
   return { kind, nodes, root: nodes[nodes.length - 1] };
 }
 
+/** Which anchors and prologues {@link epilogueRegions} uses (a backend whose codegen handles fewer forms narrows them). */
+export interface EpilogueFusionOptions {
+  /** Anchor ops to fuse around (default: every key of {@link EPILOGUE_ANCHORS}). */
+  readonly anchors?: readonly string[];
+  /** Whether slice-view prologues join their anchor (default true). */
+  readonly prologues?: boolean;
+}
+
 /** The epilogue (and view-prologue) regions of `graph`, anchors taken in topological order, regions disjoint. */
-export function epilogueRegions(graph: Graph): FusionRegion[] {
+export function epilogueRegions(graph: Graph, opts: EpilogueFusionOptions = {}): FusionRegion[] {
+  const anchors = new Set(opts.anchors ?? Object.keys(EPILOGUE_ANCHORS));
   const nodes = graph.nodes();
   const g: GraphFacts = { users: graph.users(), outputs: new Set(graph.outputNodes), order: new Map(), claimed: new Set() };
   nodes.forEach((n, i) => g.order.set(n, i));
   const regions: FusionRegion[] = [];
   for (const n of nodes) {
-    const kind = Object.prototype.hasOwnProperty.call(EPILOGUE_ANCHORS, n.op) ? EPILOGUE_ANCHORS[n.op] : undefined;
+    const kind = Object.prototype.hasOwnProperty.call(EPILOGUE_ANCHORS, n.op) && anchors.has(n.op) ? EPILOGUE_ANCHORS[n.op] : undefined;
     if (kind === undefined || g.claimed.has(n)) continue;
-    const region = anchorRegion(n, kind, g);
+    const region = anchorRegion(n, kind, g, opts.prologues ?? true);
     if (!region) continue;
     regions.push(region);
     for (const x of region.nodes) g.claimed.add(x);
@@ -195,7 +204,8 @@ export const fuseEpiloguesPass: Pass = {
         message: `moved ${swapped} slice${swapped === 1 ? '' : 's'} after the reshape splitting their heads (static bounds, so they can join their reader)`,
       });
     const graph = prepared.graph;
-    const regions = epilogueRegions(graph);
+    // a backend may narrow the forms (ctx.options.epilogueFusion = { anchors, prologues })
+    const regions = epilogueRegions(graph, (ctx.options.epilogueFusion ?? {}) as EpilogueFusionOptions);
     if (regions.length === 0) return graph;
     const out = applyFusionRegions(graph, regions);
     const byKind = new Map<string, FusionRegion[]>();

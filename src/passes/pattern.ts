@@ -33,7 +33,8 @@ export interface Pattern {
 export function isSplatConstant(node: Node, value?: number): boolean {
   if (node.op !== 'constant') return false;
   const vals = node.attrs.values as readonly number[];
-  if (vals.length !== 1) return false;
+  // a symbolic value (shape arithmetic) is no number a rule can compute with
+  if (vals.length !== 1 || typeof vals[0] !== 'number') return false;
   if (value === undefined) return true;
   return Number.isNaN(value) ? Number.isNaN(vals[0]) : vals[0] === value;
 }

@@ -27,6 +27,7 @@ import { layoutPass } from './layout.js';
 import { fuseEpiloguesPass } from './fuse-epilogues.js';
 import { fuseElementwisePass } from './fuse-elementwise.js';
 import { memoryPlanPass } from './memory-plan.js';
+import { splitLargeWeightsPass } from './split-large-weights.js';
 
 // The pass interface lives in pass.ts so that pass files can import it (and `rewritePass`) without an import cycle
 // through this registry; it is re-exported here for users of the pass manager.
@@ -47,6 +48,7 @@ export const ALL_PASSES: readonly Pass[] = [
   fuseEpiloguesPass,
   fuseElementwisePass,
   dcePass,
+  splitLargeWeightsPass,
   memoryPlanPass,
 ];
 

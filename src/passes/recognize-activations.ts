@@ -8,7 +8,7 @@
  * | `silu` | `x * sigmoid(x) → silu(x)` |
  * | `silu-div` | `x / (1 + exp(-x)) → silu(x)` |
  * | `gelu-erf` | `0.5 * x * (1 + erf(x / √2)) → gelu(x)` in any association (`x * 0.5 * …`, ONNX's `(x * (erf(…) + 1)) * 0.5`), with `x * 0.7071…` for `x / 1.4142…` |
- * | `gelu-tanh` | `0.5 * x * (1 + tanh(√(2/π) * (x + 0.044715 * x³))) → gelu(x, tanh)`, `x³` as `pow(x, 3)` or `x * x * x`, also with `√(2/π)` multiplied through |
+ * | `gelu-tanh` | `0.5 * x * (1 + tanh(√(2/π) * (x + 0.044715 * x³))) → gelu(x, tanh)`, `x³` as `pow(x, 3)` or `x * x * x`, also with `√(2/π)` multiplied through, or factored as Megatron writes it: `(√(2/π) x) * (1 + 0.044715 x²)` |
  *
  * Constants are accepted within 1e-4 relative of their exact values (exporters print them with few digits). Sigmoid
  * is recognized before SiLU within the same sweep (bottom-up), so `x * (1 / (1 + exp(-x)))` becomes `silu(x)`.
@@ -66,14 +66,29 @@ function isScaledCube(t: Node, x: Node, k: number): boolean {
   return c !== undefined && isCubeOf(c, x);
 }
 
-/** Whether `arg` is `√(2/π) * (x + 0.044715 x³)` or `√(2/π) x + √(2/π)·0.044715 x³`. */
+/** Whether `t` is `k * x²`: `k * (x * x)`, or `x * (k * x)` (either order). */
+function isScaledSquare(t: Node, x: Node, k: number): boolean {
+  const sq = scaledOperand(t, k);
+  if (sq?.op === 'mul' && sq.inputs[0] === x && sq.inputs[1] === x) return true;
+  if (t.op !== 'mul') return false;
+  const [a, b] = t.inputs;
+  return (a === x && scaledOperand(b, k) === x) || (b === x && scaledOperand(a, k) === x);
+}
+
+/**
+ * Whether `arg` is `√(2/π) * (x + 0.044715 x³)`, `√(2/π) x + √(2/π)·0.044715 x³`, or Megatron's factored
+ * `(√(2/π) x) * (1 + 0.044715 x²)`.
+ */
 function isGeluTanhArgument(arg: Node, x: Node): boolean {
   const sum = (n: Node | undefined, left: (a: Node) => boolean, right: (b: Node) => boolean): boolean =>
     n?.op === 'add' && ((left(n.inputs[0]) && right(n.inputs[1])) || (left(n.inputs[1]) && right(n.inputs[0])));
+  const product = (n: Node, left: (a: Node) => boolean, right: (b: Node) => boolean): boolean =>
+    n.op === 'mul' && ((left(n.inputs[0]) && right(n.inputs[1])) || (left(n.inputs[1]) && right(n.inputs[0])));
   const inner = scaledOperand(arg, SQRT_2_OVER_PI);
   return (
     sum(inner, (a) => a === x, (b) => isScaledCube(b, x, GELU_CUBIC)) ||
-    sum(arg, (a) => scaledOperand(a, SQRT_2_OVER_PI) === x, (b) => isScaledCube(b, x, SQRT_2_OVER_PI * GELU_CUBIC))
+    sum(arg, (a) => scaledOperand(a, SQRT_2_OVER_PI) === x, (b) => isScaledCube(b, x, SQRT_2_OVER_PI * GELU_CUBIC)) ||
+    product(arg, (a) => scaledOperand(a, SQRT_2_OVER_PI) === x, (b) => sum(b, (one) => isSplatNear(one, 1), (sq) => isScaledSquare(sq, x, GELU_CUBIC)))
   );
 }
 

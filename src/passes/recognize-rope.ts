@@ -31,7 +31,8 @@ import { rewritePass, type Pass } from './pass.js';
 import { pat, splatValue } from './pattern.js';
 import type { RewriteContext, RewriteRule } from './rewrite.js';
 
-type RopeStyle = 'half' | 'interleaved';
+/** Where the two elements of rotary pair `i` live: `i` and `i + D/2` (`half`, NeoX) or `2i` and `2i + 1` (`interleaved`). */
+export type RopeStyle = 'half' | 'interleaved';
 
 /** `[B, S, H, D] ↔ [B, H, S, D]` (its own inverse). */
 const SWAP_SEQ_HEADS = [0, 2, 1, 3];
@@ -130,9 +131,10 @@ function leafValues(n: Node, ctx: RewriteContext): ArrayLike<number> {
 
 /**
  * The `theta` whose rotary tables the caches `[rows, d]` hold, or `undefined` (see the module comment). Pair `i`
- * lives in columns `i` and `i + d/2` (half) or `2i` and `2i + 1` (interleaved).
+ * lives in columns `i` and `i + d/2` (half) or `2i` and `2i + 1` (interleaved). Also used by the ONNX importer to map
+ * `RotaryEmbedding` with constant caches to a `rope` node.
  */
-function solveTheta(cos: ArrayLike<number>, sin: ArrayLike<number>, rows: number, d: number, style: RopeStyle): number | undefined {
+export function solveTheta(cos: ArrayLike<number>, sin: ArrayLike<number>, rows: number, d: number, style: RopeStyle): number | undefined {
   const half = d / 2;
   if (rows < 2 || d < 4 || d % 2 !== 0) return undefined;
   const columns = (i: number): [number, number] => (style === 'half' ? [i, i + half] : [2 * i, 2 * i + 1]);

@@ -12,3 +12,5 @@ export * from './device.js';
 export * from './webgpu/one-shot.js';
 export * from './kernel-source.js';
 export * from './block-allocator.js';
+export * from './engine.js';
+export * from './engine-manifest.js';

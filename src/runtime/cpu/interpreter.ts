@@ -107,7 +107,8 @@ export function evaluateNode(n: OpInstance, args: Tensor[], g: Graph, inputs: Re
     case 'weight':
       return weightTensor(g.weights.get(String(a.id)));
     case 'constant':
-      return K.constant(n.dtype, evalShape(n.shape, bindings), a.values as number[]);
+      // i32 constants may hold symbolic dims (shape arithmetic): they take the run's values
+      return K.constant(n.dtype, evalShape(n.shape, bindings), (a.values as Dim[]).map((v) => evalDim(v, bindings)));
     case 'neg': case 'abs': case 'exp': case 'log': case 'sqrt': case 'rsqrt': case 'reciprocal': case 'tanh': case 'erf': case 'sin': case 'cos': case 'silu': case 'gelu': case 'relu': case 'sigmoid':
       return K.unary(n.op, a, args[0]);
     case 'add': case 'sub': case 'mul': case 'div': case 'pow': case 'maximum': case 'minimum': case 'equal': case 'less': case 'greater':

@@ -1,0 +1,147 @@
+/**
+ * `npm run bench`: every benchmark in one run on one device, so ratios are comparable (timings on shared machines
+ * are noisy; read the ratios). Prints tables to stdout; `--json` prints one JSON object instead; `--quick` shortens.
+ *
+ * - matmul: GEMM f32 1024³ (tensorwright variants, a naive WGSL kernel, TensorFlow.js's WebGPU backend) and decode
+ *   GEMV (4096² and 11008x4096, M = 1..16) against a plain WGSL copy kernel's bandwidth (bench/matmul.bench.ts);
+ * - attention prefill at sequence 512 and 2048 (flash variant, causal, 8 heads of 64);
+ * - stories260K prefill and decode tokens/s on the engine, with the per-kernel GPU time table.
+ */
+import Benchmark from 'benchmark';
+import { readFileSync, existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { requestGPUDevice, describeDevice } from '../src/runtime/device.js';
+import { runMatmulBench, formatMatmulBench, type MatmulBenchRow } from './matmul.bench.js';
+import { generateAttentionKernel } from '../src/codegen/attention.js';
+import { evalGrid, evalParams, type KernelSource } from '../src/codegen/kernel.js';
+import { loadModel } from '../src/frontends/load.js';
+import { compile } from '../src/compile.js';
+import { profileTable } from '../src/cli/generate.js';
+
+const args = new Set(process.argv.slice(2));
+const quick = args.has('--quick');
+const json = args.has('--json');
+const log = (l: string): void => {
+  process.stderr.write(`${l}\n`);
+};
+
+/** Mean seconds of `fn` (one GPU submit + wait per cycle) with benchmark.js. */
+function measure(name: string, fn: () => Promise<void>, maxTime: number): Promise<{ seconds: number; rme: number; samples: number }> {
+  return new Promise((done, fail) => {
+    const b = new Benchmark(name, {
+      defer: true,
+      maxTime,
+      minSamples: 3,
+      fn: (d: { resolve(): void }) => {
+        fn().then(() => d.resolve(), fail);
+      },
+      onComplete: () => done({ seconds: b.stats.mean, rme: b.stats.rme, samples: b.stats.sample.length }),
+      onError: (e: unknown) => fail(e),
+    });
+    b.run({ async: true });
+  });
+}
+
+async function attentionBench(device: GPUDevice, seq: number): Promise<MatmulBenchRow> {
+  const H = 8;
+  const D = 64;
+  const k: KernelSource = generateAttentionKernel({ numHeads: H, numKvHeads: H, headDim: D, dtype: 'f32', causal: true, seq: 'seq', kvLen: 'seq', variant: 'prefill-flash' });
+  const bytes = seq * H * D * 4;
+  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+  const bufs = [0, 1, 2, 3].map(() => device.createBuffer({ size: bytes, usage }));
+  const init = new Float32Array(seq * H * D).map((_v, i) => Math.sin(i) * 0.5);
+  for (const b of bufs.slice(0, 3)) device.queue.writeBuffer(b, 0, init);
+  const values = evalParams(k.params, { seq, batch: 1 });
+  const params = device.createBuffer({ size: Math.max(16, values.byteLength), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  device.queue.writeBuffer(params, 0, values.buffer as ArrayBuffer, 0, values.byteLength);
+  const module = device.createShaderModule({ code: k.wgsl });
+  const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+  const entries: GPUBindGroupEntry[] = bufs.map((buffer, binding) => ({ binding, resource: { buffer } }));
+  if (k.params.length) entries.push({ binding: bufs.length, resource: { buffer: params } });
+  const bg = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+  const grid = k.grid.map((g) => evalGrid(g, k.params, values)) as [number, number, number];
+  const run = async (): Promise<void> => {
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bg);
+    pass.dispatchWorkgroups(...grid);
+    pass.end();
+    device.queue.submit([enc.finish()]);
+    await device.queue.onSubmittedWorkDone();
+  };
+  await run(); // first dispatch pays the driver's shader compile
+  const m = await measure(`attention ${seq}`, run, quick ? 1 : 3);
+  for (const b of [...bufs, params]) b.destroy();
+  const flops = 2 * 2 * H * D * ((seq * (seq + 1)) / 2); // QK^T and PV over the causal half
+  return { case: `attention prefill causal seq ${seq} (8 heads x 64)`, impl: k.variant, seconds: m.seconds, rme: m.rme, samples: m.samples, gflops: flops / m.seconds / 1e9 };
+}
+
+async function main(): Promise<void> {
+  const handle = await requestGPUDevice();
+  const device = handle.device;
+  const out: Record<string, unknown> = { device: describeDevice(handle.info), date: new Date().toISOString() };
+  log(`device: ${out.device}`);
+  const mm = await runMatmulBench(device, { quick, log });
+  out.matmul = mm;
+  const att: MatmulBenchRow[] = [];
+  for (const seq of [512, 2048]) {
+    att.push(await attentionBench(device, seq));
+    log(`attention ${seq}: ${(att[att.length - 1].seconds * 1000).toFixed(2)} ms`);
+  }
+  out.attention = att;
+  const model = resolve(process.cwd(), '../shared/models/stories260K/stories260K.bin');
+  if (existsSync(model)) {
+    const lm = await loadModel(model);
+    const engine = await compile(lm, { device: handle.info });
+    const session = await engine.createSession({ device: handle, profile: true });
+    const gold = JSON.parse(readFileSync(resolve(process.cwd(), '../shared/golden/stories260K/stories260K-1.json'), 'utf8'));
+    await session.generate(gold.prompt_ids, { steps: 16, temperature: 0, topp: 0.9, seed: 1 }); // warm-up: driver shader compiles
+    const prefillTokens = 64;
+    const prompt = Array.from({ length: prefillTokens }, (_v, i) => [1, 403, 407, 261][i % 4]);
+    session.reset();
+    const t0 = performance.now();
+    await session.step(prompt, { temperature: 0, topp: 0.9, coin: 0 });
+    const prefillS = (performance.now() - t0) / 1000;
+    const prefillProfile = session.lastProfile;
+    const profiledSession = session;
+    const r = await profiledSession.generate(gold.prompt_ids, { steps: quick ? 64 : 256, temperature: 0, topp: 0.9, seed: 1 });
+    const decodeProfile = session.lastProfile;
+    // the same run without timestamp queries (they split every dispatch into its own pass)
+    const plain = await engine.createSession({ device: handle });
+    await plain.generate(gold.prompt_ids, { steps: 16, temperature: 0, topp: 0.9, seed: 1 });
+    const r2 = await plain.generate(gold.prompt_ids, { steps: quick ? 64 : 256, temperature: 0, topp: 0.9, seed: 1 });
+    plain.reset();
+    const t1 = performance.now();
+    await plain.step(prompt, { temperature: 0, topp: 0.9, coin: 0 });
+    const prefillPlain = (performance.now() - t1) / 1000;
+    out.stories260K = {
+      prefill_tokens: prefillTokens,
+      prefill_tokens_per_s: prefillTokens / prefillPlain,
+      decode_tokens_per_s: (r2.generated.length - 1) / r2.decodeSeconds,
+      profiled: { prefill_tokens_per_s: prefillTokens / prefillS, decode_tokens_per_s: (r.generated.length - 1) / r.decodeSeconds },
+      dispatches_per_token: engine.manifest.plans[0].dispatches.length + 1,
+      prefill_kernels: prefillProfile,
+      decode_kernels: decodeProfile,
+    };
+    await plain.destroy();
+    await session.destroy();
+    if (!json) {
+      console.log(`\nstories260K on ${out.device}`);
+      console.log(`  prefill ${prefillTokens} tokens: ${(prefillTokens / prefillPlain).toFixed(1)} tok/s; decode: ${((r2.generated.length - 1) / r2.decodeSeconds).toFixed(1)} tok/s; ${engine.manifest.plans[0].dispatches.length + 1} dispatches per token`);
+      console.log(`  per-kernel GPU time, one prefill step of ${prefillTokens} tokens:\n${profileTable(prefillProfile)}`);
+      console.log(`  per-kernel GPU time, one decode step:\n${profileTable(decodeProfile)}`);
+    }
+  } else log('stories260K benchmark skipped: ../shared is absent');
+  if (json) process.stdout.write(`${JSON.stringify(out)}\n`);
+  else {
+    console.log(`\nmatmul on ${out.device}\n${formatMatmulBench(mm)}`);
+    console.log(`\nattention\n${formatMatmulBench(att)}`);
+  }
+  await handle.destroy();
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench failed: ${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,60 @@
+/**
+ * `tensorwright compile`: model file → saved engine directory (manifest, kernels' WGSL, weights in kernel layout,
+ * and the tokenizer when one is found).
+ * @module
+ */
+import { copyFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { compile } from '../compile.js';
+import { findTokenizerFor, loadModel } from '../frontends/load.js';
+import { describeDevice, requestGPUDevice } from '../runtime/device.js';
+import { log } from './output.js';
+
+/** Options of the `compile` command. */
+export interface CompileCommandOptions {
+  /** Model file. */
+  model: string;
+  /** Output directory. */
+  output: string;
+  /** Tokenizer to store with the engine (default: found beside the model). */
+  tokenizer?: string;
+  /** Pass pipeline. */
+  passes: string;
+  /** Sampler temperature the engine is built for. */
+  temperature: number;
+  /** Sampler top-p. */
+  topp: number;
+  /** Print one JSON summary. */
+  json: boolean;
+}
+
+/** Runs the command. */
+export async function compileCommand(o: CompileCommandOptions): Promise<Record<string, unknown>> {
+  const model = await loadModel(o.model);
+  const handle = await requestGPUDevice();
+  try {
+    log(`compiling for ${describeDevice(handle.info)}`);
+    const t0 = performance.now();
+    const engine = await compile(model, { device: handle.info, passes: o.passes, sampling: { temperature: o.temperature, topp: o.topp }, onProgress: log });
+    await engine.save(o.output);
+    const tok = o.tokenizer ?? findTokenizerFor(o.model, model.config.vocabSize);
+    if (tok) await copyFile(tok, join(o.output, 'tokenizer.bin'));
+    const m = engine.manifest;
+    const summary = {
+      engine: o.output,
+      model: o.model,
+      device: m.device.description,
+      kernels: m.kernels.length,
+      plans: m.plans.map((p) => ({ name: p.name, max_seq: p.maxSeq, dispatches: p.dispatches.length })),
+      weight_bytes: engine.weightBytes.byteLength,
+      activation_bytes: m.slots.reduce((a, b) => a + b, 0),
+      tokenizer: tok ? 'tokenizer.bin' : null,
+      compile_ms: Math.round(performance.now() - t0),
+    };
+    if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+    else log(`engine written to ${o.output}: ${summary.kernels} kernels, ${summary.plans.map((p) => `${p.name} ${p.dispatches} dispatches`).join(', ')}, ${(summary.weight_bytes / 1048576).toFixed(2)} MiB of weights`);
+    return summary;
+  } finally {
+    await handle.destroy();
+  }
+}

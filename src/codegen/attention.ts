@@ -1,0 +1,821 @@
+/**
+ * Attention kernel family: scaled dot-product attention with GQA/MQA head grouping, bottom-right-aligned causal
+ * masking and an online (flash) softmax, over either a paged KV cache or ordinary contiguous K/V buffers, plus the
+ * kernel that appends new keys and values to the paged cache.
+ *
+ * Semantics are those of the `attention` op (src/ir/ops.ts): q `[B, S, Hq, D]`, k `[B, T, Hkv, D]`, v
+ * `[B, T, Hkv, Dv]`; query head `h` reads KV head `floor(h / (Hq / Hkv))`; with `causal`, key `j` is hidden from query
+ * `i` when `j > i + (T - S)`; an optional mask broadcast to `[B, Hq, S, T]` is added to the scaled scores (f32/f16; an
+ * element equal to `-inf` hides the key) or selects them (bool, 0 = hidden). A query that sees no key gets zeros, as
+ * the CPU reference. Storage is f32 or f16; all arithmetic is f32.
+ *
+ * Paged KV cache layout (src/runtime/block-allocator.ts): per layer a K pool `[numBlocks, blockSize, Hkv, D]` and a V
+ * pool `[numBlocks, blockSize, Hkv, Dv]`; token position `p` lives in block `table[floor(p / blockSize)]` at slot
+ * `p % blockSize`; the block table is a `u32` array. Paged kernels are for batch 1 and read the `T = past + S`
+ * positions `0 .. past+S-1` through the table.
+ *
+ * Variants share one tiled body: a workgroup holds a few "rows" (query vectors), each served by `rowLanes` lanes;
+ * for every tile of keys it stages the K tile in workgroup memory, each row's lanes score the tile's keys, the row's
+ * running max, sum and accumulator are rescaled (online softmax), the V tile replaces the K tile and the lanes
+ * accumulate `p * V`, each owning a few value dims. The variants differ in what the rows are:
+ * - `decode` (small S, e.g. 1..4 new tokens): one workgroup per (query position, KV head); its rows are the query
+ *   heads sharing that KV head (GQA/MQA), so each K/V row is read from memory once for the whole group.
+ * - `prefill-flash` (long S): flash attention — one workgroup per (tile of query positions, query head); key tiles
+ *   wholly past the causal diagonal of the tile's last position are never visited.
+ *
+ * (Splitting the keys of one query across a workgroup's lanes with per-lane softmax states and a final merge was
+ * tried for `decode`: it needs per-lane accumulators for every head of the group, which LLVM — lavapipe's compiler —
+ * takes seconds to compile and real GPUs spill; the shared-tile form is as parallel within a workgroup.)
+ *
+ * Supported shapes: any Hq that is a multiple of Hkv; head dims D, Dv from 1 to 256 (ragged sizes such as 80 are
+ * fine); any S and T (dynamic, through the params uniform), including S = 0; batch B >= 1 for the contiguous kernel
+ * (dynamic allowed), batch 1 for the paged ones; block sizes >= 1. Workgroup memory stays within
+ * `maxWorkgroupStorage` (default 16 KiB, WebGPU's default limit): the generator shrinks tiles or head chunks to fit.
+ * @module
+ */
+import { InputError, ShapeError } from '../errors.js';
+import { parseDim } from '../ir/dim.js';
+import { KernelParams, type DimLike } from './norm.js';
+import { paramsStruct, type GridExpr, type KernelBinding, type KernelSource } from './kernel.js';
+import { literal, wgslComment } from './wgsl.js';
+
+/** Storage type of attention tensors (arithmetic is always f32). */
+export type AttentionDType = 'f32' | 'f16';
+
+/** Tuning of the `decode` variant. */
+export interface DecodeAttentionVariant {
+  /** Variant kind. */
+  readonly kind: 'decode';
+  /** Lanes per query head (default 32); the workgroup has `headsPerWorkgroup * rowLanes` (at most 256) lanes. */
+  readonly rowLanes?: number;
+  /** Query heads per workgroup; divides `Hq / Hkv`. Default: the largest divisor <= 8 that fits. */
+  readonly headsPerWorkgroup?: number;
+  /** Keys per staged K/V tile. Default: the largest of 32, 16, 8, … that fits workgroup memory. */
+  readonly keyTile?: number;
+}
+
+/** Tuning of the `prefill-flash` variant. */
+export interface FlashAttentionVariant {
+  /** Variant kind. */
+  readonly kind: 'prefill-flash';
+  /** Query rows per workgroup (default 16). */
+  readonly queryRows?: number;
+  /** Lanes per query row (default 8); `queryRows * rowLanes` is the workgroup size (at most 256). */
+  readonly rowLanes?: number;
+  /** Keys per staged K/V tile. Default: the largest of 32, 16, 8 that fits workgroup memory. */
+  readonly keyTile?: number;
+  /** Stage the query tile in workgroup memory. Default: when it fits. */
+  readonly stageQuery?: boolean;
+}
+
+/** A variant with its tuning. */
+export type AttentionVariant = DecodeAttentionVariant | FlashAttentionVariant;
+
+/** What every attention kernel needs to know about the heads and the math. */
+export interface AttentionHeadsSpec {
+  /** Query heads Hq. */
+  readonly numHeads: number;
+  /** KV heads Hkv (divides Hq; 1 = MQA). */
+  readonly numKvHeads: number;
+  /** Query/key head dim D (1..256). */
+  readonly headDim: number;
+  /** Value head dim Dv (default D). */
+  readonly valueDim?: number;
+  /** Storage type of q, K/V and out. */
+  readonly dtype: AttentionDType;
+  /** Bottom-right-aligned causal mask. */
+  readonly causal: boolean;
+  /** Score scale (default `1/sqrt(D)`, rounded to f32 as the op does). */
+  readonly scale?: number;
+  /** Variant: a kind with default tuning, or a tuning. Default: {@link chooseAttentionVariant}. */
+  readonly variant?: AttentionVariant['kind'] | AttentionVariant;
+  /** Upper bound on a workgroup's memory, bytes (default 16384). */
+  readonly maxWorkgroupStorage?: number;
+  /**
+   * Inner loops over the head dim and the key tile have constant trip counts (default true), which GPU compilers
+   * unroll. `false` hides the trip counts from the compiler (same results): LLVM-based software rasterizers such as
+   * lavapipe then compile the kernel several times faster (seconds instead of tens of seconds for large heads).
+   */
+  readonly staticLoops?: boolean;
+  /** The graph nodes implemented (printed form), for the header and profiles. */
+  readonly nodes?: readonly string[];
+}
+
+/**
+ * Paged attention for batch 1. Bindings: `q` `[S, Hq, D]`, `k_pool`, `v_pool`, `block_table` (u32), `out`
+ * `[S, Hq, Dv]`; params: `seq`, `past` (T = past + seq).
+ */
+export interface PagedAttentionSpec extends AttentionHeadsSpec {
+  /** Tokens per cache block. */
+  readonly blockSize: number;
+  /** Storage type of the K/V pools (default: `dtype`, the type of q and out). */
+  readonly kvDType?: AttentionDType;
+  /** New tokens S (default `'seq'`). */
+  readonly seq?: DimLike;
+  /** Tokens already cached (default `'past'`). */
+  readonly past?: DimLike;
+}
+
+/** The optional mask of {@link AttentionSpec}. */
+export interface AttentionMaskSpec {
+  /** `bool` (stored as u32, 0 = hidden) or additive scores in the attention dtype. */
+  readonly dtype: 'bool' | AttentionDType;
+  /**
+   * Shape, rank <= 4, broadcast (right-aligned) to `[B, Hq, S, T]`: each dim is 1 (broadcast) or the matching full dim
+   * (a number or the same dim expression as the spec's).
+   */
+  readonly shape: readonly DimLike[];
+}
+
+/**
+ * Attention over contiguous K/V. Bindings: `q` `[B, S, Hq, D]`, `k` `[B, T, Hkv, D]`, `v` `[B, T, Hkv, Dv]`,
+ * `mask` (when given), `out` `[B, S, Hq, Dv]`; params: the dynamic ones among batch, seq, kvLen and the mask dims.
+ */
+export interface AttentionSpec extends AttentionHeadsSpec {
+  /** Batch B (default 1). */
+  readonly batch?: DimLike;
+  /** Query length S (default `'seq'`). */
+  readonly seq?: DimLike;
+  /** Key/value length T (default: the same as `seq`). Causal attention with T < S hides everything from the first S - T rows. */
+  readonly kvLen?: DimLike;
+  /** Optional mask. */
+  readonly mask?: AttentionMaskSpec;
+}
+
+/** The kernel that writes S new tokens' keys and values into the paged cache at positions `past .. past+S-1`. */
+export interface KvCacheWriteSpec {
+  /** KV heads Hkv. */
+  readonly numKvHeads: number;
+  /** Key head dim D. */
+  readonly headDim: number;
+  /** Value head dim Dv (default D). */
+  readonly valueDim?: number;
+  /** Tokens per cache block. */
+  readonly blockSize: number;
+  /** Storage type of the pools. */
+  readonly dtype: AttentionDType;
+  /** Storage type of the new keys/values (default: the pools'); converted on store. */
+  readonly sourceDType?: AttentionDType;
+  /** New tokens S (default `'seq'`). */
+  readonly seq?: DimLike;
+  /** Tokens already cached (default `'past'`). */
+  readonly past?: DimLike;
+  /** Lanes per workgroup (default 64). */
+  readonly workgroupSize?: 64 | 128 | 256;
+  /** The graph nodes implemented, for the header. */
+  readonly nodes?: readonly string[];
+}
+
+/** Largest head dim the kernels accept. */
+export const MAX_ATTENTION_HEAD_DIM = 256;
+/** Default workgroup-memory budget (WebGPU's default `maxComputeWorkgroupStorageSize`). */
+export const DEFAULT_WORKGROUP_STORAGE = 16384;
+/** `decode` is chosen when the query length is known and at most this. */
+export const DECODE_MAX_SEQ = 8;
+
+// ---------------------------------------------------------------------------------------------------------------
+// dims and params
+
+function checkHeads(spec: AttentionHeadsSpec): { Hq: number; Hkv: number; G: number; D: number; Dv: number; scale: number } {
+  const { numHeads: Hq, numKvHeads: Hkv, headDim: D } = spec;
+  const Dv = spec.valueDim ?? D;
+  const pos = (n: number): boolean => Number.isInteger(n) && n > 0;
+  if (!pos(Hq) || !pos(Hkv) || Hq % Hkv !== 0) throw new ShapeError('attention', `query heads (${Hq}) must be a positive multiple of KV heads (${Hkv})`);
+  for (const [name, d] of [['head dim', D], ['value dim', Dv]] as const)
+    if (!pos(d) || d > MAX_ATTENTION_HEAD_DIM) throw new ShapeError('attention', `${name} ${d} is not in 1..${MAX_ATTENTION_HEAD_DIM}`);
+  if (spec.dtype !== 'f32' && spec.dtype !== 'f16') throw new InputError(`attention storage must be f32 or f16, got ${String(spec.dtype)}`);
+  const scale = Math.fround(spec.scale ?? 1 / Math.sqrt(D));
+  if (!Number.isFinite(scale)) throw new InputError(`attention scale must be finite, got ${spec.scale}`);
+  return { Hq, Hkv, G: Hq / Hkv, D, Dv, scale };
+}
+
+/**
+ * The variant used when the spec does not name one: `decode` when the query length is a number <= {@link
+ * DECODE_MAX_SEQ} (or `expectedSeq` is), otherwise `prefill-flash`.
+ */
+export function chooseAttentionVariant(seq: DimLike, expectedSeq?: number): AttentionVariant['kind'] {
+  const s = typeof seq === 'number' ? seq : typeof parseDim(seq) === 'number' ? (parseDim(seq) as number) : expectedSeq;
+  return s !== undefined && s <= DECODE_MAX_SEQ ? 'decode' : 'prefill-flash';
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// shared kernel body pieces
+
+/** Everything the two attention bodies share: sizes, addressing functions, bindings. */
+interface Core {
+  readonly mode: 'paged' | 'contiguous';
+  readonly Hq: number;
+  readonly Hkv: number;
+  readonly G: number;
+  readonly D: number;
+  readonly Dv: number;
+  readonly dtype: AttentionDType;
+  readonly causal: boolean;
+  readonly scale: number;
+  readonly params: KernelParams;
+  /** WGSL expressions of S, T, batch. */
+  readonly seqExpr: string;
+  readonly kvLenExpr: string;
+  /** Grid expressions of S and batch. */
+  readonly seqGrid: GridExpr;
+  readonly batchGrid: GridExpr;
+  /** Binding declarations and list (params are appended later). */
+  readonly decls: string[];
+  readonly bindings: KernelBinding[];
+  /** WGSL helper functions (q loader, K/V addressing, mask). */
+  readonly functions: string[];
+  /** Mask kind, when there is a mask. */
+  readonly mask?: 'bool' | 'additive';
+  readonly maskDType?: 'bool' | AttentionDType;
+  /** Storage type of K and V (paged pools may differ from q/out). */
+  readonly kvDType: AttentionDType;
+  /** Tokens per cache block (paged only). */
+  readonly blockSize?: number;
+  /** Constant loop trip counts (see {@link AttentionHeadsSpec.staticLoops}). */
+  readonly staticLoops: boolean;
+  readonly budget: number;
+  readonly nodes: readonly string[];
+  readonly describe: string;
+}
+
+function storageDecl(binding: number, name: string, type: string, access: 'read' | 'read_write', comment: string): string {
+  return `@group(0) @binding(${binding}) var<storage, ${access}> ${name}: array<${type}>; // ${comment}`;
+}
+
+function toF32(dtype: string, e: string): string {
+  return dtype === 'f32' ? e : `f32(${e})`;
+}
+
+/** Common constants and helper functions. */
+function coreFunctions(c: { dtype: AttentionDType; kvDType: AttentionDType; causal: boolean; mode: 'paged' | 'contiguous'; kName: string; vName: string }): string[] {
+  const kv = c.mode === 'paged'
+    ? [
+        '// physical row of token position j: block table[j / BLOCK_SIZE], slot j % BLOCK_SIZE',
+        'fn kv_slot(batch: u32, j: u32, kv_len: u32) -> u32 {',
+        '  return block_table[j / BLOCK_SIZE] * BLOCK_SIZE + j % BLOCK_SIZE;',
+        '}',
+      ]
+    : [
+        '// row of key/value position j of a batch element in the contiguous [B, T, Hkv, *] buffers',
+        'fn kv_slot(batch: u32, j: u32, kv_len: u32) -> u32 {',
+        '  return batch * kv_len + j;',
+        '}',
+      ];
+  return [
+    ...kv,
+    `fn load_k(i: u32) -> f32 { return ${toF32(c.kvDType, `${c.kName}[i]`)}; }`,
+    `fn load_v(i: u32) -> f32 { return ${toF32(c.kvDType, `${c.vName}[i]`)}; }`,
+    `fn load_q(batch: u32, row: u32, head: u32, d: u32, seq_len: u32) -> f32 {`,
+    `  return ${toF32(c.dtype, 'q[((batch * seq_len + row) * NUM_HEADS + head) * HEAD_DIM + d]')};`,
+    `}`,
+    `fn store_out(batch: u32, row: u32, head: u32, d: u32, seq_len: u32, value: f32) {`,
+    `  out[((batch * seq_len + row) * NUM_HEADS + head) * VALUE_DIM + d] = ${c.dtype === 'f16' ? 'f16(value)' : 'value'};`,
+    `}`,
+    c.causal
+      ? [
+          '// keys 0 .. row_end(i) - 1 are visible to query row i: j <= i + (T - S), bottom-right aligned',
+          'fn row_end(i: u32, seq_len: u32, kv_len: u32) -> u32 {',
+          '  return select(0u, min(kv_len, i + 1u + kv_len - seq_len), i + 1u + kv_len > seq_len);',
+          '}',
+        ].join('\n')
+      : ['// not causal: every key is visible', 'fn row_end(i: u32, seq_len: u32, kv_len: u32) -> u32 { return kv_len; }'].join('\n'),
+  ];
+}
+
+/** Mask helpers for the contiguous kernel. */
+function maskFunctions(mask: AttentionMaskSpec, params: KernelParams, full: [number | string, number | string, number | string, number | string]): string[] {
+  if (mask.shape.length > 4) throw new ShapeError('attention', `mask rank ${mask.shape.length} is more than 4`);
+  const dims = [...Array<DimLike>(4 - mask.shape.length).fill(1), ...mask.shape].map((d, i) => KernelParams.canon(d, `mask dim ${i}`));
+  dims.forEach((d, i) => {
+    if (d !== 1 && d !== full[i] && !(typeof d === 'number' && typeof full[i] === 'string'))
+      throw new ShapeError('attention', `mask dim ${i} (${d}) must be 1 or ${full[i]}`);
+  });
+  // row-major strides of the mask's own shape; broadcast dims get stride 0
+  const strides: string[] = new Array<string>(4);
+  let acc = '1u';
+  for (let i = 3; i >= 0; i--) {
+    strides[i] = dims[i] === 1 ? '0u' : acc;
+    if (dims[i] !== 1) acc = acc === '1u' ? params.ref(dims[i]) : `${acc} * ${params.ref(dims[i])}`;
+  }
+  const idx = `batch * (${strides[0]}) + head * (${strides[1]}) + i * (${strides[2]}) + j * (${strides[3]})`;
+  const lines = [`// mask broadcast from [${dims.join(', ')}] to [B, Hq, S, T]`, `fn mask_index(batch: u32, head: u32, i: u32, j: u32) -> u32 { return ${idx}; }`];
+  if (mask.dtype === 'bool') {
+    lines.push('fn mask_allows(batch: u32, head: u32, i: u32, j: u32) -> bool { return mask[mask_index(batch, head, i, j)] != 0u; }');
+    lines.push('fn mask_score(s: f32, batch: u32, head: u32, i: u32, j: u32) -> f32 { return s; }');
+  } else {
+    const load = toF32(mask.dtype, 'mask[mask_index(batch, head, i, j)]');
+    lines.push(`fn mask_add(batch: u32, head: u32, i: u32, j: u32) -> f32 { return ${load}; }`);
+    lines.push('// an additive -inf hides the key (compared by bits: the value itself is not representable in WGSL constants)');
+    lines.push('fn mask_allows(batch: u32, head: u32, i: u32, j: u32) -> bool { return bitcast<u32>(mask_add(batch, head, i, j)) != NEG_INF_BITS; }');
+    lines.push('fn mask_score(s: f32, batch: u32, head: u32, i: u32, j: u32) -> f32 { return s + mask_add(batch, head, i, j); }');
+  }
+  return lines;
+}
+
+function constants(c: Core, extra: [string, number, string][]): string[] {
+  const rows: [string, number | string, string][] = [
+    ['NUM_HEADS', c.Hq, 'query heads Hq'],
+    ['NUM_KV_HEADS', c.Hkv, 'KV heads Hkv'],
+    ['GROUP_SIZE', c.G, 'query heads per KV head'],
+    ['HEAD_DIM', c.D, 'query/key head dim D'],
+    ['VALUE_DIM', c.Dv, 'value head dim Dv'],
+    ...extra,
+  ];
+  const out = rows.map(([n, v, doc]) => `const ${n}: u32 = ${v}u; // ${doc}`);
+  out.push(`const SCALE: f32 = ${literal('f32', c.scale)}; // score scale`);
+  out.push('const NEG_BIG: f32 = bitcast<f32>(0xff7fffffu); // -FLT_MAX: the running max before any visible key');
+  if (c.mask === 'additive') out.push('const NEG_INF_BITS: u32 = 0xff800000u; // bits of f32 -inf');
+  return out;
+}
+
+function header(c: Core, variant: string, lines: string[]): string[] {
+  return [
+    `// tensorwright kernel: attention (${c.describe}, ${variant})`,
+    ...c.nodes.map((n) => `//   node: ${wgslComment(n)}`),
+    `//   q [B, S, Hq=${c.Hq}, D=${c.D}], K/V ${c.mode === 'paged' ? 'through the block table' : `[B, T, Hkv=${c.Hkv}, ${c.D}/${c.Dv}]`}, out [B, S, ${c.Hq}, Dv=${c.Dv}]; ${c.causal ? 'causal (bottom-right aligned)' : 'not causal'}${c.mask ? `, ${c.mask} mask` : ''}, ${c.dtype} storage${c.kvDType !== c.dtype ? ` (${c.kvDType} K/V)` : ''}, f32 math`,
+    ...lines.map((l) => `//   ${l}`),
+  ];
+}
+
+/** Visibility and score of key `j` for head `head` (mask-aware), as WGSL statements setting `vis` and `sc`. */
+function scoreStatements(c: Core, indent: string, dot: string, head: string, row: string, j: string, vis: string, sc: string): string[] {
+  if (!c.mask) return [`${indent}${sc} = ${dot} * SCALE;`, `${indent}${vis} = true;`];
+  return [
+    `${indent}${vis} = mask_allows(batch, ${head}, ${row}, ${j});`,
+    `${indent}${sc} = mask_score(${dot} * SCALE, batch, ${head}, ${row}, ${j});`,
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the tiled body both variants share
+
+/** How a variant maps the rows of a workgroup (one query vector each) onto query positions and heads. */
+interface RowLayout {
+  /** Variant name. */
+  readonly name: string;
+  /** Rows (query vectors) per workgroup. */
+  readonly rows: number;
+  /** Lanes per row. */
+  readonly rowLanes: number;
+  /** Keys per staged K/V tile. */
+  readonly keyTile: number;
+  /** Whether the rows' query vectors are staged in workgroup memory. */
+  readonly stageQuery: boolean;
+  /** Header lines describing the layout. */
+  readonly describe: string[];
+  /** Extra named constants. */
+  readonly consts: [string, number, string][];
+  /** WGSL statements defining kv_head, row (query position), head, row_ok, my_end and tile_end for lane row r. */
+  readonly setup: string[];
+  /** WGSL expressions of staged row rr's query position, head, and validity. */
+  readonly stage: { readonly pos: string; readonly head: string; readonly ok: string };
+  /** Dispatch grid. */
+  readonly grid: [GridExpr, GridExpr, GridExpr];
+}
+
+/** Workgroup memory, in bytes, of the tiled body. */
+function tiledBytes(c: Core, rows: number, keyTile: number, stageQuery: boolean): number {
+  return 4 * (keyTile * Math.max(c.D, c.Dv) + 2 * rows * keyTile + (stageQuery ? rows * c.D : 0));
+}
+
+/** The largest key tile from 32 down that fits the budget with `rows` rows (0 when none does). */
+function fitKeyTile(c: Core, rows: number, stageQuery: boolean): number {
+  for (const bk of [32, 16, 8, 4, 2, 1]) if (tiledBytes(c, rows, bk, stageQuery) <= c.budget) return bk;
+  return 0;
+}
+
+function decodeLayout(c: Core, v: DecodeAttentionVariant): RowLayout {
+  const LPR = v.rowLanes ?? 32;
+  if (!Number.isInteger(LPR) || LPR < 1 || LPR > 256) throw new InputError(`decode attention: rowLanes must be in 1..256, got ${LPR}`);
+  const fits = (g: number): boolean => g * LPR <= 256 && fitKeyTile(c, g, true) > 0;
+  let GC: number;
+  if (v.headsPerWorkgroup !== undefined) {
+    GC = v.headsPerWorkgroup;
+    if (!Number.isInteger(GC) || GC < 1 || c.G % GC !== 0) throw new InputError(`decode attention: headsPerWorkgroup ${GC} must divide the group size ${c.G}`);
+    if (GC * LPR > 256) throw new InputError(`decode attention: ${GC} heads x ${LPR} lanes exceeds 256 lanes`);
+  } else {
+    GC = 1;
+    for (let g = Math.min(8, c.G); g >= 1; g--)
+      if (c.G % g === 0 && fits(g)) {
+        GC = g;
+        break;
+      }
+  }
+  const stageQuery = fitKeyTile(c, GC, true) > 0;
+  const BK = v.keyTile ?? fitKeyTile(c, GC, stageQuery);
+  if (!Number.isInteger(BK) || BK < 1 || tiledBytes(c, GC, BK, stageQuery) > c.budget)
+    throw new ShapeError('attention', `decode: no key tile fits ${c.budget} bytes of workgroup memory (D=${c.D}, Dv=${c.Dv}, ${GC} heads)`);
+  const CHUNKS = c.G / GC;
+  return {
+    name: `decode-h${GC}-l${LPR}-k${BK}${stageQuery ? '-qs' : ''}`,
+    rows: GC,
+    rowLanes: LPR,
+    keyTile: BK,
+    stageQuery,
+    describe: [
+      `decode: one workgroup per (query position, KV head${CHUNKS > 1 ? `, chunk of ${GC} of its ${c.G} query heads` : ''}); its ${GC} row(s) are`,
+      `the query heads sharing that KV head, so every staged K/V tile serves the whole group; ${LPR} lanes per head.`,
+    ],
+    consts: [['HEAD_CHUNKS', CHUNKS, 'workgroups per KV head and query position']],
+    setup: [
+      '  let kv_head = wid.x / HEAD_CHUNKS;',
+      '  let head0 = kv_head * GROUP_SIZE + (wid.x % HEAD_CHUNKS) * Q_ROWS; // first query head of this workgroup',
+      '  let head = head0 + r;',
+      '  let row = wid.y; // query position, the same for every row',
+      '  let row_ok = true;',
+      '  let my_end = row_end(row, seq_len, kv_len); // keys this row sees',
+      '  let tile_end = my_end; // keys any row sees',
+    ],
+    stage: { pos: 'row', head: 'head0 + rr', ok: 'true' },
+    grid: [c.Hkv * CHUNKS, c.seqGrid, c.batchGrid],
+  };
+}
+
+function flashLayout(c: Core, v: FlashAttentionVariant): RowLayout {
+  const BQ = v.queryRows ?? 16;
+  const LPR = v.rowLanes ?? 8;
+  if (!Number.isInteger(BQ) || !Number.isInteger(LPR) || BQ < 1 || LPR < 1 || BQ * LPR > 256)
+    throw new InputError(`prefill-flash attention: queryRows x rowLanes (${BQ} x ${LPR}) must be positive integers with a product <= 256`);
+  const stageQuery = v.stageQuery ?? fitKeyTile(c, BQ, true) >= Math.min(fitKeyTile(c, BQ, false), 16);
+  const BK = v.keyTile ?? fitKeyTile(c, BQ, stageQuery);
+  if (!Number.isInteger(BK) || BK < 1 || tiledBytes(c, BQ, BK, stageQuery) > c.budget)
+    throw new ShapeError('attention', `prefill-flash: no key tile fits ${c.budget} bytes of workgroup memory (D=${c.D}, Dv=${c.Dv}, ${BQ} rows)`);
+  return {
+    name: `prefill-flash-q${BQ}-k${BK}-l${LPR}${stageQuery ? '-qs' : ''}`,
+    rows: BQ,
+    rowLanes: LPR,
+    keyTile: BK,
+    stageQuery,
+    describe: [
+      `flash attention: one workgroup per (${BQ} query positions, query head); ${LPR} lanes per position; key tiles past`,
+      'the causal diagonal of the last position are never visited.',
+    ],
+    consts: [],
+    setup: [
+      '  let head = wid.y;',
+      '  let kv_head = head / GROUP_SIZE;',
+      '  let q0 = wid.x * Q_ROWS; // first query position of this workgroup',
+      '  let row = q0 + r;',
+      '  let row_ok = row < seq_len;',
+      '  let my_end = select(0u, row_end(row, seq_len, kv_len), row_ok); // keys this row sees',
+      '  let tile_end = row_end(min(q0 + Q_ROWS, seq_len) - 1u, seq_len, kv_len); // keys any row sees',
+    ],
+    stage: { pos: 'q0 + rr', head: 'head', ok: 'q0 + rr < seq_len' },
+    grid: [{ ceilDiv: [c.seqGrid, BQ] }, c.Hq, c.batchGrid],
+  };
+}
+
+/**
+ * The tiled body: per key tile, stage K; each row's lanes score its keys; new running max per row; probabilities;
+ * stage V over K; accumulate p * V (lanes split the value dims). Four barriers per tile.
+ */
+function tiledKernel(c: Core, L: RowLayout): { wgsl: string; grid: [GridExpr, GridExpr, GridExpr]; variant: string } {
+  const { rows: R, rowLanes: LPR, keyTile: BK, stageQuery } = L;
+  const W = Math.max(c.D, c.Dv);
+  const SPL = Math.ceil(BK / LPR);
+  const DPL = Math.ceil(c.Dv / LPR);
+  const keyGuard = BK % LPR !== 0;
+  const dimGuard = c.Dv % LPR !== 0;
+  const hdr = header(c, L.name, [
+    ...L.describe,
+    `K and V tiles of ${BK} keys are staged in workgroup memory; online softmax per row (running max m, sum l, acc).`,
+  ]);
+  const qAt = stageQuery ? 'sh_q[r * HEAD_DIM + d]' : 'load_q(batch, row, head, d, seq_len)';
+  const guardKey = (stmt: string): string => (keyGuard ? `if (kk < KEY_TILE) { ${stmt} }` : stmt);
+  // loop bounds: the constants, or the same values through an expression the compiler cannot fold
+  const opaque: [string, string][] = [
+    ['HEAD_DIM', 'n_head_dim'],
+    ['KEY_TILE', 'n_key_tile'],
+    ['DIMS_PER_LANE', 'n_dims'],
+    ['SCORES_PER_LANE', 'n_scores'],
+  ];
+  const bound = (name: string): string => (c.staticLoops ? name : opaque.find(([k]) => k === name)![1]);
+  const boundDecls = c.staticLoops
+    ? []
+    : [
+        '  // loop bounds hidden from the compiler (min(X, kv_len + X) == X) so software compilers do not unroll',
+        ...opaque.map(([k, v]) => `  let ${v} = min(${k}, kv_len + ${k});`),
+      ];
+  const body = [
+    ...constants(c, [
+      ['WORKGROUP_SIZE', R * LPR, 'lanes = Q_ROWS * ROW_LANES'],
+      ['Q_ROWS', R, 'query vectors (rows) per workgroup'],
+      ['ROW_LANES', LPR, 'lanes per row'],
+      ['KEY_TILE', BK, 'keys per staged K/V tile'],
+      ['SCORES_PER_LANE', SPL, 'keys of a tile each lane scores'],
+      ['DIMS_PER_LANE', DPL, 'value dims each lane accumulates'],
+      ...L.consts,
+      ...(c.mode === 'paged' ? ([['BLOCK_SIZE', c.blockSize!, 'tokens per cache block']] as [string, number, string][]) : []),
+    ]),
+    '',
+    ...c.decls,
+    paramsStruct(c.params.list, c.bindings.length),
+    `var<workgroup> sh_kv: array<f32, ${BK * W}>; // the K tile [key][D], then the V tile [key][Dv]`,
+    `var<workgroup> sh_s: array<f32, ${R * BK}>; // [row][key] scores`,
+    `var<workgroup> sh_p: array<f32, ${R * BK}>; // [row][key] probabilities exp(s - m)`,
+    ...(stageQuery ? [`var<workgroup> sh_q: array<f32, ${R * c.D}>; // [row][d] query vectors`] : []),
+    '',
+    ...c.functions,
+    '',
+    '@compute @workgroup_size(WORKGROUP_SIZE)',
+    'fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {',
+    `  let seq_len = ${c.seqExpr};`,
+    `  let kv_len = ${c.kvLenExpr};`,
+    '  let batch = wid.z;',
+    ...boundDecls,
+    '  let r = lid / ROW_LANES; // this lane\'s row',
+    '  let t = lid % ROW_LANES; // and its place in the row',
+    ...L.setup,
+    ...(stageQuery
+      ? [
+          '  for (var e = lid; e < Q_ROWS * HEAD_DIM; e += WORKGROUP_SIZE) {',
+          '    let rr = e / HEAD_DIM;',
+          ...(L.stage.ok === 'true'
+            ? [`    sh_q[e] = load_q(batch, ${L.stage.pos}, ${L.stage.head}, e % HEAD_DIM, seq_len);`]
+            : [
+                '    var x = 0.0;',
+                `    if (${L.stage.ok}) { x = load_q(batch, ${L.stage.pos}, ${L.stage.head}, e % HEAD_DIM, seq_len); }`,
+                '    sh_q[e] = x;',
+              ]),
+          '  }',
+        ]
+      : []),
+    '',
+    '  var m = NEG_BIG; // running max of this row',
+    '  var l = 0.0;     // running sum of exp(s - m)',
+    '  var acc: array<f32, DIMS_PER_LANE>; // running sum of exp(s - m) * v for dims t, t + ROW_LANES, ...',
+    '  for (var base = 0u; base < tile_end; base += KEY_TILE) {',
+    '    // stage the K tile (rows past tile_end are zero)',
+    '    for (var e = lid; e < KEY_TILE * HEAD_DIM; e += WORKGROUP_SIZE) {',
+    '      let j = base + e / HEAD_DIM;',
+    '      var x = 0.0;',
+    '      if (j < tile_end) { x = load_k((kv_slot(batch, j, kv_len) * NUM_KV_HEADS + kv_head) * HEAD_DIM + e % HEAD_DIM); }',
+    '      sh_kv[e] = x;',
+    '    }',
+    '    workgroupBarrier();',
+    '    // scores of this lane\'s keys t, t + ROW_LANES, ... (explicitly reset: loop-local vars are not re-zeroed everywhere)',
+    '    var s: array<f32, SCORES_PER_LANE>;',
+    '    var vis: array<bool, SCORES_PER_LANE>;',
+    `    for (var c = 0u; c < ${bound('SCORES_PER_LANE')}; c++) {`,
+    '      let kk = t + c * ROW_LANES;',
+    '      let j = base + kk;',
+    '      s[c] = 0.0;',
+    '      vis[c] = false;',
+    `      if (${keyGuard ? 'kk < KEY_TILE && ' : ''}j < my_end) {`,
+    '        var dot = 0.0;',
+    `        for (var d = 0u; d < ${bound('HEAD_DIM')}; d++) { dot += ${qAt} * sh_kv[kk * HEAD_DIM + d]; }`,
+    ...scoreStatements(c, '        ', 'dot', 'head', 'row', 'j', 'vis[c]', 's[c]'),
+    '      }',
+    `      ${guardKey('sh_s[r * KEY_TILE + kk] = select(NEG_BIG, s[c], vis[c]);')}`,
+    '    }',
+    '    workgroupBarrier();',
+    '    // new running max of the row; rescale the state; probabilities of this lane\'s keys',
+    '    var mx = m;',
+    `    for (var kk = 0u; kk < ${bound('KEY_TILE')}; kk++) { mx = max(mx, sh_s[r * KEY_TILE + kk]); }`,
+    '    let alpha = exp(m - mx);',
+    '    m = mx;',
+    '    l *= alpha;',
+    `    for (var dd = 0u; dd < ${bound('DIMS_PER_LANE')}; dd++) { acc[dd] *= alpha; }`,
+    `    for (var c = 0u; c < ${bound('SCORES_PER_LANE')}; c++) {`,
+    '      let kk = t + c * ROW_LANES;',
+    `      ${guardKey('sh_p[r * KEY_TILE + kk] = select(0.0, exp(s[c] - mx), vis[c]);')}`,
+    '    }',
+    '    // stage the V tile over the K tile (every lane is past its scores)',
+    '    for (var e = lid; e < KEY_TILE * VALUE_DIM; e += WORKGROUP_SIZE) {',
+    '      let j = base + e / VALUE_DIM;',
+    '      var x = 0.0;',
+    '      if (j < tile_end) { x = load_v((kv_slot(batch, j, kv_len) * NUM_KV_HEADS + kv_head) * VALUE_DIM + e % VALUE_DIM); }',
+    '      sh_kv[e] = x;',
+    '    }',
+    '    workgroupBarrier();',
+    '    // acc += p * V over the tile',
+    `    for (var kk = 0u; kk < ${bound('KEY_TILE')}; kk++) {`,
+    '      let p = sh_p[r * KEY_TILE + kk];',
+    '      l += p;',
+    `      for (var dd = 0u; dd < ${bound('DIMS_PER_LANE')}; dd++) {`,
+    '        let d = t + dd * ROW_LANES;',
+    ...(dimGuard ? ['        if (d >= VALUE_DIM) { break; }'] : []),
+    '        acc[dd] += p * sh_kv[kk * VALUE_DIM + d];',
+    '      }',
+    '    }',
+    '    workgroupBarrier();',
+    '  }',
+    '  if (row_ok) {',
+    `    for (var dd = 0u; dd < ${bound('DIMS_PER_LANE')}; dd++) {`,
+    '      let d = t + dd * ROW_LANES;',
+    ...(dimGuard ? ['      if (d >= VALUE_DIM) { break; }'] : []),
+    '      store_out(batch, row, head, d, seq_len, select(0.0, acc[dd] / l, l > 0.0));',
+    '    }',
+    '  }',
+    '}',
+  ];
+  return { wgsl: assemble(c, hdr, body), grid: L.grid, variant: L.name };
+}
+function assemble(c: Core, hdr: string[], body: string[]): string {
+  const needsF16 = c.dtype === 'f16' || c.kvDType === 'f16' || c.maskDType === 'f16';
+  return [...(needsF16 ? ['enable f16;', ''] : []), ...hdr, '', ...body, ''].join('\n');
+}
+
+function resolveVariant(spec: AttentionHeadsSpec, seq: DimLike): AttentionVariant {
+  const v = spec.variant ?? chooseAttentionVariant(seq);
+  return typeof v === 'string' ? ({ kind: v } as AttentionVariant) : v;
+}
+
+function build(c: Core, v: AttentionVariant, family: string): KernelSource {
+  const layout = v.kind === 'decode' ? decodeLayout(c, v) : v.kind === 'prefill-flash' ? flashLayout(c, v) : undefined;
+  if (!layout) throw new InputError(`unknown attention variant ${JSON.stringify((v as { kind?: unknown }).kind)}`);
+  const k = tiledKernel(c, layout);
+  return { family, variant: `${c.mode === 'paged' ? 'paged-' : ''}${k.variant}`, wgsl: k.wgsl, bindings: c.bindings, params: [...c.params.list], grid: k.grid, nodes: [...c.nodes] };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// public generators
+
+/**
+ * Paged attention for batch 1: q `[S, Hq, D]` attends to the `T = past + S` cached positions read through the block
+ * table (the new tokens' K/V must already be written, e.g. by {@link generateKvCacheWriteKernel}); out `[S, Hq, Dv]`.
+ * Bindings `q`, `k_pool`, `v_pool`, `block_table`, `out`; params `seq`, `past` (or the spec's expressions).
+ * Variants `decode` and `prefill-flash` (see the module comment); shapes: Hq a multiple of Hkv, D and Dv in 1..256,
+ * any S and past, any block size.
+ * @throws {@link ShapeError} for unsupported head shapes; {@link InputError} for inconsistent tuning.
+ */
+export function generatePagedAttentionKernel(spec: PagedAttentionSpec): KernelSource {
+  const h = checkHeads(spec);
+  if (!Number.isInteger(spec.blockSize) || spec.blockSize < 1) throw new InputError(`paged attention: block size must be a positive integer, got ${spec.blockSize}`);
+  const params = new KernelParams();
+  const seq = KernelParams.canon(spec.seq ?? 'seq', 'seq');
+  const past = KernelParams.canon(spec.past ?? 'past', 'past');
+  const seqRef = params.ref(seq);
+  const pastRef = params.ref(past);
+  const el = spec.dtype;
+  const kvEl = spec.kvDType ?? el;
+  if (kvEl !== 'f32' && kvEl !== 'f16') throw new InputError(`paged attention: pool storage must be f32 or f16, got ${String(kvEl)}`);
+  const bindings: KernelBinding[] = [
+    { name: 'q', access: 'read' },
+    { name: 'k_pool', access: 'read' },
+    { name: 'v_pool', access: 'read' },
+    { name: 'block_table', access: 'read' },
+    { name: 'out', access: 'read_write' },
+  ];
+  const decls = [
+    storageDecl(0, 'q', el, 'read', `[S, Hq, D] queries`),
+    storageDecl(1, 'k_pool', kvEl, 'read', '[numBlocks, BLOCK_SIZE, Hkv, D] key pool'),
+    storageDecl(2, 'v_pool', kvEl, 'read', '[numBlocks, BLOCK_SIZE, Hkv, Dv] value pool'),
+    storageDecl(3, 'block_table', 'u32', 'read', 'logical block -> physical block'),
+    storageDecl(4, 'out', el, 'read_write', '[S, Hq, Dv]'),
+  ];
+  const c: Core = {
+    mode: 'paged',
+    ...h,
+    dtype: el,
+    causal: spec.causal,
+    params,
+    seqExpr: seqRef,
+    kvLenExpr: `${pastRef} + ${seqRef}`,
+    seqGrid: params.grid(seq),
+    batchGrid: 1,
+    decls,
+    bindings,
+    functions: coreFunctions({ dtype: el, kvDType: kvEl, causal: spec.causal, mode: 'paged', kName: 'k_pool', vName: 'v_pool' }),
+    budget: spec.maxWorkgroupStorage ?? DEFAULT_WORKGROUP_STORAGE,
+    nodes: spec.nodes ?? [],
+    blockSize: spec.blockSize,
+    kvDType: kvEl,
+    staticLoops: spec.staticLoops ?? true,
+    describe: `paged KV cache, block ${spec.blockSize}, seq=${seq}, past=${past}`,
+  };
+  return build(c, resolveVariant(spec, seq), 'attention');
+}
+
+/**
+ * Attention over contiguous K/V buffers (graphs without a KV cache, e.g. BERT): q `[B, S, Hq, D]`, k `[B, T, Hkv, D]`,
+ * v `[B, T, Hkv, Dv]`, an optional bool or additive mask broadcast to `[B, Hq, S, T]`; out `[B, S, Hq, Dv]`.
+ * Bindings `q`, `k`, `v`, [`mask`], `out`; params: the dynamic dims among batch, seq, kvLen and the mask's dims.
+ * Variants and shapes as {@link generatePagedAttentionKernel}, plus any batch.
+ * @throws {@link ShapeError} for unsupported head or mask shapes; {@link InputError} for inconsistent tuning.
+ */
+export function generateAttentionKernel(spec: AttentionSpec): KernelSource {
+  const h = checkHeads(spec);
+  const params = new KernelParams();
+  const batch = KernelParams.canon(spec.batch ?? 1, 'batch');
+  const seq = KernelParams.canon(spec.seq ?? 'seq', 'seq');
+  const kvLen = KernelParams.canon(spec.kvLen ?? seq, 'kvLen');
+  const seqRef = params.ref(seq);
+  const kvRef = params.ref(kvLen);
+  const el = spec.dtype;
+  const bindings: KernelBinding[] = [
+    { name: 'q', access: 'read' },
+    { name: 'k', access: 'read' },
+    { name: 'v', access: 'read' },
+  ];
+  const decls = [
+    storageDecl(0, 'q', el, 'read', '[B, S, Hq, D] queries'),
+    storageDecl(1, 'k', el, 'read', '[B, T, Hkv, D] keys'),
+    storageDecl(2, 'v', el, 'read', '[B, T, Hkv, Dv] values'),
+  ];
+  const functions = coreFunctions({ dtype: el, kvDType: el, causal: spec.causal, mode: 'contiguous', kName: 'k', vName: 'v' });
+  if (spec.mask) {
+    const md = spec.mask.dtype;
+    if (md !== 'bool' && md !== el) throw new ShapeError('attention', `mask must be bool or ${el}, got ${md}`);
+    bindings.push({ name: 'mask', access: 'read' });
+    decls.push(storageDecl(3, 'mask', md === 'bool' ? 'u32' : md, 'read', `${md} mask broadcast to [B, Hq, S, T]`));
+    functions.push(...maskFunctions(spec.mask, params, [batch, h.Hq, seq, kvLen]));
+  }
+  bindings.push({ name: 'out', access: 'read_write' });
+  decls.push(storageDecl(bindings.length - 1, 'out', el, 'read_write', '[B, S, Hq, Dv]'));
+  const c: Core = {
+    mode: 'contiguous',
+    ...h,
+    dtype: el,
+    causal: spec.causal,
+    params,
+    seqExpr: seqRef,
+    kvLenExpr: kvRef,
+    seqGrid: params.grid(seq),
+    batchGrid: params.grid(batch),
+    decls,
+    bindings,
+    functions,
+    mask: spec.mask ? (spec.mask.dtype === 'bool' ? 'bool' : 'additive') : undefined,
+    maskDType: spec.mask?.dtype,
+    kvDType: el,
+    staticLoops: spec.staticLoops ?? true,
+    budget: spec.maxWorkgroupStorage ?? DEFAULT_WORKGROUP_STORAGE,
+    nodes: spec.nodes ?? [],
+    describe: `contiguous K/V, batch=${batch}, seq=${seq}, kv=${kvLen}`,
+  };
+  return build(c, resolveVariant(spec, seq), 'attention');
+}
+
+/**
+ * Writes S new tokens into the paged cache: `k_new` `[S, Hkv, D]` and `v_new` `[S, Hkv, Dv]` (batch 1) go to positions
+ * `past .. past+S-1` of `k_pool`/`v_pool` through `block_table` (whose blocks must already be allocated). Bindings
+ * `k_new`, `v_new`, `block_table`, `k_pool`, `v_pool`; params `seq`, `past`. One invocation per (token, head, dim);
+ * any S (grid y, at most 65535), any head dims.
+ */
+export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource {
+  const { numKvHeads: Hkv, headDim: D, blockSize } = spec;
+  const Dv = spec.valueDim ?? D;
+  for (const [n, v] of [['KV heads', Hkv], ['head dim', D], ['value dim', Dv], ['block size', blockSize]] as const)
+    if (!Number.isInteger(v) || v < 1) throw new ShapeError('kv-cache-write', `${n} must be a positive integer, got ${v}`);
+  const WG = spec.workgroupSize ?? 64;
+  const src = spec.sourceDType ?? spec.dtype;
+  const params = new KernelParams();
+  const seq = KernelParams.canon(spec.seq ?? 'seq', 'seq');
+  const past = KernelParams.canon(spec.past ?? 'past', 'past');
+  const seqRef = params.ref(seq);
+  const pastRef = params.ref(past);
+  const W = Math.max(D, Dv);
+  const conv = (e: string): string => (spec.dtype === src ? e : spec.dtype === 'f16' ? `f16(${e})` : `f32(${e})`);
+  const bindings: KernelBinding[] = [
+    { name: 'k_new', access: 'read' },
+    { name: 'v_new', access: 'read' },
+    { name: 'block_table', access: 'read' },
+    { name: 'k_pool', access: 'read_write' },
+    { name: 'v_pool', access: 'read_write' },
+  ];
+  const nodes = spec.nodes ?? [];
+  const wgsl = [
+    ...(spec.dtype === 'f16' || src === 'f16' ? ['enable f16;', ''] : []),
+    `// tensorwright kernel: kv-cache-write (block ${blockSize}, seq=${seq}, past=${past})`,
+    ...nodes.map((n) => `//   node: ${wgslComment(n)}`),
+    `//   copies k_new [S, Hkv, D] and v_new [S, Hkv, Dv] to positions past .. past+S-1 of the paged pools`,
+    '',
+    `const NUM_KV_HEADS: u32 = ${Hkv}u;`,
+    `const HEAD_DIM: u32 = ${D}u;`,
+    `const VALUE_DIM: u32 = ${Dv}u;`,
+    `const ROW_WIDTH: u32 = ${W}u; // max(HEAD_DIM, VALUE_DIM)`,
+    `const BLOCK_SIZE: u32 = ${blockSize}u;`,
+    `const WORKGROUP_SIZE: u32 = ${WG}u;`,
+    '',
+    storageDecl(0, 'k_new', src, 'read', '[S, Hkv, D]'),
+    storageDecl(1, 'v_new', src, 'read', '[S, Hkv, Dv]'),
+    storageDecl(2, 'block_table', 'u32', 'read', 'logical block -> physical block'),
+    storageDecl(3, 'k_pool', spec.dtype, 'read_write', '[numBlocks, BLOCK_SIZE, Hkv, D]'),
+    storageDecl(4, 'v_pool', spec.dtype, 'read_write', '[numBlocks, BLOCK_SIZE, Hkv, Dv]'),
+    paramsStruct(params.list, bindings.length),
+    '@compute @workgroup_size(WORKGROUP_SIZE)',
+    'fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {',
+    '  let e = wid.x * WORKGROUP_SIZE + lid; // (head, dim) within the token',
+    '  if (e >= NUM_KV_HEADS * ROW_WIDTH) { return; }',
+    '  let s = wid.y;',
+    '  let head = e / ROW_WIDTH;',
+    '  let d = e % ROW_WIDTH;',
+    `  let pos = ${pastRef} + s;`,
+    '  let slot = block_table[pos / BLOCK_SIZE] * BLOCK_SIZE + pos % BLOCK_SIZE;',
+    `  if (d < HEAD_DIM) { k_pool[(slot * NUM_KV_HEADS + head) * HEAD_DIM + d] = ${conv('k_new[(s * NUM_KV_HEADS + head) * HEAD_DIM + d]')}; }`,
+    `  if (d < VALUE_DIM) { v_pool[(slot * NUM_KV_HEADS + head) * VALUE_DIM + d] = ${conv('v_new[(s * NUM_KV_HEADS + head) * VALUE_DIM + d]')}; }`,
+    `  _ = ${seqRef};`,
+    '}',
+    '',
+  ].join('\n');
+  return {
+    family: 'kv-cache-write',
+    variant: `scatter-wg${WG}`,
+    wgsl,
+    bindings,
+    params: [...params.list],
+    grid: [Math.ceil((Hkv * W) / WG), params.grid(seq), 1],
+    nodes: [...nodes],
+  };
+}

@@ -1,0 +1,171 @@
+/**
+ * Rotary position embedding kernel family: rotates `x` `[S, H, D]` (batch 1) at per-token positions, either read from a
+ * `positions` buffer (i32 or u32, `[S]`) or computed as `past + s` from the params uniform (a KV-cache step needs no
+ * positions buffer). Styles: `interleaved` (llama2.c / Meta: adjacent pairs `(2i, 2i+1)`) and `half` (NeoX / HF:
+ * pairs `(i, i + rotaryDim/2)`); dims from `rotaryDim` to `D` are copied unchanged.
+ *
+ * Numerics follow the CPU reference: the inverse frequencies `1 / theta^(2i / rotaryDim)` are computed on the host
+ * exactly as the reference does (f32 pow, f32 reciprocal) and embedded as f32 constants; the angle is `f32(pos) *
+ * freq` rounded to f32 before cos/sin. The kernel then reduces the angle modulo 2π (Cody–Waite with a three-part 2π)
+ * so GPUs whose cos/sin are only accurate on [-π, π] stay within ~1e-6 of `Math.cos`; WGSL's cos/sin may still
+ * differ from JS in the last bits.
+ *
+ * Supported shapes: any S (dynamic), H, D; even rotaryDim <= D. One invocation per output element; grid
+ * `[ceil(H*D / workgroupSize), S, 1]` (S at most 65535). f32 or f16 storage, f32 math.
+ * @module
+ */
+import { InputError, ShapeError } from '../errors.js';
+import { ropeFrequency } from '../runtime/cpu/math.js';
+import type { KernelBinding, KernelSource } from './kernel.js';
+import { KernelParams, type DimLike } from './norm.js';
+import { literal, wgslComment } from './wgsl.js';
+
+/** Positions read from a `positions` binding of `[S]` integers. */
+export interface RopeBufferPositions {
+  /** Source kind. */
+  readonly kind: 'buffer';
+  /** Storage type of the positions (default i32). */
+  readonly dtype?: 'i32' | 'u32';
+}
+
+/** Position of token `s` is `past + s`, with `past` from the params uniform (a KV-cache step needs no buffer). */
+export interface RopeOffsetPositions {
+  /** Source kind. */
+  readonly kind: 'offset';
+  /** Tokens before the first one (default `'past'`). */
+  readonly past?: DimLike;
+}
+
+/** Where the positions come from. */
+export type RopePositions = RopeBufferPositions | RopeOffsetPositions;
+
+/** What {@link generateRopeKernel} builds. */
+export interface RopeSpec {
+  /** Tokens S (default `'seq'`). */
+  readonly seq?: DimLike;
+  /** Heads H. */
+  readonly numHeads: number;
+  /** Head dim D. */
+  readonly headDim: number;
+  /** Rotated dims (even, <= D; default D). */
+  readonly rotaryDim?: number;
+  /** Base (default 10000). */
+  readonly theta?: number;
+  /** Pairing of rotated dims (default `interleaved`). */
+  readonly style?: 'interleaved' | 'half';
+  /** Storage type of x and out. */
+  readonly dtype: 'f32' | 'f16';
+  /** Position source (default: an i32 `positions` buffer). */
+  readonly positions?: RopePositions;
+  /** Lanes per workgroup (default 64). */
+  readonly workgroupSize?: 64 | 128 | 256;
+  /** The graph nodes implemented (printed form), for the header. */
+  readonly nodes?: readonly string[];
+}
+
+/** 2π split so that `k * TWO_PI_A` is exact for |k| < 2^15 (Cody–Waite). */
+const TWO_PI_A = 6.28125;
+const TWO_PI_B = Math.fround(2 * Math.PI - TWO_PI_A);
+const TWO_PI_C = Math.fround(2 * Math.PI - TWO_PI_A - TWO_PI_B);
+
+/**
+ * Rotary embedding of `x` `[S, H, D]`: bindings `x`, [`positions`], `out`; params: the dynamic ones of S and past.
+ * @throws {@link ShapeError} for a bad rotaryDim; {@link InputError} for a bad theta.
+ */
+export function generateRopeKernel(spec: RopeSpec): KernelSource {
+  const { numHeads: H, headDim: D } = spec;
+  if (!Number.isInteger(H) || H < 1 || !Number.isInteger(D) || D < 1) throw new ShapeError('rope', `heads and head dim must be positive integers, got ${H} and ${D}`);
+  const rd = spec.rotaryDim ?? D;
+  if (!Number.isInteger(rd) || rd <= 0 || rd > D || rd % 2 !== 0) throw new ShapeError('rope', `rotaryDim ${rd} must be even and in (0, ${D}]`);
+  const theta = spec.theta ?? 10000;
+  if (!(theta > 0) || !Number.isFinite(theta)) throw new InputError(`rope theta must be positive, got ${theta}`);
+  const style = spec.style ?? 'interleaved';
+  const pos = spec.positions ?? { kind: 'buffer' };
+  const WG = spec.workgroupSize ?? 64;
+  const params = new KernelParams();
+  const seq = spec.seq ?? 'seq';
+  const seqGrid = params.grid(seq);
+  const half = rd / 2;
+  const freqs = Array.from({ length: half }, (_v, i) => literal('f32', ropeFrequency(theta, i, rd)));
+  const dt = spec.dtype;
+  const bindings: KernelBinding[] = [{ name: 'x', access: 'read' }];
+  const decls = [`@group(0) @binding(0) var<storage, read> x: array<${dt}>; // [S, H, D]`];
+  let position: string;
+  if (pos.kind === 'buffer') {
+    const pdt = pos.dtype ?? 'i32';
+    decls.push(`@group(0) @binding(1) var<storage, read> positions: array<${pdt}>; // [S]`);
+    bindings.push({ name: 'positions', access: 'read' });
+    position = 'f32(positions[s])';
+  } else position = `f32(${params.ref(pos.past ?? 'past')} + s)`;
+  decls.push(`@group(0) @binding(${bindings.length}) var<storage, read_write> out: array<${dt}>; // [S, H, D]`);
+  bindings.push({ name: 'out', access: 'read_write' });
+  const load = (e: string): string => (dt === 'f32' ? `x[${e}]` : `f32(x[${e}])`);
+  // pair (first, second) of element d and which of the two d is; interleaved: (2i, 2i+1); half: (i, i + HALF)
+  const pairing =
+    style === 'interleaved'
+      ? ['    let i = d / 2u;', '    let first = base + (d & ~1u);', '    let second = first + 1u;', '    let is_first = (d & 1u) == 0u;']
+      : ['    let i = d % HALF;', '    let first = base + i;', '    let second = first + HALF;', '    let is_first = d < HALF;'];
+  const nodes = spec.nodes ?? [];
+  const wgsl = [
+    ...(dt === 'f16' ? ['enable f16;', ''] : []),
+    `// tensorwright kernel: rope (${style}, rotaryDim=${rd} of ${D}, theta=${theta}, positions ${pos.kind === 'buffer' ? 'from a buffer' : 'past + s'}, ${dt})`,
+    ...nodes.map((n) => `//   node: ${wgslComment(n)}`),
+    '//   out = x rotated by angle pos * INV_FREQ[i] on each pair of dims; dims >= ROTARY_DIM copied',
+    '',
+    `const NUM_HEADS: u32 = ${H}u;`,
+    `const HEAD_DIM: u32 = ${D}u;`,
+    `const ROTARY_DIM: u32 = ${rd}u;`,
+    `const HALF: u32 = ${half}u; // rotated pairs`,
+    `const WORKGROUP_SIZE: u32 = ${WG}u;`,
+    `// 1 / theta^(2i / ROTARY_DIM), as the reference computes it (f32)`,
+    `const INV_FREQ = array<f32, ${half}>(${freqs.join(', ')});`,
+    `const INV_TWO_PI: f32 = ${literal('f32', 1 / (2 * Math.PI))};`,
+    `const TWO_PI_A: f32 = ${literal('f32', TWO_PI_A)}; // 2π = A + B + C, A exact in few bits`,
+    `const TWO_PI_B: f32 = ${literal('f32', TWO_PI_B)};`,
+    `const TWO_PI_C: f32 = ${literal('f32', TWO_PI_C)};`,
+    '',
+    ...decls,
+    params.decl(bindings.length),
+    '// a - k * 2π with |result| <= π (k = round(a / 2π))',
+    'fn reduce_angle(a: f32) -> f32 {',
+    '  let k = round(a * INV_TWO_PI);',
+    '  var r = fma(-k, TWO_PI_A, a);',
+    '  r = fma(-k, TWO_PI_B, r);',
+    '  return fma(-k, TWO_PI_C, r);',
+    '}',
+    '',
+    '@compute @workgroup_size(WORKGROUP_SIZE)',
+    'fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {',
+    '  let e = wid.x * WORKGROUP_SIZE + lid; // (head, dim) within the token',
+    '  if (e >= NUM_HEADS * HEAD_DIM) { return; }',
+    '  let s = wid.y;',
+    ...(params.list.length ? ['  _ = params; // S only sizes the grid'] : []),
+    '  let d = e % HEAD_DIM;',
+    '  let base = s * NUM_HEADS * HEAD_DIM + e - d; // element 0 of this (token, head)',
+    '  var y: f32;',
+    '  if (d < ROTARY_DIM) {',
+    ...pairing,
+    `    let angle = ${position} * INV_FREQ[i];`,
+    '    let r = reduce_angle(angle);',
+    '    let c = cos(r);',
+    '    let sn = sin(r);',
+    `    let v0 = ${load('first')};`,
+    `    let v1 = ${load('second')};`,
+    '    y = select(v0 * sn + v1 * c, v0 * c - v1 * sn, is_first);',
+    '  } else {',
+    `    y = ${load('base + d')};`,
+    '  }',
+    `  out[base + d] = ${dt === 'f16' ? 'f16(y)' : 'y'};`,
+    '}',
+    '',
+  ].join('\n');
+  return {
+    family: 'rope',
+    variant: `${style}-${pos.kind}-wg${WG}`,
+    wgsl,
+    bindings,
+    params: [...params.list],
+    grid: [Math.ceil((H * D) / WG), seqGrid, 1],
+    nodes: [...nodes],
+  };
+}

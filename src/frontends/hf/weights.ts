@@ -1,0 +1,147 @@
+/**
+ * Hugging Face checkpoint tensors → the builders' weights: Llama-family names (`model.layers.N.self_attn.q_proj.weight`,
+ * …) and GPT-2 names (`h.N.attn.c_attn.weight`, …, whose `Conv1D` weights are `[in, out]` and are transposed here to
+ * the builders' `[out, in]`). Every tensor is checked against the shape the config implies, and a tensor the mapping
+ * does not use (other than known buffers such as `rotary_emb.inv_freq`) raises {@link UnsupportedModelError}: an
+ * unknown bias or extra projection would otherwise be silently dropped.
+ * @module
+ */
+import { ModelFormatError } from '../../errors.js';
+import { gpt2InnerSize, type Gpt2Config, type Gpt2LayerWeights, type Gpt2Weights } from '../../models/gpt2.js';
+import { llamaHeadSize, type LlamaConfig, type LlamaLayerWeights, type LlamaWeights } from '../../models/llama.js';
+import type { SafetensorsCheckpoint } from '../safetensors/checkpoint.js';
+import { UnsupportedModelError } from './errors.js';
+
+/** Reads tensors by name, checking shapes and recording which were used. */
+class TensorTaker {
+  readonly used = new Set<string>();
+  parameters = 0;
+  constructor(readonly ck: SafetensorsCheckpoint) {}
+  has(name: string): boolean {
+    return this.ck.has(name);
+  }
+  take(name: string, shape: readonly number[]): Float32Array {
+    if (!this.ck.has(name)) throw new ModelFormatError(`tensor '${name}'`, 0, `missing tensor (expected shape [${shape}])`, this.ck.path);
+    const info = this.ck.info(name);
+    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
+      throw new ModelFormatError(`tensor '${name}'`, info.byteOffset, `shape [${info.shape}] does not match the config's [${shape}]`, this.ck.path);
+    this.used.add(name);
+    this.parameters += info.numel;
+    return this.ck.float32(name);
+  }
+  /** Throws for any tensor neither used nor matched by `ignore`. */
+  checkAllUsed(ignore: RegExp, family: string): void {
+    const extra = this.ck.names().filter((n) => !this.used.has(n) && !ignore.test(n));
+    if (extra.length)
+      throw new UnsupportedModelError(
+        `tensor '${extra[0]}'`,
+        `${extra.length} tensor${extra.length > 1 ? 's' : ''} the ${family} builder has no place for (${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ', …' : ''})`,
+        this.ck.path,
+      );
+  }
+}
+
+/** `[rows, cols]` → `[cols, rows]`. */
+function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(a.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  return out;
+}
+
+/** Weights of a Llama-family checkpoint and what was read. */
+export interface HfLlamaWeightsResult {
+  /** The builder's weights. */
+  weights: LlamaWeights;
+  /** Whether q/k/v biases were found (Qwen2; Llama with `attention_bias`). */
+  qkvBias: boolean;
+  /** Parameters read (a tied classifier counted once). */
+  parameters: number;
+}
+
+/**
+ * Maps a Llama/Mistral/Qwen2 checkpoint onto {@link LlamaWeights} (names with or without the `model.` prefix).
+ * With `config.sharedClassifier` (`tie_word_embeddings`) any `lm_head.weight` is ignored, as `transformers` ties it.
+ */
+export function hfLlamaWeights(ck: SafetensorsCheckpoint, c: LlamaConfig): HfLlamaWeightsResult {
+  const t = new TensorTaker(ck);
+  const pre = t.has('model.embed_tokens.weight') || !t.has('embed_tokens.weight') ? 'model.' : '';
+  const hs = llamaHeadSize(c);
+  const qDim = hs * c.nHeads;
+  const kvDim = hs * c.nKvHeads;
+  const qkvBias = t.has(`${pre}layers.0.self_attn.q_proj.bias`);
+  const layers: LlamaLayerWeights[] = [];
+  for (let l = 0; l < c.nLayers; l++) {
+    const p = `${pre}layers.${l}.`;
+    const L: LlamaLayerWeights = {
+      rmsAtt: t.take(`${p}input_layernorm.weight`, [c.dim]),
+      wq: t.take(`${p}self_attn.q_proj.weight`, [qDim, c.dim]),
+      wk: t.take(`${p}self_attn.k_proj.weight`, [kvDim, c.dim]),
+      wv: t.take(`${p}self_attn.v_proj.weight`, [kvDim, c.dim]),
+      wo: t.take(`${p}self_attn.o_proj.weight`, [c.dim, qDim]),
+      rmsFfn: t.take(`${p}post_attention_layernorm.weight`, [c.dim]),
+      w1: t.take(`${p}mlp.gate_proj.weight`, [c.hiddenDim, c.dim]),
+      w2: t.take(`${p}mlp.down_proj.weight`, [c.dim, c.hiddenDim]),
+      w3: t.take(`${p}mlp.up_proj.weight`, [c.hiddenDim, c.dim]),
+    };
+    if (qkvBias) {
+      L.bq = t.take(`${p}self_attn.q_proj.bias`, [qDim]);
+      L.bk = t.take(`${p}self_attn.k_proj.bias`, [kvDim]);
+      L.bv = t.take(`${p}self_attn.v_proj.bias`, [kvDim]);
+    }
+    layers.push(L);
+  }
+  const weights: LlamaWeights = {
+    tokenEmbedding: t.take(`${pre}embed_tokens.weight`, [c.vocabSize, c.dim]),
+    layers,
+    rmsFinal: t.take(`${pre}norm.weight`, [c.dim]),
+  };
+  if (!c.sharedClassifier) weights.wcls = t.take('lm_head.weight', [c.vocabSize, c.dim]);
+  t.checkAllUsed(c.sharedClassifier ? /(^|\.)rotary_emb\.inv_freq$|^lm_head\.weight$/ : /(^|\.)rotary_emb\.inv_freq$/, 'llama');
+  return { weights, qkvBias, parameters: t.parameters };
+}
+
+/** Weights of a GPT-2 checkpoint and the parameter count. */
+export interface HfGpt2WeightsResult {
+  /** The builder's weights (projections transposed to `[out, in]`). */
+  weights: Gpt2Weights;
+  /** Parameters read. */
+  parameters: number;
+}
+
+/** Maps a GPT-2 checkpoint (names with or without the `transformer.` prefix) onto {@link Gpt2Weights}. */
+export function hfGpt2Weights(ck: SafetensorsCheckpoint, c: Gpt2Config): HfGpt2WeightsResult {
+  const t = new TensorTaker(ck);
+  const pre = t.has('transformer.wte.weight') || !t.has('wte.weight') ? 'transformer.' : '';
+  const d = c.nEmbd;
+  const inner = gpt2InnerSize(c);
+  // Conv1D stores [in, out]
+  const conv = (name: string, nIn: number, nOut: number): Float32Array => transpose(t.take(name, [nIn, nOut]), nIn, nOut);
+  const layers: Gpt2LayerWeights[] = [];
+  for (let l = 0; l < c.nLayer; l++) {
+    const p = `${pre}h.${l}.`;
+    layers.push({
+      ln1Weight: t.take(`${p}ln_1.weight`, [d]),
+      ln1Bias: t.take(`${p}ln_1.bias`, [d]),
+      attnW: conv(`${p}attn.c_attn.weight`, d, 3 * d),
+      attnB: t.take(`${p}attn.c_attn.bias`, [3 * d]),
+      attnProjW: conv(`${p}attn.c_proj.weight`, d, d),
+      attnProjB: t.take(`${p}attn.c_proj.bias`, [d]),
+      ln2Weight: t.take(`${p}ln_2.weight`, [d]),
+      ln2Bias: t.take(`${p}ln_2.bias`, [d]),
+      fcW: conv(`${p}mlp.c_fc.weight`, d, inner),
+      fcB: t.take(`${p}mlp.c_fc.bias`, [inner]),
+      mlpProjW: conv(`${p}mlp.c_proj.weight`, inner, d),
+      mlpProjB: t.take(`${p}mlp.c_proj.bias`, [d]),
+    });
+  }
+  const weights: Gpt2Weights = {
+    wte: t.take(`${pre}wte.weight`, [c.vocabSize, d]),
+    wpe: t.take(`${pre}wpe.weight`, [c.nPositions, d]),
+    layers,
+    lnFWeight: t.take(`${pre}ln_f.weight`, [d]),
+    lnFBias: t.take(`${pre}ln_f.bias`, [d]),
+  };
+  // the causal-mask buffers of older checkpoints, and the (tied) LM head
+  t.checkAllUsed(/(^|\.)attn\.(masked_)?bias$|^lm_head\.weight$/, 'gpt2');
+  return { weights, parameters: t.parameters };
+}

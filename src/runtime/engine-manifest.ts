@@ -1,0 +1,229 @@
+/**
+ * The engine artifact: what `compile()` produces and the runtime executes, as plain JSON plus one binary file of
+ * weights already in kernel layout. Versioned; the runtime refuses versions it does not know.
+ *
+ * An engine has one or more *plans* (ordered dispatches): a `prefill` plan for many tokens and a `decode` plan for a
+ * few, each picked by the number of new tokens, sharing the weights, the activation arena and the KV cache.
+ * @module
+ */
+import type { DType } from '../ir/dtype.js';
+import type { WeightEncoding } from '../ir/weights.js';
+import type { KernelSource } from './kernel-source.js';
+
+/** Current artifact version. */
+export const ENGINE_FORMAT_VERSION = 1;
+
+/** One payload buffer of a weight inside `weights.bin`. */
+export interface WeightPartManifest {
+  /** Role (`values`, `packed`, `scales`, …). */
+  readonly role: string;
+  /** Typed-array kind of the payload. */
+  readonly array: 'f32' | 'u16' | 'i32' | 'u32' | 'u8';
+  /** Byte offset in `weights.bin`. */
+  readonly byteOffset: number;
+  /** Byte length. */
+  readonly byteLength: number;
+}
+
+/** A weight as the engine stores it. */
+export interface WeightManifest {
+  /** Weight id in the compiled graph. */
+  readonly id: string;
+  /** Model name of the weight. */
+  readonly name: string;
+  /** Logical dtype. */
+  readonly dtype: DType;
+  /** Logical shape. */
+  readonly shape: readonly number[];
+  /** Storage encoding. */
+  readonly encoding: WeightEncoding;
+  /** Payload buffers. */
+  readonly parts: readonly WeightPartManifest[];
+}
+
+/** An activation slot. */
+export interface ArenaRef {
+  /** Discriminant. */
+  readonly kind: 'arena';
+  /** Slot index ({@link EngineManifest.slots}). */
+  readonly slot: number;
+  /** Bytes of the value (at the plan's sizes). */
+  readonly size: number;
+}
+/** One payload buffer of a weight. */
+export interface WeightRef {
+  /** Discriminant. */
+  readonly kind: 'weight';
+  /** Index into {@link EngineManifest.weights}. */
+  readonly weight: number;
+  /** Payload role (`values`, `packed`, `scales`, …). */
+  readonly part: string;
+}
+/** A caller-provided input. */
+export interface InputRef {
+  /** Discriminant. */
+  readonly kind: 'input';
+  /** Input name. */
+  readonly name: string;
+}
+/** One layer's K or V pool of the paged KV cache. */
+export interface KvRef {
+  /** Discriminant. */
+  readonly kind: 'kv';
+  /** Decoder layer. */
+  readonly layer: number;
+  /** Keys or values. */
+  readonly which: 'k' | 'v';
+}
+/** The current sequence's block table (u32 block ids). */
+export interface BlockTableRef {
+  /** Discriminant. */
+  readonly kind: 'block-table';
+}
+/** The sampled-token buffer (one u32, read back after each step). */
+export interface SampleRef {
+  /** Discriminant. */
+  readonly kind: 'sample';
+}
+
+/** Where a kernel binding's buffer comes from. */
+export type BufferRef = ArenaRef | WeightRef | InputRef | KvRef | BlockTableRef | SampleRef;
+
+/** Settings of the GPU sampler. */
+export interface SamplerSettings {
+  /** Softmax temperature (0 = argmax). */
+  readonly temperature: number;
+  /** Nucleus threshold (0 or 1 = off). */
+  readonly topp: number;
+  /** Keep the k most likely tokens (0 or absent = off). */
+  readonly topk?: number;
+}
+
+/** Who wrote the artifact, and when. */
+export interface EngineProvenance {
+  /** Producer. */
+  readonly by: string;
+  /** ISO time. */
+  readonly at: string;
+}
+
+/** The device an engine was compiled for. */
+export interface EngineDevice {
+  /** Adapter description. */
+  readonly description: string;
+  /** Enabled features. */
+  readonly features: readonly string[];
+}
+
+/** The model an engine was compiled from. */
+export interface EngineModel {
+  /** Model family (`llama`, `gpt2`, `graph`). */
+  readonly family: string;
+  /** Its config, for reports. */
+  readonly config: unknown;
+}
+
+/** One kernel launch. */
+export interface DispatchManifest {
+  /** Index into {@link EngineManifest.kernels}. */
+  readonly kernel: number;
+  /** Buffers for the kernel's storage bindings, in order. */
+  readonly bindings: readonly BufferRef[];
+  /** What it computes (printed node or a short description), for profiles and errors. */
+  readonly label: string;
+}
+
+/** An ordered list of dispatches for a range of new-token counts. */
+export interface PlanManifest {
+  /** `prefill` or `decode`. */
+  readonly name: string;
+  /** Largest number of new tokens this plan serves. */
+  readonly maxSeq: number;
+  /** The launches. */
+  readonly dispatches: readonly DispatchManifest[];
+}
+
+/** A graph input or output as the engine exposes it. */
+export interface IOManifest {
+  /** Name. */
+  readonly name: string;
+  /** Element type. */
+  readonly dtype: DType;
+  /** Shape as dim texts (`seq`, `64`). */
+  readonly shape: readonly string[];
+  /** Bytes of the largest value the engine accepts. */
+  readonly maxBytes: number;
+  /** For outputs: where the value lives in the arena. */
+  readonly ref?: BufferRef;
+}
+
+/** The paged KV cache an engine owns. */
+export interface KvManifest {
+  /** Decoder layers. */
+  readonly layers: number;
+  /** KV heads. */
+  readonly numKvHeads: number;
+  /** Head dim. */
+  readonly headDim: number;
+  /** Tokens per block. */
+  readonly blockSize: number;
+  /** Blocks per layer pool. */
+  readonly numBlocks: number;
+  /** Storage dtype. */
+  readonly dtype: 'f32' | 'f16';
+}
+
+/** Causal-LM facts the generation loop needs. */
+export interface LMManifest {
+  /** The output holding the last position's logits. */
+  readonly logits: string;
+  /** Vocabulary size. */
+  readonly vocabSize: number;
+  /** Longest sequence. */
+  readonly maxPositions: number;
+  /** Begin-of-sequence id. */
+  readonly bosId: number;
+  /** Ids that stop generation. */
+  readonly stopTokens: readonly number[];
+  /** GPU sampling: the argmax launch (reads the logits, writes the `sample` buffer). */
+  readonly argmax: DispatchManifest;
+  /** GPU sampling with the settings below (the coin is a run-time param, `coin_bits`). */
+  readonly sampler: DispatchManifest;
+  /** The settings the sampler was built with. */
+  readonly sampling: SamplerSettings;
+}
+
+/** The whole manifest (`engine.json`). */
+export interface EngineManifest {
+  /** Always `tensorwright-engine`. */
+  readonly format: 'tensorwright-engine';
+  /** {@link ENGINE_FORMAT_VERSION} at the time it was written. */
+  readonly version: number;
+  /** Producer and time. */
+  readonly created: EngineProvenance;
+  /** The device it was compiled for (kernels were chosen for it). */
+  readonly device: EngineDevice;
+  /** Model family and config, for reports. */
+  readonly model: EngineModel;
+  /** Every kernel, deduplicated. */
+  readonly kernels: readonly KernelSource[];
+  /** Every weight. */
+  readonly weights: readonly WeightManifest[];
+  /**
+   * Bytes of each activation slot: activations with disjoint lifetimes share a slot (a buffer), and a kernel's
+   * operands and result are never in the same slot (WebGPU forbids binding a buffer writable twice in a dispatch).
+   */
+  readonly slots: readonly number[];
+  /** Inputs the caller provides (an LM's `tokens` and `positions` are written by the runtime). */
+  readonly inputs: readonly IOManifest[];
+  /** Outputs that can be read back. */
+  readonly outputs: readonly IOManifest[];
+  /** Plans, by increasing `maxSeq`. */
+  readonly plans: readonly PlanManifest[];
+  /** The paged KV cache, for causal LMs. */
+  readonly kv?: KvManifest;
+  /** Causal-LM facts, for causal LMs. */
+  readonly lm?: LMManifest;
+  /** Features the kernels need. */
+  readonly requiredFeatures: readonly string[];
+}

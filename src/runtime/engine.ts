@@ -1,0 +1,532 @@
+/**
+ * The engine runtime: loads a compiled engine (manifest + weights in kernel layout) onto a WebGPU device and runs
+ * it. It needs no compiler: kernels arrive as WGSL, dispatch grids and parameters as small expressions.
+ *
+ * Costs it is designed around (lavapipe): ~6–10 µs per dispatch, ~17 µs per submit, ~60–80 µs per readback, and
+ * Dawn busy-polling the JS thread while a GPU promise is pending. So a generation step is one command buffer with
+ * every dispatch plus GPU sampling, one `writeBuffer` of all kernel parameters, and one 4-byte readback: a single
+ * await per token.
+ * @module
+ */
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CacheFullError, DeviceError, InputError, ModelFormatError } from '../errors.js';
+import type { DimBindings } from '../ir/dim.js';
+import { byteSize } from '../ir/dtype.js';
+import { evalDim, parseDim } from '../ir/dim.js';
+import { BlockAllocator } from './block-allocator.js';
+import { Tensor } from './cpu/tensor.js';
+import { requestGPUDevice, type GPUDeviceHandle } from './device.js';
+import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type PlanManifest } from './engine-manifest.js';
+import { evalGrid, evalParams } from './kernel-source.js';
+import { fromDeviceBytes, toDeviceBytes } from './webgpu/one-shot.js';
+import { XorShiftRng } from '../util/random.js';
+
+/** Uniform-buffer offset stride per dispatch (WebGPU's `minUniformBufferOffsetAlignment` is at most 256). */
+const PARAMS_STRIDE = 256;
+
+/** A compiled engine: manifest plus weight bytes. */
+export class Engine {
+  constructor(
+    /** The manifest. */
+    readonly manifest: EngineManifest,
+    /** `weights.bin`: every weight payload, at the offsets the manifest gives. */
+    readonly weightBytes: Uint8Array,
+  ) {
+    if (manifest.format !== 'tensorwright-engine') throw new ModelFormatError('format', 0, `not a tensorwright engine manifest (format ${JSON.stringify(manifest.format)})`);
+    if (manifest.version !== ENGINE_FORMAT_VERSION) throw new ModelFormatError('version', 0, `engine format version ${manifest.version} is not supported (this runtime reads version ${ENGINE_FORMAT_VERSION})`);
+    for (const w of manifest.weights)
+      for (const p of w.parts)
+        if (p.byteOffset + p.byteLength > weightBytes.byteLength)
+          throw new ModelFormatError(`weights[${w.name}].${p.role}`, p.byteOffset, `payload of ${p.byteLength} bytes runs past the end of weights.bin (${weightBytes.byteLength} bytes)`);
+  }
+
+  /** Writes `engine.json` and `weights.bin` into `dir` (created if needed). */
+  async save(dir: string): Promise<void> {
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'engine.json'), JSON.stringify(this.manifest));
+    await writeFile(join(dir, 'weights.bin'), this.weightBytes);
+  }
+
+  /** Reads an engine saved by {@link Engine.save}. */
+  static async load(dir: string): Promise<Engine> {
+    const text = await readFile(join(dir, 'engine.json'), 'utf8').catch(() => {
+      throw new InputError(`no engine at ${dir} (engine.json is missing)`);
+    });
+    let manifest: EngineManifest;
+    try {
+      manifest = JSON.parse(text) as EngineManifest;
+    } catch (e) {
+      throw new ModelFormatError('engine.json', 0, `not valid JSON: ${(e as Error).message}`, join(dir, 'engine.json'));
+    }
+    const bytes = new Uint8Array(await readFile(join(dir, 'weights.bin')));
+    return new Engine(manifest, bytes);
+  }
+
+  /** Creates a session: GPU buffers, pipelines and bind groups on `device` (a new device when omitted). */
+  async createSession(opts: { device?: GPUDeviceHandle; profile?: boolean } = {}): Promise<EngineSession> {
+    const handle = opts.device ?? (await requestGPUDevice({ requiredFeatures: this.manifest.requiredFeatures as GPUFeatureName[] }));
+    const s = new EngineSession(this, handle, opts.device === undefined, opts.profile ?? false);
+    await s.init();
+    return s;
+  }
+}
+
+interface PreparedDispatch {
+  readonly manifest: DispatchManifest;
+  readonly pipeline: GPUComputePipeline;
+  readonly bindGroup: GPUBindGroup;
+  readonly paramsIndex: number; // -1 when the kernel has no params
+}
+
+interface PreparedPlan {
+  readonly manifest: PlanManifest;
+  readonly dispatches: PreparedDispatch[];
+}
+
+/** Per-kernel GPU time from a profiled step. */
+export interface KernelTiming {
+  /** Dispatch label. */
+  readonly label: string;
+  /** Kernel family and variant. */
+  readonly kernel: string;
+  /** GPU time in milliseconds. */
+  readonly ms: number;
+}
+
+/** Options of {@link EngineSession.generate}. */
+export interface EngineGenerateOptions {
+  /** Positions to run, prompt included. */
+  steps: number;
+  /** 0 = greedy (argmax on the GPU). */
+  temperature: number;
+  /** Nucleus threshold (1 or 0 = off). */
+  topp: number;
+  /** Top-k (0 = off). */
+  topk?: number;
+  /** RNG seed (run.c's generator). */
+  seed: number;
+  /** Called with each new token. */
+  onToken?: (id: number) => void;
+}
+
+/** What {@link EngineSession.generate} returns. */
+export interface EngineGenerateResult {
+  /** New tokens. */
+  generated: number[];
+  /** Seconds for the prompt. */
+  prefillSeconds: number;
+  /** Seconds for the rest. */
+  decodeSeconds: number;
+  /** Whether a stop token ended it. */
+  stopped: boolean;
+}
+
+/** An engine on a device: owns the GPU buffers and the KV cache of one sequence at a time. */
+export class EngineSession {
+  private readonly m: EngineManifest;
+  private device!: GPUDevice;
+  private slots: GPUBuffer[] = [];
+  private weightBuffers: Map<string, GPUBuffer>[] = [];
+  private inputBuffers = new Map<string, GPUBuffer>();
+  private kvBuffers: { k: GPUBuffer; v: GPUBuffer }[] = [];
+  private blockTable?: GPUBuffer;
+  private sampleBuffer!: GPUBuffer;
+  private sampleRead!: GPUBuffer;
+  private paramsBuffer!: GPUBuffer;
+  private paramsSlots = 0;
+  private plans: PreparedPlan[] = [];
+  private argmax?: PreparedDispatch;
+  private sampler?: PreparedDispatch;
+  private allocator?: BlockAllocator;
+  private seqId = -1;
+  private maxBlocks = 0;
+  private broken: DeviceError | undefined;
+  private querySet?: GPUQuerySet;
+  private destroyed = false;
+  /** Per-kernel times of the last profiled step (when the session was created with `profile`). */
+  lastProfile: KernelTiming[] = [];
+
+  /** @internal */
+  constructor(
+    /** The engine. */
+    readonly engine: Engine,
+    /** The device handle. */
+    readonly handle: GPUDeviceHandle,
+    private readonly ownsDevice: boolean,
+    private readonly profile: boolean,
+  ) {
+    this.m = engine.manifest;
+  }
+
+  /** @internal */
+  async init(): Promise<void> {
+    const d = (this.device = this.handle.device);
+    for (const f of this.m.requiredFeatures)
+      if (!d.features.has(f)) throw new DeviceError('DEVICE_ERROR', `the engine needs the '${f}' feature, which this device lacks (${this.handle.info.adapter.description})`);
+    this.handle.lost.then((r) => {
+      if (!r.expected) this.broken = new DeviceError('DEVICE_LOST', `the GPU device was lost (${r.reason}: ${r.message}); create a new session`);
+    });
+    d.pushErrorScope('out-of-memory');
+    d.pushErrorScope('validation');
+    const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const limits = this.handle.info.limits;
+    const maxBinding = limits.maxStorageBufferBindingSize ?? 134217728;
+    this.slots = this.m.slots.map((bytes, i) => {
+      if (bytes > maxBinding) throw new DeviceError('LIMIT_EXCEEDED', `activation buffer ${i} needs ${bytes} bytes, more than maxStorageBufferBindingSize ${maxBinding}`);
+      return d.createBuffer({ label: `activations ${i}`, size: Math.max(256, align(bytes, 256)), usage: storage });
+    });
+    // weights: one buffer per payload part, uploaded once
+    for (const w of this.m.weights) {
+      const parts = new Map<string, GPUBuffer>();
+      for (const p of w.parts) {
+        if (p.byteLength > maxBinding)
+          throw new DeviceError('LIMIT_EXCEEDED', `weight '${w.name}' (${p.role}, ${p.byteLength} bytes) exceeds maxStorageBufferBindingSize ${maxBinding}`);
+        const buf = d.createBuffer({ label: `${w.name}.${p.role}`, size: Math.max(16, align(p.byteLength, 4)), usage: storage });
+        const src = this.engine.weightBytes.subarray(p.byteOffset, p.byteOffset + p.byteLength);
+        const padded = p.byteLength % 4 === 0 ? src : copyPadded(src);
+        d.queue.writeBuffer(buf, 0, padded.buffer as ArrayBuffer, padded.byteOffset, align(p.byteLength, 4));
+        parts.set(p.role, buf);
+      }
+      this.weightBuffers.push(parts);
+    }
+    for (const io of this.m.inputs) this.inputBuffers.set(io.name, d.createBuffer({ label: `input ${io.name}`, size: Math.max(16, align(io.maxBytes, 4)), usage: storage }));
+    if (this.m.kv) {
+      const kv = this.m.kv;
+      const bytes = kv.numBlocks * kv.blockSize * kv.numKvHeads * kv.headDim * (kv.dtype === 'f16' ? 2 : 4);
+      for (let l = 0; l < kv.layers; l++)
+        this.kvBuffers.push({ k: d.createBuffer({ label: `kv.${l}.k`, size: bytes, usage: storage }), v: d.createBuffer({ label: `kv.${l}.v`, size: bytes, usage: storage }) });
+      this.maxBlocks = Math.ceil((this.m.lm?.maxPositions ?? kv.numBlocks * kv.blockSize) / kv.blockSize);
+      this.blockTable = d.createBuffer({ label: 'block table', size: Math.max(16, this.maxBlocks * 4), usage: storage });
+      this.allocator = new BlockAllocator(kv.numBlocks, kv.blockSize);
+    }
+    this.sampleBuffer = d.createBuffer({ label: 'sampled token', size: 16, usage: storage });
+    this.sampleRead = d.createBuffer({ label: 'sampled token readback', size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    // parameter slots: one per dispatch that has params, in every plan, plus the two samplers
+    const kernels = this.m.kernels;
+    const dispatchesWithParams = this.m.plans.reduce((a, p) => a + p.dispatches.filter((x) => kernels[x.kernel].params.length).length, 0) + 2;
+    this.paramsBuffer = d.createBuffer({ label: 'kernel params', size: Math.max(PARAMS_STRIDE, dispatchesWithParams * PARAMS_STRIDE), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    // pipelines, compiled once per distinct kernel
+    const pipelines = await Promise.all(
+      kernels.map(async (k) => {
+        const module = d.createShaderModule({ label: `${k.family}/${k.variant}`, code: k.wgsl });
+        const info = await module.getCompilationInfo();
+        const errs = info.messages.filter((x) => x.type === 'error');
+        if (errs.length) throw new DeviceError('DEVICE_ERROR', `WGSL of ${k.family}/${k.variant} does not compile: ${errs.map((e) => `line ${e.lineNum}: ${e.message}`).join('; ')}`);
+        return d.createComputePipelineAsync({ label: `${k.family}/${k.variant}`, layout: 'auto', compute: { module, entryPoint: 'main' } });
+      }),
+    );
+    const prepare = (x: DispatchManifest): PreparedDispatch => {
+      const k = kernels[x.kernel];
+      if (x.bindings.length !== k.bindings.length) throw new ModelFormatError('dispatch', 0, `dispatch '${x.label}' gives ${x.bindings.length} buffers to a kernel with ${k.bindings.length} bindings`);
+      const entries: GPUBindGroupEntry[] = x.bindings.map((ref, binding) => ({ binding, resource: this.resource(ref, maxBinding, x.label) }));
+      let paramsIndex = -1;
+      if (k.params.length) {
+        paramsIndex = this.paramsSlots++;
+        entries.push({ binding: x.bindings.length, resource: { buffer: this.paramsBuffer, offset: paramsIndex * PARAMS_STRIDE, size: PARAMS_STRIDE } });
+      }
+      const pipeline = pipelines[x.kernel];
+      return { manifest: x, pipeline, bindGroup: d.createBindGroup({ label: x.label, layout: pipeline.getBindGroupLayout(0), entries }), paramsIndex };
+    };
+    this.plans = this.m.plans.map((p) => ({ manifest: p, dispatches: p.dispatches.map(prepare) }));
+    if (this.m.lm) {
+      this.argmax = prepare(this.m.lm.argmax);
+      this.sampler = prepare(this.m.lm.sampler);
+    }
+    if (this.profile && d.features.has('timestamp-query')) {
+      const maxD = Math.max(...this.plans.map((p) => p.dispatches.length)) + 1;
+      this.querySet = d.createQuerySet({ type: 'timestamp', count: 2 * maxD });
+    }
+    const invalid = await d.popErrorScope();
+    const oom = await d.popErrorScope();
+    if (oom) throw new DeviceError('OUT_OF_MEMORY', `the GPU ran out of memory creating the engine's buffers (activations ${this.m.slots.reduce((a, b) => a + b, 0)} bytes): ${oom.message}`);
+    if (invalid) throw new DeviceError('DEVICE_ERROR', `WebGPU rejected the engine's setup: ${invalid.message}`);
+  }
+
+  private resource(ref: BufferRef, maxBinding: number, label: string): GPUBufferBinding {
+    switch (ref.kind) {
+      case 'arena': {
+        const b = this.slots[ref.slot];
+        if (!b) throw new ModelFormatError('dispatch', 0, `'${label}' binds activation buffer ${ref.slot}, which the engine does not have`);
+        if (ref.size > maxBinding) throw new DeviceError('LIMIT_EXCEEDED', `'${label}' binds ${ref.size} bytes, more than maxStorageBufferBindingSize ${maxBinding}`);
+        return { buffer: b };
+      }
+      case 'weight': {
+        const b = this.weightBuffers[ref.weight]?.get(ref.part);
+        if (!b) throw new ModelFormatError('dispatch', 0, `'${label}' binds weight #${ref.weight}.${ref.part}, which the engine does not have`);
+        return { buffer: b };
+      }
+      case 'input': {
+        const b = this.inputBuffers.get(ref.name);
+        if (!b) throw new ModelFormatError('dispatch', 0, `'${label}' binds input '${ref.name}', which the engine does not declare`);
+        return { buffer: b };
+      }
+      case 'kv': {
+        const b = this.kvBuffers[ref.layer];
+        if (!b) throw new ModelFormatError('dispatch', 0, `'${label}' binds KV layer ${ref.layer}, which the engine does not have`);
+        return { buffer: ref.which === 'k' ? b.k : b.v };
+      }
+      case 'block-table':
+        if (!this.blockTable) throw new ModelFormatError('dispatch', 0, `'${label}' binds the block table of an engine without a KV cache`);
+        return { buffer: this.blockTable };
+      case 'sample':
+        return { buffer: this.sampleBuffer };
+    }
+  }
+
+  private check(): void {
+    if (this.destroyed) throw new DeviceError('DEVICE_ERROR', 'this session was destroyed');
+    if (this.broken) throw this.broken;
+    if (this.handle.isLost()) throw new DeviceError('DEVICE_LOST', 'the GPU device was lost; create a new session');
+  }
+
+  private planFor(seq: number): PreparedPlan {
+    const p = this.plans.find((x) => seq <= x.manifest.maxSeq);
+    if (!p) throw new InputError(`${seq} new tokens exceed the largest plan (${this.plans[this.plans.length - 1]?.manifest.maxSeq ?? 0})`);
+    return p;
+  }
+
+  /** Encodes a plan's dispatches (and optionally a sampler) into `enc`, writing every kernel's params first. */
+  private encode(enc: GPUCommandEncoder, plan: PreparedPlan, bindings: DimBindings, extra: { d: PreparedDispatch; params: Uint32Array }[] = []): void {
+    const kernels = this.m.kernels;
+    const all = [...plan.dispatches.map((d) => ({ d, params: undefined as Uint32Array | undefined })), ...extra];
+    const slots = new Uint32Array((this.paramsSlots * PARAMS_STRIDE) / 4);
+    const grids: [number, number, number][] = [];
+    for (const { d, params } of all) {
+      const k = kernels[d.manifest.kernel];
+      const values = params ?? (k.params.length ? evalParams(k.params, bindings) : new Uint32Array(0));
+      if (d.paramsIndex >= 0) slots.set(values, (d.paramsIndex * PARAMS_STRIDE) / 4);
+      grids.push(k.grid.map((g) => evalGrid(g, k.params, values.length ? values : bindings)) as [number, number, number]);
+    }
+    this.device.queue.writeBuffer(this.paramsBuffer, 0, slots.buffer as ArrayBuffer, 0, slots.byteLength);
+    const timed = this.querySet !== undefined;
+    let pass: GPUComputePassEncoder | undefined;
+    all.forEach(({ d }, i) => {
+      if (timed) pass = enc.beginComputePass({ timestampWrites: { querySet: this.querySet!, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+      else pass ??= enc.beginComputePass({ label: plan.manifest.name });
+      const [x, y, z] = grids[i];
+      if (x > 0 && y > 0 && z > 0) {
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bindGroup);
+        pass.dispatchWorkgroups(x, y, z);
+      }
+      if (timed) pass.end();
+    });
+    if (!timed) pass?.end();
+  }
+
+  private async readProfile(count: number, labels: string[]): Promise<void> {
+    if (!this.querySet) return;
+    const d = this.device;
+    const resolve = d.createBuffer({ size: count * 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const read = d.createBuffer({ size: count * 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = d.createCommandEncoder();
+    enc.resolveQuerySet(this.querySet, 0, 2 * count, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, read, 0, count * 16);
+    d.queue.submit([enc.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(read.getMappedRange().slice(0));
+    read.unmap();
+    resolve.destroy();
+    read.destroy();
+    this.lastProfile = labels.map((label, i) => ({ label: label.split('|')[0], kernel: label.split('|')[1] ?? '', ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6 }));
+  }
+
+  /**
+   * Runs the engine once on host inputs (for graphs without a KV cache: encoders, ONNX models) and reads back every
+   * output. Symbolic dims are bound from the inputs' shapes.
+   */
+  async run(inputs: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>> {
+    this.check();
+    const bindings: Record<string, number> = {};
+    for (const io of this.m.inputs) {
+      const t = inputs[io.name];
+      if (!t) throw new InputError(`missing engine input '${io.name}'`);
+      if (t.dtype !== io.dtype) throw new InputError(`input '${io.name}' must be ${io.dtype}, got ${t.dtype}`);
+      if (t.shape.length !== io.shape.length) throw new InputError(`input '${io.name}' must have rank ${io.shape.length}, got [${t.shape}]`);
+      io.shape.forEach((d, i) => {
+        if (/^\d+$/.test(d)) {
+          if (Number(d) !== t.shape[i]) throw new InputError(`input '${io.name}' dim ${i} must be ${d}, got ${t.shape[i]}`);
+        } else if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(d)) {
+          if (bindings[d] !== undefined && bindings[d] !== t.shape[i]) throw new InputError(`input '${io.name}' dim ${i} is ${t.shape[i]} but '${d}' is ${bindings[d]}`);
+          bindings[d] = t.shape[i];
+        }
+      });
+      const bytes = toDeviceBytes(t);
+      if (bytes.byteLength > io.maxBytes) throw new InputError(`input '${io.name}' has ${bytes.byteLength} bytes, more than the ${io.maxBytes} the engine was compiled for`);
+      this.device.queue.writeBuffer(this.inputBuffers.get(io.name)!, 0, bytes.buffer as ArrayBuffer, bytes.byteOffset, align(bytes.byteLength, 4));
+    }
+    const seq = bindings.seq ?? 1;
+    const plan = this.planFor(seq);
+    const enc = this.device.createCommandEncoder();
+    this.encode(enc, plan, bindings);
+    const reads = this.m.outputs.map((o) => {
+      const shape = o.shape.map((d) => evalDim(parseDim(d), bindings));
+      const bytes = align(shape.reduce((a, b) => a * b, 1) * byteSize(o.dtype), 4);
+      const ref = o.ref as { slot: number };
+      const read = this.device.createBuffer({ size: Math.max(16, bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      if (bytes > 0) enc.copyBufferToBuffer(this.slots[ref.slot], 0, read, 0, bytes);
+      return { o, shape, read };
+    });
+    this.device.queue.submit([enc.finish()]);
+    const out: Record<string, Tensor> = {};
+    for (const { o, shape, read } of reads) {
+      await read.mapAsync(GPUMapMode.READ);
+      out[o.name] = fromDeviceBytes(o.dtype, shape, read.getMappedRange().slice(0));
+      read.unmap();
+      read.destroy();
+    }
+    await this.readProfile(plan.dispatches.length, plan.dispatches.map((d) => `${d.manifest.label}|${this.kernelName(d)}`));
+    this.check();
+    return out;
+  }
+
+  private kernelName(d: PreparedDispatch): string {
+    const k = this.m.kernels[d.manifest.kernel];
+    return `${k.family}/${k.variant}`;
+  }
+
+  /** Forgets the current sequence (frees its KV blocks). */
+  reset(): void {
+    if (this.allocator && this.seqId >= 0) this.allocator.release(this.seqId);
+    this.seqId = this.allocator ? this.allocator.createSequence() : -1;
+  }
+
+  /** Tokens in the current sequence. */
+  get position(): number {
+    return this.allocator && this.seqId >= 0 ? this.allocator.sequence(this.seqId).length : 0;
+  }
+
+  /**
+   * Runs `tokens` at the next positions of the current sequence and samples the next token on the GPU; only its id
+   * is read back. Long prompts are split into chunks of the largest plan's size (chunked prefill).
+   */
+  async step(tokens: readonly number[], sampling: { temperature: number; topp: number; topk?: number; coin: number }): Promise<number> {
+    this.check();
+    const lm = this.m.lm;
+    if (!lm || !this.allocator) throw new InputError('this engine is not a causal LM');
+    if (tokens.length === 0) throw new InputError('step needs at least one token');
+    for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= lm.vocabSize) throw new InputError(`token id ${t} is outside the vocabulary (0..${lm.vocabSize - 1})`);
+    if (this.seqId < 0) this.reset();
+    const maxChunk = this.plans[this.plans.length - 1].manifest.maxSeq;
+    let result = -1;
+    for (let at = 0; at < tokens.length; at += maxChunk) {
+      const chunk = tokens.slice(at, at + maxChunk);
+      const last = at + maxChunk >= tokens.length;
+      result = await this.runChunk(chunk, last ? sampling : undefined);
+    }
+    return result;
+  }
+
+  private async runChunk(tokens: readonly number[], sampling: { temperature: number; topp: number; topk?: number; coin: number } | undefined): Promise<number> {
+    const lm = this.m.lm!;
+    const past = this.position;
+    if (past + tokens.length > lm.maxPositions) throw new CacheFullError(`the sequence would reach ${past + tokens.length} positions; the engine supports ${lm.maxPositions}`);
+    this.allocator!.append(this.seqId, tokens.length);
+    const d = this.device;
+    const table = this.allocator!.tableArray(this.seqId, this.maxBlocks);
+    d.queue.writeBuffer(this.blockTable!, 0, table.buffer as ArrayBuffer, table.byteOffset, table.byteLength);
+    const seq = tokens.length;
+    const ids = Int32Array.from(tokens);
+    const pos = Int32Array.from(tokens, (_t, i) => past + i);
+    d.queue.writeBuffer(this.inputBuffers.get('tokens')!, 0, ids);
+    if (this.inputBuffers.has('positions')) d.queue.writeBuffer(this.inputBuffers.get('positions')!, 0, pos);
+    const plan = this.planFor(seq);
+    const bindings = { seq, past, batch: 1 };
+    const enc = d.createCommandEncoder();
+    const extra: { d: PreparedDispatch; params: Uint32Array }[] = [];
+    if (sampling) {
+      const s = sampling.temperature === 0 ? this.argmax! : this.sampler!;
+      if (sampling.temperature !== 0) {
+        const c = lm.sampling;
+        if (c.temperature !== sampling.temperature || c.topp !== sampling.topp || (c.topk ?? 0) !== (sampling.topk ?? 0))
+          throw new InputError(
+            `this engine's GPU sampler was compiled for temperature ${c.temperature}, top-p ${c.topp}, top-k ${c.topk ?? 0}; got ${sampling.temperature}, ${sampling.topp}, ${sampling.topk ?? 0} (recompile with those settings, or use temperature 0)`,
+          );
+      }
+      const coinBits = new Uint32Array(Float32Array.of(sampling.coin).buffer)[0];
+      extra.push({ d: s, params: evalParams(this.m.kernels[s.manifest.kernel].params, { ...bindings, coin_bits: coinBits }) });
+    }
+    this.encode(enc, plan, bindings, extra);
+    if (sampling) enc.copyBufferToBuffer(this.sampleBuffer, 0, this.sampleRead, 0, 16);
+    d.queue.submit([enc.finish()]);
+    let id = -1;
+    if (sampling) {
+      await this.sampleRead.mapAsync(GPUMapMode.READ).catch((e: unknown) => {
+        throw this.broken ?? new DeviceError('DEVICE_LOST', `reading the sampled token failed: ${(e as Error).message}`);
+      });
+      id = new Uint32Array(this.sampleRead.getMappedRange().slice(0, 4))[0];
+      this.sampleRead.unmap();
+    }
+    if (this.querySet) await this.readProfile(plan.dispatches.length + extra.length, [...plan.dispatches, ...extra.map((x) => x.d)].map((x) => `${x.manifest.label}|${this.kernelName(x)}`));
+    this.check();
+    return id;
+  }
+
+  /** Reads back the logits of the last step (for tests and tools; generation itself reads only token ids). */
+  async lastLogits(): Promise<Float32Array> {
+    this.check();
+    const lm = this.m.lm;
+    if (!lm) throw new InputError('this engine is not a causal LM');
+    const o = this.m.outputs.find((x) => x.name === lm.logits)!;
+    const ref = o.ref as { slot: number };
+    const bytes = lm.vocabSize * 4;
+    const read = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(this.slots[ref.slot], 0, read, 0, bytes);
+    this.device.queue.submit([enc.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const out = new Float32Array(read.getMappedRange().slice(0));
+    read.unmap();
+    read.destroy();
+    return out;
+  }
+
+  /** Generates from a prompt (run.c's step counting; GPU sampling, one readback per token). */
+  async generate(promptIds: readonly number[], o: EngineGenerateOptions): Promise<EngineGenerateResult> {
+    const lm = this.m.lm;
+    if (!lm) throw new InputError('this engine is not a causal LM');
+    if (promptIds.length === 0) throw new InputError('the prompt has no tokens (it needs at least BOS)');
+    const steps = Math.min(o.steps, lm.maxPositions);
+    if (promptIds.length > steps) throw new InputError(`the prompt has ${promptIds.length} tokens, more than steps (${steps})`);
+    const rng = new XorShiftRng(o.seed);
+    const sampling = (): { temperature: number; topp: number; topk?: number; coin: number } => ({ temperature: o.temperature, topp: o.topp, topk: o.topk, coin: o.temperature === 0 ? 0 : rng.nextF32() });
+    this.reset();
+    const t0 = performance.now();
+    let next = await this.step(promptIds, sampling());
+    const t1 = performance.now();
+    const generated: number[] = [];
+    let stopped = false;
+    for (let pos = promptIds.length - 1; pos < steps; pos++) {
+      if (lm.stopTokens.includes(next)) {
+        stopped = true;
+        break;
+      }
+      generated.push(next);
+      o.onToken?.(next);
+      if (pos + 1 >= steps) break;
+      next = await this.step([next], sampling());
+    }
+    return { generated, prefillSeconds: (t1 - t0) / 1000, decodeSeconds: (performance.now() - t1) / 1000, stopped };
+  }
+
+  /** Releases the session's GPU buffers (and its device, when the session created it). */
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    for (const b of [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.sampleBuffer, this.sampleRead, this.paramsBuffer])
+      b?.destroy();
+    this.querySet?.destroy();
+    if (this.ownsDevice) await this.handle.destroy();
+  }
+}
+
+function align(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+function copyPadded(src: Uint8Array): Uint8Array {
+  const out = new Uint8Array(align(src.byteLength, 4));
+  out.set(src);
+  return out;
+}

@@ -1,0 +1,220 @@
+// compile() → Engine on the WebGPU device (lavapipe in CI): stories260K reproduces run.c's greedy output exactly,
+// logits match the reference, saved engines reload, and device loss surfaces as a typed error.
+import { readdirSync, readFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compile, compileGraph, runGraphOnWebGPU } from '../src/compile.js';
+import { loadModel, type LoadedModel } from '../src/frontends/load.js';
+import { Engine } from '../src/runtime/engine.js';
+import { CpuCausalLM } from '../src/runtime/cpu/lm.js';
+import { runGraph } from '../src/runtime/cpu/interpreter.js';
+import { Tensor } from '../src/runtime/cpu/tensor.js';
+import { requestGPUDevice } from '../src/runtime/device.js';
+import { DeviceError, InputError } from '../src/errors.js';
+import { buildLlama, randomLlamaWeights, type LlamaConfig } from '../src/models/llama.js';
+import { buildGpt2, randomGpt2Weights } from '../src/models/gpt2.js';
+import { buildBert, randomBertWeights } from '../src/models/bert.js';
+import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
+import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
+
+noteMissingShared('WebGPU engine golden tests');
+
+// lavapipe JIT-compiles each pipeline on its first dispatch (seconds for the large unrolled GEMMs), per session
+const LONG = 600_000;
+
+let gpu: TestGPU | null = null;
+beforeAll(async () => {
+  gpu = await acquireTestDevice();
+});
+afterAll(() => gpu?.destroy());
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+describe.skipIf(!hasShared)('stories260K on WebGPU', () => {
+  let model: LoadedModel;
+  let engine: Engine;
+  beforeAll(async () => {
+    if (!gpu) return;
+    model = await loadModel(sharedPath('models/stories260K/stories260K.bin'));
+    engine = await compile(model, { device: gpu.info });
+  }, LONG);
+  const files = hasShared ? readdirSync(sharedPath('golden/stories260K')).filter((f) => f.endsWith('.json')) : [];
+  it('reproduces every golden sequence exactly (f32, temperature 0) and the logits after the prompt', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const session = await engine.createSession({ device: gpu });
+    try {
+      for (const f of files) {
+        const gold = JSON.parse(readFileSync(sharedPath('golden/stories260K', f), 'utf8'));
+        session.reset();
+        await session.step(gold.prompt_ids, { temperature: 0, topp: 0.9, coin: 0 });
+        expect(maxAbsDiff(await session.lastLogits(), gold.next_token_logits), f).toBeLessThan(1e-4);
+        const r = await session.generate(gold.prompt_ids, { steps: gold.steps, temperature: 0, topp: 0.9, seed: 1 });
+        expect(r.generated, f).toEqual(gold.generated_ids);
+      }
+    } finally {
+      await session.destroy();
+    }
+  }, LONG);
+
+  it('prefill in chunks (chunked prefill) gives the same logits as the CPU reference', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const small = await compile(model, { device: gpu.info, prefillChunk: 3 });
+    const session = await small.createSession({ device: gpu });
+    const cpu = new CpuCausalLM(model.build({ lastTokenLogitsOnly: true }), model.maxPositions);
+    const prompt = [1, 403, 407, 261, 378, 432, 383, 286];
+    await session.step(prompt, { temperature: 0, topp: 0.9, coin: 0 });
+    expect(maxAbsDiff(await session.lastLogits(), cpu.step(prompt))).toBeLessThan(1e-4);
+    await session.destroy();
+  }, LONG);
+
+  it('samples on the GPU with temperature and top-p like the host sampler (same seed, same ids)', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const sampled = await compile(model, { device: gpu.info, sampling: { temperature: 0.8, topp: 0.9 } });
+    const session = await sampled.createSession({ device: gpu });
+    const r = await session.generate([1, 403, 407], { steps: 40, temperature: 0.8, topp: 0.9, seed: 42 });
+    const { generateTokens } = await import('../src/runtime/generate.js');
+    const host = await generateTokens(new CpuCausalLM(model.build({ lastTokenLogitsOnly: true }), 512), [1, 403, 407], { steps: 40, temperature: 0.8, topp: 0.9, seed: 42, stopTokens: [1] });
+    expect(r.generated).toEqual(host.generated);
+    await expect(session.generate([1], { steps: 5, temperature: 0.5, topp: 0.9, seed: 1 })).rejects.toThrow(InputError);
+    await session.destroy();
+  }, LONG);
+
+  it('an engine saved by compile loads in a fresh process and produces the same ids', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const dir = mkdtempSync(join(tmpdir(), 'tw-engine-'));
+    await engine.save(dir);
+    const gold = JSON.parse(readFileSync(sharedPath('golden/stories260K', files[0]), 'utf8'));
+    const { spawnSync } = await import('node:child_process');
+    const script = `
+      import { Engine } from ${JSON.stringify(new URL('../src/runtime/index.ts', import.meta.url).pathname)};
+      const e = await Engine.load(${JSON.stringify(dir)});
+      const s = await e.createSession();
+      const r = await s.generate(${JSON.stringify(gold.prompt_ids)}, { steps: ${gold.steps}, temperature: 0, topp: 0.9, seed: 1 });
+      process.stdout.write(JSON.stringify(r.generated));
+      await s.destroy();`;
+    const p = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp' }, timeout: 120_000 });
+    expect(p.status, p.stderr).toBe(0);
+    expect(JSON.parse(p.stdout)).toEqual(gold.generated_ids);
+  }, LONG);
+});
+
+describe('engines for other graphs', () => {
+  it('GPT-2 and BERT (no KV cache) match the reference through compileGraph', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const cfg = { vocabSize: 50, nPositions: 32, nEmbd: 32, nLayer: 2, nHead: 4 };
+    const g = buildGpt2(cfg, randomGpt2Weights(cfg, 3), { kvCache: false });
+    const S = 7;
+    const inputs = { tokens: Tensor.from('i32', [1, S], [1, 5, 9, 3, 44, 2, 8]), positions: Tensor.from('i32', [S], [0, 1, 2, 3, 4, 5, 6]) };
+    const ref = runGraph(g, inputs).logits;
+    const got = (await runGraphOnWebGPU(g, inputs, { device: gpu })).logits;
+    expect(maxAbsDiff(got.data, ref.data)).toBeLessThan(1e-3);
+    const bcfg = { vocabSize: 40, hiddenSize: 32, numHiddenLayers: 2, numAttentionHeads: 4, intermediateSize: 64, maxPositionEmbeddings: 16 };
+    const bg = buildBert(bcfg, randomBertWeights(bcfg, 5));
+    const bin = {
+      tokens: Tensor.from('i32', [1, 6], [2, 7, 9, 11, 0, 0]),
+      token_type_ids: Tensor.from('i32', [1, 6], [0, 0, 0, 1, 1, 1]),
+      attention_mask: Tensor.from('i32', [1, 6], [1, 1, 1, 1, 0, 0]),
+      positions: Tensor.from('i32', [6], [0, 1, 2, 3, 4, 5]),
+    };
+    const bref = runGraph(bg, bin);
+    const bgot = await runGraphOnWebGPU(bg, bin, { device: gpu });
+    expect(maxAbsDiff(bgot.last_hidden_state.data, bref.last_hidden_state.data)).toBeLessThan(1e-3);
+  }, LONG);
+
+  it('GQA ratios 1, 2, 4 and 8 through the paged-KV engine match the reference', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    for (const nKvHeads of [8, 4, 2, 1]) {
+      const c: LlamaConfig = { dim: 64, hiddenDim: 96, nLayers: 2, nHeads: 8, nKvHeads, vocabSize: 67, seqLen: 40, sharedClassifier: false };
+      const w = randomLlamaWeights(c, nKvHeads);
+      const model: LoadedModel = { format: 'llama2c', family: 'llama', path: '-', config: c, parameters: 0, weightBytes: 0, maxPositions: c.seqLen, bosId: 1, stopTokens: [], build: (o) => buildLlama(c, w, o) };
+      const engine = await compile(model, { device: gpu.info, prefillChunk: 8, blockSize: 4 });
+      const session = await engine.createSession({ device: gpu });
+      const cpu = new CpuCausalLM(model.build({ lastTokenLogitsOnly: true }), c.seqLen);
+      for (const chunk of [[1, 5, 9, 13, 17], [3], [4, 8], [60]]) {
+        await session.step(chunk, { temperature: 0, topp: 0.9, coin: 0 });
+        expect(maxAbsDiff(await session.lastLogits(), cpu.step(chunk)), `GQA ${8 / nKvHeads}`).toBeLessThan(2e-4);
+      }
+      await session.destroy();
+    }
+  }, LONG);
+});
+
+describe('failures are typed errors', () => {
+  it('a lost device fails generate with DEVICE_LOST, and a new session works', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const c: LlamaConfig = { dim: 32, hiddenDim: 48, nLayers: 1, nHeads: 4, nKvHeads: 2, vocabSize: 30, seqLen: 16, sharedClassifier: true };
+    const w = randomLlamaWeights(c, 9);
+    const model: LoadedModel = { format: 'llama2c', family: 'llama', path: '-', config: c, parameters: 0, weightBytes: 0, maxPositions: c.seqLen, bosId: 1, stopTokens: [], build: (o) => buildLlama(c, w, o) };
+    const engine = await compile(model, { device: gpu.info });
+    const own = await requestGPUDevice();
+    const session = await engine.createSession({ device: own });
+    const first = await session.generate([1, 2], { steps: 6, temperature: 0, topp: 0.9, seed: 1 });
+    await own.destroy();
+    await expect(session.generate([1, 2], { steps: 6, temperature: 0, topp: 0.9, seed: 1 })).rejects.toBeInstanceOf(DeviceError);
+    const again = await engine.createSession({ device: gpu });
+    expect((await again.generate([1, 2], { steps: 6, temperature: 0, topp: 0.9, seed: 1 })).generated).toEqual(first.generated);
+    await again.destroy();
+  }, LONG);
+
+  it('a full KV cache and out-of-vocabulary ids are typed errors', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const c: LlamaConfig = { dim: 32, hiddenDim: 48, nLayers: 1, nHeads: 4, nKvHeads: 2, vocabSize: 30, seqLen: 8, sharedClassifier: true };
+    const w = randomLlamaWeights(c, 9);
+    const model: LoadedModel = { format: 'llama2c', family: 'llama', path: '-', config: c, parameters: 0, weightBytes: 0, maxPositions: c.seqLen, bosId: 1, stopTokens: [], build: (o) => buildLlama(c, w, o) };
+    const session = await (await compile(model, { device: gpu.info })).createSession({ device: gpu });
+    await expect(session.step([1, 99], { temperature: 0, topp: 0.9, coin: 0 })).rejects.toThrow(InputError);
+    session.reset();
+    await session.step([1, 2, 3, 4, 5, 6, 7, 8], { temperature: 0, topp: 0.9, coin: 0 });
+    await expect(session.step([1], { temperature: 0, topp: 0.9, coin: 0 })).rejects.toMatchObject({ code: 'KV_CACHE_FULL' });
+    await session.destroy();
+  }, LONG);
+
+  it('a tampered or unknown-version manifest is a typed error', async () => {
+    const fake = { format: 'tensorwright-engine', version: 999 } as never;
+    expect(() => new Engine(fake, new Uint8Array())).toThrow(/version 999/);
+    await expect(Engine.load('/nonexistent/engine')).rejects.toThrow(InputError);
+  }, LONG);
+
+  it('compileGraph fails naming the node when no kernel covers an op', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const { GraphBuilder } = await import('../src/ir/builder.js');
+    const b = new GraphBuilder();
+    const x = b.input('x', 'f32', [4, 6]);
+    const idx = b.input('i', 'i32', [3]);
+    const g = b.build({ y: b.gather(x, idx, 1) });
+    await expect(compileGraph(g, {}, { device: gpu.info, passes: 'O0' })).rejects.toThrow(/gather/);
+  }, LONG);
+});
+
+describe('device limits', () => {
+  it('weights larger than one storage binding are split, and the engine still matches the reference', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const c: LlamaConfig = { dim: 64, hiddenDim: 96, nLayers: 1, nHeads: 4, nKvHeads: 2, vocabSize: 67, seqLen: 16, sharedClassifier: false };
+    const w = randomLlamaWeights(c, 11);
+    const model: LoadedModel = { format: 'llama2c', family: 'llama', path: '-', config: c, parameters: 0, weightBytes: 0, maxPositions: c.seqLen, bosId: 1, stopTokens: [], build: (o) => buildLlama(c, w, o) };
+    const limit = 8192;
+    const engine = await compile(model, { device: gpu.info, maxStorageBufferBindingSize: limit, prefillChunk: 4 });
+    for (const wm of engine.manifest.weights) for (const p of wm.parts) expect(p.byteLength, wm.name).toBeLessThanOrEqual(limit);
+    expect(engine.manifest.weights.some((x) => x.name.startsWith('tok_embeddings['))).toBe(true);
+    const session = await engine.createSession({ device: gpu });
+    const cpu = new CpuCausalLM(model.build({ lastTokenLogitsOnly: true }), c.seqLen);
+    for (const chunk of [[1, 66, 30], [12]]) {
+      await session.step(chunk, { temperature: 0, topp: 0.9, coin: 0 });
+      expect(maxAbsDiff(await session.lastLogits(), cpu.step(chunk))).toBeLessThan(2e-4);
+    }
+    await session.destroy();
+  }, LONG);
+
+  it('a weight whose rows cannot fit fails at compile time naming the tensor and the limit', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const c: LlamaConfig = { dim: 64, hiddenDim: 96, nLayers: 1, nHeads: 4, nKvHeads: 2, vocabSize: 67, seqLen: 16, sharedClassifier: true };
+    const w = randomLlamaWeights(c, 11);
+    const model: LoadedModel = { format: 'llama2c', family: 'llama', path: '-', config: c, parameters: 0, weightBytes: 0, maxPositions: c.seqLen, bosId: 1, stopTokens: [], build: (o) => buildLlama(c, w, o) };
+    await expect(compile(model, { device: gpu.info, maxStorageBufferBindingSize: 200 })).rejects.toThrow(/maxStorageBufferBindingSize 200/);
+  }, LONG);
+});
