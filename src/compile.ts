@@ -6,7 +6,7 @@
 import { DeviceError, InputError, UnsupportedOpError } from './errors.js';
 import { printNode } from './ir/printer.js';
 import type { LoadedModel } from './frontends/load.js';
-import type { DimBindings } from './ir/dim.js';
+import type { Dim, DimBindings } from './ir/dim.js';
 import { Graph } from './ir/graph.js';
 import { makeNode, type Node } from './ir/node.js';
 import { WeightStore, type WeightEntry } from './ir/weights.js';
@@ -15,7 +15,7 @@ import { assignSlots } from './passes/buffer-slots.js';
 import { PASSES, resolvePipeline, runPasses, type PipelineResult } from './passes/pipeline.js';
 import { discreteGpuProfile, lavapipeProfile, type DeviceProfile } from './passes/device-profile.js';
 import { rewriteGraph } from './passes/rewrite.js';
-import { legalizeForWebGPU, lowerGraph, type LowerVariants, type PagedAttention } from './codegen/lower.js';
+import { computedInputName, legalizeForWebGPU, lowerGraph, type LowerVariants, type PagedAttention } from './codegen/lower.js';
 import { isSoftwareDevice } from './codegen/matmul.js';
 import { generateSamplingKernel } from './codegen/sampling.js';
 import type { KernelSource } from './codegen/kernel.js';
@@ -158,7 +158,7 @@ function weightIndexFor(g: Graph, packer: WeightPacker, constants: Map<Node, Wei
     let e = constants.get(n);
     if (!e) {
       if ((n.attrs.values as unknown[]).some((v) => typeof v !== 'number'))
-        throw new UnsupportedOpError(['constant'], `constant ${printNode(n)} holds symbolic dims; the engine cannot bind it yet`);
+        throw new UnsupportedOpError(['constant'], `constant ${printNode(n)} holds symbolic dims: it is a computed input, not a weight`);
       const vals = n.attrs.values as number[];
       const shape = n.shape as number[];
       const count = shape.reduce((a, b) => a * b, 1);
@@ -239,9 +239,18 @@ function buildPlans(graph: Graph, o: CompileOptions, plans: { name: string; maxS
 }
 
 function inputsOf(graph: Graph, bindings: DimBindings, exclude: (name: string) => boolean): IOManifest[] {
-  return graph.inputs
+  const given = graph.inputs
     .filter((i) => !exclude(String(i.attrs.name)))
     .map((i) => ({ name: String(i.attrs.name), dtype: i.dtype, shape: shapeToJSON(i.shape).map(String), maxBytes: Math.ceil((evalShape(i.shape, bindings).reduce((a, b) => a * b, 1) * byteSize(i.dtype)) / 4) * 4 }));
+  // constants holding symbolic dims are inputs the runtime writes from each run's bindings
+  const computed = graph.nodes().flatMap((n): IOManifest[] => {
+    const name = computedInputName(n);
+    if (!name) return [];
+    const shape = n.shape as number[];
+    const count = shape.reduce((a, b) => a * b, 1);
+    return [{ name, dtype: n.dtype, shape: shape.map(String), maxBytes: count * byteSize(n.dtype), values: shapeToJSON(n.attrs.values as Dim[]).map(String) }];
+  });
+  return [...given, ...computed];
 }
 
 function requiredFeatures(kernels: readonly KernelSource[]): string[] {

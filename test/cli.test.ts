@@ -96,3 +96,45 @@ describe.skipIf(!hasShared)('CLI on stories260K', () => {
     expect(o.text.startsWith('Once')).toBe(true);
   });
 });
+
+describe.skipIf(!hasShared)('inspect: the optimizer on stories260K', () => {
+  const model = hasShared ? sharedPath('models/stories260K/stories260K.bin') : '';
+  it('--json has before/after node, kernel and op counts, memory figures and per-pass times', async () => {
+    const r = await runCli(['inspect', '--model', model, '--passes', 'O3', '--seq', '512', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const o = JSON.parse(r.stdout);
+    for (const k of ['nodes', 'kernels', 'ops']) {
+      expect(o.before[k]).toBeDefined();
+      expect(o.after[k]).toBeDefined();
+    }
+    expect(o.after.kernels).toBeLessThan(o.before.kernels);
+    expect(o.after.nodes).toBeLessThan(o.before.nodes);
+    // planned peak activation memory at seq 512 is at most half the naive sum
+    expect(o.after.peak_bytes_planned).toBeLessThanOrEqual(0.5 * o.after.peak_bytes_naive);
+    expect(o.passes.map((p: { name: string }) => p.name)).toContain('fuse-epilogues');
+    for (const p of o.passes) expect(typeof p.ms).toBe('number');
+    // every layer is reduced to the same fused minimum
+    const perLayer = o.after.kernels_per_layer as Record<string, number>;
+    const layers = Object.entries(perLayer).filter(([k]) => k !== 'other');
+    expect(layers).toHaveLength(5);
+    expect(new Set(layers.map(([, v]) => v)).size).toBe(1);
+    expect(layers[0][1]).toBeLessThanOrEqual(11);
+    // the projections merged and the matmul epilogues fused
+    expect(o.after.ops.fused).toBeGreaterThan(0);
+    expect(o.report.some((e: { message: string }) => /merged 3 projections/.test(e.message))).toBe(true);
+  });
+  it('--passes O0 leaves the graph alone, and --print-ir-after prints to stderr', async () => {
+    const o0 = JSON.parse((await runCli(['inspect', '--model', model, '--passes', 'O0', '--json'])).stdout);
+    expect(o0.after.nodes).toBe(o0.before.nodes);
+    expect(o0.passes).toEqual([]);
+    const r = await runCli(['inspect', '--model', model, '--passes', 'O1', '--print-ir-after', 'simplify', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/IR after simplify/);
+    JSON.parse(r.stdout);
+  });
+  it('an unknown pass is a usage error naming the known ones', async () => {
+    const r = await runCli(['inspect', '--model', model, '--passes', 'O1,fuse-everything']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^error \[USAGE\].*fuse-everything.*known passes/);
+  });
+});

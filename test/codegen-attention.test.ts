@@ -13,9 +13,10 @@ import {
 import type { KernelSource } from '../src/codegen/kernel.js';
 import { attention } from '../src/runtime/cpu/kernels.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
+import { fromDeviceBytes } from '../src/runtime/webgpu/one-shot.js';
 import { Rng } from '../src/util/random.js';
 import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
-import { runNamed, tensorFrom, type BufferInit } from './support/run-kernel-attn.js';
+import { runNamed, runOutput, type BufferInit } from './support/run-kernel.js';
 
 let gpu: TestGPU | null = null;
 beforeAll(async () => {
@@ -119,8 +120,8 @@ async function runPaged(c: PagedCase): Promise<{ err: number; kernel: KernelSour
     generateKvCacheWriteKernel({ numKvHeads: c.Hkv, headDim: c.D, valueDim: Dv, blockSize: c.blockSize, dtype: kvDt, sourceDType: dt }),
   );
   const pools = await runNamed(gpu!.device, write, { k_new: kNew, v_new: vNew, block_table: table, k_pool: kPool, v_pool: vPool }, dims, ['k_pool', 'v_pool']);
-  const gotK = tensorFrom(kvDt, kPool.shape, pools.k_pool);
-  const gotV = tensorFrom(kvDt, vPool.shape, pools.v_pool);
+  const gotK = fromDeviceBytes(kvDt, kPool.shape, pools.k_pool);
+  const gotV = fromDeviceBytes(kvDt, vPool.shape, pools.v_pool);
   expect(Array.from(gotK.data)).toEqual(Array.from(expectK.data));
   expect(Array.from(gotV.data)).toEqual(Array.from(expectV.data));
 
@@ -128,14 +129,7 @@ async function runPaged(c: PagedCase): Promise<{ err: number; kernel: KernelSour
   const ks = cached(['paged', c.Hq, c.Hkv, c.D, Dv, c.blockSize, c.causal, dt, kvDt, c.variant, staticLoops], () =>
     generatePagedAttentionKernel({ numHeads: c.Hq, numKvHeads: c.Hkv, headDim: c.D, valueDim: Dv, dtype: dt, kvDType: kvDt, causal: c.causal, blockSize: c.blockSize, variant: c.variant, staticLoops }),
   );
-  const out = await runNamed(
-    gpu!.device,
-    ks,
-    { q, k_pool: new Uint32Array(pools.k_pool), v_pool: new Uint32Array(pools.v_pool), block_table: table, out: { zeros: c.S * c.Hq * Dv * 4 } },
-    dims,
-    ['out'],
-  );
-  const got = tensorFrom(dt, [1, c.S, c.Hq, Dv], out.out);
+  const got = await runOutput(gpu!.device, ks, { q, k_pool: new Uint32Array(pools.k_pool), v_pool: new Uint32Array(pools.v_pool), block_table: table }, { dtype: dt, shape: [1, c.S, c.Hq, Dv] }, dims);
   const ref = attention(q, k, v, undefined, c.causal, Math.fround(1 / Math.sqrt(c.D)));
   return { err: maxErr(ref, got), kernel: ks };
 }
@@ -242,10 +236,9 @@ describe('contiguous attention (no KV cache)', () => {
         mask: o.mask ? { dtype: o.mask.dtype, shape: o.mask.symbolic } : undefined,
       }),
     );
-    const buffers: Record<string, BufferInit> = { q, k, v, out: { zeros: o.B * o.S * o.Hq * o.D * 4 } };
-    if (mask) buffers.mask = mask;
-    const r = await runNamed(gpu!.device, ks, buffers, { batch: o.B, seq: o.S, kv: o.T }, ['out']);
-    const got = tensorFrom('f32', [o.B, o.S, o.Hq, o.D], r.out);
+    const inputs: Record<string, BufferInit> = { q, k, v };
+    if (mask) inputs.mask = mask;
+    const got = await runOutput(gpu!.device, ks, inputs, { dtype: 'f32', shape: [o.B, o.S, o.Hq, o.D] }, { batch: o.B, seq: o.S, kv: o.T });
     return maxErr(attention(q, k, v, mask, o.causal, Math.fround(1 / Math.sqrt(o.D))), got);
   }
 

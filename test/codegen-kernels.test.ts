@@ -4,17 +4,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KernelSource } from '../src/codegen/kernel.js';
 import { generateConcatKernel, generateEmbeddingKernel, generateSliceKernel, generateTransposeKernel } from '../src/codegen/gather.js';
-import { generateNormKernel, workgroupReduction } from '../src/codegen/norm.js';
+import { generateNormKernel } from '../src/codegen/norm.js';
 import { generateRopeKernel } from '../src/codegen/rope.js';
 import { coinParamValue, generateSamplingKernel } from '../src/codegen/sampling.js';
 import { generateSoftmaxKernel } from '../src/codegen/softmax.js';
+import { workgroupReduction } from '../src/codegen/workgroup.js';
 import type { DType } from '../src/ir/dtype.js';
 import * as ref from '../src/runtime/cpu/kernels.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { argmax, Sampler } from '../src/runtime/sampling.js';
 import { Rng, XorShiftRng } from '../src/util/random.js';
 import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
-import { runNamed, tensorFrom, type BufferInit } from './support/run-kernel-attn.js';
+import { runNamed, runOutput, type BufferInit } from './support/run-kernel.js';
 
 let gpu: TestGPU | null = null;
 beforeAll(async () => {
@@ -43,12 +44,9 @@ function maxErr(a: Tensor, b: Tensor): number {
   return e;
 }
 
-/** Runs `k` with its read bindings from `inputs` (by name) and returns `out` as `dtype[shape]`. */
-async function run(k: KernelSource, inputs: Record<string, BufferInit>, dims: Record<string, number>, dtype: DType, shape: number[], outName = 'out'): Promise<Tensor> {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const bytes = n * (dtype === 'f16' ? 2 : 4);
-  const r = await runNamed(gpu!.device, k, { ...inputs, [outName]: { zeros: bytes } }, dims, [outName]);
-  return tensorFrom(dtype, shape, r[outName]);
+/** Runs `k` with its read bindings from `inputs` (by name) and returns `out` (zero-filled first) as `dtype[shape]`. */
+function run(k: KernelSource, inputs: Record<string, BufferInit>, dims: Record<string, number>, dtype: DType, shape: number[], outName = 'out'): Promise<Tensor> {
+  return runOutput(gpu!.device, k, inputs, { dtype, shape, name: outName }, dims);
 }
 
 describe('rmsnorm and layernorm', () => {

@@ -12,7 +12,7 @@ import { gelu, sigmoid } from '../src/runtime/cpu/math.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { Rng } from '../src/util/random.js';
 import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
-import { prepareKernel } from './support/run-kernel.js';
+import { readBindings, runOutput } from './support/run-kernel.js';
 
 let gpu: TestGPU | null = null;
 beforeAll(async () => {
@@ -94,7 +94,6 @@ async function runCase(c: Case, ms: number[] = [c.M], seed = 1): Promise<{ worst
     ...(c.batch ? { batch: c.batch, batchStrides: c.broadcast === 'a' ? { a: 0 } : c.broadcast === 'b' ? { b: 0 } : {} } : {}),
   };
   const kernel = generateMatmulKernel(spec);
-  const prepared = await prepareKernel(gpu!.device, kernel);
   let worst = 0;
   for (const M of ms) {
     const aRows = c.transA ? [c.K, M] : [M, c.K];
@@ -103,7 +102,7 @@ async function runCase(c: Case, ms: number[] = [c.M], seed = 1): Promise<{ worst
     const B = rand(c.batch && c.broadcast !== 'b' ? [batch, ...bRows] : bRows, seed + 1000 + M, dt.b);
     const ops = c.epilogue?.operands(batch, M, nOut) ?? [];
     const outShape = c.batch ? [batch, M, nOut] : [M, nOut];
-    const got = await prepared.run([A, B, ...ops], { dtype: dt.out, shape: outShape }, dyn ? { seq: M } : {});
+    const got = await runOutput(gpu!.device, kernel, readBindings(kernel, [A, B, ...ops]), { dtype: dt.out, shape: outShape, fill: 'nan' }, dyn ? { seq: M } : {});
     // reference: f64 accumulation over the (f16-rounded) inputs, then the gate and the epilogue
     const acc = matmul(asF32(A), asF32(B), !!c.transA, !!c.transB);
     const want = new Float32Array(batch * M * nOut);

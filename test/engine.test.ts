@@ -184,10 +184,11 @@ describe('failures are typed errors', () => {
     if (!gpu) return ctx.skip();
     const { GraphBuilder } = await import('../src/ir/builder.js');
     const b = new GraphBuilder();
-    const x = b.input('x', 'f32', [4, 6]);
-    const idx = b.input('i', 'i32', [3]);
-    const g = b.build({ y: b.gather(x, idx, 1) });
-    await expect(compileGraph(g, {}, { device: gpu.info, passes: 'O0' })).rejects.toThrow(/gather/);
+    // the rope kernel takes one sequence ([1, S, H, D]); a batch of two has no kernel
+    const x = b.input('x', 'f32', [2, 3, 2, 8]);
+    const pos = b.input('pos', 'i32', [3]);
+    const g = b.build({ y: b.rope(x, pos) });
+    await expect(compileGraph(g, {}, { device: gpu.info, passes: 'O0' })).rejects.toThrow(/rope/);
   }, LONG);
 });
 

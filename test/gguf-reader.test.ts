@@ -9,6 +9,7 @@ import { GgufFile, GgufValueType, looksLikeGguf } from '../src/frontends/gguf/in
 import { looksLikeSafetensors } from '../src/frontends/safetensors/index.js';
 import { Rng } from '../src/util/random.js';
 import { f32Bytes, G, ggufBytes, kv, T, type Kv } from './support/write-gguf.js';
+import { expectThrown } from './support/expect-thrown.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tw-gguf-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -35,14 +36,7 @@ const allTypes: Kv[] = [
 ];
 
 function expectFormatError(fn: () => unknown, field: RegExp, message?: RegExp): ModelFormatError {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(ModelFormatError);
-  const e = err as ModelFormatError;
+  const e = expectThrown(fn, ModelFormatError);
   expect(e.field).toMatch(field);
   if (message) expect(e.message).toMatch(message);
   return e;

@@ -12,6 +12,7 @@ import {
 } from '../src/frontends/safetensors/index.js';
 import { bf16ToFloat, floatToBf16, roundAs, safetensorsBytes, writeHfFolder, writeSafetensors, type TensorToWrite } from './support/write-safetensors.js';
 import { Rng } from '../src/util/random.js';
+import { expectThrown } from './support/expect-thrown.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tw-safetensors-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -31,14 +32,7 @@ const tensors: TensorToWrite[] = [
 
 /** Expects a ModelFormatError whose field and message match. */
 function expectFormatError(fn: () => unknown, field: RegExp, message?: RegExp): ModelFormatError {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(ModelFormatError);
-  const e = err as ModelFormatError;
+  const e = expectThrown(fn, ModelFormatError);
   expect(e.code).toBe('BAD_MODEL_FILE');
   expect(e.field).toMatch(field);
   if (message) expect(e.message).toMatch(message);

@@ -26,6 +26,7 @@ import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { Rng } from '../src/util/random.js';
 import { compareTensors } from './support/random-graph.js';
+import { expectThrown } from './support/expect-thrown.js';
 
 const RUNS = Number(process.env.PROP_RUNS ?? 100);
 
@@ -836,14 +837,8 @@ describe('input validation', () => {
   const ok = (): Record<string, Tensor> => ({ x: Tensor.zeros('f32', [2, 3, 4]), m: Tensor.zeros('f32', [3, 2]), k: Tensor.zeros('f32', [5]), p: Tensor.zeros('f32', [2]) });
 
   const expectInputError = (inputs: Record<string, Tensor>, ...texts: string[]): void => {
-    let err: unknown;
-    try {
-      runGraph(g, inputs);
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(InputError);
-    for (const t of texts) expect((err as Error).message).toContain(t);
+    const err = expectThrown(() => runGraph(g, inputs), InputError);
+    for (const t of texts) expect(err.message).toContain(t);
   };
 
   it('accepts consistent inputs', () => {

@@ -10,6 +10,7 @@ import { dimAdd, dimDivExact, dimMul, dimSub, evalDim, numel, parseDim, shapeToS
 import type { DType } from '../src/ir/dtype.js';
 import { makeNode, type Node } from '../src/ir/node.js';
 import { broadcastShapes, type BinaryOp, type CompareOp, type ReduceOp } from '../src/ir/ops.js';
+import { expectThrown } from './support/expect-thrown.js';
 
 const RUNS = Number(process.env.PROP_RUNS ?? 200);
 
@@ -34,14 +35,7 @@ function npBroadcast(shapes: readonly (readonly number[])[]): number[] | null {
 
 /** Expects `f` to throw a ShapeError for `op` whose message mentions every given text. */
 function expectShapeError(f: () => unknown, op: string, ...texts: string[]): void {
-  let err: unknown;
-  try {
-    f();
-  } catch (e) {
-    err = e;
-  }
-  expect(err, `expected a ShapeError from ${op}`).toBeInstanceOf(ShapeError);
-  const se = err as ShapeError;
+  const se = expectThrown(f, ShapeError, `expected a ShapeError from ${op}`);
   expect(se.op).toBe(op);
   expect(se.code).toBe('SHAPE_MISMATCH');
   expect(se.message.startsWith(`${op}:`)).toBe(true);
@@ -480,15 +474,9 @@ describe('ill-typed builds', () => {
   });
 
   it('an unknown op is an UnsupportedOpError', () => {
-    let err: unknown;
-    try {
-      makeNode('frobnicate' as never, []);
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(UnsupportedOpError);
-    expect((err as UnsupportedOpError).ops).toEqual(['frobnicate']);
-    expect((err as Error).message).toContain('frobnicate');
+    const err = expectThrown(() => makeNode('frobnicate' as never, []), UnsupportedOpError);
+    expect(err.ops).toEqual(['frobnicate']);
+    expect(err.message).toContain('frobnicate');
   });
 });
 

@@ -12,6 +12,7 @@ import {
   readLlama2cCheckpoint,
   type Llama2cConfig,
 } from '../src/frontends/llama2c/index.js';
+import { expectThrown } from './support/expect-thrown.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(repoRoot, '../shared');
@@ -61,14 +62,7 @@ function synthetic(h: Header): Uint8Array {
 }
 
 function expectFormatError(fn: () => unknown, field: string, offset: number, message?: RegExp): ModelFormatError {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(ModelFormatError);
-  const e = err as ModelFormatError;
+  const e = expectThrown(fn, ModelFormatError);
   expect(e.field).toBe(field);
   expect(e.offset).toBe(offset);
   expect(e.code).toBe('BAD_MODEL_FILE');

@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { InputError, ModelFormatError } from '../src/errors.js';
 import { Llama2cTokenizer } from '../src/frontends/llama2c/index.js';
+import { expectThrown } from './support/expect-thrown.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(repoRoot, '../shared');
@@ -91,14 +92,7 @@ function expectFormatError(
   offset: number | undefined,
   message?: RegExp,
 ): ModelFormatError {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(ModelFormatError);
-  const e = err as ModelFormatError;
+  const e = expectThrown(fn, ModelFormatError);
   if (typeof field === 'string') expect(e.field).toBe(field);
   else expect(e.field).toMatch(field);
   if (offset !== undefined) expect(e.offset).toBe(offset);

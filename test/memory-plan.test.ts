@@ -31,14 +31,29 @@ function ctx(options: Record<string, unknown> = {}): PassContext {
   return { options, device: cpuProfile, report: new OptimizationReport(), matches: {} };
 }
 
+/** A chain over f32[1024] (one buffer each): x → a = silu → bb = exp → c = tanh → d = relu. */
+function chain(): { b: GraphBuilder; x: Node; a: Node; bb: Node; c: Node; d: Node } {
+  const b = new GraphBuilder();
+  const x = b.input('x', 'f32', [1024]);
+  const a = b.silu(x);
+  const bb = b.exp(a);
+  const c = b.tanh(bb);
+  return { b, x, a, bb, c, d: b.relu(c) };
+}
+
+/** A diamond over f32[1024]: a = silu(x) forks into l = exp(a) and r = tanh(a), joined by d = l + r. */
+function diamond(): { b: GraphBuilder; x: Node; a: Node; l: Node; r: Node; d: Node } {
+  const b = new GraphBuilder();
+  const x = b.input('x', 'f32', [1024]);
+  const a = b.silu(x);
+  const l = b.exp(a);
+  const r = b.tanh(a);
+  return { b, x, a, l, r, d: b.add(l, r) };
+}
+
 describe('planMemory on hand-built graphs', () => {
   it('a chain a→b→c→d needs two buffers', () => {
-    const b = new GraphBuilder();
-    const x = b.input('x', 'f32', [1024]);
-    const a = b.silu(x);
-    const bb = b.exp(a);
-    const c = b.tanh(bb);
-    const d = b.relu(c);
+    const { b, x, a, bb, c, d } = chain();
     const plan = planMemory(b.build({ d }), { bindings: {} });
     verifyMemoryPlan(plan);
     expect(plan.schedule).toEqual([a, bb, c, d]);
@@ -56,12 +71,7 @@ describe('planMemory on hand-built graphs', () => {
   });
 
   it('a diamond keeps the fork live until both branches ran', () => {
-    const b = new GraphBuilder();
-    const x = b.input('x', 'f32', [1024]);
-    const a = b.silu(x);
-    const l = b.exp(a);
-    const r = b.tanh(a);
-    const d = b.add(l, r);
+    const { b, a, d } = diamond();
     const plan = planMemory(b.build({ d }), { bindings: {} });
     verifyMemoryPlan(plan);
     expect(plan.schedule[0]).toBe(a);
@@ -98,12 +108,7 @@ describe('planMemory on hand-built graphs', () => {
   });
 
   it('graph outputs stay live until the end', () => {
-    const b = new GraphBuilder();
-    const x = b.input('x', 'f32', [1024]);
-    const a = b.silu(x);
-    const bb = b.exp(a);
-    const c = b.tanh(bb);
-    const d = b.relu(c);
+    const { b, a, bb, c, d } = chain();
     const plan = planMemory(b.build({ a, d }), { bindings: {} });
     verifyMemoryPlan(plan);
     expect(plan.schedule).toEqual([a, bb, c, d]);
@@ -153,12 +158,7 @@ describe('planMemory on hand-built graphs', () => {
   });
 
   it('takes a given schedule, and rejects invalid ones', () => {
-    const b = new GraphBuilder();
-    const x = b.input('x', 'f32', [1024]);
-    const a = b.silu(x);
-    const l = b.exp(a);
-    const r = b.tanh(a);
-    const d = b.add(l, r);
+    const { b, x, a, l, r, d } = diamond();
     const g = b.build({ d });
     const plan = planMemory(g, { bindings: {}, schedule: [x, a, r, l, d] });
     expect(plan.schedule).toEqual([a, r, l, d]);
@@ -170,12 +170,7 @@ describe('planMemory on hand-built graphs', () => {
   });
 
   it('verifyMemoryPlan catches overlaps, misalignment, overflow and short lifetimes', () => {
-    const b = new GraphBuilder();
-    const x = b.input('x', 'f32', [1024]);
-    const a = b.silu(x);
-    const l = b.exp(a);
-    const r = b.tanh(a);
-    const d = b.add(l, r);
+    const { b, a, l, r, d } = diamond();
     const plan = planMemory(b.build({ d }), { bindings: {} });
     verifyMemoryPlan(plan);
     const at = (n: Node, change: Partial<PlannedBuffer>): MemoryPlan => tampered(plan, (p) => (p.node === n ? { ...p, ...change } : p));

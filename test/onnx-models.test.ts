@@ -8,10 +8,15 @@
  * What each model holds: `attention_past_state` is one attention block (no norm); `gpt2_megatron`'s attention
  * multiplies the scores by a runtime float mask (`scores * m - 10000 * (1 - m)`, Megatron's ltor form), which is
  * masked attention only for m ∈ {0, 1} — not provable for a graph input, so recognize-attention leaves it alone.
+ *
+ * WebGPU (one shared device; skipped without an adapter unless `REQUIRE_WEBGPU=1`): each model is optimized for the
+ * device, compiled into an engine and run once per data set, and must match the same reference outputs within the
+ * same tolerances (f32 rtol 1e-3, atol 1e-7; integer outputs exact).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
-import { cpuRunner, runOnnxTestFolder } from '../src/cli/onnx-test.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { cpuRunner, runOnnxTestFolder, webgpuRunner } from '../src/cli/onnx-test.js';
+import { acquireTestDevice } from './helpers/webgpu.js';
 import { readOnnx } from '../src/frontends/onnx/index.js';
 import type { Graph } from '../src/ir/graph.js';
 import type { FusedStep } from '../src/ir/ops.js';
@@ -63,5 +68,22 @@ describe.skipIf(!present)('exported transformer models (cpu)', () => {
       );
       expect(kernels).toBeLessThanOrEqual(ort[name].ort_all);
     });
+  }
+});
+
+const gpu = present ? await acquireTestDevice() : null;
+afterAll(async () => gpu?.destroy());
+
+describe.skipIf(!present || !gpu)('exported transformer models (webgpu)', () => {
+  for (const name of Object.keys(EXPECTED)) {
+    it(`${name}: matches onnxruntime on WebGPU`, async () => {
+      const run = (await webgpuRunner({ device: gpu! }))!;
+      const t0 = performance.now();
+      const result = await runOnnxTestFolder(sharedPath('onnx', 'models', name), run);
+      await run.close();
+      console.log(`${name} (webgpu): ${result.status}, ${result.detail} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      expect(result.detail).toBe('1 data set matched');
+      expect(result.status).toBe('pass');
+    }, 300_000);
   }
 });

@@ -1,14 +1,20 @@
 /**
- * ONNX backend node conformance on the CPU backend: every folder of `../shared/onnx/node` (598 tests from
- * onnx v1.22) goes through the importer, the O3 pipeline (verifier on) and the interpreter, and each output of each
- * data set is compared with the reference (rtol 1e-3, atol 1e-7; f16 rtol 4e-3, atol 1e-3; integers and bools
- * exact). Prints a pass/unsupported/fail count per op. Asserts that every folder onnxruntime 1.30 passes (per
- * `manifest.json`) whose op is in the done-list passes here too, and that no folder fails outright (a test we cannot
- * run must say `unsupported`, with the reason).
+ * ONNX backend node conformance: every folder of `../shared/onnx/node` (598 tests from onnx v1.22) goes through the
+ * importer, the O3 pipeline (verifier on) and a backend, and each output of each data set is compared with the
+ * reference (rtol 1e-3, atol 1e-7; f16 rtol 4e-3, atol 1e-3; integers and bools exact). Each backend prints a
+ * pass/unsupported/fail count per op.
+ *
+ * CPU: every folder onnxruntime 1.30 passes (per `manifest.json`) whose op is in the done-list passes, and no folder
+ * fails outright (a test we cannot run must say `unsupported`, with the reason).
+ *
+ * WebGPU (one shared device; skipped without an adapter unless `REQUIRE_WEBGPU=1`): at least 95% of those folders
+ * pass. The graphs are compiled into engines and run as the CLI's `onnx-test --backend webgpu` does; on lavapipe the
+ * whole run takes a few minutes with a cold shader cache, mostly compiling pipelines.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
-import { cpuRunner, runOnnxTestFolder, type OnnxTestResult } from '../src/cli/onnx-test.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { cpuRunner, runOnnxTestFolder, webgpuRunner, type OnnxTestResult, type Runner } from '../src/cli/onnx-test.js';
+import { acquireTestDevice } from './helpers/webgpu.js';
 import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
 
 interface ManifestEntry {
@@ -31,24 +37,42 @@ const nodeDir = sharedPath('onnx', 'node');
 const present = hasShared && existsSync(nodeDir);
 if (!present) noteMissingShared('ONNX node conformance tests');
 
+function readManifest(): ManifestEntry[] {
+  return JSON.parse(readFileSync(sharedPath('onnx', 'manifest.json'), 'utf8')) as ManifestEntry[];
+}
+
+/** Runs every folder of the manifest on `run`. */
+async function runAll(manifest: readonly ManifestEntry[], run: Runner): Promise<Map<string, OnnxTestResult>> {
+  const results = new Map<string, OnnxTestResult>();
+  for (const t of manifest) results.set(t.folder, await runOnnxTestFolder(sharedPath('onnx', 'node', t.folder), run));
+  return results;
+}
+
+/** Prints the per-op pass/unsupported/fail table of a backend. */
+function printTable(backend: string, manifest: readonly ManifestEntry[], results: ReadonlyMap<string, OnnxTestResult>): void {
+  const perOp = new Map<string, { pass: number; unsupported: number; fail: number }>();
+  for (const t of manifest) {
+    const row = perOp.get(t.op) ?? { pass: 0, unsupported: 0, fail: 0 };
+    row[results.get(t.folder)!.status]++;
+    perOp.set(t.op, row);
+  }
+  const lines = [...perOp].sort(([a], [b]) => (a < b ? -1 : 1)).map(([op, r]) => `${op.padEnd(20)} ${String(r.pass).padStart(4)} ${String(r.unsupported).padStart(12)} ${String(r.fail).padStart(5)}`);
+  const total = [...results.values()].reduce((acc, r) => ({ ...acc, [r.status]: acc[r.status] + 1 }), { pass: 0, unsupported: 0, fail: 0 });
+  console.log(`[${backend}]\n${'op'.padEnd(20)} pass  unsupported  fail\n${lines.join('\n')}\n${'total'.padEnd(20)} ${String(total.pass).padStart(4)} ${String(total.unsupported).padStart(12)} ${String(total.fail).padStart(5)}`);
+}
+
+/** The folders that must pass: onnxruntime passes them and their op is in the done-list. */
+function requiredOf(manifest: readonly ManifestEntry[]): ManifestEntry[] {
+  return manifest.filter((t) => t.ort_1_30_cpu === 'PASS' && DONE.has(t.op));
+}
+
 describe.skipIf(!present)('ONNX backend node tests (cpu)', () => {
   it('every onnxruntime-passing test of a done op passes; nothing fails outright', async () => {
-    const manifest = JSON.parse(readFileSync(sharedPath('onnx', 'manifest.json'), 'utf8')) as ManifestEntry[];
-    const results = new Map<string, OnnxTestResult>();
-    for (const t of manifest) results.set(t.folder, await runOnnxTestFolder(sharedPath('onnx', 'node', t.folder), cpuRunner));
+    const manifest = readManifest();
+    const results = await runAll(manifest, cpuRunner);
+    printTable('cpu', manifest, results);
 
-    // per-op table
-    const perOp = new Map<string, { pass: number; unsupported: number; fail: number }>();
-    for (const t of manifest) {
-      const row = perOp.get(t.op) ?? { pass: 0, unsupported: 0, fail: 0 };
-      row[results.get(t.folder)!.status]++;
-      perOp.set(t.op, row);
-    }
-    const lines = [...perOp].sort(([a], [b]) => (a < b ? -1 : 1)).map(([op, r]) => `${op.padEnd(20)} ${String(r.pass).padStart(4)} ${String(r.unsupported).padStart(12)} ${String(r.fail).padStart(5)}`);
-    const total = [...results.values()].reduce((acc, r) => ({ ...acc, [r.status]: acc[r.status] + 1 }), { pass: 0, unsupported: 0, fail: 0 });
-    console.log(`${'op'.padEnd(20)} pass  unsupported  fail\n${lines.join('\n')}\n${'total'.padEnd(20)} ${String(total.pass).padStart(4)} ${String(total.unsupported).padStart(12)} ${String(total.fail).padStart(5)}`);
-
-    const required = manifest.filter((t) => t.ort_1_30_cpu === 'PASS' && DONE.has(t.op));
+    const required = requiredOf(manifest);
     expect(required.length).toBeGreaterThan(400);
     const missed = required.filter((t) => results.get(t.folder)!.status !== 'pass').map((t) => `${t.folder}: ${results.get(t.folder)!.detail}`);
     expect(missed).toEqual([]);
@@ -57,4 +81,24 @@ describe.skipIf(!present)('ONNX backend node tests (cpu)', () => {
     // an unsupported test says why, and is never one onnxruntime passes for a done op (checked above)
     for (const r of results.values()) if (r.status === 'unsupported') expect(r.detail.length).toBeGreaterThan(10);
   });
+});
+
+const gpu = present ? await acquireTestDevice() : null;
+afterAll(async () => gpu?.destroy());
+
+describe.skipIf(!present || !gpu)('ONNX backend node tests (webgpu)', () => {
+  it('at least 95% of the onnxruntime-passing tests of done ops pass', async () => {
+    const manifest = readManifest();
+    const run = (await webgpuRunner({ device: gpu! }))!;
+    const t0 = performance.now();
+    const results = await runAll(manifest, run);
+    await run.close();
+    printTable('webgpu', manifest, results);
+
+    const required = requiredOf(manifest);
+    const passed = required.filter((t) => results.get(t.folder)!.status === 'pass').length;
+    const missed = required.filter((t) => results.get(t.folder)!.status !== 'pass').map((t) => `${t.folder}: ${results.get(t.folder)!.detail}`);
+    console.log(`[webgpu] ${passed}/${required.length} required folders pass (${((100 * passed) / required.length).toFixed(1)}%) in ${((performance.now() - t0) / 1000).toFixed(0)} s${missed.length ? `; missed:\n  ${missed.join('\n  ')}` : ''}`);
+    expect(passed / required.length, missed.join('\n')).toBeGreaterThanOrEqual(0.95);
+  }, 900_000);
 });

@@ -7,7 +7,6 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { UsageError, VerifyError } from '../src/errors.js';
 import { GraphBuilder } from '../src/ir/builder.js';
-import { isStaticShape } from '../src/ir/dim.js';
 import type { Graph } from '../src/ir/graph.js';
 import { makeNode } from '../src/ir/node.js';
 import { verifyGraph } from '../src/ir/verifier.js';
@@ -25,33 +24,12 @@ import { simplifyPass } from '../src/passes/simplify.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { Rng } from '../src/util/random.js';
+import { expectSameOutputs, randomInputs } from './support/differential.js';
 import { arbGraphCase, compareTensors } from './support/random-graph.js';
+import { expectThrown } from './support/expect-thrown.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
-
-/** Random host tensors for a graph's (statically shaped) inputs. */
-function inputsFor(g: Graph, seed = 7): Record<string, Tensor> {
-  const rng = new Rng(seed);
-  const out: Record<string, Tensor> = {};
-  for (const i of g.inputs) {
-    if (!isStaticShape(i.shape)) throw new Error('inputsFor: static shapes only');
-    const n = i.shape.reduce((a, b) => a * b, 1);
-    const vals = Array.from({ length: n }, () => (i.dtype === 'f32' || i.dtype === 'f16' ? rng.next() * 4 - 2 : rng.int(4)));
-    out[String(i.attrs.name)] = Tensor.from(i.dtype, i.shape, i.dtype === 'bool' ? vals.map((v) => v & 1) : vals);
-  }
-  return out;
-}
-
-/** Runs both graphs on the same random inputs and expects equal outputs (exact by default). */
-function expectSameOutputs(before: Graph, after: Graph, tol: { rtol?: number; atol?: number } = { rtol: 0, atol: 0 }, inputs = inputsFor(before)): void {
-  const a = runGraph(before, inputs);
-  const b = runGraph(after, inputs);
-  for (const o of before.outputs) {
-    const diff = compareTensors(b[o.name], a[o.name], tol);
-    expect(diff, `output '${o.name}'`).toBeNull();
-  }
-}
 
 /** Runs one pass through the pass manager (verifying) and returns the result. */
 function run(g: Graph, passes: readonly Pass[] | string, options: Record<string, unknown> = {}): ReturnType<typeof runPasses> {
@@ -189,14 +167,7 @@ describe('rewriteGraph', () => {
     const g = b.build({ y: b.sin(b.input('x', 'f32', [3])) });
     const a: RewriteRule = { name: 'sin-to-cos', root: 'sin', apply: ({ node }) => makeNode('cos', node.inputs) };
     const c: RewriteRule = { name: 'cos-to-sin', root: 'cos', apply: ({ node }) => makeNode('sin', node.inputs) };
-    let err: unknown;
-    try {
-      rewriteGraph(g, [a, c]);
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(RewriteLimitError);
-    const e = err as RewriteLimitError;
+    const e = expectThrown(() => rewriteGraph(g, [a, c]), RewriteLimitError);
     expect(e.message).toMatch(/ping-pong/);
     expect(e.message).toContain('sin-to-cos -> cos-to-sin');
     expect(e.rules).toEqual(['sin-to-cos', 'cos-to-sin']);
@@ -223,14 +194,7 @@ describe('rewriteGraph', () => {
     const x = b.input('x', 'f32', [2, 3]);
     const g = b.build({ y: b.exp(b.mul(x, 2)) });
     const bad: RewriteRule = { name: 'bad-sum', root: 'mul', apply: ({ node }) => makeNode('sum', [node.inputs[0]], { axes: [1] }) };
-    let err: unknown;
-    try {
-      rewriteGraph(g, [bad]);
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(VerifyError);
-    const msg = (err as Error).message;
+    const msg = expectThrown(() => rewriteGraph(g, [bad]), VerifyError).message;
     expect(msg).toContain("rewrite rule 'bad-sum'");
     expect(msg).toContain('f32[2,3]');
     expect(msg).toContain('f32[2]');
@@ -349,7 +313,7 @@ describe('fold-constants', () => {
     const folded = r.graph.output('c');
     expect(folded.op).toBe('constant');
     expect(folded.dtype).toBe('f16');
-    expect(folded.attrs.values).toEqual(runGraph(g, inputsFor(g)).c.toArray());
+    expect(folded.attrs.values).toEqual(runGraph(g, randomInputs(g)).c.toArray());
     expectSameOutputs(g, r.graph);
   });
 

@@ -7,7 +7,6 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../src/errors.js';
 import { GraphBuilder } from '../src/ir/builder.js';
-import { isStaticShape } from '../src/ir/dim.js';
 import type { DType } from '../src/ir/dtype.js';
 import type { Graph } from '../src/ir/graph.js';
 import { makeNode, type AttrValue, type Node } from '../src/ir/node.js';
@@ -23,20 +22,15 @@ import { simplifyPass } from '../src/passes/simplify.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { Rng } from '../src/util/random.js';
+import { expectSameOutputs, randomInputs } from './support/differential.js';
 import { arbGraphCase, compareTensors } from './support/random-graph.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
 
-function inputsFor(g: Graph, seed = 7): Record<string, Tensor> {
-  const rng = new Rng(seed);
-  const out: Record<string, Tensor> = {};
-  for (const i of g.inputs) {
-    if (!isStaticShape(i.shape)) throw new Error('inputsFor: static shapes only');
-    const n = i.shape.reduce((a, b) => a * b, 1);
-    out[String(i.attrs.name)] = Tensor.from(i.dtype, i.shape, Array.from({ length: n }, () => rng.next() * 2 - 1));
-  }
-  return out;
+/** Random inputs: every element uniform in [-1, 1). */
+function inputsFor(g: Graph): Record<string, Tensor> {
+  return randomInputs(g, 7, (_dtype, rng) => rng.next() * 2 - 1);
 }
 
 function run(g: Graph, passes: readonly Pass[], device: DeviceProfile, options: Record<string, unknown> = {}): PipelineResult {
@@ -70,9 +64,7 @@ function relativeError(before: Graph, after: Graph, inputs: Record<string, Tenso
 
 /** Runs both graphs on the same inputs and expects bit-identical outputs. */
 function expectExact(before: Graph, after: Graph, inputs: Record<string, Tensor> = inputsFor(before)): void {
-  const a = runGraph(before, inputs);
-  const b = runGraph(after, inputs);
-  for (const o of before.outputs) expect(compareTensors(b[o.name], a[o.name], { rtol: 0, atol: 0 }), `output '${o.name}'`).toBeNull();
+  expectSameOutputs(before, after, { rtol: 0, atol: 0 }, inputs);
 }
 
 function nodesOf(g: Graph, op: string): Node[] {

@@ -11,7 +11,7 @@
  * @module
  */
 import { optimizeForWebGPU, runGraphOnWebGPU } from '../compile.js';
-import { probeWebGPU, requestGPUDevice, type GPUDeviceHandle } from '../runtime/device.js';
+import { probeWebGPU, requestGPUDevice, type DeviceInfo, type GPUDeviceHandle } from '../runtime/device.js';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { TensorwrightError, UnsupportedOpError } from '../errors.js';
@@ -191,20 +191,30 @@ function failure(test: string, e: unknown): OnnxTestResult {
 export const cpuRunner: Runner = async (graph, inputs) => runGraph(graph, inputs);
 
 /**
- * The WebGPU runner: compiles each graph with `compileGraph` and runs it on one shared device (requested on first
- * use; `undefined` when no adapter exists). Call `close()` when done.
+ * The WebGPU runner: compiles each graph with `compileGraph` and runs it on one shared device — `device` when given
+ * (left open by `close()`), else one requested on first use (`undefined` when no adapter exists). Call `close()`
+ * when done.
  */
-export async function webgpuRunner(): Promise<(Runner & { close(): Promise<void> }) | undefined> {
-  const probe = await probeWebGPU();
-  if ('available' in probe) return undefined;
-  let handle: GPUDeviceHandle | undefined;
+export async function webgpuRunner(opts: { device?: GPUDeviceHandle } = {}): Promise<(Runner & { close(): Promise<void> }) | undefined> {
+  let info: DeviceInfo;
+  if (opts.device) info = opts.device.info;
+  else {
+    const probe = await probeWebGPU();
+    if ('available' in probe) return undefined;
+    info = probe;
+  }
+  let handle = opts.device;
+  let owned = false;
   const run = async (g: Graph, i: Record<string, Tensor>): Promise<Record<string, Tensor>> => {
-    if (!handle || handle.isLost()) handle = await requestGPUDevice();
+    if (!handle || handle.isLost()) {
+      handle = await requestGPUDevice();
+      owned = true;
+    }
     return runGraphOnWebGPU(g, i, { device: handle, passes: 'O0' });
   };
   // optimize for the device: fusion limited to the forms the WGSL kernels implement
-  const optimize = (g: Graph, passes: string): Graph => optimizeForWebGPU(g, probe, passes, {}).graph;
-  return Object.assign(run, { optimize, close: async () => handle?.destroy() });
+  const optimize = (g: Graph, passes: string): Graph => optimizeForWebGPU(g, info, passes, {}).graph;
+  return Object.assign(run, { optimize, close: async () => (owned ? handle?.destroy() : undefined) });
 }
 
 /** Test folders named by `dirs`: each a test folder (holding `model.onnx`) or a folder of them. */

@@ -35,8 +35,7 @@
  */
 import { InputError, ShapeError } from '../errors.js';
 import { parseDim } from '../ir/dim.js';
-import { KernelParams, type DimLike } from './norm.js';
-import { paramsStruct, type GridExpr, type KernelBinding, type KernelSource } from './kernel.js';
+import { KernelParams, paramsStruct, type DimLike, type GridExpr, type KernelBinding, type KernelSource } from './kernel.js';
 import { literal, wgslComment } from './wgsl.js';
 
 /** Storage type of attention tensors (arithmetic is always f32). */

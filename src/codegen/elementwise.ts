@@ -13,8 +13,7 @@ import { dimProduct, numel, type Dim } from '../ir/dim.js';
 import { dimRef } from './wgsl.js';
 import type { Node } from '../ir/node.js';
 import { printNode } from '../ir/printer.js';
-import type { GridExpr, KernelSource } from './kernel.js';
-import { KernelParams } from './norm.js';
+import { KernelParams, type GridExpr, type KernelSource } from './kernel.js';
 import { computeType, literal, storageType, usesBitsHelper, WGSL_HELPERS, wgslComment } from './wgsl.js';
 
 /** Ops this family can compute inside a kernel. */

@@ -1,7 +1,7 @@
 /**
- * Gather and layout-copy kernel family: embedding lookup (rows of a `[V, D]` table at integer ids), and the generic
- * copies that graphs still holding layout ops need — `transpose`, `slice` (strided, negative steps) and `concat` — for
- * static or param-dynamic shapes of rank <= 4. Every kernel runs one invocation per output element over a flattened
+ * Gather and layout-copy kernel family: embedding lookup (rows of a `[V, D]` table at integer ids), gather along any
+ * axis, and the generic copies that graphs still holding layout ops need — `transpose`, `slice` (strided, negative
+ * steps) and `concat` — for static or param-dynamic shapes of rank 1 to 8. Every kernel runs one invocation per output element over a flattened
  * index (grids above 65535 workgroups spill into y), so any element count works.
  *
  * Embedding ids follow the reference's convention for negative ids (`id + V`, as Python indexing); an id still outside
@@ -13,8 +13,7 @@
  */
 import { InputError, ShapeError } from '../errors.js';
 import type { DType } from '../ir/dtype.js';
-import type { GridExpr, KernelBinding, KernelSource } from './kernel.js';
-import { KernelParams, splitGrid, type DimLike } from './norm.js';
+import { KernelParams, splitGrid, type DimLike, type GridExpr, type KernelBinding, type KernelSource } from './kernel.js';
 import { storageType, wgslComment } from './wgsl.js';
 
 /** What {@link generateEmbeddingKernel} builds. */
@@ -138,8 +137,86 @@ export function generateEmbeddingKernel(spec: EmbeddingSpec): KernelSource {
   });
 }
 
+/** What {@link generateGatherKernel} builds. */
+export interface GatherSpec {
+  /** Shape of the data (rank 1 to 8; dims static or dim expressions). */
+  readonly shape: readonly DimLike[];
+  /** The axis the ids index. */
+  readonly axis: number;
+  /** Number of ids (the element count of the id tensor, whatever its shape). */
+  readonly count: DimLike;
+  /** Storage type of the data and out. */
+  readonly dtype: DType;
+  /** Storage type of the ids (default i32). */
+  readonly indexDType?: 'i32' | 'u32';
+  /** Lanes per workgroup (default 64). */
+  readonly workgroupSize?: 64 | 128 | 256;
+  /** The graph nodes implemented (printed form), for the header. */
+  readonly nodes?: readonly string[];
+}
+
+/**
+ * Gather along any axis: `out[o, j, r] = x[o, ids[j], r]`, where `o` runs over the dims before `axis` and `r` over
+ * those after it (the output is `[...shape[:axis], count, ...shape[axis+1:]]`, flattened). Negative ids count from
+ * the end; ids still out of range give zeros (as {@link generateEmbeddingKernel}'s default). Bindings `x`, `ids`,
+ * `out`; params: the dynamic dims and the count.
+ * @throws {@link ShapeError} when `axis` is out of range.
+ */
+export function generateGatherKernel(spec: GatherSpec): KernelSource {
+  const params = new KernelParams();
+  const se = new ShapeExprs(params, 'gather');
+  const dims = se.dims(spec.shape);
+  const axis = spec.axis;
+  if (!Number.isInteger(axis) || axis < 0 || axis >= dims.length) throw new ShapeError('gather', `axis ${axis} is out of range for rank ${dims.length}`);
+  const count = KernelParams.canon(spec.count, 'count');
+  const inner = se.product(dims.slice(axis + 1));
+  const axisLen = se.ref(dims[axis]);
+  const countRef = se.ref(count);
+  const outDims = [...dims.slice(0, axis), count, ...dims.slice(axis + 1)];
+  const st = storageType(spec.dtype);
+  const idt = spec.indexDType ?? 'i32';
+  const WG = spec.workgroupSize ?? 64;
+  return flatKernel({
+    family: 'gather',
+    variant: `axis-wg${WG}`,
+    title: `[${dims.join(', ')}] at ${count} ${idt} ids along axis ${axis}; out-of-range ids give zeros`,
+    nodes: spec.nodes,
+    dtypes: [spec.dtype],
+    decls: [
+      `@group(0) @binding(0) var<storage, read> x: array<${st}>;`,
+      `@group(0) @binding(1) var<storage, read> ids: array<${idt}>;`,
+      `@group(0) @binding(2) var<storage, read_write> out: array<${st}>;`,
+    ],
+    bindings: [
+      { name: 'x', access: 'read' },
+      { name: 'ids', access: 'read' },
+      { name: 'out', access: 'read_write' },
+    ],
+    params,
+    consts: [],
+    total: se.product(outDims),
+    totalGrid: se.totalGrid(outDims),
+    body: [
+      `  let inner = ${inner};`,
+      `  let r = i % inner;`,
+      `  let j = (i / inner) % ${countRef};`,
+      `  let o = i / (inner * ${countRef});`,
+      ...(idt === 'i32' ? [`  var id = ids[j];`, `  if (id < 0) { id += i32(${axisLen}); } // negative ids count from the end`] : [`  let id = i32(min(ids[j], ${axisLen}));`]),
+      `  if (id < 0 || id >= i32(${axisLen})) {`,
+      `    out[i] = ${st}(0);`,
+      `    return;`,
+      `  }`,
+      `  out[i] = x[(o * ${axisLen} + u32(id)) * inner + r];`,
+    ],
+    workgroupSize: WG,
+  });
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // layout copies
+
+/** Largest rank the copy kernels take (the number of coordinates an element's index is split into). */
+const MAX_COPY_RANK = 8;
 
 /** Shape bookkeeping shared by the copy kernels: WGSL expressions of dims, strides and coordinates. */
 class ShapeExprs {
@@ -149,7 +226,7 @@ class ShapeExprs {
   ) {}
   /** Canonical dims, rank checked. */
   dims(shape: readonly DimLike[]): (number | string)[] {
-    if (shape.length < 1 || shape.length > 4) throw new ShapeError(this.what, `rank ${shape.length} is not in 1..4`);
+    if (shape.length < 1 || shape.length > MAX_COPY_RANK) throw new ShapeError(this.what, `rank ${shape.length} is not in 1..${MAX_COPY_RANK}`);
     return shape.map((d, i) => KernelParams.canon(d, `dim ${i}`));
   }
   /** WGSL u32 expression of a product of dims (`1u` when empty). */
@@ -182,18 +259,49 @@ class ShapeExprs {
   }
 }
 
-/** What {@link generateTransposeKernel} builds. */
-export interface TransposeSpec {
-  /** Input shape (rank <= 4; dims static or dim expressions). */
-  readonly shape: readonly DimLike[];
-  /** Output axis k is input axis `perm[k]`. */
-  readonly perm: readonly number[];
+/** Options every layout-copy kernel takes. */
+export interface CopySpec {
   /** Element type. */
   readonly dtype: DType;
   /** Lanes per workgroup (default 64). */
   readonly workgroupSize?: 64 | 128 | 256;
   /** The graph nodes implemented (printed form), for the header. */
   readonly nodes?: readonly string[];
+}
+
+/**
+ * A copy kernel with one input: bindings `x`, `out`; output element `i` (coordinates `c0..` over `outDims`) reads
+ * `x[src]`. The family is the one `se` names in its errors; the variant is `copy-wg<size>`.
+ */
+function singleInputCopy(spec: CopySpec, se: ShapeExprs, title: string, outDims: readonly (number | string)[], src: string): KernelSource {
+  const st = storageType(spec.dtype);
+  const WG = spec.workgroupSize ?? 64;
+  return flatKernel({
+    family: se.what,
+    variant: `copy-wg${WG}`,
+    title,
+    nodes: spec.nodes,
+    dtypes: [spec.dtype],
+    decls: [`@group(0) @binding(0) var<storage, read> x: array<${st}>;`, `@group(0) @binding(1) var<storage, read_write> out: array<${st}>;`],
+    bindings: [
+      { name: 'x', access: 'read' },
+      { name: 'out', access: 'read_write' },
+    ],
+    params: se.params,
+    consts: [],
+    total: se.product(outDims),
+    totalGrid: se.totalGrid(outDims),
+    body: [...se.coords(outDims.map((d) => se.ref(d))), `  out[i] = x[${src}];`],
+    workgroupSize: WG,
+  });
+}
+
+/** What {@link generateTransposeKernel} builds. */
+export interface TransposeSpec extends CopySpec {
+  /** Input shape (rank <= 8; dims static or dim expressions). */
+  readonly shape: readonly DimLike[];
+  /** Output axis k is input axis `perm[k]`. */
+  readonly perm: readonly number[];
 }
 
 /**
@@ -210,31 +318,12 @@ export function generateTransposeKernel(spec: TransposeSpec): KernelSource {
   const outDims = spec.perm.map((p) => inDims[p]);
   const inStr = se.strides(inDims);
   const src = spec.perm.map((p, k) => `c${k} * (${inStr[p]})`).join(' + ');
-  const st = storageType(spec.dtype);
-  const WG = spec.workgroupSize ?? 64;
-  return flatKernel({
-    family: 'transpose',
-    variant: `copy-wg${WG}`,
-    title: `[${inDims.join(', ')}] -> [${outDims.join(', ')}], perm [${spec.perm.join(', ')}]`,
-    nodes: spec.nodes,
-    dtypes: [spec.dtype],
-    decls: [`@group(0) @binding(0) var<storage, read> x: array<${st}>;`, `@group(0) @binding(1) var<storage, read_write> out: array<${st}>;`],
-    bindings: [
-      { name: 'x', access: 'read' },
-      { name: 'out', access: 'read_write' },
-    ],
-    params,
-    consts: [],
-    total: se.product(outDims),
-    totalGrid: se.totalGrid(outDims),
-    body: [...se.coords(outDims.map((d) => se.ref(d))), `  out[i] = x[${src}];`],
-    workgroupSize: WG,
-  });
+  return singleInputCopy(spec, se, `[${inDims.join(', ')}] -> [${outDims.join(', ')}], perm [${spec.perm.join(', ')}]`, outDims, src);
 }
 
 /** What {@link generateSliceKernel} builds. */
-export interface SliceSpec {
-  /** Input shape (rank <= 4). */
+export interface SliceSpec extends CopySpec {
+  /** Input shape (rank <= 8). */
   readonly shape: readonly DimLike[];
   /** Start index on every axis (resolved: non-negative, in range; dim expressions allowed). */
   readonly starts: readonly DimLike[];
@@ -242,12 +331,6 @@ export interface SliceSpec {
   readonly steps?: readonly number[];
   /** Output shape (the caller's resolved slice lengths; dim expressions allowed). */
   readonly outShape: readonly DimLike[];
-  /** Element type. */
-  readonly dtype: DType;
-  /** Lanes per workgroup (default 64). */
-  readonly workgroupSize?: 64 | 128 | 256;
-  /** The graph nodes implemented (printed form), for the header. */
-  readonly nodes?: readonly string[];
 }
 
 /**
@@ -269,40 +352,16 @@ export function generateSliceKernel(spec: SliceSpec): KernelSource {
     const coord = steps[k] === 1 ? `${start} + c${k}` : `u32(i32(${start}) + i32(c${k}) * ${steps[k]})`;
     return `(${coord}) * (${inStr[k]})`;
   });
-  const st = storageType(spec.dtype);
-  const WG = spec.workgroupSize ?? 64;
-  return flatKernel({
-    family: 'slice',
-    variant: `copy-wg${WG}`,
-    title: `[${inDims.join(', ')}] starts [${spec.starts.join(', ')}] steps [${steps.join(', ')}] -> [${outDims.join(', ')}]`,
-    nodes: spec.nodes,
-    dtypes: [spec.dtype],
-    decls: [`@group(0) @binding(0) var<storage, read> x: array<${st}>;`, `@group(0) @binding(1) var<storage, read_write> out: array<${st}>;`],
-    bindings: [
-      { name: 'x', access: 'read' },
-      { name: 'out', access: 'read_write' },
-    ],
-    params,
-    consts: [],
-    total: se.product(outDims),
-    totalGrid: se.totalGrid(outDims),
-    body: [...se.coords(outDims.map((d) => se.ref(d))), `  out[i] = x[${terms.join(' + ')}];`],
-    workgroupSize: WG,
-  });
+  const title = `[${inDims.join(', ')}] starts [${spec.starts.join(', ')}] steps [${steps.join(', ')}] -> [${outDims.join(', ')}]`;
+  return singleInputCopy(spec, se, title, outDims, terms.join(' + '));
 }
 
 /** What {@link generateConcatKernel} builds. */
-export interface ConcatSpec {
-  /** Shapes of the inputs (rank <= 4; equal except along `axis`). */
+export interface ConcatSpec extends CopySpec {
+  /** Shapes of the inputs (rank <= 8; equal except along `axis`). */
   readonly shapes: readonly (readonly DimLike[])[];
   /** Concatenation axis. */
   readonly axis: number;
-  /** Element type. */
-  readonly dtype: DType;
-  /** Lanes per workgroup (default 64). */
-  readonly workgroupSize?: 64 | 128 | 256;
-  /** The graph nodes implemented (printed form), for the header. */
-  readonly nodes?: readonly string[];
 }
 
 /**

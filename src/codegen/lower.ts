@@ -5,7 +5,7 @@
  * @module
  */
 import { UnsupportedOpError } from '../errors.js';
-import { dimProduct, numel, type Dim } from '../ir/dim.js';
+import { dimMul, dimProduct, numel, type Dim } from '../ir/dim.js';
 import type { Graph } from '../ir/graph.js';
 import { rewriteGraph } from '../passes/rewrite.js';
 import { makeNode, type Node } from '../ir/node.js';
@@ -16,9 +16,9 @@ import type { SlotPlan } from '../passes/buffer-slots.js';
 import type { BufferRef, DispatchManifest } from '../runtime/engine-manifest.js';
 import { generateAttentionKernel, generateKvCacheWriteKernel, generatePagedAttentionKernel } from './attention.js';
 import { ELEMENTWISE_KERNEL_OPS, generateElementwiseKernel, scalarExpr } from './elementwise.js';
-import { generateConcatKernel, generateEmbeddingKernel, generateSliceKernel, generateTransposeKernel } from './gather.js';
+import { generateConcatKernel, generateEmbeddingKernel, generateGatherKernel, generateSliceKernel, generateTransposeKernel } from './gather.js';
 import type { KernelSource } from './kernel.js';
-import { chooseMatmulVariant, generateMatmulKernel, isSoftwareDevice, type MatmulActivation, type MatmulDeviceInfo, type MatmulEpilogueOperand, type MatmulSpec, type MatmulVariantKind } from './matmul.js';
+import { chooseMatmulVariant, generateGeneralMatmulKernel, generateMatmulKernel, isSoftwareDevice, type MatmulActivation, type MatmulDeviceInfo, type MatmulEpilogueOperand, type MatmulSpec, type MatmulVariantKind } from './matmul.js';
 import { generateNormKernel } from './norm.js';
 import { generateReduceKernel } from './reduce.js';
 import { generateRopeKernel } from './rope.js';
@@ -72,11 +72,21 @@ function software(ctx: LowerContext): boolean {
   return isSoftwareDevice(ctx.device);
 }
 
+/**
+ * The engine input a constant holding symbolic dims is bound as (the runtime computes its values on each run from
+ * the dims' bindings), or `undefined` for any other node.
+ */
+export function computedInputName(n: Node): string | undefined {
+  return n.op === 'constant' && (n.attrs.values as unknown[]).some((v) => typeof v !== 'number') ? `dims#${n.id}` : undefined;
+}
+
 /** The buffer holding `node`'s value. */
 export function bufferRef(node: Node, ctx: LowerContext): BufferRef {
   let n = node;
   while (n.op === 'reshape' && (n.inputs[0].op === 'input' || n.inputs[0].op === 'weight' || n.inputs[0].op === 'constant' || n.inputs[0].op === 'reshape')) n = n.inputs[0];
   if (n.op === 'input') return { kind: 'input', name: String(n.attrs.name) };
+  const computed = computedInputName(n);
+  if (computed) return { kind: 'input', name: computed };
   if (n.op === 'weight' || n.op === 'constant') return { kind: 'weight', weight: ctx.weightIndex(n), part: 'values' };
   const b = ctx.slots.of.get(node);
   if (!b) throw new UnsupportedOpError([node.op], `no buffer was planned for ${printNode(node)}`);
@@ -128,7 +138,7 @@ function matmulLaunch(node: Node, ctx: LowerContext): { spec: MatmulSpec; operan
   const M = transA ? A.shape[ra - 1] : A.shape[ra - 2];
   const K = transA ? A.shape[ra - 2] : A.shape[ra - 1];
   const N = transB ? B.shape[rb - 2] : B.shape[rb - 1];
-  if (typeof N !== 'number' || typeof K !== 'number') throw new UnsupportedOpError(['matmul'], `matmul kernels need static N and K: ${printNode(mm)}`);
+  if (typeof N !== 'number' || typeof K !== 'number' || needsGeneralMatmul(mm)) throw new UnsupportedOpError(['matmul'], `fused matmul kernels need static N and K > 0 and float data: ${printNode(mm)}`);
   const outBatch = mm.shape.slice(0, -2);
   const batch = dimProduct(outBatch);
   const strideOf = (x: Node, mk: Dim): number | string => {
@@ -216,6 +226,7 @@ export function lowerNode(node: Node, ctx: LowerContext): DispatchManifest[] {
   const label = printNode(node);
   const out = (): BufferRef => bufferRef(node, ctx);
   const ref = (x: Node): BufferRef => bufferRef(x, ctx);
+  if (numel(node.shape) === 0) return []; // an empty tensor: nothing to compute
   switch (node.op) {
     case 'input':
     case 'weight':
@@ -237,9 +248,13 @@ export function lowerNode(node: Node, ctx: LowerContext): DispatchManifest[] {
     }
     case 'gather': {
       const [table, ids] = node.inputs;
-      if (node.attrs.axis !== 0 || table.rank !== 2 || typeof table.shape[0] !== 'number' || typeof table.shape[1] !== 'number')
-        throw new UnsupportedOpError(['gather'], `WebGPU gather supports row lookups in a 2-D table: ${label}`);
-      const k = generateEmbeddingKernel({ vocab: table.shape[0], dim: table.shape[1], count: dimText(numel(ids.shape)), dtype: node.dtype, indexDType: ids.dtype === 'u32' ? 'u32' : 'i32', nodes: [label] });
+      const axis = node.attrs.axis as number;
+      const indexDType = ids.dtype === 'u32' ? 'u32' : 'i32';
+      const count = dimText(numel(ids.shape));
+      const k =
+        axis === 0 && table.rank === 2 && typeof table.shape[0] === 'number' && typeof table.shape[1] === 'number'
+          ? generateEmbeddingKernel({ vocab: table.shape[0], dim: table.shape[1], count, dtype: node.dtype, indexDType, nodes: [label] })
+          : generateGatherKernel({ shape: table.shape.map(dimText), axis, count, dtype: node.dtype, indexDType, nodes: [label] });
       return [dispatch(ctx, k, [ref(table), ref(ids), out()], label)];
     }
     case 'rmsnorm':
@@ -319,7 +334,40 @@ export function lowerNode(node: Node, ctx: LowerContext): DispatchManifest[] {
   }
 }
 
+/** Whether a plain matmul needs {@link generateGeneralMatmulKernel}: a dynamic N or K, K = 0, or integer data. */
+function needsGeneralMatmul(mm: Node): boolean {
+  const [A, B] = mm.inputs;
+  const K = mm.attrs.transA ? A.shape[A.rank - 2] : A.shape[A.rank - 1];
+  const N = mm.attrs.transB ? B.shape[B.rank - 2] : B.shape[B.rank - 1];
+  return typeof N !== 'number' || typeof K !== 'number' || K === 0 || mm.dtype === 'i32';
+}
+
+function generalMatmulDispatch(mm: Node, ctx: LowerContext): DispatchManifest {
+  const [A, B] = mm.inputs;
+  if (mm.dtype !== 'i32' && mm.dtype !== 'f32' && mm.dtype !== 'f16') throw new UnsupportedOpError(['matmul'], `no WebGPU matmul kernel for ${mm.dtype} data: ${printNode(mm)}`);
+  const transA = mm.attrs.transA as boolean;
+  const transB = mm.attrs.transB as boolean;
+  const M = mm.shape[mm.rank - 2];
+  const N = mm.shape[mm.rank - 1];
+  const K = transA ? A.shape[A.rank - 2] : A.shape[A.rank - 1];
+  // legalization left each operand's batch either whole or broadcast (stride 0)
+  const stride = (x: Node, rows: Dim, cols: Dim): number | string => (numel(x.shape.slice(0, -2)) === 1 ? 0 : dimText(dimMul(rows, cols)));
+  const k = generateGeneralMatmulKernel({
+    M: dimText(M),
+    N: dimText(N),
+    K: dimText(K),
+    batch: dimText(dimProduct(mm.shape.slice(0, -2))),
+    batchStrides: { a: stride(A, M, K), b: stride(B, K, N) },
+    transA,
+    transB,
+    dtype: mm.dtype,
+    nodes: [printNode(mm)],
+  });
+  return dispatch(ctx, k, [bufferRef(A, ctx), bufferRef(B, ctx), bufferRef(mm, ctx)], printNode(mm));
+}
+
 function matmulDispatch(node: Node, ctx: LowerContext): DispatchManifest {
+  if (node.op === 'matmul' && needsGeneralMatmul(node)) return generalMatmulDispatch(node, ctx);
   const { spec, operands } = matmulLaunch(node, ctx);
   const k = generateMatmulKernel(spec);
   return dispatch(ctx, k, [...operands.map((x) => bufferRef(x, ctx)), bufferRef(node, ctx)], printNode(node));
@@ -382,9 +430,10 @@ export type LegalizeContext = Pick<LowerContext, 'device' | 'expectedSeq' | 'var
 
 /**
  * Rewrites a graph into forms the kernels implement, without changing what it computes: fused nodes no kernel
- * family can take (an epilogue operand that does not map onto the matmul output, a fused kind without a kernel) are
- * expanded back into their steps, and matmuls that broadcast only part of an operand's batch get that operand
- * expanded first.
+ * family can take (an epilogue operand that does not map onto the matmul output, a matmul needing the general
+ * kernel, a fused kind without a kernel) are expanded back into their steps; a softmax over another axis than the
+ * last is wrapped in transposes; a reduction of an empty tensor becomes its identity value; and matmuls that
+ * broadcast only part of an operand's batch get that operand expanded first.
  */
 export function legalizeForWebGPU(g: Graph, ctx: LegalizeContext): Graph {
   const full = { ...ctx, plan: undefined as never, slots: undefined as never, paged: new Map(), blockSize: 16, weightIndex: () => 0, kernelIndex: () => 0 } satisfies LowerContext;
@@ -408,27 +457,28 @@ export function legalizeForWebGPU(g: Graph, ctx: LegalizeContext): Graph {
       },
     },
     {
-      // the embedding kernel reads rows of a 2-D table: other gathers become one by moving the axis to the front and
-      // flattening the rest (transposes and reshapes around it)
-      name: 'gather-as-row-lookup',
-      root: 'gather',
+      // the softmax kernel normalizes rows: another axis is moved last and back
+      name: 'softmax-last-axis',
+      root: 'softmax',
       apply: ({ node }) => {
-        const [x, idx] = node.inputs;
+        const last = node.rank - 1;
         const axis = node.attrs.axis as number;
-        if (axis === 0 && x.rank === 2 && typeof x.shape[1] === 'number') return undefined;
-        const rest = x.shape.filter((_d, i) => i !== axis);
-        const inner = rest.reduce<number>((a, d) => (typeof d === 'number' && a >= 0 ? a * d : -1), 1);
-        if (inner < 0 || x.rank > 4) return undefined;
-        const perm = [axis, ...x.shape.map((_d, i) => i).filter((i) => i !== axis)];
-        const front = axis === 0 ? x : makeNode('transpose', [x], { perm });
-        const table = makeNode('reshape', [front], { shape: [x.shape[axis], inner] });
-        const rows = makeNode('gather', [table, idx], { axis: 0 });
-        const unflat = makeNode('reshape', [rows], { shape: [...idx.shape, ...rest] });
-        if (axis === 0) return makeNode('reshape', [unflat], { shape: [...node.shape] });
-        // unflat is [idx..., x[0..axis-1], x[axis+1..]]: move the leading dims back in front of the index dims
-        const ni = idx.rank;
-        const back = [...Array.from({ length: axis }, (_v, i) => ni + i), ...Array.from({ length: ni }, (_v, i) => i), ...Array.from({ length: x.rank - 1 - axis }, (_v, i) => ni + axis + i)];
-        return unflat.rank <= 4 ? makeNode('transpose', [unflat], { perm: back }) : undefined;
+        if (axis === last) return undefined;
+        const perm = node.shape.map((_d, i) => (i === axis ? last : i === last ? axis : i));
+        const moved = makeNode('transpose', [node.inputs[0]], { perm });
+        return makeNode('transpose', [makeNode('softmax', [moved], { ...node.attrs, axis: last })], { perm });
+      },
+    },
+    {
+      // a reduction over no elements is its identity (sum 0, max the lowest value, mean NaN): no kernel reads the
+      // empty input
+      name: 'empty-reduction',
+      root: ['sum', 'mean', 'max'],
+      apply: ({ node }) => {
+        if (numel(node.inputs[0].shape) !== 0 || numel(node.shape) === 0) return undefined;
+        const lowest = node.dtype === 'i32' ? -(2 ** 31) : node.dtype === 'u32' ? 0 : -Infinity;
+        const value = node.op === 'sum' ? 0 : node.op === 'max' ? lowest : NaN;
+        return makeNode('expand', [makeNode('constant', [], { dtype: node.dtype, shape: [], values: [value] })], { shape: [...node.shape] });
       },
     },
     {

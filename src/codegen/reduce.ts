@@ -12,8 +12,7 @@ import { dimProduct, numel, type Dim } from '../ir/dim.js';
 import { dimRef } from './wgsl.js';
 import type { Node } from '../ir/node.js';
 import { printNode } from '../ir/printer.js';
-import type { GridExpr, KernelSource } from './kernel.js';
-import { KernelParams } from './norm.js';
+import { KernelParams, type GridExpr, type KernelSource } from './kernel.js';
 import { computeType, storageType, wgslComment } from './wgsl.js';
 
 /** Generates the kernel for a `sum`/`mean`/`max` node. Bindings: `x`, `out`. */

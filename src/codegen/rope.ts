@@ -16,8 +16,7 @@
  */
 import { InputError, ShapeError } from '../errors.js';
 import { ropeFrequency } from '../runtime/cpu/math.js';
-import type { KernelBinding, KernelSource } from './kernel.js';
-import { KernelParams, type DimLike } from './norm.js';
+import { KernelParams, type DimLike, type KernelBinding, type KernelSource } from './kernel.js';
 import { literal, wgslComment } from './wgsl.js';
 
 /** Positions read from a `positions` binding of `[S]` integers. */

@@ -26,8 +26,8 @@
  * @module
  */
 import { InputError, ShapeError } from '../errors.js';
-import type { KernelBinding, KernelSource } from './kernel.js';
-import { KernelParams, workgroupReduction, type DimLike } from './norm.js';
+import { KernelParams, type DimLike, type KernelBinding, type KernelSource } from './kernel.js';
+import { workgroupReduction } from './workgroup.js';
 import { literal, wgslComment } from './wgsl.js';
 
 /** What {@link generateSamplingKernel} builds. */

@@ -6,7 +6,7 @@
  */
 import type { DType } from '../ir/dtype.js';
 import type { Dim } from '../ir/dim.js';
-import type { KernelParams } from './norm.js';
+import type { KernelParams } from './kernel.js';
 
 /** The WGSL storage element type of a dtype (bool is stored as u32). */
 export function storageType(dtype: DType): string {

@@ -79,17 +79,16 @@ function lookup(name: string): Pass {
 }
 
 /**
- * The passes a spec names: a preset (`O0`…`O3`) or a comma-separated list of pass names (`simplify,cse`; an empty
- * spec is the empty pipeline). Throws {@link UsageError} naming an unknown pass and listing the known ones.
+ * The passes a spec names: a preset (`O0`…`O3`) or a comma-separated list of pass names and presets
+ * (`simplify,cse`, `O1,fuse-elementwise`; an empty spec is the empty pipeline). Throws {@link UsageError} naming an unknown pass and listing the known ones.
  */
 export function resolvePipeline(spec: string): Pass[] {
-  const s = spec.trim();
-  if (isPreset(s)) return PRESETS[s].map(lookup);
-  return s
+  // items are pass names or presets (a preset in a list expands in place: `O1,fuse-elementwise`)
+  return spec
     .split(',')
     .map((x) => x.trim())
     .filter((x) => x.length > 0)
-    .map(lookup);
+    .flatMap((x) => (isPreset(x) ? PRESETS[x].map(lookup) : [lookup(x)]));
 }
 
 /** Options of {@link runPasses}. */

@@ -155,6 +155,12 @@ export interface IOManifest {
   readonly maxBytes: number;
   /** For outputs: where the value lives in the arena. */
   readonly ref?: BufferRef;
+  /**
+   * For inputs the runtime computes (constants holding symbolic dims, such as a position `seq_len`): the element
+   * values as dim texts (`seq`, `past+seq`, `3`; one value fills every element), evaluated with each run's bindings
+   * and written before the dispatches. The caller does not pass these.
+   */
+  readonly values?: readonly string[];
 }
 
 /** The paged KV cache an engine owns. */

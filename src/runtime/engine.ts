@@ -17,8 +17,8 @@ import { evalDim, parseDim } from '../ir/dim.js';
 import { BlockAllocator } from './block-allocator.js';
 import { Tensor } from './cpu/tensor.js';
 import { requestGPUDevice, type GPUDeviceHandle } from './device.js';
-import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type PlanManifest } from './engine-manifest.js';
-import { evalGrid, evalParams } from './kernel-source.js';
+import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest } from './engine-manifest.js';
+import { evalGrid, evalParams, kernelPipelineLayout } from './kernel-source.js';
 import { fromDeviceBytes, toDeviceBytes } from './webgpu/one-shot.js';
 import { XorShiftRng } from '../util/random.js';
 
@@ -213,7 +213,7 @@ export class EngineSession {
         const info = await module.getCompilationInfo();
         const errs = info.messages.filter((x) => x.type === 'error');
         if (errs.length) throw new DeviceError('DEVICE_ERROR', `WGSL of ${k.family}/${k.variant} does not compile: ${errs.map((e) => `line ${e.lineNum}: ${e.message}`).join('; ')}`);
-        return d.createComputePipelineAsync({ label: `${k.family}/${k.variant}`, layout: 'auto', compute: { module, entryPoint: 'main' } });
+        return d.createComputePipelineAsync({ label: `${k.family}/${k.variant}`, layout: kernelPipelineLayout(d, k), compute: { module, entryPoint: 'main' } });
       }),
     );
     const prepare = (x: DispatchManifest): PreparedDispatch => {
@@ -340,6 +340,7 @@ export class EngineSession {
     this.check();
     const bindings: Record<string, number> = {};
     for (const io of this.m.inputs) {
+      if (io.values) continue; // computed below
       const t = inputs[io.name];
       if (!t) throw new InputError(`missing engine input '${io.name}'`);
       if (t.dtype !== io.dtype) throw new InputError(`input '${io.name}' must be ${io.dtype}, got ${t.dtype}`);
@@ -356,6 +357,7 @@ export class EngineSession {
       if (bytes.byteLength > io.maxBytes) throw new InputError(`input '${io.name}' has ${bytes.byteLength} bytes, more than the ${io.maxBytes} the engine was compiled for`);
       this.device.queue.writeBuffer(this.inputBuffers.get(io.name)!, 0, bytes.buffer as ArrayBuffer, bytes.byteOffset, align(bytes.byteLength, 4));
     }
+    this.writeComputedInputs(bindings);
     const seq = bindings.seq ?? 1;
     const plan = this.planFor(seq);
     const enc = this.device.createCommandEncoder();
@@ -379,6 +381,18 @@ export class EngineSession {
     await this.readProfile(plan.dispatches.length, plan.dispatches.map((d) => `${d.manifest.label}|${this.kernelName(d)}`));
     this.check();
     return out;
+  }
+
+  /** Writes the inputs the engine computes from dim bindings ({@link IOManifest.values}). */
+  private writeComputedInputs(bindings: DimBindings): void {
+    for (const io of this.m.inputs) {
+      if (!io.values) continue;
+      const count = io.shape.reduce((a, d) => a * Number(d), 1);
+      const values = io.values.map((v) => evalDim(parseDim(v), bindings));
+      const full = values.length === 1 ? new Array<number>(count).fill(values[0]) : values;
+      const data = io.dtype === 'f32' ? Float32Array.from(full) : io.dtype === 'u32' ? Uint32Array.from(full) : Int32Array.from(full);
+      if (data.byteLength) this.device.queue.writeBuffer(this.inputBuffers.get(io.name)!, 0, data.buffer as ArrayBuffer, 0, data.byteLength);
+    }
   }
 
   private kernelName(d: PreparedDispatch): string {
@@ -433,6 +447,7 @@ export class EngineSession {
     if (this.inputBuffers.has('positions')) d.queue.writeBuffer(this.inputBuffers.get('positions')!, 0, pos);
     const plan = this.planFor(seq);
     const bindings = { seq, past, batch: 1 };
+    this.writeComputedInputs(bindings);
     const enc = d.createCommandEncoder();
     const extra: { d: PreparedDispatch; params: Uint32Array }[] = [];
     if (sampling) {

@@ -93,3 +93,14 @@ export function evalGrid(e: GridExpr, params: readonly string[], values: Uint32A
   if ('min' in e) return Math.min(...e.min.map((x) => evalGrid(x, params, values)));
   return Math.max(...e.max.map((x) => evalGrid(x, params, values)));
 }
+
+/**
+ * The pipeline layout of a kernel, built from its binding list (storage buffers, then the params uniform). An explicit
+ * layout rather than `'auto'`: auto layouts drop bindings the WGSL never reads (a params uniform whose values only
+ * size the grid), and binding those would then fail.
+ */
+export function kernelPipelineLayout(device: GPUDevice, kernel: KernelSource): GPUPipelineLayout {
+  const entries: GPUBindGroupLayoutEntry[] = kernel.bindings.map((b, binding) => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' : 'storage' } }));
+  if (kernel.params.length) entries.push({ binding: kernel.bindings.length, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } });
+  return device.createPipelineLayout({ bindGroupLayouts: [device.createBindGroupLayout({ label: `${kernel.family}/${kernel.variant}`, entries })] });
+}

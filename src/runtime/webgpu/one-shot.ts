@@ -8,7 +8,7 @@ import { DeviceError } from '../../errors.js';
 import { floatToHalf, halfToFloat } from '../../ir/weights.js';
 import { Tensor } from '../cpu/tensor.js';
 import type { DimBindings } from '../../ir/dim.js';
-import { evalGrid, evalParams, type KernelSource } from '../kernel-source.js';
+import { evalGrid, evalParams, kernelPipelineLayout, type KernelSource } from '../kernel-source.js';
 
 /** Bytes of a host tensor in its GPU storage form (f16 as half bits, bool as u32), padded to 4 bytes. */
 export function toDeviceBytes(t: Tensor): Uint8Array {
@@ -47,6 +47,63 @@ export interface OutputSpec {
   readonly shape: readonly number[];
 }
 
+/** The WGSL lines around 1-based line `line`, numbered, for compilation error messages. */
+function wgslContext(wgsl: string, line: number): string {
+  const lines = wgsl.split('\n');
+  return lines.slice(Math.max(0, line - 3), line + 2).map((l, i) => `${Math.max(1, line - 2) + i}: ${l}`).join('\n');
+}
+
+/**
+ * Compiles `kernel` into a compute pipeline (entry point `main`, layout from its binding list) on `device`. WGSL errors (with the source
+ * lines around the first one) and pipeline validation errors surface as {@link DeviceError}.
+ */
+export async function compileKernel(device: GPUDevice, kernel: KernelSource): Promise<GPUComputePipeline> {
+  const name = `${kernel.family}/${kernel.variant}`;
+  device.pushErrorScope('validation');
+  const module = device.createShaderModule({ code: kernel.wgsl });
+  const info = await module.getCompilationInfo();
+  const errors = info.messages.filter((m) => m.type === 'error');
+  if (errors.length) {
+    await device.popErrorScope();
+    const where = wgslContext(kernel.wgsl, errors[0].lineNum);
+    throw new DeviceError('DEVICE_ERROR', `WGSL compilation failed (${name}): ${errors.map((m) => `line ${m.lineNum}: ${m.message}`).join('; ')}\n${where}`);
+  }
+  const pipeline = await device.createComputePipelineAsync({ layout: kernelPipelineLayout(device, kernel), compute: { module, entryPoint: 'main' } });
+  const err = await device.popErrorScope();
+  if (err) throw new DeviceError('DEVICE_ERROR', `pipeline creation failed (${name}): ${err.message}`);
+  return pipeline;
+}
+
+/**
+ * Records one dispatch of `kernel` into `encoder`: `storage` fills the kernel's storage bindings in order, the params
+ * uniform is evaluated with `bindings`, and the grid is evaluated likewise (a grid with a zero size dispatches
+ * nothing). Returns the params uniform buffer it created, for the caller to destroy once the work is done.
+ */
+export function encodeKernel(
+  device: GPUDevice,
+  encoder: GPUCommandEncoder,
+  pipeline: GPUComputePipeline,
+  kernel: KernelSource,
+  storage: readonly GPUBuffer[],
+  bindings: DimBindings = {},
+): GPUBuffer | undefined {
+  const entries: GPUBindGroupEntry[] = storage.map((buffer, binding) => ({ binding, resource: { buffer } }));
+  let paramsBuf: GPUBuffer | undefined;
+  if (kernel.params.length) {
+    const values = evalParams(kernel.params, bindings);
+    paramsBuf = device.createBuffer({ size: values.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    device.queue.writeBuffer(paramsBuf, 0, values.buffer as ArrayBuffer, values.byteOffset, values.byteLength);
+    entries.push({ binding: storage.length, resource: { buffer: paramsBuf } });
+  }
+  const grid = kernel.grid.map((g) => evalGrid(g, kernel.params, bindings)) as [number, number, number];
+  const pass = encoder.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries }));
+  if (grid.every((g) => g > 0)) pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
+  pass.end();
+  return paramsBuf;
+}
+
 /**
  * Compiles and runs a kernel once on `device`. `args` fill the kernel's storage bindings in order: a tensor is
  * uploaded, an {@link OutputSpec} allocates a zeroed buffer that is read back. Params are evaluated with `bindings`.
@@ -55,15 +112,8 @@ export interface OutputSpec {
 export async function runKernelOnce(device: GPUDevice, kernel: KernelSource, args: readonly (Tensor | OutputSpec)[], bindings: DimBindings = {}): Promise<Tensor[]> {
   if (args.length !== kernel.bindings.length) throw new DeviceError('DEVICE_ERROR', `kernel ${kernel.family}/${kernel.variant} has ${kernel.bindings.length} bindings, got ${args.length} arguments`);
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+  const pipeline = await compileKernel(device, kernel);
   device.pushErrorScope('validation');
-  const module = device.createShaderModule({ code: kernel.wgsl });
-  const info = await module.getCompilationInfo();
-  const errors = info.messages.filter((m) => m.type === 'error');
-  if (errors.length) {
-    await device.popErrorScope();
-    throw new DeviceError('DEVICE_ERROR', `WGSL compilation failed (${kernel.family}/${kernel.variant}): ${errors.map((m) => `line ${m.lineNum}: ${m.message}`).join('; ')}`);
-  }
-  const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' } });
   const buffers: GPUBuffer[] = [];
   const outputs: { buf: GPUBuffer; read: GPUBuffer; spec: OutputSpec; bytes: number }[] = [];
   for (const a of args) {
@@ -81,22 +131,8 @@ export async function runKernelOnce(device: GPUDevice, kernel: KernelSource, arg
       outputs.push({ buf, read, spec: a, bytes: size });
     }
   }
-  const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
-  let paramsBuf: GPUBuffer | undefined;
-  if (kernel.params.length) {
-    const values = evalParams(kernel.params, bindings);
-    paramsBuf = device.createBuffer({ size: values.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    device.queue.writeBuffer(paramsBuf, 0, values.buffer as ArrayBuffer, values.byteOffset, values.byteLength);
-    entries.push({ binding: buffers.length, resource: { buffer: paramsBuf } });
-  }
-  const grid = kernel.grid.map((g) => evalGrid(g, kernel.params, bindings)) as [number, number, number];
-  const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
   const enc = device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, bindGroup);
-  if (grid.every((g) => g > 0)) pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
-  pass.end();
+  const paramsBuf = encodeKernel(device, enc, pipeline, kernel, buffers, bindings);
   for (const o of outputs) enc.copyBufferToBuffer(o.buf, 0, o.read, 0, o.bytes);
   device.queue.submit([enc.finish()]);
   const err = await device.popErrorScope();
