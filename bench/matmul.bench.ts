@@ -422,6 +422,20 @@ export async function runMatmulBench(device: GPUDevice, options: MatmulBenchOpti
         gbps: traffic / m.seconds / 1e9,
         note: nk ? `W[N,K] is ${(m.seconds / nk.seconds).toFixed(1)}x faster` : undefined,
       });
+      if (tf) {
+        // TensorFlow.js's own layout for dense weights (tf.layers.dense keeps its kernel [in, out] = [K, N])
+        const run = await tf.matMul(1, N, K, false);
+        const t = await measure('tfjs gemv [K,N]', run, maxTime);
+        run.dispose();
+        push({
+          case: `gemv M=1 ${N}x${K} f32 W[K,N]`,
+          impl: `tfjs-webgpu ${tf.version}`,
+          ...t,
+          gflops: (2 * N * K) / t.seconds / 1e9,
+          gbps: traffic / t.seconds / 1e9,
+          note: nk ? `tensorwright's W[N,K] gemv is ${(t.seconds / nk.seconds).toFixed(1)}x faster` : undefined,
+        });
+      }
       for (const b of [x, w, out]) b.destroy();
     }
     for (const buf of [...weights, ...copies]) buf.destroy();

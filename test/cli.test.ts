@@ -1,8 +1,8 @@
 // The CLI contract: JSON on stdout, logs on stderr, one-line typed errors and non-zero exit codes.
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from './support/cli.js';
 import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
 
@@ -137,4 +137,44 @@ describe.skipIf(!hasShared)('inspect: the optimizer on stories260K', () => {
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/^error \[USAGE\].*fuse-everything.*known passes/);
   });
+});
+
+describe.skipIf(!hasShared)('CLI on WebGPU', () => {
+  const model = hasShared ? sharedPath('models/stories260K/stories260K.bin') : '';
+  const tok = hasShared ? sharedPath('models/stories260K/tok512.bin') : '';
+  const LONG = 600_000;
+  let hasGpu = false;
+  beforeAll(async () => {
+    const { probeWebGPU } = await import('../src/runtime/device.js');
+    const p = await probeWebGPU();
+    hasGpu = !('available' in p);
+    if (!hasGpu && process.env.REQUIRE_WEBGPU === '1') throw new Error(`REQUIRE_WEBGPU=1 but no WebGPU adapter: ${(p as { reason: string }).reason}`);
+  });
+  // every golden sequence runs through the engine API in engine.test.ts; here two go through the command line
+  it('generate --backend webgpu --temperature 0 reproduces golden sequences', async (ctx) => {
+    if (!hasGpu) return ctx.skip();
+    const dir = sharedPath('golden/stories260K');
+    for (const f of readdirSync(dir).filter((x) => x.endsWith('.json')).slice(0, 2)) {
+      const gold = JSON.parse(readFileSync(`${dir}/${f}`, 'utf8'));
+      const r = await runCli(['generate', '--model', model, '--tokenizer', tok, '--prompt', gold.prompt, '--steps', String(gold.steps), '--temperature', '0', '--backend', 'webgpu', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      const o = JSON.parse(r.stdout);
+      expect(o.backend).toBe('webgpu');
+      expect(o.prompt_ids, f).toEqual(gold.prompt_ids);
+      expect(o.generated_ids, f).toEqual(gold.generated_ids);
+    }
+  }, LONG);
+  it('compile -o <dir> then generate --engine <dir> (with --profile) gives the golden ids', async (ctx) => {
+    if (!hasGpu) return ctx.skip();
+    const out = mkdtempSync(join(tmpdir(), 'tw-cli-engine-'));
+    const c = await runCli(['compile', '--model', model, '-o', out, '--json']);
+    expect(c.code, c.stderr).toBe(0);
+    expect(JSON.parse(c.stdout).tokenizer).toBe('tokenizer.bin');
+    const gold = JSON.parse(readFileSync(sharedPath('golden/stories260K/stories260K-2.json'), 'utf8'));
+    const r = await runCli(['generate', '--engine', out, '--prompt', gold.prompt, '--steps', String(gold.steps), '--temperature', '0', '--profile', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).generated_ids).toEqual(gold.generated_ids);
+    expect(r.stderr).toMatch(/per-kernel GPU time/);
+    expect(r.stderr).toMatch(/matmul\//);
+  }, LONG);
 });

@@ -74,7 +74,7 @@ export async function demoCommand(o: DemoOptions): Promise<void> {
   if (backend === 'webgpu') {
     const handle = await requestGPUDevice();
     try {
-      const engine = await compile(model, { device: handle.info, onProgress: log });
+      const engine = await compile(model, { device: handle.info, prefillChunk: 8, onProgress: log });
       const session = await engine.createSession({ device: handle });
       r = await session.generate(prompt, { steps: o.steps, temperature: 0, topp: 0.9, seed: 1 });
       await session.destroy();
