@@ -116,7 +116,10 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   // only now (the inputs are valid) look for a GPU, which may print driver notes
   const backend = o.engine ? 'webgpu' : await pickBackend(o.backend);
   const passes = o.passes ?? 'O3';
-  if (!o.json) process.stdout.write(tokenizer ? tokenizer.decode(promptIds) : '');
+  // the prompt is echoed once compile progress (stderr) is done, so the two do not interleave on a terminal
+  const echoPrompt = (): void => {
+    if (!o.json) process.stdout.write(tokenizer ? tokenizer.decode(promptIds) : '');
+  };
   let prev = promptIds[promptIds.length - 1];
   const onToken = (id: number): void => {
     if (!o.json && tokenizer) process.stdout.write(tokenizer.decodePiece(prev, id));
@@ -130,6 +133,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
     extra.kernels_per_forward = countKernels(optimized.graph);
     const lm = new CpuCausalLM(optimized.graph, model!.maxPositions);
     extra.load_ms = round(performance.now() - t0);
+    echoPrompt();
     r = await generateTokens(lm, promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, seed: o.seed, stopTokens: model!.stopTokens, onToken });
   } else {
     const handle = await requestGPUDevice();
@@ -144,6 +148,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
       extra.device = describeDevice(handle.info);
       extra.dispatches_per_token = engine.manifest.plans[0].dispatches.length + 1;
       try {
+        echoPrompt();
         r = await session.generate(promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, seed: o.seed, onToken });
         if (o.profile) {
           if (session.lastProfile.length) log(`per-kernel GPU time of the last step (${describeDevice(handle.info)}):\n${profileTable(session.lastProfile)}`);
