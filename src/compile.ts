@@ -210,7 +210,7 @@ function buildPlans(graph: Graph, o: CompileOptions, plans: { name: string; maxS
     for (const [node, s] of slots.of)
       if (s.bytes > limit)
         throw new DeviceError('LIMIT_EXCEEDED', `activation ${printNode(node)} needs ${s.bytes} bytes for ${Object.entries(p.bindings).map(([k, v]) => `${k}=${v}`).join(' ')}, more than one storage binding allows (maxStorageBufferBindingSize ${limit}); use a smaller prefill chunk`);
-    const dispatches: DispatchManifest[] = lowerGraph(graph, {
+    const dispatches: DispatchManifest[] = lowerGraph({
       device: { ...o.device, profile: profileFor(o.device) },
       plan,
       slots,

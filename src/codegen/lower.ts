@@ -404,11 +404,10 @@ function attentionDispatches(node: Node, ctx: LowerContext): DispatchManifest[] 
 }
 
 /** Every dispatch of a graph, in the memory plan's schedule; throws one {@link UnsupportedOpError} listing every node no kernel covers. */
-export function lowerGraph(g: Graph, ctx: LowerContext, skip: ReadonlySet<Node> = new Set()): DispatchManifest[] {
+export function lowerGraph(ctx: LowerContext): DispatchManifest[] {
   const out: DispatchManifest[] = [];
   const unsupported: UnsupportedOpError[] = [];
   for (const node of ctx.plan.schedule) {
-    if (skip.has(node)) continue;
     try {
       out.push(...lowerNode(node, ctx));
     } catch (e) {
@@ -416,7 +415,6 @@ export function lowerGraph(g: Graph, ctx: LowerContext, skip: ReadonlySet<Node> 
       else throw e;
     }
   }
-  void g;
   if (unsupported.length)
     throw new UnsupportedOpError(
       [...new Set(unsupported.flatMap((e) => e.ops))],

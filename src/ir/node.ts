@@ -5,7 +5,7 @@
  * @module
  */
 import type { DType } from './dtype.js';
-import { SymDim, type Dim, type Shape, shapeToString } from './dim.js';
+import { SymDim, type Shape, shapeToString } from './dim.js';
 import { getOpDef, type OpName } from './ops.js';
 
 /** An attribute value: JSON-like data, plus symbolic dims inside shapes. */
@@ -119,7 +119,3 @@ export function withInputs(node: Node, inputs: readonly Node[]): Node {
   return makeNode(node.op, inputs, node.attrs);
 }
 
-/** Dims of a node's shape, as a mutable array. */
-export function dimsOf(node: TensorType): Dim[] {
-  return [...node.shape];
-}

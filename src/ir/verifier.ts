@@ -5,7 +5,7 @@
  * @module
  */
 import { VerifyError, TensorwrightError } from '../errors.js';
-import { attrKey, type Node } from './node.js';
+import { attrKey } from './node.js';
 import type { Graph } from './graph.js';
 import { getOpDef } from './ops.js';
 import { localNames, printNode } from './printer.js';
@@ -56,7 +56,3 @@ export function verifyGraph(g: Graph, context = 'graph'): void {
   if (problems.length) throw new VerifyError(`${context} failed verification:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
 }
 
-/** Whether `n` (by identity) is among the graph's nodes. */
-export function containsNode(g: Graph, n: Node): boolean {
-  return g.nodes().includes(n);
-}
