@@ -55,8 +55,12 @@ export const ALL_PASSES: readonly Pass[] = [
 /** The registry: pass name to pass. */
 export const PASSES: Readonly<Record<string, Pass>> = Object.freeze(Object.fromEntries(ALL_PASSES.map((p) => [p.name, p])));
 
-/** The clean-up and recognition prefix of O2 and O3: recognitions run after folding so scales are constants. */
-const RECOGNIZE = ['fold-constants', 'simplify', 'recognize-norms', 'recognize-activations', 'recognize-rope', 'recognize-attention', 'simplify', 'cse'];
+/**
+ * The clean-up and recognition prefix of O2 and O3: recognitions run after folding so scales are constants, and
+ * folding runs again after them (a recognizer may reshape a small weight, which folds to a constant), so O3 reaches
+ * its fixpoint in one run.
+ */
+const RECOGNIZE = ['fold-constants', 'simplify', 'recognize-norms', 'recognize-activations', 'recognize-rope', 'recognize-attention', 'simplify', 'fold-constants', 'cse'];
 
 /** Optimization levels as lists of pass names (O0 runs nothing). */
 export const PRESETS: Readonly<Record<'O0' | 'O1' | 'O2' | 'O3', readonly string[]>> = Object.freeze({
