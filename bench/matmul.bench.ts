@@ -4,14 +4,18 @@
  * next to a plain WGSL copy kernel over the same weight bytes, all in one run on one device.
  *
  * Each benchmark cycle is one queue submit of the kernel followed by `onSubmittedWorkDone` (benchmark.js deferred
- * benchmarks). Run directly with `npx tsx bench/matmul.bench.ts` (flags: `--quick`, `--no-tfjs`, `--json`), or call
- * {@link runMatmulBench} from the bench runner.
+ * benchmarks), awaited the way the engine runtime awaits its steps: a {@link GpuWaiter} in the device's default mode
+ * (`sleep-then-poll` on lavapipe, where Dawn's busy polling of the JS thread would take a core from the device), the
+ * same waiter for every implementation, TensorFlow.js included. Run directly with `npx tsx bench/matmul.bench.ts`
+ * (flags: `--quick`, `--no-tfjs`, `--json`, `--wait poll|sleep-then-poll`), or call {@link runMatmulBench} from the
+ * bench runner.
  * @module
  */
 import Benchmark from 'benchmark';
 import { pathToFileURL } from 'node:url';
 import { evalGrid, evalParams, type KernelSource } from '../src/codegen/kernel.js';
 import { chooseMatmulVariant, generateMatmulKernel, type MatmulDeviceInfo, type MatmulSpec, type MatmulVariant } from '../src/codegen/matmul.js';
+import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
 
 /** One measured case. */
 export interface MatmulBenchRow {
@@ -43,6 +47,8 @@ export interface MatmulBenchOptions {
   readonly maxTime?: number;
   /** Progress lines (default: none). */
   readonly log?: (line: string) => void;
+  /** How each cycle awaits the GPU (default `poll`; the bench runners pass the device's {@link defaultGpuWaitMode}). */
+  readonly wait?: GpuWaitMode;
 }
 
 /** Max bytes one binding may cover (`maxStorageBufferBindingSize`, at most 128 MiB on lavapipe). */
@@ -117,19 +123,22 @@ async function prepareKernel(device: GPUDevice, kernel: KernelSource, buffers: r
   };
 }
 
-/** One submit of `p`, resolved when the queue is done. */
-async function submitOnce(device: GPUDevice, p: Prepared): Promise<void> {
+/** One submit of `p`, resolved (through `waiter`, learning under `key`) when the queue is done. */
+async function submitOnce(device: GPUDevice, p: Prepared, waiter: GpuWaiter, key: string): Promise<void> {
   const enc = device.createCommandEncoder();
   const pass = enc.beginComputePass();
   p.encode(pass);
   pass.end();
   device.queue.submit([enc.finish()]);
-  await device.queue.onSubmittedWorkDone();
+  await waiter.wait(key, performance.now(), () => device.queue.onSubmittedWorkDone());
 }
 
-/** Measures `cycle` with benchmark.js (deferred); returns mean seconds, rme and sample count. */
-async function measure(name: string, cycle: () => Promise<void>, maxTime: number): Promise<{ seconds: number; rme: number; samples: number }> {
-  await cycle(); // warm-up: lavapipe compiles the shader on first use
+/**
+ * Measures `cycle` (one GPU submit and its wait) with benchmark.js (deferred) after three warm-up cycles; returns
+ * mean seconds, rme and sample count.
+ */
+export async function measureCycle(name: string, cycle: () => Promise<void>, maxTime: number): Promise<{ seconds: number; rme: number; samples: number }> {
+  for (let i = 0; i < 3; i++) await cycle(); // warm-up: lavapipe compiles the shader on first use; the waiter learns the time
   return new Promise((resolve, reject) => {
     const bench = new Benchmark(name, {
       defer: true,
@@ -194,7 +203,7 @@ interface TfjsHandle {
  * constructing it (tfjs checks `navigator.gpu` to decide that WebGPU exists; our own device code must keep seeing
  * no `navigator.gpu` in Node).
  */
-async function loadTfjs(device: GPUDevice): Promise<TfjsHandle> {
+async function loadTfjs(device: GPUDevice, waiter: GpuWaiter): Promise<TfjsHandle> {
   const g = globalThis as unknown as { navigator?: { gpu?: unknown } };
   const hadNavigator = 'navigator' in globalThis;
   const savedGpu = g.navigator?.gpu;
@@ -250,7 +259,7 @@ async function loadTfjs(device: GPUDevice): Promise<TfjsHandle> {
         backend.ensureCommandEncoderReady();
         backend.endComputePassEncoder();
         backend.submitQueue();
-        await device.queue.onSubmittedWorkDone();
+        await waiter.wait(`tfjs ${M}x${N}x${K}${transB ? ' transB' : ''}`, performance.now(), () => device.queue.onSubmittedWorkDone());
         c.dispose();
       };
       return Object.assign(run, {
@@ -285,6 +294,8 @@ export async function runMatmulBench(device: GPUDevice, options: MatmulBenchOpti
   const quick = options.quick ?? false;
   const maxTime = options.maxTime ?? (quick ? 1 : 2);
   const log = options.log ?? (() => {});
+  const waiter = new GpuWaiter({ mode: options.wait ?? 'poll' });
+  log(`host wait: ${waiter.mode} (the same for every implementation)`);
   const rows: MatmulBenchRow[] = [];
   const push = (r: MatmulBenchRow): void => {
     rows.push(r);
@@ -313,7 +324,7 @@ export async function runMatmulBench(device: GPUDevice, options: MatmulBenchOpti
     for (const v of variants) {
       const k = generateMatmulKernel({ M: S, N: S, K: S, variant: v });
       const p = await prepareKernel(device, k, [[a, b, out]]);
-      const m = await measure(k.variant, () => submitOnce(device, p), maxTime);
+      const m = await measureCycle(k.variant, () => submitOnce(device, p, waiter, `${gemmCase} ${k.variant}`), maxTime);
       push({ case: gemmCase, impl: k.variant, ...m, gflops: flops / m.seconds / 1e9 });
     }
     for (const buf of [a, b, out]) buf.destroy();
@@ -321,14 +332,14 @@ export async function runMatmulBench(device: GPUDevice, options: MatmulBenchOpti
   let tf: TfjsHandle | undefined;
   if (options.tfjs ?? true) {
     try {
-      tf = await loadTfjs(device);
+      tf = await loadTfjs(device, waiter);
     } catch (e) {
       log(`tfjs-webgpu skipped: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
   if (tf) {
     const run = await tf.matMul(S, S, S, false);
-    const m = await measure('tfjs', run, maxTime);
+    const m = await measureCycle('tfjs', run, maxTime);
     run.dispose();
     push({ case: gemmCase, impl: `tfjs-webgpu ${tf.version}`, ...m, gflops: flops / m.seconds / 1e9 });
   }
@@ -370,7 +381,7 @@ export async function runMatmulBench(device: GPUDevice, options: MatmulBenchOpti
       },
     };
     const weightBytes = N * K * 4;
-    const cm = await measure('copy', () => submitOnce(device, copy), maxTime);
+    const cm = await measureCycle('copy', () => submitOnce(device, copy, waiter, `copy ${N}x${K}`), maxTime);
     const copyGbps = (2 * weightBytes) / cm.seconds / 1e9;
     push({ case: `copy ${N}x${K} f32 (${(weightBytes / 2 ** 20).toFixed(0)} MiB)`, impl: 'copy', ...cm, gbps: copyGbps, note: `read+write; read-only rate ${fmt(weightBytes / cm.seconds / 1e9)} GB/s${splitNote ? `; ${splitNote}` : ''}` });
     for (const M of ms) {
@@ -382,7 +393,7 @@ export async function runMatmulBench(device: GPUDevice, options: MatmulBenchOpti
       // all parts of one shape share one kernel when they are the same size
       const prepared = await Promise.all(kernels.map((k, i) => prepareKernel(device, k, [[x, weights[i], outs[i]]])));
       const p: Prepared = { encode: (pass) => prepared.forEach((q) => q.encode(pass)) };
-      const m = await measure(kernels[0].variant, () => submitOnce(device, p), maxTime);
+      const m = await measureCycle(kernels[0].variant, () => submitOnce(device, p, waiter, `gemv ${M}x${N}x${K}`), maxTime);
       const traffic = weightBytes + M * K * 4 + M * N * 4;
       const gbps = traffic / m.seconds / 1e9;
       push({
@@ -395,10 +406,17 @@ export async function runMatmulBench(device: GPUDevice, options: MatmulBenchOpti
       });
       if (tf && M === 1 && N === 4096) {
         const run = await tf.matMul(M, N, K, true);
-        const t = await measure('tfjs gemv', run, maxTime);
+        const t = await measureCycle('tfjs gemv', run, maxTime);
         run.dispose();
         const g2 = traffic / t.seconds / 1e9;
-        push({ case: `gemv M=${M} ${N}x${K} f32 W[N,K]`, impl: `tfjs-webgpu ${tf.version}`, ...t, gflops: (2 * M * N * K) / t.seconds / 1e9, gbps: g2, note: `${((g2 / copyGbps) * 100).toFixed(0)}% of copy GB/s` });
+        push({
+          case: `gemv M=${M} ${N}x${K} f32 W[N,K]`,
+          impl: `tfjs-webgpu ${tf.version}`,
+          ...t,
+          gflops: (2 * M * N * K) / t.seconds / 1e9,
+          gbps: g2,
+          note: `${((g2 / copyGbps) * 100).toFixed(0)}% of copy GB/s; tensorwright's gemv is ${(t.seconds / m.seconds).toFixed(1)}x faster`,
+        });
       }
       x.destroy();
       for (const o of outs) o.destroy();
@@ -411,7 +429,7 @@ export async function runMatmulBench(device: GPUDevice, options: MatmulBenchOpti
       const spec: MatmulSpec = { M: 1, N, K, transB: false };
       const k = generateMatmulKernel({ ...spec, variant: chooseMatmulVariant(spec, info) });
       const p = await prepareKernel(device, k, [[x, w, out]]);
-      const m = await measure(k.variant, () => submitOnce(device, p), maxTime);
+      const m = await measureCycle(k.variant, () => submitOnce(device, p, waiter, `gemv ${N}x${K} [K,N]`), maxTime);
       const traffic = weightBytes + K * 4 + N * 4;
       const nk = rows.find((r) => r.case === `gemv M=1 ${N}x${K} f32 W[N,K]` && !r.impl.startsWith('tfjs'));
       push({
@@ -425,7 +443,7 @@ export async function runMatmulBench(device: GPUDevice, options: MatmulBenchOpti
       if (tf) {
         // TensorFlow.js's own layout for dense weights (tf.layers.dense keeps its kernel [in, out] = [K, N])
         const run = await tf.matMul(1, N, K, false);
-        const t = await measure('tfjs gemv [K,N]', run, maxTime);
+        const t = await measureCycle('tfjs gemv [K,N]', run, maxTime);
         run.dispose();
         push({
           case: `gemv M=1 ${N}x${K} f32 W[K,N]`,
@@ -449,7 +467,10 @@ async function main(): Promise<void> {
   const handle = await requestGPUDevice({ label: 'matmul-bench' });
   try {
     process.stderr.write(`device: ${describeDevice(handle.info)}\n`);
-    const rows = await runMatmulBench(handle.device, { quick: args.includes('--quick'), tfjs: !args.includes('--no-tfjs'), log: (l) => process.stderr.write(`  ${l}\n`) });
+    const waitArg = args.includes('--wait') ? args[args.indexOf('--wait') + 1] : undefined;
+    if (waitArg !== undefined && waitArg !== 'poll' && waitArg !== 'sleep-then-poll') throw new Error(`--wait must be poll or sleep-then-poll, got ${waitArg}`);
+    const wait = (waitArg as GpuWaitMode | undefined) ?? defaultGpuWaitMode(handle.info);
+    const rows = await runMatmulBench(handle.device, { quick: args.includes('--quick'), tfjs: !args.includes('--no-tfjs'), wait, log: (l) => process.stderr.write(`  ${l}\n`) });
     process.stdout.write(args.includes('--json') ? `${JSON.stringify(rows, null, 2)}\n` : `${formatMatmulBench(rows)}\n`);
   } finally {
     await handle.destroy();

@@ -1,48 +1,35 @@
 /**
  * `npm run bench`: every benchmark in one run on one device, so ratios are comparable (timings on shared machines
- * are noisy; read the ratios). Prints tables to stdout; `--json` prints one JSON object instead; `--quick` shortens.
+ * are noisy; read the ratios). Prints tables to stdout; `--json` prints one JSON object instead; `--quick` shortens;
+ * `--wait poll|sleep-then-poll` sets how the host awaits the GPU (default: the device's, as the engine runtime does;
+ * see src/runtime/webgpu/gpu-wait.ts).
  *
  * - matmul: GEMM f32 1024³ (tensorwright variants, a naive WGSL kernel, TensorFlow.js's WebGPU backend) and decode
  *   GEMV (4096² and 11008x4096, M = 1..16) against a plain WGSL copy kernel's bandwidth (bench/matmul.bench.ts);
  * - attention prefill at sequence 512 and 2048 (flash variant, causal, 8 heads of 64);
  * - stories260K prefill and decode tokens/s on the engine, with the per-kernel GPU time table.
  */
-import Benchmark from 'benchmark';
 import { readFileSync, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { requestGPUDevice, describeDevice } from '../src/runtime/device.js';
-import { runMatmulBench, formatMatmulBench, type MatmulBenchRow } from './matmul.bench.js';
+import { runMatmulBench, formatMatmulBench, measureCycle, type MatmulBenchRow } from './matmul.bench.js';
+import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
 import { generateAttentionKernel } from '../src/codegen/attention.js';
 import { evalGrid, evalParams, type KernelSource } from '../src/codegen/kernel.js';
 import { loadModel } from '../src/frontends/load.js';
 import { compile } from '../src/compile.js';
 import { profileTable } from '../src/cli/generate.js';
 
-const args = new Set(process.argv.slice(2));
+const argv = process.argv.slice(2);
+const args = new Set(argv);
+const waitArg = argv.includes('--wait') ? argv[argv.indexOf('--wait') + 1] : undefined;
 const quick = args.has('--quick');
 const json = args.has('--json');
 const log = (l: string): void => {
   process.stderr.write(`${l}\n`);
 };
 
-/** Mean seconds of `fn` (one GPU submit + wait per cycle) with benchmark.js. */
-function measure(name: string, fn: () => Promise<void>, maxTime: number): Promise<{ seconds: number; rme: number; samples: number }> {
-  return new Promise((done, fail) => {
-    const b = new Benchmark(name, {
-      defer: true,
-      maxTime,
-      minSamples: 3,
-      fn: (d: { resolve(): void }) => {
-        fn().then(() => d.resolve(), fail);
-      },
-      onComplete: () => done({ seconds: b.stats.mean, rme: b.stats.rme, samples: b.stats.sample.length }),
-      onError: (e: unknown) => fail(e),
-    });
-    b.run({ async: true });
-  });
-}
-
-async function attentionBench(device: GPUDevice, seq: number): Promise<MatmulBenchRow> {
+async function attentionBench(device: GPUDevice, seq: number, waiter: GpuWaiter): Promise<MatmulBenchRow> {
   const H = 8;
   const D = 64;
   const k: KernelSource = generateAttentionKernel({ numHeads: H, numKvHeads: H, headDim: D, dtype: 'f32', causal: true, seq: 'seq', kvLen: 'seq', variant: 'prefill-flash' });
@@ -68,10 +55,9 @@ async function attentionBench(device: GPUDevice, seq: number): Promise<MatmulBen
     pass.dispatchWorkgroups(...grid);
     pass.end();
     device.queue.submit([enc.finish()]);
-    await device.queue.onSubmittedWorkDone();
+    await waiter.wait(`attention ${seq}`, performance.now(), () => device.queue.onSubmittedWorkDone());
   };
-  await run(); // first dispatch pays the driver's shader compile
-  const m = await measure(`attention ${seq}`, run, quick ? 1 : 3);
+  const m = await measureCycle(`attention ${seq}`, run, quick ? 1 : 3);
   for (const b of [...bufs, params]) b.destroy();
   const flops = 2 * 2 * H * D * ((seq * (seq + 1)) / 2); // QK^T and PV over the causal half
   return { case: `attention prefill causal seq ${seq} (8 heads x 64)`, impl: k.variant, seconds: m.seconds, rme: m.rme, samples: m.samples, gflops: flops / m.seconds / 1e9 };
@@ -80,13 +66,15 @@ async function attentionBench(device: GPUDevice, seq: number): Promise<MatmulBen
 async function main(): Promise<void> {
   const handle = await requestGPUDevice();
   const device = handle.device;
-  const out: Record<string, unknown> = { device: describeDevice(handle.info), date: new Date().toISOString() };
-  log(`device: ${out.device}`);
-  const mm = await runMatmulBench(device, { quick, log });
+  if (waitArg !== undefined && waitArg !== 'poll' && waitArg !== 'sleep-then-poll') throw new Error(`--wait must be poll or sleep-then-poll, got ${waitArg}`);
+  const wait = (waitArg as GpuWaitMode | undefined) ?? defaultGpuWaitMode(handle.info);
+  const out: Record<string, unknown> = { device: describeDevice(handle.info), date: new Date().toISOString(), host_wait: wait };
+  log(`device: ${out.device}; host wait: ${wait}`);
+  const mm = await runMatmulBench(device, { quick, log, wait });
   out.matmul = mm;
   const att: MatmulBenchRow[] = [];
   for (const seq of [512, 2048]) {
-    att.push(await attentionBench(device, seq));
+    att.push(await attentionBench(device, seq, new GpuWaiter({ mode: wait })));
     log(`attention ${seq}: ${(att[att.length - 1].seconds * 1000).toFixed(2)} ms`);
   }
   out.attention = att;
@@ -94,7 +82,7 @@ async function main(): Promise<void> {
   if (existsSync(model)) {
     const lm = await loadModel(model);
     const engine = await compile(lm, { device: handle.info });
-    const session = await engine.createSession({ device: handle, profile: true });
+    const session = await engine.createSession({ device: handle, profile: true, wait });
     const gold = JSON.parse(readFileSync(resolve(process.cwd(), '../shared/golden/stories260K/stories260K-1.json'), 'utf8'));
     await session.generate(gold.prompt_ids, { steps: 16, temperature: 0, topp: 0.9, seed: 1 }); // warm-up: driver shader compiles
     const prefillTokens = 64;
@@ -108,7 +96,7 @@ async function main(): Promise<void> {
     const r = await profiledSession.generate(gold.prompt_ids, { steps: quick ? 64 : 256, temperature: 0, topp: 0.9, seed: 1 });
     const decodeProfile = session.lastProfile;
     // the same run without timestamp queries (they split every dispatch into its own pass)
-    const plain = await engine.createSession({ device: handle });
+    const plain = await engine.createSession({ device: handle, wait });
     await plain.generate(gold.prompt_ids, { steps: 16, temperature: 0, topp: 0.9, seed: 1 });
     const r2 = await plain.generate(gold.prompt_ids, { steps: quick ? 64 : 256, temperature: 0, topp: 0.9, seed: 1 });
     plain.reset();

@@ -30,6 +30,7 @@ import { dimMul, parseDim, SymDim, type Dim } from '../ir/dim.js';
 import type { DeviceProfile } from '../passes/device-profile.js';
 import { KernelParams, paramsStruct, splitGrid, type DimLike, type GridExpr, type KernelBinding, type KernelSource } from './kernel.js';
 import { WGSL_HELPERS, wgslComment } from './wgsl.js';
+import { isSoftwareAdapter } from '../runtime/device.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // spec
@@ -211,8 +212,7 @@ export function isSoftwareDevice(device: MatmulDeviceInfo): boolean {
   if (profileName === 'lavapipe') return true;
   if (profileName !== undefined && profileName !== 'cpu') return false;
   const a = device.adapter ?? {};
-  const text = [device.vendor, device.architecture, device.description, a.vendor, a.architecture, a.device, a.description].filter(Boolean).join(' ');
-  return /llvmpipe|lavapipe|swiftshader|microsoft basic render|\bwarp\b/i.test(text) || (a.architecture ?? device.architecture) === 'software';
+  return isSoftwareAdapter({ vendor: device.vendor, architecture: device.architecture, description: device.description }) || isSoftwareAdapter(a);
 }
 
 /**

@@ -26,6 +26,15 @@ export interface AdapterSummary {
   isFallbackAdapter: boolean;
 }
 
+/** Adapter texts of the software WebGPU implementations we know: Mesa's lavapipe/llvmpipe, SwiftShader, WARP. */
+const SOFTWARE_ADAPTER = /llvmpipe|lavapipe|swiftshader|microsoft basic render|\bwarp\b/i;
+
+/** Whether an adapter's identity names a software (CPU) implementation, or says its architecture is `software`. */
+export function isSoftwareAdapter(info: { readonly vendor?: string; readonly architecture?: string; readonly device?: string; readonly description?: string } | undefined): boolean {
+  if (!info) return false;
+  return SOFTWARE_ADAPTER.test([info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ')) || info.architecture === 'software';
+}
+
 /** What a WebGPU adapter offers (from {@link probeWebGPU}) or what a device was granted (from {@link requestGPUDevice}). */
 export interface DeviceInfo {
   /** Which implementation is in use. */

@@ -5,7 +5,8 @@
  * Costs it is designed around (lavapipe): ~6–10 µs per dispatch, ~17 µs per submit, ~60–80 µs per readback, and
  * Dawn busy-polling the JS thread while a GPU promise is pending. So a generation step is one command buffer with
  * every dispatch plus GPU sampling, one `writeBuffer` of all kernel parameters, and one 4-byte readback: a single
- * await per token.
+ * await per token, made through a {@link GpuWaiter} that sleeps through most of the step before it awaits (so the
+ * polling does not take a core from a software device's threads).
  * @module
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -20,10 +21,24 @@ import { requestGPUDevice, type GPUDeviceHandle } from './device.js';
 import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest } from './engine-manifest.js';
 import { evalGrid, evalParams, kernelPipelineLayout } from './kernel-source.js';
 import { fromDeviceBytes, toDeviceBytes } from './webgpu/one-shot.js';
+import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from './webgpu/gpu-wait.js';
 import { XorShiftRng } from '../util/random.js';
 
 /** Uniform-buffer offset stride per dispatch (WebGPU's `minUniformBufferOffsetAlignment` is at most 256). */
 const PARAMS_STRIDE = 256;
+
+/** Options of {@link Engine.createSession}. */
+export interface SessionOptions {
+  /** The device to run on (default: a new device, destroyed with the session). */
+  readonly device?: GPUDeviceHandle;
+  /** Record per-kernel GPU times with `timestamp-query` ({@link EngineSession.lastProfile}). */
+  readonly profile?: boolean;
+  /**
+   * How the host waits for each step's readback (default: {@link defaultGpuWaitMode} of the device:
+   * `sleep-then-poll` for dawn.node on a software adapter, where Dawn's busy polling would take a core from the device).
+   */
+  readonly wait?: GpuWaitMode;
+}
 
 /** A compiled engine: manifest plus weight bytes. */
 export class Engine {
@@ -64,9 +79,10 @@ export class Engine {
   }
 
   /** Creates a session: GPU buffers, pipelines and bind groups on `device` (a new device when omitted). */
-  async createSession(opts: { device?: GPUDeviceHandle; profile?: boolean } = {}): Promise<EngineSession> {
+  async createSession(opts: SessionOptions = {}): Promise<EngineSession> {
     const handle = opts.device ?? (await requestGPUDevice({ requiredFeatures: this.manifest.requiredFeatures as GPUFeatureName[] }));
-    const s = new EngineSession(this, handle, opts.device === undefined, opts.profile ?? false);
+    const waiter = new GpuWaiter({ mode: opts.wait ?? defaultGpuWaitMode(handle.info) });
+    const s = new EngineSession(this, handle, opts.device === undefined, opts.profile ?? false, waiter);
     await s.init();
     return s;
   }
@@ -155,6 +171,8 @@ export class EngineSession {
     readonly handle: GPUDeviceHandle,
     private readonly ownsDevice: boolean,
     private readonly profile: boolean,
+    /** How this session waits for the GPU. */
+    readonly waiter: GpuWaiter,
   ) {
     this.m = engine.manifest;
   }
@@ -371,9 +389,11 @@ export class EngineSession {
       return { o, shape, read };
     });
     this.device.queue.submit([enc.finish()]);
+    const submittedAt = performance.now();
     const out: Record<string, Tensor> = {};
-    for (const { o, shape, read } of reads) {
-      await read.mapAsync(GPUMapMode.READ);
+    for (const [i, { o, shape, read }] of reads.entries()) {
+      if (i === 0) await this.waiter.wait(`run:${plan.manifest.name}:${JSON.stringify(bindings)}`, submittedAt, () => read.mapAsync(GPUMapMode.READ));
+      else await read.mapAsync(GPUMapMode.READ);
       out[o.name] = fromDeviceBytes(o.dtype, shape, read.getMappedRange().slice(0));
       read.unmap();
       read.destroy();
@@ -465,11 +485,14 @@ export class EngineSession {
     this.encode(enc, plan, bindings, extra);
     if (sampling) enc.copyBufferToBuffer(this.sampleBuffer, 0, this.sampleRead, 0, 16);
     d.queue.submit([enc.finish()]);
+    const submittedAt = performance.now();
     let id = -1;
     if (sampling) {
-      await this.sampleRead.mapAsync(GPUMapMode.READ).catch((e: unknown) => {
-        throw this.broken ?? new DeviceError('DEVICE_LOST', `reading the sampled token failed: ${(e as Error).message}`);
-      });
+      await this.waiter.wait(`${plan.manifest.name}:${seq}`, submittedAt, () =>
+        this.sampleRead.mapAsync(GPUMapMode.READ).catch((e: unknown) => {
+          throw this.broken ?? new DeviceError('DEVICE_LOST', `reading the sampled token failed: ${(e as Error).message}`);
+        }),
+      );
       id = new Uint32Array(this.sampleRead.getMappedRange().slice(0, 4))[0];
       this.sampleRead.unmap();
     }

@@ -10,6 +10,7 @@ export * from './generate.js';
 export * from './sampling.js';
 export * from './device.js';
 export * from './webgpu/one-shot.js';
+export * from './webgpu/gpu-wait.js';
 export * from './kernel-source.js';
 export * from './block-allocator.js';
 export * from './engine.js';
