@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   chooseAttentionVariant,
+  decodeRowLanes,
   generateAttentionKernel,
   generateKvCacheWriteKernel,
   generatePagedAttentionKernel,
@@ -145,6 +146,11 @@ describe('paged attention through a shuffled block table (with the KV-cache writ
       { Hq: 8, Hkv: 2, D: 8, S: 4, past: 150, blockSize: 16, causal: false, variant: 'decode', seed: 4 },
       { Hq: 8, Hkv: 1, D: 40, Dv: 24, S: 1, past: 300, blockSize: 7, causal: true, variant: { kind: 'decode', rowLanes: 16, keyTile: 12 }, seed: 5 },
       { Hq: 8, Hkv: 1, D: 40, Dv: 24, S: 3, past: 5, blockSize: 7, causal: true, variant: { kind: 'decode', rowLanes: 16, keyTile: 12 }, seed: 6 },
+      // the software-device lane counts (decodeRowLanes): fewer lanes than value dims, ragged dims, GQA 2 and 8
+      { Hq: 8, Hkv: 4, D: 8, S: 1, past: 260, blockSize: 16, causal: true, variant: { kind: 'decode', rowLanes: 4 }, seed: 7 },
+      { Hq: 2, Hkv: 2, D: 80, S: 3, past: 19, blockSize: 7, causal: true, variant: { kind: 'decode', rowLanes: 4 }, seed: 8 },
+      { Hq: 8, Hkv: 1, D: 20, Dv: 12, S: 2, past: 45, blockSize: 5, causal: true, variant: { kind: 'decode', rowLanes: 8 }, seed: 9 },
+      { Hq: 4, Hkv: 2, D: 64, S: 1, past: 77, blockSize: 16, causal: false, variant: { kind: 'decode', rowLanes: 16 }, seed: 10 },
     ];
     for (const c of cases) {
       const r = await runPaged(c);
@@ -212,7 +218,7 @@ describe('contiguous attention (no KV cache)', () => {
     Hkv: number;
     D: number;
     causal: boolean;
-    variant: AttentionVariant['kind'];
+    variant: AttentionVariant['kind'] | AttentionVariant;
     mask?: { dtype: 'bool' | 'f32'; shape: number[]; symbolic: (number | string)[]; values: number[] };
     seed: number;
   }): Promise<number> {
@@ -221,7 +227,7 @@ describe('contiguous attention (no KV cache)', () => {
     const k = randn('f32', [o.B, o.T, o.Hkv, o.D], rng);
     const v = randn('f32', [o.B, o.T, o.Hkv, o.D], rng);
     const mask = o.mask ? Tensor.from(o.mask.dtype, o.mask.shape, o.mask.values) : undefined;
-    const ks = cached(['contig', o.Hq, o.Hkv, o.D, o.causal, o.variant, o.mask?.dtype, o.mask?.symbolic], () =>
+    const ks = cached(['contig', o.Hq, o.Hkv, o.D, o.causal, JSON.stringify(o.variant), o.mask?.dtype, o.mask?.symbolic], () =>
       generateAttentionKernel({
         numHeads: o.Hq,
         numKvHeads: o.Hkv,
@@ -248,9 +254,9 @@ describe('contiguous attention (no KV cache)', () => {
     const S = 11;
     // batch 0: last 3 keys padded; batch 1: every key padded (rows see nothing -> zeros, as the reference)
     const values = [...Array.from({ length: S }, (_v, j) => (j < S - 3 ? 1 : 0)), ...Array<number>(S).fill(0)];
-    for (const variant of ['decode', 'prefill-flash'] as const) {
+    for (const variant of ['decode', 'prefill-flash', { kind: 'decode', rowLanes: 4 }] as const) {
       const err = await runContiguous({ B, S, T: S, Hq: 4, Hkv: 4, D: 16, causal: false, variant, mask: { dtype: 'bool', shape: [B, 1, 1, S], symbolic: ['batch', 1, 1, 'kv'], values }, seed: 50 });
-      expect(err, variant).toBeLessThan(tol('f32'));
+      expect(err, JSON.stringify(variant)).toBeLessThan(tol('f32'));
     }
   });
 
@@ -278,6 +284,16 @@ describe('attention codegen (no device)', () => {
     expect(chooseAttentionVariant('seq')).toBe('prefill-flash');
     expect(chooseAttentionVariant('seq', 2)).toBe('decode');
     expect(chooseAttentionVariant(512)).toBe('prefill-flash');
+  });
+
+  it('gives decode kernels 32 lanes per head on GPUs and about a quarter of the head dim on software devices', () => {
+    expect(decodeRowLanes(128, 128, false)).toBe(32);
+    expect(decodeRowLanes(8, 8, false)).toBe(32);
+    expect(decodeRowLanes(8, 8, true)).toBe(4);
+    expect(decodeRowLanes(64, 64, true)).toBe(16);
+    expect(decodeRowLanes(40, 24, true)).toBe(16);
+    expect(decodeRowLanes(80, 80, true)).toBe(32);
+    expect(decodeRowLanes(256, 256, true)).toBe(32);
   });
 
   it('emits readable, self-describing WGSL and the KernelSource contract', () => {

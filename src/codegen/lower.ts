@@ -14,7 +14,7 @@ import { printNode } from '../ir/printer.js';
 import type { MemoryPlan } from '../passes/memory-plan.js';
 import type { SlotPlan } from '../passes/buffer-slots.js';
 import type { BufferRef, DispatchManifest } from '../runtime/engine-manifest.js';
-import { generateAttentionKernel, generateKvCacheWriteKernel, generatePagedAttentionKernel } from './attention.js';
+import { chooseAttentionVariant, decodeRowLanes, generateAttentionKernel, generateKvCacheWriteKernel, generatePagedAttentionKernel, type AttentionVariant } from './attention.js';
 import { ELEMENTWISE_KERNEL_OPS, generateElementwiseKernel, scalarExpr } from './elementwise.js';
 import { generateConcatKernel, generateEmbeddingKernel, generateGatherKernel, generateSliceKernel, generateTransposeKernel } from './gather.js';
 import type { KernelSource } from './kernel.js';
@@ -39,8 +39,8 @@ export interface PagedAttention {
 export interface LowerVariants {
   /** Matmul variant kind. */
   readonly matmul?: MatmulVariantKind;
-  /** Attention variant kind. */
-  readonly attention?: 'decode' | 'prefill-flash';
+  /** Attention variant: a kind, or a kind with its tuning. */
+  readonly attention?: AttentionVariant['kind'] | AttentionVariant;
 }
 
 /** What lowering needs besides the graph. */
@@ -373,6 +373,15 @@ function matmulDispatch(node: Node, ctx: LowerContext): DispatchManifest {
   return dispatch(ctx, k, [...operands.map((x) => bufferRef(x, ctx)), bufferRef(node, ctx)], printNode(node));
 }
 
+/**
+ * The attention variant `v` with its tuning for the device where `v` names only a kind (decode: lanes per head, see
+ * {@link decodeRowLanes}); a variant with its own tuning is kept.
+ */
+function attentionVariant(ctx: LowerContext, v: AttentionVariant['kind'] | AttentionVariant, D: number, Dv: number): AttentionVariant {
+  if (typeof v !== 'string') return v;
+  return v === 'decode' ? { kind: v, rowLanes: decodeRowLanes(D, Dv, software(ctx)) } : { kind: v };
+}
+
 function attentionDispatches(node: Node, ctx: LowerContext): DispatchManifest[] {
   const label = printNode(node);
   const [q, k, v, mask] = node.inputs;
@@ -385,7 +394,7 @@ function attentionDispatches(node: Node, ctx: LowerContext): DispatchManifest[] 
   const paged = ctx.paged.get(node);
   if (paged) {
     const write = generateKvCacheWriteKernel({ numKvHeads: Hkv, headDim: D, valueDim: Dv, blockSize: ctx.blockSize, dtype: 'f32', sourceDType: storage(paged.k), seq: dimText(S), past: 'past', nodes: [label] });
-    const attn = generatePagedAttentionKernel({ ...heads, kvDType: 'f32', blockSize: ctx.blockSize, seq: dimText(S), past: 'past', variant: ctx.variants?.attention ?? (ctx.expectedSeq <= 8 ? 'decode' : 'prefill-flash') });
+    const attn = generatePagedAttentionKernel({ ...heads, kvDType: 'f32', blockSize: ctx.blockSize, seq: dimText(S), past: 'past', variant: attentionVariant(ctx, ctx.variants?.attention ?? chooseAttentionVariant('seq', ctx.expectedSeq), D, Dv) });
     const kv = (which: 'k' | 'v'): BufferRef => ({ kind: 'kv', layer: paged.layer, which });
     return [
       dispatch(ctx, write, [bufferRef(paged.k, ctx), bufferRef(paged.v, ctx), { kind: 'block-table' }, kv('k'), kv('v')], `kv-cache write (layer ${paged.layer})`),
@@ -398,6 +407,7 @@ function attentionDispatches(node: Node, ctx: LowerContext): DispatchManifest[] 
     seq: dimText(S),
     kvLen: dimText(T),
     mask: mask ? { dtype: mask.dtype === 'bool' ? ('bool' as const) : storage(mask), shape: mask.shape.map(dimText) } : undefined,
+    variant: attentionVariant(ctx, chooseAttentionVariant(dimText(S)), D, Dv),
   };
   const kern = generateAttentionKernel(spec);
   return [dispatch(ctx, kern, [bufferRef(q, ctx), bufferRef(k, ctx), bufferRef(v, ctx), ...(mask ? [bufferRef(mask, ctx)] : []), bufferRef(node, ctx)], label)];
