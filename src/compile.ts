@@ -53,8 +53,8 @@ export function profileFor(info: DeviceInfo): DeviceProfile {
   return { ...base, hasF16: info.features.includes('shader-f16') && base.hasF16, maxStorageBufferBindingSize: info.limits.maxStorageBufferBindingSize ?? base.maxStorageBufferBindingSize };
 }
 
-/** Pass options for WebGPU: fuse only the forms the kernels implement (matmul epilogues, elementwise chains). */
-const WEBGPU_PASS_OPTIONS = { epilogueFusion: { anchors: ['matmul'], prologues: false } };
+/** Pass options for WebGPU: fuse only the forms the kernels implement (matmul epilogues, rope reading a head slice, elementwise chains). */
+const WEBGPU_PASS_OPTIONS = { epilogueFusion: { anchors: ['matmul', 'rope'], prologues: ['rope'] } };
 
 /** Runs the pass pipeline for a WebGPU device (fusion limited to what the kernels implement; oversized weights split). */
 export function optimizeForWebGPU(graph: Graph, device: DeviceInfo, passes: string, bindings: DimBindings): PipelineResult {

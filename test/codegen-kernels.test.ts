@@ -194,6 +194,27 @@ describe('rope', () => {
     }
   });
 
+  it('a window of heads read in place from a wider source (q/k of a merged QKV), ragged head counts, both styles', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const pos = positions([4, 5, 6, 300, 7]);
+    const S = pos.size;
+    // source of 11 heads of 24: q = heads 0..5, k = heads 6..8 (a ragged GQA split), v = 9..10 untouched
+    const src = rand('f32', [1, S, 11, 24], 36);
+    for (const [first, H, style, rd] of [
+      [0, 6, 'interleaved', 24],
+      [6, 3, 'interleaved', 24],
+      [6, 3, 'half', 16],
+      [10, 1, 'half', 24],
+    ] as const) {
+      const k = generateRopeKernel({ numHeads: H, headDim: 24, rotaryDim: rd, dtype: 'f32', style, source: { numHeads: 11, firstHead: first } });
+      expect(k.variant).toContain('window');
+      const got = await run(k, { x: src, positions: pos }, { seq: S }, 'f32', [1, S, H, 24]);
+      const window = ref.slice(src, [2], [first], [first + H], [1]);
+      expect(maxErr(ref.rope(window, pos, 10000, style, rd), got), `heads ${first}..${first + H - 1} ${style}`).toBeLessThan(1e-5);
+    }
+    expect(() => generateRopeKernel({ numHeads: 4, headDim: 8, dtype: 'f32', source: { numHeads: 6, firstHead: 3 } })).toThrow(/not inside a source of 6 heads/);
+  });
+
   it('f16 storage with u32 positions', async (ctx) => {
     if (!gpu || !has('shader-f16')) return ctx.skip();
     const k = generateRopeKernel({ numHeads: 4, headDim: 16, dtype: 'f16', style: 'interleaved', positions: { kind: 'buffer', dtype: 'u32' } });

@@ -21,7 +21,7 @@ import type { KernelSource } from './kernel.js';
 import { chooseMatmulVariant, generateGeneralMatmulKernel, generateMatmulKernel, isSoftwareDevice, type MatmulActivation, type MatmulDeviceInfo, type MatmulEpilogueOperand, type MatmulSpec, type MatmulVariantKind } from './matmul.js';
 import { generateNormKernel } from './norm.js';
 import { generateReduceKernel } from './reduce.js';
-import { generateRopeKernel } from './rope.js';
+import { generateRopeKernel, type RopeSpec } from './rope.js';
 import { generateSoftmaxKernel } from './softmax.js';
 import { literal, usesBitsHelper } from './wgsl.js';
 
@@ -238,6 +238,7 @@ export function lowerNode(node: Node, ctx: LowerContext): DispatchManifest[] {
     case 'fused': {
       const kind = node.attrs.kind as string;
       if (kind === 'matmul') return [matmulDispatch(node, ctx)];
+      if (kind === 'rope') return [ropeDispatch(node, ctx)];
       if (kind === 'elementwise') {
         const steps = new Set(unfuse(node));
         const root = [...steps][steps.size - 1];
@@ -281,23 +282,8 @@ export function lowerNode(node: Node, ctx: LowerContext): DispatchManifest[] {
       const k = generateSoftmaxKernel({ cols: dimText(x.shape[x.rank - 1]), rows: dimText(dimProduct(x.shape.slice(0, -1))), dtype: storage(node), subgroups: ctx.device.features.includes('subgroups'), staticLoops: !software(ctx), nodes: [label] });
       return [dispatch(ctx, k, [ref(x), out()], label)];
     }
-    case 'rope': {
-      const [x, pos] = node.inputs;
-      const [b, s, h, d] = x.shape;
-      if (b !== 1 || typeof h !== 'number' || typeof d !== 'number' || pos.rank !== 1) throw new UnsupportedOpError(['rope'], `WebGPU rope takes [1, S, H, D] with [S] positions: ${label}`);
-      const k = generateRopeKernel({
-        seq: dimText(s),
-        numHeads: h,
-        headDim: d,
-        rotaryDim: node.attrs.rotaryDim as number,
-        theta: node.attrs.theta as number,
-        style: node.attrs.style as 'interleaved' | 'half',
-        dtype: storage(node),
-        positions: { kind: 'buffer', dtype: pos.dtype === 'u32' ? 'u32' : 'i32' },
-        nodes: [label],
-      });
-      return [dispatch(ctx, k, [ref(x), ref(pos), out()], label)];
-    }
+    case 'rope':
+      return [ropeDispatch(node, ctx)];
     case 'attention':
       return attentionDispatches(node, ctx);
     case 'sum':
@@ -382,6 +368,51 @@ function attentionVariant(ctx: LowerContext, v: AttentionVariant['kind'] | Atten
   return v === 'decode' ? { kind: v, rowLanes: decodeRowLanes(D, Dv, software(ctx)) } : { kind: v };
 }
 
+/**
+ * The rope kernel of a plain `rope` or of a `fused {kind: 'rope'}` whose program is a head slice (axis 2, step 1)
+ * then the rope: the kernel reads that window of heads in place. Throws {@link UnsupportedOpError} for other forms.
+ */
+function ropeLaunch(node: Node): { spec: RopeSpec; x: Node; pos: Node } {
+  const label = printNode(node);
+  const steps = node.op === 'fused' ? unfuse(node) : [node];
+  const rope = steps[steps.length - 1];
+  const [sliced, pos] = rope.inputs;
+  let x = sliced;
+  let source: RopeSpec['source'];
+  if (node.op === 'fused') {
+    const a = steps[0].attrs;
+    const [axes, starts, steps1] = [a.axes, a.starts, a.steps] as number[][];
+    const H = sliced.shape[2];
+    const Htot = steps[0].inputs[0].shape[2];
+    const ok =
+      steps.length === 2 && steps[0].op === 'slice' && rope.op === 'rope' && axes.length === 1 && axes[0] === 2 && steps1[0] === 1 &&
+      typeof H === 'number' && typeof Htot === 'number' && Number.isInteger(starts[0]) && starts[0] >= 0 && starts[0] + H <= Htot;
+    if (!ok) throw new UnsupportedOpError(['fused:rope'], `the WebGPU rope kernel takes only a head-slice prologue: ${label}`);
+    x = steps[0].inputs[0];
+    source = { numHeads: Htot as number, firstHead: starts[0] };
+  }
+  const [b, s, h, d] = sliced.shape;
+  if (b !== 1 || typeof h !== 'number' || typeof d !== 'number' || pos.rank !== 1) throw new UnsupportedOpError(['rope'], `WebGPU rope takes [1, S, H, D] with [S] positions: ${label}`);
+  const spec: RopeSpec = {
+    seq: dimText(s),
+    numHeads: h,
+    headDim: d,
+    rotaryDim: rope.attrs.rotaryDim as number,
+    theta: rope.attrs.theta as number,
+    style: rope.attrs.style as 'interleaved' | 'half',
+    dtype: storage(node),
+    positions: { kind: 'buffer', dtype: pos.dtype === 'u32' ? 'u32' : 'i32' },
+    ...(source ? { source } : {}),
+    nodes: [label],
+  };
+  return { spec, x, pos };
+}
+
+function ropeDispatch(node: Node, ctx: LowerContext): DispatchManifest {
+  const { spec, x, pos } = ropeLaunch(node);
+  return dispatch(ctx, generateRopeKernel(spec), [bufferRef(x, ctx), bufferRef(pos, ctx), bufferRef(node, ctx)], printNode(node));
+}
+
 function attentionDispatches(node: Node, ctx: LowerContext): DispatchManifest[] {
   const label = printNode(node);
   const [q, k, v, mask] = node.inputs;
@@ -452,9 +483,10 @@ export function legalizeForWebGPU(g: Graph, ctx: LegalizeContext): Graph {
       apply: ({ node }) => {
         const kind = node.attrs.kind as string;
         if (kind === 'elementwise') return undefined;
-        if (kind === 'matmul') {
+        if (kind === 'matmul' || kind === 'rope') {
           try {
-            matmulLaunch(node, full);
+            if (kind === 'matmul') matmulLaunch(node, full);
+            else ropeLaunch(node);
             return undefined;
           } catch (e) {
             if (!(e instanceof UnsupportedOpError)) throw e;

@@ -58,6 +58,12 @@ export interface RopeSpec {
   readonly positions?: RopePositions;
   /** Lanes per workgroup (default 64). */
   readonly workgroupSize?: 64 | 128 | 256;
+  /**
+   * Where x's heads sit in a wider source (default: x is `[S, H, D]` itself): x is heads `firstHead ..
+   * firstHead + H - 1` of a `[S, numHeads, D]` buffer, as when q and k are head slices of a merged QKV projection.
+   * The kernel reads them in place (a slice on the head axis folded into the load), so no copy runs first.
+   */
+  readonly source?: { readonly numHeads: number; readonly firstHead: number };
   /** The graph nodes implemented (printed form), for the header. */
   readonly nodes?: readonly string[];
 }
@@ -68,7 +74,8 @@ const TWO_PI_B = Math.fround(2 * Math.PI - TWO_PI_A);
 const TWO_PI_C = Math.fround(2 * Math.PI - TWO_PI_A - TWO_PI_B);
 
 /**
- * Rotary embedding of `x` `[S, H, D]`: bindings `x`, [`positions`], `out`; params: the dynamic ones of S and past.
+ * Rotary embedding of `x` `[S, H, D]` (or of a window of heads of a wider `[S, heads, D]` source, see
+ * {@link RopeSpec.source}): bindings `x`, [`positions`], `out`; params: the dynamic ones of S and past.
  * @throws {@link ShapeError} for a bad rotaryDim; {@link InputError} for a bad theta.
  */
 export function generateRopeKernel(spec: RopeSpec): KernelSource {
@@ -78,6 +85,10 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
   if (!Number.isInteger(rd) || rd <= 0 || rd > D || rd % 2 !== 0) throw new ShapeError('rope', `rotaryDim ${rd} must be even and in (0, ${D}]`);
   const theta = spec.theta ?? 10000;
   if (!(theta > 0) || !Number.isFinite(theta)) throw new InputError(`rope theta must be positive, got ${theta}`);
+  const src = spec.source ?? { numHeads: H, firstHead: 0 };
+  if (!Number.isInteger(src.numHeads) || !Number.isInteger(src.firstHead) || src.firstHead < 0 || src.firstHead + H > src.numHeads)
+    throw new ShapeError('rope', `heads ${src.firstHead}..${src.firstHead + H - 1} are not inside a source of ${src.numHeads} heads`);
+  const windowed = src.numHeads !== H;
   const style = spec.style ?? 'interleaved';
   const pos = spec.positions ?? { kind: 'buffer' };
   const WG = spec.workgroupSize ?? 64;
@@ -88,7 +99,7 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
   const freqs = Array.from({ length: half }, (_v, i) => literal('f32', ropeFrequency(theta, i, rd)));
   const dt = spec.dtype;
   const bindings: KernelBinding[] = [{ name: 'x', access: 'read' }];
-  const decls = [`@group(0) @binding(0) var<storage, read> x: array<${dt}>; // [S, H, D]`];
+  const decls = [`@group(0) @binding(0) var<storage, read> x: array<${dt}>; // ${windowed ? '[S, SRC_HEADS, D]: heads FIRST_HEAD .. FIRST_HEAD + NUM_HEADS - 1 are rotated' : '[S, H, D]'}`];
   let position: string;
   if (pos.kind === 'buffer') {
     const pdt = pos.dtype ?? 'i32';
@@ -102,8 +113,8 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
   // pair (first, second) of element d and which of the two d is; interleaved: (2i, 2i+1); half: (i, i + HALF)
   const pairing =
     style === 'interleaved'
-      ? ['    let i = d / 2u;', '    let first = base + (d & ~1u);', '    let second = first + 1u;', '    let is_first = (d & 1u) == 0u;']
-      : ['    let i = d % HALF;', '    let first = base + i;', '    let second = first + HALF;', '    let is_first = d < HALF;'];
+      ? ['    let i = d / 2u;', '    let first = src + (d & ~1u);', '    let second = first + 1u;', '    let is_first = (d & 1u) == 0u;']
+      : ['    let i = d % HALF;', '    let first = src + i;', '    let second = first + HALF;', '    let is_first = d < HALF;'];
   const nodes = spec.nodes ?? [];
   const wgsl = [
     ...(dt === 'f16' ? ['enable f16;', ''] : []),
@@ -112,6 +123,7 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
     '//   out = x rotated by angle pos * INV_FREQ[i] on each pair of dims; dims >= ROTARY_DIM copied',
     '',
     `const NUM_HEADS: u32 = ${H}u;`,
+    ...(windowed ? [`const SRC_HEADS: u32 = ${src.numHeads}u; // heads per token in x`, `const FIRST_HEAD: u32 = ${src.firstHead}u; // x's head of output head 0`] : []),
     `const HEAD_DIM: u32 = ${D}u;`,
     `const ROTARY_DIM: u32 = ${rd}u;`,
     `const HALF: u32 = ${half}u; // rotated pairs`,
@@ -140,7 +152,8 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
     '  let s = wid.y;',
     ...(params.list.length ? ['  _ = params; // S only sizes the grid'] : []),
     '  let d = e % HEAD_DIM;',
-    '  let base = s * NUM_HEADS * HEAD_DIM + e - d; // element 0 of this (token, head)',
+    '  let base = s * NUM_HEADS * HEAD_DIM + e - d; // element 0 of this (token, head) in out',
+    windowed ? '  let src = (s * SRC_HEADS + FIRST_HEAD) * HEAD_DIM + e - d; // and in x' : '  let src = base; // and in x',
     '  var y: f32;',
     '  if (d < ROTARY_DIM) {',
     ...pairing,
@@ -152,7 +165,7 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
     `    let v1 = ${load('second')};`,
     '    y = select(v0 * sn + v1 * c, v0 * c - v1 * sn, is_first);',
     '  } else {',
-    `    y = ${load('base + d')};`,
+    `    y = ${load('src + d')};`,
     '  }',
     `  out[base + d] = ${dt === 'f16' ? 'f16(y)' : 'y'};`,
     '}',
@@ -160,7 +173,7 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
   ].join('\n');
   return {
     family: 'rope',
-    variant: `${style}-${pos.kind}-wg${WG}`,
+    variant: `${style}-${pos.kind}${windowed ? '-window' : ''}-wg${WG}`,
     wgsl,
     bindings,
     params: [...params.list],

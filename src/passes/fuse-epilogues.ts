@@ -167,8 +167,8 @@ function anchorRegion(anchor: Node, kind: string, g: GraphFacts, prologues: bool
 export interface EpilogueFusionOptions {
   /** Anchor ops to fuse around (default: every key of {@link EPILOGUE_ANCHORS}). */
   readonly anchors?: readonly string[];
-  /** Whether slice-view prologues join their anchor (default true). */
-  readonly prologues?: boolean;
+  /** Whether slice-view prologues join their anchor (default true), or the anchor ops whose operands take them. */
+  readonly prologues?: boolean | readonly string[];
 }
 
 /** The epilogue (and view-prologue) regions of `graph`, anchors taken in topological order, regions disjoint. */
@@ -181,7 +181,8 @@ export function epilogueRegions(graph: Graph, opts: EpilogueFusionOptions = {}):
   for (const n of nodes) {
     const kind = Object.prototype.hasOwnProperty.call(EPILOGUE_ANCHORS, n.op) && anchors.has(n.op) ? EPILOGUE_ANCHORS[n.op] : undefined;
     if (kind === undefined || g.claimed.has(n)) continue;
-    const region = anchorRegion(n, kind, g, opts.prologues ?? true);
+    const prologues = opts.prologues ?? true;
+    const region = anchorRegion(n, kind, g, typeof prologues === 'boolean' ? prologues : prologues.includes(n.op));
     if (!region) continue;
     regions.push(region);
     for (const x of region.nodes) g.claimed.add(x);
