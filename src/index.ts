@@ -15,3 +15,4 @@ export * from './frontends/index.js';
 export * from './runtime/index.js';
 export * from './compile.js';
 export type { LowerVariants, PagedAttention } from './codegen/lower.js';
+export type { AttentionVariant, DecodeAttentionVariant, FlashAttentionVariant } from './codegen/attention.js';
