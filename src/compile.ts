@@ -15,6 +15,7 @@ import { assignSlots } from './passes/buffer-slots.js';
 import { PASSES, resolvePipeline, runPasses, type PipelineResult } from './passes/pipeline.js';
 import { discreteGpuProfile, lavapipeProfile, type DeviceProfile } from './passes/device-profile.js';
 import { rewriteGraph } from './passes/rewrite.js';
+import { buildFusedNode } from './passes/fuse-elementwise.js';
 import { computedInputName, legalizeForWebGPU, lowerGraph, type LowerVariants, type PagedAttention } from './codegen/lower.js';
 import { isSoftwareDevice } from './codegen/matmul.js';
 import { generateSamplingKernel } from './codegen/sampling.js';
@@ -87,6 +88,7 @@ export interface PagedKvLowering {
  */
 export function lowerPagedKv(g: Graph): PagedKvLowering {
   const paged = new Map<Node, PagedAttention>();
+  const users = g.users();
   const pastLayer = (n: Node, prefix: string): number | undefined => {
     const m = n.op === 'input' ? new RegExp(`^${prefix}\\.(\\d+)$`).exec(String(n.attrs.name)) : null;
     return m ? Number(m[1]) : undefined;
@@ -103,14 +105,37 @@ export function lowerPagedKv(g: Graph): PagedKvLowering {
           const lk = pastLayer(kc.inputs[0], 'past_k');
           const lv = pastLayer(vc.inputs[0], 'past_v');
           if (lk === undefined || lk !== lv || q.shape[0] !== 1) return undefined;
-          const rep = makeNode('attention', [q, kc.inputs[1], vc.inputs[1]], node.attrs);
-          paged.set(rep, { layer: lk, k: kc.inputs[1], v: vc.inputs[1] });
+          const [k, v] = [kc.inputs[1], vc.inputs[1]];
+          const rep = makeNode('attention', [q, k, v], node.attrs);
+          // values that are a head slice read only by this cache concat (v of a merged QKV projection): the KV-cache
+          // write reads them in place from the projection, with no slice copy
+          const window = headSliceWindow(v);
+          if (window && (users.get(v) ?? []).every((u) => u === vc)) {
+            const fused = buildFusedNode({ kind: 'attention', nodes: [v, rep], root: rep });
+            if (fused) {
+              paged.set(fused, { layer: lk, k, v: v.inputs[0], vHeads: window });
+              return fused;
+            }
+          }
+          paged.set(rep, { layer: lk, k, v });
           return rep;
         },
       },
     ],
   );
   return { graph: r.graph, paged };
+}
+
+/** The head window of `n` when it is a slice of heads (axis 2 of a rank-4 tensor, step 1, static bounds). */
+function headSliceWindow(n: Node): { numHeads: number; firstHead: number } | undefined {
+  if (n.op !== 'slice' || n.rank !== 4) return undefined;
+  const { axes, starts, steps } = n.attrs as { axes: number[]; starts: unknown[]; steps: number[] };
+  const total = n.inputs[0].shape[2];
+  const heads = n.shape[2];
+  const first = starts[0];
+  if (axes.length !== 1 || axes[0] !== 2 || steps[0] !== 1 || typeof total !== 'number' || typeof heads !== 'number') return undefined;
+  if (typeof first !== 'number' || !Number.isInteger(first) || first < 0 || first + heads > total) return undefined;
+  return { numHeads: total, firstHead: first };
 }
 
 /** Collects engine weights (graph weights and materialized constants) and their bytes. */

@@ -159,6 +159,32 @@ describe('paged attention through a shuffled block table (with the KV-cache writ
     }
   });
 
+  it('the KV-cache write reads k and v as head windows of wider sources (a merged QKV projection) in place', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    // merged projection of 5 q heads + 3 k heads + 3 v heads of 12 dims (ragged), 4 new tokens at past 9, block 4
+    const [S, past, Hkv, D, blockSize, Htot] = [4, 9, 3, 12, 4, 11];
+    const rng = new Rng(90);
+    const qkv = randn('f32', [S, Htot, D], rng);
+    const { table, numBlocks } = shuffledTable(Math.ceil((past + S) / blockSize), 2, rng);
+    const kPool = randn('f32', [numBlocks * blockSize * Hkv * D], rng, 100);
+    const vPool = randn('f32', [numBlocks * blockSize * Hkv * D], rng, 100);
+    const expectK = Float32Array.from(kPool.data as Float32Array);
+    const expectV = Float32Array.from(vPool.data as Float32Array);
+    const src = qkv.data as Float32Array;
+    for (let s = 0; s < S; s++) {
+      const p = past + s;
+      const slot = table[Math.floor(p / blockSize)] * blockSize + (p % blockSize);
+      expectK.set(src.subarray((s * Htot + 5) * D, (s * Htot + 5 + Hkv) * D), slot * Hkv * D);
+      expectV.set(src.subarray((s * Htot + 8) * D, (s * Htot + 8 + Hkv) * D), slot * Hkv * D);
+    }
+    const write = generateKvCacheWriteKernel({ numKvHeads: Hkv, headDim: D, blockSize, dtype: 'f32', keySource: { numHeads: Htot, firstHead: 5 }, valueSource: { numHeads: Htot, firstHead: 8 } });
+    expect(write.variant).toContain('window');
+    const pools = await runNamed(gpu!.device, write, { k_new: qkv, v_new: qkv, block_table: table, k_pool: kPool, v_pool: vPool }, { seq: S, past }, ['k_pool', 'v_pool']);
+    expect(Array.from(fromDeviceBytes('f32', kPool.shape, pools.k_pool).data)).toEqual(Array.from(expectK));
+    expect(Array.from(fromDeviceBytes('f32', vPool.shape, pools.v_pool).data)).toEqual(Array.from(expectV));
+    expect(() => generateKvCacheWriteKernel({ numKvHeads: 3, headDim: 8, blockSize: 4, dtype: 'f32', valueSource: { numHeads: 4, firstHead: 2 } })).toThrow(/not inside a source of 4 heads/);
+  });
+
   it('prefill-flash: ragged S across query tiles, past > 0, GQA, D up to 256, a custom tiling', async (ctx) => {
     if (!gpu) return ctx.skip();
     const flash8: AttentionVariant = { kind: 'prefill-flash', queryRows: 8, rowLanes: 4, keyTile: 12 };

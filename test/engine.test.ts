@@ -61,15 +61,16 @@ describe.skipIf(!hasShared)('stories260K on WebGPU', () => {
     }
   }, LONG);
 
-  it('reads q and k heads in place: rope takes its head slice of the merged QKV projection, no slice copy first', (ctx) => {
+  it('reads q, k and v heads in place from the merged QKV projection: no slice copies', (ctx) => {
     if (!gpu) return ctx.skip();
     const m = engine.manifest;
     const layers = (model.config as LlamaConfig).nLayers;
     for (const plan of m.plans) {
       const kernels = plan.dispatches.map((d) => `${m.kernels[d.kernel].family}/${m.kernels[d.kernel].variant} ${d.label}`);
       expect(kernels.filter((k) => k.startsWith('rope/') && k.includes('window')), plan.name).toHaveLength(2 * layers);
-      // v's head slice still feeds the KV-cache write: one head-slice copy per layer, none for q or k
-      expect(kernels.filter((k) => k.startsWith('slice/') && k.includes('axes=[2]')), plan.name).toHaveLength(layers);
+      // rope reads q's and k's heads, the KV-cache write reads v's: no head-slice copies at all
+      expect(kernels.filter((k) => k.startsWith('kv-cache-write/') && k.includes('window')), plan.name).toHaveLength(layers);
+      expect(kernels.filter((k) => k.startsWith('slice/') && k.includes('axes=[2]')), plan.name).toHaveLength(0);
     }
   });
 

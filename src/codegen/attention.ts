@@ -161,6 +161,14 @@ export interface KvCacheWriteSpec {
   readonly past?: DimLike;
   /** Lanes per workgroup (default 64). */
   readonly workgroupSize?: 64 | 128 | 256;
+  /**
+   * Where the new values' heads sit in a wider source (default: v_new is `[S, Hkv, Dv]` itself): v_new is heads
+   * `firstHead .. firstHead + Hkv - 1` of a `[S, numHeads, Dv]` buffer, such as the merged QKV projection. The kernel
+   * reads them in place (the head slice folded into its load).
+   */
+  readonly valueSource?: { readonly numHeads: number; readonly firstHead: number };
+  /** The same for the new keys (default: k_new is `[S, Hkv, D]`). */
+  readonly keySource?: { readonly numHeads: number; readonly firstHead: number };
   /** The graph nodes implemented, for the header. */
   readonly nodes?: readonly string[];
 }
@@ -780,6 +788,17 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
   const seqRef = params.ref(seq);
   const pastRef = params.ref(past);
   const W = Math.max(D, Dv);
+  // the source row of (token s, KV head) in k_new / v_new: plain, or inside a window of a wider source's heads
+  const windowConsts: string[] = [];
+  const sourceRow = (name: 'key' | 'value', prefix: 'K' | 'V', w: KvCacheWriteSpec['keySource']): string => {
+    if (!w) return 's * NUM_KV_HEADS + head';
+    if (!Number.isInteger(w.numHeads) || !Number.isInteger(w.firstHead) || w.firstHead < 0 || w.firstHead + Hkv > w.numHeads)
+      throw new ShapeError('kv-cache-write', `${name} heads ${w.firstHead}..${w.firstHead + Hkv - 1} are not inside a source of ${w.numHeads} heads`);
+    windowConsts.push(`const ${prefix}_SRC_HEADS: u32 = ${w.numHeads}u; // heads per token in the ${name} source`, `const ${prefix}_FIRST_HEAD: u32 = ${w.firstHead}u; // its head of KV head 0`);
+    return `s * ${prefix}_SRC_HEADS + ${prefix}_FIRST_HEAD + head`;
+  };
+  const kRow = sourceRow('key', 'K', spec.keySource);
+  const vRow = sourceRow('value', 'V', spec.valueSource);
   const conv = (e: string): string => (spec.dtype === src ? e : spec.dtype === 'f16' ? `f16(${e})` : `f32(${e})`);
   const bindings: KernelBinding[] = [
     { name: 'k_new', access: 'read' },
@@ -801,9 +820,10 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
     `const ROW_WIDTH: u32 = ${W}u; // max(HEAD_DIM, VALUE_DIM)`,
     `const BLOCK_SIZE: u32 = ${blockSize}u;`,
     `const WORKGROUP_SIZE: u32 = ${WG}u;`,
+    ...windowConsts,
     '',
-    storageDecl(0, 'k_new', src, 'read', '[S, Hkv, D]'),
-    storageDecl(1, 'v_new', src, 'read', '[S, Hkv, Dv]'),
+    storageDecl(0, 'k_new', src, 'read', spec.keySource ? '[S, K_SRC_HEADS, D]: heads K_FIRST_HEAD .. are the new keys' : '[S, Hkv, D]'),
+    storageDecl(1, 'v_new', src, 'read', spec.valueSource ? '[S, V_SRC_HEADS, Dv]: heads V_FIRST_HEAD .. are the new values' : '[S, Hkv, Dv]'),
     storageDecl(2, 'block_table', 'u32', 'read', 'logical block -> physical block'),
     storageDecl(3, 'k_pool', spec.dtype, 'read_write', '[numBlocks, BLOCK_SIZE, Hkv, D]'),
     storageDecl(4, 'v_pool', spec.dtype, 'read_write', '[numBlocks, BLOCK_SIZE, Hkv, Dv]'),
@@ -817,15 +837,15 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
     '  let d = e % ROW_WIDTH;',
     `  let pos = ${pastRef} + s;`,
     '  let slot = block_table[pos / BLOCK_SIZE] * BLOCK_SIZE + pos % BLOCK_SIZE;',
-    `  if (d < HEAD_DIM) { k_pool[(slot * NUM_KV_HEADS + head) * HEAD_DIM + d] = ${conv('k_new[(s * NUM_KV_HEADS + head) * HEAD_DIM + d]')}; }`,
-    `  if (d < VALUE_DIM) { v_pool[(slot * NUM_KV_HEADS + head) * VALUE_DIM + d] = ${conv('v_new[(s * NUM_KV_HEADS + head) * VALUE_DIM + d]')}; }`,
+    `  if (d < HEAD_DIM) { k_pool[(slot * NUM_KV_HEADS + head) * HEAD_DIM + d] = ${conv(`k_new[(${kRow}) * HEAD_DIM + d]`)}; }`,
+    `  if (d < VALUE_DIM) { v_pool[(slot * NUM_KV_HEADS + head) * VALUE_DIM + d] = ${conv(`v_new[(${vRow}) * VALUE_DIM + d]`)}; }`,
     `  _ = ${seqRef};`,
     '}',
     '',
   ].join('\n');
   return {
     family: 'kv-cache-write',
-    variant: `scatter-wg${WG}`,
+    variant: `scatter${spec.keySource || spec.valueSource ? '-window' : ''}-wg${WG}`,
     wgsl,
     bindings,
     params: [...params.list],

@@ -31,8 +31,14 @@ export interface PagedAttention {
   readonly layer: number;
   /** New keys `[1, S, Hkv, D]`. */
   readonly k: Node;
-  /** New values `[1, S, Hkv, Dv]`. */
+  /** New values `[1, S, Hkv, Dv]`, or the wider `[1, S, heads, Dv]` tensor they are a head slice of (see `vHeads`). */
   readonly v: Node;
+  /**
+   * When set, `v` is the source the new values are heads `firstHead ..` of (a merged QKV projection), and the
+   * attention node is a `fused {kind: 'attention'}` whose program is that head slice then the attention: the KV-cache
+   * write reads the values in place and no slice copy runs.
+   */
+  readonly vHeads?: { readonly numHeads: number; readonly firstHead: number };
 }
 
 /** Kernel variants forced over the heuristics. */
@@ -239,6 +245,7 @@ export function lowerNode(node: Node, ctx: LowerContext): DispatchManifest[] {
       const kind = node.attrs.kind as string;
       if (kind === 'matmul') return [matmulDispatch(node, ctx)];
       if (kind === 'rope') return [ropeDispatch(node, ctx)];
+      if (kind === 'attention' && ctx.paged.has(node)) return attentionDispatches(node, ctx);
       if (kind === 'elementwise') {
         const steps = new Set(unfuse(node));
         const root = [...steps][steps.size - 1];
@@ -415,16 +422,29 @@ function ropeDispatch(node: Node, ctx: LowerContext): DispatchManifest {
 
 function attentionDispatches(node: Node, ctx: LowerContext): DispatchManifest[] {
   const label = printNode(node);
-  const [q, k, v, mask] = node.inputs;
+  // a paged attention fused with its values' head slice (see PagedAttention.vHeads): the attention is the last step
+  const att = node.op === 'fused' ? unfuse(node).at(-1)! : node;
+  const [q, k, v, mask] = att.inputs;
   const [B, S, Hq, D] = q.shape;
   const [, T, Hkv] = k.shape;
   const Dv = v.shape[3];
   if (typeof Hq !== 'number' || typeof Hkv !== 'number' || typeof D !== 'number' || typeof Dv !== 'number')
     throw new UnsupportedOpError(['attention'], `attention kernels need static head counts and dims: ${label}`);
-  const heads = { numHeads: Hq, numKvHeads: Hkv, headDim: D, valueDim: Dv, dtype: storage(node), causal: node.attrs.causal as boolean, scale: node.attrs.scale as number, staticLoops: !software(ctx), nodes: [label] };
+  const heads = { numHeads: Hq, numKvHeads: Hkv, headDim: D, valueDim: Dv, dtype: storage(node), causal: att.attrs.causal as boolean, scale: att.attrs.scale as number, staticLoops: !software(ctx), nodes: [label] };
   const paged = ctx.paged.get(node);
   if (paged) {
-    const write = generateKvCacheWriteKernel({ numKvHeads: Hkv, headDim: D, valueDim: Dv, blockSize: ctx.blockSize, dtype: 'f32', sourceDType: storage(paged.k), seq: dimText(S), past: 'past', nodes: [label] });
+    const write = generateKvCacheWriteKernel({
+      numKvHeads: Hkv,
+      headDim: D,
+      valueDim: Dv,
+      blockSize: ctx.blockSize,
+      dtype: 'f32',
+      sourceDType: storage(paged.k),
+      seq: dimText(S),
+      past: 'past',
+      ...(paged.vHeads ? { valueSource: paged.vHeads } : {}),
+      nodes: [label],
+    });
     const attn = generatePagedAttentionKernel({ ...heads, kvDType: 'f32', blockSize: ctx.blockSize, seq: dimText(S), past: 'past', variant: attentionVariant(ctx, ctx.variants?.attention ?? chooseAttentionVariant('seq', ctx.expectedSeq), D, Dv) });
     const kv = (which: 'k' | 'v'): BufferRef => ({ kind: 'kv', layer: paged.layer, which });
     return [
