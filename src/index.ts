@@ -16,3 +16,4 @@ export * from './runtime/index.js';
 export * from './compile.js';
 export type { LowerVariants, PagedAttention } from './codegen/lower.js';
 export type { AttentionVariant, DecodeAttentionVariant, FlashAttentionVariant } from './codegen/attention.js';
+export type { HeadWindow } from './codegen/kernel.js';

@@ -35,7 +35,7 @@
  */
 import { InputError, ShapeError } from '../errors.js';
 import { parseDim } from '../ir/dim.js';
-import { KernelParams, paramsStruct, type DimLike, type GridExpr, type KernelBinding, type KernelSource } from './kernel.js';
+import { KernelParams, paramsStruct, type DimLike, type GridExpr, type HeadWindow, type KernelBinding, type KernelSource } from './kernel.js';
 import { literal, wgslComment } from './wgsl.js';
 
 /** Storage type of attention tensors (arithmetic is always f32). */
@@ -166,9 +166,9 @@ export interface KvCacheWriteSpec {
    * `firstHead .. firstHead + Hkv - 1` of a `[S, numHeads, Dv]` buffer, such as the merged QKV projection. The kernel
    * reads them in place (the head slice folded into its load).
    */
-  readonly valueSource?: { readonly numHeads: number; readonly firstHead: number };
+  readonly valueSource?: HeadWindow;
   /** The same for the new keys (default: k_new is `[S, Hkv, D]`). */
-  readonly keySource?: { readonly numHeads: number; readonly firstHead: number };
+  readonly keySource?: HeadWindow;
   /** The graph nodes implemented, for the header. */
   readonly nodes?: readonly string[];
 }
@@ -790,7 +790,7 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
   const W = Math.max(D, Dv);
   // the source row of (token s, KV head) in k_new / v_new: plain, or inside a window of a wider source's heads
   const windowConsts: string[] = [];
-  const sourceRow = (name: 'key' | 'value', prefix: 'K' | 'V', w: KvCacheWriteSpec['keySource']): string => {
+  const sourceRow = (name: 'key' | 'value', prefix: 'K' | 'V', w: HeadWindow | undefined): string => {
     if (!w) return 's * NUM_KV_HEADS + head';
     if (!Number.isInteger(w.numHeads) || !Number.isInteger(w.firstHead) || w.firstHead < 0 || w.firstHead + Hkv > w.numHeads)
       throw new ShapeError('kv-cache-write', `${name} heads ${w.firstHead}..${w.firstHead + Hkv - 1} are not inside a source of ${w.numHeads} heads`);

@@ -17,7 +17,7 @@ import type { BufferRef, DispatchManifest } from '../runtime/engine-manifest.js'
 import { chooseAttentionVariant, decodeRowLanes, generateAttentionKernel, generateKvCacheWriteKernel, generatePagedAttentionKernel, type AttentionVariant } from './attention.js';
 import { ELEMENTWISE_KERNEL_OPS, generateElementwiseKernel, scalarExpr } from './elementwise.js';
 import { generateConcatKernel, generateEmbeddingKernel, generateGatherKernel, generateSliceKernel, generateTransposeKernel } from './gather.js';
-import type { KernelSource } from './kernel.js';
+import type { HeadWindow, KernelSource } from './kernel.js';
 import { chooseMatmulVariant, generateGeneralMatmulKernel, generateMatmulKernel, isSoftwareDevice, type MatmulActivation, type MatmulDeviceInfo, type MatmulEpilogueOperand, type MatmulSpec, type MatmulVariantKind } from './matmul.js';
 import { generateNormKernel } from './norm.js';
 import { generateReduceKernel } from './reduce.js';
@@ -38,7 +38,7 @@ export interface PagedAttention {
    * attention node is a `fused {kind: 'attention'}` whose program is that head slice then the attention: the KV-cache
    * write reads the values in place and no slice copy runs.
    */
-  readonly vHeads?: { readonly numHeads: number; readonly firstHead: number };
+  readonly vHeads?: HeadWindow;
 }
 
 /** Kernel variants forced over the heuristics. */

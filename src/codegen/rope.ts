@@ -16,7 +16,7 @@
  */
 import { InputError, ShapeError } from '../errors.js';
 import { ropeFrequency } from '../runtime/cpu/math.js';
-import { KernelParams, type DimLike, type KernelBinding, type KernelSource } from './kernel.js';
+import { KernelParams, type DimLike, type HeadWindow, type KernelBinding, type KernelSource } from './kernel.js';
 import { literal, wgslComment } from './wgsl.js';
 
 /** Positions read from a `positions` binding of `[S]` integers. */
@@ -63,7 +63,7 @@ export interface RopeSpec {
    * firstHead + H - 1` of a `[S, numHeads, D]` buffer, as when q and k are head slices of a merged QKV projection.
    * The kernel reads them in place (a slice on the head axis folded into the load), so no copy runs first.
    */
-  readonly source?: { readonly numHeads: number; readonly firstHead: number };
+  readonly source?: HeadWindow;
   /** The graph nodes implemented (printed form), for the header. */
   readonly nodes?: readonly string[];
 }
