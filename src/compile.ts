@@ -16,7 +16,7 @@ import { PASSES, resolvePipeline, runPasses, type PipelineResult } from './passe
 import { discreteGpuProfile, lavapipeProfile, type DeviceProfile } from './passes/device-profile.js';
 import { rewriteGraph } from './passes/rewrite.js';
 import { buildFusedNode } from './passes/fuse-elementwise.js';
-import { computedInputName, legalizeForWebGPU, lowerGraph, type LowerVariants, type PagedAttention } from './codegen/lower.js';
+import { computedInputName, headSliceWindow, legalizeForWebGPU, lowerGraph, type LowerVariants, type PagedAttention } from './codegen/lower.js';
 import { isSoftwareDevice } from './codegen/matmul.js';
 import { generateSamplingKernel } from './codegen/sampling.js';
 import type { KernelSource } from './codegen/kernel.js';
@@ -124,18 +124,6 @@ export function lowerPagedKv(g: Graph): PagedKvLowering {
     ],
   );
   return { graph: r.graph, paged };
-}
-
-/** The head window of `n` when it is a slice of heads (axis 2 of a rank-4 tensor, step 1, static bounds). */
-function headSliceWindow(n: Node): { numHeads: number; firstHead: number } | undefined {
-  if (n.op !== 'slice' || n.rank !== 4) return undefined;
-  const { axes, starts, steps } = n.attrs as { axes: number[]; starts: unknown[]; steps: number[] };
-  const total = n.inputs[0].shape[2];
-  const heads = n.shape[2];
-  const first = starts[0];
-  if (axes.length !== 1 || axes[0] !== 2 || steps[0] !== 1 || typeof total !== 'number' || typeof heads !== 'number') return undefined;
-  if (typeof first !== 'number' || !Number.isInteger(first) || first < 0 || first + heads > total) return undefined;
-  return { numHeads: total, firstHead: first };
 }
 
 /** Collects engine weights (graph weights and materialized constants) and their bytes. */

@@ -12,6 +12,8 @@ import {
   type AttentionVariant,
 } from '../src/codegen/attention.js';
 import type { KernelSource } from '../src/codegen/kernel.js';
+import { headSliceWindow } from '../src/codegen/lower.js';
+import { GraphBuilder } from '../src/ir/builder.js';
 import { attention } from '../src/runtime/cpu/kernels.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { fromDeviceBytes } from '../src/runtime/webgpu/one-shot.js';
@@ -304,6 +306,16 @@ describe('contiguous attention (no KV cache)', () => {
 });
 
 describe('attention codegen (no device)', () => {
+  it('takes only static, step-1 slices of the head axis of a rank-4 tensor as head windows', () => {
+    const b = new GraphBuilder();
+    const qkv = b.input('qkv', 'f32', [1, 'seq', 16, 8]);
+    expect(headSliceWindow(b.slice(qkv, { axes: [2], starts: [12], ends: [16] }))).toEqual({ numHeads: 16, firstHead: 12 });
+    expect(headSliceWindow(b.slice(qkv, { axes: [2], starts: [0], ends: [16], steps: [2] }))).toBeUndefined();
+    expect(headSliceWindow(b.slice(qkv, { axes: [3], starts: [0], ends: [4] }))).toBeUndefined();
+    expect(headSliceWindow(b.slice(qkv, { axes: [1, 2], starts: [0, 0], ends: [1, 4] }))).toBeUndefined();
+    expect(headSliceWindow(qkv)).toBeUndefined();
+  });
+
   it('chooses decode for small known S and prefill-flash otherwise', () => {
     expect(chooseAttentionVariant(1)).toBe('decode');
     expect(chooseAttentionVariant('1')).toBe('decode');

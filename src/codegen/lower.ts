@@ -376,6 +376,21 @@ function attentionVariant(ctx: LowerContext, v: AttentionVariant['kind'] | Atten
 }
 
 /**
+ * The head window `n` reads when it is a slice of heads (axis 2 of a rank-4 tensor, step 1, static bounds), such as
+ * q, k or v of a merged QKV projection; `undefined` for any other node.
+ */
+export function headSliceWindow(n: Node): HeadWindow | undefined {
+  if (n.op !== 'slice' || n.rank !== 4) return undefined;
+  const { axes, starts, steps } = n.attrs as { axes: number[]; starts: unknown[]; steps: number[] };
+  const total = n.inputs[0].shape[2];
+  const heads = n.shape[2];
+  const first = starts[0];
+  if (axes.length !== 1 || axes[0] !== 2 || steps[0] !== 1 || typeof total !== 'number' || typeof heads !== 'number') return undefined;
+  if (typeof first !== 'number' || !Number.isInteger(first) || first < 0 || first + heads > total) return undefined;
+  return { numHeads: total, firstHead: first };
+}
+
+/**
  * The rope kernel of a plain `rope` or of a `fused {kind: 'rope'}` whose program is a head slice (axis 2, step 1)
  * then the rope: the kernel reads that window of heads in place. Throws {@link UnsupportedOpError} for other forms.
  */
@@ -387,16 +402,9 @@ function ropeLaunch(node: Node): { spec: RopeSpec; x: Node; pos: Node } {
   let x = sliced;
   let source: RopeSpec['source'];
   if (node.op === 'fused') {
-    const a = steps[0].attrs;
-    const [axes, starts, steps1] = [a.axes, a.starts, a.steps] as number[][];
-    const H = sliced.shape[2];
-    const Htot = steps[0].inputs[0].shape[2];
-    const ok =
-      steps.length === 2 && steps[0].op === 'slice' && rope.op === 'rope' && axes.length === 1 && axes[0] === 2 && steps1[0] === 1 &&
-      typeof H === 'number' && typeof Htot === 'number' && Number.isInteger(starts[0]) && starts[0] >= 0 && starts[0] + H <= Htot;
-    if (!ok) throw new UnsupportedOpError(['fused:rope'], `the WebGPU rope kernel takes only a head-slice prologue: ${label}`);
+    source = steps.length === 2 && rope.op === 'rope' && sliced === steps[0] ? headSliceWindow(steps[0]) : undefined;
+    if (!source) throw new UnsupportedOpError(['fused:rope'], `the WebGPU rope kernel takes only a head-slice prologue: ${label}`);
     x = steps[0].inputs[0];
-    source = { numHeads: Htot as number, firstHead: starts[0] };
   }
   const [b, s, h, d] = sliced.shape;
   if (b !== 1 || typeof h !== 'number' || typeof d !== 'number' || pos.rank !== 1) throw new UnsupportedOpError(['rope'], `WebGPU rope takes [1, S, H, D] with [S] positions: ${label}`);
