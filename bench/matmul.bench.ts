@@ -14,7 +14,9 @@
 import Benchmark from 'benchmark';
 import { pathToFileURL } from 'node:url';
 import { evalGrid, evalParams, type KernelSource } from '../src/codegen/kernel.js';
-import { chooseMatmulVariant, generateMatmulKernel, type MatmulDeviceInfo, type MatmulSpec, type MatmulVariant } from '../src/codegen/matmul.js';
+import { generateMatmulKernel, type MatmulSpec, type MatmulVariant } from '../src/codegen/matmul/index.js';
+import { chooseMatmulVariant, type MatmulScheduleTarget } from '../src/codegen/schedule/matmul.js';
+import { isSoftwareAdapter } from '../src/runtime/device.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
 
 /** One measured case. */
@@ -56,13 +58,13 @@ function bindingLimit(device: GPUDevice): number {
   return device.limits.maxStorageBufferBindingSize;
 }
 
-function deviceInfoOf(device: GPUDevice): MatmulDeviceInfo {
+function deviceInfoOf(device: GPUDevice): MatmulScheduleTarget {
   const ai = (device as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
   const min = ai?.subgroupMinSize;
   const sub = typeof min === 'number' && min > 0 ? { min, max: ai?.subgroupMaxSize ?? min } : undefined;
   return {
+    deviceClass: isSoftwareAdapter(ai) ? 'software-gpu' : 'gpu',
     features: [...device.features],
-    adapter: { vendor: ai?.vendor ?? '', architecture: ai?.architecture ?? '', device: ai?.device ?? '', description: ai?.description ?? '' },
     ...(sub ? { subgroupSize: sub } : {}),
     limits: { maxComputeInvocationsPerWorkgroup: device.limits.maxComputeInvocationsPerWorkgroup },
   };
@@ -316,7 +318,7 @@ export async function runMatmulBench(device: GPUDevice, options: MatmulBenchOpti
     const variants: MatmulVariant[] = [
       // the subgroup variant needs a fixed subgroup size; the lavapipe heuristic picks its tuning
       ...(hasSubgroups && info.subgroupSize && info.subgroupSize.min === info.subgroupSize.max
-        ? [chooseMatmulVariant({ M: S, N: S, K: S }, { ...info, profile: 'lavapipe' }), { kind: 'gemm-subgroup', subgroupSize: info.subgroupSize.min, rowsPerLane: 1, colsPerLane: 4 } as MatmulVariant]
+        ? [chooseMatmulVariant({ M: S, N: S, K: S }, { ...info, deviceClass: 'software-gpu' }), { kind: 'gemm-subgroup', subgroupSize: info.subgroupSize.min, rowsPerLane: 1, colsPerLane: 4 } as MatmulVariant]
         : []),
       { kind: 'gemm-tiled' },
       { kind: 'naive' },

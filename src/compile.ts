@@ -7,123 +7,64 @@ import { DeviceError, InputError, UnsupportedOpError } from './errors.js';
 import { printNode } from './ir/printer.js';
 import type { LoadedModel } from './frontends/load.js';
 import type { Dim, DimBindings } from './ir/dim.js';
-import { Graph } from './ir/graph.js';
-import { makeNode, type Node } from './ir/node.js';
+import type { Graph } from './ir/graph.js';
+import type { Node } from './ir/node.js';
+import { pagedAttentionOf } from './ir/paged-kv.js';
+import type { KvCacheLayout, PrecisionPolicy, Target } from './ir/target.js';
 import { WeightStore, type WeightEntry } from './ir/weights.js';
-import { planMemory } from './passes/memory-plan.js';
-import { assignSlots } from './passes/buffer-slots.js';
-import { PASSES, resolvePipeline, runPasses, type PipelineResult } from './passes/pipeline.js';
-import { discreteGpuProfile, lavapipeProfile, type DeviceProfile } from './passes/device-profile.js';
-import { rewriteGraph } from './passes/rewrite.js';
-import { buildFusedNode } from './passes/fuse-elementwise.js';
-import { computedInputName, headSliceWindow, legalizeForWebGPU, lowerGraph, type LowerVariants, type PagedAttention } from './codegen/lower.js';
-import { isSoftwareDevice } from './codegen/matmul.js';
+import type { MemoryPlan } from './passes/memory-plan.js';
+import { assignSlots, type SlotPlan } from './passes/buffer-slots.js';
+import { runPasses, type PipelineResult } from './passes/pipeline.js';
+import type { Launch, LaunchOperand, LowerVariants } from './codegen/family.js';
+import { computedInputName } from './codegen/lower.js';
 import { generateSamplingKernel } from './codegen/sampling.js';
+import { createTarget } from './codegen/target.js';
 import type { KernelSource } from './codegen/kernel.js';
 import { Engine } from './runtime/engine.js';
-import { ENGINE_FORMAT_VERSION, type SamplerSettings, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest, type WeightManifest } from './runtime/engine-manifest.js';
+import { ENGINE_FORMAT_VERSION, type BufferRef, type SamplerSettings, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest, type WeightManifest } from './runtime/engine-manifest.js';
 import { requestGPUDevice, type DeviceInfo, type GPUDeviceHandle } from './runtime/device.js';
 import { bindInputs } from './runtime/cpu/interpreter.js';
 import type { Tensor } from './runtime/cpu/tensor.js';
 import { byteSize } from './ir/dtype.js';
 import { evalShape, shapeToJSON } from './ir/dim.js';
+import { launchesOf, runWebGPUPipeline, webgpuGraphStages, type PlanSpec, type WebGPUPipelineResult } from './webgpu-pipeline.js';
 
 /** Options of {@link compile} and {@link compileGraph}. */
 export interface CompileOptions {
-  /** The device the kernels are chosen for (from `requestGPUDevice().info` or `probeWebGPU()`). */
-  device: DeviceInfo;
+  /** The target (from `createTarget`); when absent, one is built from `device` and the options below. */
+  target?: Target;
+  /** The device the kernels are chosen for (from `requestGPUDevice().info` or `probeWebGPU()`), when no `target` is given. */
+  device?: DeviceInfo;
+  /** Precision policy (default `auto`): `f32` keeps every weight and activation f32, `f16` stores in f16 where the precision rules allow. */
+  precision?: PrecisionPolicy;
+  /** KV-cache layout (default 16 tokens per block, f32). */
+  kv?: Partial<KvCacheLayout>;
   /** Pass pipeline before lowering (default `O3`). */
   passes?: string;
   /** Largest prompt chunk one prefill step takes (default min(maxPositions, 128)); longer prompts are chunked. */
   prefillChunk?: number;
-  /** Tokens per KV-cache block (default 16). */
-  blockSize?: number;
   /** Sampling settings the GPU sampler is built for (default temperature 1, top-p 0.9). */
   sampling?: SamplerSettings;
   /** Override of the device's storage-binding limit (tests use a small one to exercise splitting). */
   maxStorageBufferBindingSize?: number;
-  /** Kernel variants to force over the heuristics (tuning, debugging). */
+  /** Kernel variants to force over the schedule rules (tuning, debugging). */
   variants?: LowerVariants;
+  /** Print the IR after these stages (or all), as `--print-ir-after` does. */
+  printIrAfter?: readonly string[] | 'all';
   /** Progress lines (compile steps and their times). */
   onProgress?: (line: string) => void;
 }
 
-/** The device profile the optimizer uses for a WebGPU device. */
-export function profileFor(info: DeviceInfo): DeviceProfile {
-  const base = isSoftwareDevice(info) ? lavapipeProfile : discreteGpuProfile;
-  return { ...base, hasF16: info.features.includes('shader-f16') && base.hasF16, maxStorageBufferBindingSize: info.limits.maxStorageBufferBindingSize ?? base.maxStorageBufferBindingSize };
+/** The target `o` names, or the one built from its device and options. */
+export function targetOf(o: CompileOptions): Target {
+  if (o.target) return o.target;
+  if (!o.device) throw new InputError('compile options need a target or a device');
+  return createTarget(o.device, { precision: o.precision, kv: o.kv, maxStorageBufferBindingSize: o.maxStorageBufferBindingSize });
 }
 
-/** Pass options for WebGPU: fuse only the forms the kernels implement (matmul epilogues, rope reading a head slice, elementwise chains). */
-const WEBGPU_PASS_OPTIONS = { epilogueFusion: { anchors: ['matmul', 'rope'], prologues: ['rope'] } };
-
-/** Runs the pass pipeline for a WebGPU device (fusion limited to what the kernels implement; oversized weights split). */
-export function optimizeForWebGPU(graph: Graph, device: DeviceInfo, passes: string, bindings: DimBindings): PipelineResult {
-  return optimize(graph, { device, passes }, bindings);
-}
-
-function optimize(graph: Graph, o: CompileOptions, bindings: DimBindings): PipelineResult {
-  // the device's binding limit always applies: oversized weights are split (or named in an error) before codegen
-  const listed = resolvePipeline(o.passes ?? 'O3').filter((p) => p.name !== 'plan-memory' && p.name !== 'split-large-weights');
-  // split after projections are merged (merged weights are larger) and before fusion (the rules match plain matmuls)
-  const at = listed.findIndex((p) => p.name.startsWith('fuse-'));
-  const passes = at < 0 ? [...listed, PASSES['split-large-weights'], PASSES.dce] : [...listed.slice(0, at), PASSES['split-large-weights'], ...listed.slice(at)];
-  const device = { ...profileFor(o.device), ...(o.maxStorageBufferBindingSize ? { maxStorageBufferBindingSize: o.maxStorageBufferBindingSize } : {}) };
-  const r = runPasses(graph, passes, { device, options: { ...WEBGPU_PASS_OPTIONS, bindings } });
-  return { ...r, graph: legalizeForWebGPU(r.graph, { device: { ...o.device, profile: profileFor(o.device) }, expectedSeq: bindings.seq ?? 1, variants: o.variants }) };
-}
-
-/** Result of {@link lowerPagedKv}. */
-export interface PagedKvLowering {
-  /** The graph with paged attention nodes and without `present_*` outputs. */
-  graph: Graph;
-  /** The attention nodes that read the paged cache, with their layers. */
-  paged: Map<Node, PagedAttention>;
-}
-
-/**
- * Replaces each `attention(q, concat(past_k.L, k), concat(past_v.L, v))` by `attention(q, k, v)` reading the paged
- * cache (the returned map says which nodes and layers), and drops the `present_*` outputs: the engine keeps keys and
- * values in its KV pools instead of passing them through the graph.
- */
-export function lowerPagedKv(g: Graph): PagedKvLowering {
-  const paged = new Map<Node, PagedAttention>();
-  const users = g.users();
-  const pastLayer = (n: Node, prefix: string): number | undefined => {
-    const m = n.op === 'input' ? new RegExp(`^${prefix}\\.(\\d+)$`).exec(String(n.attrs.name)) : null;
-    return m ? Number(m[1]) : undefined;
-  };
-  const r = rewriteGraph(
-    g.withOutputs(g.outputs.filter((o) => !o.name.startsWith('present_'))),
-    [
-      {
-        name: 'paged-attention',
-        root: 'attention',
-        apply: ({ node }) => {
-          const [q, kc, vc, mask] = node.inputs;
-          if (mask || kc.op !== 'concat' || vc.op !== 'concat' || kc.inputs.length !== 2 || vc.inputs.length !== 2) return undefined;
-          const lk = pastLayer(kc.inputs[0], 'past_k');
-          const lv = pastLayer(vc.inputs[0], 'past_v');
-          if (lk === undefined || lk !== lv || q.shape[0] !== 1) return undefined;
-          const [k, v] = [kc.inputs[1], vc.inputs[1]];
-          const rep = makeNode('attention', [q, k, v], node.attrs);
-          // values that are a head slice read only by this cache concat (v of a merged QKV projection): the KV-cache
-          // write reads them in place from the projection, with no slice copy
-          const window = headSliceWindow(v);
-          if (window && (users.get(v) ?? []).every((u) => u === vc)) {
-            const fused = buildFusedNode({ kind: 'attention', nodes: [v, rep], root: rep });
-            if (fused) {
-              paged.set(fused, { layer: lk, k, v: v.inputs[0], vHeads: window });
-              return fused;
-            }
-          }
-          paged.set(rep, { layer: lk, k, v });
-          return rep;
-        },
-      },
-    ],
-  );
-  return { graph: r.graph, paged };
+/** Runs the WebGPU pipeline's graph stages (optimization for the target, legalization, lowering) on `graph`. */
+export function optimizeForWebGPU(graph: Graph, target: Target, passes: string, bindings: DimBindings): PipelineResult {
+  return runPasses(graph, webgpuGraphStages(passes), { target, options: { bindings } });
 }
 
 /** Collects engine weights (graph weights and materialized constants) and their bytes. */
@@ -185,23 +126,40 @@ function weightIndexFor(g: Graph, packer: WeightPacker, constants: Map<Node, Wei
   };
 }
 
-/** Makes sure every graph output is an activation (an output that is an input, weight or constant gets a copy). */
-function materializeOutputs(g: Graph): Graph {
-  const outs = g.outputs.map((o) => ({ name: o.name, node: ['input', 'weight', 'constant', 'reshape'].includes(o.node.op) ? makeNode('expand', [o.node], { shape: [...o.node.shape] }) : o.node }));
-  return g.withOutputs(outs);
+/** The buffer holding a graph value: an input, a weight (or a materialized constant), or an arena slot. */
+function bufferOf(node: Node, slots: SlotPlan, weightIndex: (n: Node) => number): BufferRef {
+  let n = node;
+  while (n.op === 'reshape' && ['input', 'weight', 'constant', 'reshape'].includes(n.inputs[0].op)) n = n.inputs[0];
+  if (n.op === 'input') return { kind: 'input', name: String(n.attrs.name) };
+  const computed = computedInputName(n);
+  if (computed) return { kind: 'input', name: computed };
+  if (n.op === 'weight' || n.op === 'constant') return { kind: 'weight', weight: weightIndex(n), part: 'values' };
+  const b = slots.of.get(node);
+  if (!b) throw new UnsupportedOpError([node.op], `no buffer was planned for ${printNode(node)}`);
+  return { kind: 'arena', slot: b.slot, size: b.bytes };
+}
+
+/** The engine's kernels: one entry per distinct WGSL text. */
+class KernelTable {
+  readonly kernels: KernelSource[] = [];
+  private readonly index = new Map<string, number>();
+  /** The index of `k`'s kernel, adding it when its WGSL is new. */
+  add(k: KernelSource): number {
+    let i = this.index.get(k.wgsl);
+    if (i === undefined) this.index.set(k.wgsl, (i = this.kernels.push(k) - 1));
+    return i;
+  }
 }
 
 interface BuiltPlans {
-  kernels: KernelSource[];
   plans: PlanManifest[];
   slots: number[];
-  graph: Graph;
   outputs: IOManifest[];
 }
 
-function buildPlans(graph: Graph, o: CompileOptions, plans: { name: string; maxSeq: number; bindings: DimBindings }[], paged: Map<Node, PagedAttention>, packer: WeightPacker): BuiltPlans {
-  const kernels: KernelSource[] = [];
-  const kernelIndex = new Map<string, number>();
+/** The engine plans: each plan's slots (graph outputs pinned to the first ones) and its launches bound to buffers. */
+function buildPlans(pipeline: WebGPUPipelineResult, target: Target, kernels: KernelTable, packer: WeightPacker, onProgress?: (line: string) => void): BuiltPlans {
+  const graph = pipeline.graph;
   const constants = new Map<Node, WeightEntry>();
   const weightIndex = weightIndexFor(graph, packer, constants);
   let slotBytes: number[] = [];
@@ -214,31 +172,16 @@ function buildPlans(graph: Graph, o: CompileOptions, plans: { name: string; maxS
     if (!pinned.has(s)) pinned.set(s, pinned.size);
   });
   let outputs: IOManifest[] = [];
-  for (const p of plans) {
-    const t0 = performance.now();
-    const plan = planMemory(graph, { bindings: p.bindings });
+  const limit = target.limits.maxStorageBufferBindingSize ?? Number.MAX_SAFE_INTEGER;
+  for (const { spec: p, graph: g } of pipeline.plans) {
+    const plan = g.meta.memoryPlan as MemoryPlan;
     const slots = assignSlots(plan, slotBytes, pinned);
     slotBytes = slots.slotBytes;
-    const limit = o.maxStorageBufferBindingSize ?? o.device.limits.maxStorageBufferBindingSize ?? Number.MAX_SAFE_INTEGER;
     for (const [node, s] of slots.of)
       if (s.bytes > limit)
         throw new DeviceError('LIMIT_EXCEEDED', `activation ${printNode(node)} needs ${s.bytes} bytes for ${Object.entries(p.bindings).map(([k, v]) => `${k}=${v}`).join(' ')}, more than one storage binding allows (maxStorageBufferBindingSize ${limit}); use a smaller prefill chunk`);
-    const dispatches: DispatchManifest[] = lowerGraph({
-      device: { ...o.device, profile: profileFor(o.device) },
-      plan,
-      slots,
-      expectedSeq: p.maxSeq,
-      paged,
-      blockSize: o.blockSize ?? 16,
-      variants: o.variants,
-      weightIndex,
-      kernelIndex: (k) => {
-        const key = k.wgsl;
-        let i = kernelIndex.get(key);
-        if (i === undefined) kernelIndex.set(key, (i = kernels.push(k) - 1));
-        return i;
-      },
-    });
+    const bind = (x: LaunchOperand): BufferRef => ('kind' in x && !('op' in x) ? x : bufferOf(x as Node, slots, weightIndex));
+    const dispatches: DispatchManifest[] = launchesOf(g).map((l: Launch) => ({ kernel: kernels.add(l.kernel), bindings: l.operands.map(bind), label: l.label }));
     built.push({ name: p.name, maxSeq: p.maxSeq, dispatches });
     // outputs are read from the plan whose shapes are largest (the last one)
     outputs = graph.outputs.map((out) => {
@@ -246,9 +189,9 @@ function buildPlans(graph: Graph, o: CompileOptions, plans: { name: string; maxS
       return { name: out.name, dtype: out.node.dtype, shape: shapeToJSON(out.node.shape).map(String), maxBytes: b.bytes, ref: { kind: 'arena', slot: b.slot, size: b.bytes } };
     });
     const total = slotBytes.reduce((a, b) => a + b, 0);
-    o.onProgress?.(`compile: ${p.name} plan: ${dispatches.length} dispatches, ${slotBytes.length} activation buffers, ${(total / 1024).toFixed(0)} KiB (naive ${(plan.peakBytesNaive / 1024).toFixed(0)} KiB, planned for seq=${p.bindings.seq ?? '-'}) in ${(performance.now() - t0).toFixed(0)} ms`);
+    onProgress?.(`compile: ${p.name} plan: ${dispatches.length} dispatches, ${slotBytes.length} activation buffers, ${(total / 1024).toFixed(0)} KiB (naive ${(plan.peakBytesNaive / 1024).toFixed(0)} KiB, planned for seq=${p.bindings.seq ?? '-'})`);
   }
-  return { kernels, plans: built, slots: slotBytes, graph, outputs };
+  return { plans: built, slots: slotBytes, outputs };
 }
 
 function inputsOf(graph: Graph, bindings: DimBindings, exclude: (name: string) => boolean): IOManifest[] {
@@ -275,29 +218,44 @@ function requiredFeatures(kernels: readonly KernelSource[]): string[] {
   return [...f].sort();
 }
 
-/** Compiles a causal language model (with its paged KV cache and GPU sampling) into an engine. */
-export async function compile(model: LoadedModel, o: CompileOptions): Promise<Engine> {
+/** The engine manifest and weights of a compiled model, with the pipeline that made them (no device needed). */
+export interface CompiledEngine {
+  /** The engine manifest. */
+  readonly manifest: EngineManifest;
+  /** The weights, in the layout the manifest's weight parts point into. */
+  readonly weights: Uint8Array;
+  /** The pipeline run: per-stage times, the optimization report, per-plan graphs. */
+  readonly pipeline: WebGPUPipelineResult;
+  /** The target compiled for. */
+  readonly target: Target;
+}
+
+function describeTarget(t: Target): string {
+  return `${t.adapter.vendor} ${t.adapter.device} (${t.adapter.description})`.trim();
+}
+
+/**
+ * Compiles a causal language model (with its paged KV cache and GPU sampling) into an engine manifest and weights,
+ * for a target: no device is needed (`inspect --target webgpu` uses this).
+ */
+export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEngine {
   const t0 = performance.now();
+  const target = targetOf(o);
   const maxPositions = model.maxPositions;
   const chunk = Math.min(o.prefillChunk ?? 128, maxPositions);
   if (!(Number.isInteger(chunk) && chunk >= 1)) throw new InputError(`prefillChunk must be a positive integer, got ${o.prefillChunk}`);
   const built0 = model.build({ lastTokenLogitsOnly: true });
-  const opt = optimize(built0, o, { seq: chunk, past: 0, batch: 1 });
-  o.onProgress?.(`compile: ${opt.timings.length} passes in ${opt.timings.reduce((a, t) => a + t.ms, 0).toFixed(0)} ms`);
-  const { graph: lowered, paged } = lowerPagedKv(opt.graph);
-  if (paged.size === 0) throw new UnsupportedOpError(['attention'], 'no KV-cache attention found in the model graph (expected attention over concat(past_k.L, k))');
-  const graph = materializeOutputs(lowered);
+  const planSpecs: PlanSpec[] = [
+    { name: 'decode', maxSeq: 1, bindings: { seq: 1, past: 0, batch: 1 } },
+    ...(chunk > 1 ? [{ name: 'prefill', maxSeq: chunk, bindings: { seq: chunk, past: 0, batch: 1 } }] : []),
+  ];
+  const pipeline = runWebGPUPipeline(built0, target, planSpecs, { passes: o.passes, variants: o.variants, printIrAfter: o.printIrAfter });
+  o.onProgress?.(`compile: ${pipeline.timings.length} stages in ${pipeline.timings.reduce((a, t) => a + t.ms, 0).toFixed(0)} ms`);
+  const graph = pipeline.graph;
+  if (pagedAttentionOf(graph).size === 0) throw new UnsupportedOpError(['attention'], 'no KV-cache attention found in the model graph (expected attention over concat(past_k.L, k))');
   const packer = new WeightPacker();
-  const plans = buildPlans(
-    graph,
-    o,
-    [
-      { name: 'decode', maxSeq: 1, bindings: { seq: 1, past: 0, batch: 1 } },
-      ...(chunk > 1 ? [{ name: 'prefill', maxSeq: chunk, bindings: { seq: chunk, past: 0, batch: 1 } }] : []),
-    ],
-    paged,
-    packer,
-  );
+  const kernels = new KernelTable();
+  const plans = buildPlans(pipeline, target, kernels, packer, o.onProgress);
   const c = model.config;
   const vocab = c.vocabSize;
   const logits = plans.outputs.find((x) => x.name === 'logits');
@@ -305,12 +263,8 @@ export async function compile(model: LoadedModel, o: CompileOptions): Promise<En
   // scratch slot for the sampler's probabilities
   const probsSlot = plans.slots.push(Math.ceil((vocab * 4) / 256) * 256) - 1;
   const s = o.sampling ?? { temperature: 1, topp: 0.9 };
-  const addKernel = (k: KernelSource): number => {
-    const i = plans.kernels.findIndex((x) => x.wgsl === k.wgsl);
-    return i >= 0 ? i : plans.kernels.push(k) - 1;
-  };
   // software rasterizers compile hidden-bound loops much faster (see the kernels' staticLoops)
-  const tuning = isSoftwareDevice(o.device) ? { staticLoops: false, workgroupSize: 64 as const } : {};
+  const tuning = target.deviceClass === 'software-gpu' ? { staticLoops: false, workgroupSize: 64 as const } : {};
   const argmaxK = generateSamplingKernel({ vocab, dtype: 'f32', temperature: 0, ...tuning, nodes: ['argmax over the logits'] });
   const samplerK = generateSamplingKernel({ vocab, dtype: 'f32', temperature: s.temperature, topp: s.topp, topk: s.topk ?? 0, ...tuning, nodes: [`sample (temperature ${s.temperature}, top-p ${s.topp}, top-k ${s.topk ?? 0})`] });
   const logitsRef = logits.ref!;
@@ -318,34 +272,40 @@ export async function compile(model: LoadedModel, o: CompileOptions): Promise<En
   // the KV cache's geometry comes from the graph's past-key inputs: [1, past, kvHeads, headDim] per layer
   const pastK = built0.inputs.filter((i) => /^past_k\.\d+$/.test(String(i.attrs.name)));
   const [, , kvHeads, hd] = pastK[0].shape as [unknown, unknown, number, number];
-  const blockSize = o.blockSize ?? 16;
+  const { blockSize, dtype: kvDType } = target.kv;
   const manifest: EngineManifest = {
     format: 'tensorwright-engine',
     version: ENGINE_FORMAT_VERSION,
     created: { by: 'tensorwright', at: new Date().toISOString() },
-    device: { description: `${o.device.adapter.vendor} ${o.device.adapter.device} (${o.device.adapter.description})`.trim(), features: o.device.features },
+    device: { description: describeTarget(target), features: [...target.features] },
     model: { family: model.family, config: model.config },
-    kernels: plans.kernels,
+    kernels: kernels.kernels,
     weights: packer.manifest,
     slots: plans.slots,
     inputs: inputsOf(graph, { seq: chunk, past: maxPositions, batch: 1 }, (n) => n.startsWith('past_')),
     outputs: plans.outputs,
     plans: plans.plans,
-    kv: { layers: pastK.length, numKvHeads: kvHeads, headDim: hd, blockSize, numBlocks: Math.ceil(maxPositions / blockSize), dtype: 'f32' },
+    kv: { layers: pastK.length, numKvHeads: kvHeads, headDim: hd, blockSize, numBlocks: Math.ceil(maxPositions / blockSize), dtype: kvDType },
     lm: {
       logits: 'logits',
       vocabSize: vocab,
       maxPositions,
       bosId: model.bosId,
       stopTokens: model.stopTokens,
-      argmax: { kernel: addKernel(argmaxK), bindings: [logitsRef, { kind: 'sample' }], label: 'argmax' },
-      sampler: { kernel: addKernel(samplerK), bindings: samplerBindings, label: 'sample' },
+      argmax: { kernel: kernels.add(argmaxK), bindings: [logitsRef, { kind: 'sample' }], label: 'argmax' },
+      sampler: { kernel: kernels.add(samplerK), bindings: samplerBindings, label: 'sample' },
       sampling: { temperature: s.temperature, topp: s.topp, topk: s.topk ?? 0 },
     },
-    requiredFeatures: requiredFeatures(plans.kernels),
+    requiredFeatures: requiredFeatures(kernels.kernels),
   };
-  o.onProgress?.(`compile: ${plans.kernels.length} kernels, ${packer.manifest.length} weights, in ${(performance.now() - t0).toFixed(0)} ms`);
-  return new Engine(manifest, packer.bin());
+  o.onProgress?.(`compile: ${kernels.kernels.length} kernels, ${packer.manifest.length} weights, in ${(performance.now() - t0).toFixed(0)} ms`);
+  return { manifest, weights: packer.bin(), pipeline, target };
+}
+
+/** Compiles a causal language model (with its paged KV cache and GPU sampling) into an engine. */
+export async function compile(model: LoadedModel, o: CompileOptions): Promise<Engine> {
+  const c = compileModel(model, o);
+  return new Engine(c.manifest, c.weights);
 }
 
 /**
@@ -353,24 +313,25 @@ export async function compile(model: LoadedModel, o: CompileOptions): Promise<En
  * values at most.
  */
 export async function compileGraph(graph: Graph, bindings: DimBindings, o: CompileOptions): Promise<Engine> {
-  const opt = optimize(graph, o, bindings);
-  const g = materializeOutputs(opt.graph);
-  const packer = new WeightPacker();
+  const target = targetOf(o);
   const seq = bindings.seq ?? 1;
-  const plans = buildPlans(g, o, [{ name: 'run', maxSeq: Math.max(seq, 1 << 30), bindings }], new Map(), packer);
+  const pipeline = runWebGPUPipeline(graph, target, [{ name: 'run', maxSeq: Math.max(seq, 1 << 30), bindings }], { passes: o.passes, variants: o.variants, printIrAfter: o.printIrAfter });
+  const packer = new WeightPacker();
+  const kernels = new KernelTable();
+  const plans = buildPlans(pipeline, target, kernels, packer, o.onProgress);
   const manifest: EngineManifest = {
     format: 'tensorwright-engine',
     version: ENGINE_FORMAT_VERSION,
     created: { by: 'tensorwright', at: new Date().toISOString() },
-    device: { description: `${o.device.adapter.vendor} ${o.device.adapter.device}`.trim(), features: o.device.features },
+    device: { description: describeTarget(target), features: [...target.features] },
     model: { family: String(graph.meta.family ?? 'graph'), config: graph.meta.config ?? {} },
-    kernels: plans.kernels,
+    kernels: kernels.kernels,
     weights: packer.manifest,
     slots: plans.slots,
-    inputs: inputsOf(g, bindings, () => false),
+    inputs: inputsOf(pipeline.graph, bindings, () => false),
     outputs: plans.outputs,
     plans: plans.plans,
-    requiredFeatures: requiredFeatures(plans.kernels),
+    requiredFeatures: requiredFeatures(kernels.kernels),
   };
   return new Engine(manifest, packer.bin());
 }

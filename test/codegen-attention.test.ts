@@ -3,8 +3,6 @@
 // 1, 2, 4, 8; ragged S, T and D; causal and not; past > 0 with shuffled block tables; block sizes 16 and others.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  chooseAttentionVariant,
-  decodeRowLanes,
   generateAttentionKernel,
   generateKvCacheWriteKernel,
   generatePagedAttentionKernel,
@@ -12,7 +10,8 @@ import {
   type AttentionVariant,
 } from '../src/codegen/attention.js';
 import type { KernelSource } from '../src/codegen/kernel.js';
-import { headSliceWindow } from '../src/codegen/lower.js';
+import { headSliceWindow } from '../src/ir/head-window.js';
+import { chooseAttentionVariant, decodeRowLanes } from '../src/codegen/schedule/attention.js';
 import { GraphBuilder } from '../src/ir/builder.js';
 import { attention } from '../src/runtime/cpu/kernels.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';

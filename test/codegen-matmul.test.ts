@@ -5,7 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { ShapeError, InputError } from '../src/errors.js';
-import { chooseMatmulVariant, generateMatmulKernel, isSoftwareDevice, matmulRequiredFeatures, type MatmulDType, type MatmulEpilogue, type MatmulSpec, type MatmulVariant } from '../src/codegen/matmul.js';
+import { chooseMatmulVariant, PLAIN_GPU } from '../src/codegen/schedule/matmul.js';
+import { createTarget } from '../src/codegen/target.js';
+import { generateMatmulKernel, matmulRequiredFeatures, type MatmulDType, type MatmulEpilogue, type MatmulSpec, type MatmulVariant } from '../src/codegen/matmul/index.js';
 import { evalGrid, evalParams } from '../src/codegen/kernel.js';
 import { matmul } from '../src/runtime/cpu/kernels.js';
 import { gelu, sigmoid } from '../src/runtime/cpu/math.js';
@@ -22,8 +24,16 @@ afterAll(async () => {
   await gpu?.destroy();
 });
 
-const LAVAPIPE = { features: ['subgroups', 'shader-f16'], adapter: { vendor: 'mesa', architecture: 'software', device: 'llvmpipe-llvm-15', description: 'llvmpipe: Mesa 25' }, subgroupSize: { min: 8, max: 8 } };
-const DISCRETE = { features: ['subgroups', 'shader-f16'], adapter: { vendor: 'nvidia', architecture: 'ampere', device: 'RTX 3080', description: '' }, subgroupSize: { min: 32, max: 32 } };
+const adapterInfo = (vendor: string, architecture: string, device: string, description: string, sg: number) => ({
+  backend: 'node-dawn' as const,
+  adapter: { vendor, architecture, device, description, isFallbackAdapter: false },
+  features: ['subgroups', 'shader-f16'],
+  missingFeatures: [],
+  limits: {},
+  subgroupSize: { min: sg, max: sg },
+});
+const LAVAPIPE = createTarget(adapterInfo('mesa', 'software', 'llvmpipe-llvm-15', 'llvmpipe: Mesa 25', 8));
+const DISCRETE = createTarget(adapterInfo('nvidia', 'ampere', 'RTX 3080', '', 32));
 
 function rand(shape: number[], seed: number, dtype: MatmulDType = 'f32'): Tensor {
   const r = new Rng(seed);
@@ -330,9 +340,11 @@ describe('matmul codegen without a device', () => {
   });
 
   it('chooses subgroup GEMM / GEMV on lavapipe and tiled GEMM / wide GEMV on real GPUs', () => {
-    expect(isSoftwareDevice(LAVAPIPE)).toBe(true);
-    expect(isSoftwareDevice(DISCRETE)).toBe(false);
-    expect(isSoftwareDevice({ features: [], profile: 'lavapipe' })).toBe(true);
+    // the target classifies the device once, from the adapter's identity or a profile name
+    expect(LAVAPIPE.deviceClass).toBe('software-gpu');
+    expect(DISCRETE.deviceClass).toBe('gpu');
+    expect(createTarget('lavapipe').deviceClass).toBe('software-gpu');
+    expect(createTarget('discrete').deviceClass).toBe('gpu');
     expect(chooseMatmulVariant({ M: 1024, N: 1024, K: 1024 }, LAVAPIPE)).toMatchObject({ kind: 'gemm-subgroup', subgroupSize: 8, rowsPerLane: 4 });
     expect(chooseMatmulVariant({ M: 'seq', N: 1024, K: 1024 }, LAVAPIPE).kind).toBe('gemm-subgroup');
     expect(chooseMatmulVariant({ M: 1, N: 4096, K: 4096, transB: true }, LAVAPIPE)).toMatchObject({ kind: 'gemv', lanesPerColumn: 8, reduction: 'subgroup' });
@@ -348,7 +360,7 @@ describe('matmul codegen without a device', () => {
     expect(chooseMatmulVariant({ M: 1024, N: 1024, K: 1024 }, DISCRETE)).toMatchObject({ kind: 'gemm-tiled', tileM: 64, tileN: 64 });
     expect(chooseMatmulVariant({ M: 1, N: 4096, K: 4096, transB: true }, DISCRETE).kind).toBe('gemv');
     // every choice generates
-    for (const d of [LAVAPIPE, DISCRETE, { features: [] }])
+    for (const d of [LAVAPIPE, DISCRETE, PLAIN_GPU])
       for (const M of [1, 4, 16, 17, 512, 'seq'])
         expect(() => generateMatmulKernel({ M, N: 96, K: 80, transB: true, variant: chooseMatmulVariant({ M, N: 96, K: 80 }, d) })).not.toThrow();
   });

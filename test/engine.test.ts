@@ -145,7 +145,7 @@ describe('engines for other graphs', () => {
       const c: LlamaConfig = { dim: 64, hiddenDim: 96, nLayers: 2, nHeads: 8, nKvHeads, vocabSize: 67, seqLen: 40, sharedClassifier: false };
       const w = randomLlamaWeights(c, nKvHeads);
       const model: LoadedModel = { format: 'llama2c', family: 'llama', path: '-', config: c, parameters: 0, weightBytes: 0, maxPositions: c.seqLen, bosId: 1, stopTokens: [], build: (o) => buildLlama(c, w, o) };
-      const engine = await compile(model, { device: gpu.info, prefillChunk: 8, blockSize: 4 });
+      const engine = await compile(model, { device: gpu.info, prefillChunk: 8, kv: { blockSize: 4 } });
       const session = await engine.createSession({ device: gpu });
       const cpu = new CpuCausalLM(model.build({ lastTokenLogitsOnly: true }), c.seqLen);
       for (const chunk of [[1, 5, 9, 13, 17], [3], [4, 8], [60]]) {

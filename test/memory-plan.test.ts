@@ -7,7 +7,7 @@ import { GraphBuilder } from '../src/ir/builder.js';
 import type { Graph } from '../src/ir/graph.js';
 import type { Node } from '../src/ir/node.js';
 import { launchesKernel } from '../src/ir/stats.js';
-import { cpuProfile } from '../src/passes/device-profile.js';
+import { cpuProfile } from '../src/ir/device-profile.js';
 import { describeMemoryPlan, memoryPlanPass, planMemory, resolvePlanBindings, verifyMemoryPlan, type MemoryPlan, type PlannedBuffer } from '../src/passes/memory-plan.js';
 import { OptimizationReport, type PassContext } from '../src/passes/pass.js';
 import type { LlamaConfig } from '../src/models/llama.js';

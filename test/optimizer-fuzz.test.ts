@@ -3,7 +3,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { runPasses } from '../src/passes/pipeline.js';
-import { lavapipeProfile, discreteGpuProfile } from '../src/passes/device-profile.js';
+import { lavapipeProfile, discreteGpuProfile } from '../src/ir/device-profile.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { arbGraphCase, compareTensors, describeCase } from './support/random-graph.js';
 

@@ -14,7 +14,7 @@ import { quantizeWeight, WeightStore } from '../src/ir/weights.js';
 import { buildLlama, randomLlamaWeights, type LlamaConfig } from '../src/models/llama.js';
 import { csePass } from '../src/passes/cse.js';
 import { dcePass } from '../src/passes/dce.js';
-import { discreteGpuProfile } from '../src/passes/device-profile.js';
+import { discreteGpuProfile } from '../src/ir/device-profile.js';
 import { foldConstantsPass } from '../src/passes/fold-constants.js';
 import { rewritePass, type Pass } from '../src/passes/pass.js';
 import { isSplatConstant, matchFirst, matchPattern, pat } from '../src/passes/pattern.js';

@@ -12,7 +12,7 @@ import type { Graph } from '../src/ir/graph.js';
 import { makeNode, type AttrValue, type Node } from '../src/ir/node.js';
 import { decodeWeight, quantizeWeight, type WeightEntry } from '../src/ir/weights.js';
 import { buildLlama, randomLlamaWeights, type LlamaConfig } from '../src/models/llama.js';
-import { cpuProfile, discreteGpuProfile, lavapipeProfile, type DeviceProfile } from '../src/passes/device-profile.js';
+import { cpuProfile, discreteGpuProfile, lavapipeProfile, type DeviceProfile } from '../src/ir/device-profile.js';
 import { dcePass } from '../src/passes/dce.js';
 import { layoutPass, preferredWeightLayout, transposeWeightEntry, weightLayoutOrigin } from '../src/passes/layout.js';
 import { F32_SENSITIVE_OPS, mixedPrecisionPass, weightInLayer, type PrecisionOptions } from '../src/passes/mixed-precision.js';

@@ -6,7 +6,7 @@
 import { countKernels, opHistogram } from '../ir/stats.js';
 import type { LoadedModel } from '../frontends/load.js';
 import { runPasses } from '../passes/pipeline.js';
-import { cpuProfile } from '../passes/device-profile.js';
+import { cpuProfile } from '../ir/device-profile.js';
 import { compile } from '../compile.js';
 import { buildLlama, randomLlamaWeights, type LlamaConfig } from '../models/llama.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';

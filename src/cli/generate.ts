@@ -11,7 +11,7 @@ import { Llama2cTokenizer } from '../frontends/llama2c/tokenizer.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { generateTokens } from '../runtime/generate.js';
 import { runPasses } from '../passes/pipeline.js';
-import { cpuProfile } from '../passes/device-profile.js';
+import { cpuProfile } from '../ir/device-profile.js';
 import { countKernels } from '../ir/stats.js';
 import { Engine, type KernelTiming } from '../runtime/engine.js';
 import { requestGPUDevice, probeWebGPU, describeDevice } from '../runtime/device.js';

@@ -11,8 +11,8 @@ import { printGraph } from '../ir/printer.js';
 import { countKernels, launchesKernel, opHistogram, weightTotals } from '../ir/stats.js';
 import { planMemory, type MemoryPlan } from '../passes/memory-plan.js';
 import { runPasses } from '../passes/pipeline.js';
-import type { DeviceProfile } from '../passes/device-profile.js';
-import { cpuProfile } from '../passes/device-profile.js';
+import type { DeviceProfile } from '../ir/device-profile.js';
+import { cpuProfile } from '../ir/device-profile.js';
 
 /** Options of the `inspect` command. */
 export interface InspectCommandOptions {

@@ -11,6 +11,7 @@
  * @module
  */
 import { optimizeForWebGPU, runGraphOnWebGPU } from '../compile.js';
+import { createTarget } from '../codegen/target.js';
 import { probeWebGPU, requestGPUDevice, type DeviceInfo, type GPUDeviceHandle } from '../runtime/device.js';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -203,6 +204,7 @@ export async function webgpuRunner(opts: { device?: GPUDeviceHandle } = {}): Pro
     if ('available' in probe) return undefined;
     info = probe;
   }
+  const target = createTarget(info);
   let handle = opts.device;
   let owned = false;
   const run = async (g: Graph, i: Record<string, Tensor>): Promise<Record<string, Tensor>> => {
@@ -213,7 +215,7 @@ export async function webgpuRunner(opts: { device?: GPUDeviceHandle } = {}): Pro
     return runGraphOnWebGPU(g, i, { device: handle, passes: 'O0' });
   };
   // optimize for the device: fusion limited to the forms the WGSL kernels implement
-  const optimize = (g: Graph, passes: string): Graph => optimizeForWebGPU(g, info, passes, {}).graph;
+  const optimize = (g: Graph, passes: string): Graph => optimizeForWebGPU(g, target, passes, {}).graph;
   return Object.assign(run, { optimize, close: async () => (owned ? handle?.destroy() : undefined) });
 }
 

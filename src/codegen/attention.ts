@@ -34,9 +34,9 @@
  * @module
  */
 import { InputError, ShapeError } from '../errors.js';
-import { parseDim } from '../ir/dim.js';
 import { KernelParams, paramsStruct, type DimLike, type GridExpr, type HeadWindow, type KernelBinding, type KernelSource } from './kernel.js';
 import { literal, wgslComment } from './wgsl.js';
+import { chooseAttentionVariant } from './schedule/attention.js';
 
 /** Storage type of attention tensors (arithmetic is always f32). */
 export type AttentionDType = 'f32' | 'f16';
@@ -86,7 +86,7 @@ export interface AttentionHeadsSpec {
   readonly causal: boolean;
   /** Score scale (default `1/sqrt(D)`, rounded to f32 as the op does). */
   readonly scale?: number;
-  /** Variant: a kind with default tuning, or a tuning. Default: {@link chooseAttentionVariant}. */
+  /** Variant: a kind with default tuning, or a tuning. Default: the schedule rule `chooseAttentionVariant`. */
   readonly variant?: AttentionVariant['kind'] | AttentionVariant;
   /** Upper bound on a workgroup's memory, bytes (default 16384). */
   readonly maxWorkgroupStorage?: number;
@@ -177,8 +177,6 @@ export interface KvCacheWriteSpec {
 export const MAX_ATTENTION_HEAD_DIM = 256;
 /** Default workgroup-memory budget (WebGPU's default `maxComputeWorkgroupStorageSize`). */
 export const DEFAULT_WORKGROUP_STORAGE = 16384;
-/** `decode` is chosen when the query length is known and at most this. */
-export const DECODE_MAX_SEQ = 8;
 
 // ---------------------------------------------------------------------------------------------------------------
 // dims and params
@@ -194,30 +192,6 @@ function checkHeads(spec: AttentionHeadsSpec): { Hq: number; Hkv: number; G: num
   const scale = Math.fround(spec.scale ?? 1 / Math.sqrt(D));
   if (!Number.isFinite(scale)) throw new InputError(`attention scale must be finite, got ${spec.scale}`);
   return { Hq, Hkv, G: Hq / Hkv, D, Dv, scale };
-}
-
-/**
- * Lanes per query head for the `decode` variant on a device. Real GPUs: 32 (a warp, or half a wave, per head).
- * Software rasterizers run a workgroup's lanes in SIMD batches that are all resumed at every barrier, so idle lanes
- * cost time there: a quarter of the widest head dim, a power of two from 4 to 32. Measured on lavapipe, decode
- * attention per step at ~260 cached tokens: stories260K (D = 8) 2.8–5.1 ms with 32 lanes, 1.1 ms with 4; a model
- * with D = 64 (8 heads x 4 layers) 12–17 ms with 32 lanes, 7–9 ms with 16.
- */
-export function decodeRowLanes(headDim: number, valueDim: number, software: boolean): number {
-  if (!software) return 32;
-  const want = Math.ceil(Math.max(headDim, valueDim) / 4);
-  let lanes = 4;
-  while (lanes < want && lanes < 32) lanes *= 2;
-  return lanes;
-}
-
-/**
- * The variant used when the spec does not name one: `decode` when the query length is a number <= {@link
- * DECODE_MAX_SEQ} (or `expectedSeq` is), otherwise `prefill-flash`.
- */
-export function chooseAttentionVariant(seq: DimLike, expectedSeq?: number): AttentionVariant['kind'] {
-  const s = typeof seq === 'number' ? seq : typeof parseDim(seq) === 'number' ? (parseDim(seq) as number) : expectedSeq;
-  return s !== undefined && s <= DECODE_MAX_SEQ ? 'decode' : 'prefill-flash';
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
  * @module
  */
 import { UnsupportedOpError } from '../errors.js';
+import { POINTWISE_OPS } from '../ir/ops.js';
 import { dimProduct, numel, type Dim } from '../ir/dim.js';
 import { dimRef } from './wgsl.js';
 import type { Node } from '../ir/node.js';
@@ -16,11 +17,8 @@ import { printNode } from '../ir/printer.js';
 import { KernelParams, type GridExpr, type KernelSource } from './kernel.js';
 import { computeType, literal, storageType, usesBitsHelper, WGSL_HELPERS, wgslComment } from './wgsl.js';
 
-/** Ops this family can compute inside a kernel. */
-export const ELEMENTWISE_KERNEL_OPS: ReadonlySet<string> = new Set([
-  'neg', 'abs', 'exp', 'log', 'sqrt', 'rsqrt', 'reciprocal', 'tanh', 'erf', 'sin', 'cos', 'silu', 'gelu', 'relu', 'sigmoid',
-  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'equal', 'less', 'greater', 'where', 'cast', 'expand',
-]);
+/** Ops this family can compute inside a kernel: the IR's pointwise ops. */
+export const ELEMENTWISE_KERNEL_OPS: ReadonlySet<string> = POINTWISE_OPS;
 
 /** A generated elementwise kernel: the launchable {@link KernelSource} plus what it computes. */
 export interface ElementwiseKernel extends KernelSource {

@@ -63,10 +63,4 @@ export function splitGrid(count: GridExpr): [GridExpr, GridExpr, GridExpr] {
   return [{ min: [count, 65535] }, { ceilDiv: [count, 65535] }, 1];
 }
 
-/** A window of heads inside a wider `[S, numHeads, D]` tensor: a head slice that a kernel reads in place. */
-export interface HeadWindow {
-  /** Heads per token in the wider tensor. */
-  readonly numHeads: number;
-  /** The wider tensor's head that is the window's head 0. */
-  readonly firstHead: number;
-}
+export type { HeadWindow } from '../ir/head-window.js';

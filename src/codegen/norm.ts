@@ -16,7 +16,7 @@
  */
 import { InputError, ShapeError } from '../errors.js';
 import type { KernelBinding, KernelSource } from './kernel.js';
-import type { MatmulEpilogue } from './matmul.js';
+import type { MatmulEpilogue } from './matmul/index.js';
 import { literal, WGSL_HELPERS, wgslComment } from './wgsl.js';
 import { RowKernel, type RowKernelOptions, type workgroupReduction } from './workgroup.js';
 

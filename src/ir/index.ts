@@ -12,3 +12,7 @@ export * from './builder.js';
 export * from './printer.js';
 export * from './verifier.js';
 export * from './stats.js';
+export * from './device-profile.js';
+export * from './target.js';
+export * from './head-window.js';
+export * from './paged-kv.js';

@@ -18,6 +18,11 @@ export const UNARY_OPS = ['neg', 'abs', 'exp', 'log', 'sqrt', 'rsqrt', 'reciproc
 export const BINARY_OPS = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum'] as const;
 /** Binary comparisons (broadcasting, bool result). */
 export const COMPARE_OPS = ['equal', 'less', 'greater'] as const;
+/**
+ * Ops computed independently per output element (with broadcasting): the unary, binary and comparison ops, `where`,
+ * `cast`, and `expand` (a broadcast read). Fusion passes may chain them into one elementwise program.
+ */
+export const POINTWISE_OPS: ReadonlySet<string> = new Set<string>([...UNARY_OPS, ...BINARY_OPS, ...COMPARE_OPS, 'where', 'cast', 'expand']);
 /** Reductions over axes. */
 export const REDUCE_OPS = ['sum', 'mean', 'max'] as const;
 

@@ -1,6 +1,6 @@
 /**
- * Elementwise fusion: every maximal tree of elementwise ops (unary, binary, comparisons, `where`, `cast`: the ops of
- * `ELEMENTWISE_KERNEL_OPS` in `src/codegen/elementwise.ts`) becomes one `fused {kind: 'elementwise'}` node, so one
+ * Elementwise fusion: every maximal tree of elementwise ops (unary, binary, comparisons, `where`, `cast`: the target's
+ * `fusion.elementwiseOps`, or `POINTWISE_OPS` without a target) becomes one `fused {kind: 'elementwise'}` node, so one
  * kernel computes it.
  *
  * An elementwise op is absorbed into its user when
@@ -17,11 +17,10 @@
  * @module
  */
 import { VerifyError } from '../errors.js';
-import { ELEMENTWISE_KERNEL_OPS } from '../codegen/elementwise.js';
 import { SymDim } from '../ir/dim.js';
 import type { Graph, GraphOutput } from '../ir/graph.js';
 import { makeNode, withInputs, type AttrValue, type Node } from '../ir/node.js';
-import type { FusedStep } from '../ir/ops.js';
+import { POINTWISE_OPS, type FusedStep } from '../ir/ops.js';
 import { printNodeContext } from '../ir/printer.js';
 import { countMatches, describeNodes, type Pass } from './pass.js';
 import { isSplatConstant } from './pattern.js';
@@ -61,9 +60,9 @@ export function hasSymbolicAttrs(node: Node): boolean {
   return Object.values(node.attrs).some(mentionsSymbol);
 }
 
-/** Whether `node` is an op the elementwise kernel family computes. */
-export function isElementwiseKernelOp(node: Node): boolean {
-  return ELEMENTWISE_KERNEL_OPS.has(node.op);
+/** Whether `node` is an op an elementwise kernel computes (`ops`: the target's `fusion.elementwiseOps`). */
+export function isElementwiseKernelOp(node: Node, ops: ReadonlySet<string> = POINTWISE_OPS): boolean {
+  return ops.has(node.op);
 }
 
 /**
@@ -144,13 +143,13 @@ export function applyFusionRegions(graph: Graph, regions: readonly FusionRegion[
  * The maximal elementwise trees of `graph` (see the module comment), each with at least two ops. Nodes in `exclude`
  * are neither absorbed nor used as roots.
  */
-export function elementwiseRegions(graph: Graph, exclude: ReadonlySet<Node> = new Set()): FusionRegion[] {
+export function elementwiseRegions(graph: Graph, exclude: ReadonlySet<Node> = new Set(), ops: ReadonlySet<string> = POINTWISE_OPS): FusionRegion[] {
   const nodes = graph.nodes();
   const users = graph.users();
   const outputs = new Set(graph.outputNodes);
   const order = new Map<Node, number>();
   nodes.forEach((n, i) => order.set(n, i));
-  const fusable = (n: Node): boolean => isElementwiseKernelOp(n) && !exclude.has(n) && !hasSymbolicAttrs(n);
+  const fusable = (n: Node): boolean => isElementwiseKernelOp(n, ops) && !exclude.has(n) && !hasSymbolicAttrs(n);
   const absorbed = (n: Node): boolean => {
     if (!fusable(n) || outputs.has(n)) return false;
     const us = users.get(n) ?? [];
@@ -182,7 +181,7 @@ export const fuseElementwisePass: Pass = {
   name: 'fuse-elementwise',
   description: 'fuse maximal trees of elementwise ops (intermediates with one user) into fused elementwise kernels',
   run(graph, ctx) {
-    const regions = elementwiseRegions(graph);
+    const regions = elementwiseRegions(graph, new Set(), ctx.target?.fusion.elementwiseOps);
     if (regions.length === 0) return graph;
     const out = applyFusionRegions(graph, regions);
     const ops = regions.reduce((acc, r) => acc + r.nodes.length, 0);

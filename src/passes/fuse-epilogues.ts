@@ -13,7 +13,7 @@
  * | `rope`, `concat` | same as the op | (usually none: these take a view prologue) |
  *
  * **Epilogues.** Starting from the anchor, the region grows by consumers (smallest topological index first): an
- * elementwise op (of `ELEMENTWISE_KERNEL_OPS` in `src/codegen/elementwise.ts`) whose operands inside the region all
+ * elementwise op (of the target's `fusion.elementwiseOps`; without a target, `POINTWISE_OPS`) whose operands inside the region all
  * have its own shape (the kernel applies the epilogue per output element; operands from outside, such as a bias `[N]`
  * or the residual, may broadcast), and each of whose operands inside the region has no other user. The region kept
  * is the largest one reached in which every node but the last (the root) has all its users inside the region and is
@@ -38,7 +38,8 @@
  */
 import type { Graph } from '../ir/graph.js';
 import { makeNode, type Node } from '../ir/node.js';
-import { applyFusionRegions, hasSymbolicAttrs, isElementwiseKernelOp, sameShape, type FusionRegion } from './fuse-elementwise.js';
+import { POINTWISE_OPS } from '../ir/ops.js';
+import { applyFusionRegions, buildFusedNode, hasSymbolicAttrs, sameShape, type FusionRegion } from './fuse-elementwise.js';
 import { countMatches, describeNodes, type Pass } from './pass.js';
 import { rewriteGraph, type RewriteRule } from './rewrite.js';
 
@@ -104,6 +105,10 @@ interface GraphFacts {
   readonly outputs: ReadonlySet<Node>;
   readonly order: Map<Node, number>;
   readonly claimed: Set<Node>;
+  /** Ops that may join as epilogue steps. */
+  readonly elementwise: ReadonlySet<string>;
+  /** Whether the target computes a candidate fused node (absent: every region is taken). */
+  readonly accepts?: (fused: Node) => boolean;
 }
 
 /** The view prologue of each operand of `anchor` (see the module comment). */
@@ -137,11 +142,18 @@ function anchorRegion(anchor: Node, kind: string, g: GraphFacts, prologues: bool
   const absorbable = (u: Node): boolean => {
     if (g.claimed.has(u) || hasSymbolicAttrs(u)) return false;
     // single-user rule: a region value read by anything else must be materialized (the gated anchor's slices aside)
-    if (isElementwiseKernelOp(u)) return u.inputs.every((x) => !region.has(x) || (sameShape(x, u) && usersOf(x).length === 1));
+    if (g.elementwise.has(u.op)) return u.inputs.every((x) => !region.has(x) || (sameShape(x, u) && usersOf(x).length === 1));
     return gated && u.op === 'slice' && u.inputs[0] === anchor;
   };
   const escapes = (n: Node): boolean => g.outputs.has(n) || usersOf(n).some((u) => !region.has(u));
-  let best: Set<Node> | undefined = region.size > 1 ? new Set(region) : undefined;
+  // a candidate region is kept only when the target has a kernel computing it as one fused node
+  const accepted = (r: Set<Node>): boolean => {
+    if (!g.accepts) return true;
+    const nodes = [...r].sort((a, b) => g.order.get(a)! - g.order.get(b)!);
+    const fused = buildFusedNode({ kind, nodes, root: nodes[nodes.length - 1] });
+    return fused !== undefined && g.accepts(fused);
+  };
+  let best: Set<Node> | undefined = region.size > 1 && accepted(region) ? new Set(region) : undefined;
   for (let step = 0; step < MAX_EPILOGUE_STEPS; step++) {
     let pick: Node | undefined;
     let pinned = 0; // nodes with a user that can never join: each must be the root
@@ -156,26 +168,33 @@ function anchorRegion(anchor: Node, kind: string, g: GraphFacts, prologues: bool
     }
     if (!pick || pinned > 1) break;
     region.add(pick);
-    if ([...region].filter(escapes).length === 1) best = new Set(region);
+    if ([...region].filter(escapes).length === 1 && accepted(region)) best = new Set(region);
   }
   if (!best) return undefined;
   const nodes = [...best].sort((a, b) => g.order.get(a)! - g.order.get(b)!);
   return { kind, nodes, root: nodes[nodes.length - 1] };
 }
 
-/** Which anchors and prologues {@link epilogueRegions} uses (a backend whose codegen handles fewer forms narrows them). */
+/**
+ * Which anchors and prologues {@link epilogueRegions} uses. A target narrows them to the forms its kernels implement
+ * (the pass takes them from `PassContext.target`'s fusion patterns).
+ */
 export interface EpilogueFusionOptions {
   /** Anchor ops to fuse around (default: every key of {@link EPILOGUE_ANCHORS}). */
   readonly anchors?: readonly string[];
   /** Whether slice-view prologues join their anchor (default true), or the anchor ops whose operands take them. */
   readonly prologues?: boolean | readonly string[];
+  /** Ops that may join as epilogue steps (default {@link POINTWISE_OPS}). */
+  readonly elementwiseOps?: ReadonlySet<string>;
+  /** Whether a candidate fused node is computed by one kernel (default: every region is). */
+  readonly accepts?: (fused: Node) => boolean;
 }
 
 /** The epilogue (and view-prologue) regions of `graph`, anchors taken in topological order, regions disjoint. */
 export function epilogueRegions(graph: Graph, opts: EpilogueFusionOptions = {}): FusionRegion[] {
   const anchors = new Set(opts.anchors ?? Object.keys(EPILOGUE_ANCHORS));
   const nodes = graph.nodes();
-  const g: GraphFacts = { users: graph.users(), outputs: new Set(graph.outputNodes), order: new Map(), claimed: new Set() };
+  const g: GraphFacts = { users: graph.users(), outputs: new Set(graph.outputNodes), order: new Map(), claimed: new Set(), elementwise: opts.elementwiseOps ?? POINTWISE_OPS, accepts: opts.accepts };
   nodes.forEach((n, i) => g.order.set(n, i));
   const regions: FusionRegion[] = [];
   for (const n of nodes) {
@@ -205,8 +224,12 @@ export const fuseEpiloguesPass: Pass = {
         message: `moved ${swapped} slice${swapped === 1 ? '' : 's'} after the reshape splitting their heads (static bounds, so they can join their reader)`,
       });
     const graph = prepared.graph;
-    // a backend may narrow the forms (ctx.options.epilogueFusion = { anchors, prologues })
-    const regions = epilogueRegions(graph, (ctx.options.epilogueFusion ?? {}) as EpilogueFusionOptions);
+    // a target narrows the forms to what its kernels implement; without one, options.epilogueFusion may
+    const f = ctx.target?.fusion;
+    const opts: EpilogueFusionOptions = f
+      ? { anchors: f.epilogueAnchors, prologues: f.prologueAnchors, elementwiseOps: f.elementwiseOps, accepts: (n) => f.accepts(n) }
+      : ((ctx.options.epilogueFusion ?? {}) as EpilogueFusionOptions);
+    const regions = epilogueRegions(graph, opts);
     if (regions.length === 0) return graph;
     const out = applyFusionRegions(graph, regions);
     const byKind = new Map<string, FusionRegion[]>();

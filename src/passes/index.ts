@@ -5,7 +5,6 @@
 export * from './pattern.js';
 export * from './rewrite.js';
 export * from './pass.js';
-export * from './device-profile.js';
 export * from './pipeline.js';
 export * from './fold-constants.js';
 export * from './fold-shapes.js';
@@ -24,4 +23,7 @@ export * from './fuse-elementwise.js';
 export * from './schedule.js';
 export * from './memory-plan.js';
 export * from './split-large-weights.js';
+export * from './legalize-webgpu.js';
+export * from './lower-paged-kv.js';
+export * from './materialize-outputs.js';
 export * from './buffer-slots.js';

@@ -39,7 +39,7 @@ import type { Graph } from '../ir/graph.js';
 import { makeNode, type AttrValue, type Node } from '../ir/node.js';
 import type { FusedStep } from '../ir/ops.js';
 import { WeightStore, type WeightArray, type WeightEntry } from '../ir/weights.js';
-import type { DeviceProfile } from './device-profile.js';
+import type { DeviceProfile } from '../ir/device-profile.js';
 import { countMatches, describeNodes, type Pass, type PassContext } from './pass.js';
 import { pat } from './pattern.js';
 import { rewriteGraph, type RewriteContext, type RewriteRule } from './rewrite.js';

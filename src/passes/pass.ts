@@ -6,7 +6,8 @@
  */
 import type { Graph } from '../ir/graph.js';
 import type { Node } from '../ir/node.js';
-import type { DeviceProfile } from './device-profile.js';
+import type { DeviceProfile } from '../ir/device-profile.js';
+import type { Target } from '../ir/target.js';
 import { rewriteGraph, type RewriteRule } from './rewrite.js';
 
 /** What a report entry is about. */
@@ -61,8 +62,13 @@ export interface PassOptions {
 export interface PassContext {
   /** Options for this pipeline run (`options.device` is the same profile as {@link PassContext.device}). */
   readonly options: PassOptions;
-  /** The target device. */
+  /** The target device's cost profile (the target's `profile` when there is a target). */
   readonly device: DeviceProfile;
+  /**
+   * The target, when compiling for a WebGPU device (absent for the CPU reference backend): fusion passes form only
+   * its {@link Target.fusion} patterns, lowering stages read its limits and KV-cache layout.
+   */
+  readonly target?: Target;
   /** The report passes append to. */
   readonly report: OptimizationReport;
   /** Rewrite-rule match counts of the whole run, by rule name; {@link countMatches} adds to it. */
@@ -77,6 +83,8 @@ export interface Pass {
   readonly description: string;
   /** Runs the pass. Must be pure: the input graph is left as it was. */
   run(graph: Graph, ctx: PassContext): Graph;
+  /** The text `--print-ir-after` shows for this pass's result (default: the IR); a lowering stage adds what it decided. */
+  print?(graph: Graph): string;
 }
 
 /** Adds rewrite match counts to the run's totals. */

@@ -13,7 +13,8 @@ import { printGraph } from '../ir/printer.js';
 import { verifyGraph } from '../ir/verifier.js';
 import { csePass } from './cse.js';
 import { dcePass } from './dce.js';
-import { cpuProfile, type DeviceProfile } from './device-profile.js';
+import { cpuProfile, type DeviceProfile } from '../ir/device-profile.js';
+import type { Target } from '../ir/target.js';
 import { foldConstantsPass } from './fold-constants.js';
 import { OptimizationReport, type Pass, type PassContext } from './pass.js';
 import { simplifyPass } from './simplify.js';
@@ -28,6 +29,9 @@ import { fuseEpiloguesPass } from './fuse-epilogues.js';
 import { fuseElementwisePass } from './fuse-elementwise.js';
 import { memoryPlanPass } from './memory-plan.js';
 import { splitLargeWeightsPass } from './split-large-weights.js';
+import { legalizeWebGPUPass } from './legalize-webgpu.js';
+import { lowerPagedKvPass } from './lower-paged-kv.js';
+import { materializeOutputsPass } from './materialize-outputs.js';
 
 // The pass interface lives in pass.ts so that pass files can import it (and `rewritePass`) without an import cycle
 // through this registry; it is re-exported here for users of the pass manager.
@@ -49,6 +53,9 @@ export const ALL_PASSES: readonly Pass[] = [
   fuseElementwisePass,
   dcePass,
   splitLargeWeightsPass,
+  legalizeWebGPUPass,
+  lowerPagedKvPass,
+  materializeOutputsPass,
   memoryPlanPass,
 ];
 
@@ -103,8 +110,10 @@ export interface RunPassesOptions {
   printIrAfter?: readonly string[] | 'all';
   /** Where printed IR goes (default `console.error`, keeping stdout clean). */
   print?: (text: string) => void;
-  /** The target device (default {@link cpuProfile}). */
+  /** The target device's cost profile (default: the target's profile, else {@link cpuProfile}). */
   device?: DeviceProfile;
+  /** The target (absent: the CPU reference backend). Its precision policy is the default of `options.precision`. */
+  target?: Target;
   /** Pass-specific options (e.g. `{ maxFoldElements: 1 << 20 }`). */
   options?: Readonly<Record<string, unknown>>;
 }
@@ -149,8 +158,10 @@ export function runPasses(graph: Graph, passes: readonly Pass[] | string, opts: 
     for (const name of printAfter)
       if (!list.some((p) => p.name === name) && !Object.prototype.hasOwnProperty.call(PASSES, name))
         throw new UsageError(`--print-ir-after: unknown pass '${name}'; known passes: ${Object.keys(PASSES).join(', ')}`);
-  const device = opts.device ?? cpuProfile;
-  const ctx: PassContext = { options: { ...opts.options, device }, device, report: new OptimizationReport(), matches: {} };
+  const target = opts.target;
+  const device = opts.device ?? target?.profile ?? cpuProfile;
+  const precision = opts.options?.precision ?? (target ? { default: target.precision } : undefined);
+  const ctx: PassContext = { options: { ...opts.options, ...(precision ? { precision } : {}), device }, device, ...(target ? { target } : {}), report: new OptimizationReport(), matches: {} };
   const timings: PassTiming[] = [];
   if (verify) verifyGraph(graph, 'input graph');
   let g = graph;
@@ -164,7 +175,7 @@ export function runPasses(graph: Graph, passes: readonly Pass[] | string, opts: 
     }
     timings.push({ name: pass.name, ms: performance.now() - t0 });
     if (verify) verifyGraph(g, `graph after pass '${pass.name}'`);
-    if (printAfter === 'all' || printAfter.includes(pass.name)) print(`// ----- IR after ${pass.name} ----- //\n${printGraph(g)}`);
+    if (printAfter === 'all' || printAfter.includes(pass.name)) print(`// ----- IR after ${pass.name} ----- //\n${pass.print ? pass.print(g) : printGraph(g)}`);
   }
   return { graph: g, timings, report: ctx.report, matches: ctx.matches };
 }

@@ -1,6 +1,6 @@
 /**
  * Device profiles: the few facts about a target that graph passes base decisions on (whether to use f16, how large
- * one storage buffer may be, the subgroup width). Passes read them from `PassContext.device`; they never query a
+ * one storage buffer may be, the subgroup width). Passes read them from `PassContext.device` (a {@link Target}'s `profile`); they never query a
  * device themselves.
  * @module
  */

@@ -1,0 +1,80 @@
+/**
+ * The attention family as the compiler sees it: an `attention` over contiguous K/V (with an optional mask), and,
+ * after the `lower-paged-kv` stage, an attention reading a layer's paged KV cache (a plain `attention`, or a
+ * `fused {kind: 'attention'}` whose program is the values' head slice then the attention), which lowers to the
+ * KV-cache write and the paged kernel. The variant comes from the schedule rules (`src/codegen/schedule/attention.ts`).
+ * @module
+ */
+import { UnsupportedOpError } from '../../errors.js';
+import type { Node } from '../../ir/node.js';
+import { printNode } from '../../ir/printer.js';
+import { generateAttentionKernel, generateKvCacheWriteKernel, generatePagedAttentionKernel, type AttentionVariant } from '../attention.js';
+import type { KernelFamily, KvOperand, Launch, LowerContext } from '../family.js';
+import { chooseAttentionVariant, decodeRowLanes } from '../schedule/attention.js';
+import { dimText, floatStorage, launchOf, unfuse } from './common.js';
+
+/**
+ * The attention variant `v` with its tuning for the target where `v` names only a kind (decode: lanes per head, see
+ * {@link decodeRowLanes}); a variant with its own tuning is kept.
+ */
+function attentionVariant(ctx: LowerContext, v: AttentionVariant['kind'] | AttentionVariant, D: number, Dv: number): AttentionVariant {
+  if (typeof v !== 'string') return v;
+  return v === 'decode' ? { kind: v, rowLanes: decodeRowLanes(D, Dv, ctx.target.deviceClass === 'software-gpu') } : { kind: v };
+}
+
+function lowerAttention(node: Node, ctx: LowerContext): Launch[] {
+  const label = printNode(node);
+  // a paged attention fused with its values' head slice (see PagedAttention.vHeads): the attention is the last step
+  const att = node.op === 'fused' ? unfuse(node).at(-1)! : node;
+  const [q, k, v, mask] = att.inputs;
+  const [B, S, Hq, D] = q.shape;
+  const [, T, Hkv] = k.shape;
+  const Dv = v.shape[3];
+  if (typeof Hq !== 'number' || typeof Hkv !== 'number' || typeof D !== 'number' || typeof Dv !== 'number')
+    throw new UnsupportedOpError(['attention'], `attention kernels need static head counts and dims: ${label}`);
+  const software = ctx.target.deviceClass === 'software-gpu';
+  const heads = { numHeads: Hq, numKvHeads: Hkv, headDim: D, valueDim: Dv, dtype: floatStorage(node), causal: att.attrs.causal as boolean, scale: att.attrs.scale as number, staticLoops: !software, nodes: [label] };
+  const paged = ctx.paged.get(node);
+  if (paged) {
+    const { blockSize, dtype: kvDType } = ctx.target.kv;
+    const write = generateKvCacheWriteKernel({
+      numKvHeads: Hkv,
+      headDim: D,
+      valueDim: Dv,
+      blockSize,
+      dtype: kvDType,
+      sourceDType: floatStorage(paged.k),
+      seq: dimText(S),
+      past: 'past',
+      ...(paged.vHeads ? { valueSource: paged.vHeads } : {}),
+      nodes: [label],
+    });
+    const attn = generatePagedAttentionKernel({ ...heads, kvDType, blockSize, seq: dimText(S), past: 'past', variant: attentionVariant(ctx, ctx.variants?.attention ?? chooseAttentionVariant('seq', ctx.expectedSeq), D, Dv) });
+    const kv = (which: 'k' | 'v'): KvOperand => ({ kind: 'kv', layer: paged.layer, which });
+    return [
+      { kernel: write, operands: [paged.k, paged.v, { kind: 'block-table' }, kv('k'), kv('v')], label: `kv-cache write (layer ${paged.layer})` },
+      launchOf(node, attn, [q, kv('k'), kv('v'), { kind: 'block-table' }]),
+    ];
+  }
+  if (node.op === 'fused') throw new UnsupportedOpError(['fused:attention'], `a fused attention must read the paged KV cache: ${label}`);
+  const spec = {
+    ...heads,
+    batch: dimText(B),
+    seq: dimText(S),
+    kvLen: dimText(T),
+    mask: mask ? { dtype: mask.dtype === 'bool' ? ('bool' as const) : floatStorage(mask), shape: mask.shape.map(dimText) } : undefined,
+    variant: attentionVariant(ctx, chooseAttentionVariant(dimText(S)), D, Dv),
+  };
+  return [launchOf(node, generateAttentionKernel(spec), [q, k, v, ...(mask ? [mask] : [])])];
+}
+
+/** The attention family: flash and decode attention over contiguous or paged K/V, and the KV-cache write. */
+export const attentionFamily: KernelFamily = {
+  name: 'attention',
+  ops: ['attention'],
+  // the fused form (values' head slice then the attention) is made by the paged-KV lowering, not by epilogue fusion
+  fusion: { kind: 'attention', accepts: () => false },
+  variants: ['decode', 'prefill-flash', 'paged-decode', 'paged-prefill-flash', 'kv-cache-write'],
+  features: ['shader-f16'],
+  lower: lowerAttention,
+};

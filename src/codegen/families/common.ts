@@ -1,0 +1,36 @@
+/**
+ * What the kernel families share when they read IR nodes: dims as kernel dim expressions, storage types, a fused
+ * node's program as real nodes, and the launch record.
+ * @module
+ */
+import { UnsupportedOpError } from '../../errors.js';
+import type { Dim } from '../../ir/dim.js';
+import { makeNode, type Node } from '../../ir/node.js';
+import type { FusedStep } from '../../ir/ops.js';
+import { printNode } from '../../ir/printer.js';
+import type { Launch, LaunchOperand } from '../family.js';
+import type { KernelSource } from '../kernel.js';
+
+/** A dim as a kernel dim: a number, or the text of its expression (`seq`, `past+seq`). */
+export function dimText(d: Dim): number | string {
+  return typeof d === 'number' ? d : d.text;
+}
+
+/** The float storage type of `n`; throws {@link UnsupportedOpError} for other data. */
+export function floatStorage(n: Node): 'f32' | 'f16' {
+  if (n.dtype !== 'f32' && n.dtype !== 'f16') throw new UnsupportedOpError([n.op], `WebGPU kernels for ${printNode(n)} need f32 or f16 data, got ${n.dtype}`);
+  return n.dtype;
+}
+
+/** Rebuilds a fused node's program as real nodes over its operands; returns them in step order. */
+export function unfuse(fused: Node): Node[] {
+  const steps = fused.attrs.steps as unknown as FusedStep[];
+  const out: Node[] = [];
+  for (const st of steps) out.push(makeNode(st.op, st.args.map((r) => (r >= 0 ? fused.inputs[r] : out[-r - 1])), st.attrs));
+  return out;
+}
+
+/** A launch of `kernel` binding `operands` then `node` itself (the output), labelled with the node. */
+export function launchOf(node: Node, kernel: KernelSource, operands: readonly LaunchOperand[]): Launch {
+  return { kernel, operands: [...operands, node], label: printNode(node) };
+}

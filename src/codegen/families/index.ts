@@ -1,0 +1,52 @@
+/**
+ * The registry of kernel families: the one list the kernel selection and the target's fusion patterns read.
+ * Adding a family is a file beside this one and a line in {@link KERNEL_FAMILIES}.
+ * @module
+ */
+import type { FusionPatterns } from '../../ir/target.js';
+import type { Node } from '../../ir/node.js';
+import type { KernelFamily } from '../family.js';
+import { attentionFamily } from './attention.js';
+import { copyFamily } from './copy.js';
+import { elementwiseFamily } from './elementwise.js';
+import { matmulFamily } from './matmul.js';
+import { normFamily } from './norm.js';
+import { reduceFamily } from './reduce.js';
+import { ropeFamily } from './rope.js';
+import { softmaxFamily } from './softmax.js';
+
+/** Every kernel family, one line each. */
+export const KERNEL_FAMILIES: readonly KernelFamily[] = [matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, copyFamily, elementwiseFamily];
+
+/** What a node's family is looked up by: its op, or `fused:<kind>`. */
+function formOf(node: Node): string {
+  return node.op === 'fused' ? `fused:${String(node.attrs.kind)}` : node.op;
+}
+
+/** Family by form, built from the registry. */
+function index(families: readonly KernelFamily[]): Map<string, KernelFamily> {
+  const m = new Map<string, KernelFamily>();
+  for (const f of families) {
+    for (const op of f.ops) m.set(op, f);
+    if (f.fusion) m.set(`fused:${f.fusion.kind}`, f);
+  }
+  return m;
+}
+
+const BY_FORM = index(KERNEL_FAMILIES);
+
+/** The family that lowers `node`, or `undefined` when none does. */
+export function familyOf(node: Node): KernelFamily | undefined {
+  return BY_FORM.get(formOf(node));
+}
+
+/** The fusion patterns of a set of families: what the fusion passes may form for a target with these kernels. */
+export function fusionPatternsOf(families: readonly KernelFamily[] = KERNEL_FAMILIES): FusionPatterns {
+  const byKind = new Map(families.flatMap((f) => (f.fusion ? [[f.fusion.kind, f.fusion] as const] : [])));
+  return {
+    epilogueAnchors: families.flatMap((f) => (f.fusion?.epilogueAnchor ? [f.fusion.kind] : [])),
+    prologueAnchors: families.flatMap((f) => (f.fusion?.prologues ? [f.fusion.kind] : [])),
+    elementwiseOps: new Set(families.flatMap((f) => [...(f.fusion?.pointwiseOps ?? [])])),
+    accepts: (fused) => byKind.get(String(fused.attrs.kind))?.accepts(fused) ?? false,
+  };
+}

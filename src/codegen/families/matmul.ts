@@ -1,0 +1,191 @@
+/**
+ * The matmul family as the compiler sees it: a plain `matmul`, or a `fused {kind: 'matmul'}` whose program is the
+ * matmul, optionally the SwiGLU/GeGLU gate (`act(slice(mm, 0:H)) * slice(mm, H:2H)`), then an elementwise epilogue
+ * over the output. The tuned variants (`src/codegen/matmul/`) take static N and K > 0 and float data; the general
+ * kernel takes the rest unfused. The variant comes from the schedule rules (`src/codegen/schedule/matmul.ts`).
+ * @module
+ */
+import { UnsupportedOpError } from '../../errors.js';
+import { dimMul, dimProduct, numel, type Dim } from '../../ir/dim.js';
+import type { Node } from '../../ir/node.js';
+import { printNode } from '../../ir/printer.js';
+import { ELEMENTWISE_KERNEL_OPS, scalarExpr } from '../elementwise.js';
+import type { KernelFamily, Launch, LowerContext } from '../family.js';
+import { generateGeneralMatmulKernel, generateMatmulKernel, type MatmulActivation, type MatmulEpilogueOperand, type MatmulSpec } from '../matmul/index.js';
+import { chooseMatmulVariant } from '../schedule/matmul.js';
+import { literal, usesBitsHelper } from '../wgsl.js';
+import { dimText, floatStorage, launchOf, unfuse } from './common.js';
+
+/** How an epilogue operand of shape `s` maps onto an output `[..., M, N]`. */
+function broadcastKind(s: readonly Dim[], out: readonly Dim[]): MatmulEpilogueOperand['broadcast'] | undefined {
+  if (numel(s) === 1) return 'scalar';
+  const r = out.length;
+  const N = out[r - 1];
+  const M = out[r - 2];
+  const lead = s.slice(0, -1);
+  if (s[s.length - 1] === N && lead.every((d) => d === 1)) return 'row';
+  if (s.length === out.length && s.every((d, i) => d === out[i])) return 'full';
+  if (s[s.length - 1] === 1 && s[s.length - 2] === M && s.slice(0, -2).every((d) => d === 1)) return 'col';
+  return undefined;
+}
+
+const GATE_ACTIVATIONS: Readonly<Record<string, MatmulActivation>> = { silu: 'silu', relu: 'relu', sigmoid: 'sigmoid' };
+
+/** Whether a plain matmul needs {@link generateGeneralMatmulKernel}: a dynamic N or K, K = 0, or integer data. */
+function needsGeneralMatmul(mm: Node): boolean {
+  const [A, B] = mm.inputs;
+  const K = mm.attrs.transA ? A.shape[A.rank - 2] : A.shape[A.rank - 1];
+  const N = mm.attrs.transB ? B.shape[B.rank - 2] : B.shape[B.rank - 1];
+  return typeof N !== 'number' || typeof K !== 'number' || K === 0 || mm.dtype === 'i32';
+}
+
+/**
+ * The tuned-kernel spec (without a variant) and operand nodes of a plain or fused matmul. Throws
+ * {@link UnsupportedOpError} for a form no tuned kernel computes.
+ */
+export function matmulSpecOf(node: Node): { spec: MatmulSpec; operands: Node[] } {
+  const steps = node.op === 'fused' ? unfuse(node) : [node];
+  const mm = steps[0];
+  if (mm.op !== 'matmul') throw new UnsupportedOpError([mm.op], `a matmul kernel cannot start with ${printNode(mm)}`);
+  const [A, B] = mm.inputs;
+  const transA = mm.attrs.transA as boolean;
+  const transB = mm.attrs.transB as boolean;
+  const ra = A.shape.length;
+  const rb = B.shape.length;
+  const M = transA ? A.shape[ra - 1] : A.shape[ra - 2];
+  const K = transA ? A.shape[ra - 2] : A.shape[ra - 1];
+  const N = transB ? B.shape[rb - 2] : B.shape[rb - 1];
+  if (typeof N !== 'number' || typeof K !== 'number' || needsGeneralMatmul(mm)) throw new UnsupportedOpError(['matmul'], `fused matmul kernels need static N and K > 0 and float data: ${printNode(mm)}`);
+  const outBatch = mm.shape.slice(0, -2);
+  const batch = dimProduct(outBatch);
+  const strideOf = (x: Node, mk: Dim): number | string => {
+    const b = x.shape.slice(0, -2);
+    if (numel(b) === 1) return 0;
+    if (b.length === outBatch.length && b.every((d, i) => d === outBatch[i])) return dimText(mk);
+    throw new UnsupportedOpError(['matmul'], `matmul kernels broadcast a whole operand's batch or none of it: ${printNode(mm)}`);
+  };
+  const spec: { -readonly [K in keyof MatmulSpec]: MatmulSpec[K] } = {
+    M: dimText(M),
+    N,
+    K,
+    batch: dimText(batch),
+    batchStrides: { a: strideOf(A, dimProduct([M, K])), b: strideOf(B, K * N) },
+    transA,
+    transB,
+    dtypes: { a: floatStorage(A), b: floatStorage(B), out: floatStorage(node) },
+    nodes: [printNode(node)],
+  };
+  const operands: Node[] = [A, B];
+  let value: Node = mm;
+  let rest = steps.slice(1);
+  // SwiGLU / GeGLU: act(slice(mm, 0:H)) * slice(mm, H:2H)
+  if (rest.length >= 4) {
+    const [s0, act, s1, mul] = rest;
+    const half = N / 2;
+    const isSlice = (s: Node, start: number): boolean =>
+      s.op === 'slice' && s.inputs[0] === mm && (s.attrs.axes as number[]).length === 1 && (s.attrs.axes as number[])[0] === mm.rank - 1 && (s.attrs.starts as Dim[])[0] === start && (s.attrs.ends as Dim[])[0] === start + half;
+    const actName = act.op === 'gelu' ? (act.attrs.approximate === 'tanh' ? 'gelu_tanh' : 'gelu') : GATE_ACTIVATIONS[act.op];
+    if (isSlice(s0, 0) && act.inputs[0] === s0 && actName && isSlice(s1, half) && mul.op === 'mul' && new Set(mul.inputs).has(act) && new Set(mul.inputs).has(s1)) {
+      spec.gated = { activation: actName as MatmulActivation };
+      value = mul;
+      rest = rest.slice(4);
+    }
+  }
+  if (rest.length) {
+    const outShape = value.shape;
+    const epOperands: Node[] = [];
+    const exprOf = new Map<Node, string>();
+    const helpers = new Set<string>();
+    const loads: string[] = [];
+    exprOf.set(value, 'ACC');
+    for (const st of rest) {
+      const splat = st.op === 'constant' ? (st.attrs.values as unknown[]) : undefined;
+      if (splat && splat.length === 1 && typeof splat[0] === 'number') {
+        const lit = literal(st.dtype, splat[0]);
+        if (usesBitsHelper(lit)) helpers.add('bits_f32');
+        exprOf.set(st, lit);
+        continue;
+      }
+      if (!ELEMENTWISE_KERNEL_OPS.has(st.op) || st.shape.length !== outShape.length || !st.shape.every((d, i) => d === outShape[i]))
+        throw new UnsupportedOpError([st.op], `matmul epilogues are elementwise over the output: ${printNode(st)}`);
+      const args = st.inputs.map((x) => {
+        const e = exprOf.get(x);
+        if (e !== undefined) return e;
+        const xs = x.op === 'constant' ? (x.attrs.values as unknown[]) : undefined;
+        if (xs && xs.length === 1 && typeof xs[0] === 'number') {
+          const lit = literal(x.dtype, xs[0]);
+          if (usesBitsHelper(lit)) helpers.add('bits_f32');
+          return lit;
+        }
+        const kind = broadcastKind(x.shape, outShape);
+        if (!kind || (x.dtype !== 'f32' && x.dtype !== 'f16')) throw new UnsupportedOpError([st.op], `epilogue operand ${printNode(x)} does not map onto the matmul output`);
+        const i = epOperands.indexOf(x) >= 0 ? epOperands.indexOf(x) : epOperands.push(x) - 1;
+        loads[i] = kind;
+        return `LOAD${i}`;
+      });
+      exprOf.set(st, `(${scalarExpr(st, args, helpers)})`);
+    }
+    const body = exprOf.get(rest[rest.length - 1])!;
+    spec.epilogue = {
+      operands: epOperands.map((x, i) => ({ name: `ep_${i}`, dtype: x.dtype as 'f32' | 'f16', broadcast: loads[i] as MatmulEpilogueOperand['broadcast'] })),
+      expr: (acc, load) => body.replace(/ACC/g, `(${acc})`).replace(/LOAD(\d+)/g, (_m, i) => load(Number(i))),
+      helpers: [...helpers],
+    };
+    operands.push(...epOperands);
+  }
+  return { spec, operands };
+}
+
+function generalMatmulLaunch(mm: Node): Launch {
+  const [A, B] = mm.inputs;
+  if (mm.dtype !== 'i32' && mm.dtype !== 'f32' && mm.dtype !== 'f16') throw new UnsupportedOpError(['matmul'], `no WebGPU matmul kernel for ${mm.dtype} data: ${printNode(mm)}`);
+  const transA = mm.attrs.transA as boolean;
+  const transB = mm.attrs.transB as boolean;
+  const M = mm.shape[mm.rank - 2];
+  const N = mm.shape[mm.rank - 1];
+  const K = transA ? A.shape[A.rank - 2] : A.shape[A.rank - 1];
+  // legalization left each operand's batch either whole or broadcast (stride 0)
+  const stride = (x: Node, rows: Dim, cols: Dim): number | string => (numel(x.shape.slice(0, -2)) === 1 ? 0 : dimText(dimMul(rows, cols)));
+  const k = generateGeneralMatmulKernel({
+    M: dimText(M),
+    N: dimText(N),
+    K: dimText(K),
+    batch: dimText(dimProduct(mm.shape.slice(0, -2))),
+    batchStrides: { a: stride(A, M, K), b: stride(B, K, N) },
+    transA,
+    transB,
+    dtype: mm.dtype,
+    nodes: [printNode(mm)],
+  });
+  return launchOf(mm, k, [A, B]);
+}
+
+function lowerMatmul(node: Node, ctx: LowerContext): Launch[] {
+  if (node.op === 'matmul' && needsGeneralMatmul(node)) return [generalMatmulLaunch(node)];
+  const { spec, operands } = matmulSpecOf(node);
+  const planned = { ...spec, expectedM: ctx.expectedSeq };
+  const variant = ctx.variants?.matmul ?? chooseMatmulVariant(planned, ctx.target);
+  return [launchOf(node, generateMatmulKernel({ ...planned, variant }), operands)];
+}
+
+/** The matmul family: GEMM/GEMV with fused epilogues and the gate, and the general kernel. */
+export const matmulFamily: KernelFamily = {
+  name: 'matmul',
+  ops: ['matmul'],
+  fusion: {
+    kind: 'matmul',
+    epilogueAnchor: true,
+    accepts: (fused) => {
+      try {
+        matmulSpecOf(fused);
+        return true;
+      } catch (e) {
+        if (e instanceof UnsupportedOpError) return false;
+        throw e;
+      }
+    },
+  },
+  variants: ['gemv', 'gemm-subgroup', 'gemm-tiled', 'naive', 'general'],
+  features: ['shader-f16', 'subgroups'],
+  lower: lowerMatmul,
+};

@@ -1,0 +1,69 @@
+/**
+ * The rope family as the compiler sees it: a `rope` over `[1, S, H, D]` with `[S]` positions, or a
+ * `fused {kind: 'rope'}` whose program is a head slice (axis 2, step 1) then the rope: the kernel reads that window
+ * of heads in place from the wider tensor (q or k of a merged QKV projection).
+ * @module
+ */
+import { UnsupportedOpError } from '../../errors.js';
+import { headSliceWindow } from '../../ir/head-window.js';
+import type { Node } from '../../ir/node.js';
+import { printNode } from '../../ir/printer.js';
+import type { KernelFamily } from '../family.js';
+import { generateRopeKernel, type RopeSpec } from '../rope.js';
+import { dimText, floatStorage, launchOf, unfuse } from './common.js';
+
+/** The rope kernel spec of a plain or fused rope, with the tensor it reads and the positions. Throws {@link UnsupportedOpError} for other forms. */
+export function ropeSpecOf(node: Node): { spec: RopeSpec; x: Node; pos: Node } {
+  const label = printNode(node);
+  const steps = node.op === 'fused' ? unfuse(node) : [node];
+  const rope = steps[steps.length - 1];
+  const [sliced, pos] = rope.inputs;
+  let x = sliced;
+  let source: RopeSpec['source'];
+  if (node.op === 'fused') {
+    source = steps.length === 2 && rope.op === 'rope' && sliced === steps[0] ? headSliceWindow(steps[0]) : undefined;
+    if (!source) throw new UnsupportedOpError(['fused:rope'], `the WebGPU rope kernel takes only a head-slice prologue: ${label}`);
+    x = steps[0].inputs[0];
+  }
+  const [b, s, h, d] = sliced.shape;
+  if (b !== 1 || typeof h !== 'number' || typeof d !== 'number' || pos.rank !== 1) throw new UnsupportedOpError(['rope'], `WebGPU rope takes [1, S, H, D] with [S] positions: ${label}`);
+  const spec: RopeSpec = {
+    seq: dimText(s),
+    numHeads: h,
+    headDim: d,
+    rotaryDim: rope.attrs.rotaryDim as number,
+    theta: rope.attrs.theta as number,
+    style: rope.attrs.style as 'interleaved' | 'half',
+    dtype: floatStorage(node),
+    positions: { kind: 'buffer', dtype: pos.dtype === 'u32' ? 'u32' : 'i32' },
+    ...(source ? { source } : {}),
+    nodes: [label],
+  };
+  return { spec, x, pos };
+}
+
+/** The rope family: rotary embeddings, reading a head window of a wider tensor in place. */
+export const ropeFamily: KernelFamily = {
+  name: 'rope',
+  ops: ['rope'],
+  fusion: {
+    kind: 'rope',
+    epilogueAnchor: true,
+    prologues: true,
+    accepts: (fused) => {
+      try {
+        ropeSpecOf(fused);
+        return true;
+      } catch (e) {
+        if (e instanceof UnsupportedOpError) return false;
+        throw e;
+      }
+    },
+  },
+  variants: ['rope'],
+  features: ['shader-f16'],
+  lower: (node) => {
+    const { spec, x, pos } = ropeSpecOf(node);
+    return [launchOf(node, generateRopeKernel(spec), [x, pos])];
+  },
+};

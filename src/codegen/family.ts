@@ -1,0 +1,80 @@
+/**
+ * What a kernel family is, as the rest of the compiler sees it: the IR forms it implements (plain ops, and fused
+ * forms as fusion patterns the fusion passes take from the {@link Target}), the variants it has, the WebGPU
+ * features it may use, and how it lowers a node to launches. The schedule rules that pick a variant live apart from
+ * the generators (`src/codegen/schedule/`), and the registry of families is `src/codegen/families/index.ts`: adding a
+ * family is one file and one line there.
+ * @module
+ */
+import type { Node } from '../ir/node.js';
+import type { PagedAttention } from '../ir/paged-kv.js';
+import type { Target } from '../ir/target.js';
+import type { AttentionVariant } from './attention.js';
+import type { KernelSource } from './kernel.js';
+import type { MatmulVariantKind } from './matmul/spec.js';
+
+/** Kernel variants forced over the schedule rules (tuning, debugging). */
+export interface LowerVariants {
+  /** Matmul variant kind. */
+  readonly matmul?: MatmulVariantKind;
+  /** Attention variant: a kind, or a kind with its tuning. */
+  readonly attention?: AttentionVariant['kind'] | AttentionVariant;
+}
+
+/** A buffer a launch binds that is not a graph value: a layer's K or V pool of the paged KV cache, or the block table. */
+export type KvOperand = { readonly kind: 'kv'; readonly layer: number; readonly which: 'k' | 'v' } | { readonly kind: 'block-table' };
+
+/** What a launch binds, in binding order: graph values (the engine builder finds their buffers) or KV-cache buffers. */
+export type LaunchOperand = Node | KvOperand;
+
+/** One kernel launch: the kernel, what it binds (its output last), and a label naming the graph nodes it computes. */
+export interface Launch {
+  /** The kernel. */
+  readonly kernel: KernelSource;
+  /** Its storage bindings, in order. */
+  readonly operands: readonly LaunchOperand[];
+  /** The graph nodes it computes (printed), for profiles and errors. */
+  readonly label: string;
+}
+
+/** What lowering knows besides the node. */
+export interface LowerContext {
+  /** The target. */
+  readonly target: Target;
+  /** The number of new tokens the plan is for (decode GEMV vs prefill GEMM, decode vs flash attention). */
+  readonly expectedSeq: number;
+  /** Attention nodes that read the paged KV cache. */
+  readonly paged: ReadonlyMap<Node, PagedAttention>;
+  /** Variants to use instead of the schedule rules. */
+  readonly variants?: LowerVariants;
+}
+
+/** The fused forms a family implements. */
+export interface FamilyFusion {
+  /** The fused `kind` the family lowers (the anchor op's name for epilogue fusion). */
+  readonly kind: string;
+  /** Whether the fusion pass may grow an epilogue region around this op (the anchor, same as `kind`). */
+  readonly epilogueAnchor?: boolean;
+  /** Whether the anchor's operands may take a slice-view prologue. */
+  readonly prologues?: boolean;
+  /** Pointwise ops the family computes inside a fused program (the elementwise family's). */
+  readonly pointwiseOps?: ReadonlySet<string>;
+  /** Whether one kernel of the family computes this candidate fused node of its kind. */
+  accepts(fused: Node): boolean;
+}
+
+/** A kernel family. */
+export interface KernelFamily {
+  /** Name, as in `KernelSource.family`. */
+  readonly name: string;
+  /** The plain ops it lowers. */
+  readonly ops: readonly string[];
+  /** The fused forms it lowers. */
+  readonly fusion?: FamilyFusion;
+  /** Its variants (names, for reports and tuning). */
+  readonly variants: readonly string[];
+  /** WebGPU features its kernels use when the target has them (a kernel declares what it actually needs). */
+  readonly features: readonly string[];
+  /** The launches computing `node` (the family's schedule rules pick the variant). */
+  lower(node: Node, ctx: LowerContext): Launch[];
+}
