@@ -132,6 +132,30 @@ describe.skipIf(!hasShared)('inspect: the optimizer on stories260K', () => {
     expect(r.stderr).toMatch(/IR after simplify/);
     JSON.parse(r.stdout);
   });
+  it('--target webgpu runs the whole WebGPU pipeline without a device: every stage named, decode dispatches, distinct pipelines', async () => {
+    const r = await runCli(['inspect', '--model', model, '--target', 'webgpu', '--device-profile', 'lavapipe', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const o = JSON.parse(r.stdout);
+    const stages = o.passes.map((p: { name: string }) => p.name);
+    for (const s of ['fuse-epilogues', 'split-large-weights', 'legalize-webgpu', 'lower-paged-kv', 'materialize-outputs', 'plan-memory', 'select-kernels']) expect(stages).toContain(s);
+    // plan-memory and select-kernels run once per plan
+    expect(o.passes.filter((p: { name: string; plan?: string }) => p.name === 'select-kernels').map((p: { plan: string }) => p.plan)).toEqual(['decode', 'prefill']);
+    const decode = o.plans.find((p: { name: string }) => p.name === 'decode');
+    expect(o.after.kernels).toBe(decode.dispatches);
+    // a Llama layer is 10 dispatches (2 norms, QKV, 2 ropes, KV write, attention, output, gated FFN up, down)
+    expect(o.after.kernels).toBe(5 * 10 + 4);
+    expect(o.after.pipelines).toBeLessThanOrEqual(25);
+    expect(o.target).toMatchObject({ name: 'lavapipe', device_class: 'software-gpu', precision: 'auto', kv: { blockSize: 16, dtype: 'f32' } });
+  });
+  it('--target webgpu: --print-ir-after works for each lowering stage, and kernel selection lists its launches', async () => {
+    const r = await runCli(['inspect', '--model', model, '--target', 'webgpu', '--device-profile', 'discrete', '--seq', '8', '--print-ir-after', 'lower-paged-kv', '--print-ir-after', 'select-kernels', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/IR after lower-paged-kv/);
+    expect(r.stderr).toMatch(/IR after select-kernels[\s\S]*launches \(\d+\)[\s\S]*matmul\/gemv/);
+    const bad = await runCli(['inspect', '--model', model, '--target', 'webgpu', '--device-profile', 'lavapipe', '--print-ir-after', 'no-such-stage']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/^error \[USAGE\].*no-such-stage.*select-kernels/);
+  });
   it('an unknown pass is a usage error naming the known ones', async () => {
     const r = await runCli(['inspect', '--model', model, '--passes', 'O1,fuse-everything']);
     expect(r.code).not.toBe(0);
@@ -163,6 +187,20 @@ describe.skipIf(!hasShared)('CLI on WebGPU', () => {
       expect(o.prompt_ids, f).toEqual(gold.prompt_ids);
       expect(o.generated_ids, f).toEqual(gold.generated_ids);
     }
+  }, LONG);
+  it('generate --kv-block-size 8 and 32 reproduce a golden sequence exactly', async (ctx) => {
+    if (!hasGpu) return ctx.skip();
+    const dir = sharedPath('golden/stories260K');
+    const f = readdirSync(dir).filter((x) => x.endsWith('.json'))[0];
+    const gold = JSON.parse(readFileSync(`${dir}/${f}`, 'utf8'));
+    for (const bs of ['8', '32']) {
+      const r = await runCli(['generate', '--model', model, '--tokenizer', tok, '--prompt', gold.prompt, '--steps', String(gold.steps), '--temperature', '0', '--backend', 'webgpu', '--kv-block-size', bs, '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).generated_ids, `block size ${bs}`).toEqual(gold.generated_ids);
+    }
+    const bad = await runCli(['generate', '--model', model, '--tokenizer', tok, '--backend', 'webgpu', '--kv-block-size', '12']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/kv\.blockSize must be a power of two/);
   }, LONG);
   it('compile -o <dir> then generate --engine <dir> (with --profile) gives the golden ids', async (ctx) => {
     if (!hasGpu) return ctx.skip();

@@ -6,6 +6,7 @@
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { compile } from '../compile.js';
+import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { findTokenizerFor, loadModel } from '../frontends/load.js';
 import { describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { log } from './output.js';
@@ -26,6 +27,12 @@ export interface CompileCommandOptions {
   topp: number;
   /** Print one JSON summary. */
   json: boolean;
+  /** Precision policy (default `auto`). */
+  precision?: PrecisionPolicy;
+  /** Tokens per KV-cache block (default 16). */
+  kvBlockSize?: number;
+  /** Element type of the KV cache (default f32). */
+  kvDtype?: KvCacheDType;
 }
 
 /** Runs the command. */
@@ -35,7 +42,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
   try {
     log(`compiling for ${describeDevice(handle.info)}`);
     const t0 = performance.now();
-    const engine = await compile(model, { device: handle.info, passes: o.passes, sampling: { temperature: o.temperature, topp: o.topp }, onProgress: log });
+    const engine = await compile(model, { device: handle.info, passes: o.passes, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, sampling: { temperature: o.temperature, topp: o.topp }, onProgress: log });
     await engine.save(o.output);
     const tok = o.tokenizer ?? findTokenizerFor(o.model, model.config.vocabSize);
     if (tok) await copyFile(tok, join(o.output, 'tokenizer.bin'));

@@ -16,6 +16,7 @@ import { countKernels } from '../ir/stats.js';
 import { Engine, type KernelTiming } from '../runtime/engine.js';
 import { requestGPUDevice, probeWebGPU, describeDevice } from '../runtime/device.js';
 import { compile } from '../compile.js';
+import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { log } from './output.js';
 
 /** Options of the `generate` command (as parsed from the command line). */
@@ -46,6 +47,12 @@ export interface GenerateCommandOptions {
   printIrAfter?: readonly string[] | 'all';
   /** Print a per-kernel GPU time table (WebGPU, with `timestamp-query`). */
   profile?: boolean;
+  /** Precision policy of the WebGPU engine (default `auto`). */
+  precision?: PrecisionPolicy;
+  /** Tokens per KV-cache block of the WebGPU engine (default 16). */
+  kvBlockSize?: number;
+  /** Element type of the KV cache (default f32). */
+  kvDtype?: KvCacheDType;
 }
 
 /** What generation needs of a tokenizer (llama2.c's and Hugging Face's both fit). */
@@ -141,7 +148,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
       const tc = performance.now();
       // an engine built for this one prompt: its prefill plan is sized to it (smaller kernels compile faster)
       const prefillChunk = Math.min(128, Math.max(8, promptIds.length));
-      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, sampling: { temperature: o.temperature || 1, topp: o.topp }, onProgress: log }));
+      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, sampling: { temperature: o.temperature || 1, topp: o.topp }, onProgress: log }));
       extra.compile_ms = round(performance.now() - tc);
       const session = await engine.createSession({ device: handle, profile: o.profile });
       extra.load_ms = round(performance.now() - t0);

@@ -13,6 +13,14 @@ import { planMemory, type MemoryPlan } from '../passes/memory-plan.js';
 import { runPasses } from '../passes/pipeline.js';
 import type { DeviceProfile } from '../ir/device-profile.js';
 import { cpuProfile } from '../ir/device-profile.js';
+import type { KvCacheDType, PrecisionPolicy, Target } from '../ir/target.js';
+import type { LoadedModel } from '../frontends/load.js';
+import type { PipelineResult } from '../passes/pipeline.js';
+import { compileModel } from '../compile.js';
+import { createTarget, type TargetProfileName } from '../codegen/target.js';
+import { probeWebGPU } from '../runtime/device.js';
+import type { StageTiming } from '../webgpu-pipeline.js';
+import { log } from './output.js';
 
 /** Options of the `inspect` command. */
 export interface InspectCommandOptions {
@@ -26,8 +34,18 @@ export interface InspectCommandOptions {
   json: boolean;
   /** Print the IR after these passes (or `all`). */
   printIrAfter?: readonly string[] | 'all';
-  /** Target device profile (default: the CPU profile). */
+  /** Target device profile of the CPU pipeline (default: the CPU profile). */
   device?: DeviceProfile;
+  /** `cpu` (default): the optimizer as the CPU backend runs it; `webgpu`: the whole WebGPU pipeline to the dispatch list. */
+  target?: 'cpu' | 'webgpu';
+  /** With `target: 'webgpu'`: the device profile to compile for (default: the local adapter, else `lavapipe`). */
+  deviceProfile?: TargetProfileName;
+  /** With `target: 'webgpu'`: precision policy. */
+  precision?: PrecisionPolicy;
+  /** With `target: 'webgpu'`: tokens per KV-cache block. */
+  kvBlockSize?: number;
+  /** Element type of the KV cache (default f32). */
+  kvDtype?: KvCacheDType;
 }
 
 /** Kernel launches per decoder layer (`layers.N.` in weight names), the rest under `other`. */
@@ -63,19 +81,65 @@ function summary(g: Graph, plan?: MemoryPlan): Record<string, unknown> {
   return s;
 }
 
+/** The target `inspect --target webgpu` compiles for: the named profile, else the local adapter, else lavapipe's profile. */
+async function inspectTarget(o: InspectCommandOptions): Promise<Target> {
+  const options = { precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype } };
+  if (o.deviceProfile) return createTarget(o.deviceProfile, options);
+  const probe = await probeWebGPU();
+  if ('available' in probe) {
+    log(`inspect: no WebGPU adapter here (${probe.reason.split('\n')[0]}); compiling for the lavapipe profile`);
+    return createTarget('lavapipe', options);
+  }
+  return createTarget(probe, options);
+}
+
+/** The WebGPU pipeline's view of the model: every stage, the decode plan's dispatches and the engine's pipelines. */
+async function inspectWebGPU(o: InspectCommandOptions, model: LoadedModel): Promise<{ graph: Graph; plan: MemoryPlan; result: Omit<PipelineResult, 'graph' | 'timings'> & { timings: readonly StageTiming[] }; extra: Record<string, unknown>; after: Record<string, unknown> }> {
+  const target = await inspectTarget(o);
+  const c = compileModel(model, { target, passes: o.passes, prefillChunk: Math.min(o.seq, model.maxPositions), printIrAfter: o.printIrAfter });
+  const m = c.manifest;
+  const decode = m.plans.find((p) => p.name === 'decode')!;
+  const planned = c.pipeline.plans[c.pipeline.plans.length - 1].graph;
+  const extra = {
+    target: { name: target.name, device_class: target.deviceClass, device: `${target.adapter.vendor} ${target.adapter.device}`.trim(), features: target.features, precision: target.precision, kv: target.kv },
+    plans: m.plans.map((p) => ({ name: p.name, max_seq: p.maxSeq, dispatches: p.dispatches.length })),
+  };
+  // decode dispatches by family/variant
+  const variants: Record<string, number> = {};
+  for (const d of decode.dispatches) {
+    const k = m.kernels[d.kernel];
+    variants[`${k.family}/${k.variant}`] = (variants[`${k.family}/${k.variant}`] ?? 0) + 1;
+  }
+  const after = { kernels: decode.dispatches.length, pipelines: m.kernels.length, dispatches_by_variant: variants };
+  const timings = c.pipeline.timings;
+  return { graph: planned, plan: planned.meta.memoryPlan as MemoryPlan, result: { timings, report: c.pipeline.optimized.report, matches: c.pipeline.optimized.matches }, extra, after };
+}
+
 /** Runs the command; returns the JSON report (also printed). */
 export async function inspectCommand(o: InspectCommandOptions): Promise<Record<string, unknown>> {
   const model = await loadModel(o.model);
   const graph = model.build();
   const bindings = { seq: o.seq, past: 0, batch: 1 };
-  const result = runPasses(graph, o.passes, {
-    device: o.device ?? cpuProfile,
-    options: { bindings },
-    printIrAfter: o.printIrAfter,
-    print: (text) => process.stderr.write(`${text}\n`),
-  });
-  const after = result.graph;
-  const plan = (after.meta.memoryPlan as MemoryPlan | undefined) ?? planMemory(after, { bindings });
+  let after: Graph;
+  let plan: MemoryPlan;
+  let result: Omit<PipelineResult, 'graph' | 'timings'> & { timings: readonly StageTiming[] };
+  let extra: Record<string, unknown> = {};
+  let afterExtra: Record<string, unknown> = {};
+  if (o.target === 'webgpu') {
+    const w = await inspectWebGPU(o, model);
+    ({ graph: after, plan, result, extra } = w);
+    afterExtra = w.after;
+  } else {
+    const r = runPasses(graph, o.passes, {
+      device: o.device ?? cpuProfile,
+      options: { bindings },
+      printIrAfter: o.printIrAfter,
+      print: (text) => process.stderr.write(`${text}\n`),
+    });
+    after = r.graph;
+    result = r;
+    plan = (after.meta.memoryPlan as MemoryPlan | undefined) ?? planMemory(after, { bindings });
+  }
   const totals = weightTotals(graph);
   const report = {
     model: o.model,
@@ -89,9 +153,10 @@ export async function inspectCommand(o: InspectCommandOptions): Promise<Record<s
     ops: opHistogram(graph),
     seq: o.seq,
     pipeline: o.passes,
+    ...extra,
     before: summary(graph),
-    after: summary(after, plan),
-    passes: result.timings.map((t) => ({ name: t.name, ms: Math.round(t.ms * 1000) / 1000 })),
+    after: { ...summary(after, plan), ...afterExtra },
+    passes: result.timings.map((t) => ({ name: t.name, ...(t.plan ? { plan: t.plan } : {}), ms: Math.round(t.ms * 1000) / 1000 })),
     report: result.report.entries.map((e) => ({ pass: e.pass, kind: e.kind, message: e.message })),
   };
   if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);

@@ -52,6 +52,9 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--profile', 'print per-kernel GPU times of the last step (webgpu, needs timestamp-query)', false)
     .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
     .option('--print-ir-after <pass>', "print the IR (to stderr) after this pass, or 'all' (repeatable)", collect, [])
+    .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
+    .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
+    .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
     .option('--json', 'print one JSON object on stdout', false)
     .action(async (o) => {
       await generateCommand({ ...o, seed: o.seed ?? Date.now() % 2 ** 31, printIrAfter: printIrAfter(o.printIrAfter) });
@@ -63,6 +66,11 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .requiredOption('--model <file>', 'model file')
     .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
     .option('--seq <n>', 'prefill length for kernel and memory figures', num('--seq', { int: true, min: 1 }), 512)
+    .addOption(new Option('--target <name>', 'cpu: the optimizer for the CPU reference backend; webgpu: the whole WebGPU pipeline to the dispatch list, no device needed').choices(['cpu', 'webgpu']).default('cpu'))
+    .addOption(new Option('--device-profile <name>', 'with --target webgpu: the device to compile for (default: the local adapter, else lavapipe)').choices(['lavapipe', 'discrete']))
+    .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
+    .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
+    .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
     .option('--print-ir-after <pass>', "print the IR (to stderr) after this pass, or 'all' (repeatable)", collect, [])
     .option('--json', 'print one JSON object on stdout', false)
     .action(async (o) => {
@@ -78,6 +86,9 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
     .option('--temperature <t>', 'temperature the GPU sampler is built for (temperature 0 always works)', num('--temperature', { min: 0 }), 1.0)
     .option('--topp <p>', 'top-p the GPU sampler is built for', num('--topp', { min: 0 }), 0.9)
+    .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
+    .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
+    .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
     .option('--json', 'print one JSON summary on stdout', false)
     .action(async (o) => {
       await compileCommand(o);
