@@ -81,6 +81,14 @@ export interface PlanSpec {
   readonly bindings: DimBindings;
 }
 
+/** A plan and its graph after the per-plan stages. */
+export interface PlannedGraph {
+  /** The plan. */
+  readonly spec: PlanSpec;
+  /** Its graph, holding `meta.memoryPlan` and `meta.launches`. */
+  readonly graph: Graph;
+}
+
 /** Timing of one stage, with the plan it ran for (per-plan stages). */
 export interface StageTiming extends PassTiming {
   /** The plan, for `plan-memory` and `select-kernels`. */
@@ -92,7 +100,7 @@ export interface WebGPUPipelineResult {
   /** The graph after the graph stages (what every plan is built from). */
   readonly graph: Graph;
   /** Per plan: its graph after `plan-memory` and `select-kernels` (`meta.memoryPlan`, `meta.launches`). */
-  readonly plans: readonly { readonly spec: PlanSpec; readonly graph: Graph }[];
+  readonly plans: readonly PlannedGraph[];
   /** Every stage's time, in run order. */
   readonly timings: readonly StageTiming[];
   /** The graph stages' result (report, matches). */

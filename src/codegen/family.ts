@@ -21,8 +21,24 @@ export interface LowerVariants {
   readonly attention?: AttentionVariant['kind'] | AttentionVariant;
 }
 
-/** A buffer a launch binds that is not a graph value: a layer's K or V pool of the paged KV cache, or the block table. */
-export type KvOperand = { readonly kind: 'kv'; readonly layer: number; readonly which: 'k' | 'v' } | { readonly kind: 'block-table' };
+/** A layer's K or V pool of the paged KV cache. */
+export interface KvPoolOperand {
+  /** Always `kv`. */
+  readonly kind: 'kv';
+  /** Decoder layer. */
+  readonly layer: number;
+  /** Keys or values. */
+  readonly which: 'k' | 'v';
+}
+
+/** The sequence's block table (position block → pool block). */
+export interface BlockTableOperand {
+  /** Always `block-table`. */
+  readonly kind: 'block-table';
+}
+
+/** A buffer a launch binds that is not a graph value: a KV pool or the block table. */
+export type KvOperand = KvPoolOperand | BlockTableOperand;
 
 /** What a launch binds, in binding order: graph values (the engine builder finds their buffers) or KV-cache buffers. */
 export type LaunchOperand = Node | KvOperand;

@@ -59,6 +59,14 @@ export interface TargetAdapter {
   readonly description: string;
 }
 
+/** The subgroup sizes a device may use. */
+export interface SubgroupSizes {
+  /** Smallest subgroup size. */
+  readonly min: number;
+  /** Largest subgroup size. */
+  readonly max: number;
+}
+
 /** Everything the compiler stages know about the device they compile for. */
 export interface Target {
   /** Short name for reports: the profile's name (`lavapipe`, `discrete-gpu`, `cpu`). */
@@ -72,7 +80,7 @@ export interface Target {
   /** WebGPU limits by name. */
   readonly limits: Readonly<Record<string, number>>;
   /** Subgroup sizes the device may use, when known. */
-  readonly subgroupSize?: { readonly min: number; readonly max: number };
+  readonly subgroupSize?: SubgroupSizes;
   /** The cost profile graph passes read. */
   readonly profile: DeviceProfile;
   /** The precision policy. */
