@@ -10,7 +10,7 @@
 import { InternalError } from '../errors.js';
 import type { Dim } from './dim.js';
 import type { DType } from './dtype.js';
-import type { Attrs, Node } from './node.js';
+import { Node, type Attrs } from './node.js';
 import type { FusedStep, OpName, ReduceOp } from './ops.js';
 
 /** `input`: a graph input. */
@@ -178,19 +178,31 @@ export interface OpAttrs extends Record<ReduceOp, ReduceAttrs> {
 /** The attribute type of op `O`: its entry in {@link OpAttrs}, or loose {@link Attrs} for an op without one. */
 export type AttrsOf<O extends OpName> = O extends keyof OpAttrs ? OpAttrs[O] : Attrs;
 
-/** A node known to be an `O` node, its `attrs` typed (what {@link isOp} narrows to). */
-export type NodeOf<O extends OpName> = Node & { readonly op: O; readonly attrs: AttrsOf<O> };
+/** Anything with an op and its attributes: a {@link Node}, a {@link FusedStep}, an interpreter's op instance. */
+export type OpLike = { readonly op: OpName; readonly attrs: Attrs };
 
-/** True when `node` is an `op` node; narrows it to {@link NodeOf}, whose `attrs` are typed. */
-export function isOp<O extends OpName>(node: Node, op: O): node is NodeOf<O> {
-  return node.op === op;
+/** A node (or step) known to be an `O` one, its `attrs` typed (what {@link isOp} narrows to). */
+export type NodeOf<O extends OpName, T extends OpLike = Node> = T & { readonly op: O; readonly attrs: AttrsOf<O> };
+
+/** True when `x` (a node, or a fused step) is an `op` one; narrows it to {@link NodeOf}, whose `attrs` are typed. */
+export function isOp<O extends OpName, T extends OpLike>(x: T, op: O): x is NodeOf<O, T> {
+  return x.op === op;
 }
 
 /**
- * The attributes of `node`, typed for `op`. Throws {@link InternalError} when the node is not an `op` node: that is
- * a compiler bug (the caller assumed the wrong op), not a user error.
+ * The attributes of `x` (a node, or a fused step), typed for `op`. Throws {@link InternalError} when `x` is not an
+ * `op` one: that is a compiler bug (the caller assumed the wrong op), not a user error.
  */
-export function attrsOf<O extends keyof OpAttrs>(node: Node, op: O): OpAttrs[O] {
-  if (node.op !== op) throw new InternalError(`expected a '${op}' node, got '${node.op}' (${node.typeString()})`);
-  return node.attrs as OpAttrs[O];
+export function attrsOf<O extends keyof OpAttrs>(x: OpLike, op: O): OpAttrs[O] {
+  if (x.op !== op) throw new InternalError(`expected a '${op}' node, got '${x.op}'${x instanceof Node ? ` (${x.typeString()})` : ''}`);
+  return x.attrs as OpAttrs[O];
+}
+
+/** A node (or step) as a union discriminated by `op`: `switch (t.op)` narrows `t.attrs` in each case. */
+export type TypedOp = { [O in OpName]: { readonly op: O; readonly attrs: AttrsOf<O> } }[OpName];
+
+/** `x` as a {@link TypedOp}, for a `switch` over its op that reads typed attributes in each case. */
+export function typedOp(x: OpLike): TypedOp {
+  // sound: a node's (or step's) attributes are its op's canonical ones
+  return x as TypedOp;
 }

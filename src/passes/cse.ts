@@ -9,7 +9,7 @@
  * become equal and intern together as the graph is rebuilt. The dropped entries are left for `dce`.
  * @module
  */
-import { attrKey, type AttrValue, type Node } from '../ir/node.js';
+import { attrKey, type Node } from '../ir/node.js';
 import type { WeightArray, WeightEntry } from '../ir/weights.js';
 import { countMatches, describeNodes, type Pass } from './pass.js';
 import { rewriteGraph, type RewriteRule } from './rewrite.js';
@@ -36,7 +36,7 @@ function headerKey(e: WeightEntry): string {
   const buffers = Object.keys(e.data)
     .sort()
     .map((k) => `${k}:${e.data[k].constructor.name}:${e.data[k].length}`);
-  return `${e.dtype}[${e.shape.join(',')}]${attrKey(e.encoding as unknown as AttrValue)}{${buffers.join(',')}}`;
+  return `${e.dtype}[${e.shape.join(',')}]${attrKey(e.encoding)}{${buffers.join(',')}}`;
 }
 
 function sameContent(a: WeightEntry, b: WeightEntry): boolean {

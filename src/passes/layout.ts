@@ -36,8 +36,8 @@
 import { UsageError } from '../errors.js';
 import { weightNode } from '../ir/builder.js';
 import type { Graph } from '../ir/graph.js';
-import { makeNode, type AttrValue, type Node } from '../ir/node.js';
-import type { FusedStep } from '../ir/ops.js';
+import { attrsOf } from '../ir/attrs.js';
+import { makeNode, type Node } from '../ir/node.js';
 import { WeightStore, type WeightArray, type WeightEntry } from '../ir/weights.js';
 import type { DeviceProfile } from './device-profile.js';
 import { countMatches, describeNodes, type Pass, type PassContext } from './pass.js';
@@ -190,11 +190,11 @@ function layoutRules(run: LayoutRun): RewriteRule[] {
       root: 'matmul',
       apply: ({ node }, ctx) => {
         const [a, b] = node.inputs;
-        const transB = node.attrs.transB === true;
+        const { transA, transB } = attrsOf(node, 'matmul');
         if (storedLayout(transB) === run.layout) return undefined;
         const e = matmulWeight(b, ctx, run);
         if (!e) return undefined;
-        return makeNode('matmul', [a, permutedWeight(e, [1, 0], reasonFor(run.layout), ctx, run)], { transA: node.attrs.transA, transB: !transB });
+        return makeNode('matmul', [a, permutedWeight(e, [1, 0], reasonFor(run.layout), ctx, run)], { transA, transB: !transB });
       },
     },
     {
@@ -202,7 +202,7 @@ function layoutRules(run: LayoutRun): RewriteRule[] {
       root: 'transpose',
       pattern: pat.op('transpose', [pat.weight('w')]),
       apply: ({ node, captures: { w } }, ctx) => {
-        const perm = node.attrs.perm as readonly number[];
+        const { perm } = attrsOf(node, 'transpose');
         if (isIdentity(perm)) return undefined;
         const e = ctx.weights.get(String(w.attrs.id));
         if (e.encoding.kind !== 'dense') {
@@ -216,18 +216,18 @@ function layoutRules(run: LayoutRun): RewriteRule[] {
       name: 'weight-layout-fused',
       root: 'fused',
       apply: ({ node }, ctx) => {
-        const steps = node.attrs.steps as unknown as readonly FusedStep[];
+        const { kind, steps } = attrsOf(node, 'fused');
         const inputs = [...node.inputs];
         const out = steps.map((st) => ({ op: st.op, args: [...st.args], attrs: st.attrs }));
         let changed = false;
         steps.forEach((st, j) => {
           if (st.op !== 'matmul' || st.args[1] < 0) return;
           const bi = st.args[1];
-          const transB = st.attrs.transB === true;
+          const { transB } = attrsOf(st, 'matmul');
           if (storedLayout(transB) === run.layout) return;
           const e = matmulWeight(node.inputs[bi], ctx, run);
           if (!e) return;
-          const t = permutedWeight(e, [1, 0], `${reasonFor(run.layout)} (inside a fused ${String(node.attrs.kind)} kernel)`, ctx, run);
+          const t = permutedWeight(e, [1, 0], `${reasonFor(run.layout)} (inside a fused ${kind} kernel)`, ctx, run);
           const sharedOperand = steps.some((s, k) => s.args.some((a, ai) => a === bi && !(k === j && ai === 1)));
           let at = inputs.indexOf(t);
           if (at < 0 && sharedOperand) at = inputs.push(t) - 1;
@@ -245,7 +245,7 @@ function layoutRules(run: LayoutRun): RewriteRule[] {
           kept.push(x);
         });
         const steps2 = out.map((s) => ({ ...s, args: s.args.map((a) => (a >= 0 ? renumber.get(a)! : a)) }));
-        return makeNode('fused', kept, { kind: node.attrs.kind, steps: steps2 as unknown as AttrValue });
+        return makeNode('fused', kept, { kind, steps: steps2 });
       },
     },
   ];
