@@ -25,6 +25,7 @@
  * @module
  */
 import type { Graph } from '../ir/graph.js';
+import { attrsOf } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { WeightStore, type WeightEntry } from '../ir/weights.js';
 import { countMatches, describeNodes, type Pass } from './pass.js';
@@ -85,8 +86,7 @@ export function findProjectionGroups(graph: Graph): ProjectionPlan {
     if (n.op !== 'matmul' || n.dtype !== 'f32') continue;
     const [a, w] = n.inputs;
     if (!denseF32(graph, w, 2)) continue;
-    const transA = n.attrs.transA as boolean;
-    const transB = n.attrs.transB as boolean;
+    const { transA, transB } = attrsOf(n, 'matmul');
     const key = `${a.id}:${transA}:${transB}`;
     let entry = byKey.get(key);
     if (!entry) byKey.set(key, (entry = { a, transA, transB, mms: [], shared: [] }));

@@ -53,6 +53,7 @@ import { UsageError } from '../errors.js';
 import { weightNode } from '../ir/builder.js';
 import type { DType } from '../ir/dtype.js';
 import type { Graph, GraphOutput } from '../ir/graph.js';
+import { attrsOf } from '../ir/attrs.js';
 import { makeNode, withInputs, type Node } from '../ir/node.js';
 import { isOpName, type OpName } from '../ir/ops.js';
 import { decodeWeight, floatToHalf, halfToFloat, WeightStore, type WeightEntry } from '../ir/weights.js';
@@ -173,7 +174,7 @@ export function weightToF16(e: WeightEntry): WeightEntry {
 }
 
 function constantToF16(c: Node): Node {
-  const values = (c.attrs.values as readonly number[]).map((v) => halfToFloat(floatToHalf(v)));
+  const values = attrsOf(c, 'constant').values.map((v) => (typeof v === 'number' ? halfToFloat(floatToHalf(v)) : v));
   return makeNode('constant', [], { dtype: 'f16', shape: [...c.shape], values });
 }
 

@@ -22,6 +22,7 @@
  * @module
  */
 import { isFloat, type DType } from '../ir/dtype.js';
+import { attrsOf } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { MAX_INLINE_CONSTANT } from '../ir/ops.js';
 import { decodeWeight, floatToHalf, WeightStore } from '../ir/weights.js';
@@ -67,7 +68,10 @@ function asVector(g: Node, d: number, dtype: DType): Node | undefined {
 function meanLast(input: Pattern, capture?: string): Pattern {
   return pat.op('mean', [input], {
     capture,
-    where: (n) => n.attrs.keepDims === true && (n.attrs.axes as number[]).length === 1 && (n.attrs.axes as number[])[0] === n.rank - 1,
+    where: (n) => {
+      const { keepDims, axes } = attrsOf(n, 'mean');
+      return keepDims && axes.length === 1 && axes[0] === n.rank - 1;
+    },
   });
 }
 
