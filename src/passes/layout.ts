@@ -36,7 +36,7 @@
 import { UsageError } from '../errors.js';
 import { weightNode } from '../ir/builder.js';
 import type { Graph } from '../ir/graph.js';
-import { attrsOf } from '../ir/attrs.js';
+import { attrsOf, isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { WeightStore, type WeightArray, type WeightEntry } from '../ir/weights.js';
 import type { DeviceProfile } from './device-profile.js';
@@ -163,8 +163,8 @@ function reasonFor(layout: WeightLayout): string {
 
 /** The entry of `b` when it is a weight the rules may re-lay out as a matmul operand; records why not otherwise. */
 function matmulWeight(b: Node, ctx: RewriteContext, run: LayoutRun): WeightEntry | undefined {
-  if (b.op !== 'weight') return undefined;
-  const e = ctx.weights.get(String(b.attrs.id));
+  if (!isOp(b, 'weight')) return undefined;
+  const e = ctx.weights.get(b.attrs.id);
   if (e.encoding.kind !== 'dense') {
     run.skipped.set(e.name, `${e.encoding.kind} encoding fixes its layout`);
     return undefined;
@@ -204,7 +204,7 @@ function layoutRules(run: LayoutRun): RewriteRule[] {
       apply: ({ node, captures: { w } }, ctx) => {
         const { perm } = attrsOf(node, 'transpose');
         if (isIdentity(perm)) return undefined;
-        const e = ctx.weights.get(String(w.attrs.id));
+        const e = ctx.weights.get(attrsOf(w, 'weight').id);
         if (e.encoding.kind !== 'dense') {
           run.skipped.set(e.name, `${e.encoding.kind} encoding fixes its layout (the transpose stays a run-time op)`);
           return undefined;
@@ -262,8 +262,8 @@ function usersOfWeights(g: Graph): Map<string, Node[]> {
   const m = new Map<string, Node[]>();
   for (const n of g.nodes())
     for (const x of new Set(n.inputs))
-      if (x.op === 'weight') {
-        const id = String(x.attrs.id);
+      if (isOp(x, 'weight')) {
+        const id = x.attrs.id;
         let l = m.get(id);
         if (!l) m.set(id, (l = []));
         l.push(n);

@@ -39,7 +39,7 @@ export function bindInputs(g: Graph, inputs: Readonly<Record<string, Tensor>>, g
   const b: Record<string, number> = { ...given };
   const pending: [string, number, Dim, number][] = [];
   for (const inp of g.inputs) {
-    const name = String(inp.attrs.name);
+    const name = inp.attrs.name;
     const t = inputs[name];
     if (!t) throw new InputError(`missing graph input '${name}' (${inp.typeString()})`);
     if (t.dtype !== inp.dtype) throw new InputError(`input '${name}' must be ${inp.dtype}, got ${t.dtype}`);
