@@ -11,7 +11,7 @@ import { InternalError } from '../errors.js';
 import type { Dim } from './dim.js';
 import type { DType } from './dtype.js';
 import { Node, type Attrs } from './node.js';
-import type { FusedStep, OpName, ReduceOp } from './ops.js';
+import type { FusedStep, OpName } from './ops.js';
 
 /** `input`: a graph input. */
 export type InputAttrs = {
@@ -136,7 +136,7 @@ export type FusedAttrs = {
 };
 
 /** The canonical attributes of each op that has any. Ops not listed here have none (`{}`). */
-export interface OpAttrs extends Record<ReduceOp, ReduceAttrs> {
+export interface OpAttrs {
   /** Graph input. */
   input: InputAttrs;
   /** Weight-store tensor. */
@@ -149,6 +149,12 @@ export interface OpAttrs extends Record<ReduceOp, ReduceAttrs> {
   cast: CastAttrs;
   /** Matrix product. */
   matmul: MatmulAttrs;
+  /** Sum over axes. */
+  sum: ReduceAttrs;
+  /** Mean over axes. */
+  mean: ReduceAttrs;
+  /** Max over axes. */
+  max: ReduceAttrs;
   /** Softmax over one axis. */
   softmax: AxisAttrs;
   /** RMS norm over the last axis. */
@@ -179,10 +185,20 @@ export interface OpAttrs extends Record<ReduceOp, ReduceAttrs> {
 export type AttrsOf<O extends OpName> = O extends keyof OpAttrs ? OpAttrs[O] : Attrs;
 
 /** Anything with an op and its attributes: a {@link Node}, a {@link FusedStep}, an interpreter's op instance. */
-export type OpLike = { readonly op: OpName; readonly attrs: Attrs };
+export type OpLike = {
+  /** The op. */
+  readonly op: OpName;
+  /** Its attributes. */
+  readonly attrs: Attrs;
+};
 
 /** A node (or step) known to be an `O` one, its `attrs` typed (what {@link isOp} narrows to). */
-export type NodeOf<O extends OpName, T extends OpLike = Node> = T & { readonly op: O; readonly attrs: AttrsOf<O> };
+export type NodeOf<O extends OpName, T extends OpLike = Node> = T & {
+  /** The op, known. */
+  readonly op: O;
+  /** Its attributes, typed. */
+  readonly attrs: AttrsOf<O>;
+};
 
 /** True when `x` (a node, or a fused step) is an `op` one; narrows it to {@link NodeOf}, whose `attrs` are typed. */
 export function isOp<O extends OpName, T extends OpLike>(x: T, op: O): x is NodeOf<O, T> {
@@ -199,7 +215,14 @@ export function attrsOf<O extends keyof OpAttrs>(x: OpLike, op: O): OpAttrs[O] {
 }
 
 /** A node (or step) as a union discriminated by `op`: `switch (t.op)` narrows `t.attrs` in each case. */
-export type TypedOp = { [O in OpName]: { readonly op: O; readonly attrs: AttrsOf<O> } }[OpName];
+export type TypedOp = {
+  [O in OpName]: {
+    /** The op (the discriminant). */
+    readonly op: O;
+    /** Its attributes, typed for the op. */
+    readonly attrs: AttrsOf<O>;
+  };
+}[OpName];
 
 /** `x` as a {@link TypedOp}, for a `switch` over its op that reads typed attributes in each case. */
 export function typedOp(x: OpLike): TypedOp {
