@@ -86,3 +86,10 @@ export class UsageError extends TensorwrightError {
     super('USAGE', message);
   }
 }
+
+/** A compiler invariant failed (e.g. a pass read a node as the wrong op): a bug in tensorwright, not in the input. */
+export class InternalError extends TensorwrightError {
+  constructor(message: string) {
+    super('INTERNAL', message);
+  }
+}

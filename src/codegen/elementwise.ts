@@ -12,6 +12,7 @@ import { UnsupportedOpError } from '../errors.js';
 import { POINTWISE_OPS } from '../ir/ops.js';
 import { dimProduct, numel, type Dim } from '../ir/dim.js';
 import { dimRef } from './wgsl.js';
+import { isOp } from '../ir/attrs.js';
 import type { Node } from '../ir/node.js';
 import { printNode } from '../ir/printer.js';
 import { KernelParams, type GridExpr, type KernelSource } from './kernel.js';
@@ -60,7 +61,7 @@ export function generateElementwiseKernel(root: Node, opts: ElementwiseOptions =
 
   const inside = (n: Node): boolean => n === root || (ELEMENTWISE_KERNEL_OPS.has(n.op) && fuse(n));
   const splatConstant = (n: Node): number | undefined => {
-    const v = n.op === 'constant' ? (n.attrs.values as unknown[]) : undefined;
+    const v = isOp(n, 'constant') ? n.attrs.values : undefined;
     return v && v.length === 1 && typeof v[0] === 'number' ? v[0] : undefined;
   };
 

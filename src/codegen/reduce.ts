@@ -10,6 +10,7 @@
 import { UnsupportedOpError } from '../errors.js';
 import { dimProduct, numel, type Dim } from '../ir/dim.js';
 import { dimRef } from './wgsl.js';
+import { attrsOf } from '../ir/attrs.js';
 import type { Node } from '../ir/node.js';
 import { printNode } from '../ir/printer.js';
 import { KernelParams, type GridExpr, type KernelSource } from './kernel.js';
@@ -19,7 +20,7 @@ import { computeType, storageType, wgslComment } from './wgsl.js';
 export function generateReduceKernel(node: Node, opts: { workgroupSize?: 64 | 128 | 256; maxWorkgroupsPerDimension?: number } = {}): KernelSource {
   if (node.op !== 'sum' && node.op !== 'mean' && node.op !== 'max') throw new UnsupportedOpError([node.op], `reduce codegen cannot compute '${node.op}'`);
   const x = node.inputs[0];
-  const axes = node.attrs.axes as number[];
+  const { axes } = attrsOf(node, node.op);
   const shape = x.shape;
   const kept = shape.map((_d, i) => i).filter((i) => !axes.includes(i));
   const dims = new KernelParams();

@@ -4,6 +4,7 @@
  * @module
  */
 import { InputError } from '../errors.js';
+import { isOp, type NodeOf } from './attrs.js';
 import type { Node } from './node.js';
 import type { WeightStore } from './weights.js';
 
@@ -21,7 +22,7 @@ export type GraphMeta = Readonly<Record<string, unknown>>;
 /** An immutable computation graph. */
 export class Graph {
   /** Graph inputs (`input` nodes), in calling order. */
-  readonly inputs: readonly Node[];
+  readonly inputs: readonly NodeOf<'input'>[];
   /** Graph outputs, in order. */
   readonly outputs: readonly GraphOutput[];
   /** The weights `weight` nodes refer to. */
@@ -31,13 +32,17 @@ export class Graph {
   private topoCache: readonly Node[] | undefined;
 
   constructor(inputs: readonly Node[], outputs: readonly GraphOutput[], weights: WeightStore, meta: GraphMeta = {}) {
-    for (const i of inputs) if (i.op !== 'input') throw new InputError(`graph input ${i.id} is a '${i.op}' node, not 'input'`);
     const names = new Set<string>();
     for (const o of outputs) {
       if (names.has(o.name)) throw new InputError(`duplicate graph output name '${o.name}'`);
       names.add(o.name);
     }
-    this.inputs = Object.freeze([...inputs]);
+    this.inputs = Object.freeze(
+      inputs.map((i) => {
+        if (!isOp(i, 'input')) throw new InputError(`graph input ${i.id} is a '${i.op}' node, not 'input'`);
+        return i;
+      }),
+    );
     this.outputs = Object.freeze(outputs.map((o) => Object.freeze({ ...o })));
     this.weights = weights;
     this.meta = meta;

@@ -6,6 +6,7 @@ export * from './dtype.js';
 export * from './dim.js';
 export * from './weights.js';
 export * from './node.js';
+export * from './attrs.js';
 export * from './ops.js';
 export * from './graph.js';
 export * from './builder.js';

@@ -24,7 +24,10 @@ export interface TensorType {
 
 let nextNodeId = 0;
 
-/** One operation in the graph. Never construct directly: use {@link makeNode} (or a {@link GraphBuilder}). */
+/**
+ * One operation in the graph. Never construct directly: use {@link makeNode} (or a {@link GraphBuilder}). Its
+ * `attrs` are loosely typed; read them typed with {@link attrsOf}, or narrow the node with {@link isOp}.
+ */
 export class Node implements TensorType {
   /** Unique, increasing id (creation order). */
   readonly id: number;

@@ -11,6 +11,7 @@ import { ShapeError, UnsupportedOpError } from '../errors.js';
 import { isDType, isFloat, type DType } from './dtype.js';
 import { dimAdd, dimDivExact, dimMul, dimProduct, dimSub, dimToString, numel, SymDim, shapeToString, type Dim, type Shape } from './dim.js';
 import type { Attrs, AttrValue, Node, TensorType } from './node.js';
+import type { AttrsOf } from './attrs.js';
 
 /** Unary elementwise ops on floats. */
 export const UNARY_OPS = ['neg', 'abs', 'exp', 'log', 'sqrt', 'rsqrt', 'reciprocal', 'tanh', 'erf', 'sin', 'cos', 'silu', 'gelu', 'relu', 'sigmoid'] as const;
@@ -102,8 +103,16 @@ function arity(name: string, min: number, max = min): (n: number) => void {
   };
 }
 
-function define(name: OpName, category: OpCategory, ar: [number, number?], rest: Omit<OpDef, 'name' | 'category' | 'checkArity'>): void {
-  defs.set(name, { name, category, checkArity: arity(name, ar[0], ar[1] ?? ar[0]), ...rest });
+/** An op's rules as written below: `normalize` must produce, and `infer` receives, the op's typed attributes. */
+interface OpRules<O extends OpName> {
+  commutative?: boolean;
+  normalize?(inputs: readonly TensorType[], attrs: Attrs): AttrsOf<O>;
+  infer(inputs: readonly TensorType[], attrs: AttrsOf<O>): TensorType;
+}
+
+function define<O extends OpName>(name: O, category: OpCategory, ar: [number, number?], rest: OpRules<O>): void {
+  // sound: a node's attributes are always its op's normalized ones, so `infer` gets what `normalize` made
+  defs.set(name, { name, category, checkArity: arity(name, ar[0], ar[1] ?? ar[0]), ...(rest as Omit<OpDef, 'name' | 'category' | 'checkArity'>) });
 }
 
 const s = shapeToString;
@@ -178,7 +187,7 @@ define('input', 'leaf', [0], {
     if (!isDType(a.dtype)) throw new ShapeError('input', `'${a.name}' has bad dtype ${JSON.stringify(a.dtype)}`);
     return { name: a.name, dtype: a.dtype, shape: shapeAttr('input', a, 'shape') };
   },
-  infer: (_i, a) => ({ dtype: a.dtype as DType, shape: a.shape as Dim[] }),
+  infer: (_i, a) => ({ dtype: a.dtype, shape: a.shape }),
 });
 
 define('weight', 'leaf', [0], {
@@ -187,7 +196,7 @@ define('weight', 'leaf', [0], {
     if (!isDType(a.dtype)) throw new ShapeError('weight', `'${a.id}' has bad dtype`);
     return { id: a.id, name: typeof a.name === 'string' ? a.name : a.id, dtype: a.dtype, shape: shapeAttr('weight', a, 'shape') };
   },
-  infer: (_i, a) => ({ dtype: a.dtype as DType, shape: a.shape as Dim[] }),
+  infer: (_i, a) => ({ dtype: a.dtype, shape: a.shape }),
 });
 
 /** Largest constant (in elements) kept inline in a node; larger ones belong in the weight store. */
@@ -211,7 +220,7 @@ define('constant', 'leaf', [0], {
     const vals = splat ? [canonValue(a.dtype, values[0] as number | SymDim)] : (values as (number | SymDim)[]).map((v) => canonValue(a.dtype as DType, v));
     return { dtype: a.dtype, shape, values: vals };
   },
-  infer: (_i, a) => ({ dtype: a.dtype as DType, shape: a.shape as Dim[] }),
+  infer: (_i, a) => ({ dtype: a.dtype, shape: a.shape }),
 });
 
 function canonValue(dtype: DType, v: number | SymDim): number | SymDim {
@@ -280,7 +289,7 @@ define('cast', 'elementwise', [1], {
     if (!isDType(a.to)) throw new ShapeError('cast', `target dtype ${JSON.stringify(a.to)} is not a dtype`);
     return { to: a.to };
   },
-  infer: ([x], a) => ({ dtype: a.to as DType, shape: x.shape }),
+  infer: ([x], a) => ({ dtype: a.to, shape: x.shape }),
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -315,7 +324,7 @@ for (const op of REDUCE_OPS) {
     infer: ([x], a) => {
       if (x.dtype === 'bool') throw new ShapeError(op, 'cannot reduce bool');
       if (op === 'mean') requireFloat(op, x);
-      const axes = a.axes as number[];
+      const axes = a.axes;
       const shape = a.keepDims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_d, i) => !axes.includes(i));
       return { dtype: x.dtype, shape };
     },
@@ -370,7 +379,7 @@ define('rope', 'elementwise', [2], {
     if (x.shape.length !== 4) throw new ShapeError('rope', `input must be [batch, seq, heads, headDim], got ${s(x.shape)}`);
     const [b, seq, , d] = x.shape;
     if (typeof d !== 'number') throw new ShapeError('rope', `head dim must be static, got ${s(x.shape)}`);
-    const rd = a.rotaryDim as number;
+    const rd = a.rotaryDim;
     if (rd <= 0 || rd > d || rd % 2 !== 0) throw new ShapeError('rope', `rotaryDim ${rd} must be even and in (0, ${d}]`);
     if (pos.dtype !== 'i32') throw new ShapeError('rope', `positions must be i32, got ${pos.dtype}${s(pos.shape)}`);
     const okPos = (pos.shape.length === 1 && pos.shape[0] === seq) || (pos.shape.length === 2 && pos.shape[1] === seq && (pos.shape[0] === b || pos.shape[0] === 1));
@@ -408,7 +417,7 @@ define('reshape', 'layout', [1], {
     return { shape: out as Dim[] };
   },
   infer: ([x], a) => {
-    const shape = a.shape as Dim[];
+    const shape = a.shape;
     if (numel(shape) !== numel(x.shape)) throw new ShapeError('reshape', `cannot reshape ${s(x.shape)} (${dimToString(numel(x.shape))} elements) to ${s(shape)} (${dimToString(numel(shape))})`);
     return { dtype: x.dtype, shape };
   },
@@ -421,13 +430,13 @@ define('transpose', 'layout', [1], {
     if (perm.length !== x.shape.length || sorted.some((p, i) => p !== i)) throw new ShapeError('transpose', `perm [${perm}] is not a permutation of rank ${x.shape.length} (input ${s(x.shape)})`);
     return { perm };
   },
-  infer: ([x], a) => ({ dtype: x.dtype, shape: (a.perm as number[]).map((p) => x.shape[p]) }),
+  infer: ([x], a) => ({ dtype: x.dtype, shape: a.perm.map((p) => x.shape[p]) }),
 });
 
 define('concat', 'layout', [1, Infinity], {
   normalize: (inputs, a) => ({ axis: normAxis('concat', num(a, 'axis'), inputs[0].shape.length) }),
   infer: (inputs, a) => {
-    const axis = a.axis as number;
+    const axis = a.axis;
     const dt = sameDType('concat', inputs);
     const r = inputs[0].shape.length;
     let total: Dim = 0;
@@ -458,7 +467,7 @@ define('slice', 'layout', [1], {
       throw new ShapeError('slice', 'axes, starts, ends and steps must have equal lengths');
     if (new Set(axes).size !== axes.length) throw new ShapeError('slice', `repeated axis in [${axes}]`);
     const outStarts: Dim[] = [];
-    const outEnds: Dim[] = [];
+    const outEnds: (Dim | null)[] = [];
     axes.forEach((ax, i) => {
       const dim = x.shape[ax];
       const step = steps[i];
@@ -485,7 +494,7 @@ define('slice', 'layout', [1], {
         } else {
           outStarts.push(Math.min(Math.max(abs(st), 0), Math.max(dim - 1, 0)));
           const e = en === null ? -1 : Math.min(Math.max(abs(en), -1), dim - 1);
-          outEnds.push(e === -1 ? (null as unknown as Dim) : e);
+          outEnds.push(e === -1 ? null : e);
         }
       } else {
         if (step !== 1) throw new ShapeError('slice', `only step 1 on symbolic axis ${ax} of ${s(x.shape)}`);
@@ -501,11 +510,10 @@ define('slice', 'layout', [1], {
   },
   infer: ([x], a) => {
     const shape = [...x.shape];
-    const axes = a.axes as number[];
-    axes.forEach((ax, i) => {
-      const st = (a.starts as Dim[])[i];
-      const step = (a.steps as number[])[i];
-      const en = (a.ends as (Dim | null)[])[i] ?? -1;
+    a.axes.forEach((ax, i) => {
+      const st = a.starts[i];
+      const step = a.steps[i];
+      const en = a.ends[i] ?? -1;
       if (typeof st === 'number' && typeof en === 'number') {
         shape[ax] = step > 0 ? Math.max(0, Math.ceil((en - st) / step)) : Math.max(0, Math.ceil((st - en) / -step));
       } else shape[ax] = dimSub(en, st);
@@ -518,7 +526,7 @@ define('gather', 'gather', [2], {
   normalize: ([x], a) => ({ axis: normAxis('gather', num(a, 'axis', 0), x.shape.length) }),
   infer: ([x, idx], a) => {
     if (idx.dtype !== 'i32' && idx.dtype !== 'u32') throw new ShapeError('gather', `indices must be i32 or u32, got ${idx.dtype}${s(idx.shape)}`);
-    const axis = a.axis as number;
+    const axis = a.axis;
     return { dtype: x.dtype, shape: [...x.shape.slice(0, axis), ...idx.shape, ...x.shape.slice(axis + 1)] };
   },
 });
@@ -526,7 +534,7 @@ define('gather', 'gather', [2], {
 define('expand', 'layout', [1], {
   normalize: (_i, a) => ({ shape: shapeAttr('expand', a, 'shape') }),
   infer: ([x], a) => {
-    const target = a.shape as Dim[];
+    const target = a.shape;
     const shape = broadcastShapes('expand', [x.shape, target]);
     return { dtype: x.dtype, shape };
   },
@@ -604,16 +612,17 @@ export function matmulWork(node: Node): Dim {
 
 /**
  * One step of a fused node's program: an op applied to operands of the fused node (`args[i] >= 0`) or to results
- * of earlier steps (`args[i] = -(j + 1)` for step `j`), with that op's attributes.
+ * of earlier steps (`args[i] = -(j + 1)` for step `j`), with that op's attributes. (A type alias, not an interface,
+ * so that a step is an {@link AttrValue}.)
  */
-export interface FusedStep {
+export type FusedStep = {
   /** The op (not a leaf other than `constant`, not `fused`). */
   readonly op: OpName;
   /** Operand references. */
   readonly args: readonly number[];
   /** The op's attributes. */
   readonly attrs: Attrs;
-}
+};
 
 /** A fused program with canonical step attributes, and the type of each step. */
 export interface FusedProgramTypes {
@@ -664,11 +673,11 @@ define('fused', 'fused', [1, Infinity], {
   normalize: (inputs, a) => {
     if (typeof a.kind !== 'string' || !a.kind) throw new ShapeError('fused', "needs a 'kind'");
     if (!Array.isArray(a.steps) || a.steps.length === 0) throw new ShapeError('fused', 'needs at least one step');
-    const { steps } = inferFusedSteps(inputs, a.steps as unknown as FusedStep[]);
-    return { kind: a.kind, steps: steps as unknown as AttrValue };
+    const { steps } = inferFusedSteps(inputs, a.steps as readonly FusedStep[]);
+    return { kind: a.kind, steps };
   },
   infer: (inputs, a) => {
-    const { types } = inferFusedSteps(inputs, a.steps as unknown as FusedStep[]);
+    const { types } = inferFusedSteps(inputs, a.steps);
     return types[types.length - 1];
   },
 });

@@ -6,6 +6,7 @@
 import { SymDim, shapeToString } from './dim.js';
 import type { Graph } from './graph.js';
 import { topoOrder } from './graph.js';
+import { isOp } from './attrs.js';
 import type { AttrValue, Node } from './node.js';
 
 function attrText(v: AttrValue): string {
@@ -28,10 +29,10 @@ function shownAttrs(n: Node): [string, AttrValue][] {
 /** A node's line, with operands named by `name` (default `%id`). */
 export function printNode(n: Node, name: (x: Node) => string = (x) => `%${x.id}`): string {
   let head: string;
-  if (n.op === 'input') head = `input ${JSON.stringify(n.attrs.name)}`;
-  else if (n.op === 'weight') head = `weight @${JSON.stringify(n.attrs.name)}`;
-  else if (n.op === 'constant') {
-    const vals = n.attrs.values as number[];
+  if (isOp(n, 'input')) head = `input ${JSON.stringify(n.attrs.name)}`;
+  else if (isOp(n, 'weight')) head = `weight @${JSON.stringify(n.attrs.name)}`;
+  else if (isOp(n, 'constant')) {
+    const vals = n.attrs.values;
     head = `constant ${vals.length === 1 ? String(vals[0]) : `[${vals.slice(0, 6).join(', ')}${vals.length > 6 ? ', …' : ''}]`}`;
   } else head = `${n.op}(${n.inputs.map(name).join(', ')})`;
   const attrs = shownAttrs(n);
@@ -50,7 +51,7 @@ export function localNames(nodes: readonly Node[]): (x: Node) => string {
 export function printGraph(g: Graph, title = 'graph'): string {
   const nodes = g.nodes();
   const name = localNames(nodes);
-  const sig = g.inputs.map((i) => `${String(i.attrs.name)}: ${i.dtype}${shapeToString(i.shape)}`).join(', ');
+  const sig = g.inputs.map((i) => `${i.attrs.name}: ${i.dtype}${shapeToString(i.shape)}`).join(', ');
   const lines = [`${title}(${sig}) {`];
   for (const n of nodes) lines.push(`  ${printNode(n, name)}`);
   lines.push(`  return ${g.outputs.map((o) => `${o.name}=${name(o.node)}`).join(', ')}`);

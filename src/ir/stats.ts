@@ -3,6 +3,7 @@
  * @module
  */
 import type { Graph } from './graph.js';
+import { isOp } from './attrs.js';
 import type { Node } from './node.js';
 
 /** Ops that launch no kernel: leaves, and reshapes (a reshape is a view of its operand's buffer). */
@@ -38,8 +39,8 @@ export function weightTotals(g: Graph): WeightTotals {
   let parameters = 0;
   let bytes = 0;
   for (const n of g.nodes()) {
-    if (n.op !== 'weight') continue;
-    const e = g.weights.get(String(n.attrs.id));
+    if (!isOp(n, 'weight')) continue;
+    const e = g.weights.get(n.attrs.id);
     parameters += e.shape.reduce((a, b) => a * b, 1);
     for (const arr of Object.values(e.data)) bytes += arr.byteLength;
   }

@@ -5,7 +5,8 @@
  * @module
  */
 import { VerifyError, TensorwrightError } from '../errors.js';
-import { attrKey } from './node.js';
+import { isOp } from './attrs.js';
+import { attrKey, type Node } from './node.js';
 import type { Graph } from './graph.js';
 import { getOpDef } from './ops.js';
 import { localNames, printNode } from './printer.js';
@@ -16,10 +17,10 @@ export function verifyGraphProblems(g: Graph): string[] {
   const problems: string[] = [];
   const nodes = g.nodes();
   const name = localNames(nodes);
-  const declared = new Set(g.inputs);
+  const declared = new Set<Node>(g.inputs);
   const inputNames = new Set<string>();
   for (const i of g.inputs) {
-    const nm = String(i.attrs.name);
+    const nm = i.attrs.name;
     if (inputNames.has(nm)) problems.push(`input name '${nm}' is declared twice`);
     inputNames.add(nm);
   }
@@ -36,9 +37,9 @@ export function verifyGraphProblems(g: Graph): string[] {
     } catch (e) {
       problems.push(`${e instanceof TensorwrightError ? e.message : String(e)}: ${where()}`);
     }
-    if (n.op === 'input' && !declared.has(n)) problems.push(`input '${String(n.attrs.name)}' is used but not a graph input: ${where()}`);
-    if (n.op === 'weight') {
-      const id = String(n.attrs.id);
+    if (isOp(n, 'input') && !declared.has(n)) problems.push(`input '${n.attrs.name}' is used but not a graph input: ${where()}`);
+    if (isOp(n, 'weight')) {
+      const id = n.attrs.id;
       if (!g.weights.has(id)) problems.push(`weight ${id} is not in the weight store: ${where()}`);
       else {
         const e = g.weights.get(id);

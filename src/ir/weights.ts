@@ -10,10 +10,10 @@ import type { DType } from './dtype.js';
 import { InputError } from '../errors.js';
 
 /** Dense storage: one element per value, in the entry's dtype. */
-export interface DenseEncoding {
+export type DenseEncoding = {
   /** Discriminant. */
   readonly kind: 'dense';
-}
+};
 
 /**
  * Low-bit integer storage with scales (and optional zero points), grouped along the **last** axis: element `i`
@@ -21,7 +21,7 @@ export interface DenseEncoding {
  * `[N, K]` weight) and `groupSize = numel` is per-tensor. Value = `(q - zeroPoint) * scale`, `q` being the stored
  * integer (two's complement when `signed`). Integers are packed little-endian within bytes (`bits` 8, 4 or 2).
  */
-export interface QuantizedEncoding {
+export type QuantizedEncoding = {
   /** Discriminant. */
   readonly kind: 'quantized';
   /** Bits per stored integer. */
@@ -40,39 +40,39 @@ export interface QuantizedEncoding {
    * offsets being no integer multiple of the scale. Absent means false.
    */
   readonly hasMin?: boolean;
-}
+};
 
 /** Codebook (look-up table) storage: `indexBits`-bit indices into a table of `2^indexBits` values per group. */
-export interface CodebookEncoding {
+export type CodebookEncoding = {
   /** Discriminant. */
   readonly kind: 'codebook';
   /** Bits per index (1..8). */
   readonly indexBits: number;
   /** Elements sharing one codebook (row-major groups, like {@link QuantizedEncoding.groupSize}). */
   readonly groupSize: number;
-}
+};
 
 /** N:M structured sparsity along the last axis: of every `m` consecutive elements, at most `n` are non-zero. */
-export interface NMSparseEncoding {
+export type NMSparseEncoding = {
   /** Discriminant. */
   readonly kind: 'sparse-nm';
   /** Kept elements per group. */
   readonly n: number;
   /** Group length. */
   readonly m: number;
-}
+};
 
 /** Block-sparse storage of a 2-D weight in block-CSR form with `blockRows × blockCols` dense blocks. */
-export interface BlockSparseEncoding {
+export type BlockSparseEncoding = {
   /** Discriminant. */
   readonly kind: 'sparse-block';
   /** Rows per block. */
   readonly blockRows: number;
   /** Columns per block. */
   readonly blockCols: number;
-}
+};
 
-/** How a weight's bytes are stored. */
+/** How a weight's bytes are stored. (The encodings are type aliases, not interfaces, so an encoding is an attribute value.) */
 export type WeightEncoding = DenseEncoding | QuantizedEncoding | CodebookEncoding | NMSparseEncoding | BlockSparseEncoding;
 
 /** Typed arrays a weight's payload may use. */

@@ -9,7 +9,8 @@
  * become equal and intern together as the graph is rebuilt. The dropped entries are left for `dce`.
  * @module
  */
-import { attrKey, type AttrValue, type Node } from '../ir/node.js';
+import { attrsOf, isOp } from '../ir/attrs.js';
+import { attrKey, type Node } from '../ir/node.js';
 import type { WeightArray, WeightEntry } from '../ir/weights.js';
 import { countMatches, describeNodes, type Pass } from './pass.js';
 import { rewriteGraph, type RewriteRule } from './rewrite.js';
@@ -36,7 +37,7 @@ function headerKey(e: WeightEntry): string {
   const buffers = Object.keys(e.data)
     .sort()
     .map((k) => `${k}:${e.data[k].constructor.name}:${e.data[k].length}`);
-  return `${e.dtype}[${e.shape.join(',')}]${attrKey(e.encoding as unknown as AttrValue)}{${buffers.join(',')}}`;
+  return `${e.dtype}[${e.shape.join(',')}]${attrKey(e.encoding)}{${buffers.join(',')}}`;
 }
 
 function sameContent(a: WeightEntry, b: WeightEntry): boolean {
@@ -50,7 +51,7 @@ function sameContent(a: WeightEntry, b: WeightEntry): boolean {
 export function duplicateWeights(nodes: readonly Node[], entryOf: (n: Node) => WeightEntry): Map<Node, Node> {
   const byHeader = new Map<string, Node[]>();
   for (const n of nodes) {
-    if (n.op !== 'weight') continue;
+    if (!isOp(n, 'weight')) continue;
     const key = headerKey(entryOf(n));
     const list = byHeader.get(key);
     if (list) list.push(n);
@@ -80,7 +81,7 @@ export const csePass: Pass = {
   name: 'cse',
   description: 'merge weights with identical content (structurally equal nodes are already one node by interning)',
   run(graph, ctx) {
-    const replace = duplicateWeights(graph.nodes(), (n) => graph.weights.get(String(n.attrs.id)));
+    const replace = duplicateWeights(graph.nodes(), (n) => graph.weights.get(attrsOf(n, 'weight').id));
     if (replace.size === 0) return graph;
     const rule: RewriteRule = {
       name: 'merge-duplicate-weight',
@@ -90,7 +91,7 @@ export const csePass: Pass = {
     const r = rewriteGraph(graph, [rule], { options: ctx.options });
     countMatches(ctx, r.matches);
     const merged = [...replace.keys()];
-    const pairs = merged.map((n) => `${String(n.attrs.name)} = ${String(replace.get(n)!.attrs.name)}`);
+    const pairs = merged.map((n) => `${attrsOf(n, 'weight').name} = ${attrsOf(replace.get(n)!, 'weight').name}`);
     const shown = pairs.length > 8 ? [...pairs.slice(0, 8), `… ${pairs.length - 8} more`] : pairs;
     ctx.report.add({
       pass: 'cse',

@@ -5,6 +5,7 @@
  * and notes graph inputs that no output depends on. Inputs stay: they are the graph's calling signature.
  * @module
  */
+import { isOp } from '../ir/attrs.js';
 import type { Pass } from './pass.js';
 
 /** The `dce` pass: drops unreferenced weights; keeps inputs and outputs. */
@@ -14,11 +15,11 @@ export const dcePass: Pass = {
   run(graph, ctx) {
     const nodes = graph.nodes();
     const used = new Set<string>();
-    for (const n of nodes) if (n.op === 'weight') used.add(String(n.attrs.id));
+    for (const n of nodes) if (isOp(n, 'weight')) used.add(n.attrs.id);
     const live = new Set(nodes);
     const unusedInputs = graph.inputs.filter((i) => !live.has(i));
     if (unusedInputs.length)
-      ctx.report.add({ pass: 'dce', kind: 'info', message: `inputs no output depends on (kept): ${unusedInputs.map((i) => String(i.attrs.name)).join(', ')}` });
+      ctx.report.add({ pass: 'dce', kind: 'info', message: `inputs no output depends on (kept): ${unusedInputs.map((i) => i.attrs.name).join(', ')}` });
     const dead = graph.weights.all().filter((e) => !used.has(e.id));
     if (dead.length === 0) return graph;
     const bytes = dead.reduce((acc, e) => acc + Object.values(e.data).reduce((b, a) => b + a.byteLength, 0), 0);

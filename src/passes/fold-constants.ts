@@ -20,6 +20,7 @@
 import { TensorwrightError } from '../errors.js';
 import { isStaticShape, numel } from '../ir/dim.js';
 import type { DType } from '../ir/dtype.js';
+import { isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { getOpDef, MAX_INLINE_CONSTANT, OP_NAMES, type OpName } from '../ir/ops.js';
 import { floatToHalf, WeightStore, type WeightArray } from '../ir/weights.js';
@@ -49,8 +50,8 @@ function isBroadcastConstant(x: Node): boolean {
 function isFoldableOperand(x: Node, ctx: RewriteContext, cap: number): boolean {
   if (isSymbolicConstant(x) || (isBroadcastConstant(x) && isSymbolicConstant(x.inputs[0]))) return false; // fold-shapes' job
   if (x.op === 'constant' || isBroadcastConstant(x)) return isStaticShape(x.shape);
-  if (x.op !== 'weight') return false;
-  const e = ctx.weights.get(String(x.attrs.id));
+  if (!isOp(x, 'weight')) return false;
+  const e = ctx.weights.get(x.attrs.id);
   return e.encoding.kind === 'dense' && (staticNumel(x) ?? Infinity) <= cap;
 }
 
@@ -64,7 +65,7 @@ function isSplatOperand(x: Node): boolean {
 }
 
 function operandValue(x: Node, ctx: RewriteContext): Tensor {
-  if (x.op === 'weight') return weightTensor(ctx.weights.get(String(x.attrs.id)));
+  if (isOp(x, 'weight')) return weightTensor(ctx.weights.get(x.attrs.id));
   if (isBroadcastConstant(x)) return evaluateNode(x, [operandValue(x.inputs[0], ctx)], ctx.graph, {}, {});
   return evaluateNode(x, [], ctx.graph, {}, {});
 }
@@ -83,7 +84,7 @@ function weightPayload(dtype: DType, t: Tensor): WeightArray {
 }
 
 function foldedName(node: Node): string {
-  const parts = node.inputs.map((x) => (x.op === 'weight' ? String(x.attrs.name) : 'const'));
+  const parts = node.inputs.map((x) => (isOp(x, 'weight') ? x.attrs.name : 'const'));
   return `${node.op}(${parts.join(',')})`;
 }
 

@@ -100,7 +100,7 @@ export function buildFusedNode(region: FusionRegion, operand: (n: Node) => Node 
     stepOf.set(n, steps.length - 1);
   }
   if (operands.length === 0) return undefined;
-  return makeNode('fused', operands.map(operand), { kind: region.kind, steps: steps as unknown as AttrValue });
+  return makeNode('fused', operands.map(operand), { kind: region.kind, steps });
 }
 
 /**

@@ -37,6 +37,7 @@
  * @module
  */
 import type { Graph } from '../ir/graph.js';
+import { attrsOf, isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { POINTWISE_OPS } from '../ir/ops.js';
 import { applyFusionRegions, buildFusedNode, hasSymbolicAttrs, sameShape, type FusionRegion } from './fuse-elementwise.js';
@@ -59,11 +60,8 @@ const MAX_EPILOGUE_STEPS = 64;
 
 /** A slice of the last axis only, with step 1 and static bounds. */
 function isLastAxisSlice(n: Node): boolean {
-  if (n.op !== 'slice') return false;
-  const axes = n.attrs.axes as readonly number[];
-  const steps = n.attrs.steps as readonly number[];
-  const starts = n.attrs.starts as readonly unknown[];
-  const ends = n.attrs.ends as readonly unknown[];
+  if (!isOp(n, 'slice')) return false;
+  const { axes, steps, starts, ends } = n.attrs;
   return axes.length === 1 && axes[0] === n.rank - 1 && steps[0] === 1 && typeof starts[0] === 'number' && typeof ends[0] === 'number';
 }
 
@@ -71,7 +69,7 @@ function isLastAxisSlice(n: Node): boolean {
 function isView(n: Node): boolean {
   if (hasSymbolicAttrs(n)) return false;
   if (n.op === 'reshape') return true;
-  return n.op === 'slice' && (n.attrs.steps as readonly number[]).every((s) => s > 0);
+  return isOp(n, 'slice') && n.attrs.steps.every((s) => s > 0);
 }
 
 /**
@@ -91,8 +89,8 @@ export const splitHeadsBeforeSliceRule: RewriteRule = {
     if (node.rank !== r + 1 || !s.shape.slice(0, -1).every((d, i) => d === node.shape[i])) return undefined;
     const d = node.shape[r];
     const n = x.shape[r - 1];
-    const start = (s.attrs.starts as readonly number[])[0];
-    const end = (s.attrs.ends as readonly number[])[0];
+    const start = attrsOf(s, 'slice').starts[0] as number; // static: isLastAxisSlice
+    const end = attrsOf(s, 'slice').ends[0] as number;
     if (typeof d !== 'number' || typeof n !== 'number' || d === 0 || n % d !== 0 || start % d !== 0 || end % d !== 0) return undefined;
     const heads = makeNode('reshape', [x], { shape: [...x.shape.slice(0, -1), n / d, d] });
     return makeNode('slice', [heads], { axes: [r - 1], starts: [start / d], ends: [end / d], steps: [1] });

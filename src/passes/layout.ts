@@ -36,8 +36,8 @@
 import { UsageError } from '../errors.js';
 import { weightNode } from '../ir/builder.js';
 import type { Graph } from '../ir/graph.js';
-import { makeNode, type AttrValue, type Node } from '../ir/node.js';
-import type { FusedStep } from '../ir/ops.js';
+import { attrsOf, isOp } from '../ir/attrs.js';
+import { makeNode, type Node } from '../ir/node.js';
 import { WeightStore, type WeightArray, type WeightEntry } from '../ir/weights.js';
 import type { DeviceProfile } from '../ir/device-profile.js';
 import { countMatches, describeNodes, type Pass, type PassContext } from './pass.js';
@@ -163,8 +163,8 @@ function reasonFor(layout: WeightLayout): string {
 
 /** The entry of `b` when it is a weight the rules may re-lay out as a matmul operand; records why not otherwise. */
 function matmulWeight(b: Node, ctx: RewriteContext, run: LayoutRun): WeightEntry | undefined {
-  if (b.op !== 'weight') return undefined;
-  const e = ctx.weights.get(String(b.attrs.id));
+  if (!isOp(b, 'weight')) return undefined;
+  const e = ctx.weights.get(b.attrs.id);
   if (e.encoding.kind !== 'dense') {
     run.skipped.set(e.name, `${e.encoding.kind} encoding fixes its layout`);
     return undefined;
@@ -190,11 +190,11 @@ function layoutRules(run: LayoutRun): RewriteRule[] {
       root: 'matmul',
       apply: ({ node }, ctx) => {
         const [a, b] = node.inputs;
-        const transB = node.attrs.transB === true;
+        const { transA, transB } = attrsOf(node, 'matmul');
         if (storedLayout(transB) === run.layout) return undefined;
         const e = matmulWeight(b, ctx, run);
         if (!e) return undefined;
-        return makeNode('matmul', [a, permutedWeight(e, [1, 0], reasonFor(run.layout), ctx, run)], { transA: node.attrs.transA, transB: !transB });
+        return makeNode('matmul', [a, permutedWeight(e, [1, 0], reasonFor(run.layout), ctx, run)], { transA, transB: !transB });
       },
     },
     {
@@ -202,9 +202,9 @@ function layoutRules(run: LayoutRun): RewriteRule[] {
       root: 'transpose',
       pattern: pat.op('transpose', [pat.weight('w')]),
       apply: ({ node, captures: { w } }, ctx) => {
-        const perm = node.attrs.perm as readonly number[];
+        const { perm } = attrsOf(node, 'transpose');
         if (isIdentity(perm)) return undefined;
-        const e = ctx.weights.get(String(w.attrs.id));
+        const e = ctx.weights.get(attrsOf(w, 'weight').id);
         if (e.encoding.kind !== 'dense') {
           run.skipped.set(e.name, `${e.encoding.kind} encoding fixes its layout (the transpose stays a run-time op)`);
           return undefined;
@@ -216,18 +216,18 @@ function layoutRules(run: LayoutRun): RewriteRule[] {
       name: 'weight-layout-fused',
       root: 'fused',
       apply: ({ node }, ctx) => {
-        const steps = node.attrs.steps as unknown as readonly FusedStep[];
+        const { kind, steps } = attrsOf(node, 'fused');
         const inputs = [...node.inputs];
         const out = steps.map((st) => ({ op: st.op, args: [...st.args], attrs: st.attrs }));
         let changed = false;
         steps.forEach((st, j) => {
           if (st.op !== 'matmul' || st.args[1] < 0) return;
           const bi = st.args[1];
-          const transB = st.attrs.transB === true;
+          const { transB } = attrsOf(st, 'matmul');
           if (storedLayout(transB) === run.layout) return;
           const e = matmulWeight(node.inputs[bi], ctx, run);
           if (!e) return;
-          const t = permutedWeight(e, [1, 0], `${reasonFor(run.layout)} (inside a fused ${String(node.attrs.kind)} kernel)`, ctx, run);
+          const t = permutedWeight(e, [1, 0], `${reasonFor(run.layout)} (inside a fused ${kind} kernel)`, ctx, run);
           const sharedOperand = steps.some((s, k) => s.args.some((a, ai) => a === bi && !(k === j && ai === 1)));
           let at = inputs.indexOf(t);
           if (at < 0 && sharedOperand) at = inputs.push(t) - 1;
@@ -245,7 +245,7 @@ function layoutRules(run: LayoutRun): RewriteRule[] {
           kept.push(x);
         });
         const steps2 = out.map((s) => ({ ...s, args: s.args.map((a) => (a >= 0 ? renumber.get(a)! : a)) }));
-        return makeNode('fused', kept, { kind: node.attrs.kind, steps: steps2 as unknown as AttrValue });
+        return makeNode('fused', kept, { kind, steps: steps2 });
       },
     },
   ];
@@ -262,8 +262,8 @@ function usersOfWeights(g: Graph): Map<string, Node[]> {
   const m = new Map<string, Node[]>();
   for (const n of g.nodes())
     for (const x of new Set(n.inputs))
-      if (x.op === 'weight') {
-        const id = String(x.attrs.id);
+      if (isOp(x, 'weight')) {
+        const id = x.attrs.id;
         let l = m.get(id);
         if (!l) m.set(id, (l = []));
         l.push(n);

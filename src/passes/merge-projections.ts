@@ -25,6 +25,7 @@
  * @module
  */
 import type { Graph } from '../ir/graph.js';
+import { attrsOf, isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { WeightStore, type WeightEntry } from '../ir/weights.js';
 import { countMatches, describeNodes, type Pass } from './pass.js';
@@ -70,8 +71,8 @@ export interface ProjectionPlan {
 
 /** A dense f32 rank-`rank` weight entry of the graph, or `undefined`. */
 function denseF32(graph: Graph, n: Node, rank: number): WeightEntry | undefined {
-  if (n.op !== 'weight' || n.dtype !== 'f32' || n.rank !== rank) return undefined;
-  const e = graph.weights.get(String(n.attrs.id));
+  if (!isOp(n, 'weight') || n.dtype !== 'f32' || n.rank !== rank) return undefined;
+  const e = graph.weights.get(n.attrs.id);
   return e.encoding.kind === 'dense' && e.data.values instanceof Float32Array ? e : undefined;
 }
 
@@ -85,8 +86,7 @@ export function findProjectionGroups(graph: Graph): ProjectionPlan {
     if (n.op !== 'matmul' || n.dtype !== 'f32') continue;
     const [a, w] = n.inputs;
     if (!denseF32(graph, w, 2)) continue;
-    const transA = n.attrs.transA as boolean;
-    const transB = n.attrs.transB as boolean;
+    const { transA, transB } = attrsOf(n, 'matmul');
     const key = `${a.id}:${transA}:${transB}`;
     let entry = byKey.get(key);
     if (!entry) byKey.set(key, (entry = { a, transA, transB, mms: [], shared: [] }));
@@ -124,7 +124,7 @@ export function findProjectionGroups(graph: Graph): ProjectionPlan {
 
 /** The concatenated weight of a group: `[ΣN, K]` with `transB`, `[K, ΣN]` without. */
 function mergedWeight(graph: Graph, g: ProjectionGroup): WeightEntry {
-  const parts = g.branches.map((b) => graph.weights.get(String(b.weight.attrs.id)));
+  const parts = g.branches.map((b) => graph.weights.get(attrsOf(b.weight, 'weight').id));
   const total = g.branches.reduce((acc, b) => acc + b.columns, 0);
   const name = `merged(${parts.map((p) => p.name).join(',')})`;
   if (g.transB) {
@@ -148,7 +148,7 @@ function mergedWeight(graph: Graph, g: ProjectionGroup): WeightEntry {
 
 /** The concatenated bias of a group. */
 function mergedBias(graph: Graph, g: ProjectionGroup): WeightEntry {
-  const parts = g.branches.map((b) => graph.weights.get(String(b.bias!.attrs.id)));
+  const parts = g.branches.map((b) => graph.weights.get(attrsOf(b.bias!, 'weight').id));
   const total = g.branches.reduce((acc, b) => acc + b.columns, 0);
   const values = new Float32Array(total);
   g.branches.forEach((b, i) => values.set((parts[i].data.values as Float32Array).subarray(0, b.columns), b.offset));
@@ -176,7 +176,7 @@ export const mergeProjectionsPass: Pass = {
     const plan = findProjectionGroups(graph);
     const skipped = plan.sharedWeightSkipped;
     if (skipped.length) {
-      const names = skipped.map((n) => String(n.inputs[1].attrs.name)).join(', ');
+      const names = skipped.map((n) => attrsOf(n.inputs[1], 'weight').name).join(', ');
       ctx.report.add({
         pass: 'merge-projections',
         kind: 'info',
@@ -189,11 +189,11 @@ export const mergeProjectionsPass: Pass = {
     for (const group of plan.groups) {
       const weight = mergedWeight(graph, group);
       const bias = group.withBias ? mergedBias(graph, group) : undefined;
-      for (const branch of group.branches) byWeight.set(String(branch.weight.attrs.id), { group, branch, weight, ...(bias ? { bias } : {}) });
+      for (const branch of group.branches) byWeight.set(attrsOf(branch.weight, 'weight').id, { group, branch, weight, ...(bias ? { bias } : {}) });
     }
     const planFor = (mm: Node): BranchPlan | undefined => {
-      if (mm.op !== 'matmul' || mm.inputs[1].op !== 'weight') return undefined;
-      const p = byWeight.get(String(mm.inputs[1].attrs.id));
+      if (mm.op !== 'matmul' || !isOp(mm.inputs[1], 'weight')) return undefined;
+      const p = byWeight.get(mm.inputs[1].attrs.id);
       return p && mm.attrs.transA === p.group.transA && mm.attrs.transB === p.group.transB ? p : undefined;
     };
     const rules: RewriteRule[] = [
@@ -224,7 +224,7 @@ export const mergeProjectionsPass: Pass = {
     const r = rewriteGraph(graph, rules, { options: ctx.options });
     countMatches(ctx, r.matches);
     for (const g of plan.groups) {
-      const names = g.branches.map((b) => String(b.weight.attrs.name));
+      const names = g.branches.map((b) => attrsOf(b.weight, 'weight').name);
       const total = g.branches.reduce((acc, b) => acc + b.columns, 0);
       ctx.report.add({
         pass: 'merge-projections',

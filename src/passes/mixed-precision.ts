@@ -53,6 +53,7 @@ import { UsageError } from '../errors.js';
 import { weightNode } from '../ir/builder.js';
 import type { DType } from '../ir/dtype.js';
 import type { Graph, GraphOutput } from '../ir/graph.js';
+import { attrsOf, isOp } from '../ir/attrs.js';
 import { makeNode, withInputs, type Node } from '../ir/node.js';
 import { isOpName, type OpName } from '../ir/ops.js';
 import { decodeWeight, floatToHalf, halfToFloat, WeightStore, type WeightEntry } from '../ir/weights.js';
@@ -173,7 +174,7 @@ export function weightToF16(e: WeightEntry): WeightEntry {
 }
 
 function constantToF16(c: Node): Node {
-  const values = (c.attrs.values as readonly number[]).map((v) => halfToFloat(floatToHalf(v)));
+  const values = attrsOf(c, 'constant').values.map((v) => (typeof v === 'number' ? halfToFloat(floatToHalf(v)) : v));
   return makeNode('constant', [], { dtype: 'f16', shape: [...c.shape], values });
 }
 
@@ -281,7 +282,7 @@ function plan(graph: Graph, setting: Setting, p: PrecisionOptions): Plan {
     if (!names) {
       names = [];
       for (const x of n.inputs) {
-        if (x.op === 'weight') names.push(String(x.attrs.name));
+        if (isOp(x, 'weight')) names.push(x.attrs.name);
         else if (flexible.has(x)) names.push(...namesOf(x));
       }
       weightNames.set(n, names);
@@ -384,8 +385,8 @@ function rebuild(graph: Graph, pl: Plan): Rebuilt {
     if (!m) materialized.set(x, (m = new Map()));
     let out = m.get(r);
     if (out) return out;
-    if (x.op === 'weight') {
-      const e = graph.weights.get(String(x.attrs.id));
+    if (isOp(x, 'weight')) {
+      const e = graph.weights.get(x.attrs.id);
       let uses = weightUses.get(e);
       if (!uses) weightUses.set(e, (uses = new Set()));
       uses.add(r);
@@ -490,7 +491,7 @@ function runMixedPrecision(graph: Graph, ctx: PassContext): Graph {
   const result = graph.withOutputs(r.outputs, graph.weights.with(...r.added.filter((e) => !graph.weights.has(e.id))));
 
   const live = new Set<string>();
-  for (const n of result.nodes()) if (n.op === 'weight') live.add(String(n.attrs.id));
+  for (const n of result.nodes()) if (isOp(n, 'weight')) live.add(n.attrs.id);
   const converted = [...r.weightUses.entries()].filter(([, uses]) => uses.has('f16'));
   if (converted.length) {
     const before = converted.reduce((acc, [e]) => acc + bytesOf(e), 0);

@@ -11,6 +11,7 @@
  * tried in both orders; a name captured twice must bind the same node both times).
  * @module
  */
+import { isOp } from '../ir/attrs.js';
 import type { Node } from '../ir/node.js';
 import { getOpDef, type OpName } from '../ir/ops.js';
 
@@ -31,17 +32,18 @@ export interface Pattern {
 
 /** Whether a node is a `constant` holding one value for every element (optionally: this value). */
 export function isSplatConstant(node: Node, value?: number): boolean {
-  if (node.op !== 'constant') return false;
-  const vals = node.attrs.values as readonly number[];
-  // a symbolic value (shape arithmetic) is no number a rule can compute with
-  if (vals.length !== 1 || typeof vals[0] !== 'number') return false;
+  const v = splatValue(node);
+  if (v === undefined) return false;
   if (value === undefined) return true;
-  return Number.isNaN(value) ? Number.isNaN(vals[0]) : vals[0] === value;
+  return Number.isNaN(value) ? Number.isNaN(v) : v === value;
 }
 
 /** The value of a splat constant, or `undefined` when the node is not one. */
 export function splatValue(node: Node): number | undefined {
-  return isSplatConstant(node) ? (node.attrs.values as readonly number[])[0] : undefined;
+  if (!isOp(node, 'constant')) return undefined;
+  const vals = node.attrs.values;
+  // a symbolic value (shape arithmetic) is no number a rule can compute with
+  return vals.length === 1 && typeof vals[0] === 'number' ? vals[0] : undefined;
 }
 
 /** Pattern constructors. */

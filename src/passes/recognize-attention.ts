@@ -32,6 +32,7 @@
 import { ShapeError } from '../errors.js';
 import { dimAdd, dimSub, type Dim } from '../ir/dim.js';
 import { isFloat } from '../ir/dtype.js';
+import { isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { decodeWeight } from '../ir/weights.js';
 import { rewritePass, type Pass } from './pass.js';
@@ -63,7 +64,7 @@ function sameShape(a: Node, b: Node): boolean {
 }
 
 function hasPerm(n: Node, perm: readonly number[]): boolean {
-  return n.op === 'transpose' && (n.attrs.perm as number[]).every((p, i) => p === perm[i]);
+  return isOp(n, 'transpose') && n.attrs.perm.every((p, i) => p === perm[i]);
 }
 
 /** `transpose(x, perm)`, or `x`'s operand when `x` is the transpose by the (self-inverse) `perm` already. */
@@ -141,12 +142,13 @@ function unrepeated(k: Node): Node {
 function leafValues(n: Node, ctx: RewriteContext): ArrayLike<number> | undefined {
   const size = n.shape.reduce((a: number, d) => a * (typeof d === 'number' ? d : Infinity), 1);
   if (size > MAX_MASK_ELEMENTS) return undefined;
-  if (n.op === 'constant') {
-    const vals = n.attrs.values as number[];
+  if (isOp(n, 'constant')) {
+    const vals = n.attrs.values;
+    if (!vals.every((x) => typeof x === 'number')) return undefined;
     return vals.length === size ? vals : new Array<number>(size).fill(vals[0]);
   }
-  if (n.op !== 'weight') return undefined;
-  const e = ctx.weights.get(String(n.attrs.id));
+  if (!isOp(n, 'weight')) return undefined;
+  const e = ctx.weights.get(n.attrs.id);
   return e.encoding.kind === 'dense' ? decodeWeight(e) : undefined;
 }
 
@@ -161,8 +163,8 @@ function isCausalMask(mask: Node, kind: MaskKind, s: Dim, t: Dim, ctx: RewriteCo
   let col: Dim = 0;
   for (;;) {
     const src = m.inputs[0];
-    if (m.op === 'slice') {
-      const { axes, starts, steps } = m.attrs as { axes: number[]; starts: Dim[]; steps: number[] };
+    if (isOp(m, 'slice')) {
+      const { axes, starts, steps } = m.attrs;
       for (let i = 0; i < axes.length; i++) {
         if (axes[i] < m.rank - 2) continue;
         if (steps[i] !== 1) return false;

@@ -22,6 +22,7 @@
  * @module
  */
 import { isFloat, type DType } from '../ir/dtype.js';
+import { attrsOf, isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { MAX_INLINE_CONSTANT } from '../ir/ops.js';
 import { decodeWeight, floatToHalf, WeightStore } from '../ir/weights.js';
@@ -52,8 +53,8 @@ function ones(d: number, dtype: DType, ctx: RewriteContext): Node {
 /** Whether `w` holds only ones (a splat constant, or a dense weight such as those {@link ones} adds). */
 function isOnes(w: Node, ctx: RewriteContext): boolean {
   if (w.op === 'constant') return isSplatConstant(w, 1);
-  if (w.op !== 'weight') return false;
-  const e = ctx.weights.get(String(w.attrs.id));
+  if (!isOp(w, 'weight')) return false;
+  const e = ctx.weights.get(w.attrs.id);
   return e.encoding.kind === 'dense' && decodeWeight(e).every((v) => v === 1);
 }
 
@@ -67,7 +68,10 @@ function asVector(g: Node, d: number, dtype: DType): Node | undefined {
 function meanLast(input: Pattern, capture?: string): Pattern {
   return pat.op('mean', [input], {
     capture,
-    where: (n) => n.attrs.keepDims === true && (n.attrs.axes as number[]).length === 1 && (n.attrs.axes as number[])[0] === n.rank - 1,
+    where: (n) => {
+      const { keepDims, axes } = attrsOf(n, 'mean');
+      return keepDims && axes.length === 1 && axes[0] === n.rank - 1;
+    },
   });
 }
 

@@ -26,7 +26,8 @@
  * @module
  */
 import type { DType } from '../ir/dtype.js';
-import { makeNode, type AttrValue, type Node } from '../ir/node.js';
+import { attrsOf, isOp } from '../ir/attrs.js';
+import { makeNode, type Node } from '../ir/node.js';
 import { rewritePass, type Pass } from './pass.js';
 import { pat } from './pattern.js';
 import type { RewriteRule } from './rewrite.js';
@@ -51,8 +52,8 @@ function isIdentityPerm(perm: readonly number[]): boolean {
 
 /** Whether `n` is a transpose swapping exactly its last two axes. */
 function swapsLastTwo(n: Node): boolean {
-  if (n.op !== 'transpose') return false;
-  const perm = n.attrs.perm as readonly number[];
+  if (!isOp(n, 'transpose')) return false;
+  const { perm } = n.attrs;
   const r = perm.length;
   return r >= 2 && perm[r - 1] === r - 2 && perm[r - 2] === r - 1 && perm.slice(0, r - 2).every((p, i) => p === i);
 }
@@ -83,12 +84,12 @@ export const simplifyRules: readonly RewriteRule[] = [
     name: 'reshape-reshape',
     root: 'reshape',
     pattern: pat.op('reshape', [pat.op('reshape', [pat.any('x')])]),
-    apply: ({ node, captures: { x } }) => makeNode('reshape', [x], { shape: node.attrs.shape }),
+    apply: ({ node, captures: { x } }) => makeNode('reshape', [x], { shape: attrsOf(node, 'reshape').shape }),
   },
   {
     name: 'transpose-identity',
     root: 'transpose',
-    apply: ({ node }) => (isIdentityPerm(node.attrs.perm as number[]) ? node.inputs[0] : undefined),
+    apply: ({ node }) => (isIdentityPerm(attrsOf(node, 'transpose').perm) ? node.inputs[0] : undefined),
   },
   {
     name: 'transpose-transpose',
@@ -96,8 +97,8 @@ export const simplifyRules: readonly RewriteRule[] = [
     pattern: pat.op('transpose', [pat.op('transpose', [pat.any('x')], { capture: 'inner' })]),
     apply: ({ node, captures: { x, inner } }) => {
       // out[i] = inner[q[i]] = x[p[q[i]]]
-      const p = inner.attrs.perm as readonly number[];
-      const perm = (node.attrs.perm as readonly number[]).map((q) => p[q]);
+      const p = attrsOf(inner, 'transpose').perm;
+      const perm = attrsOf(node, 'transpose').perm.map((q) => p[q]);
       return isIdentityPerm(perm) ? x : makeNode('transpose', [x], { perm });
     },
   },
@@ -117,8 +118,7 @@ export const simplifyRules: readonly RewriteRule[] = [
     root: 'matmul',
     apply: ({ node }) => {
       let [a, b] = node.inputs;
-      let transA = node.attrs.transA as boolean;
-      let transB = node.attrs.transB as boolean;
+      let { transA, transB } = attrsOf(node, 'matmul');
       if (!swapsLastTwo(a) && !swapsLastTwo(b)) return undefined;
       if (swapsLastTwo(a)) [a, transA] = [a.inputs[0], !transA];
       if (swapsLastTwo(b)) [b, transB] = [b.inputs[0], !transB];
@@ -141,7 +141,7 @@ export const simplifyRules: readonly RewriteRule[] = [
     root: 'slice',
     apply: ({ node }) => {
       const x = node.inputs[0];
-      const a = node.attrs as { axes: number[]; starts: AttrValue[]; ends: AttrValue[]; steps: number[] };
+      const a = attrsOf(node, 'slice');
       const keep = a.axes.map((_ax, i) => i).filter((i) => !(a.steps[i] === 1 && a.starts[i] === 0 && a.ends[i] === x.shape[a.axes[i]]));
       if (keep.length === a.axes.length) return undefined;
       if (keep.length === 0) return x;

@@ -11,6 +11,7 @@
  * @module
  */
 import { DeviceError } from '../errors.js';
+import { isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { byteSize } from '../ir/dtype.js';
 import { WeightStore, type WeightEntry } from '../ir/weights.js';
@@ -42,8 +43,8 @@ function limitOf(ctx: RewriteContext): number {
 }
 
 function oversized(n: Node, ctx: RewriteContext): WeightEntry | undefined {
-  if (n.op !== 'weight') return undefined;
-  const e = ctx.weights.get(String(n.attrs.id));
+  if (!isOp(n, 'weight')) return undefined;
+  const e = ctx.weights.get(n.attrs.id);
   return entryBytes(e) > limitOf(ctx) ? e : undefined;
 }
 
@@ -94,8 +95,8 @@ export const splitLargeWeightsPass: Pass = {
     for (const [rule, n] of Object.entries(r.matches)) ctx.report.add({ pass: 'split-large-weights', kind: 'layout', message: `${rule}: ${n} weight(s) split to fit ${ctx.device.maxStorageBufferBindingSize} bytes per binding` });
     const limit = ctx.device.maxStorageBufferBindingSize;
     for (const n of r.graph.nodes()) {
-      if (n.op !== 'weight') continue;
-      const e = r.graph.weights.get(String(n.attrs.id));
+      if (!isOp(n, 'weight')) continue;
+      const e = r.graph.weights.get(n.attrs.id);
       if (entryBytes(e) > limit)
         throw new DeviceError('LIMIT_EXCEEDED', `weight '${e.name}' (${e.dtype}[${e.shape}], ${entryBytes(e)} bytes) does not fit one storage binding (maxStorageBufferBindingSize ${limit}) and no rule splits it`);
     }

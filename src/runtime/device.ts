@@ -232,7 +232,7 @@ function limitsOf(limits: GPUSupportedLimits): Record<string, number> {
   const out: Record<string, number> = {};
   // The limits are accessors on the prototype, so for…in (not Object.keys) lists them.
   for (const name in limits) {
-    const v = (limits as unknown as Record<string, unknown>)[name];
+    const v: unknown = Reflect.get(limits, name);
     if (typeof v === 'number') out[name] = v;
   }
   return out;

@@ -92,20 +92,19 @@ interface Section {
 
 function readHeader(bytes: Uint8Array, file: string | undefined): RawHeader {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out: Record<string, number> = {};
-  for (let i = 0; i < HEADER_FIELDS.length; i++) {
+  const [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len] = HEADER_FIELDS.map((field, i) => {
     const off = 4 * i;
     if (off + 4 > bytes.byteLength) {
       throw new ModelFormatError(
-        `header.${HEADER_FIELDS[i]}`,
+        `header.${field}`,
         off,
         `file is ${bytes.byteLength} bytes, shorter than the ${LLAMA2C_HEADER_BYTES}-byte llama2.c header`,
         file,
       );
     }
-    out[HEADER_FIELDS[i]] = dv.getInt32(off, true);
-  }
-  return out as unknown as RawHeader;
+    return dv.getInt32(off, true);
+  });
+  return { dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len };
 }
 
 /** Validates the header and derives the config; throws a ModelFormatError naming the bad field. */

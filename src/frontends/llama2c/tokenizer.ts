@@ -30,7 +30,7 @@ function bytesToKey(bytes: Uint8Array, start = 0, end = bytes.length): string {
   let s = '';
   const CHUNK = 4096;
   for (let i = start; i < end; i += CHUNK) {
-    s += String.fromCharCode.apply(null, bytes.subarray(i, Math.min(end, i + CHUNK)) as unknown as number[]);
+    s += String.fromCharCode(...bytes.subarray(i, Math.min(end, i + CHUNK)));
   }
   return s;
 }

@@ -201,7 +201,7 @@ export class OpContext {
     const a = this.attr(name);
     if (!a) return undefined;
     if (!a.t) throw this.malformed(`attribute '${name}' holds no tensor`);
-    return this.tensorValue(a.t as unknown as Parameters<typeof decodeTensor>[0], `attribute '${name}' of ${this.label}`);
+    return this.tensorValue(a.t, `attribute '${name}' of ${this.label}`);
   }
 
   /** A decoded tensor as a value: a constant (or a weight named `name` when it is a large float tensor). */

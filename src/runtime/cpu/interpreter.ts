@@ -8,7 +8,8 @@ import { evalDim, evalShape, shapeToString, SymDim, type Dim, type DimBindings }
 import type { Graph } from '../../ir/graph.js';
 import type { Node } from '../../ir/node.js';
 import { decodeWeight, type WeightEntry } from '../../ir/weights.js';
-import { inferFusedSteps, type FusedStep } from '../../ir/ops.js';
+import { inferFusedSteps } from '../../ir/ops.js';
+import { attrsOf, typedOp } from '../../ir/attrs.js';
 import * as K from './kernels.js';
 import { Tensor, roundToHalf } from './tensor.js';
 
@@ -38,7 +39,7 @@ export function bindInputs(g: Graph, inputs: Readonly<Record<string, Tensor>>, g
   const b: Record<string, number> = { ...given };
   const pending: [string, number, Dim, number][] = [];
   for (const inp of g.inputs) {
-    const name = String(inp.attrs.name);
+    const name = inp.attrs.name;
     const t = inputs[name];
     if (!t) throw new InputError(`missing graph input '${name}' (${inp.typeString()})`);
     if (t.dtype !== inp.dtype) throw new InputError(`input '${name}' must be ${inp.dtype}, got ${t.dtype}`);
@@ -100,49 +101,49 @@ export interface OpInstance {
 
 /** Evaluates one node (or a step of a fused program) given its operands' values. */
 export function evaluateNode(n: OpInstance, args: Tensor[], g: Graph, inputs: Readonly<Record<string, Tensor>>, bindings: DimBindings): Tensor {
-  const a = n.attrs;
-  switch (n.op) {
+  const t = typedOp(n);
+  switch (t.op) {
     case 'input':
-      return inputs[String(a.name)];
+      return inputs[t.attrs.name];
     case 'weight':
-      return weightTensor(g.weights.get(String(a.id)));
+      return weightTensor(g.weights.get(t.attrs.id));
     case 'constant':
       // i32 constants may hold symbolic dims (shape arithmetic): they take the run's values
-      return K.constant(n.dtype, evalShape(n.shape, bindings), (a.values as Dim[]).map((v) => evalDim(v, bindings)));
+      return K.constant(n.dtype, evalShape(n.shape, bindings), t.attrs.values.map((v) => evalDim(v, bindings)));
     case 'neg': case 'abs': case 'exp': case 'log': case 'sqrt': case 'rsqrt': case 'reciprocal': case 'tanh': case 'erf': case 'sin': case 'cos': case 'silu': case 'gelu': case 'relu': case 'sigmoid':
-      return K.unary(n.op, a, args[0]);
+      return K.unary(t.op, t.attrs, args[0]);
     case 'add': case 'sub': case 'mul': case 'div': case 'pow': case 'maximum': case 'minimum': case 'equal': case 'less': case 'greater':
-      return K.binary(n.op, args[0], args[1], n.dtype);
+      return K.binary(t.op, args[0], args[1], n.dtype);
     case 'where':
       return K.where(args[0], args[1], args[2]);
     case 'cast':
       return K.cast(args[0], n.dtype);
     case 'matmul':
-      return K.matmul(args[0], args[1], a.transA as boolean, a.transB as boolean);
+      return K.matmul(args[0], args[1], t.attrs.transA, t.attrs.transB);
     case 'sum': case 'mean': case 'max':
-      return K.reduce(n.op, args[0], a.axes as number[], a.keepDims as boolean);
+      return K.reduce(t.op, args[0], t.attrs.axes, t.attrs.keepDims);
     case 'softmax':
-      return K.softmax(args[0], a.axis as number);
+      return K.softmax(args[0], t.attrs.axis);
     case 'rmsnorm':
-      return K.rmsnorm(args[0], args[1], a.eps as number);
+      return K.rmsnorm(args[0], args[1], t.attrs.eps);
     case 'layernorm':
-      return K.layernorm(args[0], args[1], args[2], a.eps as number);
+      return K.layernorm(args[0], args[1], args[2], t.attrs.eps);
     case 'rope':
-      return K.rope(args[0], args[1], a.theta as number, a.style as string, a.rotaryDim as number);
+      return K.rope(args[0], args[1], t.attrs.theta, t.attrs.style, t.attrs.rotaryDim);
     case 'reshape':
       return args[0].reshape(evalShape(n.shape, bindings));
     case 'transpose':
-      return K.transpose(args[0], a.perm as number[]);
+      return K.transpose(args[0], t.attrs.perm);
     case 'concat':
-      return K.concat(args, a.axis as number);
+      return K.concat(args, t.attrs.axis);
     case 'slice':
-      return K.slice(args[0], a.axes as number[], (a.starts as Dim[]).map((d) => evalDim(d, bindings)), (a.ends as (Dim | null)[]).map((d) => (d === null ? -1 : evalDim(d, bindings))), a.steps as number[]);
+      return K.slice(args[0], t.attrs.axes, t.attrs.starts.map((d) => evalDim(d, bindings)), t.attrs.ends.map((d) => (d === null ? -1 : evalDim(d, bindings))), t.attrs.steps);
     case 'gather':
-      return K.gather(args[0], args[1], a.axis as number, `gather to ${n.dtype}${shapeToString(n.shape)}`);
+      return K.gather(args[0], args[1], t.attrs.axis, `gather to ${n.dtype}${shapeToString(n.shape)}`);
     case 'expand':
       return K.expand(args[0], evalShape(n.shape, bindings));
     case 'attention':
-      return K.attention(args[0], args[1], args[2], args[3], a.causal as boolean, a.scale as number);
+      return K.attention(args[0], args[1], args[2], args[3], t.attrs.causal, t.attrs.scale);
     case 'fused':
       return evaluateFused(n, args, g, inputs, bindings);
     default:
@@ -155,7 +156,7 @@ function evaluateFused(n: OpInstance, args: Tensor[], g: Graph, inputs: Readonly
   // infer step types from the node's own (possibly symbolic) operand types, so steps whose attributes mention
   // symbolic dims type-check; evaluateNode resolves them with the bindings
   const operandTypes = 'inputs' in n ? (n as Node).inputs : args.map((t) => ({ dtype: t.dtype, shape: t.shape }));
-  const { steps, types } = inferFusedSteps(operandTypes, n.attrs.steps as unknown as FusedStep[]);
+  const { steps, types } = inferFusedSteps(operandTypes, attrsOf(n, 'fused').steps);
   const results: Tensor[] = [];
   steps.forEach((st, j) => {
     const operands = st.args.map((r) => (r >= 0 ? args[r] : results[-r - 1]));

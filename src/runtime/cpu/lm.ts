@@ -24,7 +24,7 @@ export class CpuCausalLM implements LMStepper {
     readonly maxPositions: number,
   ) {
     for (const inp of graph.inputs) {
-      const name = String(inp.attrs.name);
+      const name = inp.attrs.name;
       if (name.startsWith('past_')) {
         const shape = inp.shape.map((d) => (typeof d === 'number' ? d : 0));
         this.past.set(name, Tensor.zeros(inp.dtype, shape));
