@@ -5,8 +5,9 @@
  */
 import { DeviceError, InputError, UnsupportedOpError } from './errors.js';
 import { printNode } from './ir/printer.js';
+import { attrsOf, isOp } from './ir/attrs.js';
 import type { LoadedModel } from './frontends/load.js';
-import type { Dim, DimBindings } from './ir/dim.js';
+import type { DimBindings } from './ir/dim.js';
 import type { Graph } from './ir/graph.js';
 import type { Node } from './ir/node.js';
 import { pagedAttentionOf } from './ir/paged-kv.js';
@@ -103,17 +104,17 @@ class WeightPacker {
 
 function weightIndexFor(g: Graph, packer: WeightPacker, constants: Map<Node, WeightEntry>): (n: Node) => number {
   return (n) => {
-    if (n.op === 'weight') {
-      const e = g.weights.get(String(n.attrs.id));
+    if (isOp(n, 'weight')) {
+      const e = g.weights.get(n.attrs.id);
       if (e.encoding.kind !== 'dense') throw new UnsupportedOpError(['weight'], `weight '${e.name}' is ${e.encoding.kind}-encoded; the WebGPU kernels read dense weights only so far`);
       if (e.dtype === 'bool') throw new UnsupportedOpError(['weight'], `bool weight '${e.name}' cannot be bound yet`);
       return packer.add(e);
     }
     let e = constants.get(n);
     if (!e) {
-      if ((n.attrs.values as unknown[]).some((v) => typeof v !== 'number'))
-        throw new UnsupportedOpError(['constant'], `constant ${printNode(n)} holds symbolic dims: it is a computed input, not a weight`);
-      const vals = n.attrs.values as number[];
+      const { values } = attrsOf(n, 'constant');
+      if (values.some((v) => typeof v !== 'number')) throw new UnsupportedOpError(['constant'], `constant ${printNode(n)} holds symbolic dims: it is a computed input, not a weight`);
+      const vals = values as readonly number[];
       const shape = n.shape as number[];
       const count = shape.reduce((a, b) => a * b, 1);
       const full = vals.length === 1 ? new Array<number>(count).fill(vals[0]) : vals;
@@ -130,7 +131,7 @@ function weightIndexFor(g: Graph, packer: WeightPacker, constants: Map<Node, Wei
 function bufferOf(node: Node, slots: SlotPlan, weightIndex: (n: Node) => number): BufferRef {
   let n = node;
   while (n.op === 'reshape' && ['input', 'weight', 'constant', 'reshape'].includes(n.inputs[0].op)) n = n.inputs[0];
-  if (n.op === 'input') return { kind: 'input', name: String(n.attrs.name) };
+  if (isOp(n, 'input')) return { kind: 'input', name: n.attrs.name };
   const computed = computedInputName(n);
   if (computed) return { kind: 'input', name: computed };
   if (n.op === 'weight' || n.op === 'constant') return { kind: 'weight', weight: weightIndex(n), part: 'values' };
@@ -196,15 +197,15 @@ function buildPlans(pipeline: WebGPUPipelineResult, target: Target, kernels: Ker
 
 function inputsOf(graph: Graph, bindings: DimBindings, exclude: (name: string) => boolean): IOManifest[] {
   const given = graph.inputs
-    .filter((i) => !exclude(String(i.attrs.name)))
-    .map((i) => ({ name: String(i.attrs.name), dtype: i.dtype, shape: shapeToJSON(i.shape).map(String), maxBytes: Math.ceil((evalShape(i.shape, bindings).reduce((a, b) => a * b, 1) * byteSize(i.dtype)) / 4) * 4 }));
+    .filter((i) => !exclude(i.attrs.name))
+    .map((i) => ({ name: i.attrs.name, dtype: i.dtype, shape: shapeToJSON(i.shape).map(String), maxBytes: Math.ceil((evalShape(i.shape, bindings).reduce((a, b) => a * b, 1) * byteSize(i.dtype)) / 4) * 4 }));
   // constants holding symbolic dims are inputs the runtime writes from each run's bindings
   const computed = graph.nodes().flatMap((n): IOManifest[] => {
     const name = computedInputName(n);
     if (!name) return [];
     const shape = n.shape as number[];
     const count = shape.reduce((a, b) => a * b, 1);
-    return [{ name, dtype: n.dtype, shape: shape.map(String), maxBytes: count * byteSize(n.dtype), values: shapeToJSON(n.attrs.values as Dim[]).map(String) }];
+    return [{ name, dtype: n.dtype, shape: shape.map(String), maxBytes: count * byteSize(n.dtype), values: shapeToJSON(attrsOf(n, 'constant').values).map(String) }];
   });
   return [...given, ...computed];
 }
@@ -270,7 +271,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   const logitsRef = logits.ref!;
   const samplerBindings = samplerK.bindings.map((b) => (b.name === 'logits' ? logitsRef : b.name === 'token' ? ({ kind: 'sample' } as const) : ({ kind: 'arena', slot: probsSlot, size: vocab * 4 } as const)));
   // the KV cache's geometry comes from the graph's past-key inputs: [1, past, kvHeads, headDim] per layer
-  const pastK = built0.inputs.filter((i) => /^past_k\.\d+$/.test(String(i.attrs.name)));
+  const pastK = built0.inputs.filter((i) => /^past_k\.\d+$/.test(i.attrs.name));
   const [, , kvHeads, hd] = pastK[0].shape as [unknown, unknown, number, number];
   const { blockSize, dtype: kvDType } = target.kv;
   const manifest: EngineManifest = {

@@ -5,6 +5,7 @@
  * nodes; the engine builder turns those into buffers.
  * @module
  */
+import { attrsOf, isOp } from '../ir/attrs.js';
 import { UnsupportedOpError } from '../errors.js';
 import { numel } from '../ir/dim.js';
 import type { Node } from '../ir/node.js';
@@ -20,14 +21,14 @@ const NO_KERNEL = new Set(['input', 'weight', 'constant', 'reshape']);
  * the dims' bindings), or `undefined` for any other node.
  */
 export function computedInputName(n: Node): string | undefined {
-  return n.op === 'constant' && (n.attrs.values as unknown[]).some((v) => typeof v !== 'number') ? `dims#${n.id}` : undefined;
+  return isOp(n, 'constant') && n.attrs.values.some((v) => typeof v !== 'number') ? `dims#${n.id}` : undefined;
 }
 
 /** The launches computing `node` (none for views and empty tensors); throws {@link UnsupportedOpError} when no family takes it. */
 export function lowerNode(node: Node, ctx: LowerContext): Launch[] {
   if (NO_KERNEL.has(node.op) || numel(node.shape) === 0) return [];
   const family = familyOf(node);
-  if (!family) throw new UnsupportedOpError([node.op === 'fused' ? `fused:${String(node.attrs.kind)}` : node.op], `no WebGPU kernel for ${printNode(node)}`);
+  if (!family) throw new UnsupportedOpError([node.op === 'fused' ? `fused:${attrsOf(node, 'fused').kind}` : node.op], `no WebGPU kernel for ${printNode(node)}`);
   return family.lower(node, ctx);
 }
 

@@ -4,6 +4,7 @@
  * paged-KV lowering) and the kernels that do it share this one definition.
  * @module
  */
+import { isOp } from './attrs.js';
 import type { Node } from './node.js';
 
 /** A window of heads inside a wider `[S, numHeads, D]` tensor: a head slice that a kernel reads in place. */
@@ -19,8 +20,8 @@ export interface HeadWindow {
  * q, k or v of a merged QKV projection; `undefined` for any other node.
  */
 export function headSliceWindow(n: Node): HeadWindow | undefined {
-  if (n.op !== 'slice' || n.rank !== 4) return undefined;
-  const { axes, starts, steps } = n.attrs as { axes: number[]; starts: unknown[]; steps: number[] };
+  if (!isOp(n, 'slice') || n.rank !== 4) return undefined;
+  const { axes, starts, steps } = n.attrs;
   const total = n.inputs[0].shape[2];
   const heads = n.shape[2];
   const first = starts[0];

@@ -9,6 +9,7 @@
  * Fused nodes need no legalization: the fusion passes form only the patterns the target's kernel families accept.
  * @module
  */
+import { attrsOf } from '../ir/attrs.js';
 import { numel } from '../ir/dim.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { rewritePass } from './pass.js';
@@ -20,7 +21,7 @@ export const softmaxLastAxisRule: RewriteRule = {
   root: 'softmax',
   apply: ({ node }) => {
     const last = node.rank - 1;
-    const axis = node.attrs.axis as number;
+    const { axis } = attrsOf(node, 'softmax');
     if (axis === last) return undefined;
     const perm = node.shape.map((_d, i) => (i === axis ? last : i === last ? axis : i));
     const moved = makeNode('transpose', [node.inputs[0]], { perm });

@@ -7,6 +7,7 @@
  * A graph without past keys (an encoder, an ONNX model) is left as it is.
  * @module
  */
+import { isOp } from '../ir/attrs.js';
 import { Graph } from '../ir/graph.js';
 import { headSliceWindow } from '../ir/head-window.js';
 import { makeNode, type Node } from '../ir/node.js';
@@ -17,7 +18,7 @@ import { rewriteGraph } from './rewrite.js';
 
 /** The layer of a `past_k.L` / `past_v.L` input, or `undefined`. */
 function pastLayer(n: Node, prefix: 'past_k' | 'past_v'): number | undefined {
-  const m = n.op === 'input' ? new RegExp(`^${prefix}\\.(\\d+)$`).exec(String(n.attrs.name)) : null;
+  const m = isOp(n, 'input') ? new RegExp(`^${prefix}\\.(\\d+)$`).exec(n.attrs.name) : null;
   return m ? Number(m[1]) : undefined;
 }
 

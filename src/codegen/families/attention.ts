@@ -5,6 +5,7 @@
  * KV-cache write and the paged kernel. The variant comes from the schedule rules (`src/codegen/schedule/attention.ts`).
  * @module
  */
+import { attrsOf } from '../../ir/attrs.js';
 import { UnsupportedOpError } from '../../errors.js';
 import type { Node } from '../../ir/node.js';
 import { printNode } from '../../ir/printer.js';
@@ -33,7 +34,7 @@ function lowerAttention(node: Node, ctx: LowerContext): Launch[] {
   if (typeof Hq !== 'number' || typeof Hkv !== 'number' || typeof D !== 'number' || typeof Dv !== 'number')
     throw new UnsupportedOpError(['attention'], `attention kernels need static head counts and dims: ${label}`);
   const software = ctx.target.deviceClass === 'software-gpu';
-  const heads = { numHeads: Hq, numKvHeads: Hkv, headDim: D, valueDim: Dv, dtype: floatStorage(node), causal: att.attrs.causal as boolean, scale: att.attrs.scale as number, staticLoops: !software, nodes: [label] };
+  const heads = { numHeads: Hq, numKvHeads: Hkv, headDim: D, valueDim: Dv, dtype: floatStorage(node), causal: attrsOf(att, 'attention').causal, scale: attrsOf(att, 'attention').scale, staticLoops: !software, nodes: [label] };
   const paged = ctx.paged.get(node);
   if (paged) {
     const { blockSize, dtype: kvDType } = ctx.target.kv;

@@ -3,10 +3,10 @@
  * node's program as real nodes, and the launch record.
  * @module
  */
+import { attrsOf } from '../../ir/attrs.js';
 import { UnsupportedOpError } from '../../errors.js';
 import type { Dim } from '../../ir/dim.js';
 import { makeNode, type Node } from '../../ir/node.js';
-import type { FusedStep } from '../../ir/ops.js';
 import { printNode } from '../../ir/printer.js';
 import type { Launch, LaunchOperand } from '../family.js';
 import type { KernelSource } from '../kernel.js';
@@ -24,7 +24,7 @@ export function floatStorage(n: Node): 'f32' | 'f16' {
 
 /** Rebuilds a fused node's program as real nodes over its operands; returns them in step order. */
 export function unfuse(fused: Node): Node[] {
-  const steps = fused.attrs.steps as unknown as FusedStep[];
+  const { steps } = attrsOf(fused, 'fused');
   const out: Node[] = [];
   for (const st of steps) out.push(makeNode(st.op, st.args.map((r) => (r >= 0 ? fused.inputs[r] : out[-r - 1])), st.attrs));
   return out;

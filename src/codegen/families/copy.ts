@@ -3,7 +3,7 @@
  * `[vocab, dim]` table), `transpose`, `slice` and `concat` as copy kernels.
  * @module
  */
-import type { Dim } from '../../ir/dim.js';
+import { attrsOf } from '../../ir/attrs.js';
 import { numel } from '../../ir/dim.js';
 import type { Node } from '../../ir/node.js';
 import { printNode } from '../../ir/printer.js';
@@ -17,7 +17,7 @@ function lowerCopy(node: Node): Launch[] {
   switch (node.op) {
     case 'gather': {
       const [table, ids] = node.inputs;
-      const axis = node.attrs.axis as number;
+      const { axis } = attrsOf(node, 'gather');
       const indexDType = ids.dtype === 'u32' ? 'u32' : 'i32';
       const count = dimText(numel(ids.shape));
       const k =
@@ -27,19 +27,19 @@ function lowerCopy(node: Node): Launch[] {
       return [launchOf(node, k, [table, ids])];
     }
     case 'transpose':
-      return [launchOf(node, generateTransposeKernel({ shape: x.shape.map(dimText), perm: node.attrs.perm as number[], dtype: node.dtype, nodes: [label] }), [x])];
+      return [launchOf(node, generateTransposeKernel({ shape: x.shape.map(dimText), perm: [...attrsOf(node, 'transpose').perm], dtype: node.dtype, nodes: [label] }), [x])];
     case 'slice': {
-      const axes = node.attrs.axes as number[];
+      const a = attrsOf(node, 'slice');
       const starts = x.shape.map((): number | string => 0);
       const steps = x.shape.map(() => 1);
-      axes.forEach((ax, i) => {
-        starts[ax] = dimText((node.attrs.starts as Dim[])[i]);
-        steps[ax] = (node.attrs.steps as number[])[i];
+      a.axes.forEach((ax, i) => {
+        starts[ax] = dimText(a.starts[i]);
+        steps[ax] = a.steps[i];
       });
       return [launchOf(node, generateSliceKernel({ shape: x.shape.map(dimText), starts, steps, outShape: node.shape.map(dimText), dtype: node.dtype, nodes: [label] }), [x])];
     }
     default:
-      return [launchOf(node, generateConcatKernel({ shapes: node.inputs.map((i) => i.shape.map(dimText)), axis: node.attrs.axis as number, dtype: node.dtype, nodes: [label] }), node.inputs)];
+      return [launchOf(node, generateConcatKernel({ shapes: node.inputs.map((i) => i.shape.map(dimText)), axis: attrsOf(node, 'concat').axis, dtype: node.dtype, nodes: [label] }), node.inputs)];
   }
 }
 

@@ -3,6 +3,7 @@
  * Adding a family is a file beside this one and a line in {@link KERNEL_FAMILIES}.
  * @module
  */
+import { attrsOf } from '../../ir/attrs.js';
 import type { FusionPatterns } from '../../ir/target.js';
 import type { Node } from '../../ir/node.js';
 import type { KernelFamily } from '../family.js';
@@ -20,7 +21,7 @@ export const KERNEL_FAMILIES: readonly KernelFamily[] = [matmulFamily, attention
 
 /** What a node's family is looked up by: its op, or `fused:<kind>`. */
 function formOf(node: Node): string {
-  return node.op === 'fused' ? `fused:${String(node.attrs.kind)}` : node.op;
+  return node.op === 'fused' ? `fused:${attrsOf(node, 'fused').kind}` : node.op;
 }
 
 /** Family by form, built from the registry. */
@@ -47,6 +48,6 @@ export function fusionPatternsOf(families: readonly KernelFamily[] = KERNEL_FAMI
     epilogueAnchors: families.flatMap((f) => (f.fusion?.epilogueAnchor ? [f.fusion.kind] : [])),
     prologueAnchors: families.flatMap((f) => (f.fusion?.prologues ? [f.fusion.kind] : [])),
     elementwiseOps: new Set(families.flatMap((f) => [...(f.fusion?.pointwiseOps ?? [])])),
-    accepts: (fused) => byKind.get(String(fused.attrs.kind))?.accepts(fused) ?? false,
+    accepts: (fused) => byKind.get(attrsOf(fused, 'fused').kind)?.accepts(fused) ?? false,
   };
 }

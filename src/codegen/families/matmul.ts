@@ -5,6 +5,7 @@
  * kernel takes the rest unfused. The variant comes from the schedule rules (`src/codegen/schedule/matmul.ts`).
  * @module
  */
+import { attrsOf, isOp } from '../../ir/attrs.js';
 import { UnsupportedOpError } from '../../errors.js';
 import { dimMul, dimProduct, numel, type Dim } from '../../ir/dim.js';
 import type { Node } from '../../ir/node.js';
@@ -34,8 +35,9 @@ const GATE_ACTIVATIONS: Readonly<Record<string, MatmulActivation>> = { silu: 'si
 /** Whether a plain matmul needs {@link generateGeneralMatmulKernel}: a dynamic N or K, K = 0, or integer data. */
 function needsGeneralMatmul(mm: Node): boolean {
   const [A, B] = mm.inputs;
-  const K = mm.attrs.transA ? A.shape[A.rank - 2] : A.shape[A.rank - 1];
-  const N = mm.attrs.transB ? B.shape[B.rank - 2] : B.shape[B.rank - 1];
+  const { transA, transB } = attrsOf(mm, 'matmul');
+  const K = transA ? A.shape[A.rank - 2] : A.shape[A.rank - 1];
+  const N = transB ? B.shape[B.rank - 2] : B.shape[B.rank - 1];
   return typeof N !== 'number' || typeof K !== 'number' || K === 0 || mm.dtype === 'i32';
 }
 
@@ -48,8 +50,7 @@ export function matmulSpecOf(node: Node): { spec: MatmulSpec; operands: Node[] }
   const mm = steps[0];
   if (mm.op !== 'matmul') throw new UnsupportedOpError([mm.op], `a matmul kernel cannot start with ${printNode(mm)}`);
   const [A, B] = mm.inputs;
-  const transA = mm.attrs.transA as boolean;
-  const transB = mm.attrs.transB as boolean;
+  const { transA, transB } = attrsOf(mm, 'matmul');
   const ra = A.shape.length;
   const rb = B.shape.length;
   const M = transA ? A.shape[ra - 1] : A.shape[ra - 2];
@@ -83,8 +84,8 @@ export function matmulSpecOf(node: Node): { spec: MatmulSpec; operands: Node[] }
     const [s0, act, s1, mul] = rest;
     const half = N / 2;
     const isSlice = (s: Node, start: number): boolean =>
-      s.op === 'slice' && s.inputs[0] === mm && (s.attrs.axes as number[]).length === 1 && (s.attrs.axes as number[])[0] === mm.rank - 1 && (s.attrs.starts as Dim[])[0] === start && (s.attrs.ends as Dim[])[0] === start + half;
-    const actName = act.op === 'gelu' ? (act.attrs.approximate === 'tanh' ? 'gelu_tanh' : 'gelu') : GATE_ACTIVATIONS[act.op];
+      isOp(s, 'slice') && s.inputs[0] === mm && s.attrs.axes.length === 1 && s.attrs.axes[0] === mm.rank - 1 && s.attrs.starts[0] === start && s.attrs.ends[0] === start + half;
+    const actName = isOp(act, 'gelu') ? (act.attrs.approximate === 'tanh' ? 'gelu_tanh' : 'gelu') : GATE_ACTIVATIONS[act.op];
     if (isSlice(s0, 0) && act.inputs[0] === s0 && actName && isSlice(s1, half) && mul.op === 'mul' && new Set(mul.inputs).has(act) && new Set(mul.inputs).has(s1)) {
       spec.gated = { activation: actName as MatmulActivation };
       value = mul;
@@ -99,7 +100,7 @@ export function matmulSpecOf(node: Node): { spec: MatmulSpec; operands: Node[] }
     const loads: string[] = [];
     exprOf.set(value, 'ACC');
     for (const st of rest) {
-      const splat = st.op === 'constant' ? (st.attrs.values as unknown[]) : undefined;
+      const splat = isOp(st, 'constant') ? st.attrs.values : undefined;
       if (splat && splat.length === 1 && typeof splat[0] === 'number') {
         const lit = literal(st.dtype, splat[0]);
         if (usesBitsHelper(lit)) helpers.add('bits_f32');
@@ -111,7 +112,7 @@ export function matmulSpecOf(node: Node): { spec: MatmulSpec; operands: Node[] }
       const args = st.inputs.map((x) => {
         const e = exprOf.get(x);
         if (e !== undefined) return e;
-        const xs = x.op === 'constant' ? (x.attrs.values as unknown[]) : undefined;
+        const xs = isOp(x, 'constant') ? x.attrs.values : undefined;
         if (xs && xs.length === 1 && typeof xs[0] === 'number') {
           const lit = literal(x.dtype, xs[0]);
           if (usesBitsHelper(lit)) helpers.add('bits_f32');
@@ -139,8 +140,7 @@ export function matmulSpecOf(node: Node): { spec: MatmulSpec; operands: Node[] }
 function generalMatmulLaunch(mm: Node): Launch {
   const [A, B] = mm.inputs;
   if (mm.dtype !== 'i32' && mm.dtype !== 'f32' && mm.dtype !== 'f16') throw new UnsupportedOpError(['matmul'], `no WebGPU matmul kernel for ${mm.dtype} data: ${printNode(mm)}`);
-  const transA = mm.attrs.transA as boolean;
-  const transB = mm.attrs.transB as boolean;
+  const { transA, transB } = attrsOf(mm, 'matmul');
   const M = mm.shape[mm.rank - 2];
   const N = mm.shape[mm.rank - 1];
   const K = transA ? A.shape[A.rank - 2] : A.shape[A.rank - 1];

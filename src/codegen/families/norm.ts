@@ -3,6 +3,7 @@
  * workgroup.
  * @module
  */
+import { attrsOf } from '../../ir/attrs.js';
 import { UnsupportedOpError } from '../../errors.js';
 import { dimProduct } from '../../ir/dim.js';
 import { hasFeature } from '../../ir/target.js';
@@ -26,7 +27,7 @@ export const normFamily: KernelFamily = {
       cols,
       rows: dimText(dimProduct(x.shape.slice(0, -1))),
       dtype: floatStorage(node),
-      eps: node.attrs.eps as number,
+      eps: attrsOf(node, node.op as 'rmsnorm' | 'layernorm').eps,
       bias: node.inputs.length > 2,
       subgroups: hasFeature(ctx.target, 'subgroups'),
       staticLoops: ctx.target.deviceClass !== 'software-gpu',

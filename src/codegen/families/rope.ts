@@ -4,6 +4,7 @@
  * of heads in place from the wider tensor (q or k of a merged QKV projection).
  * @module
  */
+import { attrsOf } from '../../ir/attrs.js';
 import { UnsupportedOpError } from '../../errors.js';
 import { headSliceWindow } from '../../ir/head-window.js';
 import type { Node } from '../../ir/node.js';
@@ -31,9 +32,9 @@ export function ropeSpecOf(node: Node): { spec: RopeSpec; x: Node; pos: Node } {
     seq: dimText(s),
     numHeads: h,
     headDim: d,
-    rotaryDim: rope.attrs.rotaryDim as number,
-    theta: rope.attrs.theta as number,
-    style: rope.attrs.style as 'interleaved' | 'half',
+    rotaryDim: attrsOf(rope, 'rope').rotaryDim,
+    theta: attrsOf(rope, 'rope').theta,
+    style: attrsOf(rope, 'rope').style,
     dtype: floatStorage(node),
     positions: { kind: 'buffer', dtype: pos.dtype === 'u32' ? 'u32' : 'i32' },
     ...(source ? { source } : {}),

@@ -2,6 +2,7 @@
  * The softmax family as the compiler sees it: `softmax` over the last axis (legalization moves another axis last).
  * @module
  */
+import { attrsOf } from '../../ir/attrs.js';
 import { UnsupportedOpError } from '../../errors.js';
 import { dimProduct } from '../../ir/dim.js';
 import { printNode } from '../../ir/printer.js';
@@ -18,7 +19,7 @@ export const softmaxFamily: KernelFamily = {
   features: ['shader-f16', 'subgroups'],
   lower: (node, ctx) => {
     const x = node.inputs[0];
-    if (node.attrs.axis !== x.rank - 1) throw new UnsupportedOpError(['softmax'], `WebGPU softmax runs over the last axis: ${printNode(node)}`);
+    if (attrsOf(node, 'softmax').axis !== x.rank - 1) throw new UnsupportedOpError(['softmax'], `WebGPU softmax runs over the last axis: ${printNode(node)}`);
     const k = generateSoftmaxKernel({
       cols: dimText(x.shape[x.rank - 1]),
       rows: dimText(dimProduct(x.shape.slice(0, -1))),
