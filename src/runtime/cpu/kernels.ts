@@ -8,7 +8,9 @@ import { InputError } from '../../errors.js';
 import type { DType } from '../../ir/dtype.js';
 import { isFloat } from '../../ir/dtype.js';
 import type { Attrs } from '../../ir/node.js';
-import { arrayTypeFor, roundToHalf, stridesOf, Tensor, type TensorData } from './tensor.js';
+import { matmulMNK } from '../../ir/ops.js';
+import { shapeEquals, stridesOf } from '../../ir/dim.js';
+import { arrayTypeFor, roundToHalf, Tensor, type TensorData } from './tensor.js';
 import { binaryFn, ropeFrequency, unaryFn } from './math.js';
 
 function alloc(dtype: DType, shape: readonly number[]): Tensor {
@@ -38,8 +40,7 @@ function broadcast(shapes: readonly (readonly number[])[]): number[] {
 /** For each output element, the flat offset of the corresponding (broadcast) input element. */
 function broadcastOffsets(outShape: readonly number[], inShape: readonly number[]): Int32Array | null {
   const n = outShape.reduce((a, b) => a * b, 1);
-  const same = inShape.length === outShape.length && inShape.every((d, i) => d === outShape[i]);
-  if (same) return null;
+  if (shapeEquals(inShape, outShape)) return null;
   const rank = outShape.length;
   const inStr = stridesOf(inShape);
   const st = new Array<number>(rank).fill(0);
@@ -118,11 +119,7 @@ export function cast(x: Tensor, to: DType): Tensor {
 
 /** Batched matmul with broadcasting batch dims and optional transposes; float64 accumulation. */
 export function matmul(A: Tensor, B: Tensor, transA: boolean, transB: boolean): Tensor {
-  const ra = A.shape.length;
-  const rb = B.shape.length;
-  const M = transA ? A.shape[ra - 1] : A.shape[ra - 2];
-  const K = transA ? A.shape[ra - 2] : A.shape[ra - 1];
-  const N = transB ? B.shape[rb - 2] : B.shape[rb - 1];
+  const { m: M, k: K, n: N } = matmulMNK(A.shape, B.shape, transA, transB);
   const batchShape = broadcast([A.shape.slice(0, -2), B.shape.slice(0, -2)]);
   const batches = batchShape.reduce((p, q) => p * q, 1);
   const out = alloc(A.dtype, [...batchShape, M, N]);

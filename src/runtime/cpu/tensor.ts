@@ -7,6 +7,9 @@ import type { DType } from '../../ir/dtype.js';
 import { InputError } from '../../errors.js';
 import { floatToHalf, halfToFloat } from '../../ir/weights.js';
 
+// defined in the IR (the compiler needs it too); re-exported for the runtime entry point
+export { stridesOf } from '../../ir/dim.js';
+
 /** The typed array holding a tensor's elements: f32 and f16 values in a Float32Array (f16 values rounded to half). */
 export type TensorData = Float32Array | Int32Array | Uint32Array | Uint8Array;
 
@@ -73,15 +76,4 @@ export function arrayTypeFor(dtype: DType): Float32ArrayConstructor | Int32Array
 export function roundToHalf(a: Float32Array): Float32Array {
   for (let i = 0; i < a.length; i++) a[i] = halfToFloat(floatToHalf(a[i]));
   return a;
-}
-
-/** Row-major strides of a shape. */
-export function stridesOf(shape: readonly number[]): number[] {
-  const st = new Array<number>(shape.length);
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    st[i] = acc;
-    acc *= shape[i];
-  }
-  return st;
 }
