@@ -21,6 +21,7 @@
  * constant up to {@link MAX_INLINE_CONSTANT} elements, otherwise a new weight.
  * @module
  */
+import { shapeEquals } from '../ir/dim.js';
 import { isFloat, type DType } from '../ir/dtype.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { MAX_INLINE_CONSTANT } from '../ir/ops.js';
@@ -33,7 +34,7 @@ import type { RewriteContext, RewriteRule } from './rewrite.js';
 // helpers
 
 function sameType(a: Node, b: Node): boolean {
-  return a.dtype === b.dtype && a.rank === b.rank && a.shape.every((d, i) => d === b.shape[i]);
+  return a.dtype === b.dtype && shapeEquals(a.shape, b.shape);
 }
 
 /** The static size of the last axis, or `undefined`. */

@@ -22,7 +22,7 @@
  * (scaled or NTK-aware frequencies, another layout) leave the graph alone.
  * @module
  */
-import type { Dim } from '../ir/dim.js';
+import { shapeEquals, type Dim } from '../ir/dim.js';
 import { isFloat } from '../ir/dtype.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { decodeWeight } from '../ir/weights.js';
@@ -39,10 +39,6 @@ const SWAP_SEQ_HEADS = [0, 2, 1, 3];
 
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
-
-function sameShape(a: Node, b: Node): boolean {
-  return a.rank === b.rank && a.shape.every((d, i) => d === b.shape[i]);
-}
 
 /** `transpose(x, [0, 2, 1, 3])`, or `x`'s operand when `x` is that transpose already. */
 function swapSeqHeads(x: Node): Node {
@@ -91,7 +87,7 @@ function rotationOf(n: Node): { x: Node; style: RopeStyle } | undefined {
   const u = unsqueezedOperand(a);
   const odd = lastAxisSlice(u ? negatedOperand(u) : unsqueezedOperand(negatedOperand(a)));
   const even = lastAxisSlice(unsqueezedOperand(b));
-  const ok = odd && even && odd.src === even.src && sameShape(odd.src, n) && odd.step === 2 && even.step === 2 && odd.start === 1 && even.start === 0 && odd.length === d / 2 && even.length === d / 2;
+  const ok = odd && even && odd.src === even.src && shapeEquals(odd.src.shape, n.shape) && odd.step === 2 && even.step === 2 && odd.start === 1 && even.start === 0 && odd.length === d / 2 && even.length === d / 2;
   return ok ? { x: odd.src, style: 'interleaved' } : undefined;
 }
 
@@ -183,7 +179,7 @@ export const recognizeRopeRules: readonly RewriteRule[] = [
     pattern: pat.op('add', [pat.op('mul', [pat.any('x'), pat.any('cos')]), pat.op('mul', [pat.any('rot'), pat.any('sin')])]),
     apply: ({ node, captures: { x, cos, rot, sin } }, ctx) => {
       const r = rotationOf(rot);
-      if (!r || r.x !== x || x.rank !== 4 || !isFloat(x.dtype) || node.dtype !== x.dtype || !sameShape(node, x)) return undefined;
+      if (!r || r.x !== x || x.rank !== 4 || !isFloat(x.dtype) || node.dtype !== x.dtype || !shapeEquals(node.shape, x.shape)) return undefined;
       const c = tableOf(cos);
       const s = tableOf(sin);
       if (!c || !s || c.positions !== s.positions || c.cache.shape[1] !== x.shape[3]) return undefined;

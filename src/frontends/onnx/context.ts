@@ -8,7 +8,7 @@
  * @module
  */
 import { ModelFormatError, TensorwrightError } from '../../errors.js';
-import { isStaticShape, numel, SymDim, type Dim } from '../../ir/dim.js';
+import { isStaticShape, numel, shapeEquals, SymDim, type Dim } from '../../ir/dim.js';
 import type { DType } from '../../ir/dtype.js';
 import { Graph, topoOrder } from '../../ir/graph.js';
 import { makeNode, type AttrValue, type Attrs, type Node } from '../../ir/node.js';
@@ -324,7 +324,7 @@ export class OpContext {
 
   /** `reshape(x, shape)`, no node when the shape is already `x`'s. */
   reshape(x: Node, shape: readonly Dim[]): Node {
-    if (shape.length === x.rank && shape.every((d, i) => d === x.shape[i])) return x;
+    if (shapeEquals(shape, x.shape)) return x;
     if (shape.some((d) => d === 0)) return this.empty(x.dtype, shape);
     return this.op('reshape', [x], { shape: [...shape] });
   }
