@@ -12,3 +12,4 @@ export * from './builder.js';
 export * from './printer.js';
 export * from './verifier.js';
 export * from './stats.js';
+export * from './shape-arith.js';

@@ -22,11 +22,11 @@ import { isStaticShape, numel } from '../ir/dim.js';
 import type { DType } from '../ir/dtype.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { getOpDef, MAX_INLINE_CONSTANT, OP_NAMES, type OpName } from '../ir/ops.js';
+import { foldShapeArithmetic, isSymbolicConstant } from '../ir/shape-arith.js';
 import { floatToHalf, WeightStore, type WeightArray } from '../ir/weights.js';
 import { evaluateNode, weightTensor } from '../runtime/cpu/interpreter.js';
 import type { Tensor } from '../runtime/cpu/tensor.js';
 import { rewritePass, type Pass } from './pass.js';
-import { foldShapeArithmetic, isSymbolicConstant } from './fold-shapes.js';
 import { isSplatConstant } from './pattern.js';
 import type { RewriteContext, RewriteRule } from './rewrite.js';
 
@@ -47,7 +47,7 @@ function isBroadcastConstant(x: Node): boolean {
 
 /** Whether `x` can be read at compile time: a (broadcast) constant, or a dense weight of at most `cap` elements. */
 function isFoldableOperand(x: Node, ctx: RewriteContext, cap: number): boolean {
-  if (isSymbolicConstant(x) || (isBroadcastConstant(x) && isSymbolicConstant(x.inputs[0]))) return false; // fold-shapes' job
+  if (isSymbolicConstant(x) || (isBroadcastConstant(x) && isSymbolicConstant(x.inputs[0]))) return false; // foldShapeArithmetic's job
   if (x.op === 'constant' || isBroadcastConstant(x)) return isStaticShape(x.shape);
   if (x.op !== 'weight') return false;
   const e = ctx.weights.get(String(x.attrs.id));

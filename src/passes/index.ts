@@ -8,7 +8,6 @@ export * from './pass.js';
 export * from './device-profile.js';
 export * from './pipeline.js';
 export * from './fold-constants.js';
-export * from './fold-shapes.js';
 export * from './simplify.js';
 export * from './cse.js';
 export * from './dce.js';

@@ -3,7 +3,7 @@
  * {@link OpContext} that reads the node's attributes and inputs and builds IR nodes with eager constant folding.
  *
  * Eager folding is what lets the IR, which infers shapes at construction, take in ONNX shape subgraphs: every node
- * whose operands are all constants is evaluated as it is built (symbolic shape arithmetic by `fold-shapes`, numbers by
+ * whose operands are all constants is evaluated as it is built (symbolic shape arithmetic by `ir/shape-arith`, numbers by
  * the reference kernels), so by the time a `Reshape` reads its shape operand it is a constant.
  * @module
  */
@@ -14,7 +14,7 @@ import { Graph, topoOrder } from '../../ir/graph.js';
 import { makeNode, type AttrValue, type Attrs, type Node } from '../../ir/node.js';
 import { MAX_INLINE_CONSTANT, type OpName } from '../../ir/ops.js';
 import { decodeWeight, floatToHalf, WeightStore, type WeightArray, type WeightEntry } from '../../ir/weights.js';
-import { constantDims, foldShapeArithmetic, isSymbolicConstant } from '../../passes/fold-shapes.js';
+import { constantDims, foldShapeArithmetic, isSymbolicConstant } from '../../ir/shape-arith.js';
 import { evaluateNode } from '../../runtime/cpu/interpreter.js';
 import type { Tensor } from '../../runtime/cpu/tensor.js';
 import type { AttributeMsg, NodeMsg } from './schema.js';

@@ -8,7 +8,7 @@ import { dimProduct, shapeEquals, type Dim } from '../../../ir/dim.js';
 import { isFloat } from '../../../ir/dtype.js';
 import type { Node } from '../../../ir/node.js';
 import type { ReduceOp } from '../../../ir/ops.js';
-import { constantDims, dimsConstant } from '../../../passes/fold-shapes.js';
+import { constantDims, dimsConstant } from '../../../ir/shape-arith.js';
 import { dimMul } from '../../../ir/dim.js';
 import type { OpContext } from '../context.js';
 import { OnnxType } from '../tensor.js';
