@@ -17,7 +17,6 @@ const KNOWN_VIOLATIONS: readonly string[] = [
   'src/codegen/lower.ts -> src/passes/memory-plan.ts',
   'src/codegen/lower.ts -> src/passes/rewrite.ts',
   'src/codegen/matmul.ts -> src/passes/device-profile.ts',
-  'src/frontends/onnx/ops/attention.ts -> src/passes/recognize-rope.ts',
   'src/passes/fuse-elementwise.ts -> src/codegen/elementwise.ts',
 ];
 

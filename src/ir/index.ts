@@ -13,3 +13,4 @@ export * from './printer.js';
 export * from './verifier.js';
 export * from './stats.js';
 export * from './shape-arith.js';
+export * from './rope.js';

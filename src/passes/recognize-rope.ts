@@ -26,13 +26,10 @@ import { shapeEquals, type Dim } from '../ir/dim.js';
 import { isFloat } from '../ir/dtype.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { decodeWeight } from '../ir/weights.js';
-import { ropeFrequency } from '../runtime/cpu/math.js';
+import { solveTheta, type RopeStyle } from '../ir/rope.js';
 import { rewritePass, type Pass } from './pass.js';
 import { pat, splatValue } from './pattern.js';
 import type { RewriteContext, RewriteRule } from './rewrite.js';
-
-/** Where the two elements of rotary pair `i` live: `i` and `i + D/2` (`half`, NeoX) or `2i` and `2i + 1` (`interleaved`). */
-export type RopeStyle = 'half' | 'interleaved';
 
 /** `[B, S, H, D] ↔ [B, H, S, D]` (its own inverse). */
 const SWAP_SEQ_HEADS = [0, 2, 1, 3];
@@ -123,34 +120,6 @@ function leafValues(n: Node, ctx: RewriteContext): ArrayLike<number> {
   const vals = n.attrs.values as number[];
   const size = (n.shape as number[]).reduce((a, b) => a * b, 1);
   return vals.length === size ? vals : new Array<number>(size).fill(vals[0]);
-}
-
-/**
- * The `theta` whose rotary tables the caches `[rows, d]` hold, or `undefined` (see the module comment). Pair `i`
- * lives in columns `i` and `i + d/2` (half) or `2i` and `2i + 1` (interleaved). Also used by the ONNX importer to map
- * `RotaryEmbedding` with constant caches to a `rope` node.
- */
-export function solveTheta(cos: ArrayLike<number>, sin: ArrayLike<number>, rows: number, d: number, style: RopeStyle): number | undefined {
-  const half = d / 2;
-  if (rows < 2 || d < 4 || d % 2 !== 0) return undefined;
-  const columns = (i: number): [number, number] => (style === 'half' ? [i, i + half] : [2 * i, 2 * i + 1]);
-  // row 1 holds cos/sin of the frequencies theta^(-2i/d); the last pair pins theta most precisely
-  const last = half - 1;
-  const [c] = columns(last);
-  const freq = Math.atan2(sin[d + c], cos[d + c]);
-  if (!(freq > 0 && freq < 1)) return undefined;
-  let theta = Math.pow(freq, -d / (2 * last));
-  if (Math.abs(theta - Math.round(theta)) <= 1e-5 * theta) theta = Math.round(theta);
-  if (!Number.isFinite(theta)) return undefined;
-  for (let p = 0; p < rows; p++)
-    for (let i = 0; i < half; i++) {
-      const angle = Math.fround(p * ropeFrequency(theta, i, d));
-      const tol = 1e-5 + Math.abs(angle) * 2 ** -22;
-      const [c0, c1] = columns(i);
-      for (const j of [c0, c1])
-        if (Math.abs(cos[p * d + j] - Math.cos(angle)) > tol || Math.abs(sin[p * d + j] - Math.sin(angle)) > tol) return undefined;
-    }
-  return theta;
 }
 
 /** Solved thetas by cos cache node, then sin cache and style (caches are immutable; checking one is O(rows × D)). */

@@ -9,9 +9,10 @@ import type { DType } from '../../ir/dtype.js';
 import { isFloat } from '../../ir/dtype.js';
 import type { Attrs } from '../../ir/node.js';
 import { matmulMNK } from '../../ir/ops.js';
+import { ropeFrequency } from '../../ir/rope.js';
 import { shapeEquals, stridesOf } from '../../ir/dim.js';
 import { arrayTypeFor, roundToHalf, Tensor, type TensorData } from './tensor.js';
-import { binaryFn, ropeFrequency, unaryFn } from './math.js';
+import { binaryFn, unaryFn } from './math.js';
 
 function alloc(dtype: DType, shape: readonly number[]): Tensor {
   return Tensor.zeros(dtype, shape);
