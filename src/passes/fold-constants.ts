@@ -19,13 +19,12 @@
  */
 import { TensorwrightError } from '../errors.js';
 import { isStaticShape, numel } from '../ir/dim.js';
-import type { DType } from '../ir/dtype.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { getOpDef, MAX_INLINE_CONSTANT, OP_NAMES, type OpName } from '../ir/ops.js';
 import { foldShapeArithmetic, isSymbolicConstant } from '../ir/shape-arith.js';
-import { floatToHalf, WeightStore, type WeightArray } from '../ir/weights.js';
+import { WeightStore } from '../ir/weights.js';
 import { evaluateNode, weightTensor } from '../runtime/cpu/interpreter.js';
-import type { Tensor } from '../runtime/cpu/tensor.js';
+import { weightPayload, type Tensor } from '../runtime/cpu/tensor.js';
 import { rewritePass, type Pass } from './pass.js';
 import { isSplatConstant } from './pattern.js';
 import type { RewriteContext, RewriteRule } from './rewrite.js';
@@ -72,14 +71,6 @@ function operandValue(x: Node, ctx: RewriteContext): Tensor {
 function isSplat(data: ArrayLike<number>): boolean {
   for (let i = 1; i < data.length; i++) if (!Object.is(data[i], data[0])) return false;
   return true;
-}
-
-/** Dense weight payload for a host tensor of `dtype`. */
-function weightPayload(dtype: DType, t: Tensor): WeightArray {
-  if (dtype !== 'f16') return t.data;
-  const out = new Uint16Array(t.data.length);
-  for (let i = 0; i < out.length; i++) out[i] = floatToHalf(t.data[i]);
-  return out;
 }
 
 function foldedName(node: Node): string {

@@ -13,10 +13,10 @@ import type { DType } from '../../ir/dtype.js';
 import { Graph, topoOrder } from '../../ir/graph.js';
 import { makeNode, type AttrValue, type Attrs, type Node } from '../../ir/node.js';
 import { MAX_INLINE_CONSTANT, type OpName } from '../../ir/ops.js';
-import { decodeWeight, floatToHalf, WeightStore, type WeightArray, type WeightEntry } from '../../ir/weights.js';
+import { decodeWeight, WeightStore, type WeightEntry } from '../../ir/weights.js';
 import { constantDims, foldShapeArithmetic, isSymbolicConstant } from '../../ir/shape-arith.js';
 import { evaluateNode } from '../../runtime/cpu/interpreter.js';
-import type { Tensor } from '../../runtime/cpu/tensor.js';
+import { weightPayload, type Tensor } from '../../runtime/cpu/tensor.js';
 import type { AttributeMsg, NodeMsg } from './schema.js';
 import { decodeTensor, defaultOnnxType, int64ToBigInt, int64ToNumber, type TensorSource } from './tensor.js';
 
@@ -76,12 +76,6 @@ export function foldEagerly(node: Node): Node {
     throw e;
   }
   return makeNode('constant', [], { dtype: node.dtype, shape: [...t.shape], values: Array.from(t.data) });
-}
-
-/** The weight payload for host values of `dtype` (f16 as half bits). */
-export function weightPayload(dtype: DType, t: Tensor): WeightArray {
-  if (dtype !== 'f16') return t.data;
-  return Uint16Array.from(t.data, (v) => floatToHalf(v));
 }
 
 /** What the graph import shares with every op converter. */

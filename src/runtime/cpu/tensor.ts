@@ -5,7 +5,7 @@
  */
 import type { DType } from '../../ir/dtype.js';
 import { InputError } from '../../errors.js';
-import { floatToHalf, halfToFloat } from '../../ir/weights.js';
+import { floatToHalf, halfToFloat, type WeightArray } from '../../ir/weights.js';
 
 // defined in the IR (the compiler needs it too); re-exported for the runtime entry point
 export { stridesOf } from '../../ir/dim.js';
@@ -76,4 +76,10 @@ export function arrayTypeFor(dtype: DType): Float32ArrayConstructor | Int32Array
 export function roundToHalf(a: Float32Array): Float32Array {
   for (let i = 0; i < a.length; i++) a[i] = halfToFloat(floatToHalf(a[i]));
   return a;
+}
+
+/** The dense weight payload holding a host tensor's values as `dtype` (f16 as half bits, other dtypes as they are). */
+export function weightPayload(dtype: DType, t: Tensor): WeightArray {
+  if (dtype !== 'f16') return t.data;
+  return Uint16Array.from(t.data, (v) => floatToHalf(v));
 }
