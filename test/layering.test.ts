@@ -70,6 +70,7 @@ describe('layer checker', () => {
     files.set('src/runtime/w.ts', "export async function f() { return import('../codegen/z.js'); }");
     files.set('src/frontends/t.ts', "import type { D } from '../passes/dce.js';\nlet d: typeof import('../codegen/z.js');");
     files.set('src/passes/s.ts', "import '../codegen/z.js';");
+    files.set('src/util/u.ts', "import { n } from '../ir/node.js';");
     const messages = layerViolations(files).map((v) => v.message);
     expect(messages).toEqual([
       'src/frontends/t.ts imports src/codegen/z.ts (rule: frontends do not import passes or codegen)',
@@ -78,6 +79,7 @@ describe('layer checker', () => {
       'src/passes/s.ts imports src/codegen/z.ts (rule: passes do not import codegen)',
       'src/runtime/w.ts imports src/codegen/z.ts (rule: runtime does not import the compiler)',
       'src/runtime/y.ts imports src/codegen/z.ts (rule: runtime does not import the compiler)',
+      'src/util/u.ts imports src/ir/node.ts (rule: errors.ts and util import only each other)',
     ]);
   });
 
