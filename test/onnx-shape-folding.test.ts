@@ -1,6 +1,6 @@
 /**
  * Shape arithmetic over symbolic dims: constants holding symbolic dims (`constant i32 [3] [batch, seq, 64]`), their
- * folding (fold-shapes, and the optimizer's fold-constants), their evaluation by the interpreter, and the ONNX
+ * folding (ir/shape-arith, and the optimizer's fold-constants), their evaluation by the interpreter, and the ONNX
  * shape subgraphs (Shape → Gather → Unsqueeze → Concat → Reshape, Range, ReduceProd, ConstantOfShape, Slice to
  * INT64_MAX) the importer folds as it builds, over known or symbolic dims.
  */
@@ -12,7 +12,7 @@ import { Graph } from '../src/ir/graph.js';
 import { makeNode, type Node } from '../src/ir/node.js';
 import { printGraph } from '../src/ir/printer.js';
 import { WeightStore } from '../src/ir/weights.js';
-import { compareDims, constantDims, dimsConstant, foldShapeArithmetic } from '../src/passes/fold-shapes.js';
+import { compareDims, constantDims, dimsConstant, foldShapeArithmetic } from '../src/ir/shape-arith.js';
 import { runPasses } from '../src/passes/pipeline.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';

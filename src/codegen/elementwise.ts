@@ -10,7 +10,7 @@
  */
 import { UnsupportedOpError } from '../errors.js';
 import { POINTWISE_OPS } from '../ir/ops.js';
-import { dimProduct, numel, type Dim } from '../ir/dim.js';
+import { dimProduct, numel, shapeEquals, type Dim } from '../ir/dim.js';
 import { dimRef } from './wgsl.js';
 import { isOp } from '../ir/attrs.js';
 import type { Node } from '../ir/node.js';
@@ -78,8 +78,7 @@ export function generateElementwiseKernel(root: Node, opts: ElementwiseOptions =
       exprOf.set(n, lit);
       continue;
     }
-    const sameShape = n.shape.length === outShape.length && n.shape.every((d, i) => d === outShape[i]);
-    if (!inside(n) || !sameShape) {
+    if (!inside(n) || !shapeEquals(n.shape, outShape)) {
       const k = operands.length;
       operands.push(n);
       exprOf.set(n, `load_${k}(i)`);
@@ -155,9 +154,8 @@ function loaderFn(k: number, operand: Node, outShape: readonly Dim[], dims: Kern
   const inShape = operand.shape;
   const t = computeType(operand.dtype);
   const conv = (e: string): string => (operand.dtype === 'bool' ? `(${e} != 0u)` : operand.dtype === 'f16' ? `f32(${e})` : e);
-  const same = inShape.length === outShape.length && inShape.every((d, i) => d === outShape[i]);
   let index: string;
-  if (same) index = 'i';
+  if (shapeEquals(inShape, outShape)) index = 'i';
   else if (numel(inShape) === 1) index = '0u';
   else {
     // offset = sum over output dims of coord_d * inStride_d, skipping broadcast dims

@@ -15,7 +15,7 @@
  * @module
  */
 import { InputError, ShapeError } from '../errors.js';
-import { ropeFrequency } from '../runtime/cpu/math.js';
+import { ropeFrequency } from '../ir/rope.js';
 import { KernelParams, type DimLike, type HeadWindow, type KernelBinding, type KernelSource } from './kernel.js';
 import { literal, wgslComment } from './wgsl.js';
 

@@ -207,6 +207,22 @@ export function substituteDim(d: Dim, bindings: DimBindings): Dim {
   return out;
 }
 
+/** Whether two shapes are the same dim for dim (dims are interned, so `===` is equality). */
+export function shapeEquals(a: Shape, b: Shape): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** Row-major strides of a static shape: `stridesOf([2, 3, 4])` is `[12, 4, 1]`. */
+export function stridesOf(shape: readonly number[]): number[] {
+  const st = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    st[i] = acc;
+    acc *= shape[i];
+  }
+  return st;
+}
+
 /** Number of elements of a shape (a dim, symbolic when the shape is). */
 export function numel(s: Shape): Dim {
   return dimProduct(s);

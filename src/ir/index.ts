@@ -17,3 +17,5 @@ export * from './device-profile.js';
 export * from './target.js';
 export * from './head-window.js';
 export * from './paged-kv.js';
+export * from './shape-arith.js';
+export * from './rope.js';

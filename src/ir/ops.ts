@@ -301,10 +301,7 @@ define('matmul', 'matmul', [2], {
     const dt = sameDType('matmul', [A, B]);
     if (dt === 'bool') throw new ShapeError('matmul', 'bool operands');
     if (A.shape.length < 2 || B.shape.length < 2) throw new ShapeError('matmul', `operands need rank >= 2, got ${s(A.shape)} and ${s(B.shape)}`);
-    const ra = A.shape.length;
-    const rb = B.shape.length;
-    const [m, ka] = a.transA ? [A.shape[ra - 1], A.shape[ra - 2]] : [A.shape[ra - 2], A.shape[ra - 1]];
-    const [kb, n] = a.transB ? [B.shape[rb - 1], B.shape[rb - 2]] : [B.shape[rb - 2], B.shape[rb - 1]];
+    const { m, k: ka, kB: kb, n } = matmulMNK(A.shape, B.shape, !!a.transA, !!a.transB);
     if (ka !== kb)
       throw new ShapeError('matmul', `contracted dims differ: ${s(A.shape)}${a.transA ? 'ᵀ' : ''} x ${s(B.shape)}${a.transB ? 'ᵀ' : ''} (${dimToString(ka)} vs ${dimToString(kb)})`);
     const batch = broadcastShapes('matmul', [A.shape.slice(0, -2), B.shape.slice(0, -2)]);
@@ -590,13 +587,37 @@ export interface MatmulDims {
   batch: Dim;
 }
 
+/** The contraction sizes of a matmul, read off its operands' shapes by {@link matmulMNK}. */
+export interface MatmulMNK<D extends Dim = Dim> {
+  /** Rows of the result. */
+  m: D;
+  /** Contracted length, as the left operand has it. */
+  k: D;
+  /** Contracted length, as the right operand has it (equal to `k` in a well-formed matmul). */
+  kB: D;
+  /** Columns of the result. */
+  n: D;
+}
+
+/**
+ * M, K and N of a matmul whose operands have shapes `a` and `b` (batch dims leading; `a` is `[.., M, K]`, or
+ * `[.., K, M]` with `transA`; `b` is `[.., K, N]`, or `[.., N, K]` with `transB`). `kB` is K as `b` has it, equal to
+ * `k` when the matmul is well formed. Works on static shapes (`number`) and symbolic ones alike.
+ */
+export function matmulMNK<D extends Dim>(a: readonly D[], b: readonly D[], transA: boolean, transB: boolean): MatmulMNK<D> {
+  const ra = a.length;
+  const rb = b.length;
+  return {
+    m: transA ? a[ra - 1] : a[ra - 2],
+    k: transA ? a[ra - 2] : a[ra - 1],
+    kB: transB ? b[rb - 1] : b[rb - 2],
+    n: transB ? b[rb - 2] : b[rb - 1],
+  };
+}
+
 /** Output dims of a matmul-like contraction (for reports): `[M, N, K]` of a matmul node's operands. */
 export function matmulDims(A: TensorType, B: TensorType, attrs: Attrs): MatmulDims {
-  const ra = A.shape.length;
-  const rb = B.shape.length;
-  const m = attrs.transA ? A.shape[ra - 1] : A.shape[ra - 2];
-  const k = attrs.transA ? A.shape[ra - 2] : A.shape[ra - 1];
-  const n = attrs.transB ? B.shape[rb - 2] : B.shape[rb - 1];
+  const { m, k, n } = matmulMNK(A.shape, B.shape, !!attrs.transA, !!attrs.transB);
   const batch = dimProduct(broadcastShapes('matmul', [A.shape.slice(0, -2), B.shape.slice(0, -2)]));
   return { m, n, k, batch };
 }

@@ -12,6 +12,7 @@ import { GraphBuilder } from '../ir/builder.js';
 import type { Graph } from '../ir/graph.js';
 import type { Node } from '../ir/node.js';
 import { dimSub, sym, type SymDim } from '../ir/dim.js';
+import { ropeFrequency } from '../ir/rope.js';
 import { WeightStore, type WeightEntry } from '../ir/weights.js';
 import { Rng } from '../util/random.js';
 
@@ -152,7 +153,7 @@ export function llamaRopeInvFrequencies(c: LlamaConfig): Float32Array {
   const hs = llamaHeadSize(c);
   const theta = c.ropeTheta ?? 10000;
   const inv = new Float32Array(hs / 2);
-  for (let i = 0; i < hs / 2; i++) inv[i] = Math.fround(1 / Math.fround(Math.pow(theta, Math.fround((2 * i) / hs))));
+  for (let i = 0; i < hs / 2; i++) inv[i] = ropeFrequency(theta, i, hs);
   const s = c.ropeScaling;
   if (!s) return inv;
   for (let i = 0; i < inv.length; i++) {

@@ -19,15 +19,14 @@
  */
 import { TensorwrightError } from '../errors.js';
 import { isStaticShape, numel } from '../ir/dim.js';
-import type { DType } from '../ir/dtype.js';
 import { isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { getOpDef, MAX_INLINE_CONSTANT, OP_NAMES, type OpName } from '../ir/ops.js';
-import { floatToHalf, WeightStore, type WeightArray } from '../ir/weights.js';
+import { foldShapeArithmetic, isSymbolicConstant } from '../ir/shape-arith.js';
+import { WeightStore } from '../ir/weights.js';
 import { evaluateNode, weightTensor } from '../runtime/cpu/interpreter.js';
-import type { Tensor } from '../runtime/cpu/tensor.js';
+import { weightPayload, type Tensor } from '../runtime/cpu/tensor.js';
 import { rewritePass, type Pass } from './pass.js';
-import { foldShapeArithmetic, isSymbolicConstant } from './fold-shapes.js';
 import { isSplatConstant } from './pattern.js';
 import type { RewriteContext, RewriteRule } from './rewrite.js';
 
@@ -48,7 +47,7 @@ function isBroadcastConstant(x: Node): boolean {
 
 /** Whether `x` can be read at compile time: a (broadcast) constant, or a dense weight of at most `cap` elements. */
 function isFoldableOperand(x: Node, ctx: RewriteContext, cap: number): boolean {
-  if (isSymbolicConstant(x) || (isBroadcastConstant(x) && isSymbolicConstant(x.inputs[0]))) return false; // fold-shapes' job
+  if (isSymbolicConstant(x) || (isBroadcastConstant(x) && isSymbolicConstant(x.inputs[0]))) return false; // foldShapeArithmetic's job
   if (x.op === 'constant' || isBroadcastConstant(x)) return isStaticShape(x.shape);
   if (!isOp(x, 'weight')) return false;
   const e = ctx.weights.get(x.attrs.id);
@@ -73,14 +72,6 @@ function operandValue(x: Node, ctx: RewriteContext): Tensor {
 function isSplat(data: ArrayLike<number>): boolean {
   for (let i = 1; i < data.length; i++) if (!Object.is(data[i], data[0])) return false;
   return true;
-}
-
-/** Dense weight payload for a host tensor of `dtype`. */
-function weightPayload(dtype: DType, t: Tensor): WeightArray {
-  if (dtype !== 'f16') return t.data;
-  const out = new Uint16Array(t.data.length);
-  for (let i = 0; i < out.length; i++) out[i] = floatToHalf(t.data[i]);
-  return out;
 }
 
 function foldedName(node: Node): string {

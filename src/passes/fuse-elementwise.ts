@@ -17,7 +17,7 @@
  * @module
  */
 import { VerifyError } from '../errors.js';
-import { SymDim } from '../ir/dim.js';
+import { shapeEquals, SymDim } from '../ir/dim.js';
 import type { Graph, GraphOutput } from '../ir/graph.js';
 import { makeNode, withInputs, type AttrValue, type Node } from '../ir/node.js';
 import { POINTWISE_OPS, type FusedStep } from '../ir/ops.js';
@@ -36,11 +36,6 @@ export interface FusionRegion {
   readonly nodes: readonly Node[];
   /** The node whose value the fused node computes. */
   readonly root: Node;
-}
-
-/** Whether two shapes are the same dim for dim (dims are interned, so `===` is equality). */
-export function sameShape(a: Node, b: Node): boolean {
-  return a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
 }
 
 /** Whether an attribute value mentions a symbolic dim. */
@@ -129,7 +124,7 @@ export function applyFusionRegions(graph: Graph, regions: readonly FusionRegion[
     if (region) {
       const fused = buildFusedNode(region, get);
       if (!fused) throw new VerifyError(`fusion region of kind '${region.kind}' reads no operand:\n${printNodeContext(old)}`);
-      if (fused.dtype !== old.dtype || !sameShape(fused, old))
+      if (fused.dtype !== old.dtype || !shapeEquals(fused.shape, old.shape))
         throw new VerifyError(`fused node ${fused.typeString()} replaces a ${old.typeString()} node:\n${printNodeContext(old)}`);
       node = fused;
     } else node = old.inputs.length ? withInputs(old, old.inputs.map(get)) : old;
@@ -153,7 +148,7 @@ export function elementwiseRegions(graph: Graph, exclude: ReadonlySet<Node> = ne
   const absorbed = (n: Node): boolean => {
     if (!fusable(n) || outputs.has(n)) return false;
     const us = users.get(n) ?? [];
-    return us.length === 1 && fusable(us[0]) && sameShape(n, us[0]);
+    return us.length === 1 && fusable(us[0]) && shapeEquals(n.shape, us[0].shape);
   };
   const regions: FusionRegion[] = [];
   for (const root of nodes) {

@@ -36,11 +36,12 @@
  * Run it after `merge-projections` and before `fuse-elementwise`.
  * @module
  */
+import { shapeEquals } from '../ir/dim.js';
 import type { Graph } from '../ir/graph.js';
 import { attrsOf, isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { POINTWISE_OPS } from '../ir/ops.js';
-import { applyFusionRegions, buildFusedNode, hasSymbolicAttrs, sameShape, type FusionRegion } from './fuse-elementwise.js';
+import { applyFusionRegions, buildFusedNode, hasSymbolicAttrs, type FusionRegion } from './fuse-elementwise.js';
 import { countMatches, describeNodes, type Pass } from './pass.js';
 import { rewriteGraph, type RewriteRule } from './rewrite.js';
 
@@ -140,7 +141,7 @@ function anchorRegion(anchor: Node, kind: string, g: GraphFacts, prologues: bool
   const absorbable = (u: Node): boolean => {
     if (g.claimed.has(u) || hasSymbolicAttrs(u)) return false;
     // single-user rule: a region value read by anything else must be materialized (the gated anchor's slices aside)
-    if (g.elementwise.has(u.op)) return u.inputs.every((x) => !region.has(x) || (sameShape(x, u) && usersOf(x).length === 1));
+    if (g.elementwise.has(u.op)) return u.inputs.every((x) => !region.has(x) || (shapeEquals(x.shape, u.shape) && usersOf(x).length === 1));
     return gated && u.op === 'slice' && u.inputs[0] === anchor;
   };
   const escapes = (n: Node): boolean => g.outputs.has(n) || usersOf(n).some((u) => !region.has(u));

@@ -7,7 +7,6 @@ export * from './rewrite.js';
 export * from './pass.js';
 export * from './pipeline.js';
 export * from './fold-constants.js';
-export * from './fold-shapes.js';
 export * from './simplify.js';
 export * from './cse.js';
 export * from './dce.js';

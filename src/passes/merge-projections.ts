@@ -24,6 +24,7 @@
  * not change: each output column of the merged matmul is the same dot product as before.
  * @module
  */
+import { shapeEquals } from '../ir/dim.js';
 import type { Graph } from '../ir/graph.js';
 import { attrsOf, isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
@@ -104,7 +105,7 @@ export function findProjectionGroups(graph: Graph): ProjectionPlan {
       const add = us[0];
       const bias = add.inputs[0] === mm ? add.inputs[1] : add.inputs[0];
       if (bias === mm || !denseF32(graph, bias, 1) || bias.shape[0] !== mm.shape[mm.rank - 1]) return undefined;
-      if (add.rank !== mm.rank || !add.shape.every((d, i) => d === mm.shape[i])) return undefined;
+      if (!shapeEquals(add.shape, mm.shape)) return undefined;
       return onlyUsedBy(bias, add) ? { add, bias } : undefined;
     };
     const biases = mms.map(biasOf);

@@ -14,6 +14,7 @@
  * is recognized before SiLU within the same sweep (bottom-up), so `x * (1 / (1 + exp(-x)))` becomes `silu(x)`.
  * @module
  */
+import { shapeEquals } from '../ir/dim.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { rewritePass, type Pass } from './pass.js';
 import { pat, splatValue, type Captures, type Pattern } from './pattern.js';
@@ -114,7 +115,7 @@ function variants(name: string, patterns: readonly Pattern[], apply: (node: Node
     pattern,
     apply: ({ node, captures }) => {
       const r = apply(node, captures);
-      return r && r.dtype === node.dtype && r.rank === node.rank && r.shape.every((d, i) => d === node.shape[i]) ? r : undefined;
+      return r && r.dtype === node.dtype && shapeEquals(r.shape, node.shape) ? r : undefined;
     },
   }));
 }

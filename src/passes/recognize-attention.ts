@@ -30,7 +30,7 @@
  * @module
  */
 import { ShapeError } from '../errors.js';
-import { dimAdd, dimSub, type Dim } from '../ir/dim.js';
+import { dimAdd, dimSub, shapeEquals, type Dim } from '../ir/dim.js';
 import { isFloat } from '../ir/dtype.js';
 import { isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
@@ -59,10 +59,6 @@ interface Scores {
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
 
-function sameShape(a: Node, b: Node): boolean {
-  return a.rank === b.rank && a.shape.every((d, i) => d === b.shape[i]);
-}
-
 function hasPerm(n: Node, perm: readonly number[]): boolean {
   return isOp(n, 'transpose') && n.attrs.perm.every((p, i) => p === perm[i]);
 }
@@ -87,8 +83,8 @@ function peelScale(n: Node): [Node, number] {
     const [a, b] = x.inputs;
     const cb = constantFactor(b);
     const ca = x.op === 'mul' ? constantFactor(a) : undefined;
-    if (cb !== undefined && sameShape(a, x)) [x, scale] = [a, x.op === 'mul' ? scale * cb : scale / cb];
-    else if (ca !== undefined && sameShape(b, x)) [x, scale] = [b, scale * ca];
+    if (cb !== undefined && shapeEquals(a.shape, x.shape)) [x, scale] = [a, x.op === 'mul' ? scale * cb : scale / cb];
+    else if (ca !== undefined && shapeEquals(b.shape, x.shape)) [x, scale] = [b, scale * ca];
     else return [x, scale];
   }
 }
@@ -117,7 +113,7 @@ function parseScores(n: Node): { scores: Scores; masks: { mask: Node; kind: Mask
   const scores = scoresOf(n);
   if (scores) return { scores, masks: [] };
   const layer = (inner: Node, mask: Node, kind: MaskKind): ReturnType<typeof parseScores> => {
-    const p = sameShape(inner, n) ? parseScores(inner) : undefined;
+    const p = shapeEquals(inner.shape, n.shape) ? parseScores(inner) : undefined;
     return p && { scores: p.scores, masks: [...p.masks, { mask, kind }] };
   };
   const [a, b, c] = n.inputs;

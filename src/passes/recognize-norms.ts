@@ -21,6 +21,7 @@
  * constant up to {@link MAX_INLINE_CONSTANT} elements, otherwise a new weight.
  * @module
  */
+import { shapeEquals } from '../ir/dim.js';
 import { isFloat, type DType } from '../ir/dtype.js';
 import { attrsOf, isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
@@ -34,7 +35,7 @@ import type { RewriteContext, RewriteRule } from './rewrite.js';
 // helpers
 
 function sameType(a: Node, b: Node): boolean {
-  return a.dtype === b.dtype && a.rank === b.rank && a.shape.every((d, i) => d === b.shape[i]);
+  return a.dtype === b.dtype && shapeEquals(a.shape, b.shape);
 }
 
 /** The static size of the last axis, or `undefined`. */

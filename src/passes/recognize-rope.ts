@@ -22,27 +22,20 @@
  * (scaled or NTK-aware frequencies, another layout) leave the graph alone.
  * @module
  */
-import type { Dim } from '../ir/dim.js';
+import { shapeEquals, type Dim } from '../ir/dim.js';
 import { isFloat } from '../ir/dtype.js';
 import { makeNode, type Node } from '../ir/node.js';
 import { decodeWeight } from '../ir/weights.js';
-import { ropeFrequency } from '../runtime/cpu/math.js';
+import { solveTheta, type RopeStyle } from '../ir/rope.js';
 import { rewritePass, type Pass } from './pass.js';
 import { pat, splatValue } from './pattern.js';
 import type { RewriteContext, RewriteRule } from './rewrite.js';
-
-/** Where the two elements of rotary pair `i` live: `i` and `i + D/2` (`half`, NeoX) or `2i` and `2i + 1` (`interleaved`). */
-export type RopeStyle = 'half' | 'interleaved';
 
 /** `[B, S, H, D] ↔ [B, H, S, D]` (its own inverse). */
 const SWAP_SEQ_HEADS = [0, 2, 1, 3];
 
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
-
-function sameShape(a: Node, b: Node): boolean {
-  return a.rank === b.rank && a.shape.every((d, i) => d === b.shape[i]);
-}
 
 /** `transpose(x, [0, 2, 1, 3])`, or `x`'s operand when `x` is that transpose already. */
 function swapSeqHeads(x: Node): Node {
@@ -91,7 +84,7 @@ function rotationOf(n: Node): { x: Node; style: RopeStyle } | undefined {
   const u = unsqueezedOperand(a);
   const odd = lastAxisSlice(u ? negatedOperand(u) : unsqueezedOperand(negatedOperand(a)));
   const even = lastAxisSlice(unsqueezedOperand(b));
-  const ok = odd && even && odd.src === even.src && sameShape(odd.src, n) && odd.step === 2 && even.step === 2 && odd.start === 1 && even.start === 0 && odd.length === d / 2 && even.length === d / 2;
+  const ok = odd && even && odd.src === even.src && shapeEquals(odd.src.shape, n.shape) && odd.step === 2 && even.step === 2 && odd.start === 1 && even.start === 0 && odd.length === d / 2 && even.length === d / 2;
   return ok ? { x: odd.src, style: 'interleaved' } : undefined;
 }
 
@@ -129,34 +122,6 @@ function leafValues(n: Node, ctx: RewriteContext): ArrayLike<number> {
   return vals.length === size ? vals : new Array<number>(size).fill(vals[0]);
 }
 
-/**
- * The `theta` whose rotary tables the caches `[rows, d]` hold, or `undefined` (see the module comment). Pair `i`
- * lives in columns `i` and `i + d/2` (half) or `2i` and `2i + 1` (interleaved). Also used by the ONNX importer to map
- * `RotaryEmbedding` with constant caches to a `rope` node.
- */
-export function solveTheta(cos: ArrayLike<number>, sin: ArrayLike<number>, rows: number, d: number, style: RopeStyle): number | undefined {
-  const half = d / 2;
-  if (rows < 2 || d < 4 || d % 2 !== 0) return undefined;
-  const columns = (i: number): [number, number] => (style === 'half' ? [i, i + half] : [2 * i, 2 * i + 1]);
-  // row 1 holds cos/sin of the frequencies theta^(-2i/d); the last pair pins theta most precisely
-  const last = half - 1;
-  const [c] = columns(last);
-  const freq = Math.atan2(sin[d + c], cos[d + c]);
-  if (!(freq > 0 && freq < 1)) return undefined;
-  let theta = Math.pow(freq, -d / (2 * last));
-  if (Math.abs(theta - Math.round(theta)) <= 1e-5 * theta) theta = Math.round(theta);
-  if (!Number.isFinite(theta)) return undefined;
-  for (let p = 0; p < rows; p++)
-    for (let i = 0; i < half; i++) {
-      const angle = Math.fround(p * ropeFrequency(theta, i, d));
-      const tol = 1e-5 + Math.abs(angle) * 2 ** -22;
-      const [c0, c1] = columns(i);
-      for (const j of [c0, c1])
-        if (Math.abs(cos[p * d + j] - Math.cos(angle)) > tol || Math.abs(sin[p * d + j] - Math.sin(angle)) > tol) return undefined;
-    }
-  return theta;
-}
-
 /** Solved thetas by cos cache node, then sin cache and style (caches are immutable; checking one is O(rows × D)). */
 const thetaCache = new WeakMap<Node, Map<string, number | null>>();
 
@@ -183,7 +148,7 @@ export const recognizeRopeRules: readonly RewriteRule[] = [
     pattern: pat.op('add', [pat.op('mul', [pat.any('x'), pat.any('cos')]), pat.op('mul', [pat.any('rot'), pat.any('sin')])]),
     apply: ({ node, captures: { x, cos, rot, sin } }, ctx) => {
       const r = rotationOf(rot);
-      if (!r || r.x !== x || x.rank !== 4 || !isFloat(x.dtype) || node.dtype !== x.dtype || !sameShape(node, x)) return undefined;
+      if (!r || r.x !== x || x.rank !== 4 || !isFloat(x.dtype) || node.dtype !== x.dtype || !shapeEquals(node.shape, x.shape)) return undefined;
       const c = tableOf(cos);
       const s = tableOf(sin);
       if (!c || !s || c.positions !== s.positions || c.cache.shape[1] !== x.shape[3]) return undefined;

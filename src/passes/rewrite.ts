@@ -22,6 +22,7 @@
  */
 import { ShapeError, TensorwrightError, VerifyError } from '../errors.js';
 import { weightNode } from '../ir/builder.js';
+import { shapeEquals } from '../ir/dim.js';
 import type { Graph, GraphOutput } from '../ir/graph.js';
 import { withInputs, type Node } from '../ir/node.js';
 import type { OpName } from '../ir/ops.js';
@@ -119,7 +120,7 @@ function indexRules(rules: readonly RewriteRule[]): Map<OpName, RewriteRule[]> {
 }
 
 function sameType(a: Node, b: Node): boolean {
-  return a.dtype === b.dtype && a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
+  return a.dtype === b.dtype && shapeEquals(a.shape, b.shape);
 }
 
 function illTyped(rule: RewriteRule, node: Node, replacement: Node): VerifyError {

@@ -25,6 +25,7 @@
  * does); all other rules are exact.
  * @module
  */
+import { shapeEquals } from '../ir/dim.js';
 import type { DType } from '../ir/dtype.js';
 import { attrsOf, isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
@@ -32,17 +33,13 @@ import { rewritePass, type Pass } from './pass.js';
 import { pat } from './pattern.js';
 import type { RewriteRule } from './rewrite.js';
 
-function sameShape(a: Node, b: Node): boolean {
-  return a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
-}
-
 /** `op(x, constant c) → x` when the result has x's type. */
 function identityOperand(name: string, op: 'mul' | 'add' | 'sub' | 'div', c: number): RewriteRule {
   return {
     name,
     root: op,
     pattern: pat.op(op, [pat.any('x'), pat.constant(c)]),
-    apply: ({ node, captures: { x } }) => (sameShape(x, node) ? x : undefined),
+    apply: ({ node, captures: { x } }) => (shapeEquals(x.shape, node.shape) ? x : undefined),
   };
 }
 
@@ -78,7 +75,7 @@ export const simplifyRules: readonly RewriteRule[] = [
   {
     name: 'reshape-noop',
     root: 'reshape',
-    apply: ({ node }) => (sameShape(node.inputs[0], node) ? node.inputs[0] : undefined),
+    apply: ({ node }) => (shapeEquals(node.inputs[0].shape, node.shape) ? node.inputs[0] : undefined),
   },
   {
     name: 'reshape-reshape',
@@ -128,7 +125,7 @@ export const simplifyRules: readonly RewriteRule[] = [
   {
     name: 'expand-noop',
     root: 'expand',
-    apply: ({ node }) => (sameShape(node.inputs[0], node) ? node.inputs[0] : undefined),
+    apply: ({ node }) => (shapeEquals(node.inputs[0].shape, node.shape) ? node.inputs[0] : undefined),
   },
   {
     name: 'expand-expand',

@@ -3,20 +3,20 @@
  * {@link OpContext} that reads the node's attributes and inputs and builds IR nodes with eager constant folding.
  *
  * Eager folding is what lets the IR, which infers shapes at construction, take in ONNX shape subgraphs: every node
- * whose operands are all constants is evaluated as it is built (symbolic shape arithmetic by `fold-shapes`, numbers by
+ * whose operands are all constants is evaluated as it is built (symbolic shape arithmetic by `ir/shape-arith`, numbers by
  * the reference kernels), so by the time a `Reshape` reads its shape operand it is a constant.
  * @module
  */
 import { ModelFormatError, TensorwrightError } from '../../errors.js';
-import { isStaticShape, numel, SymDim, type Dim } from '../../ir/dim.js';
+import { isStaticShape, numel, shapeEquals, SymDim, type Dim } from '../../ir/dim.js';
 import type { DType } from '../../ir/dtype.js';
 import { Graph, topoOrder } from '../../ir/graph.js';
 import { makeNode, type AttrValue, type Attrs, type Node } from '../../ir/node.js';
 import { MAX_INLINE_CONSTANT, type OpName } from '../../ir/ops.js';
-import { decodeWeight, floatToHalf, WeightStore, type WeightArray, type WeightEntry } from '../../ir/weights.js';
-import { constantDims, foldShapeArithmetic, isSymbolicConstant } from '../../passes/fold-shapes.js';
+import { decodeWeight, WeightStore, type WeightEntry } from '../../ir/weights.js';
+import { constantDims, foldShapeArithmetic, isSymbolicConstant } from '../../ir/shape-arith.js';
 import { evaluateNode } from '../../runtime/cpu/interpreter.js';
-import type { Tensor } from '../../runtime/cpu/tensor.js';
+import { weightPayload, type Tensor } from '../../runtime/cpu/tensor.js';
 import type { AttributeMsg, NodeMsg } from './schema.js';
 import { decodeTensor, defaultOnnxType, int64ToBigInt, int64ToNumber, type TensorSource } from './tensor.js';
 
@@ -76,12 +76,6 @@ export function foldEagerly(node: Node): Node {
     throw e;
   }
   return makeNode('constant', [], { dtype: node.dtype, shape: [...t.shape], values: Array.from(t.data) });
-}
-
-/** The weight payload for host values of `dtype` (f16 as half bits). */
-export function weightPayload(dtype: DType, t: Tensor): WeightArray {
-  if (dtype !== 'f16') return t.data;
-  return Uint16Array.from(t.data, (v) => floatToHalf(v));
 }
 
 /** What the graph import shares with every op converter. */
@@ -324,7 +318,7 @@ export class OpContext {
 
   /** `reshape(x, shape)`, no node when the shape is already `x`'s. */
   reshape(x: Node, shape: readonly Dim[]): Node {
-    if (shape.length === x.rank && shape.every((d, i) => d === x.shape[i])) return x;
+    if (shapeEquals(shape, x.shape)) return x;
     if (shape.some((d) => d === 0)) return this.empty(x.dtype, shape);
     return this.op('reshape', [x], { shape: [...shape] });
   }

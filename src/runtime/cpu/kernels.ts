@@ -8,8 +8,11 @@ import { InputError } from '../../errors.js';
 import type { DType } from '../../ir/dtype.js';
 import { isFloat } from '../../ir/dtype.js';
 import type { Attrs } from '../../ir/node.js';
-import { arrayTypeFor, roundToHalf, stridesOf, Tensor, type TensorData } from './tensor.js';
-import { binaryFn, ropeFrequency, unaryFn } from './math.js';
+import { broadcastShapes, matmulMNK } from '../../ir/ops.js';
+import { ropeFrequency } from '../../ir/rope.js';
+import { shapeEquals, stridesOf } from '../../ir/dim.js';
+import { arrayTypeFor, roundToHalf, Tensor, type TensorData } from './tensor.js';
+import { binaryFn, unaryFn } from './math.js';
 
 function alloc(dtype: DType, shape: readonly number[]): Tensor {
   return Tensor.zeros(dtype, shape);
@@ -20,26 +23,15 @@ function finish(t: Tensor): Tensor {
   return t;
 }
 
-/** Broadcast output shape of static shapes (operands are already type-checked). */
-function broadcast(shapes: readonly (readonly number[])[]): number[] {
-  const rank = Math.max(...shapes.map((s) => s.length));
-  const out: number[] = [];
-  for (let i = 0; i < rank; i++) {
-    let d = 1;
-    for (const s of shapes) {
-      const j = i - (rank - s.length);
-      if (j >= 0 && s[j] !== 1) d = s[j];
-    }
-    out.push(d);
-  }
-  return out;
+/** Broadcast output shape of static shapes: the IR's rule, on numbers. */
+function broadcast(op: string, shapes: readonly (readonly number[])[]): number[] {
+  return broadcastShapes(op, shapes) as number[];
 }
 
 /** For each output element, the flat offset of the corresponding (broadcast) input element. */
 function broadcastOffsets(outShape: readonly number[], inShape: readonly number[]): Int32Array | null {
   const n = outShape.reduce((a, b) => a * b, 1);
-  const same = inShape.length === outShape.length && inShape.every((d, i) => d === outShape[i]);
-  if (same) return null;
+  if (shapeEquals(inShape, outShape)) return null;
   const rank = outShape.length;
   const inStr = stridesOf(inShape);
   const st = new Array<number>(rank).fill(0);
@@ -76,7 +68,7 @@ export function unary(op: string, attrs: Attrs, x: Tensor): Tensor {
 
 /** Binary elementwise ops and comparisons, with broadcasting. */
 export function binary(op: string, x: Tensor, y: Tensor, outDType: DType): Tensor {
-  const shape = broadcast([x.shape, y.shape]);
+  const shape = broadcast(op, [x.shape, y.shape]);
   const out = alloc(outDType, shape);
   const f = binaryFn(op, !isFloat(x.dtype));
   const ox = broadcastOffsets(shape, x.shape);
@@ -90,7 +82,7 @@ export function binary(op: string, x: Tensor, y: Tensor, outDType: DType): Tenso
 
 /** `where(cond, a, b)`. */
 export function where(c: Tensor, x: Tensor, y: Tensor): Tensor {
-  const shape = broadcast([c.shape, x.shape, y.shape]);
+  const shape = broadcast('where', [c.shape, x.shape, y.shape]);
   const out = alloc(x.dtype, shape);
   const oc = broadcastOffsets(shape, c.shape);
   const ox = broadcastOffsets(shape, x.shape);
@@ -118,12 +110,8 @@ export function cast(x: Tensor, to: DType): Tensor {
 
 /** Batched matmul with broadcasting batch dims and optional transposes; float64 accumulation. */
 export function matmul(A: Tensor, B: Tensor, transA: boolean, transB: boolean): Tensor {
-  const ra = A.shape.length;
-  const rb = B.shape.length;
-  const M = transA ? A.shape[ra - 1] : A.shape[ra - 2];
-  const K = transA ? A.shape[ra - 2] : A.shape[ra - 1];
-  const N = transB ? B.shape[rb - 2] : B.shape[rb - 1];
-  const batchShape = broadcast([A.shape.slice(0, -2), B.shape.slice(0, -2)]);
+  const { m: M, k: K, n: N } = matmulMNK(A.shape, B.shape, transA, transB);
+  const batchShape = broadcast('matmul', [A.shape.slice(0, -2), B.shape.slice(0, -2)]);
   const batches = batchShape.reduce((p, q) => p * q, 1);
   const out = alloc(A.dtype, [...batchShape, M, N]);
   const aOff = broadcastOffsets(batchShape, A.shape.slice(0, -2));
@@ -362,7 +350,7 @@ export function gather(x: Tensor, indices: Tensor, axis: number, what = 'gather'
 
 /** Broadcast to a shape. */
 export function expand(x: Tensor, shape: readonly number[]): Tensor {
-  const outShape = broadcast([x.shape, shape]);
+  const outShape = broadcast('expand', [x.shape, shape]);
   const out = alloc(x.dtype, outShape);
   const off = broadcastOffsets(outShape, x.shape);
   for (let i = 0; i < out.data.length; i++) out.data[i] = x.data[off ? off[i] : i];

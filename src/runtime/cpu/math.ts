@@ -94,11 +94,3 @@ export function binaryFn(op: string, integer: boolean): (a: number, b: number) =
     default: throw new Error(`no scalar function for binary op ${op}`);
   }
 }
-
-/**
- * RoPE frequency for rotary pair `i` (0-based pair index) with `rotaryDim` rotated dims, computed in float32 as
- * llama2.c's run.c does (`1 / powf(theta, 2i / rotaryDim)`), so the reference reproduces its rounding.
- */
-export function ropeFrequency(theta: number, i: number, rotaryDim: number): number {
-  return Math.fround(1 / Math.fround(Math.pow(theta, Math.fround((2 * i) / rotaryDim))));
-}

@@ -5,7 +5,10 @@
  */
 import type { DType } from '../../ir/dtype.js';
 import { InputError } from '../../errors.js';
-import { floatToHalf, halfToFloat } from '../../ir/weights.js';
+import { floatToHalf, halfToFloat, type WeightArray } from '../../ir/weights.js';
+
+// defined in the IR (the compiler needs it too); re-exported for the runtime entry point
+export { stridesOf } from '../../ir/dim.js';
 
 /** The typed array holding a tensor's elements: f32 and f16 values in a Float32Array (f16 values rounded to half). */
 export type TensorData = Float32Array | Int32Array | Uint32Array | Uint8Array;
@@ -75,13 +78,8 @@ export function roundToHalf(a: Float32Array): Float32Array {
   return a;
 }
 
-/** Row-major strides of a shape. */
-export function stridesOf(shape: readonly number[]): number[] {
-  const st = new Array<number>(shape.length);
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    st[i] = acc;
-    acc *= shape[i];
-  }
-  return st;
+/** The dense weight payload holding a host tensor's values as `dtype` (f16 as half bits, other dtypes as they are). */
+export function weightPayload(dtype: DType, t: Tensor): WeightArray {
+  if (dtype !== 'f16') return t.data;
+  return Uint16Array.from(t.data, (v) => floatToHalf(v));
 }

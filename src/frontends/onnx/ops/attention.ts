@@ -20,7 +20,7 @@
 import { dimDivExact, dimMul, type Dim } from '../../../ir/dim.js';
 import { isFloat } from '../../../ir/dtype.js';
 import type { Node } from '../../../ir/node.js';
-import { solveTheta } from '../../../passes/recognize-rope.js';
+import { solveTheta } from '../../../ir/rope.js';
 import { Tensor } from '../../../runtime/cpu/tensor.js';
 import type { OpContext } from '../context.js';
 import { unsqueeze } from './shape.js';

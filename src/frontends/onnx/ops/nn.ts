@@ -4,11 +4,11 @@
  * flattened into the last one, which the IR norms normalize), `Gelu`, and the reductions.
  * @module
  */
-import { dimProduct, type Dim } from '../../../ir/dim.js';
+import { dimProduct, shapeEquals, type Dim } from '../../../ir/dim.js';
 import { isFloat } from '../../../ir/dtype.js';
 import type { Node } from '../../../ir/node.js';
 import type { ReduceOp } from '../../../ir/ops.js';
-import { constantDims, dimsConstant } from '../../../passes/fold-shapes.js';
+import { constantDims, dimsConstant } from '../../../ir/shape-arith.js';
 import { dimMul } from '../../../ir/dim.js';
 import type { OpContext } from '../context.js';
 import { OnnxType } from '../tensor.js';
@@ -65,7 +65,7 @@ function softmax(log: boolean): Converter {
 function normVector(c: OpContext, p: Node, normShape: readonly Dim[]): Node {
   const n = dimProduct(normShape);
   if (p.rank === 1 && p.shape[0] === n) return p;
-  const full = p.shape.length === normShape.length && p.shape.every((d, i) => d === normShape[i]) ? p : c.op('expand', [p], { shape: [...normShape] });
+  const full = shapeEquals(p.shape, normShape) ? p : c.op('expand', [p], { shape: [...normShape] });
   return c.reshape(full, [n]);
 }
 

@@ -10,7 +10,7 @@
 import { dimAdd, dimDivExact, dimMul, dimProduct, dimSub, isStaticShape, numel, type Dim } from '../../../ir/dim.js';
 import type { Node } from '../../../ir/node.js';
 import { Tensor } from '../../../runtime/cpu/tensor.js';
-import { constantDims, dimsConstant } from '../../../passes/fold-shapes.js';
+import { constantDims, dimsConstant } from '../../../ir/shape-arith.js';
 import type { OpContext } from '../context.js';
 import { OnnxType } from '../tensor.js';
 import type { Converter } from './types.js';

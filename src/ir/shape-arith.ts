@@ -1,11 +1,12 @@
 /**
- * Symbolic shape folding: shape arithmetic over `constant` i32 tensors whose values may be symbolic dims.
+ * Symbolic shape arithmetic: evaluating ops over `constant` i32 tensors whose values may be symbolic dims.
  *
  * Model files compute shapes at run time: ONNX's `Shape → Gather → Unsqueeze → Concat → Reshape`, keras's
  * `ReduceProd` of a shape slice. The IR infers shapes when a node is built, so those chains must fold while the graph
  * is imported: `Shape` of a `[batch, seq, 64]` tensor is `constant i32 [3] values [batch, seq, 64]`, and the ops
- * below evaluate over such values with the dim algebra of `dim.ts`, giving new constants (the optimizer's
- * `fold-constants` does the same, so a graph built otherwise folds too).
+ * below evaluate over such values with the dim algebra of `dim.ts`, giving new constants. Both the importers (as they
+ * build) and the optimizer's `fold-constants` pass (so a graph built otherwise folds too) use it, which is why it lives
+ * in the IR.
  *
  * | op | folds when |
  * | --- | --- |
@@ -21,11 +22,10 @@
  * an error (an importer reports a data-dependent shape) or just no fold.
  * @module
  */
-import { dimAdd, dimDivExact, dimMul, dimSub, isStaticShape, numel, SymDim, type Dim } from '../ir/dim.js';
-import type { DType } from '../ir/dtype.js';
-import { makeNode, type Node } from '../ir/node.js';
-import { MAX_INLINE_CONSTANT } from '../ir/ops.js';
-import { stridesOf } from '../runtime/cpu/tensor.js';
+import { dimAdd, dimDivExact, dimMul, dimSub, isStaticShape, numel, stridesOf, SymDim, type Dim } from './dim.js';
+import type { DType } from './dtype.js';
+import { makeNode, type Node } from './node.js';
+import { MAX_INLINE_CONSTANT } from './ops.js';
 
 /** The element values of a `constant` node (splats expanded), numbers or symbolic dims; `undefined` for other nodes. */
 export function constantDims(n: Node): Dim[] | undefined {
