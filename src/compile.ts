@@ -52,6 +52,8 @@ export interface CompileOptions {
   variants?: LowerVariants;
   /** Print the IR after these stages (or all), as `--print-ir-after` does. */
   printIrAfter?: readonly string[] | 'all';
+  /** Where printed IR goes (default `console.error`). */
+  print?: (text: string) => void;
   /** Progress lines (compile steps and their times). */
   onProgress?: (line: string) => void;
 }
@@ -250,7 +252,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
     { name: 'decode', maxSeq: 1, bindings: { seq: 1, past: 0, batch: 1 } },
     ...(chunk > 1 ? [{ name: 'prefill', maxSeq: chunk, bindings: { seq: chunk, past: 0, batch: 1 } }] : []),
   ];
-  const pipeline = runWebGPUPipeline(built0, target, planSpecs, { passes: o.passes, variants: o.variants, printIrAfter: o.printIrAfter });
+  const pipeline = runWebGPUPipeline(built0, target, planSpecs, { passes: o.passes, variants: o.variants, printIrAfter: o.printIrAfter, print: o.print });
   o.onProgress?.(`compile: ${pipeline.timings.length} stages in ${pipeline.timings.reduce((a, t) => a + t.ms, 0).toFixed(0)} ms`);
   const graph = pipeline.graph;
   if (pagedAttentionOf(graph).size === 0) throw new UnsupportedOpError(['attention'], 'no KV-cache attention found in the model graph (expected attention over concat(past_k.L, k))');
@@ -316,7 +318,7 @@ export async function compile(model: LoadedModel, o: CompileOptions): Promise<En
 export async function compileGraph(graph: Graph, bindings: DimBindings, o: CompileOptions): Promise<Engine> {
   const target = targetOf(o);
   const seq = bindings.seq ?? 1;
-  const pipeline = runWebGPUPipeline(graph, target, [{ name: 'run', maxSeq: Math.max(seq, 1 << 30), bindings }], { passes: o.passes, variants: o.variants, printIrAfter: o.printIrAfter });
+  const pipeline = runWebGPUPipeline(graph, target, [{ name: 'run', maxSeq: Math.max(seq, 1 << 30), bindings }], { passes: o.passes, variants: o.variants, printIrAfter: o.printIrAfter, print: o.print });
   const packer = new WeightPacker();
   const kernels = new KernelTable();
   const plans = buildPlans(pipeline, target, kernels, packer, o.onProgress);

@@ -96,7 +96,7 @@ async function inspectTarget(o: InspectCommandOptions): Promise<Target> {
 /** The WebGPU pipeline's view of the model: every stage, the decode plan's dispatches and the engine's pipelines. */
 async function inspectWebGPU(o: InspectCommandOptions, model: LoadedModel): Promise<{ graph: Graph; plan: MemoryPlan; result: Omit<PipelineResult, 'graph' | 'timings'> & { timings: readonly StageTiming[] }; extra: Record<string, unknown>; after: Record<string, unknown> }> {
   const target = await inspectTarget(o);
-  const c = compileModel(model, { target, passes: o.passes, prefillChunk: Math.min(o.seq, model.maxPositions), printIrAfter: o.printIrAfter });
+  const c = compileModel(model, { target, passes: o.passes, prefillChunk: Math.min(o.seq, model.maxPositions), printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
   const m = c.manifest;
   const decode = m.plans.find((p) => p.name === 'decode')!;
   const planned = c.pipeline.plans[c.pipeline.plans.length - 1].graph;
