@@ -29,7 +29,7 @@ import { InputError, ShapeError } from '../errors.js';
 import { dimMul, parseDim, SymDim, type Dim } from '../ir/dim.js';
 import type { DeviceProfile } from '../passes/device-profile.js';
 import { KernelParams, paramsStruct, splitGrid, type DimLike, type GridExpr, type KernelBinding, type KernelSource } from './kernel.js';
-import { WGSL_HELPERS, wgslComment } from './wgsl.js';
+import { enableDirectives, kernelFeatures, WGSL_HELPERS, wgslComment, type KernelFeature } from './wgsl.js';
 import { isSoftwareAdapter } from '../runtime/device.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ export interface MatmulSpec {
   readonly variant?: MatmulVariantKind | MatmulVariant;
   /** Expected M when M is dynamic (guides {@link chooseMatmulVariant}; e.g. 1 for decode). */
   readonly expectedM?: number;
-  /** Printed graph nodes the kernel implements (for the header comment). */
+  /** Printed graph nodes the kernel implements, for profiles and errors; never written into the WGSL. */
   readonly nodes?: readonly string[];
   /** Max workgroups per grid dimension (the device limit). Default 65535. */
   readonly maxWorkgroupsPerDimension?: number;
@@ -452,7 +452,7 @@ function bindingsOf(c: Ctx, aVec4: boolean, bVec4: boolean): { decls: string[]; 
   add('a', 'a', arr(c.dt.a, aVec4), 'read', c.transA ? 'A stored [batch, K, M]' : 'A stored [batch, M, K]');
   add('b', 'b', arr(c.dt.b, bVec4), 'read', c.transB ? 'B stored [batch, N, K]' : 'B stored [batch, K, N]');
   (c.spec.epilogue?.operands ?? []).forEach((o, k) =>
-    add(o.name, `ep_${k}`, arr(o.dtype, false), 'read', `epilogue operand ${k} (${o.broadcast}): ${wgslComment(o.name)}`),
+    add(o.name, `ep_${k}`, arr(o.dtype, false), 'read', `epilogue operand ${k} (${o.broadcast})`),
   );
   add('out', 'out', arr(c.dt.out, false), 'read_write', `output [batch, M, ${c.nOut}]`);
   const ps = paramsStruct(c.params, list.length);
@@ -502,16 +502,18 @@ function header(c: Ctx, variantName: string, description: string[]): string[] {
     `//   A ${c.dt.a} ${wgslComment(shapeA)}${c.transA ? ' (transposed)' : ''}, B ${c.dt.b} ${wgslComment(shapeB)}${c.transB ? ' (transposed)' : ''}, out ${c.dt.out}; f32 accumulation`,
     ...description.map((d) => `//   ${d}`),
   ];
-  const nodes = c.spec.nodes ?? [];
-  if (nodes.length) lines.push(`//   nodes:`, ...nodes.map((n) => `//     ${wgslComment(n)}`));
   return lines;
 }
 
-function assemble(c: Ctx, parts: { enables: string[]; header: string[]; consts: string[]; decls: string[]; fns: string[]; workgroupVars?: string[]; main: string[] }): string {
+/** The features a matmul kernel needs: f16 when any operand is stored as f16; subgroups for subgroup reductions. */
+function matmulFeatures(c: Ctx, subgroups: boolean): KernelFeature[] {
+  return kernelFeatures({ f16: [c.dt.a, c.dt.b, c.dt.out, ...(c.spec.epilogue?.operands ?? []).map((o) => o.dtype)].includes('f16'), subgroups });
+}
+
+function assemble(c: Ctx, parts: { subgroups: boolean; header: string[]; consts: string[]; decls: string[]; fns: string[]; workgroupVars?: string[]; main: string[] }): string {
   const helperOrder = ['erf', 'gelu_erf', 'gelu_tanh', 'tanh', 'sigmoid'];
   const helpers = [...c.helpers].sort((x, y) => helperOrder.indexOf(x) - helperOrder.indexOf(y)).map((h) => WGSL_HELPERS[h]);
-  const needsF16 = [c.dt.a, c.dt.b, c.dt.out, ...(c.spec.epilogue?.operands ?? []).map((o) => o.dtype)].includes('f16');
-  const enables = [...(needsF16 ? ['enable f16;'] : []), ...parts.enables];
+  const enables = enableDirectives(matmulFeatures(c, parts.subgroups));
   return [
     ...enables,
     ...(enables.length ? [''] : []),
@@ -697,7 +699,7 @@ function genNaive(c: Ctx, v: NaiveMatmulVariant): KernelSource {
     family: 'matmul',
     variant: name,
     wgsl: assemble(c, {
-      enables: [],
+      subgroups: false,
       header: header(c, name, ['one invocation per output element, a plain loop over K (the reference variant)']),
       consts: [`const N_B: u32 = ${c.N}u;`, `const WORKGROUP_SIZE: u32 = ${wg}u;`, `const N_TILES: u32 = ${nTiles}u; // workgroups along N`],
       decls,
@@ -708,6 +710,7 @@ function genNaive(c: Ctx, v: NaiveMatmulVariant): KernelSource {
     params: [...c.params],
     grid: gridOf(c, nTiles, 1),
     nodes: [...(c.spec.nodes ?? [])],
+    features: matmulFeatures(c, false),
   };
 }
 
@@ -764,7 +767,7 @@ function genSubgroupGemm(c: Ctx, v: SubgroupGemmVariant): KernelSource {
     family: 'matmul',
     variant: name,
     wgsl: assemble(c, {
-      enables: ['enable subgroups;'],
+      subgroups: true,
       header: header(c, name, [
         `each lane loads ${R} A row(s) per k chunk once and shares them by subgroupBroadcast (subgroup size ${SG});`,
         `each lane accumulates a ${R * SG} x ${C} output tile; ${S} subgroups per workgroup side by side along N`,
@@ -788,6 +791,7 @@ function genSubgroupGemm(c: Ctx, v: SubgroupGemmVariant): KernelSource {
     params: [...c.params],
     grid: gridOf(c, nTiles, tileM),
     nodes: [...(c.spec.nodes ?? [])],
+    features: matmulFeatures(c, true),
   };
 }
 
@@ -892,7 +896,7 @@ function genGemv(c: Ctx, v: GemvVariant): KernelSource {
     family: 'matmul',
     variant: name,
     wgsl: assemble(c, {
-      enables: reduction === 'subgroup' ? ['enable subgroups;'] : [],
+      subgroups: reduction === 'subgroup',
       header: header(c, name, [
         `groups of ${L} lane(s) split K (chunks of 4) for ${C} output columns x ${R} row(s); ${groups} groups per workgroup`,
         reduction === 'none' ? 'no cross-lane reduction' : `partial sums combined by ${reduction === 'subgroup' ? 'subgroupAdd' : 'a workgroup-memory tree'}`,
@@ -916,6 +920,7 @@ function genGemv(c: Ctx, v: GemvVariant): KernelSource {
     params: [...c.params],
     grid: gridOf(c, nTiles, R),
     nodes: [...(c.spec.nodes ?? [])],
+    features: matmulFeatures(c, reduction === 'subgroup'),
   };
 }
 
@@ -1033,7 +1038,7 @@ function genTiled(c: Ctx, v: TiledGemmVariant): KernelSource {
     family: 'matmul',
     variant: name,
     wgsl: assemble(c, {
-      enables: [],
+      subgroups: false,
       header: header(c, name, [
         `workgroup-memory tiles of ${TM}x${TK} (A) and ${TK}x${TN}${gated ? 'x2' : ''} (B), ${aVec4 || bVec4 ? 'vec4 global loads where aligned, ' : ''}${RM}x${RN} outputs per thread`,
       ]),
@@ -1060,6 +1065,7 @@ function genTiled(c: Ctx, v: TiledGemmVariant): KernelSource {
     params: [...c.params],
     grid: gridOf(c, nTiles, TM),
     nodes: [...(c.spec.nodes ?? [])],
+    features: matmulFeatures(c, false),
   };
 }
 
@@ -1105,7 +1111,7 @@ export interface GeneralMatmulSpec {
   readonly transB?: boolean;
   /** Storage type of A, B and the output: floats accumulate in f32, i32 in i32 (wrapping on overflow). */
   readonly dtype: 'f32' | 'f16' | 'i32';
-  /** Printed graph nodes the kernel implements (for the header comment). */
+  /** Printed graph nodes the kernel implements, for profiles and errors; never written into the WGSL. */
   readonly nodes?: readonly string[];
 }
 
@@ -1132,11 +1138,12 @@ export function generateGeneralMatmulKernel(spec: GeneralMatmulSpec): KernelSour
   const bIdx = spec.transB ? `b_base + n * k_ + k` : `b_base + k * n_ + n`;
   const total: GridExpr = { mul: [spec.M, spec.N, spec.batch ?? 1].map((d) => params.grid(d)) };
   const nodes = spec.nodes ?? [];
+  const features = kernelFeatures({ f16: st === 'f16' });
   const wgsl = [
-    ...(st === 'f16' ? ['enable f16;', ''] : []),
+    ...enableDirectives(features),
+    ...(features.length ? [''] : []),
     `// tensorwright kernel: matmul (general: sizes from params, ${st} data, ${acc} accumulation)`,
     `//   out[b, m, n] = sum_k A[b, m, k] * B[b, k, n]; A ${spec.transA ? '[batch, K, M]' : '[batch, M, K]'}, B ${spec.transB ? '[batch, N, K]' : '[batch, K, N]'}`,
-    ...nodes.map((n) => `//   node: ${wgslComment(n)}`),
     '',
     'const WORKGROUP_SIZE: u32 = 64u;',
     '',
@@ -1176,5 +1183,6 @@ export function generateGeneralMatmulKernel(spec: GeneralMatmulSpec): KernelSour
     params: [...params.list],
     grid: splitGrid({ ceilDiv: [total, 64] }),
     nodes: [...nodes],
+    features,
   };
 }
