@@ -20,6 +20,7 @@ import { computedInputName, headSliceWindow, legalizeForWebGPU, lowerGraph, type
 import { isSoftwareDevice } from './codegen/matmul.js';
 import { generateSamplingKernel } from './codegen/sampling.js';
 import type { KernelSource } from './codegen/kernel.js';
+import { KernelSet } from './codegen/kernel-set.js';
 import { Engine } from './runtime/engine.js';
 import { ENGINE_FORMAT_VERSION, type SamplerSettings, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest, type WeightManifest } from './runtime/engine-manifest.js';
 import { requestGPUDevice, type DeviceInfo, type GPUDeviceHandle } from './runtime/device.js';
@@ -192,7 +193,7 @@ function materializeOutputs(g: Graph): Graph {
 }
 
 interface BuiltPlans {
-  kernels: KernelSource[];
+  kernels: KernelSet;
   plans: PlanManifest[];
   slots: number[];
   graph: Graph;
@@ -200,8 +201,7 @@ interface BuiltPlans {
 }
 
 function buildPlans(graph: Graph, o: CompileOptions, plans: { name: string; maxSeq: number; bindings: DimBindings }[], paged: Map<Node, PagedAttention>, packer: WeightPacker): BuiltPlans {
-  const kernels: KernelSource[] = [];
-  const kernelIndex = new Map<string, number>();
+  const kernels = new KernelSet();
   const constants = new Map<Node, WeightEntry>();
   const weightIndex = weightIndexFor(graph, packer, constants);
   let slotBytes: number[] = [];
@@ -232,12 +232,7 @@ function buildPlans(graph: Graph, o: CompileOptions, plans: { name: string; maxS
       blockSize: o.blockSize ?? 16,
       variants: o.variants,
       weightIndex,
-      kernelIndex: (k) => {
-        const key = k.wgsl;
-        let i = kernelIndex.get(key);
-        if (i === undefined) kernelIndex.set(key, (i = kernels.push(k) - 1));
-        return i;
-      },
+      kernelIndex: (k) => kernels.add(k),
     });
     built.push({ name: p.name, maxSeq: p.maxSeq, dispatches });
     // outputs are read from the plan whose shapes are largest (the last one)
@@ -264,15 +259,6 @@ function inputsOf(graph: Graph, bindings: DimBindings, exclude: (name: string) =
     return [{ name, dtype: n.dtype, shape: shape.map(String), maxBytes: count * byteSize(n.dtype), values: shapeToJSON(n.attrs.values as Dim[]).map(String) }];
   });
   return [...given, ...computed];
-}
-
-function requiredFeatures(kernels: readonly KernelSource[]): string[] {
-  const f = new Set<string>();
-  for (const k of kernels) {
-    if (/^\s*enable f16;/m.test(k.wgsl)) f.add('shader-f16');
-    if (/^\s*enable subgroups;/m.test(k.wgsl) || /\bsubgroup[A-Z]/.test(k.wgsl)) f.add('subgroups');
-  }
-  return [...f].sort();
 }
 
 /** Compiles a causal language model (with its paged KV cache and GPU sampling) into an engine. */
@@ -305,10 +291,7 @@ export async function compile(model: LoadedModel, o: CompileOptions): Promise<En
   // scratch slot for the sampler's probabilities
   const probsSlot = plans.slots.push(Math.ceil((vocab * 4) / 256) * 256) - 1;
   const s = o.sampling ?? { temperature: 1, topp: 0.9 };
-  const addKernel = (k: KernelSource): number => {
-    const i = plans.kernels.findIndex((x) => x.wgsl === k.wgsl);
-    return i >= 0 ? i : plans.kernels.push(k) - 1;
-  };
+  const addKernel = (k: KernelSource): number => plans.kernels.add(k);
   // software rasterizers compile hidden-bound loops much faster (see the kernels' staticLoops)
   const tuning = isSoftwareDevice(o.device) ? { staticLoops: false, workgroupSize: 64 as const } : {};
   const argmaxK = generateSamplingKernel({ vocab, dtype: 'f32', temperature: 0, ...tuning, nodes: ['argmax over the logits'] });
@@ -325,7 +308,7 @@ export async function compile(model: LoadedModel, o: CompileOptions): Promise<En
     created: { by: 'tensorwright', at: new Date().toISOString() },
     device: { description: `${o.device.adapter.vendor} ${o.device.adapter.device} (${o.device.adapter.description})`.trim(), features: o.device.features },
     model: { family: model.family, config: model.config },
-    kernels: plans.kernels,
+    kernels: plans.kernels.kernels,
     weights: packer.manifest,
     slots: plans.slots,
     inputs: inputsOf(graph, { seq: chunk, past: maxPositions, batch: 1 }, (n) => n.startsWith('past_')),
@@ -342,9 +325,9 @@ export async function compile(model: LoadedModel, o: CompileOptions): Promise<En
       sampler: { kernel: addKernel(samplerK), bindings: samplerBindings, label: 'sample' },
       sampling: { temperature: s.temperature, topp: s.topp, topk: s.topk ?? 0 },
     },
-    requiredFeatures: requiredFeatures(plans.kernels),
+    requiredFeatures: plans.kernels.requiredFeatures(),
   };
-  o.onProgress?.(`compile: ${plans.kernels.length} kernels, ${packer.manifest.length} weights, in ${(performance.now() - t0).toFixed(0)} ms`);
+  o.onProgress?.(`compile: ${plans.kernels.kernels.length} kernels, ${packer.manifest.length} weights, in ${(performance.now() - t0).toFixed(0)} ms`);
   return new Engine(manifest, packer.bin());
 }
 
@@ -364,13 +347,13 @@ export async function compileGraph(graph: Graph, bindings: DimBindings, o: Compi
     created: { by: 'tensorwright', at: new Date().toISOString() },
     device: { description: `${o.device.adapter.vendor} ${o.device.adapter.device}`.trim(), features: o.device.features },
     model: { family: String(graph.meta.family ?? 'graph'), config: graph.meta.config ?? {} },
-    kernels: plans.kernels,
+    kernels: plans.kernels.kernels,
     weights: packer.manifest,
     slots: plans.slots,
     inputs: inputsOf(g, bindings, () => false),
     outputs: plans.outputs,
     plans: plans.plans,
-    requiredFeatures: requiredFeatures(plans.kernels),
+    requiredFeatures: plans.kernels.requiredFeatures(),
   };
   return new Engine(manifest, packer.bin());
 }
