@@ -20,7 +20,7 @@ import type { Launch, LaunchOperand, LowerVariants } from './codegen/family.js';
 import { computedInputName } from './codegen/lower.js';
 import { generateSamplingKernel } from './codegen/sampling.js';
 import { createTarget } from './codegen/target.js';
-import type { KernelSource } from './codegen/kernel.js';
+import { KernelSet } from './codegen/kernel-set.js';
 import { Engine } from './runtime/engine.js';
 import { ENGINE_FORMAT_VERSION, type BufferRef, type SamplerSettings, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest, type WeightManifest } from './runtime/engine-manifest.js';
 import { requestGPUDevice, type DeviceInfo, type GPUDeviceHandle } from './runtime/device.js';
@@ -142,18 +142,6 @@ function bufferOf(node: Node, slots: SlotPlan, weightIndex: (n: Node) => number)
   return { kind: 'arena', slot: b.slot, size: b.bytes };
 }
 
-/** The engine's kernels: one entry per distinct WGSL text. */
-class KernelTable {
-  readonly kernels: KernelSource[] = [];
-  private readonly index = new Map<string, number>();
-  /** The index of `k`'s kernel, adding it when its WGSL is new. */
-  add(k: KernelSource): number {
-    let i = this.index.get(k.wgsl);
-    if (i === undefined) this.index.set(k.wgsl, (i = this.kernels.push(k) - 1));
-    return i;
-  }
-}
-
 interface BuiltPlans {
   plans: PlanManifest[];
   slots: number[];
@@ -161,7 +149,7 @@ interface BuiltPlans {
 }
 
 /** The engine plans: each plan's slots (graph outputs pinned to the first ones) and its launches bound to buffers. */
-function buildPlans(pipeline: WebGPUPipelineResult, target: Target, kernels: KernelTable, packer: WeightPacker, onProgress?: (line: string) => void): BuiltPlans {
+function buildPlans(pipeline: WebGPUPipelineResult, target: Target, kernels: KernelSet, packer: WeightPacker, onProgress?: (line: string) => void): BuiltPlans {
   const graph = pipeline.graph;
   const constants = new Map<Node, WeightEntry>();
   const weightIndex = weightIndexFor(graph, packer, constants);
@@ -212,15 +200,6 @@ function inputsOf(graph: Graph, bindings: DimBindings, exclude: (name: string) =
   return [...given, ...computed];
 }
 
-function requiredFeatures(kernels: readonly KernelSource[]): string[] {
-  const f = new Set<string>();
-  for (const k of kernels) {
-    if (/^\s*enable f16;/m.test(k.wgsl)) f.add('shader-f16');
-    if (/^\s*enable subgroups;/m.test(k.wgsl) || /\bsubgroup[A-Z]/.test(k.wgsl)) f.add('subgroups');
-  }
-  return [...f].sort();
-}
-
 /** The engine manifest and weights of a compiled model, with the pipeline that made them (no device needed). */
 export interface CompiledEngine {
   /** The engine manifest. */
@@ -257,7 +236,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   const graph = pipeline.graph;
   if (pagedAttentionOf(graph).size === 0) throw new UnsupportedOpError(['attention'], 'no KV-cache attention found in the model graph (expected attention over concat(past_k.L, k))');
   const packer = new WeightPacker();
-  const kernels = new KernelTable();
+  const kernels = new KernelSet();
   const plans = buildPlans(pipeline, target, kernels, packer, o.onProgress);
   const c = model.config;
   const vocab = c.vocabSize;
@@ -299,7 +278,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
       sampler: { kernel: kernels.add(samplerK), bindings: samplerBindings, label: 'sample' },
       sampling: { temperature: s.temperature, topp: s.topp, topk: s.topk ?? 0 },
     },
-    requiredFeatures: requiredFeatures(kernels.kernels),
+    requiredFeatures: kernels.requiredFeatures(),
   };
   o.onProgress?.(`compile: ${kernels.kernels.length} kernels, ${packer.manifest.length} weights, in ${(performance.now() - t0).toFixed(0)} ms`);
   return { manifest, weights: packer.bin(), pipeline, target };
@@ -320,7 +299,7 @@ export async function compileGraph(graph: Graph, bindings: DimBindings, o: Compi
   const seq = bindings.seq ?? 1;
   const pipeline = runWebGPUPipeline(graph, target, [{ name: 'run', maxSeq: Math.max(seq, 1 << 30), bindings }], { passes: o.passes, variants: o.variants, printIrAfter: o.printIrAfter, print: o.print });
   const packer = new WeightPacker();
-  const kernels = new KernelTable();
+  const kernels = new KernelSet();
   const plans = buildPlans(pipeline, target, kernels, packer, o.onProgress);
   const manifest: EngineManifest = {
     format: 'tensorwright-engine',
@@ -334,7 +313,7 @@ export async function compileGraph(graph: Graph, bindings: DimBindings, o: Compi
     inputs: inputsOf(pipeline.graph, bindings, () => false),
     outputs: plans.outputs,
     plans: plans.plans,
-    requiredFeatures: requiredFeatures(kernels.kernels),
+    requiredFeatures: kernels.requiredFeatures(),
   };
   return new Engine(manifest, packer.bin());
 }

@@ -350,8 +350,12 @@ describe('attention codegen (no device)', () => {
     expect(k.grid).toEqual([8 * (4 / 4), 'seq', 1]);
     expect(k.wgsl).toMatch(/const GROUP_SIZE: u32 = 4u;/);
     expect(k.wgsl).toMatch(/const Q_ROWS: u32 = 4u; \/\/ query vectors/);
-    expect(k.wgsl).toMatch(/\/\/ {3}node: %7 = attention\(%4, %5, %6\) \{causal\} \/\/ injected/);
-    expect(k.wgsl.split('\n').filter((l) => l.includes('injected'))).toHaveLength(1);
+    // the nodes are the kernel's provenance, kept beside the WGSL, never in it (a kernel's text is its identity)
+    expect(k.nodes).toEqual(['%7 = attention(%4, %5, %6) {causal}\n// injected']);
+    expect(k.wgsl).not.toContain('injected');
+    expect(k.wgsl).not.toContain('%7');
+    expect(k.features).toEqual(['shader-f16']);
+    expect(k.wgsl).toMatch(/^enable f16;\n/);
     const w = generateKvCacheWriteKernel({ numKvHeads: 8, headDim: 128, blockSize: 16, dtype: 'f16', seq: 'seq', past: 'past' });
     expect(w.bindings.filter((b) => b.access === 'read_write').map((b) => b.name)).toEqual(['k_pool', 'v_pool']);
     expect(w.grid).toEqual([16, 'seq', 1]);

@@ -298,7 +298,7 @@ describe('matmul kernels: batches, dynamic M, large grids', () => {
 });
 
 describe('matmul codegen without a device', () => {
-  it('writes a readable kernel: header with the nodes (sanitized), named constants, bindings in order', () => {
+  it('writes a readable kernel: header without the nodes, named constants, bindings in order', () => {
     const k = generateMatmulKernel({
       M: 'seq',
       N: 64,
@@ -311,7 +311,10 @@ describe('matmul codegen without a device', () => {
     expect(k.family).toBe('matmul');
     expect(k.wgsl).toMatch(/^enable subgroups;/);
     expect(k.wgsl).toContain('// tensorwright kernel: matmul (gemm-subgroup');
-    expect(k.wgsl).toContain('//     %1 = matmul(%x, %w) // evil name */ fn main() {}');
+    expect(k.nodes).toEqual(['%1 = matmul(%x, %w) // evil\nname */ fn main() {}']);
+    expect(k.wgsl).not.toContain('evil');
+    expect(k.wgsl).not.toContain('fc.bias');
+    expect(k.features).toEqual(['subgroups']);
     expect(k.wgsl.split('\n').filter((l) => l.startsWith('fn main(')).length).toBe(1);
     expect(k.wgsl).toMatch(/const K: u32 = 32u;/);
     expect(k.wgsl).toMatch(/const SUBGROUP_SIZE: u32 = 8u;/);

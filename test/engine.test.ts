@@ -113,6 +113,50 @@ describe.skipIf(!hasShared)('stories260K on WebGPU', () => {
     }
   });
 
+  it('holds each distinct kernel once: layers share kernels, no node ids in WGSL, features declared', (ctx) => {
+    if (!gpu) return ctx.skip();
+    const m = engine.manifest;
+    // kernels differing only in comments would be the same pipeline twice
+    const code = m.kernels.map((k) => k.wgsl.replace(/\/\/.*$/gm, '').replace(/\s+/g, ' '));
+    expect(new Set(code).size).toBe(m.kernels.length);
+    const dispatches = m.plans.reduce((a, p) => a + p.dispatches.length, 0) + 2;
+    console.log(`stories260K: ${m.kernels.length} distinct kernels for ${dispatches} dispatches`);
+    // 5 layers of ~10 kernels each collapse to one set per plan (decode and prefill) plus the samplers
+    expect(m.kernels.length).toBeLessThanOrEqual(25);
+    for (const k of m.kernels) {
+      expect(k.wgsl, `${k.family}/${k.variant}`).not.toMatch(/%\d/);
+      expect(k.wgsl).not.toMatch(/layers\.\d|tok_embeddings|@"/);
+      expect(k.nodes.length, `${k.family}/${k.variant}`).toBeGreaterThan(0);
+      expect(k.features, `${k.family}/${k.variant}`).toBeDefined();
+    }
+    // model-file names (the weights') never reach WGSL
+    const token = (name: string): RegExp => new RegExp(`(?<![\\w.])${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?![\\w.])`);
+    for (const w of m.weights) expect(m.kernels.filter((k) => token(w.name).test(k.wgsl)).map((k) => k.family), w.name).toEqual([]);
+    const layers = (model.config as LlamaConfig).nLayers;
+    expect(m.kernels.some((k) => k.family === 'rmsnorm' && k.nodes.length >= layers), 'one rmsnorm kernel serves every layer').toBe(true);
+    expect(m.requiredFeatures).toEqual([...new Set(m.kernels.flatMap((k) => k.features ?? []))].sort());
+  });
+
+  it('reports load time per stage; engines saved without kernel features still load', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const old = new Engine({ ...engine.manifest, kernels: engine.manifest.kernels.map(({ features: _f, ...k }) => k) }, engine.weightBytes);
+    const stages: string[] = [];
+    const session = await old.createSession({ device: gpu, onProgress: (p) => stages.push(p.stage) });
+    try {
+      expect(stages).toEqual(['device', 'buffers', 'weights', 'shader-modules', 'pipelines', 'bind-groups', 'done']);
+      const t = session.loadTimings;
+      expect(t.pipelines).toBe(engine.manifest.kernels.length);
+      expect(t.bindGroups).toBe(engine.manifest.plans.reduce((a, p) => a + p.dispatches.length, 0) + 2);
+      const parts = t.deviceMs + t.buffersMs + t.weightsMs + t.shaderModulesMs + t.pipelinesMs + t.bindGroupsMs;
+      expect(parts).toBeLessThanOrEqual(t.totalMs + 1e-6);
+      expect(parts).toBeGreaterThan(0.5 * t.totalMs);
+      const r = await session.generate([1, 403, 407], { steps: 6, temperature: 0, topp: 0.9, seed: 1 });
+      expect(r.generated.length).toBeGreaterThan(0);
+    } finally {
+      await session.destroy();
+    }
+  }, LONG);
+
   it('prefill in chunks (chunked prefill) gives the same logits as the CPU reference', async (ctx) => {
     if (!gpu) return ctx.skip();
     const small = await compile(model, { device: gpu.info, prefillChunk: 3 });

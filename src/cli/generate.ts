@@ -13,7 +13,7 @@ import { generateTokens } from '../runtime/generate.js';
 import { runPasses } from '../passes/pipeline.js';
 import { cpuProfile } from '../ir/device-profile.js';
 import { countKernels } from '../ir/stats.js';
-import { Engine, type KernelTiming } from '../runtime/engine.js';
+import { Engine, formatLoadTimings, type KernelTiming } from '../runtime/engine.js';
 import { requestGPUDevice, probeWebGPU, describeDevice } from '../runtime/device.js';
 import { compile } from '../compile.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
@@ -150,7 +150,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
       const prefillChunk = Math.min(128, Math.max(8, promptIds.length));
       const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`), sampling: { temperature: o.temperature || 1, topp: o.topp }, onProgress: log }));
       extra.compile_ms = round(performance.now() - tc);
-      const session = await engine.createSession({ device: handle, profile: o.profile });
+      const session = await engine.createSession({ device: handle, profile: o.profile, onProgress: (p) => p.stage === 'done' && log(formatLoadTimings(p.timings)) });
       extra.load_ms = round(performance.now() - t0);
       extra.device = describeDevice(handle.info);
       extra.dispatches_per_token = engine.manifest.plans[0].dispatches.length + 1;

@@ -35,7 +35,7 @@
  */
 import { InputError, ShapeError } from '../errors.js';
 import { KernelParams, paramsStruct, type DimLike, type GridExpr, type HeadWindow, type KernelBinding, type KernelSource } from './kernel.js';
-import { literal, wgslComment } from './wgsl.js';
+import { enableDirectives, kernelFeatures, literal, type KernelFeature } from './wgsl.js';
 import { chooseAttentionVariant } from './schedule/attention.js';
 
 /** Storage type of attention tensors (arithmetic is always f32). */
@@ -96,7 +96,7 @@ export interface AttentionHeadsSpec {
    * lavapipe then compile the kernel several times faster (seconds instead of tens of seconds for large heads).
    */
   readonly staticLoops?: boolean;
-  /** The graph nodes implemented (printed form), for the header and profiles. */
+  /** The graph nodes implemented (printed form), for profiles and errors; never written into the WGSL. */
   readonly nodes?: readonly string[];
 }
 
@@ -169,7 +169,7 @@ export interface KvCacheWriteSpec {
   readonly valueSource?: HeadWindow;
   /** The same for the new keys (default: k_new is `[S, Hkv, D]`). */
   readonly keySource?: HeadWindow;
-  /** The graph nodes implemented, for the header. */
+  /** The graph nodes implemented, for profiles and errors; never written into the WGSL. */
   readonly nodes?: readonly string[];
 }
 
@@ -327,7 +327,6 @@ function constants(c: Core, extra: [string, number, string][]): string[] {
 function header(c: Core, variant: string, lines: string[]): string[] {
   return [
     `// tensorwright kernel: attention (${c.describe}, ${variant})`,
-    ...c.nodes.map((n) => `//   node: ${wgslComment(n)}`),
     `//   q [B, S, Hq=${c.Hq}, D=${c.D}], K/V ${c.mode === 'paged' ? 'through the block table' : `[B, T, Hkv=${c.Hkv}, ${c.D}/${c.Dv}]`}, out [B, S, ${c.Hq}, Dv=${c.Dv}]; ${c.causal ? 'causal (bottom-right aligned)' : 'not causal'}${c.mask ? `, ${c.mask} mask` : ''}, ${c.dtype} storage${c.kvDType !== c.dtype ? ` (${c.kvDType} K/V)` : ''}, f32 math`,
     ...lines.map((l) => `//   ${l}`),
   ];
@@ -607,9 +606,13 @@ function tiledKernel(c: Core, L: RowLayout): { wgsl: string; grid: [GridExpr, Gr
   ];
   return { wgsl: assemble(c, hdr, body), grid: L.grid, variant: L.name };
 }
+/** The features an attention kernel needs: f16 when q, K/V or the mask are stored as f16. */
+function coreFeatures(c: Core): KernelFeature[] {
+  return kernelFeatures({ f16: c.dtype === 'f16' || c.kvDType === 'f16' || c.maskDType === 'f16' });
+}
 function assemble(c: Core, hdr: string[], body: string[]): string {
-  const needsF16 = c.dtype === 'f16' || c.kvDType === 'f16' || c.maskDType === 'f16';
-  return [...(needsF16 ? ['enable f16;', ''] : []), ...hdr, '', ...body, ''].join('\n');
+  const features = coreFeatures(c);
+  return [...enableDirectives(features), ...(features.length ? [''] : []), ...hdr, '', ...body, ''].join('\n');
 }
 
 function resolveVariant(spec: AttentionHeadsSpec, seq: DimLike): AttentionVariant {
@@ -621,7 +624,7 @@ function build(c: Core, v: AttentionVariant, family: string): KernelSource {
   const layout = v.kind === 'decode' ? decodeLayout(c, v) : v.kind === 'prefill-flash' ? flashLayout(c, v) : undefined;
   if (!layout) throw new InputError(`unknown attention variant ${JSON.stringify((v as { kind?: unknown }).kind)}`);
   const k = tiledKernel(c, layout);
-  return { family, variant: `${c.mode === 'paged' ? 'paged-' : ''}${k.variant}`, wgsl: k.wgsl, bindings: c.bindings, params: [...c.params.list], grid: k.grid, nodes: [...c.nodes] };
+  return { family, variant: `${c.mode === 'paged' ? 'paged-' : ''}${k.variant}`, wgsl: k.wgsl, bindings: c.bindings, params: [...c.params.list], grid: k.grid, nodes: [...c.nodes], features: coreFeatures(c) };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -782,10 +785,11 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
     { name: 'v_pool', access: 'read_write' },
   ];
   const nodes = spec.nodes ?? [];
+  const features = kernelFeatures({ f16: spec.dtype === 'f16' || src === 'f16' });
   const wgsl = [
-    ...(spec.dtype === 'f16' || src === 'f16' ? ['enable f16;', ''] : []),
+    ...enableDirectives(features),
+    ...(features.length ? [''] : []),
     `// tensorwright kernel: kv-cache-write (block ${blockSize}, seq=${seq}, past=${past})`,
-    ...nodes.map((n) => `//   node: ${wgslComment(n)}`),
     `//   copies k_new [S, Hkv, D] and v_new [S, Hkv, Dv] to positions past .. past+S-1 of the paged pools`,
     '',
     `const NUM_KV_HEADS: u32 = ${Hkv}u;`,
@@ -825,5 +829,6 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
     params: [...params.list],
     grid: [Math.ceil((Hkv * W) / WG), params.grid(seq), 1],
     nodes: [...nodes],
+    features,
   };
 }

@@ -16,7 +16,7 @@ import { isOp } from '../ir/attrs.js';
 import type { Node } from '../ir/node.js';
 import { printNode } from '../ir/printer.js';
 import { KernelParams, type GridExpr, type KernelSource } from './kernel.js';
-import { computeType, literal, storageType, usesBitsHelper, WGSL_HELPERS, wgslComment } from './wgsl.js';
+import { computeType, enableDirectives, kernelFeatures, literal, storageType, usesBitsHelper, WGSL_HELPERS, wgslComment } from './wgsl.js';
 
 /** Ops this family can compute inside a kernel: the IR's pointwise ops. */
 export const ELEMENTWISE_KERNEL_OPS: ReadonlySet<string> = POINTWISE_OPS;
@@ -98,11 +98,19 @@ export function generateElementwiseKernel(root: Node, opts: ElementwiseOptions =
   const result = exprOf.get(root)!;
 
   const elements = numel(outShape);
+  // the program in the kernel's own names (t<k>, in_<k>, literals): what it computes, not which graph nodes it came from
+  const local = (x: Node): string => {
+    const k = fused.indexOf(x);
+    if (k >= 0) return `t${k}`;
+    const o = operands.indexOf(x);
+    return o >= 0 ? `in_${o}` : exprOf.get(x)!;
+  };
   const header = [
     `// tensorwright kernel: elementwise (${fused.length} fused op${fused.length === 1 ? '' : 's'}, t<k> = k-th line below)`,
-    ...fused.map((n, k) => `//   t${k}: ${wgslComment(printNode(n))}`),
+    ...fused.map((n) => `//   ${wgslComment(printNode(n, local))}`),
   ];
   const needsF16 = root.dtype === 'f16' || operands.some((o) => o.dtype === 'f16');
+  const features = kernelFeatures({ f16: needsF16 });
   const bindings = operands.map((o, k) => `@group(0) @binding(${k}) var<storage, read> in_${k}: array<${storageType(o.dtype)}>;`);
   bindings.push(`@group(0) @binding(${operands.length}) var<storage, read_write> out: array<${storageType(root.dtype)}>;`);
   const elementsExpr = dimRef(dims, elements);
@@ -115,7 +123,8 @@ export function generateElementwiseKernel(root: Node, opts: ElementwiseOptions =
   const store = root.dtype === 'bool' ? `select(0u, 1u, ${result})` : root.dtype === 'f16' ? `f16(${result})` : result;
   const nodes = fused.map((n) => printNode(n));
   const wgsl = [
-    ...(needsF16 ? ['enable f16;', ''] : []),
+    ...enableDirectives(features),
+    ...(features.length ? [''] : []),
     ...header,
     '',
     `const WORKGROUP_SIZE: u32 = ${wg}u;`,
@@ -142,6 +151,7 @@ export function generateElementwiseKernel(root: Node, opts: ElementwiseOptions =
     params: dims.list,
     grid: [gx, gy, 1],
     nodes,
+    features,
     operands,
     root,
     fused,

@@ -14,7 +14,7 @@
 import { InputError, ShapeError } from '../errors.js';
 import type { DType } from '../ir/dtype.js';
 import { KernelParams, splitGrid, type DimLike, type GridExpr, type KernelBinding, type KernelSource } from './kernel.js';
-import { storageType, wgslComment } from './wgsl.js';
+import { enableDirectives, kernelFeatures, storageType } from './wgsl.js';
 
 /** What {@link generateEmbeddingKernel} builds. */
 export interface EmbeddingSpec {
@@ -32,7 +32,7 @@ export interface EmbeddingSpec {
   readonly outOfRange?: 'zero' | 'clamp';
   /** Lanes per workgroup (default 64). */
   readonly workgroupSize?: 64 | 128 | 256;
-  /** The graph nodes implemented (printed form), for the header. */
+  /** The graph nodes implemented (printed form), for profiles and errors; never written into the WGSL. */
   readonly nodes?: readonly string[];
 }
 
@@ -54,10 +54,11 @@ function flatKernel(o: {
   workgroupSize: number;
 }): KernelSource {
   const nodes = o.nodes ?? [];
+  const features = kernelFeatures({ f16: o.dtypes.includes('f16') });
   const wgsl = [
-    ...(o.dtypes.includes('f16') ? ['enable f16;', ''] : []),
+    ...enableDirectives(features),
+    ...(features.length ? [''] : []),
     `// tensorwright kernel: ${o.family} (${o.title})`,
-    ...nodes.map((n) => `//   node: ${wgslComment(n)}`),
     '',
     `const WORKGROUP_SIZE: u32 = ${o.workgroupSize}u;`,
     ...o.consts,
@@ -81,6 +82,7 @@ function flatKernel(o: {
     params: [...o.params.list],
     grid: splitGrid(typeof o.totalGrid === 'number' ? Math.ceil(o.totalGrid / o.workgroupSize) : { ceilDiv: [o.totalGrid, o.workgroupSize] }),
     nodes: [...nodes],
+    features,
   };
 }
 
@@ -151,7 +153,7 @@ export interface GatherSpec {
   readonly indexDType?: 'i32' | 'u32';
   /** Lanes per workgroup (default 64). */
   readonly workgroupSize?: 64 | 128 | 256;
-  /** The graph nodes implemented (printed form), for the header. */
+  /** The graph nodes implemented (printed form), for profiles and errors; never written into the WGSL. */
   readonly nodes?: readonly string[];
 }
 
@@ -265,7 +267,7 @@ export interface CopySpec {
   readonly dtype: DType;
   /** Lanes per workgroup (default 64). */
   readonly workgroupSize?: 64 | 128 | 256;
-  /** The graph nodes implemented (printed form), for the header. */
+  /** The graph nodes implemented (printed form), for profiles and errors; never written into the WGSL. */
   readonly nodes?: readonly string[];
 }
 

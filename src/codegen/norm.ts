@@ -17,7 +17,7 @@
 import { InputError, ShapeError } from '../errors.js';
 import type { KernelBinding, KernelSource } from './kernel.js';
 import type { MatmulEpilogue } from './matmul/index.js';
-import { literal, WGSL_HELPERS, wgslComment } from './wgsl.js';
+import { literal, WGSL_HELPERS } from './wgsl.js';
 import { RowKernel, type RowKernelOptions, type workgroupReduction } from './workgroup.js';
 
 /** Storage type of norm tensors. */
@@ -72,7 +72,7 @@ export function generateNormKernel(spec: NormSpec): KernelSource {
     bindings.push({ name: 'bias', access: 'read' });
   }
   (ep?.operands ?? []).forEach((o, k) => {
-    decls.push(`@group(0) @binding(${bindings.length}) var<storage, read> ep_${k}: array<${o.dtype}>; // epilogue operand ${k} (${o.broadcast}): ${wgslComment(o.name)}`);
+    decls.push(`@group(0) @binding(${bindings.length}) var<storage, read> ep_${k}: array<${o.dtype}>; // epilogue operand ${k} (${o.broadcast})`);
     bindings.push({ name: o.name, access: 'read' });
   });
   decls.push(`@group(0) @binding(${bindings.length}) var<storage, read_write> out: array<${dt}>; // [rows, COLS]`);
@@ -111,8 +111,7 @@ export function generateNormKernel(spec: NormSpec): KernelSource {
         ];
   const needsF16 = dt === 'f16' || (ep?.operands ?? []).some((o) => o.dtype === 'f16');
   const wgsl = [
-    ...(needsF16 ? ['enable f16;'] : []),
-    ...rk.header(spec.kind, D, `${dt}${ep ? ', fused epilogue' : ''}`),
+    ...rk.header(spec.kind, D, `${dt}${ep ? ', fused epilogue' : ''}`, needsF16),
     `//   one workgroup per row; ${spec.kind === 'rmsnorm' ? 'out = w * x / sqrt(mean(x^2) + eps)' : 'out = (x - mean) / sqrt(var + eps) * w + b'}`,
     '',
     `const COLS: u32 = ${D}u; // normalized axis`,

@@ -8,13 +8,13 @@
  * @module
  */
 import { UnsupportedOpError } from '../errors.js';
-import { dimProduct, numel, type Dim } from '../ir/dim.js';
+import { dimProduct, numel, shapeToString, type Dim } from '../ir/dim.js';
 import { dimRef } from './wgsl.js';
 import { attrsOf } from '../ir/attrs.js';
 import type { Node } from '../ir/node.js';
 import { printNode } from '../ir/printer.js';
 import { KernelParams, type GridExpr, type KernelSource } from './kernel.js';
-import { computeType, storageType, wgslComment } from './wgsl.js';
+import { computeType, enableDirectives, kernelFeatures, storageType, wgslComment } from './wgsl.js';
 
 /** Generates the kernel for a `sum`/`mean`/`max` node. Bindings: `x`, `out`. */
 export function generateReduceKernel(node: Node, opts: { workgroupSize?: 64 | 128 | 256; maxWorkgroupsPerDimension?: number } = {}): KernelSource {
@@ -51,10 +51,12 @@ export function generateReduceKernel(node: Node, opts: { workgroupSize?: 64 | 12
   const store = node.dtype === 'f16' ? `f16(${finish})` : finish;
   const groups: GridExpr = typeof outCount === 'number' ? Math.max(1, Math.ceil(outCount / wg)) : { max: [1, { ceilDiv: [outCount.text, wg] }] };
   const maxX = opts.maxWorkgroupsPerDimension ?? 65535;
+  const features = kernelFeatures({ f16: x.dtype === 'f16' || node.dtype === 'f16' });
   const body = [
-    ...(x.dtype === 'f16' || node.dtype === 'f16' ? ['enable f16;', ''] : []),
+    ...enableDirectives(features),
+    ...(features.length ? [''] : []),
     `// tensorwright kernel: reduce (${node.op} over axes [${axes.join(', ')}])`,
-    `//   ${wgslComment(printNode(node))}`,
+    `//   x ${x.dtype}${wgslComment(shapeToString(x.shape))} -> out ${node.dtype}${wgslComment(shapeToString(node.shape))}`,
     '',
     `const WORKGROUP_SIZE: u32 = ${wg}u;`,
     `const GRID_X: u32 = ${maxX}u;`,
@@ -89,5 +91,6 @@ export function generateReduceKernel(node: Node, opts: { workgroupSize?: 64 | 12
     params: dims.list,
     grid: [{ min: [groups, maxX] }, { ceilDiv: [groups, maxX] }, 1],
     nodes: [printNode(node)],
+    features,
   };
 }

@@ -17,7 +17,7 @@
 import { InputError, ShapeError } from '../errors.js';
 import { ropeFrequency } from '../ir/rope.js';
 import { KernelParams, type DimLike, type HeadWindow, type KernelBinding, type KernelSource } from './kernel.js';
-import { literal, wgslComment } from './wgsl.js';
+import { enableDirectives, kernelFeatures, literal } from './wgsl.js';
 
 /** Positions read from a `positions` binding of `[S]` integers. */
 export interface RopeBufferPositions {
@@ -64,7 +64,7 @@ export interface RopeSpec {
    * The kernel reads them in place (a slice on the head axis folded into the load), so no copy runs first.
    */
   readonly source?: HeadWindow;
-  /** The graph nodes implemented (printed form), for the header. */
+  /** The graph nodes implemented (printed form), for profiles and errors; never written into the WGSL. */
   readonly nodes?: readonly string[];
 }
 
@@ -116,10 +116,11 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
       ? ['    let i = d / 2u;', '    let first = src + (d & ~1u);', '    let second = first + 1u;', '    let is_first = (d & 1u) == 0u;']
       : ['    let i = d % HALF;', '    let first = src + i;', '    let second = first + HALF;', '    let is_first = d < HALF;'];
   const nodes = spec.nodes ?? [];
+  const features = kernelFeatures({ f16: dt === 'f16' });
   const wgsl = [
-    ...(dt === 'f16' ? ['enable f16;', ''] : []),
+    ...enableDirectives(features),
+    ...(features.length ? [''] : []),
     `// tensorwright kernel: rope (${style}, rotaryDim=${rd} of ${D}, theta=${theta}, positions ${pos.kind === 'buffer' ? 'from a buffer' : 'past + s'}, ${dt})`,
-    ...nodes.map((n) => `//   node: ${wgslComment(n)}`),
     '//   out = x rotated by angle pos * INV_FREQ[i] on each pair of dims; dims >= ROTARY_DIM copied',
     '',
     `const NUM_HEADS: u32 = ${H}u;`,
@@ -179,5 +180,6 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
     params: [...params.list],
     grid: [Math.ceil((H * D) / WG), seqGrid, 1],
     nodes: [...nodes],
+    features,
   };
 }

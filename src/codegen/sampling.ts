@@ -28,7 +28,7 @@
 import { InputError, ShapeError } from '../errors.js';
 import { KernelParams, type DimLike, type KernelBinding, type KernelSource } from './kernel.js';
 import { workgroupReduction } from './workgroup.js';
-import { literal, wgslComment } from './wgsl.js';
+import { enableDirectives, kernelFeatures, literal } from './wgsl.js';
 
 /** What {@link generateSamplingKernel} builds. */
 export interface SamplingSpec {
@@ -56,7 +56,7 @@ export interface SamplingSpec {
    * faster.
    */
   readonly staticLoops?: boolean;
-  /** The graph nodes implemented (printed form), for the header. */
+  /** The graph nodes implemented (printed form), for profiles and errors; never written into the WGSL. */
   readonly nodes?: readonly string[];
 }
 
@@ -94,11 +94,11 @@ export function generateSamplingKernel(spec: SamplingSpec): KernelSource {
   const dt = spec.dtype;
   const nodes = spec.nodes ?? [];
   const load = dt === 'f32' ? 'logits[ROW_BASE + i]' : 'f32(logits[ROW_BASE + i])';
+  const features = kernelFeatures({ f16: dt === 'f16', subgroups: T !== 0 && !!spec.subgroups });
   const common = [
-    ...(dt === 'f16' ? ['enable f16;', ''] : []),
-    ...(T !== 0 && spec.subgroups ? ['enable subgroups;'] : []),
+    ...enableDirectives(features),
+    ...(features.length ? [''] : []),
     `// tensorwright kernel: sampling (${T === 0 ? 'argmax' : `temperature ${T}${topk > 0 && topk < V ? `, top-k ${topk}` : ''}${topp > 0 && topp < 1 ? `, top-p ${topp}` : ''}`}, V=${V}, ${dt} logits)`,
-    ...nodes.map((n) => `//   node: ${wgslComment(n)}`),
   ];
   if (T === 0) {
     const bindings: KernelBinding[] = [{ name: 'logits', access: 'read' }, { name: 'token', access: 'read_write' }];
@@ -141,7 +141,7 @@ export function generateSamplingKernel(spec: SamplingSpec): KernelSource {
       '}',
       '',
     ].join('\n');
-    return { family: 'sampling', variant: `argmax-wg${WG}`, wgsl, bindings, params: [...params.list], grid: [1, 1, 1], nodes: [...nodes] };
+    return { family: 'sampling', variant: `argmax-wg${WG}`, wgsl, bindings, params: [...params.list], grid: [1, 1, 1], nodes: [...nodes], features };
   }
 
   const useTopk = topk > 0 && topk < V;
@@ -352,5 +352,6 @@ export function generateSamplingKernel(spec: SamplingSpec): KernelSource {
     params: [...params.list],
     grid: [1, 1, 1],
     nodes: [...nodes],
+    features,
   };
 }

@@ -35,8 +35,7 @@ export function generateSoftmaxKernel(spec: SoftmaxSpec): KernelSource {
   const load = dt === 'f32' ? 'x[i]' : 'f32(x[i])';
   const bindings: KernelBinding[] = [{ name: 'x', access: 'read' }, { name: 'out', access: 'read_write' }];
   const wgsl = [
-    ...(dt === 'f16' ? ['enable f16;'] : []),
-    ...rk.header('softmax', cols, dt),
+    ...rk.header('softmax', cols, dt, dt === 'f16'),
     '//   one workgroup per row: max, sum of exp(x - max), then exp(x - max) / sum',
     '',
     `const WORKGROUP_SIZE: u32 = ${rk.workgroupSize}u;`,

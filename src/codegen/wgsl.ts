@@ -60,6 +60,27 @@ export function wgslComment(text: string): string {
   return clean.length > 120 ? `${clean.slice(0, 117)}...` : clean;
 }
 
+/** A WebGPU feature that generated WGSL can need: `shader-f16` (`enable f16;`) or `subgroups` (`enable subgroups;`). */
+export type KernelFeature = 'shader-f16' | 'subgroups';
+
+/**
+ * The features a kernel needs, in a fixed order (so equal kernels list them equally): `shader-f16` when it stores or
+ * reads f16, `subgroups` when it uses subgroup operations. Set the result as {@link KernelSource.features} and emit
+ * its {@link enableDirectives}: the WGSL and the declared features then cannot disagree.
+ */
+export function kernelFeatures(o: { readonly f16?: boolean; readonly subgroups?: boolean }): KernelFeature[] {
+  return [...(o.f16 ? (['shader-f16'] as const) : []), ...(o.subgroups ? (['subgroups'] as const) : [])];
+}
+
+/** The WGSL `enable` directives of `features` (one line each: `enable f16;`, `enable subgroups;`). */
+export function enableDirectives(features: readonly string[]): string[] {
+  return features.map((f) => {
+    if (f === 'shader-f16') return 'enable f16;';
+    if (f === 'subgroups') return 'enable subgroups;';
+    throw new Error(`no WGSL enable directive for feature '${f}'`);
+  });
+}
+
 /** Whether WGSL text calls the `bits_f32` helper (a non-finite literal). */
 export function usesBitsHelper(text: string): boolean {
   return text.includes('tw_bits_f32(');

@@ -6,7 +6,7 @@
  */
 import { InputError } from '../errors.js';
 import { KernelParams, splitGrid, type DimLike, type KernelBinding, type KernelSource } from './kernel.js';
-import { wgslComment } from './wgsl.js';
+import { enableDirectives, kernelFeatures, type KernelFeature } from './wgsl.js';
 
 /** Options of {@link workgroupReduction}. */
 export interface WorkgroupReductionOptions {
@@ -133,7 +133,7 @@ export interface RowKernelOptions {
   readonly subgroups?: boolean;
   /** Constant reduction trip counts (default true); `false` compiles faster on lavapipe (see {@link WorkgroupReductionOptions}). */
   readonly staticLoops?: boolean;
-  /** The graph nodes implemented (printed form), for the header. */
+  /** The graph nodes implemented (printed form), for {@link KernelSource.nodes} (never in the WGSL). */
   readonly nodes?: readonly string[];
 }
 
@@ -155,6 +155,8 @@ export class RowKernel {
   readonly rowsRef: string;
   /** The graph nodes implemented. */
   readonly nodes: readonly string[];
+  /** The features the kernel needs (set by {@link RowKernel.header}). */
+  private features: KernelFeature[] = [];
 
   /** Scaffolding for rows of `cols` values (a number, or a canonical dim expression when dynamic). */
   constructor(o: RowKernelOptions, cols: number | string) {
@@ -165,13 +167,16 @@ export class RowKernel {
     this.nodes = o.nodes ?? [];
   }
 
-  /** `enable subgroups;` when needed, then the title comment (`family (rows=…, cols=…, details)`) and the node lines. */
-  header(family: string, cols: number | string, details: string): string[] {
+  /**
+   * The `enable` directives (`f16` when the kernel stores or reads f16, `subgroups` for subgroup reductions), then the
+   * title comment (`family (rows=…, cols=…, details)`). Records the features for {@link RowKernel.source}.
+   */
+  header(family: string, cols: number | string, details: string, f16 = false): string[] {
     const sg = this.red.subgroups;
+    this.features = kernelFeatures({ f16, subgroups: sg });
     return [
-      ...(sg ? ['enable subgroups;'] : []),
+      ...enableDirectives(this.features),
       `// tensorwright kernel: ${family} (rows=${this.rows}, cols=${cols}, ${details}${sg ? ', subgroup reductions' : ''})`,
-      ...this.nodes.map((n) => `//   node: ${wgslComment(n)}`),
     ];
   }
 
@@ -196,6 +201,7 @@ export class RowKernel {
       params: [...this.params.list],
       grid: splitGrid(this.params.grid(this.rows)),
       nodes: [...this.nodes],
+      features: [...this.features],
     };
   }
 }

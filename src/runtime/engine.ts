@@ -38,6 +38,52 @@ export interface SessionOptions {
    * `sleep-then-poll` for dawn.node on a software adapter, where Dawn's busy polling would take a core from the device).
    */
   readonly wait?: GpuWaitMode;
+  /** Called as each stage of loading the engine onto the device finishes ({@link EngineSession.loadTimings}). */
+  readonly onProgress?: (progress: SessionLoadProgress) => void;
+}
+
+/** A stage of {@link Engine.createSession}, in the order they run. */
+export type SessionLoadStage = 'device' | 'buffers' | 'weights' | 'shader-modules' | 'pipelines' | 'bind-groups' | 'done';
+
+/**
+ * Where the time of {@link Engine.createSession} went, in wall-clock milliseconds per stage (stages run one after
+ * another, so they add up to about `totalMs`).
+ */
+export interface SessionLoadTimings {
+  /** Requesting the device (0 when the session was given one). */
+  deviceMs: number;
+  /** Creating the activation, input, KV-cache, sampling and params buffers. */
+  buffersMs: number;
+  /** Creating the weight buffers and queueing their uploads (`writeBuffer` copies the bytes to staging memory). */
+  weightsMs: number;
+  /** Creating one shader module per distinct kernel and waiting for its compilation messages (WGSL front end). */
+  shaderModulesMs: number;
+  /** Creating one compute pipeline per distinct kernel, all in parallel (the driver's shader compiler: LLVM on lavapipe). */
+  pipelinesMs: number;
+  /** Creating one bind group per dispatch of every plan, then waiting for the device's validation of the setup. */
+  bindGroupsMs: number;
+  /** The whole of `createSession`. */
+  totalMs: number;
+  /** Shader modules and pipelines created: the engine's distinct kernels. */
+  pipelines: number;
+  /** Bind groups created: the dispatches of every plan plus the samplers. */
+  bindGroups: number;
+}
+
+/** What {@link SessionOptions.onProgress} receives: the stage just finished and the timings so far. */
+export interface SessionLoadProgress {
+  /** The stage that finished (`done` last, when the session is ready). */
+  readonly stage: SessionLoadStage;
+  /** Milliseconds the stage took (for `done`: the total). */
+  readonly ms: number;
+  /** Timings so far (stages not run yet are 0). */
+  readonly timings: Readonly<SessionLoadTimings>;
+}
+
+/** One line describing load timings, e.g. for a CLI's progress output. */
+export function formatLoadTimings(t: SessionLoadTimings): string {
+  const ms = (x: number): string => `${x.toFixed(0)} ms`;
+  return `engine: loaded in ${ms(t.totalMs)} (device ${ms(t.deviceMs)}, buffers ${ms(t.buffersMs)}, weights ${ms(t.weightsMs)}, ${t.pipelines} shader modules ${ms(t.shaderModulesMs)}, ${t.pipelines} pipelines ${ms(t.pipelinesMs)}, ${t.bindGroups} bind groups ${ms(t.bindGroupsMs)})`;
 }
 
 /** A compiled engine: manifest plus weight bytes. */
@@ -80,10 +126,16 @@ export class Engine {
 
   /** Creates a session: GPU buffers, pipelines and bind groups on `device` (a new device when omitted). */
   async createSession(opts: SessionOptions = {}): Promise<EngineSession> {
+    const t0 = performance.now();
     const handle = opts.device ?? (await requestGPUDevice({ requiredFeatures: this.manifest.requiredFeatures as GPUFeatureName[] }));
     const waiter = new GpuWaiter({ mode: opts.wait ?? defaultGpuWaitMode(handle.info) });
     const s = new EngineSession(this, handle, opts.device === undefined, opts.profile ?? false, waiter);
-    await s.init();
+    const timings = s.loadTimings;
+    timings.deviceMs = performance.now() - t0;
+    opts.onProgress?.({ stage: 'device', ms: timings.deviceMs, timings });
+    await s.init(opts.onProgress);
+    timings.totalMs = performance.now() - t0;
+    opts.onProgress?.({ stage: 'done', ms: timings.totalMs, timings });
     return s;
   }
 }
@@ -162,6 +214,8 @@ export class EngineSession {
   private destroyed = false;
   /** Per-kernel times of the last profiled step (when the session was created with `profile`). */
   lastProfile: KernelTiming[] = [];
+  /** Where the time of creating this session went ({@link Engine.createSession}). */
+  readonly loadTimings: SessionLoadTimings = { deviceMs: 0, buffersMs: 0, weightsMs: 0, shaderModulesMs: 0, pipelinesMs: 0, bindGroupsMs: 0, totalMs: 0, pipelines: 0, bindGroups: 0 };
 
   /** @internal */
   constructor(
@@ -178,7 +232,15 @@ export class EngineSession {
   }
 
   /** @internal */
-  async init(): Promise<void> {
+  async init(onProgress?: (progress: SessionLoadProgress) => void): Promise<void> {
+    const timings = this.loadTimings;
+    let mark = performance.now();
+    const stageDone = (stage: Exclude<SessionLoadStage, 'device' | 'done'>, key: 'buffersMs' | 'weightsMs' | 'shaderModulesMs' | 'pipelinesMs' | 'bindGroupsMs'): void => {
+      const now = performance.now();
+      timings[key] += now - mark;
+      mark = now;
+      onProgress?.({ stage, ms: timings[key], timings });
+    };
     const d = (this.device = this.handle.device);
     for (const f of this.m.requiredFeatures)
       if (!d.features.has(f)) throw new DeviceError('DEVICE_ERROR', `the engine needs the '${f}' feature, which this device lacks (${this.handle.info.adapter.description})`);
@@ -194,20 +256,6 @@ export class EngineSession {
       if (bytes > maxBinding) throw new DeviceError('LIMIT_EXCEEDED', `activation buffer ${i} needs ${bytes} bytes, more than maxStorageBufferBindingSize ${maxBinding}`);
       return d.createBuffer({ label: `activations ${i}`, size: Math.max(256, align(bytes, 256)), usage: storage });
     });
-    // weights: one buffer per payload part, uploaded once
-    for (const w of this.m.weights) {
-      const parts = new Map<string, GPUBuffer>();
-      for (const p of w.parts) {
-        if (p.byteLength > maxBinding)
-          throw new DeviceError('LIMIT_EXCEEDED', `weight '${w.name}' (${p.role}, ${p.byteLength} bytes) exceeds maxStorageBufferBindingSize ${maxBinding}`);
-        const buf = d.createBuffer({ label: `${w.name}.${p.role}`, size: Math.max(16, align(p.byteLength, 4)), usage: storage });
-        const src = this.engine.weightBytes.subarray(p.byteOffset, p.byteOffset + p.byteLength);
-        const padded = p.byteLength % 4 === 0 ? src : copyPadded(src);
-        d.queue.writeBuffer(buf, 0, padded.buffer as ArrayBuffer, padded.byteOffset, align(p.byteLength, 4));
-        parts.set(p.role, buf);
-      }
-      this.weightBuffers.push(parts);
-    }
     for (const io of this.m.inputs) this.inputBuffers.set(io.name, d.createBuffer({ label: `input ${io.name}`, size: Math.max(16, align(io.maxBytes, 4)), usage: storage }));
     if (this.m.kv) {
       const kv = this.m.kv;
@@ -224,16 +272,38 @@ export class EngineSession {
     const kernels = this.m.kernels;
     const dispatchesWithParams = this.m.plans.reduce((a, p) => a + p.dispatches.filter((x) => kernels[x.kernel].params.length).length, 0) + 2;
     this.paramsBuffer = d.createBuffer({ label: 'kernel params', size: Math.max(PARAMS_STRIDE, dispatchesWithParams * PARAMS_STRIDE), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    // pipelines, compiled once per distinct kernel
-    const pipelines = await Promise.all(
+    stageDone('buffers', 'buffersMs');
+    // weights: one buffer per payload part, uploaded once
+    for (const w of this.m.weights) {
+      const parts = new Map<string, GPUBuffer>();
+      for (const p of w.parts) {
+        if (p.byteLength > maxBinding)
+          throw new DeviceError('LIMIT_EXCEEDED', `weight '${w.name}' (${p.role}, ${p.byteLength} bytes) exceeds maxStorageBufferBindingSize ${maxBinding}`);
+        const buf = d.createBuffer({ label: `${w.name}.${p.role}`, size: Math.max(16, align(p.byteLength, 4)), usage: storage });
+        const src = this.engine.weightBytes.subarray(p.byteOffset, p.byteOffset + p.byteLength);
+        const padded = p.byteLength % 4 === 0 ? src : copyPadded(src);
+        d.queue.writeBuffer(buf, 0, padded.buffer as ArrayBuffer, padded.byteOffset, align(p.byteLength, 4));
+        parts.set(p.role, buf);
+      }
+      this.weightBuffers.push(parts);
+    }
+    stageDone('weights', 'weightsMs');
+    // shader modules and pipelines, compiled once per distinct kernel (all in parallel within each stage)
+    const modules = await Promise.all(
       kernels.map(async (k) => {
         const module = d.createShaderModule({ label: `${k.family}/${k.variant}`, code: k.wgsl });
         const info = await module.getCompilationInfo();
         const errs = info.messages.filter((x) => x.type === 'error');
         if (errs.length) throw new DeviceError('DEVICE_ERROR', `WGSL of ${k.family}/${k.variant} does not compile: ${errs.map((e) => `line ${e.lineNum}: ${e.message}`).join('; ')}`);
-        return d.createComputePipelineAsync({ label: `${k.family}/${k.variant}`, layout: kernelPipelineLayout(d, k), compute: { module, entryPoint: 'main' } });
+        return module;
       }),
     );
+    timings.pipelines = kernels.length;
+    stageDone('shader-modules', 'shaderModulesMs');
+    const pipelines = await Promise.all(
+      kernels.map((k, i) => d.createComputePipelineAsync({ label: `${k.family}/${k.variant}`, layout: kernelPipelineLayout(d, k), compute: { module: modules[i], entryPoint: 'main' } })),
+    );
+    stageDone('pipelines', 'pipelinesMs');
     const prepare = (x: DispatchManifest): PreparedDispatch => {
       const k = kernels[x.kernel];
       if (x.bindings.length !== k.bindings.length) throw new ModelFormatError('dispatch', 0, `dispatch '${x.label}' gives ${x.bindings.length} buffers to a kernel with ${k.bindings.length} bindings`);
@@ -244,6 +314,7 @@ export class EngineSession {
         entries.push({ binding: x.bindings.length, resource: { buffer: this.paramsBuffer, offset: paramsIndex * PARAMS_STRIDE, size: PARAMS_STRIDE } });
       }
       const pipeline = pipelines[x.kernel];
+      timings.bindGroups++;
       return { manifest: x, pipeline, bindGroup: d.createBindGroup({ label: x.label, layout: pipeline.getBindGroupLayout(0), entries }), paramsIndex };
     };
     this.plans = this.m.plans.map((p) => ({ manifest: p, dispatches: p.dispatches.map(prepare) }));
@@ -259,6 +330,7 @@ export class EngineSession {
     const oom = await d.popErrorScope();
     if (oom) throw new DeviceError('OUT_OF_MEMORY', `the GPU ran out of memory creating the engine's buffers (activations ${this.m.slots.reduce((a, b) => a + b, 0)} bytes): ${oom.message}`);
     if (invalid) throw new DeviceError('DEVICE_ERROR', `WebGPU rejected the engine's setup: ${invalid.message}`);
+    stageDone('bind-groups', 'bindGroupsMs');
   }
 
   private resource(ref: BufferRef, maxBinding: number, label: string): GPUBufferBinding {

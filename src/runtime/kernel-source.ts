@@ -64,8 +64,28 @@ export interface KernelSource {
   readonly params: readonly string[];
   /** Dispatch grid `[x, y, z]`. */
   readonly grid: readonly [GridExpr, GridExpr, GridExpr];
-  /** The graph nodes the kernel implements (printed form, for headers, profiles and errors). */
+  /**
+   * The graph nodes the kernel implements (printed form, for profiles and errors; never part of the WGSL). When equal
+   * kernels are merged, the union of their nodes (capped).
+   */
   readonly nodes: readonly string[];
+  /**
+   * The WebGPU features the WGSL needs (`shader-f16`, `subgroups`), declared by the generator together with the WGSL's
+   * `enable` directives. Absent in engines saved before it existed: {@link kernelFeaturesOf} then reads the directives.
+   */
+  readonly features?: readonly string[];
+}
+
+/**
+ * The WebGPU features a kernel needs: its declared {@link KernelSource.features}, or, for kernels saved without them,
+ * those its WGSL's `enable` directives (and subgroup builtins) ask for.
+ */
+export function kernelFeaturesOf(k: KernelSource): readonly string[] {
+  if (k.features) return k.features;
+  const f: string[] = [];
+  if (/^\s*enable f16;/m.test(k.wgsl)) f.push('shader-f16');
+  if (/^\s*enable subgroups;/m.test(k.wgsl) || /\bsubgroup[A-Z]/.test(k.wgsl)) f.push('subgroups');
+  return f;
 }
 
 /** Values of a kernel's params for the given symbol bindings. */

@@ -6,8 +6,8 @@
 import { InputError, ShapeError } from '../../errors.js';
 import { SymDim, dimMul, parseDim, type Dim } from '../../ir/dim.js';
 import { paramsStruct, type GridExpr, type KernelBinding } from '../kernel.js';
-import { WGSL_HELPERS, wgslComment } from '../wgsl.js';
-import type { MatmulActivation, MatmulDType, MatmulSpec, MatmulVariant } from './spec.js';
+import { enableDirectives, kernelFeatures, WGSL_HELPERS, wgslComment, type KernelFeature } from '../wgsl.js';
+import type { MatmulActivation, MatmulDType, MatmulSpec } from './spec.js';
 
 /** A size known at compile time (`value`) or read from the params uniform (`ref` names it in WGSL). */
 export interface Size {
@@ -43,10 +43,6 @@ export interface Ctx {
 export function dtypesOf(spec: MatmulSpec): { a: MatmulDType; b: MatmulDType; out: MatmulDType } {
   const d = spec.dtype ?? 'f32';
   return { a: spec.dtypes?.a ?? d, b: spec.dtypes?.b ?? d, out: spec.dtypes?.out ?? d };
-}
-
-export function usesSubgroups(v: MatmulVariant): boolean {
-  return v.kind === 'gemm-subgroup' || (v.kind === 'gemv' && (v.lanesPerColumn ?? 8) > 1 && (v.reduction ?? 'subgroup') === 'subgroup');
 }
 
 export function isMult4(d: Dim): boolean {
@@ -181,7 +177,7 @@ export function bindingsOf(c: Ctx, aVec4: boolean, bVec4: boolean): { decls: str
   add('a', 'a', arr(c.dt.a, aVec4), 'read', c.transA ? 'A stored [batch, K, M]' : 'A stored [batch, M, K]');
   add('b', 'b', arr(c.dt.b, bVec4), 'read', c.transB ? 'B stored [batch, N, K]' : 'B stored [batch, K, N]');
   (c.spec.epilogue?.operands ?? []).forEach((o, k) =>
-    add(o.name, `ep_${k}`, arr(o.dtype, false), 'read', `epilogue operand ${k} (${o.broadcast}): ${wgslComment(o.name)}`),
+    add(o.name, `ep_${k}`, arr(o.dtype, false), 'read', `epilogue operand ${k} (${o.broadcast})`),
   );
   add('out', 'out', arr(c.dt.out, false), 'read_write', `output [batch, M, ${c.nOut}]`);
   const ps = paramsStruct(c.params, list.length);
@@ -231,16 +227,18 @@ export function header(c: Ctx, variantName: string, description: string[]): stri
     `//   A ${c.dt.a} ${wgslComment(shapeA)}${c.transA ? ' (transposed)' : ''}, B ${c.dt.b} ${wgslComment(shapeB)}${c.transB ? ' (transposed)' : ''}, out ${c.dt.out}; f32 accumulation`,
     ...description.map((d) => `//   ${d}`),
   ];
-  const nodes = c.spec.nodes ?? [];
-  if (nodes.length) lines.push(`//   nodes:`, ...nodes.map((n) => `//     ${wgslComment(n)}`));
   return lines;
 }
 
-export function assemble(c: Ctx, parts: { enables: string[]; header: string[]; consts: string[]; decls: string[]; fns: string[]; workgroupVars?: string[]; main: string[] }): string {
+/** The features a matmul kernel needs: f16 when any operand is stored as f16; subgroups for subgroup reductions. */
+export function matmulFeatures(c: Ctx, subgroups: boolean): KernelFeature[] {
+  return kernelFeatures({ f16: [c.dt.a, c.dt.b, c.dt.out, ...(c.spec.epilogue?.operands ?? []).map((o) => o.dtype)].includes('f16'), subgroups });
+}
+
+export function assemble(c: Ctx, parts: { subgroups: boolean; header: string[]; consts: string[]; decls: string[]; fns: string[]; workgroupVars?: string[]; main: string[] }): string {
   const helperOrder = ['erf', 'gelu_erf', 'gelu_tanh', 'tanh', 'sigmoid'];
   const helpers = [...c.helpers].sort((x, y) => helperOrder.indexOf(x) - helperOrder.indexOf(y)).map((h) => WGSL_HELPERS[h]);
-  const needsF16 = [c.dt.a, c.dt.b, c.dt.out, ...(c.spec.epilogue?.operands ?? []).map((o) => o.dtype)].includes('f16');
-  const enables = [...(needsF16 ? ['enable f16;'] : []), ...parts.enables];
+  const enables = enableDirectives(matmulFeatures(c, parts.subgroups));
   return [
     ...enables,
     ...(enables.length ? [''] : []),

@@ -5,7 +5,7 @@
  */
 import type { KernelSource } from '../kernel.js';
 import type { SubgroupGemmVariant } from './spec.js';
-import { Ctx, accDecls, accOf, assemble, bindingsOf, checkPositiveInt, chunkMac, columnLines, fragmentConsts, fragments, gridOf, header, sizeLets, storeFn, tileIndexLines } from './common.js';
+import { Ctx, accDecls, accOf, assemble, bindingsOf, checkPositiveInt, chunkMac, columnLines, fragmentConsts, fragments, gridOf, header, matmulFeatures, sizeLets, storeFn, tileIndexLines } from './common.js';
 
 export function genSubgroupGemm(c: Ctx, v: SubgroupGemmVariant): KernelSource {
   const SG = v.subgroupSize ?? 8;
@@ -60,7 +60,7 @@ export function genSubgroupGemm(c: Ctx, v: SubgroupGemmVariant): KernelSource {
     family: 'matmul',
     variant: name,
     wgsl: assemble(c, {
-      enables: ['enable subgroups;'],
+      subgroups: true,
       header: header(c, name, [
         `each lane loads ${R} A row(s) per k chunk once and shares them by subgroupBroadcast (subgroup size ${SG});`,
         `each lane accumulates a ${R * SG} x ${C} output tile; ${S} subgroups per workgroup side by side along N`,
@@ -84,5 +84,6 @@ export function genSubgroupGemm(c: Ctx, v: SubgroupGemmVariant): KernelSource {
     params: [...c.params],
     grid: gridOf(c, nTiles, tileM),
     nodes: [...(c.spec.nodes ?? [])],
+    features: matmulFeatures(c, true),
   };
 }

@@ -6,7 +6,7 @@
 import { InputError } from '../../errors.js';
 import type { KernelSource } from '../kernel.js';
 import type { TiledGemmVariant } from './spec.js';
-import { Ctx, assemble, bindingsOf, checkPositiveInt, gridOf, header, sizeLets, storeFn, tileIndexLines, toF32 } from './common.js';
+import { Ctx, assemble, bindingsOf, checkPositiveInt, gridOf, header, matmulFeatures, sizeLets, storeFn, tileIndexLines, toF32 } from './common.js';
 
 export function genTiled(c: Ctx, v: TiledGemmVariant): KernelSource {
   const TM = v.tileM ?? 64;
@@ -122,7 +122,7 @@ export function genTiled(c: Ctx, v: TiledGemmVariant): KernelSource {
     family: 'matmul',
     variant: name,
     wgsl: assemble(c, {
-      enables: [],
+      subgroups: false,
       header: header(c, name, [
         `workgroup-memory tiles of ${TM}x${TK} (A) and ${TK}x${TN}${gated ? 'x2' : ''} (B), ${aVec4 || bVec4 ? 'vec4 global loads where aligned, ' : ''}${RM}x${RN} outputs per thread`,
       ]),
@@ -149,5 +149,6 @@ export function genTiled(c: Ctx, v: TiledGemmVariant): KernelSource {
     params: [...c.params],
     grid: gridOf(c, nTiles, TM),
     nodes: [...(c.spec.nodes ?? [])],
+    features: matmulFeatures(c, false),
   };
 }

@@ -6,7 +6,7 @@
 import { InputError } from '../../errors.js';
 import type { KernelSource } from '../kernel.js';
 import type { GemvVariant } from './spec.js';
-import { Ctx, accDecls, accOf, assemble, bindingsOf, checkPositiveInt, chunkMac, columnLines, fragmentConsts, fragments, gridOf, header, sizeLets, storeFn, tileIndexLines } from './common.js';
+import { Ctx, accDecls, accOf, assemble, bindingsOf, checkPositiveInt, chunkMac, columnLines, fragmentConsts, fragments, gridOf, header, matmulFeatures, sizeLets, storeFn, tileIndexLines } from './common.js';
 
 export function genGemv(c: Ctx, v: GemvVariant): KernelSource {
   const WG = v.workgroupSize ?? 64;
@@ -109,7 +109,7 @@ export function genGemv(c: Ctx, v: GemvVariant): KernelSource {
     family: 'matmul',
     variant: name,
     wgsl: assemble(c, {
-      enables: reduction === 'subgroup' ? ['enable subgroups;'] : [],
+      subgroups: reduction === 'subgroup',
       header: header(c, name, [
         `groups of ${L} lane(s) split K (chunks of 4) for ${C} output columns x ${R} row(s); ${groups} groups per workgroup`,
         reduction === 'none' ? 'no cross-lane reduction' : `partial sums combined by ${reduction === 'subgroup' ? 'subgroupAdd' : 'a workgroup-memory tree'}`,
@@ -133,5 +133,6 @@ export function genGemv(c: Ctx, v: GemvVariant): KernelSource {
     params: [...c.params],
     grid: gridOf(c, nTiles, R),
     nodes: [...(c.spec.nodes ?? [])],
+    features: matmulFeatures(c, reduction === 'subgroup'),
   };
 }

@@ -4,7 +4,7 @@
  */
 import { dimMul, parseDim } from '../../ir/dim.js';
 import { KernelParams, splitGrid, type DimLike, type GridExpr, type KernelSource } from '../kernel.js';
-import { wgslComment } from '../wgsl.js';
+import { enableDirectives, kernelFeatures } from '../wgsl.js';
 
 /** What {@link generateGeneralMatmulKernel} computes: a plain batched matmul whose sizes may all be dim expressions. */
 export interface GeneralMatmulSpec {
@@ -24,7 +24,7 @@ export interface GeneralMatmulSpec {
   readonly transB?: boolean;
   /** Storage type of A, B and the output: floats accumulate in f32, i32 in i32 (wrapping on overflow). */
   readonly dtype: 'f32' | 'f16' | 'i32';
-  /** Printed graph nodes the kernel implements (for the header comment). */
+  /** Printed graph nodes the kernel implements, for profiles and errors; never written into the WGSL. */
   readonly nodes?: readonly string[];
 }
 
@@ -51,11 +51,12 @@ export function generateGeneralMatmulKernel(spec: GeneralMatmulSpec): KernelSour
   const bIdx = spec.transB ? `b_base + n * k_ + k` : `b_base + k * n_ + n`;
   const total: GridExpr = { mul: [spec.M, spec.N, spec.batch ?? 1].map((d) => params.grid(d)) };
   const nodes = spec.nodes ?? [];
+  const features = kernelFeatures({ f16: st === 'f16' });
   const wgsl = [
-    ...(st === 'f16' ? ['enable f16;', ''] : []),
+    ...enableDirectives(features),
+    ...(features.length ? [''] : []),
     `// tensorwright kernel: matmul (general: sizes from params, ${st} data, ${acc} accumulation)`,
     `//   out[b, m, n] = sum_k A[b, m, k] * B[b, k, n]; A ${spec.transA ? '[batch, K, M]' : '[batch, M, K]'}, B ${spec.transB ? '[batch, N, K]' : '[batch, K, N]'}`,
-    ...nodes.map((n) => `//   node: ${wgslComment(n)}`),
     '',
     'const WORKGROUP_SIZE: u32 = 64u;',
     '',
@@ -95,6 +96,7 @@ export function generateGeneralMatmulKernel(spec: GeneralMatmulSpec): KernelSour
     params: [...params.list],
     grid: splitGrid({ ceilDiv: [total, 64] }),
     nodes: [...nodes],
+    features,
   };
 }
 

@@ -28,7 +28,7 @@
 import { InputError } from '../../errors.js';
 import type { KernelSource } from '../kernel.js';
 import { chooseMatmulVariant, PLAIN_GPU } from '../schedule/matmul.js';
-import { dtypesOf, makeCtx, usesSubgroups } from './common.js';
+import { makeCtx } from './common.js';
 import { genSubgroupGemm } from './gemm-subgroup.js';
 import { genTiled } from './gemm-tiled.js';
 import { genGemv } from './gemv.js';
@@ -45,13 +45,9 @@ function resolveVariant(spec: MatmulSpec): MatmulVariant {
   return typeof v === 'string' ? ({ kind: v } as MatmulVariant) : v;
 }
 
-/** WebGPU features a matmul kernel for `spec` needs (`shader-f16` for f16 storage, `subgroups` for subgroup variants). */
+/** WebGPU features a matmul kernel for `spec` needs (`shader-f16` for f16 storage, `subgroups` for subgroup variants): those the generated kernel declares. */
 export function matmulRequiredFeatures(spec: MatmulSpec, variant: MatmulVariant = resolveVariant(spec)): string[] {
-  const out: string[] = [];
-  const dt = dtypesOf(spec);
-  if ([dt.a, dt.b, dt.out, ...(spec.epilogue?.operands ?? []).map((o) => o.dtype)].includes('f16')) out.push('shader-f16');
-  if (usesSubgroups(variant)) out.push('subgroups');
-  return out;
+  return [...(generateMatmulKernel({ ...spec, variant }).features ?? [])];
 }
 
 

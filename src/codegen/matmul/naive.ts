@@ -5,7 +5,7 @@
  */
 import type { KernelSource } from '../kernel.js';
 import type { NaiveMatmulVariant } from './spec.js';
-import { Ctx, assemble, bindingsOf, checkPositiveInt, gridOf, header, sizeLets, storeFn, tileIndexLines, toF32 } from './common.js';
+import { Ctx, assemble, bindingsOf, checkPositiveInt, gridOf, header, matmulFeatures, sizeLets, storeFn, tileIndexLines, toF32 } from './common.js';
 
 export function genNaive(c: Ctx, v: NaiveMatmulVariant): KernelSource {
   const wg = v.workgroupSize ?? 64;
@@ -39,7 +39,7 @@ export function genNaive(c: Ctx, v: NaiveMatmulVariant): KernelSource {
     family: 'matmul',
     variant: name,
     wgsl: assemble(c, {
-      enables: [],
+      subgroups: false,
       header: header(c, name, ['one invocation per output element, a plain loop over K (the reference variant)']),
       consts: [`const N_B: u32 = ${c.N}u;`, `const WORKGROUP_SIZE: u32 = ${wg}u;`, `const N_TILES: u32 = ${nTiles}u; // workgroups along N`],
       decls,
@@ -50,5 +50,6 @@ export function genNaive(c: Ctx, v: NaiveMatmulVariant): KernelSource {
     params: [...c.params],
     grid: gridOf(c, nTiles, 1),
     nodes: [...(c.spec.nodes ?? [])],
+    features: matmulFeatures(c, false),
   };
 }

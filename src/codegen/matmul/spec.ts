@@ -136,7 +136,7 @@ export interface MatmulSpec {
   readonly variant?: MatmulVariantKind | MatmulVariant;
   /** Expected M when M is dynamic (guides {@link chooseMatmulVariant}; e.g. 1 for decode). */
   readonly expectedM?: number;
-  /** Printed graph nodes the kernel implements (for the header comment). */
+  /** Printed graph nodes the kernel implements, for profiles and errors; never written into the WGSL. */
   readonly nodes?: readonly string[];
   /** Max workgroups per grid dimension (the device limit). Default 65535. */
   readonly maxWorkgroupsPerDimension?: number;
