@@ -34,3 +34,19 @@ export function unfuse(fused: Node): Node[] {
 export function launchOf(node: Node, kernel: KernelSource, operands: readonly LaunchOperand[]): Launch {
   return { kernel, operands: [...operands, node], label: printNode(node) };
 }
+
+/**
+ * A fusion check from a family's spec builder: a fused node is accepted when `specOf` builds a kernel spec for it,
+ * and rejected when it throws {@link UnsupportedOpError} (other errors propagate).
+ */
+export function acceptsWhenSpecBuilds(specOf: (fused: Node) => unknown): (fused: Node) => boolean {
+  return (fused) => {
+    try {
+      specOf(fused);
+      return true;
+    } catch (e) {
+      if (e instanceof UnsupportedOpError) return false;
+      throw e;
+    }
+  };
+}

@@ -15,7 +15,7 @@ import type { KernelFamily, Launch, LowerContext } from '../family.js';
 import { generateGeneralMatmulKernel, generateMatmulKernel, type MatmulActivation, type MatmulEpilogueOperand, type MatmulSpec } from '../matmul/index.js';
 import { chooseMatmulVariant } from '../schedule/matmul.js';
 import { literal, usesBitsHelper } from '../wgsl.js';
-import { dimText, floatStorage, launchOf, unfuse } from './common.js';
+import { acceptsWhenSpecBuilds, dimText, floatStorage, launchOf, unfuse } from './common.js';
 
 /** How an epilogue operand of shape `s` maps onto an output `[..., M, N]`. */
 function broadcastKind(s: readonly Dim[], out: readonly Dim[]): MatmulEpilogueOperand['broadcast'] | undefined {
@@ -175,15 +175,7 @@ export const matmulFamily: KernelFamily = {
   fusion: {
     kind: 'matmul',
     epilogueAnchor: true,
-    accepts: (fused) => {
-      try {
-        matmulSpecOf(fused);
-        return true;
-      } catch (e) {
-        if (e instanceof UnsupportedOpError) return false;
-        throw e;
-      }
-    },
+    accepts: acceptsWhenSpecBuilds(matmulSpecOf),
   },
   variants: ['gemv', 'gemm-subgroup', 'gemm-tiled', 'naive', 'general'],
   features: ['shader-f16', 'subgroups'],

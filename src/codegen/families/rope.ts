@@ -11,7 +11,7 @@ import type { Node } from '../../ir/node.js';
 import { printNode } from '../../ir/printer.js';
 import type { KernelFamily } from '../family.js';
 import { generateRopeKernel, type RopeSpec } from '../rope.js';
-import { dimText, floatStorage, launchOf, unfuse } from './common.js';
+import { acceptsWhenSpecBuilds, dimText, floatStorage, launchOf, unfuse } from './common.js';
 
 /** The rope kernel spec of a plain or fused rope, with the tensor it reads and the positions. Throws {@link UnsupportedOpError} for other forms. */
 export function ropeSpecOf(node: Node): { spec: RopeSpec; x: Node; pos: Node } {
@@ -51,15 +51,7 @@ export const ropeFamily: KernelFamily = {
     kind: 'rope',
     epilogueAnchor: true,
     prologues: true,
-    accepts: (fused) => {
-      try {
-        ropeSpecOf(fused);
-        return true;
-      } catch (e) {
-        if (e instanceof UnsupportedOpError) return false;
-        throw e;
-      }
-    },
+    accepts: acceptsWhenSpecBuilds(ropeSpecOf),
   },
   variants: ['rope'],
   features: ['shader-f16'],
