@@ -16,7 +16,7 @@ import { WeightStore, type WeightEntry } from './ir/weights.js';
 import type { MemoryPlan } from './passes/memory-plan.js';
 import { assignSlots, type SlotPlan } from './passes/buffer-slots.js';
 import { runPasses, type PipelineResult } from './passes/pipeline.js';
-import type { Launch, LaunchOperand, LowerVariants } from './codegen/family.js';
+import { isGraphOperand, type Launch, type LaunchOperand, type LowerVariants } from './codegen/family.js';
 import { computedInputName } from './codegen/lower.js';
 import { generateSamplingKernel } from './codegen/sampling.js';
 import { createTarget } from './codegen/target.js';
@@ -171,7 +171,7 @@ function buildPlans(pipeline: WebGPUPipelineResult, target: Target, kernels: Ker
     for (const [node, s] of slots.of)
       if (s.bytes > limit)
         throw new DeviceError('LIMIT_EXCEEDED', `activation ${printNode(node)} needs ${s.bytes} bytes for ${Object.entries(p.bindings).map(([k, v]) => `${k}=${v}`).join(' ')}, more than one storage binding allows (maxStorageBufferBindingSize ${limit}); use a smaller prefill chunk`);
-    const bind = (x: LaunchOperand): BufferRef => ('kind' in x && !('op' in x) ? x : bufferOf(x as Node, slots, weightIndex));
+    const bind = (x: LaunchOperand): BufferRef => (isGraphOperand(x) ? bufferOf(x, slots, weightIndex) : x);
     const dispatches: DispatchManifest[] = launchesOf(g).map((l: Launch) => ({ kernel: kernels.add(l.kernel), bindings: l.operands.map(bind), label: l.label }));
     built.push({ name: p.name, maxSeq: p.maxSeq, dispatches });
     // outputs are read from the plan whose shapes are largest (the last one)

@@ -6,7 +6,7 @@
  * family is one file and one line there.
  * @module
  */
-import type { Node } from '../ir/node.js';
+import { Node } from '../ir/node.js';
 import type { PagedAttention } from '../ir/paged-kv.js';
 import type { Target } from '../ir/target.js';
 import type { AttentionVariant } from './attention.js';
@@ -42,6 +42,11 @@ export type KvOperand = KvPoolOperand | BlockTableOperand;
 
 /** What a launch binds, in binding order: graph values (the engine builder finds their buffers) or KV-cache buffers. */
 export type LaunchOperand = Node | KvOperand;
+
+/** Whether a launch operand is a graph value (rather than a KV-cache buffer). */
+export function isGraphOperand(x: LaunchOperand): x is Node {
+  return x instanceof Node;
+}
 
 /** One kernel launch: the kernel, what it binds (its output last), and a label naming the graph nodes it computes. */
 export interface Launch {

@@ -223,11 +223,9 @@ export const fuseEpiloguesPass: Pass = {
         message: `moved ${swapped} slice${swapped === 1 ? '' : 's'} after the reshape splitting their heads (static bounds, so they can join their reader)`,
       });
     const graph = prepared.graph;
-    // a target narrows the forms to what its kernels implement; without one, options.epilogueFusion may
+    // a target narrows the forms to what its kernels implement; without one (the CPU backend) every form is taken
     const f = ctx.target?.fusion;
-    const opts: EpilogueFusionOptions = f
-      ? { anchors: f.epilogueAnchors, prologues: f.prologueAnchors, elementwiseOps: f.elementwiseOps, accepts: (n) => f.accepts(n) }
-      : ((ctx.options.epilogueFusion ?? {}) as EpilogueFusionOptions);
+    const opts: EpilogueFusionOptions = f ? { anchors: f.epilogueAnchors, prologues: f.prologueAnchors, elementwiseOps: f.elementwiseOps, accepts: (n) => f.accepts(n) } : {};
     const regions = epilogueRegions(graph, opts);
     if (regions.length === 0) return graph;
     const out = applyFusionRegions(graph, regions);
