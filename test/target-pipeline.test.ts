@@ -33,10 +33,10 @@ describe('Target', () => {
 });
 
 describe('kernel family registry', () => {
-  it('every op and fused kind belongs to exactly one family', () => {
+  it('every form has a family that takes any node of it (the last family listed for a form has no takes() filter)', () => {
     const owners = new Map<string, string[]>();
     for (const f of KERNEL_FAMILIES) for (const form of [...f.ops, ...(f.fusion ? [`fused:${f.fusion.kind}`] : [])]) owners.set(form, [...(owners.get(form) ?? []), f.name]);
-    for (const [form, fams] of owners) expect(fams, form).toHaveLength(1);
+    for (const [form, fams] of owners) expect(KERNEL_FAMILIES.find((f) => f.name === fams[fams.length - 1])!.takes, form).toBeUndefined();
     expect(owners.has('fused:matmul') && owners.has('fused:rope') && owners.has('fused:elementwise')).toBe(true);
   });
   it('the target fusion patterns are the families declarations', () => {

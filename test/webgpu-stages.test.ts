@@ -75,7 +75,7 @@ describe('WebGPU lowering stages (differential against the CPU reference)', () =
   });
 
   it('lower-paged-kv: every layer attention reads the paged cache, present_* outputs go, and a graph without past keys is untouched', () => {
-    const cfg: LlamaConfig = { dim: 32, hiddenDim: 64, nLayers: 3, nHeads: 4, nKvHeads: 2, vocabSize: 40, seqLen: 32 };
+    const cfg: LlamaConfig = { dim: 32, hiddenDim: 64, nLayers: 3, nHeads: 4, nKvHeads: 2, vocabSize: 40, seqLen: 32, sharedClassifier: true };
     const g = buildLlama(cfg, randomLlamaWeights(cfg, 11));
     const r = runPasses(g, [...webgpuGraphStages('O3')], { verify: true, target: createTarget('lavapipe'), options: { bindings: { seq: 4, past: 0, batch: 1 } } });
     const paged = pagedAttentionOf(r.graph);

@@ -92,6 +92,12 @@ export interface KernelFamily {
   readonly ops: readonly string[];
   /** The fused forms it lowers. */
   readonly fusion?: FamilyFusion;
+  /**
+   * Whether the family takes this node of one of its forms (default: every one). Several families may implement one
+   * form (a dense matmul and a dequantizing matmul); the registry gives a node to the first, in registry order, that
+   * takes it.
+   */
+  takes?(node: Node): boolean;
   /** Its variants (names, for reports and tuning). */
   readonly variants: readonly string[];
   /** WebGPU features its kernels use when the target has them (a kernel declares what it actually needs). */

@@ -6,7 +6,7 @@
 import { attrsOf } from '../../ir/attrs.js';
 import type { FusionPatterns } from '../../ir/target.js';
 import type { Node } from '../../ir/node.js';
-import type { KernelFamily } from '../family.js';
+import type { FamilyFusion, KernelFamily } from '../family.js';
 import { attentionFamily } from './attention.js';
 import { copyFamily } from './copy.js';
 import { elementwiseFamily } from './elementwise.js';
@@ -24,30 +24,33 @@ function formOf(node: Node): string {
   return node.op === 'fused' ? `fused:${attrsOf(node, 'fused').kind}` : node.op;
 }
 
-/** Family by form, built from the registry. */
-function index(families: readonly KernelFamily[]): Map<string, KernelFamily> {
-  const m = new Map<string, KernelFamily>();
+/** Families by form, in registry order, built from the registry. */
+function index(families: readonly KernelFamily[]): Map<string, KernelFamily[]> {
+  const m = new Map<string, KernelFamily[]>();
+  const add = (form: string, f: KernelFamily): void => void m.set(form, [...(m.get(form) ?? []), f]);
   for (const f of families) {
-    for (const op of f.ops) m.set(op, f);
-    if (f.fusion) m.set(`fused:${f.fusion.kind}`, f);
+    for (const op of f.ops) add(op, f);
+    if (f.fusion) add(`fused:${f.fusion.kind}`, f);
   }
   return m;
 }
 
 const BY_FORM = index(KERNEL_FAMILIES);
 
-/** The family that lowers `node`, or `undefined` when none does. */
+/** The family that lowers `node` (the first in registry order that takes it), or `undefined` when none does. */
 export function familyOf(node: Node): KernelFamily | undefined {
-  return BY_FORM.get(formOf(node));
+  return BY_FORM.get(formOf(node))?.find((f) => f.takes?.(node) ?? true);
 }
 
 /** The fusion patterns of a set of families: what the fusion passes may form for a target with these kernels. */
 export function fusionPatternsOf(families: readonly KernelFamily[] = KERNEL_FAMILIES): FusionPatterns {
-  const byKind = new Map(families.flatMap((f) => (f.fusion ? [[f.fusion.kind, f.fusion] as const] : [])));
+  const byKind = new Map<string, FamilyFusion[]>();
+  for (const f of families) if (f.fusion) byKind.set(f.fusion.kind, [...(byKind.get(f.fusion.kind) ?? []), f.fusion]);
   return {
     epilogueAnchors: families.flatMap((f) => (f.fusion?.epilogueAnchor ? [f.fusion.kind] : [])),
     prologueAnchors: families.flatMap((f) => (f.fusion?.prologues ? [f.fusion.kind] : [])),
     elementwiseOps: new Set(families.flatMap((f) => [...(f.fusion?.pointwiseOps ?? [])])),
-    accepts: (fused) => byKind.get(attrsOf(fused, 'fused').kind)?.accepts(fused) ?? false,
+    // a fused form is accepted when some family of its kind computes it
+    accepts: (fused) => (byKind.get(attrsOf(fused, 'fused').kind) ?? []).some((f) => f.accepts(fused)),
   };
 }
