@@ -1,0 +1,127 @@
+// The dequant-matmul kernel family on WebGPU (lavapipe in CI): matmuls over quantized weights stored [N, K] run a
+// kernel that dequantizes in registers, bound to the weight's packed parts (no dense copy in the engine), and match
+// the CPU reference (which dequantizes the same weights).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compileGraph } from '../src/compile.js';
+import { UnsupportedOpError } from '../src/errors.js';
+import { GraphBuilder } from '../src/ir/builder.js';
+import type { Graph } from '../src/ir/graph.js';
+import type { Target } from '../src/ir/target.js';
+import { createTarget } from '../src/codegen/target.js';
+import { quantizeWeight } from '../src/ir/weights.js';
+import { runGraph } from '../src/runtime/cpu/interpreter.js';
+import { Tensor } from '../src/runtime/cpu/tensor.js';
+import { Rng } from '../src/util/random.js';
+import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
+
+// lavapipe JIT-compiles each pipeline on its first dispatch
+const LONG = 300_000;
+
+let gpu: TestGPU | null = null;
+beforeAll(async () => {
+  gpu = await acquireTestDevice();
+});
+afterAll(() => gpu?.destroy());
+
+interface Case {
+  bits: 8 | 4 | 2;
+  groupSize: number;
+  hasZeroPoint: boolean;
+  N: number;
+  K: number;
+  epilogue: boolean;
+}
+
+/** `y = x · Wᵀ` (optionally `silu(y + bias)`) with W quantized; x is `[seq, K]` (symbolic seq) or `[M, K]`. */
+function graphOf(c: Case, rows: number | 'seq', seed: number): Graph {
+  const b = new GraphBuilder();
+  const x = b.input('x', 'f32', [rows, c.K]);
+  const w = b.weight(quantizeWeight('w', [c.N, c.K], new Rng(seed).normals(c.N * c.K, 0.5), { bits: c.bits, groupSize: c.groupSize, hasZeroPoint: c.hasZeroPoint }));
+  let y = b.linear(x, w);
+  if (c.epilogue) y = b.silu(b.add(y, b.weight('bias', [c.N], new Rng(seed + 1).normals(c.N, 0.5))));
+  return b.build({ y });
+}
+
+function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: string): void {
+  expect(got.length, what).toBe(want.length);
+  for (let i = 0; i < want.length; i++) {
+    const tol = 1e-4 + 1e-4 * Math.abs(want[i]);
+    if (!(Math.abs(got[i] - want[i]) <= tol)) expect.fail(`${what}: element ${i}: got ${got[i]}, want ${want[i]}`);
+  }
+}
+
+/** Compiles `g` for `bindings`, runs it on each input set, compares with the CPU reference; returns the engine manifest. */
+async function checkAgainstReference(g: Graph, bindings: Record<string, number>, runs: readonly Record<string, Tensor>[], what: string, target?: Target) {
+  const engine = await compileGraph(g, bindings, target ? { target } : { device: gpu!.info });
+  const session = await engine.createSession({ device: gpu! });
+  try {
+    for (const inputs of runs) {
+      const want = runGraph(g, inputs).y;
+      const got = (await session.run(inputs)).y;
+      expectClose(got.data as Float32Array, want.data as Float32Array, `${what}, x ${inputs.x.shape.join('x')}`);
+    }
+  } finally {
+    await session.destroy();
+  }
+  const m = engine.manifest;
+  // the matmul ran the dequantizing kernel, and the engine holds the packed weight only
+  expect(m.kernels.map((k) => k.family), what).toContain('dequant-matmul');
+  expect(m.kernels.some((k) => k.family === 'matmul'), what).toBe(false);
+  // the bias and the activation are the kernel's epilogue: one dispatch
+  expect(m.plans[0].dispatches, what).toHaveLength(1);
+  const w = m.weights.find((x) => x.name === 'w')!;
+  expect(w.encoding.kind, what).toBe('quantized');
+  const enc = g.weights.all().find((e) => e.name === 'w')!.encoding;
+  expect(w.parts.map((p) => p.role).sort(), what).toEqual(enc.kind === 'quantized' && enc.hasZeroPoint ? ['packed', 'scales', 'zeroPoints'] : ['packed', 'scales']);
+  return m;
+}
+
+const xOf = (rows: number, K: number, seed: number): Tensor => Tensor.from('f32', [rows, K], new Rng(seed).normals(rows * K, 1));
+
+describe('dequant-matmul on WebGPU against the CPU reference', () => {
+  const cases: Case[] = [
+    { bits: 8, groupSize: 64, hasZeroPoint: false, N: 54, K: 64, epilogue: false }, // per channel (group = K)
+    { bits: 8, groupSize: 32, hasZeroPoint: true, N: 54, K: 96, epilogue: true },
+    { bits: 4, groupSize: 32, hasZeroPoint: false, N: 54, K: 96, epilogue: true }, // ragged K (3 groups per row)
+    { bits: 4, groupSize: 96, hasZeroPoint: true, N: 33, K: 96, epilogue: false },
+    { bits: 4, groupSize: 10, hasZeroPoint: true, N: 7, K: 30, epilogue: true }, // rows and groups off word boundaries
+    { bits: 2, groupSize: 32, hasZeroPoint: false, N: 20, K: 64, epilogue: false },
+    { bits: 8, groupSize: 54 * 40, hasZeroPoint: false, N: 54, K: 40, epilogue: false }, // one group for the whole weight
+  ];
+  for (const c of cases) {
+    const what = `${c.bits}-bit ${c.hasZeroPoint ? 'asymmetric' : 'symmetric'}, group ${c.groupSize}, [N, K] = [${c.N}, ${c.K}]${c.epilogue ? ', bias + silu' : ''}`;
+    it(`${what}: M = 1, M = 5 and a symbolic seq (3 then 5)`, async (ctx) => {
+      if (!gpu) return ctx.skip();
+      const seed = c.bits * 100 + c.groupSize;
+      await checkAgainstReference(graphOf(c, 1, seed), {}, [{ x: xOf(1, c.K, 1) }], `${what}, M = 1`);
+      await checkAgainstReference(graphOf(c, 5, seed), {}, [{ x: xOf(5, c.K, 2) }], `${what}, M = 5`);
+      await checkAgainstReference(graphOf(c, 'seq', seed), { seq: 5 }, [{ x: xOf(3, c.K, 3) }, { x: xOf(5, c.K, 4) }, { x: xOf(1, c.K, 5) }], `${what}, seq`);
+    }, LONG);
+  }
+
+  it('every lane reduction (none, subgroupAdd, workgroup memory) matches: targets without subgroups, and a GPU-class one', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const t = createTarget(gpu.info);
+    const targets: [string, Target, RegExp][] = [
+      ['no subgroups', { ...t, features: t.features.filter((f) => f !== 'subgroups') }, /-l1-c4-r\d-wg64$/],
+      ['GPU class', { ...t, deviceClass: 'gpu' }, /-l32-c4-r\d-wg\d+-workgroup$/],
+      ...(t.features.includes('subgroups') && t.subgroupSize?.min === t.subgroupSize?.max ? [['this device', t, /-subgroup$/] as [string, Target, RegExp]] : []),
+    ];
+    const c: Case = { bits: 4, groupSize: 32, hasZeroPoint: true, N: 54, K: 96, epilogue: true };
+    for (const [name, target, variant] of targets) {
+      const m1 = await checkAgainstReference(graphOf(c, 'seq', 7), { seq: 5 }, [{ x: xOf(1, c.K, 8) }, { x: xOf(5, c.K, 9) }], name, target);
+      expect(m1.kernels.find((k) => k.family === 'dequant-matmul')!.variant, name).toMatch(variant);
+    }
+  }, LONG);
+
+  it('a quantized weight the family does not take (stored [K, N]) fails at compile time naming the weight', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const b = new GraphBuilder();
+    const x = b.input('x', 'f32', [2, 32]);
+    const w = b.weight(quantizeWeight('w_kn', [32, 16], new Rng(3).normals(32 * 16, 0.5), { bits: 8, groupSize: 16 }));
+    const g = b.build({ y: b.matmul(x, w) });
+    const err = await compileGraph(g, {}, { device: gpu.info }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnsupportedOpError);
+    expect(String((err as Error).message)).toMatch(/w_kn.*quantized/);
+  }, LONG);
+});
