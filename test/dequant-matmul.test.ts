@@ -2,7 +2,10 @@
 // kernel that dequantizes in registers, bound to the weight's packed parts (no dense copy in the engine), and match
 // the CPU reference (which dequantizes the same weights).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { compileGraph } from '../src/compile.js';
+import { compile, compileGraph } from '../src/compile.js';
+import type { LoadedModel } from '../src/frontends/load.js';
+import { buildLlama, randomLlamaWeights, type LlamaConfig, type LlamaWeights } from '../src/models/llama.js';
+import { CpuCausalLM } from '../src/runtime/cpu/lm.js';
 import { UnsupportedOpError } from '../src/errors.js';
 import { GraphBuilder } from '../src/ir/builder.js';
 import type { Graph } from '../src/ir/graph.js';
@@ -123,5 +126,52 @@ describe('dequant-matmul on WebGPU against the CPU reference', () => {
     const err = await compileGraph(g, {}, { device: gpu.info }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UnsupportedOpError);
     expect(String((err as Error).message)).toMatch(/w_kn.*quantized/);
+  }, LONG);
+});
+
+describe('a whole quantized Llama on WebGPU', () => {
+  it('4-bit (group 32) and 8-bit (per channel, asymmetric) projections: decode and chunked prefill logits match the CPU reference on the same weights', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const c: LlamaConfig = { dim: 64, hiddenDim: 96, nLayers: 2, nHeads: 8, nKvHeads: 4, vocabSize: 67, seqLen: 40, sharedClassifier: false };
+    const dense = randomLlamaWeights(c, 21);
+    const hd = c.dim / c.nHeads;
+    const q4 = (name: string, shape: number[], v: Float32Array) => quantizeWeight(name, shape, v, { bits: 4, groupSize: 32 });
+    const q8 = (name: string, shape: number[], v: Float32Array) => quantizeWeight(name, shape, v, { bits: 8, groupSize: shape[1], hasZeroPoint: true });
+    const w: LlamaWeights = {
+      ...dense,
+      layers: dense.layers.map((L, i) => ({
+        ...L,
+        wq: q4(`layers.${i}.wq`, [c.dim, c.dim], L.wq as Float32Array),
+        wk: q4(`layers.${i}.wk`, [c.nKvHeads * hd, c.dim], L.wk as Float32Array),
+        wv: q8(`layers.${i}.wv`, [c.nKvHeads * hd, c.dim], L.wv as Float32Array),
+        wo: q4(`layers.${i}.wo`, [c.dim, c.dim], L.wo as Float32Array),
+        w1: q4(`layers.${i}.w1`, [c.hiddenDim, c.dim], L.w1 as Float32Array),
+        w2: q4(`layers.${i}.w2`, [c.dim, c.hiddenDim], L.w2 as Float32Array),
+        w3: q8(`layers.${i}.w3`, [c.hiddenDim, c.dim], L.w3 as Float32Array),
+      })),
+      wcls: q8('output', [c.vocabSize, c.dim], dense.wcls as Float32Array),
+    };
+    const model: LoadedModel = { format: 'llama2c', family: 'llama', path: '-', config: c, parameters: 0, weightBytes: 0, maxPositions: c.seqLen, bosId: 1, stopTokens: [], build: (o) => buildLlama(c, w, o) };
+    const engine = await compile(model, { device: gpu.info, prefillChunk: 8, kv: { blockSize: 4 } });
+    const m = engine.manifest;
+    expect(m.kernels.some((k) => k.family === 'dequant-matmul')).toBe(true);
+    expect(m.kernels.some((k) => k.family === 'matmul')).toBe(false); // every projection reads its packed weight
+    const quantized = m.weights.filter((x) => x.encoding.kind === 'quantized');
+    expect(quantized).toHaveLength(2 * 7 + 1);
+    for (const q of quantized) expect(q.parts.map((p) => p.role), q.name).not.toContain('values');
+    const session = await engine.createSession({ device: gpu });
+    const cpu = new CpuCausalLM(model.build({ lastTokenLogitsOnly: true }), c.seqLen);
+    try {
+      for (const chunk of [[1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41], [3], [4, 8], [60]]) {
+        await session.step(chunk, { temperature: 0, topp: 0.9, coin: 0 });
+        const got = await session.lastLogits();
+        const want = cpu.step(chunk);
+        let diff = 0;
+        for (let i = 0; i < want.length; i++) diff = Math.max(diff, Math.abs(got[i] - want[i]));
+        expect(diff, `after ${chunk.length} token(s)`).toBeLessThan(1e-3);
+      }
+    } finally {
+      await session.destroy();
+    }
   }, LONG);
 });
