@@ -11,7 +11,7 @@ import { GraphBuilder } from '../src/ir/builder.js';
 import type { Graph } from '../src/ir/graph.js';
 import type { Target } from '../src/ir/target.js';
 import { createTarget } from '../src/codegen/target.js';
-import { quantizeWeight } from '../src/ir/weights.js';
+import { quantizeWeight, WeightStore } from '../src/ir/weights.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { Rng } from '../src/util/random.js';
@@ -115,6 +115,36 @@ describe('dequant-matmul on WebGPU against the CPU reference', () => {
       const m1 = await checkAgainstReference(graphOf(c, 'seq', 7), { seq: 5 }, [{ x: xOf(1, c.K, 8) }, { x: xOf(5, c.K, 9) }], name, target);
       expect(m1.kernels.find((k) => k.family === 'dequant-matmul')!.variant, name).toMatch(variant);
     }
+  }, LONG);
+
+  it('offsets (hasMin, as llama.cpp k-quants store them) and the SwiGLU gate over one [2H, K] quantized weight', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const [N, K, H] = [40, 64, 20];
+    // 4-bit unsigned with a per-group offset: value = q * scale - min
+    const base = quantizeWeight('w', [N, K], new Rng(31).normals(N * K, 0.5), { bits: 4, groupSize: 32, hasZeroPoint: true });
+    const scales = base.data.scales as Float32Array;
+    const mins = Float32Array.from(base.data.zeroPoints as Int32Array, (z, i) => z * scales[i] + 0.01 * i);
+    const withMin = WeightStore.entry('w', 'f32', [N, K], { packed: base.data.packed, scales, mins }, { kind: 'quantized', bits: 4, signed: false, groupSize: 32, hasZeroPoint: false, scaleDType: 'f32', hasMin: true });
+    const b = new GraphBuilder();
+    const x = b.input('x', 'f32', ['seq', K]);
+    const y = b.linear(x, b.weight(withMin));
+    const gated = b.mul(b.silu(b.slice(y, { axes: [1], starts: [0], ends: [H] })), b.slice(y, { axes: [1], starts: [H], ends: [N] }));
+    const g = b.build({ y: gated });
+    const engine = await compileGraph(g, { seq: 4 }, { device: gpu.info });
+    const session = await engine.createSession({ device: gpu });
+    try {
+      for (const rows of [1, 4]) {
+        const inputs = { x: xOf(rows, K, 40 + rows) };
+        expectClose((await session.run(inputs)).y.data as Float32Array, runGraph(g, inputs).y.data as Float32Array, `gated, hasMin, M = ${rows}`);
+      }
+    } finally {
+      await session.destroy();
+    }
+    const m = engine.manifest;
+    expect(m.plans[0].dispatches).toHaveLength(1); // the gate is part of the kernel
+    expect(m.kernels.map((k) => k.family)).toEqual(['dequant-matmul']);
+    expect(m.kernels[0].wgsl).toMatch(/tw_sigmoid/);
+    expect(m.weights.find((w) => w.name === 'w')!.parts.map((p) => p.role).sort()).toEqual(['mins', 'packed', 'scales']);
   }, LONG);
 
   it('a quantized weight the family does not take (stored [K, N]) fails at compile time naming the weight', async (ctx) => {
