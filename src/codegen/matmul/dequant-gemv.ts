@@ -86,7 +86,8 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
   const tileN = groups * C;
   const nTiles = Math.ceil(c.nOut / tileN);
   const gated = c.G === 2;
-  const { decls, list } = dequantBindings(c, w);
+  const aVec4 = byWord && !c.transA && c.strideA.mult4; // A rows read as vec4s
+  const { decls, list } = dequantBindings(c, w, aVec4);
   const halves = gated ? ['acc', 'up'] : ['acc'];
   const body: string[] = [
     `@compute @workgroup_size(WORKGROUP_SIZE)`,
@@ -121,22 +122,33 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
     if (w.hasZeroPoint) body.push(`    let z_${name} = f32(zero_points[g_${name}]);`);
     if (w.hasMin) body.push(`    let m_${name} = mins[g_${name}];`);
   }
-  const deq = (name: string, q: string): string => `(${q}${w.hasZeroPoint ? ` - z_${name}` : ''}) * s_${name}${w.hasMin ? ` - m_${name}` : ''}`;
-  const inner = byWord ? '      ' : '    ';
-  if (byWord) body.push(`    for (var j = 0u; j < ${EPW}u; j++) {`, `      let k = k0 + j;`);
-  else body.push(`    let k = k0;`);
-  for (const { name } of cols) {
-    const word = byWord ? `w_${name}` : `packed[e_${name} / ${EPW}u]`;
-    const shift = byWord ? `j * BITS` : `(e_${name} % ${EPW}u) * BITS`;
-    body.push(`${inner}let v_${name} = ${deq(name, `q_at(${word}, ${shift})`)};`);
+  const QUADS = EPW / 4; // vec4s of integers per word
+  if (byWord) {
+    // per word: A as QUADS vec4s per row, the integers as QUADS vec4s per column (zero point subtracted, exact in
+    // f32), dot products, then one scale (and offset) per word: sum_j x_j * ((q_j - z) * s - m) = s * dot - m * sum x
+    for (let r = 0; r < R; r++) {
+      for (let t = 0; t < QUADS; t++) body.push(`    let x${r}_${t} = a_quad(a_base, a_row_${r}, s * ${QUADS}u + ${t}u, M);`);
+      if (w.hasMin) body.push(`    let xs${r} = ${Array.from({ length: QUADS }, (_, t) => `dot(x${r}_${t}, vec4<f32>(1.0))`).join(' + ')};`);
+    }
+    for (const { name } of cols) {
+      for (let t = 0; t < QUADS; t++) body.push(`    let q_${name}_${t} = q_quad(w_${name}, ${t}u)${w.hasZeroPoint ? ` - vec4<f32>(z_${name})` : ''};`);
+      for (let r = 0; r < R; r++) {
+        const acc = `${name.startsWith('u') ? 'up' : 'acc'}_${r}_${name.slice(1)}`;
+        const dots = Array.from({ length: QUADS }, (_, t) => `dot(x${r}_${t}, q_${name}_${t})`).join(' + ');
+        body.push(`    ${acc} += s_${name} * (${dots})${w.hasMin ? ` - m_${name} * xs${r}` : ''};`);
+      }
+    }
+  } else {
+    const deq = (name: string, q: string): string => `(${q}${w.hasZeroPoint ? ` - z_${name}` : ''}) * s_${name}${w.hasMin ? ` - m_${name}` : ''}`;
+    body.push(`    let k = k0;`);
+    for (const { name } of cols) body.push(`    let v_${name} = ${deq(name, `q_at(packed[e_${name} / ${EPW}u], (e_${name} % ${EPW}u) * BITS)`)};`);
+    for (let r = 0; r < R; r++) {
+      body.push(`    let x${r} = a_at(a_base, a_row_${r}, k, M);`);
+      halves.forEach((h, g) => {
+        for (let cc = 0; cc < C; cc++) body.push(`    ${h}_${r}_${cc} += x${r} * v_${g ? 'u' : 'b'}${cc};`);
+      });
+    }
   }
-  for (let r = 0; r < R; r++) {
-    body.push(`${inner}let x${r} = a_at(a_base, a_row_${r}, k, M);`);
-    halves.forEach((h, g) => {
-      for (let cc = 0; cc < C; cc++) body.push(`${inner}${h}_${r}_${cc} += x${r} * v_${g ? 'u' : 'b'}${cc};`);
-    });
-  }
-  if (byWord) body.push(`    }`);
   body.push(`    }`, `  }`);
   // reduction across the lanes of a group
   const accNames: string[] = [];
@@ -160,18 +172,35 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
       body.push(`    store_out(out_base, row0 + ${r}u, col0 + ${cc}u, M, s${i}${gated ? `, s${i + perHalf}` : ''});`);
     }
   body.push(`  }`, `}`);
-  const fns = [
-    `// A[row, k] of the batch at base (rows = M)`,
-    `fn a_at(base: u32, row: u32, k: u32, rows: u32) -> f32 {`,
-    `  return ${toF32(c.dt.a, c.transA ? 'a[base + k * rows + row]' : 'a[base + row * K + k]')};`,
-    `}`,
-    `// the ${w.bits}-bit integer at bit \`shift\` of a packed word, as f32${w.signed ? ' (sign-extended)' : ''}`,
-    `fn q_at(word: u32, shift: u32) -> f32 {`,
-    `  return f32(extractBits(${w.signed ? 'bitcast<i32>(word)' : 'word'}, shift, BITS));`,
-    `}`,
+  const aElem = (k: string): string => toF32(c.dt.a, c.transA ? `a[base + (${k}) * rows + row]` : `a[base + row * K + ${k}]`);
+  const fns = byWord
+    ? [
+        `// A[row, 4*kq .. 4*kq+3] of the batch at base (rows = M)`,
+        `fn a_quad(base: u32, row: u32, kq: u32, rows: u32) -> vec4<f32> {`,
+        aVec4 ? `  return ${toF32(c.dt.a, 'a[base / 4u + row * (K / 4u) + kq]', true)};` : `  let k = kq * 4u;\n  return vec4<f32>(${[0, 1, 2, 3].map((i) => aElem(`k + ${i}u`)).join(', ')});`,
+        `}`,
+        `// integers 4t .. 4t+3 of a packed word, as f32${w.signed ? ' (sign-extended)' : ''}`,
+        `fn q_quad(word: u32, t: u32) -> vec4<f32> {`,
+        `  let sh = vec4<u32>(0u, BITS, 2u * BITS, 3u * BITS) + vec4<u32>(t * 4u * BITS);`,
+        w.signed
+          ? `  return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << (vec4<u32>(32u - BITS) - sh)) >> vec4<u32>(32u - BITS));`
+          : `  return vec4<f32>((vec4<u32>(word) >> sh) & vec4<u32>(${(1 << w.bits) - 1}u));`,
+        `}`,
+      ]
+    : [
+        `// A[row, k] of the batch at base (rows = M)`,
+        `fn a_at(base: u32, row: u32, k: u32, rows: u32) -> f32 {`,
+        `  return ${aElem('k')};`,
+        `}`,
+        `// the ${w.bits}-bit integer at bit \`shift\` of a packed word, as f32${w.signed ? ' (sign-extended)' : ''}`,
+        `fn q_at(word: u32, shift: u32) -> f32 {`,
+        `  return f32(extractBits(${w.signed ? 'bitcast<i32>(word)' : 'word'}, shift, BITS));`,
+        `}`,
+      ];
+  fns.push(
     '',
     ...storeFn(c),
-  ];
+  );
   const fmt = `${w.signed ? 's' : 'u'}${w.bits}${w.hasZeroPoint ? '-zp' : ''}${w.hasMin ? '-min' : ''}-g${w.groupSize}`;
   const name = `dequant-gemv-${fmt}-l${L}-c${C}-r${R}-wg${WG}${reduction === 'none' ? '' : `-${reduction}`}`;
   return {
@@ -211,14 +240,14 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
 }
 
 /** Binding declarations and list: a, the weight's parts, epilogue operands, out, params. */
-function dequantBindings(c: Ctx, w: DequantWeightFormat): { decls: string[]; list: KernelBinding[] } {
+function dequantBindings(c: Ctx, w: DequantWeightFormat, aVec4: boolean): { decls: string[]; list: KernelBinding[] } {
   const decls: string[] = [];
   const list: KernelBinding[] = [];
   const add = (name: string, wgslName: string, type: string, access: 'read' | 'read_write', comment: string): void => {
     decls.push(`@group(0) @binding(${list.length}) var<storage, ${access}> ${wgslName}: ${type}; // ${comment}`);
     list.push({ name, access });
   };
-  add('a', 'a', `array<${c.dt.a}>`, 'read', c.transA ? 'A stored [batch, K, M]' : 'A stored [batch, M, K]');
+  add('a', 'a', aVec4 ? `array<vec4<${c.dt.a}>>` : `array<${c.dt.a}>`, 'read', c.transA ? 'A stored [batch, K, M]' : 'A stored [batch, M, K]');
   add('packed', 'packed', 'array<u32>', 'read', `W's ${w.bits}-bit integers, little-endian in u32 words`);
   add('scales', 'scales', 'array<f32>', 'read', 'one scale per group');
   if (w.hasZeroPoint) add('zeroPoints', 'zero_points', 'array<i32>', 'read', 'one zero point per group');
