@@ -102,18 +102,22 @@ describe('dequant-matmul on WebGPU against the CPU reference', () => {
     }, LONG);
   }
 
-  it('every lane reduction (none, subgroupAdd, workgroup memory) matches: targets without subgroups, and a GPU-class one', async (ctx) => {
+  it('every kernel and lane reduction matches: dequant-gemv with none, subgroupAdd or workgroup memory, dequant-gemm-subgroup', async (ctx) => {
     if (!gpu) return ctx.skip();
     const t = createTarget(gpu.info);
-    const targets: [string, Target, RegExp][] = [
-      ['no subgroups', { ...t, features: t.features.filter((f) => f !== 'subgroups') }, /-l1-c4-r\d-wg64$/],
-      ['GPU class', { ...t, deviceClass: 'gpu' }, /-l32-c4-r\d-wg\d+-workgroup$/],
-      ...(t.features.includes('subgroups') && t.subgroupSize?.min === t.subgroupSize?.max ? [['this device', t, /-subgroup$/] as [string, Target, RegExp]] : []),
+    // [target name, target, variant at M = 1, variant for a symbolic seq]
+    const targets: [string, Target, RegExp, RegExp][] = [
+      ['no subgroups', { ...t, features: t.features.filter((f) => f !== 'subgroups') }, /^dequant-gemv-.*-l1-c4-r1-wg64$/, /^dequant-gemv-.*-l1-c4-r4-wg64$/],
+      ['GPU class', { ...t, deviceClass: 'gpu' }, /^dequant-gemv-.*-l32-c4-r1-wg\d+-workgroup$/, /^dequant-gemv-.*-l32-c4-r4-wg\d+-workgroup$/],
     ];
+    if (t.features.includes('subgroups') && t.subgroupSize && t.subgroupSize.min === t.subgroupSize.max)
+      targets.push(['this device', t, /^dequant-gemv-.*-subgroup$/, /^dequant-gemm-subgroup-.*-r2-/]);
     const c: Case = { bits: 4, groupSize: 32, hasZeroPoint: true, N: 54, K: 96, epilogue: true };
-    for (const [name, target, variant] of targets) {
-      const m1 = await checkAgainstReference(graphOf(c, 'seq', 7), { seq: 5 }, [{ x: xOf(1, c.K, 8) }, { x: xOf(5, c.K, 9) }], name, target);
-      expect(m1.kernels.find((k) => k.family === 'dequant-matmul')!.variant, name).toMatch(variant);
+    for (const [name, target, decode, prefill] of targets) {
+      const m1 = await checkAgainstReference(graphOf(c, 1, 7), {}, [{ x: xOf(1, c.K, 8) }], `${name}, M = 1`, target);
+      expect(m1.kernels.find((k) => k.family === 'dequant-matmul')!.variant, name).toMatch(decode);
+      const ms = await checkAgainstReference(graphOf(c, 'seq', 7), { seq: 20 }, [{ x: xOf(1, c.K, 8) }, { x: xOf(20, c.K, 9) }], `${name}, seq`, target);
+      expect(ms.kernels.find((k) => k.family === 'dequant-matmul')!.variant, name).toMatch(prefill);
     }
   }, LONG);
 

@@ -2,7 +2,8 @@
  * The dequantizing matmul family: a plain or fused matmul (the dense family's forms: gate and elementwise epilogue)
  * whose B is a quantized `weight` (8, 4 or 2 bits, f32 scales, optional zero points and offsets) stored `[N, K]`
  * and read with `transB`, as llama2.c and Hugging Face store linear weights. Its kernel reads the packed integers
- * and dequantizes them in registers (`src/codegen/matmul/dequant-gemv.ts`); the launch binds the weight's payload
+ * and dequantizes them in registers (`src/codegen/matmul/dequant-gemv.ts`, and `dequant-gemm.ts` for prefill on
+ * software rasterizers); the launch binds the weight's payload
  * parts (`packed`, `scales`, `zeroPoints`, `mins`) instead of a dense buffer. It sits before the dense family in the
  * registry; every other matmul stays with the dense one.
  * @module
@@ -11,7 +12,8 @@ import type { Node } from '../../ir/node.js';
 import type { QuantizedEncoding } from '../../ir/weights.js';
 import type { KernelFamily, Launch, LaunchOperand, LowerContext } from '../family.js';
 import { generateDequantGemvKernel, type DequantMatmulSpec } from '../matmul/dequant-gemv.js';
-import { chooseDequantGemvVariant } from '../schedule/dequant-matmul.js';
+import { generateDequantGemmSubgroupKernel } from '../matmul/dequant-gemm.js';
+import { chooseDequantMatmulVariant } from '../schedule/dequant-matmul.js';
 import { acceptsWhenSpecBuilds, launchOf, unfuse } from './common.js';
 import { matmulSpecOf } from './matmul.js';
 
@@ -52,7 +54,9 @@ function takes(node: Node, ctx?: LowerContext): boolean {
 
 function lower(node: Node, ctx: LowerContext): Launch[] {
   const { spec, operands } = dequantSpecOf(node, ctx);
-  return [launchOf(node, generateDequantGemvKernel(spec, chooseDequantGemvVariant(spec, ctx.target)), operands)];
+  const v = chooseDequantMatmulVariant(spec, ctx.target);
+  const kernel = v.kind === 'dequant-gemm-subgroup' ? generateDequantGemmSubgroupKernel(spec, v) : generateDequantGemvKernel(spec, v);
+  return [launchOf(node, kernel, operands)];
 }
 
 /**
@@ -64,7 +68,7 @@ export const dequantMatmulFamily: KernelFamily = {
   ops: ['matmul'],
   fusion: { kind: 'matmul', accepts: acceptsWhenSpecBuilds(matmulSpecOf) },
   takes,
-  variants: ['dequant-gemv'],
+  variants: ['dequant-gemv', 'dequant-gemm-subgroup'],
   features: ['shader-f16', 'subgroups'],
   lower,
 };

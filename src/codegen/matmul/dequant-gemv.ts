@@ -79,8 +79,7 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
   const reduction = L === 1 ? 'none' : v.reduction ?? 'workgroup';
   if (reduction === 'subgroup' && L !== SG) throw new InputError(`dequant-gemv: subgroup reduction needs lanesPerColumn (${L}) = subgroupSize (${SG})`);
   const EPW = 32 / w.bits; // integers per u32 word
-  // whole words per step when rows start on word boundaries and no word straddles two groups; else one element per step
-  const byWord = c.K % EPW === 0 && w.groupSize % EPW === 0;
+  const byWord = dequantByWord(c.K, w);
   const step = byWord ? EPW : 1;
   const groups = WG / L;
   const tileN = groups * C;
@@ -174,19 +173,7 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
   body.push(`  }`, `}`);
   const aElem = (k: string): string => toF32(c.dt.a, c.transA ? `a[base + (${k}) * rows + row]` : `a[base + row * K + ${k}]`);
   const fns = byWord
-    ? [
-        `// A[row, 4*kq .. 4*kq+3] of the batch at base (rows = M)`,
-        `fn a_quad(base: u32, row: u32, kq: u32, rows: u32) -> vec4<f32> {`,
-        aVec4 ? `  return ${toF32(c.dt.a, 'a[base / 4u + row * (K / 4u) + kq]', true)};` : `  let k = kq * 4u;\n  return vec4<f32>(${[0, 1, 2, 3].map((i) => aElem(`k + ${i}u`)).join(', ')});`,
-        `}`,
-        `// integers 4t .. 4t+3 of a packed word, as f32${w.signed ? ' (sign-extended)' : ''}`,
-        `fn q_quad(word: u32, t: u32) -> vec4<f32> {`,
-        `  let sh = vec4<u32>(0u, BITS, 2u * BITS, 3u * BITS) + vec4<u32>(t * 4u * BITS);`,
-        w.signed
-          ? `  return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << (vec4<u32>(32u - BITS) - sh)) >> vec4<u32>(32u - BITS));`
-          : `  return vec4<f32>((vec4<u32>(word) >> sh) & vec4<u32>(${(1 << w.bits) - 1}u));`,
-        `}`,
-      ]
+    ? dequantWordFns(c, w, aVec4)
     : [
         `// A[row, k] of the batch at base (rows = M)`,
         `fn a_at(base: u32, row: u32, k: u32, rows: u32) -> f32 {`,
@@ -239,8 +226,35 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
   };
 }
 
-/** Binding declarations and list: a, the weight's parts, epilogue operands, out, params. */
-function dequantBindings(c: Ctx, w: DequantWeightFormat, aVec4: boolean): { decls: string[]; list: KernelBinding[] } {
+/**
+ * Whether B can be read a whole `u32` word at a time: rows start on word boundaries (K is a multiple of the
+ * integers per word) and no word straddles two groups. Otherwise `dequant-gemv` reads one element per step.
+ */
+export function dequantByWord(K: number, w: DequantWeightFormat): boolean {
+  const perWord = 32 / w.bits;
+  return K % perWord === 0 && w.groupSize % perWord === 0;
+}
+
+/** The word-path helpers: `a_quad` (4 consecutive k of an A row, as f32) and `q_quad` (4 integers of a packed word, as f32). */
+export function dequantWordFns(c: Ctx, w: DequantWeightFormat, aVec4: boolean): string[] {
+  const aElem = (k: string): string => toF32(c.dt.a, c.transA ? `a[base + (${k}) * rows + row]` : `a[base + row * K + ${k}]`);
+  return [
+    `// A[row, 4*kq .. 4*kq+3] of the batch at base (rows = M)`,
+    `fn a_quad(base: u32, row: u32, kq: u32, rows: u32) -> vec4<f32> {`,
+    aVec4 ? `  return ${toF32(c.dt.a, 'a[base / 4u + row * (K / 4u) + kq]', true)};` : `  let k = kq * 4u;\n  return vec4<f32>(${[0, 1, 2, 3].map((i) => aElem(`k + ${i}u`)).join(', ')});`,
+    `}`,
+    `// integers 4t .. 4t+3 of a packed word, as f32${w.signed ? ' (sign-extended)' : ''}`,
+    `fn q_quad(word: u32, t: u32) -> vec4<f32> {`,
+    `  let sh = vec4<u32>(0u, BITS, 2u * BITS, 3u * BITS) + vec4<u32>(t * 4u * BITS);`,
+    w.signed
+      ? `  return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << (vec4<u32>(32u - BITS) - sh)) >> vec4<u32>(32u - BITS));`
+      : `  return vec4<f32>((vec4<u32>(word) >> sh) & vec4<u32>(${(1 << w.bits) - 1}u));`,
+    `}`,
+  ];
+}
+
+/** Binding declarations and list: a (vec4s when `aVec4`), the weight's parts, epilogue operands, out, params. */
+export function dequantBindings(c: Ctx, w: DequantWeightFormat, aVec4: boolean): { decls: string[]; list: KernelBinding[] } {
   const decls: string[] = [];
   const list: KernelBinding[] = [];
   const add = (name: string, wgslName: string, type: string, access: 'read' | 'read_write', comment: string): void => {
