@@ -104,11 +104,19 @@ class WeightPacker {
   }
 }
 
-function weightIndexFor(g: Graph, packer: WeightPacker, constants: Map<Node, WeightEntry>): (n: Node) => number {
-  return (n) => {
+/**
+ * The engine weight index of a weight or constant node, bound as payload part `part` (`values` for dense data; the
+ * parts of a quantized weight for the kernels that dequantize it). Dense kernels cannot read encoded weights, and no
+ * kernel reads codebook or sparse ones yet: both are typed errors naming the weight.
+ */
+function weightIndexFor(g: Graph, packer: WeightPacker, constants: Map<Node, WeightEntry>): (n: Node, part?: string) => number {
+  return (n, part = 'values') => {
     if (isOp(n, 'weight')) {
       const e = g.weights.get(n.attrs.id);
-      if (e.encoding.kind !== 'dense') throw new UnsupportedOpError(['weight'], `weight '${e.name}' is ${e.encoding.kind}-encoded; the WebGPU kernels read dense weights only so far`);
+      const kind = e.encoding.kind;
+      if (kind !== 'dense' && kind !== 'quantized') throw new UnsupportedOpError(['weight'], `weight '${e.name}' is ${kind}-encoded; the WebGPU kernels read dense and quantized weights only so far`);
+      if (kind === 'quantized' && part === 'values') throw new UnsupportedOpError(['weight'], `weight '${e.name}' is quantized; only the dequantizing matmul kernels read it (a dense kernel was chosen for one of its uses)`);
+      if (!(part in e.data)) throw new UnsupportedOpError(['weight'], `weight '${e.name}' has no '${part}' part to bind`);
       if (e.dtype === 'bool') throw new UnsupportedOpError(['weight'], `bool weight '${e.name}' cannot be bound yet`);
       return packer.add(e);
     }
@@ -171,7 +179,8 @@ function buildPlans(pipeline: WebGPUPipelineResult, target: Target, kernels: Ker
     for (const [node, s] of slots.of)
       if (s.bytes > limit)
         throw new DeviceError('LIMIT_EXCEEDED', `activation ${printNode(node)} needs ${s.bytes} bytes for ${Object.entries(p.bindings).map(([k, v]) => `${k}=${v}`).join(' ')}, more than one storage binding allows (maxStorageBufferBindingSize ${limit}); use a smaller prefill chunk`);
-    const bind = (x: LaunchOperand): BufferRef => (isGraphOperand(x) ? bufferOf(x, slots, weightIndex) : x);
+    const bind = (x: LaunchOperand): BufferRef =>
+      isGraphOperand(x) ? bufferOf(x, slots, weightIndex) : x.kind === 'weight-part' ? { kind: 'weight', weight: weightIndex(x.node, x.part), part: x.part } : x;
     const dispatches: DispatchManifest[] = launchesOf(g).map((l: Launch) => ({ kernel: kernels.add(l.kernel), bindings: l.operands.map(bind), label: l.label }));
     built.push({ name: p.name, maxSeq: p.maxSeq, dispatches });
     // outputs are read from the plan whose shapes are largest (the last one)

@@ -14,7 +14,7 @@ export * from './models/index.js';
 export * from './frontends/index.js';
 export * from './runtime/index.js';
 export * from './compile.js';
-export type { LowerVariants, Launch, LaunchOperand, KvOperand, KvPoolOperand, BlockTableOperand } from './codegen/family.js';
+export type { LowerVariants, Launch, LaunchOperand, KvOperand, KvPoolOperand, BlockTableOperand, WeightPartOperand } from './codegen/family.js';
 export { createTarget, profileDevice, DEFAULT_KV_BLOCK_SIZE, type TargetOptions, type TargetProfileName } from './codegen/target.js';
 export * from './webgpu-pipeline.js';
 export type { AttentionVariant, DecodeAttentionVariant, FlashAttentionVariant } from './codegen/attention.js';

@@ -14,6 +14,7 @@
  * @module
  */
 import { UsageError } from './errors.js';
+import { isOp } from './ir/attrs.js';
 import { Graph } from './ir/graph.js';
 import { pagedAttentionOf } from './ir/paged-kv.js';
 import { printGraph } from './ir/printer.js';
@@ -38,7 +39,14 @@ export const selectKernelsPass: Pass = {
     const bindings = (ctx.options.bindings ?? {}) as DimBindings;
     const plan = (g.meta.memoryPlan as MemoryPlan | undefined) ?? planMemory(g, { bindings });
     const expectedSeq = typeof ctx.options.expectedSeq === 'number' ? ctx.options.expectedSeq : (bindings.seq ?? 1);
-    const launches = lowerSchedule(plan.schedule, { target: ctx.target, expectedSeq, paged: pagedAttentionOf(g), variants: ctx.options.variants as LowerVariants | undefined });
+    const dense = { kind: 'dense' } as const;
+    const launches = lowerSchedule(plan.schedule, {
+      target: ctx.target,
+      expectedSeq,
+      paged: pagedAttentionOf(g),
+      variants: ctx.options.variants as LowerVariants | undefined,
+      weightEncoding: (n) => (isOp(n, 'weight') ? g.weights.get(n.attrs.id).encoding : dense),
+    });
     const byVariant = new Map<string, number>();
     for (const l of launches) byVariant.set(`${l.kernel.family}/${l.kernel.variant}`, (byVariant.get(`${l.kernel.family}/${l.kernel.variant}`) ?? 0) + 1);
     const distinct = new Set(launches.map((l) => l.kernel.wgsl)).size;

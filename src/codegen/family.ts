@@ -9,6 +9,7 @@
 import { Node } from '../ir/node.js';
 import type { PagedAttention } from '../ir/paged-kv.js';
 import type { Target } from '../ir/target.js';
+import type { WeightEncoding } from '../ir/weights.js';
 import type { AttentionVariant } from './attention.js';
 import type { KernelSource } from './kernel.js';
 import type { MatmulVariantKind } from './matmul/spec.js';
@@ -40,8 +41,24 @@ export interface BlockTableOperand {
 /** A buffer a launch binds that is not a graph value: a KV pool or the block table. */
 export type KvOperand = KvPoolOperand | BlockTableOperand;
 
-/** What a launch binds, in binding order: graph values (the engine builder finds their buffers) or KV-cache buffers. */
-export type LaunchOperand = Node | KvOperand;
+/**
+ * One payload part of an encoded weight (`packed`, `scales`, `zeroPoints`, `mins` of a quantized weight), for kernels
+ * that read the encoded bytes themselves (the engine builder binds that part of the weight's entry).
+ */
+export interface WeightPartOperand {
+  /** Always `weight-part`. */
+  readonly kind: 'weight-part';
+  /** The `weight` node. */
+  readonly node: Node;
+  /** The payload role (a key of the weight entry's `data`). */
+  readonly part: string;
+}
+
+/**
+ * What a launch binds, in binding order: graph values (the engine builder finds their buffers), parts of encoded
+ * weights, or KV-cache buffers.
+ */
+export type LaunchOperand = Node | WeightPartOperand | KvOperand;
 
 /** Whether a launch operand is a graph value (rather than a KV-cache buffer). */
 export function isGraphOperand(x: LaunchOperand): x is Node {
@@ -68,6 +85,11 @@ export interface LowerContext {
   readonly paged: ReadonlyMap<Node, PagedAttention>;
   /** Variants to use instead of the schedule rules. */
   readonly variants?: LowerVariants;
+  /**
+   * The storage encoding of a `weight` node's entry in the graph's weight store (dense for any other node): the
+   * graph sees a quantized weight as a plain f32 tensor, and families that read encoded bytes ask here.
+   */
+  weightEncoding(node: Node): WeightEncoding;
 }
 
 /** The fused forms a family implements. */
@@ -95,9 +117,9 @@ export interface KernelFamily {
   /**
    * Whether the family takes this node of one of its forms (default: every one). Several families may implement one
    * form (a dense matmul and a dequantizing matmul); the registry gives a node to the first, in registry order, that
-   * takes it.
+   * takes it. Without a context (no weight store to consult) a family that needs one declines.
    */
-  takes?(node: Node): boolean;
+  takes?(node: Node, ctx?: LowerContext): boolean;
   /** Its variants (names, for reports and tuning). */
   readonly variants: readonly string[];
   /** WebGPU features its kernels use when the target has them (a kernel declares what it actually needs). */

@@ -27,7 +27,7 @@ export function computedInputName(n: Node): string | undefined {
 /** The launches computing `node` (none for views and empty tensors); throws {@link UnsupportedOpError} when no family takes it. */
 export function lowerNode(node: Node, ctx: LowerContext): Launch[] {
   if (NO_KERNEL.has(node.op) || numel(node.shape) === 0) return [];
-  const family = familyOf(node);
+  const family = familyOf(node, ctx);
   if (!family) throw new UnsupportedOpError([node.op === 'fused' ? `fused:${attrsOf(node, 'fused').kind}` : node.op], `no WebGPU kernel for ${printNode(node)}`);
   return family.lower(node, ctx);
 }

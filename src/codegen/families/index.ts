@@ -6,7 +6,8 @@
 import { attrsOf } from '../../ir/attrs.js';
 import type { FusionPatterns } from '../../ir/target.js';
 import type { Node } from '../../ir/node.js';
-import type { FamilyFusion, KernelFamily } from '../family.js';
+import type { FamilyFusion, KernelFamily, LowerContext } from '../family.js';
+import { dequantMatmulFamily } from './dequant-matmul.js';
 import { attentionFamily } from './attention.js';
 import { copyFamily } from './copy.js';
 import { elementwiseFamily } from './elementwise.js';
@@ -17,7 +18,7 @@ import { ropeFamily } from './rope.js';
 import { softmaxFamily } from './softmax.js';
 
 /** Every kernel family, one line each. */
-export const KERNEL_FAMILIES: readonly KernelFamily[] = [matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, copyFamily, elementwiseFamily];
+export const KERNEL_FAMILIES: readonly KernelFamily[] = [dequantMatmulFamily, matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, copyFamily, elementwiseFamily];
 
 /** What a node's family is looked up by: its op, or `fused:<kind>`. */
 function formOf(node: Node): string {
@@ -37,9 +38,12 @@ function index(families: readonly KernelFamily[]): Map<string, KernelFamily[]> {
 
 const BY_FORM = index(KERNEL_FAMILIES);
 
-/** The family that lowers `node` (the first in registry order that takes it), or `undefined` when none does. */
-export function familyOf(node: Node): KernelFamily | undefined {
-  return BY_FORM.get(formOf(node))?.find((f) => f.takes?.(node) ?? true);
+/**
+ * The family that lowers `node` (the first in registry order that takes it, given the lowering context), or
+ * `undefined` when none does.
+ */
+export function familyOf(node: Node, ctx?: LowerContext): KernelFamily | undefined {
+  return BY_FORM.get(formOf(node))?.find((f) => f.takes?.(node, ctx) ?? true);
 }
 
 /** The fusion patterns of a set of families: what the fusion passes may form for a target with these kernels. */
