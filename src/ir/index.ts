@@ -19,3 +19,4 @@ export * from './head-window.js';
 export * from './paged-kv.js';
 export * from './shape-arith.js';
 export * from './rope.js';
+export * from './quant-scheme.js';

@@ -350,12 +350,15 @@ export function decodeWeight(e: WeightEntry): Float32Array {
 
 /**
  * Quantizes a dense f32 array to a {@link QuantizedEncoding} (round to nearest; symmetric when `hasZeroPoint` is
- * false). Used by tests and, later, by calibration passes.
+ * false), with logical dtype `opts.dtype` (default f32). The `quantize-weights` pass and tests use it.
  */
-export function quantizeWeight(name: string, shape: readonly number[], values: Float32Array, opts: { bits: 8 | 4 | 2; groupSize: number; hasZeroPoint?: boolean }): WeightEntry {
+export function quantizeWeight(name: string, shape: readonly number[], values: Float32Array, opts: { bits: 8 | 4 | 2; groupSize: number; hasZeroPoint?: boolean; dtype?: DType }): WeightEntry {
   const n = count(shape);
   const { bits, groupSize } = opts;
   const asym = opts.hasZeroPoint ?? false;
+  const last = shape.length ? shape[shape.length - 1] : 1;
+  if (!(Number.isInteger(groupSize) && groupSize > 0 && (last % groupSize === 0 || groupSize === n)))
+    throw new InputError(`weight '${name}': group size ${groupSize} must divide the last dim ${last} or equal the element count ${n}`);
   const groups = n / groupSize;
   const scales = new Float32Array(groups);
   const zeroPoints = new Int32Array(groups);
@@ -383,5 +386,5 @@ export function quantizeWeight(name: string, shape: readonly number[], values: F
   }
   const data: Record<string, WeightArray> = { packed: packBits(q, bits), scales };
   if (asym) data.zeroPoints = zeroPoints;
-  return WeightStore.entry(name, 'f32', shape, data, { kind: 'quantized', bits, signed: !asym, groupSize, hasZeroPoint: asym, scaleDType: 'f32' });
+  return WeightStore.entry(name, opts.dtype ?? 'f32', shape, data, { kind: 'quantized', bits, signed: !asym, groupSize, hasZeroPoint: asym, scaleDType: 'f32' });
 }

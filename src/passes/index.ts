@@ -16,6 +16,7 @@ export * from './recognize-rope.js';
 export * from './recognize-attention.js';
 export * from './merge-projections.js';
 export * from './mixed-precision.js';
+export * from './quantize-weights.js';
 export * from './layout.js';
 export * from './fuse-epilogues.js';
 export * from './fuse-elementwise.js';

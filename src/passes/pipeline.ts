@@ -24,6 +24,7 @@ import { recognizeRopePass } from './recognize-rope.js';
 import { recognizeAttentionPass } from './recognize-attention.js';
 import { mergeProjectionsPass } from './merge-projections.js';
 import { mixedPrecisionPass } from './mixed-precision.js';
+import { quantizeWeightsPass } from './quantize-weights.js';
 import { layoutPass } from './layout.js';
 import { fuseEpiloguesPass } from './fuse-epilogues.js';
 import { fuseElementwisePass } from './fuse-elementwise.js';
@@ -47,6 +48,7 @@ export const ALL_PASSES: readonly Pass[] = [
   recognizeAttentionPass,
   csePass,
   mergeProjectionsPass,
+  quantizeWeightsPass,
   mixedPrecisionPass,
   layoutPass,
   fuseEpiloguesPass,
@@ -74,9 +76,9 @@ export const PRESETS: Readonly<Record<'O0' | 'O1' | 'O2' | 'O3', readonly string
   O0: [],
   // O1: exact clean-ups; O2: + recognition of norms/activations/rope/attention, projection merging, precision and
   // layouts; O3: + fusion and memory planning
-  O1: ['fold-constants', 'simplify', 'cse', 'layout', 'dce'],
-  O2: [...RECOGNIZE, 'merge-projections', 'mixed-precision', 'layout', 'dce'],
-  O3: [...RECOGNIZE, 'merge-projections', 'mixed-precision', 'layout', 'fuse-epilogues', 'fuse-elementwise', 'cse', 'dce', 'plan-memory'],
+  O1: ['fold-constants', 'simplify', 'cse', 'quantize-weights', 'layout', 'dce'],
+  O2: [...RECOGNIZE, 'merge-projections', 'quantize-weights', 'mixed-precision', 'layout', 'dce'],
+  O3: [...RECOGNIZE, 'merge-projections', 'quantize-weights', 'mixed-precision', 'layout', 'fuse-epilogues', 'fuse-elementwise', 'cse', 'dce', 'plan-memory'],
 });
 
 function isPreset(spec: string): spec is keyof typeof PRESETS {
@@ -158,6 +160,8 @@ export function runPasses(graph: Graph, passes: readonly Pass[] | string, opts: 
     for (const name of printAfter)
       if (!list.some((p) => p.name === name) && !Object.prototype.hasOwnProperty.call(PASSES, name))
         throw new UsageError(`--print-ir-after: unknown pass '${name}'; known passes: ${Object.keys(PASSES).join(', ')}`);
+  if (opts.options?.quant && !list.some((p) => p.name === 'quantize-weights'))
+    throw new UsageError(`a quantization scheme was given but the pipeline (${list.map((p) => p.name).join(', ') || 'empty'}) has no 'quantize-weights' pass to apply it`);
   const target = opts.target;
   const device = opts.device ?? target?.profile ?? cpuProfile;
   const precision = opts.options?.precision ?? (target ? { default: target.precision } : undefined);
