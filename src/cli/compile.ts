@@ -33,6 +33,8 @@ export interface CompileCommandOptions {
   kvBlockSize?: number;
   /** Element type of the KV cache (default f32). */
   kvDtype?: KvCacheDType;
+  /** Weight quantization scheme (`none`, `int8`, `int4-g32`, …); the engine stores the quantized weights. */
+  quant?: string;
 }
 
 /** Runs the command. */
@@ -42,7 +44,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
   try {
     log(`compiling for ${describeDevice(handle.info)}`);
     const t0 = performance.now();
-    const engine = await compile(model, { device: handle.info, passes: o.passes, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, sampling: { temperature: o.temperature, topp: o.topp }, onProgress: log });
+    const engine = await compile(model, { device: handle.info, passes: o.passes, quant: o.quant, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, sampling: { temperature: o.temperature, topp: o.topp }, onProgress: log });
     await engine.save(o.output);
     const tok = o.tokenizer ?? findTokenizerFor(o.model, model.config.vocabSize);
     if (tok) await copyFile(tok, join(o.output, 'tokenizer.bin'));
@@ -51,6 +53,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
       engine: o.output,
       model: o.model,
       device: m.device.description,
+      quant: o.quant ?? 'none',
       kernels: m.kernels.length,
       plans: m.plans.map((p) => ({ name: p.name, max_seq: p.maxSeq, dispatches: p.dispatches.length })),
       weight_bytes: engine.weightBytes.byteLength,

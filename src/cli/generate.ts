@@ -6,7 +6,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
-import { findTokenizerFor, loadModel } from '../frontends/load.js';
 import { Llama2cTokenizer } from '../frontends/llama2c/tokenizer.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { generateTokens } from '../runtime/generate.js';
@@ -14,9 +13,11 @@ import { runPasses } from '../passes/pipeline.js';
 import { cpuProfile } from '../ir/device-profile.js';
 import { countKernels } from '../ir/stats.js';
 import { Engine, formatLoadTimings, type KernelTiming } from '../runtime/engine.js';
-import { requestGPUDevice, probeWebGPU, describeDevice } from '../runtime/device.js';
+import { requestGPUDevice, describeDevice } from '../runtime/device.js';
+import { openModel, pickBackend, type TextTokenizer } from './model-input.js';
 import { compile } from '../compile.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
+import { parseQuantScheme, type QuantScheme } from '../ir/quant-scheme.js';
 import { log } from './output.js';
 
 /** Options of the `generate` command (as parsed from the command line). */
@@ -53,17 +54,11 @@ export interface GenerateCommandOptions {
   kvBlockSize?: number;
   /** Element type of the KV cache (default f32). */
   kvDtype?: KvCacheDType;
+  /** Weight quantization scheme (`none`, `int8`, `int4-g32`, …). */
+  quant?: string;
 }
 
-/** What generation needs of a tokenizer (llama2.c's and Hugging Face's both fit). */
-export interface TextTokenizer {
-  /** Token ids of a prompt, BOS first. */
-  encode(text: string): number[];
-  /** Text of a sequence of ids. */
-  decode(ids: readonly number[]): string;
-  /** Text that `token` adds after `prev` (for streaming output). */
-  decodePiece(prev: number, token: number): string;
-}
+export type { TextTokenizer } from './model-input.js';
 
 /** The JSON object `generate --json` prints. */
 export interface GenerateJson {
@@ -77,18 +72,6 @@ export interface GenerateJson {
   text: string;
   /** Timings and counts. */
   metrics: Record<string, number | string | boolean>;
-}
-
-/** Resolves `auto` to the backend that will run, logging which and why. */
-async function pickBackend(b: GenerateCommandOptions['backend']): Promise<'cpu' | 'webgpu'> {
-  if (b === 'cpu' || b === 'webgpu') return b;
-  const probe = await probeWebGPU();
-  if ('available' in probe) {
-    log(`backend: cpu (no WebGPU adapter: ${probe.reason})`);
-    return 'cpu';
-  }
-  log(`backend: webgpu (${describeDevice(probe)})`);
-  return 'webgpu';
 }
 
 /** Formats a per-kernel profile table (kernels summed by family/variant, sorted by time). */
@@ -112,10 +95,10 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   const t0 = performance.now();
   if (o.engine && o.backend === 'cpu') throw new UsageError('a saved engine runs on WebGPU; use --model for the CPU backend');
   const engineFromDisk = o.engine ? await Engine.load(o.engine) : undefined;
-  const model = o.model ? await loadModel(o.model) : undefined;
-  const vocab = model ? model.config.vocabSize : engineFromDisk!.manifest.lm!.vocabSize;
-  const tokPath = o.tokenizer ?? (model ? (model.tokenizer ? undefined : findTokenizerFor(o.model!, vocab)) : existsSync(join(o.engine!, 'tokenizer.bin')) ? join(o.engine!, 'tokenizer.bin') : undefined);
-  const tokenizer: TextTokenizer | undefined = tokPath ? await Llama2cTokenizer.fromFile(tokPath, vocab) : model?.tokenizer;
+  const opened = o.model ? await openModel(o.model, o.tokenizer) : undefined;
+  const model = opened?.model;
+  const engineTokenizer = o.tokenizer ?? (existsSync(join(o.engine ?? '', 'tokenizer.bin')) ? join(o.engine!, 'tokenizer.bin') : undefined);
+  const tokenizer: TextTokenizer | undefined = opened ? opened.tokenizer : engineTokenizer ? await Llama2cTokenizer.fromFile(engineTokenizer, engineFromDisk!.manifest.lm!.vocabSize) : undefined;
   if (!tokenizer && o.prompt) throw new UsageError(`a --prompt needs a tokenizer: pass --tokenizer <file> (none found beside the ${o.model ? 'model' : 'engine'})`);
   if (!tokenizer) log('no tokenizer given or found: generating from BOS, ids only');
   const bos = model ? model.bosId : engineFromDisk!.manifest.lm!.bosId;
@@ -135,7 +118,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   let r: { generated: number[]; prefillSeconds: number; decodeSeconds: number; stopped: boolean };
   const extra: Record<string, number | string | boolean> = {};
   if (backend === 'cpu') {
-    const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
+    const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: quantOptions(o.quant), printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
     extra.compile_ms = round(optimized.timings.reduce((a, t) => a + t.ms, 0));
     extra.kernels_per_forward = countKernels(optimized.graph);
     const lm = new CpuCausalLM(optimized.graph, model!.maxPositions);
@@ -148,7 +131,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
       const tc = performance.now();
       // an engine built for this one prompt: its prefill plan is sized to it (smaller kernels compile faster)
       const prefillChunk = Math.min(128, Math.max(8, promptIds.length));
-      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`), sampling: { temperature: o.temperature || 1, topp: o.topp }, onProgress: log }));
+      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, quant: o.quant, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`), sampling: { temperature: o.temperature || 1, topp: o.topp }, onProgress: log }));
       extra.compile_ms = round(performance.now() - tc);
       const session = await engine.createSession({ device: handle, profile: o.profile, onProgress: (p) => p.stage === 'done' && log(formatLoadTimings(p.timings)) });
       extra.load_ms = round(performance.now() - t0);
@@ -192,6 +175,12 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
   else log(`[${backend}] prompt ${promptIds.length} tokens in ${metrics.prefill_ms} ms; ${r.generated.length} tokens generated, ${metrics.decode_tokens_per_s} tok/s`);
   return result;
+}
+
+/** The pass options that apply a `--quant` scheme (none for `none` or absent). */
+export function quantOptions(spec: string | undefined): { quant?: QuantScheme } {
+  const quant = spec ? parseQuantScheme(spec) : undefined;
+  return quant ? { quant } : {};
 }
 
 function round(x: number): number {

@@ -10,6 +10,9 @@ import { demoCommand } from './demo.js';
 import { compileCommand } from './compile.js';
 import { onnxTestCommand } from './onnx-test.js';
 import { errorLine } from './output.js';
+import { evalCommand } from './eval.js';
+import { benchCommand } from './bench.js';
+import { parseQuantScheme, QUANT_SCHEMES } from '../ir/quant-scheme.js';
 
 function num(name: string, opts: { int?: boolean; min?: number } = {}) {
   return (v: string): number => {
@@ -18,6 +21,25 @@ function num(name: string, opts: { int?: boolean; min?: number } = {}) {
       throw new InvalidArgumentError(`${name} must be ${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` >= ${opts.min}` : ''}, got '${v}'`);
     return x;
   };
+}
+
+/** `--quant <scheme>`, checked when parsed (an unknown scheme is a usage error listing the known ones). */
+function quantOption(): Option {
+  return new Option('--quant <scheme>', `weight quantization, round to nearest: ${QUANT_SCHEMES.join(', ')} (int8|int4|int2, then -g<N> or -ch, then -sym or -asym; default groups of 32 with zero points)`)
+    .argParser((v: string) => {
+      try {
+        parseQuantScheme(v);
+      } catch (e) {
+        throw new InvalidArgumentError((e as Error).message);
+      }
+      return v;
+    })
+    .default('none');
+}
+
+/** `--sparsity <pattern>` (only `none` runs so far; the commands say so). */
+function sparsityOption(): Option {
+  return new Option('--sparsity <pattern>', 'weight sparsity: none (N:M and block-sparse pruning are not implemented yet)').default('none');
 }
 
 function collect(v: string, prev: string[]): string[] {
@@ -55,6 +77,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
+    .addOption(quantOption())
     .option('--json', 'print one JSON object on stdout', false)
     .action(async (o) => {
       await generateCommand({ ...o, seed: o.seed ?? Date.now() % 2 ** 31, printIrAfter: printIrAfter(o.printIrAfter) });
@@ -89,9 +112,43 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
+    .addOption(quantOption())
     .option('--json', 'print one JSON summary on stdout', false)
     .action(async (o) => {
       await compileCommand(o);
+    });
+
+  program
+    .command('eval')
+    .description('score a text with the model as given (--quant, backend) against the f32 model on the CPU reference: perplexity, KL, top-1 agreement')
+    .requiredOption('--model <file>', 'model file')
+    .option('--tokenizer <file>', 'tokenizer file (default: the model\'s own, or one beside it)')
+    .requiredOption('--text <file>', 'text file to score')
+    .addOption(quantOption())
+    .addOption(sparsityOption())
+    .addOption(new Option('--backend <name>', 'backend of the model under test (the f32 reference runs on the CPU)').choices(['cpu', 'webgpu', 'auto']).default('auto'))
+    .option('--max-tokens <n>', 'score at most this many tokens', num('--max-tokens', { int: true, min: 1 }))
+    .addOption(new Option('--precision <policy>', 'precision policy of the WebGPU engine').choices(['auto', 'f32', 'f16']).default('auto'))
+    .option('--json', 'print only the JSON object (no summary line on stderr)', false)
+    .action(async (o) => {
+      await evalCommand(o);
+    });
+
+  program
+    .command('bench')
+    .description('end-to-end prefill and decode throughput (medians over repeats, after a warm-up), as one JSON object')
+    .requiredOption('--model <file>', 'model file')
+    .option('--tokenizer <file>', 'tokenizer: the prompt is then real text (default: seeded random ids)')
+    .addOption(quantOption())
+    .addOption(sparsityOption())
+    .addOption(new Option('--backend <name>', 'backend (default: webgpu when an adapter exists, else cpu)').choices(['cpu', 'webgpu', 'auto']).default('auto'))
+    .option('--prompt-tokens <n>', 'prompt length, BOS included', num('--prompt-tokens', { int: true, min: 1 }), 128)
+    .option('--gen-tokens <n>', 'tokens to generate per run', num('--gen-tokens', { int: true, min: 1 }), 64)
+    .option('--repeat <n>', 'timed runs', num('--repeat', { int: true, min: 1 }), 3)
+    .addOption(new Option('--precision <policy>', 'precision policy of the WebGPU engine').choices(['auto', 'f32', 'f16']).default('auto'))
+    .option('--json', 'print only the JSON object (no summary line on stderr)', false)
+    .action(async (o) => {
+      await benchCommand(o);
     });
 
   program

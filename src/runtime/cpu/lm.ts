@@ -37,6 +37,21 @@ export class CpuCausalLM implements LMStepper {
     this.pos = 0;
   }
   step(tokens: readonly number[]): Float32Array {
+    const logits = this.run(tokens);
+    const vocab = logits.shape[logits.shape.length - 1];
+    return (logits.data as Float32Array).slice(logits.data.length - vocab);
+  }
+  /**
+   * Runs `tokens` at the next positions and returns the logits after each of them (`tokens.length` rows of the vocab
+   * size, row-major). The graph must be built with logits at every position (not `lastTokenLogitsOnly`).
+   */
+  stepAll(tokens: readonly number[]): Float32Array {
+    const logits = this.run(tokens);
+    const rows = logits.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+    if (rows !== tokens.length) throw new InputError(`the graph returns logits for ${rows} of ${tokens.length} positions; build it with logits at every position`);
+    return logits.data as Float32Array;
+  }
+  private run(tokens: readonly number[]): Tensor {
     if (this.pos + tokens.length > this.maxPositions) throw new InputError(`sequence would reach ${this.pos + tokens.length} positions, the model supports ${this.maxPositions}`);
     const inputs: Record<string, Tensor> = {
       tokens: Tensor.from('i32', [1, tokens.length], tokens),
@@ -46,8 +61,6 @@ export class CpuCausalLM implements LMStepper {
     const out = runGraph(this.graph, inputs);
     for (const k of this.past.keys()) this.past.set(k, out[k.replace('past_', 'present_')]);
     this.pos += tokens.length;
-    const logits = out.logits;
-    const vocab = logits.shape[logits.shape.length - 1];
-    return (logits.data as Float32Array).slice(logits.data.length - vocab);
+    return out.logits;
   }
 }

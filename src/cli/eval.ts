@@ -1,0 +1,221 @@
+/**
+ * `tensorwright eval`: how much a compressed model (`--quant`, `--sparsity`) loses, measured the way every later
+ * compression step is judged. The text is teacher-forced through the model as given (on the chosen backend) and
+ * through the f32 model on the CPU reference backend, and the two next-token distributions are compared at every
+ * position:
+ *
+ * - `ppl`, `ppl_f32`: perplexity of the text under each;
+ * - `kl_mean`, `kl_p99`: KL(f32 ‖ model) per position, its mean and 99th percentile (nats);
+ * - `top1_agreement`: the share of positions where both pick the same most likely token;
+ * - `weight_bytes`, `weight_bytes_f32`: stored weight bytes of the model as run and of the f32 model.
+ *
+ * Texts longer than the context are cut into windows of `maxPositions` tokens, each starting at BOS, scored
+ * independently (non-overlapping windows, as llama.cpp's `perplexity` does).
+ * @module
+ */
+import { readFile } from 'node:fs/promises';
+import { InputError, UsageError } from '../errors.js';
+import type { LoadedModel } from '../frontends/load.js';
+import type { Graph } from '../ir/graph.js';
+import { weightTotals } from '../ir/stats.js';
+import { cpuProfile } from '../ir/device-profile.js';
+import { runPasses } from '../passes/pipeline.js';
+import { CpuCausalLM } from '../runtime/cpu/lm.js';
+import { describeDevice, requestGPUDevice } from '../runtime/device.js';
+import { compile } from '../compile.js';
+import type { PrecisionPolicy } from '../ir/target.js';
+import { quantOptions } from './generate.js';
+import { openModel, pickBackend } from './model-input.js';
+import { log } from './output.js';
+
+/** Options of the `eval` command. */
+export interface EvalCommandOptions {
+  /** Model file. */
+  model: string;
+  /** Tokenizer file (default: the model's own, or one beside it). */
+  tokenizer?: string;
+  /** The text file to score. */
+  text: string;
+  /** Weight quantization scheme (default none). */
+  quant?: string;
+  /** Weight sparsity (default none). */
+  sparsity?: string;
+  /** Backend of the model under test (the f32 reference always runs on the CPU). */
+  backend: 'cpu' | 'webgpu' | 'auto';
+  /** Most tokens to score (default: the whole text). */
+  maxTokens?: number;
+  /** Precision policy of the WebGPU engine (default `auto`). */
+  precision?: PrecisionPolicy;
+  /** Print the JSON object only (it is printed either way; without this a summary line goes to stderr too). */
+  json: boolean;
+}
+
+/** The JSON object `eval` prints. */
+export interface EvalResult {
+  /** Positions scored (tokens predicted). */
+  tokens: number;
+  /** Perplexity under the model as given. */
+  ppl: number;
+  /** Perplexity under the f32 model (CPU reference). */
+  ppl_f32: number;
+  /** Mean KL(f32 ‖ model) per position, in nats. */
+  kl_mean: number;
+  /** 99th percentile of the per-position KL. */
+  kl_p99: number;
+  /** Share of positions where the two argmaxes agree. */
+  top1_agreement: number;
+  /** Stored bytes of the weights as run. */
+  weight_bytes: number;
+  /** Stored bytes of the f32 weights. */
+  weight_bytes_f32: number;
+}
+
+/** Per-position log-probabilities of a causal LM over a window (rows of `vocab`). */
+interface WindowScorer {
+  /** Log-softmax rows for each position of `ids` (the logits after ids[0..i]). */
+  score(ids: readonly number[]): Promise<Float64Array[]>;
+  close(): Promise<void>;
+}
+
+function logSoftmax(logits: ArrayLike<number>, offset: number, vocab: number): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < vocab; i++) max = Math.max(max, logits[offset + i]);
+  let sum = 0;
+  for (let i = 0; i < vocab; i++) sum += Math.exp(logits[offset + i] - max);
+  const lse = max + Math.log(sum);
+  const out = new Float64Array(vocab);
+  for (let i = 0; i < vocab; i++) out[i] = logits[offset + i] - lse;
+  return out;
+}
+
+/** A scorer on the CPU reference backend: one forward over the whole window, logits at every position. */
+function cpuScorer(model: LoadedModel, passes: string, options: Record<string, unknown>): { scorer: WindowScorer; graph: Graph } {
+  const graph = runPasses(model.build({ lastTokenLogitsOnly: false }), passes, { device: cpuProfile, options }).graph;
+  const lm = new CpuCausalLM(graph, model.maxPositions);
+  const vocab = model.config.vocabSize;
+  return {
+    graph,
+    scorer: {
+      async score(ids) {
+        lm.reset();
+        const all = lm.stepAll(ids);
+        return ids.map((_t, i) => logSoftmax(all, i * vocab, vocab));
+      },
+      async close() {},
+    },
+  };
+}
+
+/** A scorer on WebGPU: the engine decodes the window one token at a time and the logits are read back each step. */
+async function webgpuScorer(model: LoadedModel, o: EvalCommandOptions): Promise<{ scorer: WindowScorer; weightBytes: number; device: string }> {
+  const handle = await requestGPUDevice();
+  const engine = await compile(model, { device: handle.info, quant: o.quant, precision: o.precision, prefillChunk: 8, sampling: { temperature: 1, topp: 1 }, onProgress: log });
+  const session = await engine.createSession({ device: handle });
+  const vocab = model.config.vocabSize;
+  const weightBytes = engine.manifest.weights.reduce((a, w) => a + w.parts.reduce((b, p) => b + p.byteLength, 0), 0);
+  return {
+    weightBytes,
+    device: describeDevice(handle.info),
+    scorer: {
+      async score(ids) {
+        session.reset();
+        const rows: Float64Array[] = [];
+        for (const id of ids) {
+          await session.step([id], { temperature: 0, topp: 1, coin: 0 });
+          rows.push(logSoftmax(await session.lastLogits(), 0, vocab));
+        }
+        return rows;
+      },
+      async close() {
+        await session.destroy();
+        await handle.destroy();
+      },
+    },
+  };
+}
+
+function argmax(row: Float64Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+/** The q-quantile (0..1) of `xs` by the nearest-rank method. */
+export function quantile(xs: readonly number[], q: number): number {
+  if (!xs.length) return NaN;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+/** Runs the command; resolves to the result (also printed as one JSON object on stdout). */
+export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
+  if (o.sparsity && o.sparsity !== 'none') throw new UsageError(`--sparsity ${o.sparsity}: pruning is not implemented yet; only --sparsity none runs`);
+  if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) throw new UsageError(`--max-tokens must be a positive integer, got ${o.maxTokens}`);
+  const { model, tokenizer } = await openModel(o.model, o.tokenizer);
+  if (!tokenizer) throw new UsageError(`eval needs a tokenizer: pass --tokenizer <file> (none found for ${o.model})`);
+  const text = await readFile(o.text, 'utf8');
+  const ids = tokenizer.encode(text);
+  if (ids[0] !== model.bosId) ids.unshift(model.bosId);
+  const targets = Math.min(ids.length - 1, o.maxTokens ?? Infinity);
+  if (targets < 1) throw new InputError(`${o.text} has no tokens to score`);
+  const backend = await pickBackend(o.backend);
+  const ctx = model.maxPositions;
+  const passes = 'O3';
+
+  const reference = cpuScorer(model, passes, {});
+  const quant = quantOptions(o.quant);
+  let underTest: WindowScorer;
+  let weightBytes: number;
+  if (backend === 'cpu') {
+    const c = quant.quant ? cpuScorer(model, passes, quant) : reference;
+    underTest = c.scorer;
+    weightBytes = weightTotals(c.graph).bytes;
+  } else {
+    const w = await webgpuScorer(model, o);
+    underTest = w.scorer;
+    weightBytes = w.weightBytes;
+    log(`eval: webgpu on ${w.device}`);
+  }
+  const f32 = weightTotals(runPasses(model.build({ lastTokenLogitsOnly: false }), 'O0', { device: cpuProfile }).graph);
+
+  let nll = 0;
+  let nllF32 = 0;
+  let agree = 0;
+  const kls: number[] = [];
+  const t0 = performance.now();
+  try {
+    // windows of ctx positions: BOS then up to ctx-1 text tokens, predicting each next token
+    for (let at = 0; at < targets; at += ctx - 1) {
+      const count = Math.min(ctx - 1, targets - at);
+      const window = [model.bosId, ...ids.slice(1 + at, 1 + at + count)];
+      const inputs = window.slice(0, count);
+      // predicts window[1..count]: the first `count` positions of the window
+      const [p, q] = [await reference.scorer.score(inputs), await underTest.score(inputs)];
+      for (let i = 0; i < count; i++) {
+        const next = window[i + 1];
+        nllF32 -= p[i][next];
+        nll -= q[i][next];
+        let kl = 0;
+        for (let v = 0; v < p[i].length; v++) kl += Math.exp(p[i][v]) * (p[i][v] - q[i][v]);
+        kls.push(Math.max(kl, 0));
+        if (argmax(p[i]) === argmax(q[i])) agree++;
+      }
+      log(`eval: ${at + count}/${targets} tokens (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+    }
+  } finally {
+    await underTest.close();
+  }
+  const r: EvalResult = {
+    tokens: targets,
+    ppl: Math.exp(nll / targets),
+    ppl_f32: Math.exp(nllF32 / targets),
+    kl_mean: kls.reduce((a, b) => a + b, 0) / targets,
+    kl_p99: quantile(kls, 0.99),
+    top1_agreement: agree / targets,
+    weight_bytes: weightBytes,
+    weight_bytes_f32: f32.parameters * 4,
+  };
+  process.stdout.write(`${JSON.stringify(r)}\n`);
+  if (!o.json) log(`eval [${backend}${o.quant ? `, ${o.quant}` : ''}]: ${targets} tokens, ppl ${r.ppl.toFixed(4)} (f32 ${r.ppl_f32.toFixed(4)}), KL mean ${r.kl_mean.toExponential(3)} p99 ${r.kl_p99.toExponential(3)}, top-1 agreement ${(100 * r.top1_agreement).toFixed(2)}%`);
+  return r;
+}
