@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { findTokenizerFor, loadModel } from '../frontends/load.js';
 import { Llama2cTokenizer } from '../frontends/llama2c/tokenizer.js';
+import type { TextTokenizer } from '../frontends/text-tokenizer.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { generateTokens } from '../runtime/generate.js';
 import { runPasses } from '../passes/pipeline.js';
@@ -25,7 +26,7 @@ export interface GenerateCommandOptions {
   model?: string;
   /** A saved engine directory (from `tensorwright compile`). */
   engine?: string;
-  /** Tokenizer file (default: found beside the model, or in the engine directory). */
+  /** Tokenizer file (default: the model's own, from a GGUF file or a Hugging Face folder; else found beside the model, or in the engine directory). */
   tokenizer?: string;
   /** Prompt text. */
   prompt?: string;
@@ -55,15 +56,7 @@ export interface GenerateCommandOptions {
   kvDtype?: KvCacheDType;
 }
 
-/** What generation needs of a tokenizer (llama2.c's and Hugging Face's both fit). */
-export interface TextTokenizer {
-  /** Token ids of a prompt, BOS first. */
-  encode(text: string): number[];
-  /** Text of a sequence of ids. */
-  decode(ids: readonly number[]): string;
-  /** Text that `token` adds after `prev` (for streaming output). */
-  decodePiece(prev: number, token: number): string;
-}
+export type { TextTokenizer };
 
 /** The JSON object `generate --json` prints. */
 export interface GenerateJson {
