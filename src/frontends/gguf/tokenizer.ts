@@ -394,5 +394,7 @@ function bpeTables(f: GgufFile, m: TokenizerMetadata, texts: readonly string[], 
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: split.ignoreMerges, vocab, merges },
   };
-  return { hf: HfTokenizer.fromJson(json, {}, {}, f.file), canonical };
+  // decoding is lossless: no clean-up of spaces before punctuation (llama.cpp cleans them for the `default`/`gpt-2`
+  // pre-tokenizers only)
+  return { hf: HfTokenizer.fromJson(json, { clean_up_tokenization_spaces: false }, {}, f.file), canonical };
 }
