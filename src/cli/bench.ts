@@ -24,7 +24,8 @@ import { compile } from '../compile.js';
 import type { PrecisionPolicy } from '../ir/target.js';
 import { quantile } from './eval.js';
 import { quantOptions } from './generate.js';
-import { openModel, pickBackend, type TextTokenizer } from './model-input.js';
+import type { TextTokenizer } from '../frontends/text-tokenizer.js';
+import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
 
 /** Options of the `bench` command. */

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { Llama2cTokenizer } from '../frontends/llama2c/tokenizer.js';
+import type { TextTokenizer } from '../frontends/text-tokenizer.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { generateTokens } from '../runtime/generate.js';
 import { runPasses } from '../passes/pipeline.js';
@@ -14,7 +15,7 @@ import { cpuProfile } from '../ir/device-profile.js';
 import { countKernels } from '../ir/stats.js';
 import { Engine, formatLoadTimings, type KernelTiming } from '../runtime/engine.js';
 import { requestGPUDevice, describeDevice } from '../runtime/device.js';
-import { openModel, pickBackend, type TextTokenizer } from './model-input.js';
+import { openModel, pickBackend } from './model-input.js';
 import { compile } from '../compile.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { parseQuantScheme, type QuantScheme } from '../ir/quant-scheme.js';
@@ -26,7 +27,7 @@ export interface GenerateCommandOptions {
   model?: string;
   /** A saved engine directory (from `tensorwright compile`). */
   engine?: string;
-  /** Tokenizer file (default: found beside the model, or in the engine directory). */
+  /** Tokenizer file (default: the model's own, from a GGUF file or a Hugging Face folder; else found beside the model, or in the engine directory). */
   tokenizer?: string;
   /** Prompt text. */
   prompt?: string;
@@ -58,7 +59,7 @@ export interface GenerateCommandOptions {
   quant?: string;
 }
 
-export type { TextTokenizer } from './model-input.js';
+export type { TextTokenizer };
 
 /** The JSON object `generate --json` prints. */
 export interface GenerateJson {

@@ -64,7 +64,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .description('generate text with a model (llama2.c-compatible step counting and sampling)')
     .option('--model <file>', 'model file (llama2.c .bin checkpoint)')
     .option('--engine <dir>', 'a saved engine (from `tensorwright compile`) to run instead of a model file')
-    .option('--tokenizer <file>', 'tokenizer file (default: tok<vocab>.bin or tokenizer.bin beside the model, or in the engine)')
+    .option('--tokenizer <file>', "tokenizer file (default: the model's own, from a GGUF file or a Hugging Face folder; else tok<vocab>.bin or tokenizer.bin beside the model, or in the engine)")
     .option('--prompt <text>', 'prompt text', '')
     .option('--steps <n>', 'positions to run, prompt included (as run.c)', num('--steps', { int: true, min: 1 }), 256)
     .option('--temperature <t>', 'sampling temperature; 0 = greedy', num('--temperature', { min: 0 }), 1.0)

@@ -7,17 +7,8 @@
 import { findTokenizerFor, loadModel, type LoadedModel } from '../frontends/load.js';
 import { Llama2cTokenizer } from '../frontends/llama2c/tokenizer.js';
 import { describeDevice, probeWebGPU } from '../runtime/device.js';
+import type { TextTokenizer } from '../frontends/text-tokenizer.js';
 import { log } from './output.js';
-
-/** What generation needs of a tokenizer (llama2.c's and Hugging Face's both fit). */
-export interface TextTokenizer {
-  /** Token ids of a prompt, BOS first. */
-  encode(text: string): number[];
-  /** Text of a sequence of ids. */
-  decode(ids: readonly number[]): string;
-  /** Text that `token` adds after `prev` (for streaming output). */
-  decodePiece(prev: number, token: number): string;
-}
 
 /** The tokenizer file for a model: the one given, else one found beside the model (none when the model has its own). */
 export function tokenizerPathFor(model: LoadedModel, modelPath: string, given?: string): string | undefined {

@@ -17,7 +17,7 @@ import { looksLikeGguf } from './gguf/reader.js';
 import { loadGgufModel } from './gguf/model.js';
 import { looksLikeSafetensors } from './safetensors/reader.js';
 import { loadHfModel } from './hf/model.js';
-import type { HfTokenizer } from './hf/tokenizer.js';
+import type { TextTokenizer } from './text-tokenizer.js';
 import { looksLikeOnnx } from './onnx/index.js';
 
 /** A loaded causal language model, ready to be turned into a graph. */
@@ -30,8 +30,8 @@ export interface LoadedModel {
   readonly path: string;
   /** The model's hyper-parameters. */
   readonly config: LlamaConfig | Gpt2Config;
-  /** The model's own tokenizer (Hugging Face folders with a tokenizer.json). */
-  readonly tokenizer?: HfTokenizer;
+  /** The model's own tokenizer (a Hugging Face folder's tokenizer.json, a GGUF file's `tokenizer.ggml.*`). */
+  readonly tokenizer?: TextTokenizer;
   /** Parameter count. */
   readonly parameters: number;
   /** Bytes of weights as stored. */

@@ -1,6 +1,6 @@
 /**
  * GGUF frontend: a validating reader for llama.cpp's GGUF files, ggml block formats mapped onto quantized IR
- * weights, and `llama`/`qwen2` models for the Llama builder.
+ * weights, `llama`/`qwen2` models for the Llama builder, and the tokenizer the file carries.
  * @module
  */
 export { GGML_TYPES, GGUF_SCALAR_BYTES, GgmlType, GgufValueType, type GgmlTypeInfo, type GgufValueTypeId } from './types.js';
@@ -26,3 +26,4 @@ export {
   type GgufLlamaModel,
   type GgufLlamaWeightsResult,
 } from './model.js';
+export { GGUF_TOKENIZER_MODELS, GgufTokenType, GgufTokenizer, type GgufEncodeOptions } from './tokenizer.js';

@@ -15,6 +15,7 @@ import { buildLlama, type LlamaBuildOptions, type LlamaConfig, type LlamaLayerWe
 import { UnsupportedModelError } from '../hf/errors.js';
 import { GgufFile, type GgufTensorInfo } from './reader.js';
 import { ggufTensorToWeight } from './quant.js';
+import { GgufTokenizer } from './tokenizer.js';
 
 /** GGUF architectures read as the Llama family, with the RoPE pairing each uses. */
 export const GGUF_LLAMA_ARCHITECTURES: Readonly<Record<string, 'interleaved' | 'half'>> = Object.freeze({ llama: 'interleaved', qwen2: 'half' });
@@ -180,6 +181,12 @@ export interface GgufLlamaModel {
   readonly bosId: number;
   /** Tokens that end generation (`eos_token_id`, `eot_token_id`, `eom_token_id`). */
   readonly stopTokens: readonly number[];
+  /**
+   * The file's own tokenizer (`tokenizer.ggml.*`), built on first use; `undefined` when the file has none.
+   * @throws `ModelFormatError` for malformed tokenizer metadata or a token count other than the model's vocab size,
+   *   `UnsupportedModelError` for a tokenizer model that is not implemented.
+   */
+  readonly tokenizer: GgufTokenizer | undefined;
   /** The parsed file (metadata and tensor infos; tensor data is no longer readable). */
   readonly gguf: GgufFile;
   /** Builds the IR graph. */
@@ -205,6 +212,7 @@ function ggufModel(f: GgufFile, path: string): GgufLlamaModel {
     const config = ggufLlamaConfig(f);
     const { weights, qkvBias, parameters, weightBytes, typeCounts } = ggufLlamaWeights(f, config);
     if (qkvBias) config.qkvBias = true;
+    let tokenizer: GgufTokenizer | undefined | null = null;
     const stop = ['eos_token_id', 'eot_token_id', 'eom_token_id'].map((k) => f.getUint(`tokenizer.ggml.${k}`)).filter((x): x is number => x !== undefined);
     return {
       format: 'gguf',
@@ -219,10 +227,23 @@ function ggufModel(f: GgufFile, path: string): GgufLlamaModel {
       maxPositions: config.seqLen,
       bosId: f.getUint('tokenizer.ggml.bos_token_id') ?? 1,
       stopTokens: Object.freeze([...new Set(stop)]),
+      // built when first asked for, so a model used without text (or with another tokenizer) does not pay for it
+      get tokenizer(): GgufTokenizer | undefined {
+        if (tokenizer === null) tokenizer = ggufModelTokenizer(f, config);
+        return tokenizer;
+      },
       gguf: f,
       build: (o) => buildLlama(config, weights, o),
     };
   } finally {
     f.close();
   }
+}
+
+/** The file's tokenizer, which must cover the model's vocabulary exactly (as llama.cpp requires). */
+function ggufModelTokenizer(f: GgufFile, config: LlamaConfig): GgufTokenizer | undefined {
+  const tok = GgufTokenizer.fromGguf(f);
+  if (tok && tok.vocabSize !== config.vocabSize)
+    throw new ModelFormatError('tokenizer.ggml.tokens', f.entry('tokenizer.ggml.tokens')?.offset ?? 0, `holds ${tok.vocabSize} tokens but token_embd.weight has ${config.vocabSize} rows`, f.file);
+  return tok;
 }

@@ -9,6 +9,7 @@
  */
 
 import { InputError, ModelFormatError } from '../../errors.js';
+import { SentencePieceBpe } from '../sentencepiece-bpe.js';
 
 /** Options for {@link Llama2cTokenizer.encode}. */
 export interface Llama2cEncodeOptions {
@@ -25,16 +26,6 @@ const MIN_MERGE_SCORE = -1e10;
 
 const utf8Encoder = new TextEncoder();
 
-/** Bytes → a "binary string" (one char per byte, codes 0..255): concatenating two keys concatenates their bytes. */
-function bytesToKey(bytes: Uint8Array, start = 0, end = bytes.length): string {
-  let s = '';
-  const CHUNK = 4096;
-  for (let i = start; i < end; i += CHUNK) {
-    s += String.fromCharCode(...bytes.subarray(i, Math.min(end, i + CHUNK)));
-  }
-  return s;
-}
-
 /** If a piece looks like run.c's `sscanf(piece, "<0x%02hhX>", &b)` match, the byte; otherwise -1. */
 function rawByteOf(piece: Uint8Array): number {
   // "<0x" then one or two hex digits (sscanf returns 1 once the conversion succeeds, whatever follows).
@@ -50,66 +41,6 @@ function hexValue(c: number): number {
   if (c >= 0x41 && c <= 0x46) return c - 0x41 + 10;
   if (c >= 0x61 && c <= 0x66) return c - 0x61 + 10;
   return -1;
-}
-
-/** A max-heap of candidate merges: highest score first, ties broken by leftmost position (as run.c's scan). */
-class MergeHeap {
-  private readonly score: number[] = [];
-  private readonly left: number[] = [];
-  private readonly right: number[] = [];
-  private readonly id: number[] = [];
-  private readonly vLeft: number[] = [];
-  private readonly vRight: number[] = [];
-  get size(): number {
-    return this.score.length;
-  }
-  private before(a: number, b: number): boolean {
-    const sa = this.score[a];
-    const sb = this.score[b];
-    return sa > sb || (sa === sb && this.left[a] < this.left[b]);
-  }
-  private swap(a: number, b: number): void {
-    for (const arr of [this.score, this.left, this.right, this.id, this.vLeft, this.vRight]) {
-      const t = arr[a];
-      arr[a] = arr[b];
-      arr[b] = t;
-    }
-  }
-  push(score: number, left: number, right: number, id: number, vLeft: number, vRight: number): void {
-    let i = this.score.length;
-    this.score.push(score);
-    this.left.push(left);
-    this.right.push(right);
-    this.id.push(id);
-    this.vLeft.push(vLeft);
-    this.vRight.push(vRight);
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!this.before(i, p)) break;
-      this.swap(i, p);
-      i = p;
-    }
-  }
-  /** Removes the top entry and returns it as [left, right, id, vLeft, vRight]. */
-  pop(): [number, number, number, number, number] {
-    const top: [number, number, number, number, number] = [this.left[0], this.right[0], this.id[0], this.vLeft[0], this.vRight[0]];
-    const last = this.score.length - 1;
-    if (last > 0) this.swap(0, last);
-    for (const arr of [this.score, this.left, this.right, this.id, this.vLeft, this.vRight]) arr.pop();
-    const n = this.score.length;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < n && this.before(l, m)) m = l;
-      if (r < n && this.before(r, m)) m = r;
-      if (m === i) break;
-      this.swap(i, m);
-      i = m;
-    }
-    return top;
-  }
 }
 
 /**
@@ -139,11 +70,9 @@ export class Llama2cTokenizer {
   readonly hasByteFallback: boolean;
 
   private readonly pieces: Uint8Array[];
-  private readonly keys: string[];
   private readonly scores: Float32Array;
-  private readonly lookup: Map<string, number>;
   private readonly rawBytes: Int16Array;
-  private readonly dummyPrefix: number[];
+  private readonly bpe: SentencePieceBpe;
   private readonly decoder = new TextDecoder('utf-8');
 
   private constructor(maxTokenLength: number, pieces: Uint8Array[], scores: Float32Array) {
@@ -151,20 +80,22 @@ export class Llama2cTokenizer {
     this.maxTokenLength = maxTokenLength;
     this.pieces = pieces;
     this.scores = scores;
-    this.keys = pieces.map((p) => bytesToKey(p));
-    this.lookup = new Map();
-    for (let i = 0; i < this.keys.length; i++) {
-      if (!this.lookup.has(this.keys[i])) this.lookup.set(this.keys[i], i);
-    }
     this.rawBytes = new Int16Array(pieces.length);
     for (let i = 0; i < pieces.length; i++) this.rawBytes[i] = rawByteOf(pieces[i]);
     let byteFallback = pieces.length >= 259;
     for (let b = 0; byteFallback && b < 256; b++) {
-      byteFallback = this.keys[b + 3] === `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
+      byteFallback = this.decoder.decode(pieces[b + 3]) === `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
     }
     this.hasByteFallback = byteFallback;
-    const space = this.lookup.get(' ');
-    this.dummyPrefix = space !== undefined ? [space] : this.fallback(new Uint8Array([0x20]), 0, 1);
+    // run.c's merge loop, with run.c's byte fallback (before merging) and its -1e10 score floor
+    this.bpe = new SentencePieceBpe({
+      pieces,
+      scores,
+      byteIds: Array.from({ length: 256 }, (_x, b) => (byteFallback ? b + 3 : -1)),
+      unknownId: 0,
+      fallback: 'before-merge',
+      minMergeScore: MIN_MERGE_SCORE,
+    });
   }
 
   /**
@@ -312,79 +243,11 @@ export class Llama2cTokenizer {
   encode(text: string, opts?: Llama2cEncodeOptions): number[] {
     const bos = opts?.bos ?? true;
     const eos = opts?.eos ?? false;
-    const tokens: number[] = [];
-    if (bos) tokens.push(BOS_ID);
-    const bytes = utf8Encoder.encode(text);
-    if (bytes.length > 0) tokens.push(...this.dummyPrefix);
-    // One lookup per UTF-8 code point (run.c groups a lead byte with up to 3 continuation bytes).
-    let start = 0;
-    for (let i = 0; i < bytes.length; i++) {
-      if ((bytes[i] & 0xc0) !== 0x80) start = i;
-      const len = i - start + 1;
-      const next = i + 1 < bytes.length ? bytes[i + 1] : 0;
-      if ((next & 0xc0) === 0x80 && len < 4) continue;
-      const id = this.lookup.get(bytesToKey(bytes, start, i + 1));
-      if (id !== undefined) tokens.push(id);
-      else tokens.push(...this.fallback(bytes, start, i + 1));
-      start = i + 1;
-    }
-    const merged = this.merge(tokens);
+    // run.c's dummy prefix: a " " piece before non-empty text, looked up (or falling back) like any code point
+    const bytes = text.length > 0 ? utf8Encoder.encode(` ${text}`) : new Uint8Array(0);
+    const merged = this.bpe.encode(bytes, bos ? [BOS_ID] : []);
     if (eos) merged.push(EOS_ID);
     return merged;
-  }
-
-  /** Ids for a code point that is not in the vocab: its bytes + 3 with byte fallback, else one `<unk>` (id 0). */
-  private fallback(bytes: Uint8Array, start: number, end: number): number[] {
-    if (!this.hasByteFallback) return [0];
-    const out: number[] = [];
-    for (let i = start; i < end; i++) out.push(bytes[i] + 3);
-    return out;
-  }
-
-  /**
-   * run.c's merge loop: while some adjacent pair concatenates to a vocab piece, merge the pair whose piece has the
-   * highest score (the leftmost such pair on ties). Done with a linked list and a lazily-invalidated heap, which picks
-   * the same pair as run.c's quadratic scan at every step, in O(n log n).
-   */
-  private merge(input: number[]): number[] {
-    const n = input.length;
-    if (n < 2) return input.slice();
-    const tok = Int32Array.from(input);
-    const next = new Int32Array(n);
-    const prev = new Int32Array(n);
-    const version = new Uint32Array(n);
-    for (let i = 0; i < n; i++) {
-      next[i] = i + 1 < n ? i + 1 : -1;
-      prev[i] = i - 1;
-    }
-    const heap = new MergeHeap();
-    const consider = (i: number): void => {
-      if (i < 0) return;
-      const j = next[i];
-      if (j < 0) return;
-      const id = this.lookup.get(this.keys[tok[i]] + this.keys[tok[j]]);
-      if (id === undefined) return;
-      const score = this.scores[id];
-      if (!(score > MIN_MERGE_SCORE)) return;
-      heap.push(score, i, j, id, version[i], version[j]);
-    };
-    for (let i = 0; i + 1 < n; i++) consider(i);
-    while (heap.size > 0) {
-      const [i, j, id, vi, vj] = heap.pop();
-      if (next[i] !== j || version[i] !== vi || version[j] !== vj) continue; // stale
-      tok[i] = id;
-      version[i]++;
-      const k = next[j];
-      next[i] = k;
-      if (k >= 0) prev[k] = i;
-      next[j] = -1;
-      version[j]++;
-      consider(prev[i]);
-      consider(i);
-    }
-    const out: number[] = [];
-    for (let i = 0; i >= 0; i = next[i]) out.push(tok[i]);
-    return out;
   }
 
   /**
