@@ -75,7 +75,7 @@ export function generateDequantEmbeddingKernel(spec: DequantEmbeddingSpec): Kern
     bindings,
     params,
     consts: [`const VOCAB: u32 = ${V}u;`, `const DIM: u32 = ${D}u;`, `const BITS: u32 = ${w.bits}u;`, `const PER_WORD: u32 = ${32 / w.bits}u; // integers per packed word`, `const GROUP_SIZE: u32 = ${w.groupSize}u;`],
-    functions: qAtFn(w),
+    functions: [...qAtFn(w), ''],
     total: `${countRef} * DIM`,
     totalGrid: typeof countGrid === 'number' ? countGrid * D : { mul: [countGrid, D] },
     body,
