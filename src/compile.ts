@@ -126,7 +126,7 @@ function weightIndexFor(g: Graph, packer: WeightPacker, constants: Map<Node, Wei
       const e = g.weights.get(n.attrs.id);
       const kind = e.encoding.kind;
       if (kind !== 'dense' && kind !== 'quantized') throw new UnsupportedOpError(['weight'], `weight '${e.name}' is ${kind}-encoded; the WebGPU kernels read dense and quantized weights only so far`);
-      if (kind === 'quantized' && part === 'values') throw new UnsupportedOpError(['weight'], `weight '${e.name}' is quantized; only the dequantizing matmul kernels read it (a dense kernel was chosen for one of its uses)`);
+      if (kind === 'quantized' && part === 'values') throw new UnsupportedOpError(['weight'], `weight '${e.name}' is quantized; only the dequantizing kernels read it (matmuls over it stored [N, K], embedding lookups in it), and a dense kernel was chosen for one of its uses`);
       if (!(part in e.data)) throw new UnsupportedOpError(['weight'], `weight '${e.name}' has no '${part}' part to bind`);
       if (e.dtype === 'bool') throw new UnsupportedOpError(['weight'], `bool weight '${e.name}' cannot be bound yet`);
       return packer.add(e);

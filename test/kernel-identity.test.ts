@@ -12,6 +12,7 @@ import { generateMatmulKernel, matmulRequiredFeatures, type MatmulSpec } from '.
 import { generateRopeKernel } from '../src/codegen/rope.js';
 import { generateSamplingKernel } from '../src/codegen/sampling.js';
 import { generateEmbeddingKernel } from '../src/codegen/gather.js';
+import { generateDequantEmbeddingKernel } from '../src/codegen/dequant-gather.js';
 import { generatePagedAttentionKernel } from '../src/codegen/attention.js';
 import { KernelSet, MAX_KERNEL_NODES, requiredFeatures } from '../src/codegen/kernel-set.js';
 import { kernelFeaturesOf, type KernelSource } from '../src/runtime/kernel-source.js';
@@ -102,11 +103,12 @@ describe('the same kernel for different nodes is byte-identical WGSL', () => {
     }
   });
 
-  it('rope, embedding, attention and sampling: nodes never reach the WGSL; declared features match the directives', () => {
+  it('rope, embedding (dense and quantized), attention and sampling: nodes never reach the WGSL; declared features match the directives', () => {
     const evil = ['%99 = thing(@"model.layers.7.self_attn") // end\nfn main() {}'];
     const kernels = [
       generateRopeKernel({ numHeads: 4, headDim: 16, theta: 10000, style: 'half', dtype: 'f16', nodes: evil }),
       generateEmbeddingKernel({ vocab: 32, dim: 16, dtype: 'f16', nodes: evil }),
+      generateDequantEmbeddingKernel({ vocab: 32, dim: 20, dtype: 'f16', weight: { bits: 4, signed: false, groupSize: 10, hasZeroPoint: true, hasMin: true }, nodes: evil }),
       generatePagedAttentionKernel({ numHeads: 4, numKvHeads: 2, headDim: 16, dtype: 'f32', causal: true, blockSize: 16, variant: 'decode', nodes: evil }),
       generateSamplingKernel({ vocab: 512, dtype: 'f32', temperature: 0.8, topp: 0.9, subgroups: true, nodes: evil }),
       generateSamplingKernel({ vocab: 512, dtype: 'f16', temperature: 0, nodes: evil }),
@@ -117,7 +119,7 @@ describe('the same kernel for different nodes is byte-identical WGSL', () => {
       expect(k.features, k.family).toBeDefined();
       expect(enabled(k.wgsl), `${k.family}/${k.variant}`).toEqual(k.features);
     }
-    expect(kernels.map((k) => k.features)).toEqual([['shader-f16'], ['shader-f16'], [], ['subgroups'], ['shader-f16']]);
+    expect(kernels.map((k) => k.features)).toEqual([['shader-f16'], ['shader-f16'], ['shader-f16'], [], ['subgroups'], ['shader-f16']]);
   });
 });
 

@@ -36,11 +36,16 @@ export interface EmbeddingSpec {
   readonly nodes?: readonly string[];
 }
 
-/** Common parts of a copy kernel: flattened invocation index over `total` elements. */
-function flatKernel(o: {
+/**
+ * Common parts of a copy kernel: one invocation per output element `i` of a flattened index over `total` elements
+ * (the quantized embedding lookup, `dequant-gather.ts`, is built on it too).
+ */
+export function flatKernel(o: {
   family: string;
   variant: string;
   title: string;
+  /** Comment lines under the title line (each starting with `//`). */
+  header?: string[];
   nodes?: readonly string[];
   dtypes: readonly DType[];
   decls: string[];
@@ -59,6 +64,7 @@ function flatKernel(o: {
     ...enableDirectives(features),
     ...(features.length ? [''] : []),
     `// tensorwright kernel: ${o.family} (${o.title})`,
+    ...(o.header ?? []),
     '',
     `const WORKGROUP_SIZE: u32 = ${o.workgroupSize}u;`,
     ...o.consts,
@@ -102,18 +108,7 @@ export function generateEmbeddingKernel(spec: EmbeddingSpec): KernelSource {
   const st = storageType(spec.dtype);
   const idt = spec.indexDType ?? 'i32';
   const oor = spec.outOfRange ?? 'zero';
-  const idLines =
-    idt === 'i32'
-      ? ['  var id = ids[t];', '  if (id < 0) { id += i32(VOCAB); } // negative ids count from the end, as the reference']
-      : ['  let id = i32(min(ids[t], VOCAB));'];
-  const body = [
-    '  let t = i / DIM;',
-    '  let d = i % DIM;',
-    ...idLines,
-    ...(oor === 'clamp'
-      ? ['  let row = u32(clamp(id, 0, i32(VOCAB) - 1));', '  out[i] = table[row * DIM + d];']
-      : ['  if (id < 0 || id >= i32(VOCAB)) {', `    out[i] = ${st}(0);`, '    return;', '  }', '  out[i] = table[u32(id) * DIM + d];']),
-  ];
+  const body = ['  let t = i / DIM;', '  let d = i % DIM;', ...embeddingRowLines(idt, oor, `${st}(0)`), '  out[i] = table[row * DIM + d];'];
   return flatKernel({
     family: 'gather',
     variant: `embedding-${oor}-wg${WG}`,
@@ -137,6 +132,20 @@ export function generateEmbeddingKernel(spec: EmbeddingSpec): KernelSource {
     body,
     workgroupSize: WG,
   });
+}
+
+/**
+ * WGSL lines of an embedding lookup that set `row` (u32) to the table row of id `ids[t]` (needs `VOCAB`, `t`, `i`,
+ * `out`): negative i32 ids count from the end, as the reference; an id still outside `[0, VOCAB)` reads the nearest
+ * row (`clamp`) or stores `zero` to `out[i]` and returns (`zero`). Every embedding kernel reads its ids this way.
+ */
+export function embeddingRowLines(indexDType: 'i32' | 'u32', outOfRange: 'zero' | 'clamp', zero: string): string[] {
+  const id =
+    indexDType === 'i32'
+      ? ['  var id = ids[t];', '  if (id < 0) { id += i32(VOCAB); } // negative ids count from the end, as the reference']
+      : ['  let id = i32(min(ids[t], VOCAB));'];
+  if (outOfRange === 'clamp') return [...id, '  let row = u32(clamp(id, 0, i32(VOCAB) - 1));'];
+  return [...id, '  if (id < 0 || id >= i32(VOCAB)) {', `    out[i] = ${zero};`, '    return;', '  }', '  let row = u32(id);'];
 }
 
 /** What {@link generateGatherKernel} builds. */

@@ -1,6 +1,6 @@
 /**
  * What the kernel families share when they read IR nodes: dims as kernel dim expressions, storage types, a fused
- * node's program as real nodes, and the launch record.
+ * node's program as real nodes, quantized weights and their payload parts, and the launch record.
  * @module
  */
 import { attrsOf } from '../../ir/attrs.js';
@@ -8,7 +8,9 @@ import { UnsupportedOpError } from '../../errors.js';
 import type { Dim } from '../../ir/dim.js';
 import { makeNode, type Node } from '../../ir/node.js';
 import { printNode } from '../../ir/printer.js';
-import type { Launch, LaunchOperand } from '../family.js';
+import type { QuantizedEncoding } from '../../ir/weights.js';
+import { dequantParts, type DequantWeightFormat } from '../dequant.js';
+import type { Launch, LaunchOperand, LowerContext, WeightPartOperand } from '../family.js';
 import type { KernelSource } from '../kernel.js';
 
 /** A dim as a kernel dim: a number, or the text of its expression (`seq`, `past+seq`). */
@@ -28,6 +30,21 @@ export function unfuse(fused: Node): Node[] {
   const out: Node[] = [];
   for (const st of steps) out.push(makeNode(st.op, st.args.map((r) => (r >= 0 ? fused.inputs[r] : out[-r - 1])), st.attrs));
   return out;
+}
+
+/**
+ * The encoding of `n` when it is a quantized `weight` that the dequantizing kernels read (f32 scales, see
+ * `src/codegen/dequant.ts`), else `undefined`.
+ */
+export function dequantEncodingOf(n: Node, ctx: Pick<LowerContext, 'weightEncoding'>): QuantizedEncoding | undefined {
+  if (n.op !== 'weight') return undefined;
+  const enc = ctx.weightEncoding(n);
+  return enc.kind === 'quantized' && enc.scaleDType === 'f32' ? enc : undefined;
+}
+
+/** The launch operands binding the payload parts of quantized `weight`, read in format `w`, in binding order. */
+export function weightPartOperands(weight: Node, w: DequantWeightFormat): WeightPartOperand[] {
+  return dequantParts(w).map((part) => ({ kind: 'weight-part', node: weight, part }));
 }
 
 /** A launch of `kernel` binding `operands` then `node` itself (the output), labelled with the node. */

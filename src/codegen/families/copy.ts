@@ -1,6 +1,7 @@
 /**
  * The data-movement family as the compiler sees it: `gather` (an embedding lookup when it reads rows of a static
- * `[vocab, dim]` table), `transpose`, `slice` and `concat` as copy kernels.
+ * `[vocab, dim]` table), `transpose`, `slice` and `concat` as copy kernels. (A lookup in a quantized table goes to the
+ * dequant-gather family, before this one in the registry.)
  * @module
  */
 import { attrsOf } from '../../ir/attrs.js';

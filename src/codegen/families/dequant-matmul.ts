@@ -14,7 +14,8 @@ import type { KernelFamily, Launch, LaunchOperand, LowerContext } from '../famil
 import { generateDequantGemvKernel, type DequantMatmulSpec } from '../matmul/dequant-gemv.js';
 import { generateDequantGemmSubgroupKernel } from '../matmul/dequant-gemm.js';
 import { chooseDequantMatmulVariant } from '../schedule/dequant-matmul.js';
-import { acceptsWhenSpecBuilds, launchOf, unfuse } from './common.js';
+import { dequantFormatOf } from '../dequant.js';
+import { acceptsWhenSpecBuilds, dequantEncodingOf, launchOf, unfuse, weightPartOperands } from './common.js';
 import { matmulSpecOf } from './matmul.js';
 
 /**
@@ -26,9 +27,9 @@ export function quantizedMatmulWeight(node: Node, ctx: Pick<LowerContext, 'weigh
   const mm = node.op === 'fused' ? unfuse(node)[0] : node;
   if (mm.op !== 'matmul') return undefined;
   const [, B] = mm.inputs;
-  if (B.op !== 'weight' || B.rank !== 2 || !mm.attrs.transB) return undefined;
-  const enc = ctx.weightEncoding(B);
-  if (enc.kind !== 'quantized' || enc.scaleDType !== 'f32') return undefined;
+  if (B.rank !== 2 || !mm.attrs.transB) return undefined;
+  const enc = dequantEncodingOf(B, ctx);
+  if (!enc) return undefined;
   const [N, K] = B.shape as [number, number];
   if (!(K % enc.groupSize === 0 || enc.groupSize === N * K)) return undefined;
   return { weight: B, encoding: enc };
@@ -38,11 +39,10 @@ export function quantizedMatmulWeight(node: Node, ctx: Pick<LowerContext, 'weigh
 function dequantSpecOf(node: Node, ctx: LowerContext): { spec: DequantMatmulSpec; operands: LaunchOperand[] } {
   const { weight, encoding: e } = quantizedMatmulWeight(node, ctx)!;
   const { spec, operands } = matmulSpecOf(node);
-  const part = (p: string): LaunchOperand => ({ kind: 'weight-part', node: weight, part: p });
-  const parts = [part('packed'), part('scales'), ...(e.hasZeroPoint ? [part('zeroPoints')] : []), ...(e.hasMin ? [part('mins')] : [])];
+  const format = dequantFormatOf(e);
   return {
-    spec: { ...spec, expectedM: ctx.expectedSeq, weight: { bits: e.bits, signed: e.signed, groupSize: e.groupSize, hasZeroPoint: e.hasZeroPoint, hasMin: !!e.hasMin } },
-    operands: [operands[0], ...parts, ...operands.slice(2)],
+    spec: { ...spec, expectedM: ctx.expectedSeq, weight: format },
+    operands: [operands[0], ...weightPartOperands(weight, format), ...operands.slice(2)],
   };
 }
 

@@ -7,6 +7,7 @@ import { attrsOf } from '../../ir/attrs.js';
 import type { FusionPatterns } from '../../ir/target.js';
 import type { Node } from '../../ir/node.js';
 import type { FamilyFusion, KernelFamily, LowerContext } from '../family.js';
+import { dequantGatherFamily } from './dequant-gather.js';
 import { dequantMatmulFamily } from './dequant-matmul.js';
 import { attentionFamily } from './attention.js';
 import { copyFamily } from './copy.js';
@@ -18,7 +19,7 @@ import { ropeFamily } from './rope.js';
 import { softmaxFamily } from './softmax.js';
 
 /** Every kernel family, one line each. */
-export const KERNEL_FAMILIES: readonly KernelFamily[] = [dequantMatmulFamily, matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, copyFamily, elementwiseFamily];
+export const KERNEL_FAMILIES: readonly KernelFamily[] = [dequantMatmulFamily, matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, dequantGatherFamily, copyFamily, elementwiseFamily];
 
 /** What a node's family is looked up by: its op, or `fused:<kind>`. */
 function formOf(node: Node): string {

@@ -8,6 +8,7 @@
  */
 import { InputError } from '../../errors.js';
 import type { KernelSource } from '../kernel.js';
+import { dequantFormatTag } from '../dequant.js';
 import { assemble, checkPositiveInt, gridOf, makeCtx, matmulFeatures, sizeLets, storeFn, tileIndexLines } from './common.js';
 import { dequantBindings, dequantByWord, dequantWordFns, type DequantMatmulSpec } from './dequant-gemv.js';
 
@@ -92,8 +93,7 @@ export function generateDequantGemmSubgroupKernel(spec: DequantMatmulSpec, v: De
   for (let j = 0; j < R * SG; j++)
     for (let cc = 0; cc < C; cc++) body.push(`  store_out(out_base, row0 + ${j}u, col0 + ${cc}u, M, acc_${j}_${cc}${gated ? `, up_${j}_${cc}` : ''});`);
   body.push(`}`);
-  const fmt = `${w.signed ? 's' : 'u'}${w.bits}${w.hasZeroPoint ? '-zp' : ''}${w.hasMin ? '-min' : ''}-g${w.groupSize}`;
-  const name = `dequant-gemm-subgroup-${fmt}-sg${SG}-r${R}-c${C}-s${S}`;
+  const name = `dequant-gemm-subgroup-${dequantFormatTag(w)}-sg${SG}-r${R}-c${C}-s${S}`;
   return {
     family: 'dequant-matmul',
     variant: name,

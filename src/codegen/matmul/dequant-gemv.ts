@@ -2,7 +2,8 @@
  * The `dequant-gemv` kernel: a matmul whose B is a quantized weight stored `[N, K]` (`transB`), dequantized in
  * registers as it is read — never into a dense buffer. Packed integers are read as `u32` words (little-endian, as
  * the weight store packs them), unpacked with `extractBits` (which sign-extends signed integers), and turned into
- * `(q - zeroPoint) * scale - min` with the group's parameters; accumulation is f32.
+ * `(q - zeroPoint) * scale - min` with the group's parameters (the helpers every dequantizing kernel shares are in
+ * `src/codegen/dequant.ts`); accumulation is f32.
  *
  * The structure is the dense `gemv`'s: groups of `lanesPerColumn` lanes split K for a block of `colsPerGroup` output
  * columns and `rowsPerBlock` rows, then reduce with `subgroupAdd` or in workgroup memory; the gate and the epilogue
@@ -12,23 +13,10 @@
  */
 import { InputError } from '../../errors.js';
 import { paramsStruct, type KernelBinding, type KernelSource } from '../kernel.js';
+import { addDequantBindings, dequantExpr, dequantFormatTag, qAtFn, qQuadFn, type DequantWeightFormat } from '../dequant.js';
 import { wgslComment } from '../wgsl.js';
 import { assemble, checkPositiveInt, gridOf, makeCtx, matmulFeatures, sizeLets, storeFn, tileIndexLines, toF32, type Ctx } from './common.js';
 import type { MatmulSpec } from './spec.js';
-
-/** How the quantized B is stored (from its weight entry's {@link QuantizedEncoding}). */
-export interface DequantWeightFormat {
-  /** Bits per stored integer. */
-  readonly bits: 8 | 4 | 2;
-  /** Whether the integers are two's complement. */
-  readonly signed: boolean;
-  /** Consecutive elements (row-major over `[N, K]`) sharing one scale: divides K, or is N·K (one group). */
-  readonly groupSize: number;
-  /** Whether a zero point (i32) is stored per group. */
-  readonly hasZeroPoint: boolean;
-  /** Whether an offset (f32) is stored per group and subtracted after scaling. */
-  readonly hasMin: boolean;
-}
 
 /** Tuning of the `dequant-gemv` kernel. */
 export interface DequantGemvVariant {
@@ -138,7 +126,7 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
       }
     }
   } else {
-    const deq = (name: string, q: string): string => `(${q}${w.hasZeroPoint ? ` - z_${name}` : ''}) * s_${name}${w.hasMin ? ` - m_${name}` : ''}`;
+    const deq = (name: string, q: string): string => dequantExpr(w, q, { scale: `s_${name}`, zeroPoint: `z_${name}`, min: `m_${name}` });
     body.push(`    let k = k0;`);
     for (const { name } of cols) body.push(`    let v_${name} = ${deq(name, `q_at(packed[e_${name} / ${EPW}u], (e_${name} % ${EPW}u) * BITS)`)};`);
     for (let r = 0; r < R; r++) {
@@ -179,17 +167,13 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
         `fn a_at(base: u32, row: u32, k: u32, rows: u32) -> f32 {`,
         `  return ${aElem('k')};`,
         `}`,
-        `// the ${w.bits}-bit integer at bit \`shift\` of a packed word, as f32${w.signed ? ' (sign-extended)' : ''}`,
-        `fn q_at(word: u32, shift: u32) -> f32 {`,
-        `  return f32(extractBits(${w.signed ? 'bitcast<i32>(word)' : 'word'}, shift, BITS));`,
-        `}`,
+        ...qAtFn(w),
       ];
   fns.push(
     '',
     ...storeFn(c),
   );
-  const fmt = `${w.signed ? 's' : 'u'}${w.bits}${w.hasZeroPoint ? '-zp' : ''}${w.hasMin ? '-min' : ''}-g${w.groupSize}`;
-  const name = `dequant-gemv-${fmt}-l${L}-c${C}-r${R}-wg${WG}${reduction === 'none' ? '' : `-${reduction}`}`;
+  const name = `dequant-gemv-${dequantFormatTag(w)}-l${L}-c${C}-r${R}-wg${WG}${reduction === 'none' ? '' : `-${reduction}`}`;
   return {
     family: 'dequant-matmul',
     variant: name,
@@ -243,13 +227,7 @@ export function dequantWordFns(c: Ctx, w: DequantWeightFormat, aVec4: boolean): 
     `fn a_quad(base: u32, row: u32, kq: u32, rows: u32) -> vec4<f32> {`,
     aVec4 ? `  return ${toF32(c.dt.a, 'a[base / 4u + row * (K / 4u) + kq]', true)};` : `  let k = kq * 4u;\n  return vec4<f32>(${[0, 1, 2, 3].map((i) => aElem(`k + ${i}u`)).join(', ')});`,
     `}`,
-    `// integers 4t .. 4t+3 of a packed word, as f32${w.signed ? ' (sign-extended)' : ''}`,
-    `fn q_quad(word: u32, t: u32) -> vec4<f32> {`,
-    `  let sh = vec4<u32>(0u, BITS, 2u * BITS, 3u * BITS) + vec4<u32>(t * 4u * BITS);`,
-    w.signed
-      ? `  return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << (vec4<u32>(32u - BITS) - sh)) >> vec4<u32>(32u - BITS));`
-      : `  return vec4<f32>((vec4<u32>(word) >> sh) & vec4<u32>(${(1 << w.bits) - 1}u));`,
-    `}`,
+    ...qQuadFn(w),
   ];
 }
 
@@ -262,10 +240,7 @@ export function dequantBindings(c: Ctx, w: DequantWeightFormat, aVec4: boolean):
     list.push({ name, access });
   };
   add('a', 'a', aVec4 ? `array<vec4<${c.dt.a}>>` : `array<${c.dt.a}>`, 'read', c.transA ? 'A stored [batch, K, M]' : 'A stored [batch, M, K]');
-  add('packed', 'packed', 'array<u32>', 'read', `W's ${w.bits}-bit integers, little-endian in u32 words`);
-  add('scales', 'scales', 'array<f32>', 'read', 'one scale per group');
-  if (w.hasZeroPoint) add('zeroPoints', 'zero_points', 'array<i32>', 'read', 'one zero point per group');
-  if (w.hasMin) add('mins', 'mins', 'array<f32>', 'read', 'one offset per group');
+  addDequantBindings(w, decls, list);
   (c.spec.epilogue?.operands ?? []).forEach((o, k) => add(o.name, `ep_${k}`, `array<${o.dtype}>`, 'read', `epilogue operand ${k} (${o.broadcast})`));
   add('out', 'out', `array<${c.dt.out}>`, 'read_write', `output [batch, M, ${c.nOut}]`);
   const ps = paramsStruct(c.params, list.length);
