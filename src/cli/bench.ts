@@ -1,6 +1,6 @@
 /**
  * `tensorwright bench`: end-to-end throughput of a model on a backend, in the style of llama-bench and trtexec. It
- * compiles (or, on the CPU, optimizes) the model once, runs one untimed warm-up (lavapipe and drivers compile
+ * compiles (or, on the CPU, optimizes) the model once, runs one untimed warm-up run (lavapipe and drivers compile
  * pipelines on first use), then `repeat` timed runs of a `prompt-tokens` prefill followed by `gen-tokens` greedy
  * decode steps, each on a fresh sequence. Every figure is the median over the repeats:
  *
@@ -154,9 +154,9 @@ export async function benchCommand(o: BenchCommandOptions): Promise<BenchResult>
       let next = await step(prompt);
       const ttft = performance.now() - a;
       const tpot: number[] = [];
-      // the warm-up run (r = -1) decodes a few tokens only: enough to build every pipeline
-      const gen = r < 0 ? Math.min(o.genTokens, 4) : o.genTokens;
-      for (let i = 1; i < gen; i++) {
+      // the warm-up run (r = -1) is a whole run: it builds every pipeline and touches every KV-cache page the timed
+      // runs use (a software rasterizer's first touch of fresh memory is slow)
+      for (let i = 1; i < o.genTokens; i++) {
         const b = performance.now();
         next = await step([next]);
         tpot.push(performance.now() - b);

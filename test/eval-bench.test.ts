@@ -1,0 +1,121 @@
+// `tensorwright eval` and `tensorwright bench` through the command line: their JSON contracts, the quality bar of
+// --quant int8 on stories260K's evaluation text, the same numbers on the CPU reference and on WebGPU, and typed
+// errors for impossible requests.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from './support/cli.js';
+import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
+
+noteMissingShared('eval and bench on stories260K');
+
+const LONG = 600_000;
+const model = sharedPath('models/stories260K/stories260K.bin');
+const text = sharedPath('data/stories260K-eval-public.txt');
+const EVAL_FIELDS = ['tokens', 'ppl', 'ppl_f32', 'kl_mean', 'kl_p99', 'top1_agreement', 'weight_bytes', 'weight_bytes_f32'];
+const BENCH_FIELDS = ['model', 'backend', 'device', 'quant', 'sparsity', 'prompt_tokens', 'gen_tokens', 'prefill_tokens_per_s', 'decode_tokens_per_s', 'ttft_ms', 'tpot_ms_p50', 'tpot_ms_p95', 'weight_bytes', 'compile_ms', 'load_ms'];
+
+async function evalJson(args: string[]): Promise<Record<string, number>> {
+  const r = await runCli(['eval', '--model', model, '--text', text, '--json', ...args]);
+  expect(r.code, r.stderr).toBe(0);
+  const lines = r.stdout.trim().split('\n');
+  expect(lines).toHaveLength(1);
+  return JSON.parse(lines[0]);
+}
+
+describe.skipIf(!hasShared)('eval on the CPU reference', () => {
+  it('f32 against itself: ppl equal, KL 0, full agreement, and exactly the documented fields', async () => {
+    const o = await evalJson(['--backend', 'cpu', '--max-tokens', '300']);
+    expect(Object.keys(o)).toEqual(EVAL_FIELDS);
+    expect(o.tokens).toBe(300);
+    expect(o.ppl).toBe(o.ppl_f32);
+    expect(o.kl_mean).toBe(0);
+    expect(o.top1_agreement).toBe(1);
+    expect(o.weight_bytes).toBe(o.weight_bytes_f32);
+    expect(o.ppl_f32).toBeGreaterThan(1);
+    expect(o.ppl_f32).toBeLessThan(10); // a trained model on text sampled from it
+  }, LONG);
+
+  it('--quant int8 over the whole text (windows of 512): top-1 agreement >= 0.99, KL small, under half the f32 bytes', async () => {
+    const o = await evalJson(['--backend', 'cpu', '--quant', 'int8']);
+    expect(o.tokens).toBeGreaterThan(511); // longer than the context: several windows
+    expect(o.top1_agreement).toBeGreaterThanOrEqual(0.99);
+    expect(o.kl_mean).toBeLessThan(1e-3);
+    expect(Math.abs(Math.log(o.ppl / o.ppl_f32))).toBeLessThan(0.01);
+    expect(o.weight_bytes).toBeLessThan(o.weight_bytes_f32 / 2);
+  }, LONG);
+
+  it('--quant int4-g32 and int2-g32 are reported, each worse than the wider format', async () => {
+    const [i8, i4, i2] = await Promise.all(['int8', 'int4-g32', 'int2-g32'].map((q) => evalJson(['--backend', 'cpu', '--quant', q, '--max-tokens', '600'])));
+    expect(i4.kl_mean).toBeGreaterThan(i8.kl_mean);
+    expect(i2.kl_mean).toBeGreaterThan(i4.kl_mean);
+    expect(i4.weight_bytes).toBeLessThan(i8.weight_bytes);
+  }, LONG);
+
+  it('bad requests are typed errors: an unknown scheme, a group no weight can take, a missing text', async () => {
+    const bad = await runCli(['eval', '--model', model, '--text', text, '--quant', 'int5']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/^error \[USAGE\].*int5.*int4-g32/);
+    const group = await runCli(['eval', '--model', model, '--text', text, '--backend', 'cpu', '--quant', 'int4-g128']);
+    expect(group.stderr).toMatch(/^error \[BAD_INPUT\].*int4-g128: no weight can be quantized: '.*' \(rows of 64 are no multiple of group 128\)/);
+    const missing = await runCli(['eval', '--model', model, '--text', '/nonexistent.txt', '--backend', 'cpu']);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr.trim().split('\n')).toHaveLength(1);
+  }, LONG);
+});
+
+describe.skipIf(!hasShared)('eval and bench on WebGPU', () => {
+  let hasGpu = false;
+  beforeAll(async () => {
+    const { probeWebGPU } = await import('../src/runtime/device.js');
+    const p = await probeWebGPU();
+    hasGpu = !('available' in p);
+    if (!hasGpu && process.env.REQUIRE_WEBGPU === '1') throw new Error(`REQUIRE_WEBGPU=1 but no WebGPU adapter: ${(p as { reason: string }).reason}`);
+  });
+
+  for (const quant of ['int8', 'int4-g32']) {
+    it(`--quant ${quant}: the same numbers on webgpu as on the CPU reference (KL within 1e-3)`, async (ctx) => {
+      if (!hasGpu) return ctx.skip();
+      const args = ['--quant', quant, '--max-tokens', '700']; // more than one window of 512
+      const gpu = await evalJson(['--backend', 'webgpu', ...args]);
+      const cpu = await evalJson(['--backend', 'cpu', ...args]);
+      expect(gpu.tokens).toBe(cpu.tokens);
+      expect(Math.abs(gpu.kl_mean - cpu.kl_mean)).toBeLessThan(1e-3);
+      expect(Math.abs(gpu.kl_p99 - cpu.kl_p99)).toBeLessThan(1e-3);
+      expect(Math.abs(gpu.top1_agreement - cpu.top1_agreement)).toBeLessThanOrEqual(2 / cpu.tokens);
+      expect(Math.abs(gpu.ppl - cpu.ppl) / cpu.ppl).toBeLessThan(1e-3);
+      expect(gpu.ppl_f32).toBe(cpu.ppl_f32);
+      // the engine stores the packed weights: a little more than the graph's bytes (materialized constants)
+      expect(gpu.weight_bytes).toBeLessThan(cpu.weight_bytes_f32 / 2);
+    }, LONG);
+  }
+
+  it('bench --json prints exactly the documented fields; int4 stores fewer weight bytes than none', async (ctx) => {
+    if (!hasGpu) return ctx.skip();
+    const run = async (quant: string) => {
+      const r = await runCli(['bench', '--model', model, '--backend', 'webgpu', '--quant', quant, '--prompt-tokens', '12', '--gen-tokens', '6', '--repeat', '2', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/warm-up/); // progress on stderr
+      return JSON.parse(r.stdout.trim()) as Record<string, number | string>;
+    };
+    const none = await run('none');
+    const q4 = await run('int4');
+    expect(Object.keys(q4)).toEqual(BENCH_FIELDS);
+    expect(q4).toMatchObject({ backend: 'webgpu', quant: 'int4', sparsity: 'none', prompt_tokens: 12, gen_tokens: 6 });
+    for (const k of ['prefill_tokens_per_s', 'decode_tokens_per_s', 'ttft_ms', 'tpot_ms_p50', 'tpot_ms_p95', 'weight_bytes']) expect(q4[k] as number, k).toBeGreaterThan(0);
+    expect(q4.tpot_ms_p95 as number).toBeGreaterThanOrEqual(q4.tpot_ms_p50 as number);
+    expect(q4.weight_bytes as number).toBeLessThan((none.weight_bytes as number) / 2);
+  }, LONG);
+});
+
+describe.skipIf(!hasShared)('bench on the CPU reference', () => {
+  it('prints one JSON object; impossible lengths and sparsity are typed errors', async () => {
+    const r = await runCli(['bench', '--model', model, '--backend', 'cpu', '--prompt-tokens', '8', '--gen-tokens', '4', '--repeat', '1', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const o = JSON.parse(r.stdout.trim());
+    expect(Object.keys(o)).toEqual(BENCH_FIELDS);
+    expect(o).toMatchObject({ backend: 'cpu', quant: 'none', prompt_tokens: 8, gen_tokens: 4 });
+    const long = await runCli(['bench', '--model', model, '--backend', 'cpu', '--prompt-tokens', '500', '--gen-tokens', '64']);
+    expect(long.stderr).toMatch(/^error \[BAD_INPUT\].*exceed the model's 512 positions/);
+    const zero = await runCli(['bench', '--model', model, '--repeat', '0']);
+    expect(zero.stderr).toMatch(/^error \[USAGE\].*--repeat/);
+  }, LONG);
+});
