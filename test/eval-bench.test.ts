@@ -88,6 +88,29 @@ describe.skipIf(!hasShared)('eval and bench on WebGPU', () => {
     }, LONG);
   }
 
+  it('compile --quant int4 saves the packed weights; generate --engine gives the ids generate --quant gives; --profile reports weight bytes per kernel', async (ctx) => {
+    if (!hasGpu) return ctx.skip();
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const out = mkdtempSync(join(tmpdir(), 'tw-quant-engine-'));
+    const c = await runCli(['compile', '--model', model, '--quant', 'int4', '-o', out, '--json']);
+    expect(c.code, c.stderr).toBe(0);
+    const summary = JSON.parse(c.stdout);
+    expect(summary.quant).toBe('int4');
+    const manifest = JSON.parse((await import('node:fs')).readFileSync(join(out, 'engine.json'), 'utf8'));
+    const quantized = manifest.weights.filter((w: { encoding: { kind: string } }) => w.encoding.kind === 'quantized');
+    expect(quantized.length).toBeGreaterThan(0);
+    for (const w of quantized) expect(w.parts.map((p: { role: string }) => p.role)).not.toContain('values');
+    const args = ['--prompt', 'Once upon a time', '--steps', '24', '--temperature', '0', '--json'];
+    const direct = await runCli(['generate', '--model', model, '--quant', 'int4', '--backend', 'webgpu', ...args]);
+    const saved = await runCli(['generate', '--engine', out, '--profile', ...args]);
+    expect(saved.code, saved.stderr).toBe(0);
+    expect(JSON.parse(saved.stdout).generated_ids).toEqual(JSON.parse(direct.stdout).generated_ids);
+    expect(saved.stderr).toMatch(/weight MiB +act MiB +w GB\/s/);
+    expect(saved.stderr).toMatch(/dequant-matmul\/dequant-gemv\S* +\d+ +[\d.]+ ms +[\d.]+% +0\.\d\d/);
+  }, LONG);
+
   it('bench --json prints exactly the documented fields; int4 stores fewer weight bytes than none', async (ctx) => {
     if (!hasGpu) return ctx.skip();
     const run = async (quant: string) => {

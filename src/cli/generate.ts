@@ -75,18 +75,32 @@ export interface GenerateJson {
   metrics: Record<string, number | string | boolean>;
 }
 
-/** Formats a per-kernel profile table (kernels summed by family/variant, sorted by time). */
+/**
+ * Formats a per-kernel profile table: kernels summed by family/variant, sorted by time, with the weight and
+ * activation bytes their dispatches bind and the weight bandwidth that makes (weight bytes over GPU time).
+ */
 export function profileTable(rows: readonly KernelTiming[]): string {
-  const by = new Map<string, { ms: number; n: number }>();
+  const by = new Map<string, { ms: number; n: number; w: number; a: number }>();
   for (const r of rows) {
-    const e = by.get(r.kernel) ?? { ms: 0, n: 0 };
+    const e = by.get(r.kernel) ?? { ms: 0, n: 0, w: 0, a: 0 };
     e.ms += r.ms;
     e.n += 1;
+    e.w += r.weightBytes;
+    e.a += r.activationBytes;
     by.set(r.kernel, e);
   }
   const total = rows.reduce((a, r) => a + r.ms, 0);
-  const lines = [...by].sort((a, b) => b[1].ms - a[1].ms).map(([k, e]) => `  ${k.padEnd(40)} ${String(e.n).padStart(5)} ${e.ms.toFixed(3).padStart(10)} ms ${((100 * e.ms) / Math.max(total, 1e-9)).toFixed(1).padStart(6)}%`);
-  return [`  ${'kernel'.padEnd(40)} ${'calls'.padStart(5)} ${'time'.padStart(13)} ${'share'.padStart(7)}`, ...lines, `  ${'total'.padEnd(40)} ${String(rows.length).padStart(5)} ${total.toFixed(3).padStart(10)} ms`].join('\n');
+  const mib = (b: number): string => (b / 2 ** 20).toFixed(2);
+  const gbs = (b: number, ms: number): string => (ms > 0 && b > 0 ? (b / ms / 1e6).toFixed(1) : '-');
+  const line = (k: string, n: number, ms: number, share: string, w: number, a: number): string =>
+    `  ${k.padEnd(56)} ${String(n).padStart(5)} ${ms.toFixed(3).padStart(10)} ms ${share.padStart(7)} ${mib(w).padStart(10)} ${mib(a).padStart(9)} ${gbs(w, ms).padStart(8)}`;
+  const lines = [...by].sort((a, b) => b[1].ms - a[1].ms).map(([k, e]) => line(k, e.n, e.ms, `${((100 * e.ms) / Math.max(total, 1e-9)).toFixed(1)}%`, e.w, e.a));
+  const sum = (f: (r: KernelTiming) => number): number => rows.reduce((a, r) => a + f(r), 0);
+  return [
+    `  ${'kernel'.padEnd(56)} ${'calls'.padStart(5)} ${'time'.padStart(13)} ${'share'.padStart(7)} ${'weight MiB'.padStart(10)} ${'act MiB'.padStart(9)} ${'w GB/s'.padStart(8)}`,
+    ...lines,
+    line('total', rows.length, total, '', sum((r) => r.weightBytes), sum((r) => r.activationBytes)),
+  ].join('\n');
 }
 
 /** Runs the command; resolves to the JSON result (also printed). */

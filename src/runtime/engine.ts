@@ -160,6 +160,10 @@ export interface KernelTiming {
   readonly kernel: string;
   /** GPU time in milliseconds. */
   readonly ms: number;
+  /** Bytes of the weight payloads the dispatch binds (packed parts of a quantized weight count as stored). */
+  readonly weightBytes: number;
+  /** Bytes of the activation buffers it binds, at the plan's planned sizes (an upper bound for shorter inputs). */
+  readonly activationBytes: number;
 }
 
 /** Options of {@link EngineSession.generate}. */
@@ -405,7 +409,19 @@ export class EngineSession {
     if (!timed) pass?.end();
   }
 
-  private async readProfile(count: number, labels: string[]): Promise<void> {
+  /** The weight and activation bytes a dispatch binds (for profiles). */
+  private boundBytes(d: PreparedDispatch): { weightBytes: number; activationBytes: number } {
+    let weightBytes = 0;
+    let activationBytes = 0;
+    for (const b of d.manifest.bindings) {
+      if (b.kind === 'weight') weightBytes += this.m.weights[b.weight]?.parts.find((p) => p.role === b.part)?.byteLength ?? 0;
+      else if (b.kind === 'arena') activationBytes += b.size;
+    }
+    return { weightBytes, activationBytes };
+  }
+
+  private async readProfile(dispatches: readonly PreparedDispatch[]): Promise<void> {
+    const count = dispatches.length;
     if (!this.querySet) return;
     const d = this.device;
     const resolve = d.createBuffer({ size: count * 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
@@ -419,7 +435,7 @@ export class EngineSession {
     read.unmap();
     resolve.destroy();
     read.destroy();
-    this.lastProfile = labels.map((label, i) => ({ label: label.split('|')[0], kernel: label.split('|')[1] ?? '', ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6 }));
+    this.lastProfile = dispatches.map((d, i) => ({ label: d.manifest.label, kernel: this.kernelName(d), ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6, ...this.boundBytes(d) }));
   }
 
   /**
@@ -470,7 +486,7 @@ export class EngineSession {
       read.unmap();
       read.destroy();
     }
-    await this.readProfile(plan.dispatches.length, plan.dispatches.map((d) => `${d.manifest.label}|${this.kernelName(d)}`));
+    await this.readProfile(plan.dispatches);
     this.check();
     return out;
   }
@@ -568,7 +584,7 @@ export class EngineSession {
       id = new Uint32Array(this.sampleRead.getMappedRange().slice(0, 4))[0];
       this.sampleRead.unmap();
     }
-    if (this.querySet) await this.readProfile(plan.dispatches.length + extra.length, [...plan.dispatches, ...extra.map((x) => x.d)].map((x) => `${x.manifest.label}|${this.kernelName(x)}`));
+    if (this.querySet) await this.readProfile([...plan.dispatches, ...extra.map((x) => x.d)]);
     this.check();
     return id;
   }
