@@ -11,6 +11,7 @@ import { printGraph } from '../ir/printer.js';
 import { countKernels, launchesKernel, opHistogram, weightTotals } from '../ir/stats.js';
 import { planMemory, type MemoryPlan } from '../passes/memory-plan.js';
 import { runPasses } from '../passes/pipeline.js';
+import { quantOptions } from './generate.js';
 import type { DeviceProfile } from '../ir/device-profile.js';
 import { cpuProfile } from '../ir/device-profile.js';
 import type { KvCacheDType, PrecisionPolicy, Target } from '../ir/target.js';
@@ -40,6 +41,8 @@ export interface InspectCommandOptions {
   target?: 'cpu' | 'webgpu';
   /** With `target: 'webgpu'`: the device profile to compile for (default: the local adapter, else `lavapipe`). */
   deviceProfile?: TargetProfileName;
+  /** Weight quantization scheme (`none`, `int8`, `int4-g32`, …). */
+  quant?: string;
   /** With `target: 'webgpu'`: precision policy. */
   precision?: PrecisionPolicy;
   /** With `target: 'webgpu'`: tokens per KV-cache block. */
@@ -96,7 +99,7 @@ async function inspectTarget(o: InspectCommandOptions): Promise<Target> {
 /** The WebGPU pipeline's view of the model: every stage, the decode plan's dispatches and the engine's pipelines. */
 async function inspectWebGPU(o: InspectCommandOptions, model: LoadedModel): Promise<{ graph: Graph; plan: MemoryPlan; result: Omit<PipelineResult, 'graph' | 'timings'> & { timings: readonly StageTiming[] }; extra: Record<string, unknown>; after: Record<string, unknown> }> {
   const target = await inspectTarget(o);
-  const c = compileModel(model, { target, passes: o.passes, prefillChunk: Math.min(o.seq, model.maxPositions), printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
+  const c = compileModel(model, { target, passes: o.passes, quant: o.quant, prefillChunk: Math.min(o.seq, model.maxPositions), printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
   const m = c.manifest;
   const decode = m.plans.find((p) => p.name === 'decode')!;
   const planned = c.pipeline.plans[c.pipeline.plans.length - 1].graph;
@@ -132,7 +135,7 @@ export async function inspectCommand(o: InspectCommandOptions): Promise<Record<s
   } else {
     const r = runPasses(graph, o.passes, {
       device: o.device ?? cpuProfile,
-      options: { bindings },
+      options: { bindings, ...quantOptions(o.quant) },
       printIrAfter: o.printIrAfter,
       print: (text) => process.stderr.write(`${text}\n`),
     });
@@ -153,6 +156,8 @@ export async function inspectCommand(o: InspectCommandOptions): Promise<Record<s
     ops: opHistogram(graph),
     seq: o.seq,
     pipeline: o.passes,
+    quant: o.quant ?? 'none',
+    weight_bytes_after: weightTotals(after).bytes,
     ...extra,
     before: summary(graph),
     after: { ...summary(after, plan), ...afterExtra },
@@ -171,7 +176,7 @@ export async function inspectCommand(o: InspectCommandOptions): Promise<Record<s
     const lines = [
       `model      ${o.model} (${model.format}, ${model.family})`,
       `config     ${Object.entries(model.config).map(([k, v]) => `${k}=${v}`).join(' ')}`,
-      `parameters ${totals.parameters.toLocaleString('en-US')} (${mib(totals.bytes)})`,
+      `parameters ${totals.parameters.toLocaleString('en-US')} (${mib(totals.bytes)}; ${mib(report.weight_bytes_after)} after the pipeline${o.quant && o.quant !== 'none' ? `, --quant ${o.quant}` : ''})`,
       `pipeline   ${o.passes}: ${report.passes.map((p) => `${p.name} ${p.ms.toFixed(1)}ms`).join(', ') || '(none)'}`,
       `before     ${b.nodes} nodes, ${b.kernels} kernel launches per forward (${perLayer(report.before)})`,
       `after      ${a.nodes} nodes, ${a.kernels} kernel launches per forward (${perLayer(report.after)})`,

@@ -94,6 +94,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
+    .addOption(quantOption())
     .option('--print-ir-after <pass>', "print the IR (to stderr) after this pass, or 'all' (repeatable)", collect, [])
     .option('--json', 'print one JSON object on stdout', false)
     .action(async (o) => {
