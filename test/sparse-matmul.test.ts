@@ -13,6 +13,7 @@ import type { Target } from '../src/ir/target.js';
 import { createTarget } from '../src/codegen/target.js';
 import { decodeWeight, packBits, WeightStore, type WeightEntry } from '../src/ir/weights.js';
 import { nmIndexBits, pruneNM, toBlockSparse } from '../src/ir/sparsify.js';
+import { generateBlockSparseGemvKernel } from '../src/codegen/matmul/block-sparse-gemv.js';
 import { generateSparseNMGemvKernel } from '../src/codegen/matmul/sparse-nm-gemv.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
@@ -144,6 +145,8 @@ describe('pruneNM and toBlockSparse', () => {
     const spec = { M: 1, N: 16, K: 32, transB: true };
     expect(() => generateSparseNMGemvKernel({ ...spec, K: 30, weight: { n: 2, m: 4, indexBits: 2 } }, { kind: 'sparse-nm-gemv' })).toThrow(InputError);
     expect(() => generateSparseNMGemvKernel({ ...spec, transB: false, weight: { n: 2, m: 4, indexBits: 2 } }, { kind: 'sparse-nm-gemv' })).toThrow(InputError);
+    expect(() => generateBlockSparseGemvKernel({ ...spec, weight: { blockRows: 6, blockCols: 8 } }, { kind: 'block-sparse-gemv' })).toThrow(/do not tile/);
+    expect(() => generateBlockSparseGemvKernel({ ...spec, weight: { blockRows: 8, blockCols: 8 } }, { kind: 'block-sparse-gemv', colsPerGroup: 3 })).toThrow(/colsPerGroup/);
   });
 });
 
@@ -174,6 +177,38 @@ describe('sparse-nm-matmul on WebGPU against the CPU reference', () => {
   }, LONG);
 });
 
+describe('block-sparse-matmul on WebGPU against the CPU reference', () => {
+  const BLOCK_PARTS = ['rowPtr', 'colIdx', 'blocks'];
+  const densities = [1, 0.5, 0.1, 0];
+  let turn = 0;
+  for (const size of [8, 16, 32])
+    for (const density of densities) {
+      const epilogue = EPILOGUES[turn++ % EPILOGUES.length];
+      // ragged: N and K not multiples of a workgroup's 32 columns (nor of 4 blocks)
+      const [N, K] = [3 * size, 5 * size];
+      const what = `${size}x${size} blocks, density ${density}, [N, K] = [${N}, ${K}], ${epilogue}`;
+      it(`${what}: M = 1, 3, 17`, async (ctx) => {
+        if (!gpu) return ctx.skip();
+        await checkAllM((name, shape, v) => toBlockSparse(name, shape, v, { blockRows: size, blockCols: size, density }), N, K, epilogue, 'block-sparse-matmul', BLOCK_PARTS, what);
+      }, LONG);
+    }
+
+  it('an empty block row between full ones, rectangular blocks, blocks of 6 columns (scalar chunks), a gate across block rows', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const emptyRow = (name: string, shape: number[], v: Float32Array): WeightEntry => {
+      const z = v.slice();
+      z.fill(0, 16 * shape[1], 32 * shape[1]); // block row 1 of 3 is all zero
+      const e = toBlockSparse(name, shape, z, { blockRows: 16, blockCols: 8, density: 1 });
+      expect(Array.from(e.data.rowPtr)).toEqual([0, 5, 5, 10]);
+      return e;
+    };
+    await checkAllM(emptyRow, 48, 40, 'bias', 'block-sparse-matmul', BLOCK_PARTS, 'empty middle block row');
+    await checkAllM((name, shape, v) => toBlockSparse(name, shape, v, { blockRows: 8, blockCols: 6, density: 0.5 }), 40, 42, 'residual', 'block-sparse-matmul', BLOCK_PARTS, '8x6 blocks');
+    // the gate's halves are 20 columns each: the up half starts inside a block row of 8
+    await checkAllM((name, shape, v) => toBlockSparse(name, shape, v, { blockRows: 8, blockCols: 16, density: 0.5 }), 40, 64, 'gate', 'block-sparse-matmul', BLOCK_PARTS, 'gate, 8x16 blocks');
+  }, LONG);
+});
+
 describe('sparse kernels on other targets, and what they do not take', () => {
   it('every lane reduction matches: one lane, subgroupAdd (this device) and workgroup memory (GPU class)', async (ctx) => {
     if (!gpu) return ctx.skip();
@@ -184,9 +219,11 @@ describe('sparse kernels on other targets, and what they do not take', () => {
       ['this device', t],
     ];
     const nm = (name: string, shape: number[], v: Float32Array) => pruneNM(name, shape, v, { n: 2, m: 4 });
+    const bs = (name: string, shape: number[], v: Float32Array) => toBlockSparse(name, shape, v, { blockRows: 16, blockCols: 16, density: 0.5 });
     for (const [name, target] of targets) {
       const a = await checkAgainstReference(graphOf(nm, 37, 60, 'bias', 'seq', 5), { seq: 17 }, [1, 17], 'sparse-nm-matmul', ['values', 'indices'], `2:4, ${name}`, target);
-      for (const m of [a]) {
+      const b = await checkAgainstReference(graphOf(bs, 48, 80, 'gate', 'seq', 6), { seq: 17 }, [1, 17], 'block-sparse-matmul', ['rowPtr', 'colIdx', 'blocks'], `block, ${name}`, target);
+      for (const m of [a, b]) {
         const variant = m.kernels[0].variant;
         if (name === 'no subgroups') expect(variant).toMatch(/-l1-.*-wg64$/);
         if (name === 'GPU class') expect(variant).toMatch(/-l32-.*-workgroup$/);
