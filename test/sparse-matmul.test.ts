@@ -155,8 +155,9 @@ describe('sparse-nm-matmul on WebGPU against the CPU reference', () => {
   const patterns: [number, number][] = [[2, 4], [1, 4], [4, 8]];
   for (const [n, m] of patterns)
     for (const epilogue of EPILOGUES) {
-      // ragged: N not a multiple of a workgroup's 32 columns, K's groups not a multiple of the 8 lanes
-      const [N, K] = epilogue === 'gate' ? [38, 8 * m + m] : [37, 12 * m + 3 * m];
+      // ragged: N not a multiple of a workgroup's 32 columns, K's steps not a multiple of the 8 lanes; 20 groups per
+      // row: rows of whole vec4s of kept values (a step of 4/n groups); 15 or 9: a step of one group (but for 4:8)
+      const [N, K] = epilogue === 'gate' ? [38, 9 * m] : [37, (epilogue === 'residual' ? 15 : 20) * m];
       const what = `${n}:${m}, [N, K] = [${N}, ${K}], ${epilogue}`;
       it(`${what}: M = 1, 3, 17`, async (ctx) => {
         if (!gpu) return ctx.skip();

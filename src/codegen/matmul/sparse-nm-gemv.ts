@@ -4,12 +4,13 @@
  * `indexBits`-bit integers packed little-endian in `u32` words, as the weight store packs them). The kernel reads
  * only those: per group, `n` values and `n` positions instead of `m` dense values.
  *
- * The structure is `dequant-gemv`'s: groups of `lanesPerColumn` lanes split the K groups of `colsPerGroup` output
- * columns for `rowsPerBlock` rows, then reduce with `subgroupAdd` or in workgroup memory; the gate and the epilogue
- * are the dense family's (`store_out`). When `m` is a multiple of 4 (2:4, 1:4, 4:8), a group's A values are read
- * as `m/4` vec4s shared by every column, and each column's kept values are scattered into vec4s by position
- * (`select`) and dotted; otherwise each kept value multiplies the A element at its position. Correct for any M; for
- * prefill each weight group read serves `rowsPerBlock` rows.
+ * The structure is `dequant-gemv`'s: groups of `lanesPerColumn` lanes split K for `colsPerGroup` output columns and
+ * `rowsPerBlock` rows, then reduce with `subgroupAdd` or in workgroup memory; the gate and the epilogue are the dense
+ * family's (`store_out`). A lane's step is `4/n` groups when `n` divides 4 and rows hold whole vec4s of kept values
+ * (one vec4 load of values and one word of positions per step: 2:4 → 8 k, 1:4 → 16 k), else one group. When `m` is
+ * a multiple of 4 (2:4, 1:4, 4:8), the step's A values are read as vec4s shared by every column, and each column's
+ * kept values are scattered into vec4s by position (`select`) and dotted; otherwise each kept value multiplies the
+ * A element at its position. Correct for any M; for prefill each weight read serves `rowsPerBlock` rows.
  * @module
  */
 import { InputError } from '../../errors.js';
@@ -80,51 +81,64 @@ export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNM
   const tileN = groups * C;
   const nTiles = Math.ceil(c.nOut / tileN);
   const gated = c.G === 2;
-  const steps = c.K / w.m; // N:M groups per B row
+  // a lane's step: GPS consecutive groups; with n dividing 4 and rows of whole vec4s of values, the step's kept values
+  // are one vec4 (GPS = 4 / n), else one group's n scalars
+  const vecValues = 4 % w.n === 0 && ((c.K / w.m) * w.n) % 4 === 0;
+  const GPS = vecValues ? 4 / w.n : 1;
+  const V = w.n * GPS; // kept values per step
+  const steps = c.K / (w.m * GPS); // steps per B row
   // a group's A values as vec4s when m is a multiple of 4 (up to 4 of them); else one A element per kept value
-  const quads = w.m % 4 === 0 && w.m <= 16 ? w.m / 4 : 0;
+  const quadsPerGroup = w.m % 4 === 0 && w.m <= 16 ? w.m / 4 : 0;
+  const quads = quadsPerGroup * GPS;
   const aVec4 = quads > 0 && !c.transA && c.strideA.mult4;
-  // a group's positions lie in one u32 word when the group's bits divide 32 (groups never straddle words then)
-  const groupBits = w.n * w.indexBits;
-  const oneWord = 32 % groupBits === 0;
+  // a step's positions lie in one u32 word when its bits divide 32 (steps never straddle words then)
+  const stepBits = V * w.indexBits;
+  const oneWord = 32 % stepBits === 0;
   const { decls, list } = encodedWeightBindings(c, aVec4, [
-    { name: 'values', wgslName: 'values', type: 'array<f32>', comment: "W's kept values, N_KEEP per group, row-major" },
+    { name: 'values', wgslName: 'values', type: vecValues ? 'array<vec4<f32>>' : 'array<f32>', comment: `W's kept values, N_KEEP per group, row-major${vecValues ? ` (a vec4 per ${GPS} group(s))` : ''}` },
     { name: 'indices', wgslName: 'indices', type: 'array<u32>', comment: 'their positions in the group, INDEX_BITS each, little-endian in u32 words' },
   ]);
   const halves = gated ? ['acc', 'up'] : ['acc'];
   const body: string[] = laneGroupPreamble(c, C, R);
   for (const h of halves) for (let r = 0; r < R; r++) body.push(`  ${Array.from({ length: C }, (_, cc) => `var ${h}_${r}_${cc} = 0.0;`).join(' ')}`);
   body.push(
-    `  // lane takes N:M groups lane, lane + LANES_PER_COLUMN, … of each B row`,
+    `  // lane takes steps (${GPS} N:M group(s) each) lane, lane + LANES_PER_COLUMN, … of each B row`,
     `  // a uniform trip count (subgroupAdd below needs uniform control flow); the opaque 1 keeps compilers from unrolling`,
     `  for (var i = 0u; i < ITERS * one; i++) {`,
     `    let s = i * LANES_PER_COLUMN + lane;`,
     `    if (s < STEPS) { // (no break: it would make the control flow after the loop non-uniform)`,
-    `    let k0 = s * GROUP_M; // the group's first k`,
+    `    let k0 = s * STEP_K; // the step's first k`,
   );
   if (quads) for (let r = 0; r < R; r++) for (let t = 0; t < quads; t++) body.push(`    let x${r}_${t} = a_quad(a_base, a_row_${r}, s * ${quads}u + ${t}u, M);`);
   halves.forEach((h, g) => {
     for (let cc = 0; cc < C; cc++) {
       const name = `${g ? 'u' : 'b'}${cc}`;
-      body.push(`    let g_${name} = (col_${cc}${g ? ' + N_OUT' : ''}) * STEPS + s; // the group's index in the weight`);
-      if (oneWord) body.push(`    let iw_${name} = indices[(g_${name} * GROUP_BITS) / 32u];`, `    let ib_${name} = (g_${name} * GROUP_BITS) % 32u;`);
-      for (let j = 0; j < w.n; j++) {
-        body.push(`    let v_${name}_${j} = values[g_${name} * N_KEEP + ${j}u];`);
+      body.push(`    let e_${name} = (col_${cc}${g ? ' + N_OUT' : ''}) * STEPS + s; // the step's index in the weight`);
+      if (oneWord) body.push(`    let iw_${name} = indices[(e_${name} * STEP_BITS) / 32u];`, `    let ib_${name} = (e_${name} * STEP_BITS) % 32u;`);
+      if (vecValues) body.push(`    let vv_${name} = values[e_${name}];`);
+      for (let j = 0; j < V; j++) {
+        body.push(vecValues ? `    let v_${name}_${j} = vv_${name}.${'xyzw'[j]};` : `    let v_${name}_${j} = values[e_${name} * ${V}u + ${j}u];`);
         body.push(
           oneWord
             ? `    let p_${name}_${j} = extractBits(iw_${name}, ib_${name} + ${j * w.indexBits}u, INDEX_BITS);`
-            : `    let p_${name}_${j} = position(g_${name} * N_KEEP + ${j}u);`,
+            : `    let p_${name}_${j} = position(e_${name} * ${V}u + ${j}u);`,
         );
       }
+      // value j belongs to group j / n of the step
+      const groupOf = (j: number): number => Math.floor(j / w.n);
       if (quads) {
-        // the kept values scattered to their positions: the group's dense values as vec4s
+        // the kept values scattered to their positions: the step's dense values as vec4s
         for (let t = 0; t < quads; t++) {
-          const terms = Array.from({ length: w.n }, (_, j) => `select(vec4<f32>(0.0), vec4<f32>(v_${name}_${j}), vec4<u32>(p_${name}_${j}) == POS_${t})`);
+          const gq = Math.floor(t / quadsPerGroup);
+          const terms = Array.from({ length: V }, (_, j) => j)
+            .filter((j) => groupOf(j) === gq)
+            .map((j) => `select(vec4<f32>(0.0), vec4<f32>(v_${name}_${j}), vec4<u32>(p_${name}_${j}) == POS_${t % quadsPerGroup})`);
           body.push(`    let w_${name}_${t} = ${terms.join(' + ')};`);
         }
         for (let r = 0; r < R; r++) body.push(`    ${h}_${r}_${cc} += ${Array.from({ length: quads }, (_, t) => `dot(x${r}_${t}, w_${name}_${t})`).join(' + ')};`);
       } else {
-        for (let r = 0; r < R; r++) body.push(`    ${h}_${r}_${cc} += ${Array.from({ length: w.n }, (_, j) => `v_${name}_${j} * a_at(a_base, a_row_${r}, k0 + p_${name}_${j}, M)`).join(' + ')};`);
+        const at = (j: number): string => `k0 + ${groupOf(j) ? `${groupOf(j) * w.m}u + ` : ''}p_${name}_${j}`;
+        for (let r = 0; r < R; r++) body.push(`    ${h}_${r}_${cc} += ${Array.from({ length: V }, (_, j) => `v_${name}_${j} * a_at(a_base, a_row_${r}, ${at(j)}, M)`).join(' + ')};`);
       }
     }
   });
@@ -159,7 +173,7 @@ export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNM
         `// tensorwright kernel: N:M-sparse matmul (${name})`,
         `//   out[b, m, n] = ${gated ? `${c.spec.gated!.activation}(acc[b, m, n]) * acc[b, m, n + ${c.nOut}]` : 'acc[b, m, n]'}${c.spec.epilogue ? ', then the epilogue' : ''}; acc = sum_k A[b, m, k] * W[n, k]`,
         `//   W ${wgslComment(`[${c.N}, ${c.K}]`)}: ${w.n} of every ${w.m} k kept (f32 values, ${w.indexBits}-bit positions packed in u32 words)`,
-        `//   groups of ${L} lane(s) split K's N:M groups for ${C} column(s) x ${R} row(s); ${quads ? 'A read as vec4s, kept values scattered by position' : 'A gathered at the kept positions'}; f32 accumulation`,
+        `//   groups of ${L} lane(s) split K's steps of ${GPS} N:M group(s) for ${C} column(s) x ${R} row(s); ${quads ? 'A read as vec4s, kept values scattered by position' : 'A gathered at the kept positions'}; f32 accumulation`,
       ],
       consts: [
         `const WORKGROUP_SIZE: u32 = ${WG}u;`,
@@ -168,13 +182,13 @@ export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNM
         `const COLS: u32 = ${C}u;`,
         `const ROWS: u32 = ${R}u;`,
         `const N_TILES: u32 = ${nTiles}u; // workgroups along N (${tileN} columns each)`,
-        `const GROUP_M: u32 = ${w.m}u; // k per N:M group`,
-        `const N_KEEP: u32 = ${w.n}u; // values kept per group`,
+        `const N_KEEP: u32 = ${w.n}u; // values kept per group of ${w.m}`,
         `const INDEX_BITS: u32 = ${w.indexBits}u;`,
-        ...(oneWord ? [`const GROUP_BITS: u32 = ${groupBits}u; // position bits per group`] : []),
-        ...Array.from({ length: quads }, (_, t) => `const POS_${t}: vec4<u32> = vec4<u32>(${[0, 1, 2, 3].map((i) => `${4 * t + i}u`).join(', ')});`),
-        `const STEPS: u32 = ${steps}u; // N:M groups per B row`,
-        `const ITERS: u32 = ${Math.ceil(steps / L)}u; // groups per lane`,
+        `const STEP_K: u32 = ${GPS * w.m}u; // k per step (${GPS} group(s))`,
+        ...(oneWord ? [`const STEP_BITS: u32 = ${stepBits}u; // position bits per step`] : []),
+        ...Array.from({ length: quadsPerGroup }, (_, t) => `const POS_${t}: vec4<u32> = vec4<u32>(${[0, 1, 2, 3].map((i) => `${4 * t + i}u`).join(', ')});`),
+        `const STEPS: u32 = ${steps}u; // steps per B row`,
+        `const ITERS: u32 = ${Math.ceil(steps / L)}u; // steps per lane`,
       ],
       decls,
       fns,
