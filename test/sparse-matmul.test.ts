@@ -141,6 +141,11 @@ describe('pruneNM and toBlockSparse', () => {
     expect(() => toBlockSparse('wb', [8, 8], v, { blockRows: 4, blockCols: 4, density: 1.5 })).toThrow(InputError);
     expect(() => toBlockSparse('wb', [64], v, { blockRows: 4, blockCols: 4, density: 1 })).toThrow(/wb.*2-D/);
     expect(() => WeightStore.entry('wi', 'f32', [4, 8], { values: new Float32Array(8), indices: new Uint8Array(4) }, { kind: 'sparse-nm', n: 1, m: 8, indexBits: 2 })).toThrow(/wi.*2-bit positions/);
+    const blockEntry = (rowPtr: number[], colIdx: number[]) =>
+      WeightStore.entry('wc', 'f32', [8, 8], { rowPtr: Int32Array.from(rowPtr), colIdx: Int32Array.from(colIdx), blocks: new Float32Array(64) }, { kind: 'sparse-block', blockRows: 4, blockCols: 4 });
+    expect(() => blockEntry([0, 1, 2], [0, 2])).toThrow(/wc.*column 2 is out of range/);
+    expect(() => blockEntry([0, 2, 1], [0, 1])).toThrow(/wc.*must not decrease/);
+    expect(() => blockEntry([0, 1, 2], [1, 0])).not.toThrow();
     // the generators refuse what they do not compute
     const spec = { M: 1, N: 16, K: 32, transB: true };
     expect(() => generateSparseNMGemvKernel({ ...spec, K: 30, weight: { n: 2, m: 4, indexBits: 2 } }, { kind: 'sparse-nm-gemv' })).toThrow(InputError);

@@ -225,9 +225,17 @@ export function validateEntry(e: WeightEntry): void {
     case 'sparse-block': {
       if (e.shape.length !== 2 || e.shape[0] % enc.blockRows !== 0 || e.shape[1] % enc.blockCols !== 0)
         throw new InputError(`weight '${e.name}': block-sparse needs a 2-D shape divisible by ${enc.blockRows}x${enc.blockCols}`);
-      const rowPtr = need(e, 'rowPtr', e.shape[0] / enc.blockRows + 1);
-      const nnz = rowPtr[rowPtr.length - 1];
-      need(e, 'colIdx', nnz);
+      const blockRowCount = e.shape[0] / enc.blockRows;
+      const rowPtr = need(e, 'rowPtr', blockRowCount + 1);
+      const nnz = rowPtr[blockRowCount];
+      for (let r = 0; r < blockRowCount; r++)
+        if (!(rowPtr[r] <= rowPtr[r + 1])) throw new InputError(`weight '${e.name}': block-sparse rowPtr must not decrease (block row ${r})`);
+      if (rowPtr[0] !== 0) throw new InputError(`weight '${e.name}': block-sparse rowPtr must start at 0`);
+      // kernels index the input with these: out-of-range columns would read another row's values
+      const colIdx = need(e, 'colIdx', nnz);
+      const blockCols = e.shape[1] / enc.blockCols;
+      for (let p = 0; p < nnz; p++)
+        if (!(colIdx[p] >= 0 && colIdx[p] < blockCols)) throw new InputError(`weight '${e.name}': block-sparse column ${colIdx[p]} is out of range (${blockCols} block columns)`);
       need(e, 'blocks', nnz * enc.blockRows * enc.blockCols);
       return;
     }
