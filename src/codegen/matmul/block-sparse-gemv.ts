@@ -110,7 +110,7 @@ export function generateBlockSparseGemvKernel(spec: BlockSparseMatmulSpec, v: Bl
     `  // lane takes chunks lane, lane + LANES_PER_COLUMN, … of its block row's blocks (CHUNKS_PER_BLOCK per block)`,
     `  for (var i = 0u; i < (most * CHUNKS_PER_BLOCK + LANES_PER_COLUMN - 1u) / LANES_PER_COLUMN; i++) {`,
     `    let t = i * LANES_PER_COLUMN + lane;`,
-    `    let q = t % CHUNKS_PER_BLOCK; // chunk within the block's rows`,
+    `    let q = t % CHUNKS_PER_BLOCK; // the chunk's place along a row of its block`,
   );
   const read = chunk === 4 ? 'a_quad' : 'a_at';
   halves.forEach((h, g) => {

@@ -107,8 +107,8 @@ export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNM
     `  for (var i = 0u; i < ITERS * one; i++) {`,
     `    let s = i * LANES_PER_COLUMN + lane;`,
     `    if (s < STEPS) { // (no break: it would make the control flow after the loop non-uniform)`,
-    `    let k0 = s * STEP_K; // the step's first k`,
   );
+  if (!quads) body.push(`    let k0 = s * STEP_K; // the step's first k`);
   if (quads) for (let r = 0; r < R; r++) for (let t = 0; t < quads; t++) body.push(`    let x${r}_${t} = a_quad(a_base, a_row_${r}, s * ${quads}u + ${t}u, M);`);
   halves.forEach((h, g) => {
     for (let cc = 0; cc < C; cc++) {
