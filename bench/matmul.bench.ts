@@ -58,7 +58,8 @@ function bindingLimit(device: GPUDevice): number {
   return device.limits.maxStorageBufferBindingSize;
 }
 
-function deviceInfoOf(device: GPUDevice): MatmulScheduleTarget {
+/** What the schedule rules read of `device`'s adapter (device class, features, subgroup size, limits). */
+export function deviceInfoOf(device: GPUDevice): MatmulScheduleTarget {
   const ai = (device as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
   const min = ai?.subgroupMinSize;
   const sub = typeof min === 'number' && min > 0 ? { min, max: ai?.subgroupMaxSize ?? min } : undefined;
@@ -71,7 +72,7 @@ function deviceInfoOf(device: GPUDevice): MatmulScheduleTarget {
 }
 
 /** A storage buffer filled with small pseudo-random f32 values. */
-function randomBuffer(device: GPUDevice, elements: number, seed: number): GPUBuffer {
+export function randomBuffer(device: GPUDevice, elements: number, seed: number): GPUBuffer {
   const bytes = Math.max(16, Math.ceil((elements * 4) / 16) * 16);
   const buf = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC, mappedAtCreation: true });
   const data = new Float32Array(buf.getMappedRange());
@@ -87,7 +88,7 @@ function randomBuffer(device: GPUDevice, elements: number, seed: number): GPUBuf
 }
 
 /** A compiled kernel with bound buffers: `encode` records its dispatch(es). */
-interface Prepared {
+export interface Prepared {
   encode(pass: GPUComputePassEncoder): void;
 }
 
@@ -107,7 +108,7 @@ async function compile(device: GPUDevice, wgsl: string, label: string): Promise<
 }
 
 /** Binds `kernel` to `buffers` (in binding order) and a params uniform for `dims`. */
-async function prepareKernel(device: GPUDevice, kernel: KernelSource, buffers: readonly GPUBuffer[][]): Promise<Prepared> {
+export async function prepareKernel(device: GPUDevice, kernel: KernelSource, buffers: readonly GPUBuffer[][]): Promise<Prepared> {
   const pipeline = await compile(device, kernel.wgsl, kernel.variant);
   const values = evalParams(kernel.params, {});
   const grid = kernel.grid.map((g) => evalGrid(g, kernel.params, values)) as [number, number, number];
@@ -126,7 +127,7 @@ async function prepareKernel(device: GPUDevice, kernel: KernelSource, buffers: r
 }
 
 /** One submit of `p`, resolved (through `waiter`, learning under `key`) when the queue is done. */
-async function submitOnce(device: GPUDevice, p: Prepared, waiter: GpuWaiter, key: string): Promise<void> {
+export async function submitOnce(device: GPUDevice, p: Prepared, waiter: GpuWaiter, key: string): Promise<void> {
   const enc = device.createCommandEncoder();
   const pass = enc.beginComputePass();
   p.encode(pass);

@@ -6,6 +6,8 @@
  *
  * - matmul: GEMM f32 1024³ (tensorwright variants, a naive WGSL kernel, TensorFlow.js's WebGPU backend) and decode
  *   GEMV (4096² and 11008x4096, M = 1..16) against a plain WGSL copy kernel's bandwidth (bench/matmul.bench.ts);
+ * - sparse matmul: decode GEMV over 2:4-pruned and block-sparse weights (densities 0.5, 0.25, 0.1) against the dense
+ *   f32 GEMV of the same shape (bench/sparse-matmul.bench.ts);
  * - attention prefill at sequence 512 and 2048 (flash variant, causal, 8 heads of 64);
  * - stories260K prefill and decode tokens/s on the engine, with the per-kernel GPU time table.
  */
@@ -13,6 +15,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { requestGPUDevice, describeDevice } from '../src/runtime/device.js';
 import { runMatmulBench, formatMatmulBench, measureCycle, type MatmulBenchRow } from './matmul.bench.js';
+import { runSparseMatmulBench } from './sparse-matmul.bench.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
 import { generateAttentionKernel } from '../src/codegen/attention.js';
 import { evalGrid, evalParams, type KernelSource } from '../src/codegen/kernel.js';
@@ -72,6 +75,8 @@ async function main(): Promise<void> {
   log(`device: ${out.device}; host wait: ${wait}`);
   const mm = await runMatmulBench(device, { quick, log, wait });
   out.matmul = mm;
+  const sparse = await runSparseMatmulBench(device, { quick, log, wait });
+  out.sparse_matmul = sparse;
   const att: MatmulBenchRow[] = [];
   for (const seq of [512, 2048]) {
     att.push(await attentionBench(device, seq, new GpuWaiter({ mode: wait })));
@@ -124,6 +129,7 @@ async function main(): Promise<void> {
   if (json) process.stdout.write(`${JSON.stringify(out)}\n`);
   else {
     console.log(`\nmatmul on ${out.device}\n${formatMatmulBench(mm)}`);
+    console.log(`\nsparse matmul\n${formatMatmulBench(sparse)}`);
     console.log(`\nattention\n${formatMatmulBench(att)}`);
   }
   await handle.destroy();

@@ -48,11 +48,18 @@ const PART_DECLS: Readonly<Record<string, { wgsl: string; type: string; comment:
 
 /** Appends the read-only bindings of the weight's parts ({@link dequantParts}) to `decls` and `list`, numbered on from `list`. */
 export function addDequantBindings(w: DequantWeightFormat, decls: string[], list: KernelBinding[]): void {
-  for (const part of dequantParts(w)) {
-    const d = PART_DECLS[part];
-    decls.push(`@group(0) @binding(${list.length}) var<storage, read> ${d.wgsl}: ${d.type}; // ${d.comment(w)}`);
-    list.push({ name: part, access: 'read' });
+  for (const b of dequantPartBindings(w)) {
+    decls.push(`@group(0) @binding(${list.length}) var<storage, read> ${b.wgslName}: ${b.type}; // ${b.comment}`);
+    list.push({ name: b.name, access: 'read' });
   }
+}
+
+/** The read-only bindings of the weight's payload parts, in binding order: launch name, WGSL name, type, comment. */
+export function dequantPartBindings(w: DequantWeightFormat): { name: string; wgslName: string; type: string; comment: string }[] {
+  return dequantParts(w).map((part) => {
+    const d = PART_DECLS[part];
+    return { name: part, wgslName: d.wgsl, type: d.type, comment: d.comment(w) };
+  });
 }
 
 /** WGSL `q_at(word, shift) -> f32`: the integer at bit `shift` of a packed word (needs the `BITS` const). */

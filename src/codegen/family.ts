@@ -42,8 +42,9 @@ export interface BlockTableOperand {
 export type KvOperand = KvPoolOperand | BlockTableOperand;
 
 /**
- * One payload part of an encoded weight (`packed`, `scales`, `zeroPoints`, `mins` of a quantized weight), for kernels
- * that read the encoded bytes themselves (the engine builder binds that part of the weight's entry).
+ * One payload part of an encoded weight (`packed`, `scales`, `zeroPoints`, `mins` of a quantized weight; `values`,
+ * `indices` of an N:M-sparse one; `rowPtr`, `colIdx`, `blocks` of a block-sparse one), for kernels that read the
+ * encoded bytes themselves (the engine builder binds that part of the weight's entry).
  */
 export interface WeightPartOperand {
   /** Always `weight-part`. */

@@ -5,6 +5,7 @@
 export * from './dtype.js';
 export * from './dim.js';
 export * from './weights.js';
+export * from './sparsify.js';
 export * from './node.js';
 export * from './attrs.js';
 export * from './ops.js';

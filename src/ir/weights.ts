@@ -52,7 +52,11 @@ export type CodebookEncoding = {
   readonly groupSize: number;
 };
 
-/** N:M structured sparsity along the last axis: of every `m` consecutive elements, at most `n` are non-zero. */
+/**
+ * N:M structured sparsity along the last axis: of every `m` consecutive elements, at most `n` are non-zero. The
+ * payload keeps `n` values per group (`values`, f32, group after group in row-major order) and, for each kept value,
+ * its position within its group (`indices`), packed little-endian `indexBits` bits each.
+ */
 export type NMSparseEncoding = {
   /** Discriminant. */
   readonly kind: 'sparse-nm';
@@ -60,6 +64,11 @@ export type NMSparseEncoding = {
   readonly n: number;
   /** Group length. */
   readonly m: number;
+  /**
+   * Bits per stored position (2, 4 or 8; `2^indexBits >= m`). Absent means 8: one byte per position. Widths dividing
+   * 32 keep every position inside one `u32` word, which is how the WebGPU kernel reads them.
+   */
+  readonly indexBits?: 2 | 4 | 8;
 };
 
 /** Block-sparse storage of a 2-D weight in block-CSR form with `blockRows × blockCols` dense blocks. */
@@ -97,7 +106,8 @@ export interface WeightEntry {
    * Payload. Dense: `values` (Float32Array for f32, Uint16Array of half bits for f16, Int32Array/Uint32Array,
    * Uint8Array for bool). Quantized: `packed`, `scales` (Float32Array), optional `zeroPoints` (Int32Array), optional
    * `mins` (Float32Array, with `hasMin`).
-   * Codebook: `indices` (packed), `codebook` (Float32Array). N:M: `values`, `indices` (Uint8Array position in group).
+   * Codebook: `indices` (packed), `codebook` (Float32Array). N:M: `values` (Float32Array), `indices` (Uint8Array of
+   * positions in the group, packed `indexBits` bits each).
    * Block-sparse: `rowPtr`, `colIdx` (Int32Array), `blocks` (Float32Array).
    */
   readonly data: WeightData;
@@ -205,17 +215,27 @@ export function validateEntry(e: WeightEntry): void {
     }
     case 'sparse-nm': {
       if (!(enc.n > 0 && enc.n <= enc.m && last % enc.m === 0)) throw new InputError(`weight '${e.name}': ${enc.n}:${enc.m} sparsity needs the last dim (${last}) divisible by ${enc.m}`);
+      const bits = enc.indexBits ?? 8;
+      if (![2, 4, 8].includes(bits) || enc.m > 1 << bits) throw new InputError(`weight '${e.name}': ${bits}-bit positions cannot address groups of ${enc.m} (index bits are 2, 4 or 8)`);
       const kept = (n / enc.m) * enc.n;
       need(e, 'values', kept);
-      need(e, 'indices', kept);
+      need(e, 'indices', Math.ceil((kept * bits) / 8));
       return;
     }
     case 'sparse-block': {
       if (e.shape.length !== 2 || e.shape[0] % enc.blockRows !== 0 || e.shape[1] % enc.blockCols !== 0)
         throw new InputError(`weight '${e.name}': block-sparse needs a 2-D shape divisible by ${enc.blockRows}x${enc.blockCols}`);
-      const rowPtr = need(e, 'rowPtr', e.shape[0] / enc.blockRows + 1);
-      const nnz = rowPtr[rowPtr.length - 1];
-      need(e, 'colIdx', nnz);
+      const blockRowCount = e.shape[0] / enc.blockRows;
+      const rowPtr = need(e, 'rowPtr', blockRowCount + 1);
+      const nnz = rowPtr[blockRowCount];
+      for (let r = 0; r < blockRowCount; r++)
+        if (!(rowPtr[r] <= rowPtr[r + 1])) throw new InputError(`weight '${e.name}': block-sparse rowPtr must not decrease (block row ${r})`);
+      if (rowPtr[0] !== 0) throw new InputError(`weight '${e.name}': block-sparse rowPtr must start at 0`);
+      // kernels index the input with these: out-of-range columns would read another row's values
+      const colIdx = need(e, 'colIdx', nnz);
+      const blockCols = e.shape[1] / enc.blockCols;
+      for (let p = 0; p < nnz; p++)
+        if (!(colIdx[p] >= 0 && colIdx[p] < blockCols)) throw new InputError(`weight '${e.name}': block-sparse column ${colIdx[p]} is out of range (${blockCols} block columns)`);
       need(e, 'blocks', nnz * enc.blockRows * enc.blockCols);
       return;
     }
@@ -320,13 +340,14 @@ export function decodeWeight(e: WeightEntry): Float32Array {
     }
     case 'sparse-nm': {
       const values = e.data.values;
-      const idx = e.data.indices;
+      const idx = e.data.indices as Uint8Array;
+      const bits = enc.indexBits ?? 8;
       const out = new Float32Array(n);
       const groups = n / enc.m;
       for (let g = 0; g < groups; g++)
         for (let j = 0; j < enc.n; j++) {
           const k = g * enc.n + j;
-          out[g * enc.m + idx[k]] += values[k];
+          out[g * enc.m + unpackBits(idx, k, bits)] += values[k];
         }
       return out;
     }

@@ -12,6 +12,7 @@ import type { QuantizedEncoding } from '../../ir/weights.js';
 import { dequantParts, type DequantWeightFormat } from '../dequant.js';
 import type { Launch, LaunchOperand, LowerContext, WeightPartOperand } from '../family.js';
 import type { KernelSource } from '../kernel.js';
+import type { WeightEncoding } from '../../ir/weights.js';
 
 /** A dim as a kernel dim: a number, or the text of its expression (`seq`, `past+seq`). */
 export function dimText(d: Dim): number | string {
@@ -66,4 +67,18 @@ export function acceptsWhenSpecBuilds(specOf: (fused: Node) => unknown): (fused:
       throw e;
     }
   };
+}
+
+/**
+ * The weight B of a plain or fused matmul and its encoding, when B is a 2-D `weight` stored `[N, K]` (read with
+ * `transB`) whose encoding is of kind `kind`; otherwise `undefined`. How the families over encoded weights recognise
+ * their nodes.
+ */
+export function encodedMatmulWeight<K extends WeightEncoding['kind']>(node: Node, ctx: Pick<LowerContext, 'weightEncoding'>, kind: K): { weight: Node; encoding: Extract<WeightEncoding, { kind: K }> } | undefined {
+  const mm = node.op === 'fused' ? unfuse(node)[0] : node;
+  if (mm.op !== 'matmul') return undefined;
+  const [, B] = mm.inputs;
+  if (B.op !== 'weight' || B.rank !== 2 || !mm.attrs.transB) return undefined;
+  const enc = ctx.weightEncoding(B);
+  return enc.kind === kind ? { weight: B, encoding: enc as Extract<WeightEncoding, { kind: K }> } : undefined;
 }

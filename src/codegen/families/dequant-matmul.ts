@@ -15,7 +15,7 @@ import { generateDequantGemvKernel, type DequantMatmulSpec } from '../matmul/deq
 import { generateDequantGemmSubgroupKernel } from '../matmul/dequant-gemm.js';
 import { chooseDequantMatmulVariant } from '../schedule/dequant-matmul.js';
 import { dequantFormatOf } from '../dequant.js';
-import { acceptsWhenSpecBuilds, dequantEncodingOf, launchOf, unfuse, weightPartOperands } from './common.js';
+import { acceptsWhenSpecBuilds, encodedMatmulWeight, launchOf, weightPartOperands } from './common.js';
 import { matmulSpecOf } from './matmul.js';
 
 /**
@@ -24,15 +24,11 @@ import { matmulSpecOf } from './matmul.js';
  * f16 scales or a group size that neither divides K nor covers the whole weight.
  */
 export function quantizedMatmulWeight(node: Node, ctx: Pick<LowerContext, 'weightEncoding'>): { weight: Node; encoding: QuantizedEncoding } | undefined {
-  const mm = node.op === 'fused' ? unfuse(node)[0] : node;
-  if (mm.op !== 'matmul') return undefined;
-  const [, B] = mm.inputs;
-  if (B.rank !== 2 || !mm.attrs.transB) return undefined;
-  const enc = dequantEncodingOf(B, ctx);
-  if (!enc) return undefined;
-  const [N, K] = B.shape as [number, number];
-  if (!(K % enc.groupSize === 0 || enc.groupSize === N * K)) return undefined;
-  return { weight: B, encoding: enc };
+  const found = encodedMatmulWeight(node, ctx, 'quantized');
+  if (!found || found.encoding.scaleDType !== 'f32') return undefined;
+  const [N, K] = found.weight.shape as [number, number];
+  const g = found.encoding.groupSize;
+  return K % g === 0 || g === N * K ? found : undefined;
 }
 
 /** The spec and launch operands of a node the family takes. */

@@ -9,6 +9,8 @@ import type { Node } from '../../ir/node.js';
 import type { FamilyFusion, KernelFamily, LowerContext } from '../family.js';
 import { dequantGatherFamily } from './dequant-gather.js';
 import { dequantMatmulFamily } from './dequant-matmul.js';
+import { sparseNMMatmulFamily } from './sparse-nm-matmul.js';
+import { blockSparseMatmulFamily } from './block-sparse-matmul.js';
 import { attentionFamily } from './attention.js';
 import { copyFamily } from './copy.js';
 import { elementwiseFamily } from './elementwise.js';
@@ -19,7 +21,7 @@ import { ropeFamily } from './rope.js';
 import { softmaxFamily } from './softmax.js';
 
 /** Every kernel family, one line each. */
-export const KERNEL_FAMILIES: readonly KernelFamily[] = [dequantMatmulFamily, matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, dequantGatherFamily, copyFamily, elementwiseFamily];
+export const KERNEL_FAMILIES: readonly KernelFamily[] = [dequantMatmulFamily, sparseNMMatmulFamily, blockSparseMatmulFamily, matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, dequantGatherFamily, copyFamily, elementwiseFamily];
 
 /** What a node's family is looked up by: its op, or `fused:<kind>`. */
 function formOf(node: Node): string {

@@ -389,3 +389,98 @@ export function columnLines(f: Fragments, cols: number, indent: string): string[
   return L;
 }
 
+
+// ---------------------------------------------------------------------------------------------------------------
+// lane-group GEMV fragments shared by dequant-gemv and the sparse GEMVs
+
+/** How the lanes of a lane group combine their partial sums: not at all (one lane), `subgroupAdd`, or workgroup memory. */
+export type LaneReduction = 'none' | 'subgroup' | 'workgroup';
+
+/**
+ * Lines of `main` that reduce each accumulator in `accNames` across the `LANES_PER_COLUMN` lanes of a lane group into
+ * `s0, s1, …` (valid in the group's lane 0), and the workgroup variables that needs. Must be reached in uniform
+ * control flow (`subgroupAdd`, `workgroupBarrier`).
+ */
+export function laneReductionLines(accNames: readonly string[], reduction: LaneReduction, workgroupSize: number): { lines: string[]; workgroupVars: string[] } {
+  const lines: string[] = [];
+  const workgroupVars: string[] = [];
+  if (reduction === 'none') accNames.forEach((a, i) => lines.push(`  let s${i} = ${a};`));
+  else if (reduction === 'subgroup') accNames.forEach((a, i) => lines.push(`  let s${i} = subgroupAdd(${a});`));
+  else {
+    workgroupVars.push(`var<workgroup> partial: array<f32, ${workgroupSize * accNames.length}>; // [accumulator][invocation]`);
+    accNames.forEach((a, i) => lines.push(`  partial[${i}u * WORKGROUP_SIZE + li] = ${a};`));
+    lines.push(`  workgroupBarrier();`, `  ${accNames.map((_, i) => `var s${i} = 0.0;`).join(' ')}`, `  if (lane == 0u) {`);
+    lines.push(`    for (var l = 0u; l < LANES_PER_COLUMN; l++) {`);
+    accNames.forEach((_, i) => lines.push(`      s${i} += partial[${i}u * WORKGROUP_SIZE + li + l];`));
+    lines.push(`    }`, `  }`);
+  }
+  return { lines, workgroupVars };
+}
+
+/**
+ * The opening of a lane-group GEMV's `main`: sizes, tile indices, the invocation's lane group and lane, and the
+ * clamped output columns (`col_0 …`) and A rows (`a_row_0 …`) of its `cols` × `rows` block (from `col0`, `row0`).
+ * Needs the constants `LANES_PER_COLUMN`, `GROUPS`, `COLS`, `ROWS`, `N_TILES` and `WORKGROUP_SIZE`.
+ */
+export function laneGroupPreamble(c: Ctx, cols: number, rows: number): string[] {
+  return [
+    `@compute @workgroup_size(WORKGROUP_SIZE)`,
+    `fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {`,
+    ...sizeLets(c),
+    ...tileIndexLines(rows),
+    `  let group = li / LANES_PER_COLUMN;`,
+    `  let lane = li % LANES_PER_COLUMN;`,
+    `  let row0 = tile_m * ROWS;`,
+    `  let col0 = (tile_n * GROUPS + group) * COLS;`,
+    ...Array.from({ length: cols }, (_, cc) => `  let col_${cc} = min(col0 + ${cc}u, N_OUT - 1u);`),
+    ...Array.from({ length: rows }, (_, r) => `  let a_row_${r} = min(row0 + ${r}u, M - 1u);`),
+  ];
+}
+
+/** The accumulator names of a lane-group GEMV (`acc_r_c`, then `up_r_c` when gated), in the order they are reduced. */
+export function laneGroupAccumulators(c: Ctx, cols: number, rows: number): string[] {
+  const names: string[] = [];
+  for (const h of c.G === 2 ? ['acc', 'up'] : ['acc']) for (let r = 0; r < rows; r++) for (let cc = 0; cc < cols; cc++) names.push(`${h}_${r}_${cc}`);
+  return names;
+}
+
+/** The close of a lane-group GEMV's `main`: lane 0 of each group stores its reduced sums `s0 …` through `store_out`. */
+export function laneGroupStoreLines(c: Ctx, cols: number, rows: number, lanes: number): string[] {
+  const lines = [lanes > 1 ? `  if (lane == 0u) {` : `  {`];
+  const perHalf = rows * cols;
+  for (let r = 0; r < rows; r++)
+    for (let cc = 0; cc < cols; cc++) {
+      const i = r * cols + cc;
+      lines.push(`    store_out(out_base, row0 + ${r}u, col0 + ${cc}u, M, s${i}${c.G === 2 ? `, s${i + perHalf}` : ''});`);
+    }
+  lines.push(`  }`, `}`);
+  return lines;
+}
+
+/** One storage binding of an encoded weight's payload part: binding name (the part's role), WGSL name, type, comment. */
+export interface WeightPartBinding {
+  readonly name: string;
+  readonly wgslName: string;
+  readonly type: string;
+  readonly comment: string;
+}
+
+/**
+ * Binding declarations and list of a kernel reading an encoded B: a (vec4s when `aVec4`), B's payload `parts`, the
+ * epilogue operands, out, then the params uniform when a size is a dim expression.
+ */
+export function encodedWeightBindings(c: Ctx, aVec4: boolean, parts: readonly WeightPartBinding[]): { decls: string[]; list: KernelBinding[] } {
+  const decls: string[] = [];
+  const list: KernelBinding[] = [];
+  const add = (name: string, wgslName: string, type: string, access: 'read' | 'read_write', comment: string): void => {
+    decls.push(`@group(0) @binding(${list.length}) var<storage, ${access}> ${wgslName}: ${type}; // ${comment}`);
+    list.push({ name, access });
+  };
+  add('a', 'a', aVec4 ? `array<vec4<${c.dt.a}>>` : `array<${c.dt.a}>`, 'read', c.transA ? 'A stored [batch, K, M]' : 'A stored [batch, M, K]');
+  for (const p of parts) add(p.name, p.wgslName, p.type, 'read', p.comment);
+  (c.spec.epilogue?.operands ?? []).forEach((o, k) => add(o.name, `ep_${k}`, `array<${o.dtype}>`, 'read', `epilogue operand ${k} (${o.broadcast})`));
+  add('out', 'out', `array<${c.dt.out}>`, 'read_write', `output [batch, M, ${c.nOut}]`);
+  const ps = paramsStruct(c.params, list.length);
+  if (ps) decls.push(ps.trimEnd());
+  return { decls, list };
+}

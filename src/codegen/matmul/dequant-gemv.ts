@@ -12,10 +12,10 @@
  * @module
  */
 import { InputError } from '../../errors.js';
-import { paramsStruct, type KernelBinding, type KernelSource } from '../kernel.js';
-import { addDequantBindings, dequantExpr, dequantFormatTag, qAtFn, qQuadFn, type DequantWeightFormat } from '../dequant.js';
+import type { KernelBinding, KernelSource } from '../kernel.js';
+import { dequantExpr, dequantFormatTag, dequantPartBindings, qAtFn, qQuadFn, type DequantWeightFormat } from '../dequant.js';
 import { wgslComment } from '../wgsl.js';
-import { assemble, checkPositiveInt, gridOf, makeCtx, matmulFeatures, sizeLets, storeFn, tileIndexLines, toF32, type Ctx } from './common.js';
+import { assemble, checkPositiveInt, encodedWeightBindings, gridOf, laneGroupAccumulators, laneGroupPreamble, laneGroupStoreLines, laneReductionLines, makeCtx, matmulFeatures, storeFn, toF32, type Ctx } from './common.js';
 import type { MatmulSpec } from './spec.js';
 
 /** Tuning of the `dequant-gemv` kernel. */
@@ -76,18 +76,7 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
   const aVec4 = byWord && !c.transA && c.strideA.mult4; // A rows read as vec4s
   const { decls, list } = dequantBindings(c, w, aVec4);
   const halves = gated ? ['acc', 'up'] : ['acc'];
-  const body: string[] = [
-    `@compute @workgroup_size(WORKGROUP_SIZE)`,
-    `fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {`,
-    ...sizeLets(c),
-    ...tileIndexLines(R),
-    `  let group = li / LANES_PER_COLUMN;`,
-    `  let lane = li % LANES_PER_COLUMN;`,
-    `  let row0 = tile_m * ROWS;`,
-    `  let col0 = (tile_n * GROUPS + group) * COLS;`,
-    ...Array.from({ length: C }, (_, cc) => `  let col_${cc} = min(col0 + ${cc}u, N_OUT - 1u);`),
-    ...Array.from({ length: R }, (_, r) => `  let a_row_${r} = min(row0 + ${r}u, M - 1u);`),
-  ];
+  const body: string[] = laneGroupPreamble(c, C, R);
   for (const h of halves) for (let r = 0; r < R; r++) body.push(`  ${Array.from({ length: C }, (_, cc) => `var ${h}_${r}_${cc} = 0.0;`).join(' ')}`);
   body.push(
     `  // lane takes ${byWord ? `words (${EPW} integers each)` : 'elements'} lane, lane + LANES_PER_COLUMN, … of each B row`,
@@ -138,27 +127,8 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
   }
   body.push(`    }`, `  }`);
   // reduction across the lanes of a group
-  const accNames: string[] = [];
-  for (const h of halves) for (let r = 0; r < R; r++) for (let cc = 0; cc < C; cc++) accNames.push(`${h}_${r}_${cc}`);
-  const workgroupVars: string[] = [];
-  if (reduction === 'none') accNames.forEach((a, i) => body.push(`  let s${i} = ${a};`));
-  else if (reduction === 'subgroup') accNames.forEach((a, i) => body.push(`  let s${i} = subgroupAdd(${a});`));
-  else {
-    workgroupVars.push(`var<workgroup> partial: array<f32, ${WG * accNames.length}>; // [accumulator][invocation]`);
-    accNames.forEach((a, i) => body.push(`  partial[${i}u * WORKGROUP_SIZE + li] = ${a};`));
-    body.push(`  workgroupBarrier();`, `  ${accNames.map((_, i) => `var s${i} = 0.0;`).join(' ')}`, `  if (lane == 0u) {`);
-    body.push(`    for (var l = 0u; l < LANES_PER_COLUMN; l++) {`);
-    accNames.forEach((_, i) => body.push(`      s${i} += partial[${i}u * WORKGROUP_SIZE + li + l];`));
-    body.push(`    }`, `  }`);
-  }
-  body.push(L > 1 ? `  if (lane == 0u) {` : `  {`);
-  const perHalf = R * C;
-  for (let r = 0; r < R; r++)
-    for (let cc = 0; cc < C; cc++) {
-      const i = r * C + cc;
-      body.push(`    store_out(out_base, row0 + ${r}u, col0 + ${cc}u, M, s${i}${gated ? `, s${i + perHalf}` : ''});`);
-    }
-  body.push(`  }`, `}`);
+  const { lines: reduce, workgroupVars } = laneReductionLines(laneGroupAccumulators(c, C, R), reduction, WG);
+  body.push(...reduce, ...laneGroupStoreLines(c, C, R, L));
   const aElem = (k: string): string => toF32(c.dt.a, c.transA ? `a[base + (${k}) * rows + row]` : `a[base + row * K + ${k}]`);
   const fns = byWord
     ? dequantWordFns(c, w, aVec4)
@@ -233,17 +203,5 @@ export function dequantWordFns(c: Ctx, w: DequantWeightFormat, aVec4: boolean): 
 
 /** Binding declarations and list: a (vec4s when `aVec4`), the weight's parts, epilogue operands, out, params. */
 export function dequantBindings(c: Ctx, w: DequantWeightFormat, aVec4: boolean): { decls: string[]; list: KernelBinding[] } {
-  const decls: string[] = [];
-  const list: KernelBinding[] = [];
-  const add = (name: string, wgslName: string, type: string, access: 'read' | 'read_write', comment: string): void => {
-    decls.push(`@group(0) @binding(${list.length}) var<storage, ${access}> ${wgslName}: ${type}; // ${comment}`);
-    list.push({ name, access });
-  };
-  add('a', 'a', aVec4 ? `array<vec4<${c.dt.a}>>` : `array<${c.dt.a}>`, 'read', c.transA ? 'A stored [batch, K, M]' : 'A stored [batch, M, K]');
-  addDequantBindings(w, decls, list);
-  (c.spec.epilogue?.operands ?? []).forEach((o, k) => add(o.name, `ep_${k}`, `array<${o.dtype}>`, 'read', `epilogue operand ${k} (${o.broadcast})`));
-  add('out', 'out', `array<${c.dt.out}>`, 'read_write', `output [batch, M, ${c.nOut}]`);
-  const ps = paramsStruct(c.params, list.length);
-  if (ps) decls.push(ps.trimEnd());
-  return { decls, list };
+  return encodedWeightBindings(c, aVec4, dequantPartBindings(w));
 }
