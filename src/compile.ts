@@ -13,6 +13,7 @@ import type { Node } from './ir/node.js';
 import { pagedAttentionOf } from './ir/paged-kv.js';
 import type { KvCacheLayout, PrecisionPolicy, Target } from './ir/target.js';
 import { parseQuantScheme, type QuantScheme } from './ir/quant-scheme.js';
+import { parseSparsityScheme, type SparsityScheme } from './ir/sparsity-scheme.js';
 import { WeightStore, type WeightEntry } from './ir/weights.js';
 import type { MemoryPlan } from './passes/memory-plan.js';
 import { assignSlots, type SlotPlan } from './passes/buffer-slots.js';
@@ -46,6 +47,8 @@ export interface CompileOptions {
    * parsed {@link QuantScheme}. Weights the file already quantized keep their format unless this asks otherwise.
    */
   quant?: string | QuantScheme;
+  /** Weight sparsity by magnitude pruning: a pattern as `--sparsity` takes it (`2:4`, `block32-0.1`; `none`) or a parsed {@link SparsityScheme}. */
+  sparsity?: string | SparsityScheme;
   /** Pass pipeline before lowering (default `O3`). */
   passes?: string;
   /** Largest prompt chunk one prefill step takes (default min(maxPositions, 128)); longer prompts are chunked. */
@@ -71,9 +74,14 @@ export function targetOf(o: CompileOptions): Target {
   return createTarget(o.device, { precision: o.precision, kv: o.kv, maxStorageBufferBindingSize: o.maxStorageBufferBindingSize });
 }
 
-/** The quantization scheme `o.quant` names (`undefined` for none). */
-export function quantOf(o: Pick<CompileOptions, 'quant'>): QuantScheme | undefined {
-  return typeof o.quant === 'string' ? parseQuantScheme(o.quant) : o.quant;
+/**
+ * The weight compression `o` asks for, as the pass options `quantize-weights` and `sparsify-weights` read (`{}` for
+ * none). Scheme names are parsed here, so a bad one is an {@link InputError} before anything runs.
+ */
+export function compressionOf(o: Pick<CompileOptions, 'quant' | 'sparsity'>): { quant?: QuantScheme; sparsity?: SparsityScheme } {
+  const quant = typeof o.quant === 'string' ? parseQuantScheme(o.quant) : o.quant;
+  const sparsity = typeof o.sparsity === 'string' ? parseSparsityScheme(o.sparsity) : o.sparsity;
+  return { ...(quant ? { quant } : {}), ...(sparsity ? { sparsity } : {}) };
 }
 
 /** Runs the WebGPU pipeline's graph stages (optimization for the target, legalization, lowering) on `graph`. */
@@ -252,7 +260,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
     { name: 'decode', maxSeq: 1, bindings: { seq: 1, past: 0, batch: 1 } },
     ...(chunk > 1 ? [{ name: 'prefill', maxSeq: chunk, bindings: { seq: chunk, past: 0, batch: 1 } }] : []),
   ];
-  const pipeline = runWebGPUPipeline(built0, target, planSpecs, { passes: o.passes, variants: o.variants, quant: quantOf(o), printIrAfter: o.printIrAfter, print: o.print });
+  const pipeline = runWebGPUPipeline(built0, target, planSpecs, { passes: o.passes, variants: o.variants, compression: compressionOf(o), printIrAfter: o.printIrAfter, print: o.print });
   o.onProgress?.(`compile: ${pipeline.timings.length} stages in ${pipeline.timings.reduce((a, t) => a + t.ms, 0).toFixed(0)} ms`);
   const graph = pipeline.graph;
   if (pagedAttentionOf(graph).size === 0) throw new UnsupportedOpError(['attention'], 'no KV-cache attention found in the model graph (expected attention over concat(past_k.L, k))');
@@ -318,7 +326,7 @@ export async function compile(model: LoadedModel, o: CompileOptions): Promise<En
 export async function compileGraph(graph: Graph, bindings: DimBindings, o: CompileOptions): Promise<Engine> {
   const target = targetOf(o);
   const seq = bindings.seq ?? 1;
-  const pipeline = runWebGPUPipeline(graph, target, [{ name: 'run', maxSeq: Math.max(seq, 1 << 30), bindings }], { passes: o.passes, variants: o.variants, quant: quantOf(o), printIrAfter: o.printIrAfter, print: o.print });
+  const pipeline = runWebGPUPipeline(graph, target, [{ name: 'run', maxSeq: Math.max(seq, 1 << 30), bindings }], { passes: o.passes, variants: o.variants, compression: compressionOf(o), printIrAfter: o.printIrAfter, print: o.print });
   const packer = new WeightPacker();
   const kernels = new KernelSet();
   const plans = buildPlans(pipeline, target, kernels, packer, o.onProgress);

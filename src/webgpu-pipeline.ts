@@ -20,6 +20,7 @@ import { pagedAttentionOf } from './ir/paged-kv.js';
 import { printGraph } from './ir/printer.js';
 import type { Target } from './ir/target.js';
 import type { QuantScheme } from './ir/quant-scheme.js';
+import type { SparsityScheme } from './ir/sparsity-scheme.js';
 import type { Launch, LowerVariants } from './codegen/family.js';
 import { lowerSchedule } from './codegen/lower.js';
 import { planMemory, type MemoryPlan } from './passes/memory-plan.js';
@@ -122,8 +123,8 @@ export interface WebGPUPipelineOptions extends Pick<RunPassesOptions, 'printIrAf
   readonly passes?: string;
   /** Variants forced over the schedule rules. */
   readonly variants?: LowerVariants;
-  /** Weight quantization the `quantize-weights` stage applies (absent: none). */
-  readonly quant?: QuantScheme;
+  /** Weight compression the `sparsify-weights` and `quantize-weights` stages apply (absent: none). */
+  readonly compression?: { readonly quant?: QuantScheme; readonly sparsity?: SparsityScheme };
 }
 
 /**
@@ -139,7 +140,7 @@ export function runWebGPUPipeline(graph: Graph, target: Target, plans: readonly 
   const common = { target, verify: o.verify, print: o.print };
   const printIn = (list: readonly Pass[]): RunPassesOptions['printIrAfter'] =>
     o.printIrAfter === 'all' ? 'all' : o.printIrAfter?.filter((n) => list.some((p) => p.name === n));
-  const optimized = runPasses(graph, stages, { ...common, printIrAfter: printIn(stages), options: { bindings: largest.bindings, ...(o.quant ? { quant: o.quant } : {}) } });
+  const optimized = runPasses(graph, stages, { ...common, printIrAfter: printIn(stages), options: { bindings: largest.bindings, ...o.compression } });
   const timings: StageTiming[] = [...optimized.timings];
   const built = plans.map((spec) => {
     const r = runPasses(optimized.graph, PLAN_STAGES, { ...common, printIrAfter: printIn(PLAN_STAGES), options: { bindings: spec.bindings, expectedSeq: spec.maxSeq, variants: o.variants } });

@@ -117,7 +117,7 @@ describe('quantize-weights on other layouts', () => {
     expect(mm.attrs.transB).toBe(true);
     const q = weightsOf(r.graph)[0];
     expect(q.shape).toEqual([40, 64]);
-    expect(q.name).toBe('w_kn@int8-g32^T');
+    expect(q.name).toBe('w_kn^T@int8-g32');
     const xs = Tensor.from('f32', [3, 64], Array.from(new Rng(10).normals(3 * 64, 1)));
     const got = runGraph(r.graph, { x: xs }).y.data as Float32Array;
     // reference: x · decode(q)ᵀ

@@ -20,10 +20,9 @@ import { runPasses } from '../passes/pipeline.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { XorShiftRng } from '../util/random.js';
-import { compile } from '../compile.js';
+import { compile, compressionOf } from '../compile.js';
 import type { PrecisionPolicy } from '../ir/target.js';
 import { quantile } from './eval.js';
-import { quantOptions } from './generate.js';
 import type { TextTokenizer } from '../frontends/text-tokenizer.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
@@ -101,7 +100,6 @@ function round2(x: number): number {
 
 /** Runs the command; resolves to the result (also printed). */
 export async function benchCommand(o: BenchCommandOptions): Promise<BenchResult> {
-  if (o.sparsity && o.sparsity !== 'none') throw new UsageError(`--sparsity ${o.sparsity}: pruning is not implemented yet; only --sparsity none runs`);
   for (const [flag, v, min] of [['--prompt-tokens', o.promptTokens, 1], ['--gen-tokens', o.genTokens, 1], ['--repeat', o.repeat, 1]] as const)
     if (!(Number.isInteger(v) && v >= min)) throw new UsageError(`${flag} must be an integer >= ${min}, got ${v}`);
   const { model, tokenizer } = await openModel(o.model, o.tokenizer);
@@ -117,7 +115,7 @@ export async function benchCommand(o: BenchCommandOptions): Promise<BenchResult>
   let weightBytes: number;
   let compileMs: number;
   if (backend === 'cpu') {
-    const optimized = runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile, options: quantOptions(o.quant) });
+    const optimized = runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile, options: compressionOf(o) });
     compileMs = performance.now() - t0;
     const lm = new CpuCausalLM(optimized.graph, model.maxPositions);
     step = async (ids) => {
@@ -131,7 +129,7 @@ export async function benchCommand(o: BenchCommandOptions): Promise<BenchResult>
     weightBytes = weightTotals(optimized.graph).bytes;
   } else {
     const handle = await requestGPUDevice();
-    const engine = await compile(model, { device: handle.info, quant: o.quant, precision: o.precision, prefillChunk: Math.min(128, o.promptTokens), sampling: { temperature: 1, topp: 1 }, onProgress: log });
+    const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, prefillChunk: Math.min(128, o.promptTokens), sampling: { temperature: 1, topp: 1 }, onProgress: log });
     compileMs = performance.now() - t0;
     const session = await engine.createSession({ device: handle });
     step = (ids) => session.step(ids, { temperature: 0, topp: 1, coin: 0 });

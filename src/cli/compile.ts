@@ -35,6 +35,8 @@ export interface CompileCommandOptions {
   kvDtype?: KvCacheDType;
   /** Weight quantization scheme (`none`, `int8`, `int4-g32`, …); the engine stores the quantized weights. */
   quant?: string;
+  /** Weight sparsity pattern (`none`, `2:4`, `block32-0.1`, …). */
+  sparsity?: string;
 }
 
 /** Runs the command. */
@@ -44,7 +46,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
   try {
     log(`compiling for ${describeDevice(handle.info)}`);
     const t0 = performance.now();
-    const engine = await compile(model, { device: handle.info, passes: o.passes, quant: o.quant, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, sampling: { temperature: o.temperature, topp: o.topp }, onProgress: log });
+    const engine = await compile(model, { device: handle.info, passes: o.passes, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, sampling: { temperature: o.temperature, topp: o.topp }, onProgress: log });
     await engine.save(o.output);
     const tok = o.tokenizer ?? findTokenizerFor(o.model, model.config.vocabSize);
     if (tok) await copyFile(tok, join(o.output, 'tokenizer.bin'));
@@ -54,6 +56,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
       model: o.model,
       device: m.device.description,
       quant: o.quant ?? 'none',
+      sparsity: o.sparsity ?? 'none',
       kernels: m.kernels.length,
       plans: m.plans.map((p) => ({ name: p.name, max_seq: p.maxSeq, dispatches: p.dispatches.length })),
       weight_bytes: engine.weightBytes.byteLength,

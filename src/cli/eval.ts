@@ -22,9 +22,8 @@ import { cpuProfile } from '../ir/device-profile.js';
 import { runPasses } from '../passes/pipeline.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { describeDevice, requestGPUDevice } from '../runtime/device.js';
-import { compile } from '../compile.js';
+import { compile, compressionOf } from '../compile.js';
 import type { PrecisionPolicy } from '../ir/target.js';
-import { quantOptions } from './generate.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
 
@@ -109,7 +108,7 @@ function cpuScorer(model: LoadedModel, passes: string, options: Record<string, u
 /** A scorer on WebGPU: the engine decodes the window one token at a time and the logits are read back each step. */
 async function webgpuScorer(model: LoadedModel, o: EvalCommandOptions): Promise<{ scorer: WindowScorer; weightBytes: number; device: string }> {
   const handle = await requestGPUDevice();
-  const engine = await compile(model, { device: handle.info, quant: o.quant, precision: o.precision, prefillChunk: 8, sampling: { temperature: 1, topp: 1 }, onProgress: log });
+  const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, prefillChunk: 8, sampling: { temperature: 1, topp: 1 }, onProgress: log });
   const session = await engine.createSession({ device: handle });
   const vocab = model.config.vocabSize;
   const weightBytes = engine.manifest.weights.reduce((a, w) => a + w.parts.reduce((b, p) => b + p.byteLength, 0), 0);
@@ -149,7 +148,6 @@ export function quantile(xs: readonly number[], q: number): number {
 
 /** Runs the command; resolves to the result (also printed as one JSON object on stdout). */
 export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
-  if (o.sparsity && o.sparsity !== 'none') throw new UsageError(`--sparsity ${o.sparsity}: pruning is not implemented yet; only --sparsity none runs`);
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) throw new UsageError(`--max-tokens must be a positive integer, got ${o.maxTokens}`);
   const { model, tokenizer } = await openModel(o.model, o.tokenizer);
   if (!tokenizer) throw new UsageError(`eval needs a tokenizer: pass --tokenizer <file> (none found for ${o.model})`);
@@ -163,11 +161,11 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   const passes = 'O3';
 
   const reference = cpuScorer(model, passes, {});
-  const quant = quantOptions(o.quant);
+  const compression = compressionOf(o);
   let underTest: WindowScorer;
   let weightBytes: number;
   if (backend === 'cpu') {
-    const c = quant.quant ? cpuScorer(model, passes, quant) : reference;
+    const c = Object.keys(compression).length ? cpuScorer(model, passes, compression) : reference;
     underTest = c.scorer;
     weightBytes = weightTotals(c.graph).bytes;
   } else {
@@ -216,6 +214,6 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
     weight_bytes_f32: f32.parameters * 4,
   };
   process.stdout.write(`${JSON.stringify(r)}\n`);
-  if (!o.json) log(`eval [${backend}${o.quant ? `, ${o.quant}` : ''}]: ${targets} tokens, ppl ${r.ppl.toFixed(4)} (f32 ${r.ppl_f32.toFixed(4)}), KL mean ${r.kl_mean.toExponential(3)} p99 ${r.kl_p99.toExponential(3)}, top-1 agreement ${(100 * r.top1_agreement).toFixed(2)}%`);
+  if (!o.json) log(`eval [${[backend, ...Object.values(compression).map((x) => x.name)].join(', ')}]: ${targets} tokens, ppl ${r.ppl.toFixed(4)} (f32 ${r.ppl_f32.toFixed(4)}), KL mean ${r.kl_mean.toExponential(3)} p99 ${r.kl_p99.toExponential(3)}, top-1 agreement ${(100 * r.top1_agreement).toFixed(2)}%`);
   return r;
 }

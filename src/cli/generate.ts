@@ -16,9 +16,8 @@ import { countKernels } from '../ir/stats.js';
 import { Engine, formatLoadTimings, type KernelTiming } from '../runtime/engine.js';
 import { requestGPUDevice, describeDevice } from '../runtime/device.js';
 import { openModel, pickBackend } from './model-input.js';
-import { compile } from '../compile.js';
+import { compile, compressionOf } from '../compile.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
-import { parseQuantScheme, type QuantScheme } from '../ir/quant-scheme.js';
 import { log } from './output.js';
 
 /** Options of the `generate` command (as parsed from the command line). */
@@ -57,6 +56,8 @@ export interface GenerateCommandOptions {
   kvDtype?: KvCacheDType;
   /** Weight quantization scheme (`none`, `int8`, `int4-g32`, …). */
   quant?: string;
+  /** Weight sparsity pattern (`none`, `2:4`, `block32-0.1`, …). */
+  sparsity?: string;
 }
 
 export type { TextTokenizer };
@@ -133,7 +134,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   let r: { generated: number[]; prefillSeconds: number; decodeSeconds: number; stopped: boolean };
   const extra: Record<string, number | string | boolean> = {};
   if (backend === 'cpu') {
-    const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: quantOptions(o.quant), printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
+    const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: compressionOf(o), printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
     extra.compile_ms = round(optimized.timings.reduce((a, t) => a + t.ms, 0));
     extra.kernels_per_forward = countKernels(optimized.graph);
     const lm = new CpuCausalLM(optimized.graph, model!.maxPositions);
@@ -146,7 +147,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
       const tc = performance.now();
       // an engine built for this one prompt: its prefill plan is sized to it (smaller kernels compile faster)
       const prefillChunk = Math.min(128, Math.max(8, promptIds.length));
-      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, quant: o.quant, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`), sampling: { temperature: o.temperature || 1, topp: o.topp }, onProgress: log }));
+      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`), sampling: { temperature: o.temperature || 1, topp: o.topp }, onProgress: log }));
       extra.compile_ms = round(performance.now() - tc);
       const session = await engine.createSession({ device: handle, profile: o.profile, onProgress: (p) => p.stage === 'done' && log(formatLoadTimings(p.timings)) });
       extra.load_ms = round(performance.now() - t0);
@@ -190,12 +191,6 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
   else log(`[${backend}] prompt ${promptIds.length} tokens in ${metrics.prefill_ms} ms; ${r.generated.length} tokens generated, ${metrics.decode_tokens_per_s} tok/s`);
   return result;
-}
-
-/** The pass options that apply a `--quant` scheme (none for `none` or absent). */
-export function quantOptions(spec: string | undefined): { quant?: QuantScheme } {
-  const quant = spec ? parseQuantScheme(spec) : undefined;
-  return quant ? { quant } : {};
 }
 
 function round(x: number): number {

@@ -11,13 +11,12 @@ import { printGraph } from '../ir/printer.js';
 import { countKernels, launchesKernel, opHistogram, weightTotals } from '../ir/stats.js';
 import { planMemory, type MemoryPlan } from '../passes/memory-plan.js';
 import { runPasses } from '../passes/pipeline.js';
-import { quantOptions } from './generate.js';
 import type { DeviceProfile } from '../ir/device-profile.js';
 import { cpuProfile } from '../ir/device-profile.js';
 import type { KvCacheDType, PrecisionPolicy, Target } from '../ir/target.js';
 import type { LoadedModel } from '../frontends/load.js';
 import type { PipelineResult } from '../passes/pipeline.js';
-import { compileModel } from '../compile.js';
+import { compileModel, compressionOf } from '../compile.js';
 import { createTarget, type TargetProfileName } from '../codegen/target.js';
 import { probeWebGPU } from '../runtime/device.js';
 import type { StageTiming } from '../webgpu-pipeline.js';
@@ -43,6 +42,8 @@ export interface InspectCommandOptions {
   deviceProfile?: TargetProfileName;
   /** Weight quantization scheme (`none`, `int8`, `int4-g32`, …). */
   quant?: string;
+  /** Weight sparsity pattern (`none`, `2:4`, `block32-0.1`, …). */
+  sparsity?: string;
   /** With `target: 'webgpu'`: precision policy. */
   precision?: PrecisionPolicy;
   /** With `target: 'webgpu'`: tokens per KV-cache block. */
@@ -99,7 +100,7 @@ async function inspectTarget(o: InspectCommandOptions): Promise<Target> {
 /** The WebGPU pipeline's view of the model: every stage, the decode plan's dispatches and the engine's pipelines. */
 async function inspectWebGPU(o: InspectCommandOptions, model: LoadedModel): Promise<{ graph: Graph; plan: MemoryPlan; result: Omit<PipelineResult, 'graph' | 'timings'> & { timings: readonly StageTiming[] }; extra: Record<string, unknown>; after: Record<string, unknown> }> {
   const target = await inspectTarget(o);
-  const c = compileModel(model, { target, passes: o.passes, quant: o.quant, prefillChunk: Math.min(o.seq, model.maxPositions), printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
+  const c = compileModel(model, { target, passes: o.passes, quant: o.quant, sparsity: o.sparsity, prefillChunk: Math.min(o.seq, model.maxPositions), printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
   const m = c.manifest;
   const decode = m.plans.find((p) => p.name === 'decode')!;
   const planned = c.pipeline.plans[c.pipeline.plans.length - 1].graph;
@@ -135,7 +136,7 @@ export async function inspectCommand(o: InspectCommandOptions): Promise<Record<s
   } else {
     const r = runPasses(graph, o.passes, {
       device: o.device ?? cpuProfile,
-      options: { bindings, ...quantOptions(o.quant) },
+      options: { bindings, ...compressionOf(o) },
       printIrAfter: o.printIrAfter,
       print: (text) => process.stderr.write(`${text}\n`),
     });
@@ -157,6 +158,7 @@ export async function inspectCommand(o: InspectCommandOptions): Promise<Record<s
     seq: o.seq,
     pipeline: o.passes,
     quant: o.quant ?? 'none',
+    sparsity: o.sparsity ?? 'none',
     weight_bytes_after: weightTotals(after).bytes,
     ...extra,
     before: summary(graph),

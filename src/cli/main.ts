@@ -13,6 +13,7 @@ import { errorLine } from './output.js';
 import { evalCommand } from './eval.js';
 import { benchCommand } from './bench.js';
 import { parseQuantScheme, QUANT_SCHEMES } from '../ir/quant-scheme.js';
+import { parseSparsityScheme, SPARSITY_SCHEMES } from '../ir/sparsity-scheme.js';
 
 function num(name: string, opts: { int?: boolean; min?: number } = {}) {
   return (v: string): number => {
@@ -37,9 +38,18 @@ function quantOption(): Option {
     .default('none');
 }
 
-/** `--sparsity <pattern>` (only `none` runs so far; the commands say so). */
+/** `--sparsity <pattern>`, checked when parsed. */
 function sparsityOption(): Option {
-  return new Option('--sparsity <pattern>', 'weight sparsity: none (N:M and block-sparse pruning are not implemented yet)').default('none');
+  return new Option('--sparsity <pattern>', `weight sparsity, magnitude pruning: ${SPARSITY_SCHEMES.join(', ')} (block32-0.1 keeps 10% of 32x32 blocks)`)
+    .argParser((v: string) => {
+      try {
+        parseSparsityScheme(v);
+      } catch (e) {
+        throw new InvalidArgumentError((e as Error).message);
+      }
+      return v;
+    })
+    .default('none');
 }
 
 function collect(v: string, prev: string[]): string[] {
@@ -78,6 +88,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
     .addOption(quantOption())
+    .addOption(sparsityOption())
     .option('--json', 'print one JSON object on stdout', false)
     .action(async (o) => {
       await generateCommand({ ...o, seed: o.seed ?? Date.now() % 2 ** 31, printIrAfter: printIrAfter(o.printIrAfter) });
@@ -95,6 +106,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
     .addOption(quantOption())
+    .addOption(sparsityOption())
     .option('--print-ir-after <pass>', "print the IR (to stderr) after this pass, or 'all' (repeatable)", collect, [])
     .option('--json', 'print one JSON object on stdout', false)
     .action(async (o) => {
@@ -114,6 +126,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
     .addOption(quantOption())
+    .addOption(sparsityOption())
     .option('--json', 'print one JSON summary on stdout', false)
     .action(async (o) => {
       await compileCommand(o);

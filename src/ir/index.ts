@@ -21,3 +21,4 @@ export * from './paged-kv.js';
 export * from './shape-arith.js';
 export * from './rope.js';
 export * from './quant-scheme.js';
+export * from './sparsity-scheme.js';

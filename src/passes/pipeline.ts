@@ -25,6 +25,7 @@ import { recognizeAttentionPass } from './recognize-attention.js';
 import { mergeProjectionsPass } from './merge-projections.js';
 import { mixedPrecisionPass } from './mixed-precision.js';
 import { quantizeWeightsPass } from './quantize-weights.js';
+import { sparsifyWeightsPass } from './sparsify-weights.js';
 import { layoutPass } from './layout.js';
 import { fuseEpiloguesPass } from './fuse-epilogues.js';
 import { fuseElementwisePass } from './fuse-elementwise.js';
@@ -48,6 +49,7 @@ export const ALL_PASSES: readonly Pass[] = [
   recognizeAttentionPass,
   csePass,
   mergeProjectionsPass,
+  sparsifyWeightsPass,
   quantizeWeightsPass,
   mixedPrecisionPass,
   layoutPass,
@@ -76,9 +78,9 @@ export const PRESETS: Readonly<Record<'O0' | 'O1' | 'O2' | 'O3', readonly string
   O0: [],
   // O1: exact clean-ups; O2: + recognition of norms/activations/rope/attention, projection merging, precision and
   // layouts; O3: + fusion and memory planning
-  O1: ['fold-constants', 'simplify', 'cse', 'quantize-weights', 'layout', 'dce'],
-  O2: [...RECOGNIZE, 'merge-projections', 'quantize-weights', 'mixed-precision', 'layout', 'dce'],
-  O3: [...RECOGNIZE, 'merge-projections', 'quantize-weights', 'mixed-precision', 'layout', 'fuse-epilogues', 'fuse-elementwise', 'cse', 'dce', 'plan-memory'],
+  O1: ['fold-constants', 'simplify', 'cse', 'sparsify-weights', 'quantize-weights', 'layout', 'dce'],
+  O2: [...RECOGNIZE, 'merge-projections', 'sparsify-weights', 'quantize-weights', 'mixed-precision', 'layout', 'dce'],
+  O3: [...RECOGNIZE, 'merge-projections', 'sparsify-weights', 'quantize-weights', 'mixed-precision', 'layout', 'fuse-epilogues', 'fuse-elementwise', 'cse', 'dce', 'plan-memory'],
 });
 
 function isPreset(spec: string): spec is keyof typeof PRESETS {
@@ -160,8 +162,9 @@ export function runPasses(graph: Graph, passes: readonly Pass[] | string, opts: 
     for (const name of printAfter)
       if (!list.some((p) => p.name === name) && !Object.prototype.hasOwnProperty.call(PASSES, name))
         throw new UsageError(`--print-ir-after: unknown pass '${name}'; known passes: ${Object.keys(PASSES).join(', ')}`);
-  if (opts.options?.quant && !list.some((p) => p.name === 'quantize-weights'))
-    throw new UsageError(`a quantization scheme was given but the pipeline (${list.map((p) => p.name).join(', ') || 'empty'}) has no 'quantize-weights' pass to apply it`);
+  for (const [option, pass] of [['quant', 'quantize-weights'], ['sparsity', 'sparsify-weights']] as const)
+    if (opts.options?.[option] && !list.some((p) => p.name === pass))
+      throw new UsageError(`a ${option === 'quant' ? 'quantization scheme' : 'sparsity pattern'} was given but the pipeline (${list.map((p) => p.name).join(', ') || 'empty'}) has no '${pass}' pass to apply it`);
   const target = opts.target;
   const device = opts.device ?? target?.profile ?? cpuProfile;
   const precision = opts.options?.precision ?? (target ? { default: target.precision } : undefined);
