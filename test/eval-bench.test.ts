@@ -114,6 +114,29 @@ describe.skipIf(!hasShared)('eval and bench on WebGPU', () => {
     expect(saved.stderr).toMatch(/dequant-matmul\/dequant-gemv\S* +\d+ +[\d.]+ ms +[\d.]+% +0\.\d\d/);
   }, LONG);
 
+  it('compile --sparsity 2:4 saves the pruned weights (values and positions only); generate --engine gives the ids generate --sparsity gives', async (ctx) => {
+    if (!hasGpu) return ctx.skip();
+    const { mkdtempSync, readFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const out = mkdtempSync(join(tmpdir(), 'tw-sparse-engine-'));
+    const c = await runCli(['compile', '--model', model, '--sparsity', '2:4', '-o', out, '--json']);
+    expect(c.code, c.stderr).toBe(0);
+    expect(JSON.parse(c.stdout).sparsity).toBe('2:4');
+    const manifest = JSON.parse(readFileSync(join(out, 'engine.json'), 'utf8'));
+    const sparse = manifest.weights.filter((w: { encoding: { kind: string } }) => w.encoding.kind === 'sparse-nm');
+    expect(sparse.length).toBeGreaterThan(0);
+    for (const w of sparse) expect(w.parts.map((p: { role: string }) => p.role).sort()).toEqual(['indices', 'values']);
+    expect(manifest.kernels.some((k: { family: string }) => k.family === 'sparse-nm-matmul')).toBe(true);
+    const args = ['--prompt', 'Once upon a time', '--steps', '24', '--temperature', '0', '--json'];
+    const direct = await runCli(['generate', '--model', model, '--sparsity', '2:4', '--backend', 'webgpu', ...args]);
+    const cpu = await runCli(['generate', '--model', model, '--sparsity', '2:4', '--backend', 'cpu', ...args]);
+    const saved = await runCli(['generate', '--engine', out, ...args]);
+    expect(saved.code, saved.stderr).toBe(0);
+    expect(JSON.parse(saved.stdout).generated_ids).toEqual(JSON.parse(direct.stdout).generated_ids);
+    expect(JSON.parse(direct.stdout).generated_ids).toEqual(JSON.parse(cpu.stdout).generated_ids);
+  }, LONG);
+
   it('bench --json prints exactly the documented fields; int4 stores fewer weight bytes than none', async (ctx) => {
     if (!hasGpu) return ctx.skip();
     const run = async (quant: string) => {
