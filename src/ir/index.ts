@@ -20,3 +20,4 @@ export * from './paged-kv.js';
 export * from './shape-arith.js';
 export * from './rope.js';
 export * from './quant-scheme.js';
+export * from './codebook.js';

@@ -1,7 +1,8 @@
 /**
- * Weight quantization (round to nearest), as `--quant` asks: the 2-D weights that matmuls multiply by, and the
- * embedding tables that `gather` reads rows of, become {@link QuantizedEncoding} weights under the
- * {@link QuantScheme} in `options.quant` (absent: the pass changes nothing).
+ * Weight quantization, as `--quant` asks: the 2-D weights that matmuls multiply by, and the embedding tables that
+ * `gather` reads rows of, become {@link QuantizedEncoding} weights (integer schemes, round to nearest) or
+ * {@link CodebookEncoding} weights (codebook schemes: NF4, k-means, ternary, binary, log2; one table per weight,
+ * `src/ir/codebook.ts`) under the {@link QuantScheme} in `options.quant` (absent: the pass changes nothing).
  *
  * - `matmul(x, W)` with `W` stored `[N, K]` (`transB`, the Hugging Face and llama2.c layout) is quantized as stored:
  *   groups run along K, the axis the dequantizing kernels reduce.
@@ -19,8 +20,9 @@
 import { InputError } from '../errors.js';
 import { attrsOf, isOp } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
-import type { QuantScheme } from '../ir/quant-scheme.js';
-import { decodeWeight, quantizeWeight, type QuantizedEncoding, type WeightEntry } from '../ir/weights.js';
+import { quantizeCodebook } from '../ir/codebook.js';
+import type { IntQuantScheme, QuantScheme } from '../ir/quant-scheme.js';
+import { decodeWeight, quantizeWeight, type CodebookEncoding, type QuantizedEncoding, type WeightEntry } from '../ir/weights.js';
 import { countMatches, type Pass } from './pass.js';
 import { rewriteGraph, type RewriteContext, type RewriteRule } from './rewrite.js';
 
@@ -46,8 +48,8 @@ function quantizable(e: WeightEntry): boolean {
   return (e.encoding.kind === 'dense' || e.encoding.kind === 'quantized') && e.shape.length === 2 && (e.dtype === 'f32' || e.dtype === 'f16');
 }
 
-/** The same scheme as `s`, already: re-quantizing it would only lose precision. */
-function alreadyIn(enc: QuantizedEncoding, s: QuantScheme, rowLength: number): boolean {
+/** The same integer scheme as `s`, already: re-quantizing it would only lose precision. */
+function alreadyIn(enc: QuantizedEncoding, s: IntQuantScheme, rowLength: number): boolean {
   return enc.bits === s.bits && enc.hasZeroPoint === s.asymmetric && !enc.hasMin && enc.groupSize === (s.groupSize === 'channel' ? rowLength : s.groupSize);
 }
 
@@ -64,12 +66,12 @@ function quantized(w: Node, transposed: boolean, ctx: RewriteContext, run: Quant
   if (hit) return hit;
   const [rows, cols] = transposed ? [e.shape[1], e.shape[0]] : [e.shape[0], e.shape[1]];
   const s = run.scheme;
-  if (e.encoding.kind === 'quantized' && !transposed && alreadyIn(e.encoding, s, cols)) {
+  if (e.encoding.kind === 'quantized' && s.kind !== 'codebook' && !transposed && alreadyIn(e.encoding, s, cols)) {
     run.already++;
     return undefined;
   }
   const group = s.groupSize === 'channel' ? cols : s.groupSize;
-  if (cols % group !== 0) {
+  if (group !== undefined && cols % group !== 0) {
     run.kept.set(e.name, `rows of ${cols} are no multiple of group ${group}`);
     return undefined;
   }
@@ -79,7 +81,11 @@ function quantized(w: Node, transposed: boolean, ctx: RewriteContext, run: Quant
     for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[r * cols + c] = values[c * rows + r];
     values = t;
   }
-  const q = quantizeWeight(`${e.name}@${s.name}${transposed ? '^T' : ''}`, [rows, cols], values, { bits: s.bits, groupSize: group, hasZeroPoint: s.asymmetric, dtype: e.dtype });
+  const name = `${e.name}@${s.name}${transposed ? '^T' : ''}`;
+  const q =
+    s.kind === 'codebook'
+      ? quantizeCodebook(name, [rows, cols], values, { levels: s.levels, indexBits: s.indexBits, scaleGroupSize: group, dtype: e.dtype })
+      : quantizeWeight(name, [rows, cols], values, { bits: s.bits, groupSize: group!, hasZeroPoint: s.asymmetric, dtype: e.dtype });
   run.bytesBefore += payloadBytes(e);
   run.bytesAfter += payloadBytes(q);
   const node = ctx.addWeight(q);
@@ -120,7 +126,7 @@ function candidates(nodes: readonly Node[]): Node[] {
 /** The `quantize-weights` pass. */
 export const quantizeWeightsPass: Pass = {
   name: 'quantize-weights',
-  description: 'quantize matmul weights and embedding tables to options.quant (round to nearest; nothing without it)',
+  description: 'quantize matmul weights and embedding tables to options.quant (integers or codebooks; nothing without it)',
   run(graph, ctx) {
     const scheme = ctx.options.quant as QuantScheme | undefined;
     if (!scheme) return graph;
