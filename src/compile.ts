@@ -117,16 +117,16 @@ class WeightPacker {
 
 /**
  * The engine weight index of a weight or constant node, bound as payload part `part` (`values` for dense data; the
- * parts of a quantized weight for the kernels that dequantize it). Dense kernels cannot read encoded weights, and no
- * kernel reads codebook or sparse ones yet: both are typed errors naming the weight.
+ * parts of a quantized or codebook weight for the kernels that decode it). Dense kernels cannot read encoded weights, and no
+ * kernel reads sparse ones yet: both are typed errors naming the weight.
  */
 function weightIndexFor(g: Graph, packer: WeightPacker, constants: Map<Node, WeightEntry>): (n: Node, part?: string) => number {
   return (n, part = 'values') => {
     if (isOp(n, 'weight')) {
       const e = g.weights.get(n.attrs.id);
       const kind = e.encoding.kind;
-      if (kind !== 'dense' && kind !== 'quantized') throw new UnsupportedOpError(['weight'], `weight '${e.name}' is ${kind}-encoded; the WebGPU kernels read dense and quantized weights only so far`);
-      if (kind === 'quantized' && part === 'values') throw new UnsupportedOpError(['weight'], `weight '${e.name}' is quantized; only the dequantizing kernels read it (matmuls over it stored [N, K], embedding lookups in it), and a dense kernel was chosen for one of its uses`);
+      if (kind !== 'dense' && kind !== 'quantized' && kind !== 'codebook') throw new UnsupportedOpError(['weight'], `weight '${e.name}' is ${kind}-encoded; the WebGPU kernels read dense, quantized and codebook weights only so far`);
+      if (kind !== 'dense' && part === 'values') throw new UnsupportedOpError(['weight'], `weight '${e.name}' is ${kind}-encoded; only the ${kind === 'quantized' ? 'dequantizing' : 'codebook'} kernels read it (matmuls over it stored [N, K], embedding lookups in it), and a dense kernel was chosen for one of its uses`);
       if (!(part in e.data)) throw new UnsupportedOpError(['weight'], `weight '${e.name}' has no '${part}' part to bind`);
       if (e.dtype === 'bool') throw new UnsupportedOpError(['weight'], `bool weight '${e.name}' cannot be bound yet`);
       return packer.add(e);

@@ -35,7 +35,7 @@ export function chooseDequantMatmulVariant(spec: DequantMatmulSpec, target: Pick
  * per column block. Real GPUs: 32 lanes per column block, reducing with `subgroupAdd` when subgroups are a fixed 32
  * lanes, else in workgroup memory.
  */
-export function chooseDequantGemvVariant(spec: DequantMatmulSpec, target: Pick<Target, 'deviceClass' | 'features' | 'subgroupSize' | 'limits'>): DequantGemvVariant {
+export function chooseDequantGemvVariant(spec: Pick<DequantMatmulSpec, 'M' | 'expectedM'>, target: Pick<Target, 'deviceClass' | 'features' | 'subgroupSize' | 'limits'>): DequantGemvVariant {
   const parsedM = typeof spec.M === 'string' ? parseDim(spec.M) : spec.M;
   const m = typeof parsedM === 'number' ? parsedM : spec.expectedM ?? 1;
   const rowsPerBlock = m <= 1 ? 1 : 4;
