@@ -6,11 +6,13 @@
 // codebook16.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compile, compileGraph } from '../src/compile.js';
+import { createTarget } from '../src/codegen/target.js';
 import { InputError } from '../src/errors.js';
 import type { LoadedModel } from '../src/frontends/load.js';
 import { GraphBuilder } from '../src/ir/builder.js';
 import { kmeansTable, LOG2_TABLE, NF4_TABLE, quantizeCodebook, type CodebookQuantOptions } from '../src/ir/codebook.js';
 import type { Graph } from '../src/ir/graph.js';
+import type { Target } from '../src/ir/target.js';
 import { parseQuantScheme, QUANT_SCHEMES } from '../src/ir/quant-scheme.js';
 import { decodeWeight, packBits, quantizeWeight, WeightStore, type CodebookEncoding, type WeightEntry } from '../src/ir/weights.js';
 import { buildLlama, randomLlamaWeights, type LlamaConfig } from '../src/models/llama.js';
@@ -263,6 +265,34 @@ describe('codebook-matmul on WebGPU against the CPU reference', () => {
       expect(ms.kernels[0].wgsl).toMatch(/tensorwright kernel: codebook matmul/);
     }, LONG);
   }
+
+  it('every lane reduction matches: none (no subgroups), workgroup memory (GPU class), with a private and a workgroup table', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const t = createTarget(gpu.info);
+    const targets: [string, Target, RegExp][] = [
+      ['no subgroups', { ...t, features: t.features.filter((f) => f !== 'subgroups') }, /-l1-c4-r[14]-wg64$/],
+      ['GPU class', { ...t, deviceClass: 'gpu' }, /-l32-c4-r[14]-wg\d+-workgroup$/],
+    ];
+    for (const [levels, indexBits] of [['nf4', 4], ['kmeans', 8]] as const) {
+      const w = quantizeCodebook('w', [54, 96], new Rng(9).normals(54 * 96, 0.5), { levels, indexBits, scaleGroupSize: 32 });
+      for (const [name, target, variant] of targets)
+        for (const [rows, bindings, runs] of [[1, {}, [1]], ['seq', { seq: 20 }, [20, 3]]] as const) {
+          const what = `${levels}, ${name}, ${rows}`;
+          const g = graphOf(w, rows, 'bias-silu', 3);
+          const engine = await compileGraph(g, bindings, { target });
+          const session = await engine.createSession({ device: gpu });
+          try {
+            for (const M of runs) {
+              const inputs = { x: tensorOf(M, 96, M) };
+              expectClose((await session.run(inputs)).y.data as Float32Array, runGraph(g, inputs).y.data as Float32Array, `${what}, M = ${M}`);
+            }
+          } finally {
+            await session.destroy();
+          }
+          expect(engine.manifest.kernels.map((k) => k.variant), what).toEqual([expect.stringMatching(variant)]);
+        }
+    }
+  }, LONG);
 
   it('a codebook weight stored [K, N] (no kernel reads it) fails at compile time naming the weight', async (ctx) => {
     if (!gpu) return ctx.skip();
