@@ -261,22 +261,26 @@ describe('codebook-matmul on WebGPU against the CPU reference', () => {
       const m1 = await checkAgainstReference(graphOf(w, 1, c.epilogue, 1), {}, [1], what);
       expect(m1.kernels[0].variant, what).toMatch(/^codebook-gemv-.*-r1-/);
       const ms = await checkAgainstReference(graphOf(w, 'seq', c.epilogue, 1), { seq: 33 }, [5, 33, 1], what);
-      expect(ms.kernels[0].variant, what).toMatch(/^codebook-gemv-.*-r4-/);
+      // prefill: row blocks of 4, or the subgroup GEMM where B is read by whole words on a software rasterizer
+      expect(ms.kernels[0].variant, what).toMatch(/^codebook-gemv-.*-r4-|^codebook-gemm-subgroup-/);
       expect(ms.kernels[0].wgsl).toMatch(/tensorwright kernel: codebook matmul/);
     }, LONG);
   }
 
-  it('every lane reduction matches: none (no subgroups), workgroup memory (GPU class), with a private and a workgroup table', async (ctx) => {
+  it('every kernel and lane reduction matches: codebook-gemv with none, subgroupAdd or workgroup memory, codebook-gemm-subgroup; private and workgroup tables', async (ctx) => {
     if (!gpu) return ctx.skip();
     const t = createTarget(gpu.info);
-    const targets: [string, Target, RegExp][] = [
-      ['no subgroups', { ...t, features: t.features.filter((f) => f !== 'subgroups') }, /-l1-c4-r[14]-wg64$/],
-      ['GPU class', { ...t, deviceClass: 'gpu' }, /-l32-c4-r[14]-wg\d+-workgroup$/],
+    // [target name, target, variant at M = 1, variant for a symbolic seq]
+    const targets: [string, Target, RegExp, RegExp][] = [
+      ['no subgroups', { ...t, features: t.features.filter((f) => f !== 'subgroups') }, /^codebook-gemv-.*-l1-c4-r1-wg64$/, /^codebook-gemv-.*-l1-c4-r4-wg64$/],
+      ['GPU class', { ...t, deviceClass: 'gpu' }, /^codebook-gemv-.*-l32-c4-r1-wg\d+-workgroup$/, /^codebook-gemv-.*-l32-c4-r4-wg\d+-workgroup$/],
     ];
+    if (t.features.includes('subgroups') && t.subgroupSize && t.subgroupSize.min === t.subgroupSize.max)
+      targets.push(['this device', t, /^codebook-gemv-.*-subgroup$/, /^codebook-gemm-subgroup-.*-r2-/]);
     for (const [levels, indexBits] of [['nf4', 4], ['kmeans', 8]] as const) {
       const w = quantizeCodebook('w', [54, 96], new Rng(9).normals(54 * 96, 0.5), { levels, indexBits, scaleGroupSize: 32 });
-      for (const [name, target, variant] of targets)
-        for (const [rows, bindings, runs] of [[1, {}, [1]], ['seq', { seq: 20 }, [20, 3]]] as const) {
+      for (const [name, target, decode, prefill] of targets)
+        for (const [rows, bindings, runs, variant] of [[1, {}, [1], decode], ['seq', { seq: 20 }, [20, 3], prefill]] as const) {
           const what = `${levels}, ${name}, ${rows}`;
           const g = graphOf(w, rows, 'bias-silu', 3);
           const engine = await compileGraph(g, bindings, { target });

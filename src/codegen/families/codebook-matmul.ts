@@ -1,8 +1,9 @@
 /**
  * The codebook matmul family: a plain or fused matmul (the dense family's forms: gate and elementwise epilogue)
  * whose B is a codebook (look-up table) `weight` — NF4, k-means, ternary, binary, log2 from `--quant` — stored
- * `[N, K]` and read with `transB`. Its kernel (`src/codegen/matmul/codebook-gemv.ts`) reads the packed indices and
- * looks them up in the table in registers or workgroup memory; the launch binds the weight's payload parts
+ * `[N, K]` and read with `transB`. Its kernels (`src/codegen/matmul/codebook-gemv.ts`, and `codebook-gemm.ts` for
+ * prefill on software rasterizers) read the packed indices and look them up in the table in registers or workgroup
+ * memory; the launch binds the weight's payload parts
  * (`indices`, `codebook`, `scales`) instead of a dense buffer. It sits before the dense family in the registry; every
  * other matmul stays with the dense one.
  * @module
@@ -11,6 +12,7 @@ import type { Node } from '../../ir/node.js';
 import { numel } from '../../ir/dim.js';
 import type { KernelFamily, Launch, LaunchOperand, LowerContext, WeightPartOperand } from '../family.js';
 import { codebookFormatOf, codebookParts, type CodebookWeightFormat } from '../codebook.js';
+import { generateCodebookGemmSubgroupKernel } from '../matmul/codebook-gemm.js';
 import { codebookMatmulProblem, generateCodebookGemvKernel, type CodebookMatmulSpec } from '../matmul/codebook-gemv.js';
 import { chooseCodebookMatmulVariant } from '../schedule/codebook-matmul.js';
 import { acceptsWhenSpecBuilds, launchOf, unfuse } from './common.js';
@@ -66,7 +68,9 @@ function takes(node: Node, ctx?: LowerContext): boolean {
 
 function lower(node: Node, ctx: LowerContext): Launch[] {
   const { spec, operands } = codebookSpecOf(node, ctx);
-  return [launchOf(node, generateCodebookGemvKernel(spec, chooseCodebookMatmulVariant(spec, ctx.target)), operands)];
+  const v = chooseCodebookMatmulVariant(spec, ctx.target);
+  const kernel = v.kind === 'codebook-gemm-subgroup' ? generateCodebookGemmSubgroupKernel(spec, v) : generateCodebookGemvKernel(spec, v);
+  return [launchOf(node, kernel, operands)];
 }
 
 /**
@@ -78,7 +82,7 @@ export const codebookMatmulFamily: KernelFamily = {
   ops: ['matmul'],
   fusion: { kind: 'matmul', accepts: acceptsWhenSpecBuilds(matmulSpecOf) },
   takes,
-  variants: ['codebook-gemv'],
+  variants: ['codebook-gemv', 'codebook-gemm-subgroup'],
   features: ['shader-f16', 'subgroups'],
   lower,
 };

@@ -7,7 +7,7 @@
  * The structure is `dequant-gemv`'s (and the dense `gemv`'s): groups of `lanesPerColumn` lanes split K for a block of
  * `colsPerGroup` output columns and `rowsPerBlock` rows, then reduce with `subgroupAdd` or in workgroup memory; the
  * gate and the epilogue are the dense family's (`store_out`). It is correct for any M (row blocks cover M, a dim
- * expression at run time), so it also serves prefill.
+ * expression at run time), so it also serves prefill (`codebook-gemm.ts` serves it better on software rasterizers).
  * @module
  */
 import { InputError } from '../../errors.js';
@@ -204,7 +204,7 @@ export function generateCodebookGemvKernel(spec: CodebookMatmulSpec, v: Codebook
 }
 
 /** Binding declarations and list: a (vec4s when `aVec4`), the weight's parts, epilogue operands, out, params. */
-function codebookBindings(c: Ctx, w: CodebookWeightFormat, aVec4: boolean): { decls: string[]; list: KernelBinding[] } {
+export function codebookBindings(c: Ctx, w: CodebookWeightFormat, aVec4: boolean): { decls: string[]; list: KernelBinding[] } {
   const decls: string[] = [];
   const list: KernelBinding[] = [];
   const add = (name: string, wgslName: string, type: string, access: 'read' | 'read_write', comment: string): void => {
