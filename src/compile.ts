@@ -125,16 +125,15 @@ class WeightPacker {
 
 /**
  * The engine weight index of a weight or constant node, read dense (no `part`) or bound as payload part `part` (the
- * parts of a quantized or sparse weight, for the kernels that read that encoding). Dense kernels cannot read encoded
- * weights, and no kernel reads codebook ones yet: both are typed errors naming the weight.
+ * parts of a quantized, codebook or sparse weight, for the kernels that read that encoding). Dense kernels cannot
+ * read encoded weights: that is a typed error naming the weight.
  */
 function weightIndexFor(g: Graph, packer: WeightPacker, constants: Map<Node, WeightEntry>): (n: Node, part?: string) => number {
   return (n, part) => {
     if (isOp(n, 'weight')) {
       const e = g.weights.get(n.attrs.id);
       const kind = e.encoding.kind;
-      if (kind === 'codebook') throw new UnsupportedOpError(['weight'], `weight '${e.name}' is ${kind}-encoded; the WebGPU kernels read dense, quantized and sparse weights only so far`);
-      if (kind !== 'dense' && part === undefined) throw new UnsupportedOpError(['weight'], `weight '${e.name}' is ${kind === 'quantized' ? kind : `${kind}-encoded`}; only the kernels that read its encoding can (matmuls over it stored [N, K], embedding lookups in a quantized table), and a dense kernel was chosen for one of its uses`);
+      if (kind !== 'dense' && part === undefined) throw new UnsupportedOpError(['weight'], `weight '${e.name}' is ${kind === 'quantized' ? kind : `${kind}-encoded`}; only the kernels that read its encoding can (matmuls over it stored [N, K], embedding lookups in a quantized or codebook table), and a dense kernel was chosen for one of its uses`);
       part ??= 'values';
       if (!(part in e.data)) throw new UnsupportedOpError(['weight'], `weight '${e.name}' has no '${part}' part to bind`);
       if (e.dtype === 'bool') throw new UnsupportedOpError(['weight'], `bool weight '${e.name}' cannot be bound yet`);

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { InputError, UsageError } from '../src/errors.js';
 import { GraphBuilder } from '../src/ir/builder.js';
 import type { Graph } from '../src/ir/graph.js';
-import { parseQuantScheme, type QuantScheme } from '../src/ir/quant-scheme.js';
+import { parseQuantScheme, type IntQuantScheme, type QuantScheme } from '../src/ir/quant-scheme.js';
 import { decodeWeight, quantizeWeight, type QuantizedEncoding, type WeightEntry } from '../src/ir/weights.js';
 import { isOp } from '../src/ir/attrs.js';
 import { buildLlama, randomLlamaWeights, type LlamaConfig } from '../src/models/llama.js';
@@ -59,7 +59,7 @@ describe('quantize-weights on a Llama', () => {
 
   for (const spec of ['int8', 'int4-g32', 'int4-ch-sym', 'int2-g32', 'int8-g16-sym']) {
     it(`${spec}: every matmul weight and the tied embedding become one quantized entry each, within half a step of f32`, () => {
-      const scheme = parseQuantScheme(spec)!;
+      const scheme = parseQuantScheme(spec) as IntQuantScheme;
       const r = quantize(graph, spec);
       const before = new Map(weightsOf(graph).map((e) => [e.name, e]));
       const q = weightsOf(r.graph).filter((e) => e.encoding.kind === 'quantized');

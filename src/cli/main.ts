@@ -12,7 +12,7 @@ import { onnxTestCommand } from './onnx-test.js';
 import { errorLine } from './output.js';
 import { evalCommand } from './eval.js';
 import { benchCommand } from './bench.js';
-import { parseQuantScheme, QUANT_SCHEMES } from '../ir/quant-scheme.js';
+import { parseQuantScheme, QUANT_GRAMMAR, QUANT_SCHEMES } from '../ir/quant-scheme.js';
 import { parseSparsityScheme, SPARSITY_SCHEMES } from '../ir/sparsity-scheme.js';
 
 function num(name: string, opts: { int?: boolean; min?: number } = {}) {
@@ -26,7 +26,7 @@ function num(name: string, opts: { int?: boolean; min?: number } = {}) {
 
 /** `--quant <scheme>`, checked when parsed (an unknown scheme is a usage error listing the known ones). */
 function quantOption(): Option {
-  return new Option('--quant <scheme>', `weight quantization, round to nearest: ${QUANT_SCHEMES.join(', ')} (int8|int4|int2, then -g<N> or -ch, then -sym or -asym; default groups of 32 with zero points)`)
+  return new Option('--quant <scheme>', `weight quantization: ${QUANT_SCHEMES.join(', ')} (${QUANT_GRAMMAR}; integers default to groups of 32 with zero points, nf4/ternary/binary/log2 to scale groups of 64)`)
     .argParser((v: string) => {
       try {
         parseQuantScheme(v);

@@ -22,3 +22,4 @@ export * from './shape-arith.js';
 export * from './rope.js';
 export * from './quant-scheme.js';
 export * from './sparsity-scheme.js';
+export * from './codebook.js';

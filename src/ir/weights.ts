@@ -42,14 +42,27 @@ export type QuantizedEncoding = {
   readonly hasMin?: boolean;
 };
 
-/** Codebook (look-up table) storage: `indexBits`-bit indices into a table of `2^indexBits` values per group. */
+/**
+ * Codebook (look-up table) storage: `indexBits`-bit indices into tables of `2^indexBits` values, optionally scaled.
+ * Element `i` (row-major) reads table `floor(i / groupSize)` and, with `scaleGroupSize`, is multiplied by scale
+ * `floor(i / scaleGroupSize)`: value = `codebook[table · 2^indexBits + index] * scales[group]` (f32 product).
+ * A table may be shared by the whole tensor (`groupSize` = element count; NF4, k-means, ternary, binary and log2
+ * weights from `--quant` are stored so), by blocks of whole rows, or by any divisor of the element count; scales are
+ * grouped along the last axis as {@link QuantizedEncoding}'s are. Indices are packed little-endian within bytes, so
+ * with 1, 2, 4 or 8 bits a little-endian `u32` word `w` holds indices `w·32/indexBits …` from the low bits up.
+ */
 export type CodebookEncoding = {
   /** Discriminant. */
   readonly kind: 'codebook';
   /** Bits per index (1..8). */
   readonly indexBits: number;
-  /** Elements sharing one codebook (row-major groups, like {@link QuantizedEncoding.groupSize}). */
+  /** Elements sharing one table (row-major groups, like {@link QuantizedEncoding.groupSize}); divides the element count. */
   readonly groupSize: number;
+  /**
+   * Elements sharing one scale (payload `scales`, Float32Array), dividing the last dim or equal to the element count.
+   * Absent: the table values are the weight's values (no scales).
+   */
+  readonly scaleGroupSize?: number;
 };
 
 /**
@@ -106,8 +119,8 @@ export interface WeightEntry {
    * Payload. Dense: `values` (Float32Array for f32, Uint16Array of half bits for f16, Int32Array/Uint32Array,
    * Uint8Array for bool). Quantized: `packed`, `scales` (Float32Array), optional `zeroPoints` (Int32Array), optional
    * `mins` (Float32Array, with `hasMin`).
-   * Codebook: `indices` (packed), `codebook` (Float32Array). N:M: `values` (Float32Array), `indices` (Uint8Array of
-   * positions in the group, packed `indexBits` bits each).
+   * Codebook: `indices` (packed), `codebook` (Float32Array), `scales` (Float32Array, with `scaleGroupSize`). N:M:
+   * `values` (Float32Array), `indices` (Uint8Array of positions in the group, packed `indexBits` bits each).
    * Block-sparse: `rowPtr`, `colIdx` (Int32Array), `blocks` (Float32Array).
    */
   readonly data: WeightData;
@@ -207,10 +220,16 @@ export function validateEntry(e: WeightEntry): void {
       return;
     }
     case 'codebook': {
-      if (!(enc.indexBits >= 1 && enc.indexBits <= 8)) throw new InputError(`weight '${e.name}': codebook index bits must be 1..8`);
-      if (!(enc.groupSize > 0 && n % enc.groupSize === 0)) throw new InputError(`weight '${e.name}': codebook group size must divide ${n}`);
+      if (!(Number.isInteger(enc.indexBits) && enc.indexBits >= 1 && enc.indexBits <= 8)) throw new InputError(`weight '${e.name}': codebook index bits must be 1..8`);
+      if (!(Number.isInteger(enc.groupSize) && enc.groupSize > 0 && n % enc.groupSize === 0)) throw new InputError(`weight '${e.name}': codebook group size must divide ${n}`);
       need(e, 'indices', Math.ceil((n * enc.indexBits) / 8));
       need(e, 'codebook', (n / enc.groupSize) * (1 << enc.indexBits));
+      if (enc.scaleGroupSize !== undefined) {
+        const sg = enc.scaleGroupSize;
+        if (!(Number.isInteger(sg) && sg > 0 && (last % sg === 0 || sg === n)))
+          throw new InputError(`weight '${e.name}': codebook scale group size ${sg} must divide the last dim ${last} or equal ${n}`);
+        need(e, 'scales', n / sg);
+      }
       return;
     }
     case 'sparse-nm': {
@@ -334,8 +353,13 @@ export function decodeWeight(e: WeightEntry): Float32Array {
       const idx = e.data.indices as Uint8Array;
       const book = e.data.codebook;
       const size = 1 << enc.indexBits;
+      const scales = enc.scaleGroupSize !== undefined ? e.data.scales : undefined;
       const out = new Float32Array(n);
-      for (let i = 0; i < n; i++) out[i] = book[Math.floor(i / enc.groupSize) * size + unpackBits(idx, i, enc.indexBits)];
+      for (let i = 0; i < n; i++) {
+        const v = book[Math.floor(i / enc.groupSize) * size + unpackBits(idx, i, enc.indexBits)];
+        // the product of two f32 values, rounded once to f32 (as a kernel computes it)
+        out[i] = scales ? v * scales[Math.floor(i / enc.scaleGroupSize!)] : v;
+      }
       return out;
     }
     case 'sparse-nm': {

@@ -1,7 +1,8 @@
 /**
- * Weight quantization (round to nearest), as `--quant` asks: the 2-D weights that matmuls multiply by, and the
- * embedding tables that `gather` reads rows of, become {@link QuantizedEncoding} weights under the
- * {@link QuantScheme} in `options.quant` (absent: the pass changes nothing). The layouts (rows of K; `[K, N]`
+ * Weight quantization, as `--quant` asks: the 2-D weights that matmuls multiply by, and the embedding tables that
+ * `gather` reads rows of, become {@link QuantizedEncoding} weights (integer schemes, round to nearest) or
+ * {@link CodebookEncoding} weights (codebook schemes: NF4, k-means, ternary, binary, log2; one table per weight,
+ * `src/ir/codebook.ts`) under the {@link QuantScheme} in `options.quant` (absent: the pass changes nothing). The layouts (rows of K; `[K, N]`
  * weights transposed; tied tables quantized once) are the re-encoding driver's ({@link reencodeWeights}).
  *
  * Weights already quantized in the file (GGUF, ONNX Q/DQ) are re-quantized from their decoded values, unless they
@@ -13,13 +14,14 @@
  * @module
  */
 import { InputError } from '../errors.js';
-import type { QuantScheme } from '../ir/quant-scheme.js';
-import { quantizeWeight, type QuantizedEncoding } from '../ir/weights.js';
+import { quantizeCodebook } from '../ir/codebook.js';
+import type { IntQuantScheme, QuantScheme } from '../ir/quant-scheme.js';
+import { quantizeWeight, type CodebookEncoding, type QuantizedEncoding } from '../ir/weights.js';
 import type { Pass } from './pass.js';
 import { reencodeWeights, type WeightEncoder } from './reencode-weights.js';
 
-/** The same scheme as `s`, already: re-quantizing it would only lose precision. */
-function alreadyIn(enc: QuantizedEncoding, s: QuantScheme, rowLength: number): boolean {
+/** The same integer scheme as `s`, already: re-quantizing it would only lose precision. */
+function alreadyIn(enc: QuantizedEncoding, s: IntQuantScheme, rowLength: number): boolean {
   return enc.bits === s.bits && enc.hasZeroPoint === s.asymmetric && !enc.hasMin && enc.groupSize === (s.groupSize === 'channel' ? rowLength : s.groupSize);
 }
 
@@ -29,10 +31,13 @@ function quantizer(s: QuantScheme): WeightEncoder {
     tables: true,
     accepts: (e) => e.encoding.kind === 'dense' || e.encoding.kind === 'quantized',
     encode(source, name, [rows, cols], values, dtype, transposed) {
-      if (source.encoding.kind === 'quantized' && !transposed && alreadyIn(source.encoding, s, cols)) return 'already';
+      if (source.encoding.kind === 'quantized' && s.kind !== 'codebook' && !transposed && alreadyIn(source.encoding, s, cols)) return 'already';
       const group = s.groupSize === 'channel' ? cols : s.groupSize;
-      if (cols % group !== 0) return { keep: `rows of ${cols} are no multiple of group ${group}` };
-      return quantizeWeight(`${name}@${s.name}`, [rows, cols], values(), { bits: s.bits, groupSize: group, hasZeroPoint: s.asymmetric, dtype });
+      if (group !== undefined && cols % group !== 0) return { keep: `rows of ${cols} are no multiple of group ${group}` };
+      const q = `${name}@${s.name}`;
+      return s.kind === 'codebook'
+        ? quantizeCodebook(q, [rows, cols], values(), { levels: s.levels, indexBits: s.indexBits, scaleGroupSize: group, dtype })
+        : quantizeWeight(q, [rows, cols], values(), { bits: s.bits, groupSize: group!, hasZeroPoint: s.asymmetric, dtype });
     },
   };
 }
@@ -40,7 +45,7 @@ function quantizer(s: QuantScheme): WeightEncoder {
 /** The `quantize-weights` pass. */
 export const quantizeWeightsPass: Pass = {
   name: 'quantize-weights',
-  description: 'quantize matmul weights and embedding tables to options.quant (round to nearest; nothing without it)',
+  description: 'quantize matmul weights and embedding tables to options.quant (integers or codebooks; nothing without it)',
   run(graph, ctx) {
     const scheme = ctx.options.quant as QuantScheme | undefined;
     if (!scheme) return graph;

@@ -7,6 +7,8 @@ import { attrsOf } from '../../ir/attrs.js';
 import type { FusionPatterns } from '../../ir/target.js';
 import type { Node } from '../../ir/node.js';
 import type { FamilyFusion, KernelFamily, LowerContext } from '../family.js';
+import { codebookGatherFamily } from './codebook-gather.js';
+import { codebookMatmulFamily } from './codebook-matmul.js';
 import { dequantGatherFamily } from './dequant-gather.js';
 import { dequantMatmulFamily } from './dequant-matmul.js';
 import { sparseNMMatmulFamily } from './sparse-nm-matmul.js';
@@ -21,7 +23,7 @@ import { ropeFamily } from './rope.js';
 import { softmaxFamily } from './softmax.js';
 
 /** Every kernel family, one line each. */
-export const KERNEL_FAMILIES: readonly KernelFamily[] = [dequantMatmulFamily, sparseNMMatmulFamily, blockSparseMatmulFamily, matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, dequantGatherFamily, copyFamily, elementwiseFamily];
+export const KERNEL_FAMILIES: readonly KernelFamily[] = [dequantMatmulFamily, codebookMatmulFamily, sparseNMMatmulFamily, blockSparseMatmulFamily, matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, dequantGatherFamily, codebookGatherFamily, copyFamily, elementwiseFamily];
 
 /** What a node's family is looked up by: its op, or `fused:<kind>`. */
 function formOf(node: Node): string {

@@ -191,13 +191,17 @@ export function dequantByWord(K: number, w: DequantWeightFormat): boolean {
 
 /** The word-path helpers: `a_quad` (4 consecutive k of an A row, as f32) and `q_quad` (4 integers of a packed word, as f32). */
 export function dequantWordFns(c: Ctx, w: DequantWeightFormat, aVec4: boolean): string[] {
+  return [...aQuadFn(c, aVec4), ...qQuadFn(w)];
+}
+
+/** WGSL `a_quad(base, row, kq, rows) -> vec4<f32>`: A[row, 4kq .. 4kq+3] of the batch at base, as f32 (read as one vec4 when `aVec4`). */
+export function aQuadFn(c: Ctx, aVec4: boolean): string[] {
   const aElem = (k: string): string => toF32(c.dt.a, c.transA ? `a[base + (${k}) * rows + row]` : `a[base + row * K + ${k}]`);
   return [
     `// A[row, 4*kq .. 4*kq+3] of the batch at base (rows = M)`,
     `fn a_quad(base: u32, row: u32, kq: u32, rows: u32) -> vec4<f32> {`,
     aVec4 ? `  return ${toF32(c.dt.a, 'a[base / 4u + row * (K / 4u) + kq]', true)};` : `  let k = kq * 4u;\n  return vec4<f32>(${[0, 1, 2, 3].map((i) => aElem(`k + ${i}u`)).join(', ')});`,
     `}`,
-    ...qQuadFn(w),
   ];
 }
 

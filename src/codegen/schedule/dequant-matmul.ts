@@ -18,16 +18,28 @@ export type DequantMatmulVariant = DequantGemvVariant | DequantGemmSubgroupVaria
  * ({@link chooseDequantGemvVariant}).
  */
 export function chooseDequantMatmulVariant(spec: DequantMatmulSpec, target: LaneGemvScheduleTarget): DequantMatmulVariant {
+  const gemm = softwareGemmTuning(spec, target, dequantByWord(spec.K, spec.weight));
+  return gemm ? { kind: 'dequant-gemm-subgroup', ...gemm } : chooseDequantGemvVariant(spec, target);
+}
+
+/**
+ * The subgroup GEMM tuning of a matmul over a packed weight (quantized or codebook), or `undefined` when a GEMV
+ * serves it better: only on software rasterizers with one fixed subgroup size of at most 16, M above
+ * {@link SOFTWARE_GEMV_MAX_M}, and B readable by whole words (`byWord`).
+ */
+export function softwareGemmTuning(
+  spec: Pick<DequantMatmulSpec, 'M' | 'expectedM' | 'N' | 'gated'>,
+  target: Pick<LaneGemvScheduleTarget, 'deviceClass' | 'features' | 'subgroupSize'>,
+  byWord: boolean,
+): Omit<DequantGemmSubgroupVariant, 'kind'> | undefined {
   const m = expectedRows(spec);
   const sg = fixedSubgroupSize(target);
-  if (target.deviceClass === 'software-gpu' && hasFeature(target, 'subgroups') && sg !== undefined && sg <= 16 && m > SOFTWARE_GEMV_MAX_M && dequantByWord(spec.K, spec.weight)) {
-    const nOut = spec.gated ? spec.N / 2 : spec.N;
-    return { kind: 'dequant-gemm-subgroup', subgroupSize: sg, rowsPerLane: m > sg ? 2 : 1, colsPerLane: 4, subgroupsPerWorkgroup: Math.max(1, Math.min(8, Math.ceil(nOut / (sg * 4)))) };
-  }
-  return chooseDequantGemvVariant(spec, target);
+  if (!(target.deviceClass === 'software-gpu' && hasFeature(target, 'subgroups') && sg !== undefined && sg <= 16 && m > SOFTWARE_GEMV_MAX_M && byWord)) return undefined;
+  const nOut = spec.gated ? spec.N / 2 : spec.N;
+  return { subgroupSize: sg, rowsPerLane: m > sg ? 2 : 1, colsPerLane: 4, subgroupsPerWorkgroup: Math.max(1, Math.min(8, Math.ceil(nOut / (sg * 4)))) };
 }
 
 /** Picks the `dequant-gemv` tuning for `spec` on `target`: the lane-group GEMV rules ({@link laneGemvTuning}). */
-export function chooseDequantGemvVariant(spec: DequantMatmulSpec, target: LaneGemvScheduleTarget): DequantGemvVariant {
+export function chooseDequantGemvVariant(spec: Pick<DequantMatmulSpec, 'M' | 'expectedM'>, target: LaneGemvScheduleTarget): DequantGemvVariant {
   return { kind: 'dequant-gemv', ...laneGemvTuning(spec, target) };
 }
