@@ -30,7 +30,7 @@ import { bindInputs } from './runtime/cpu/interpreter.js';
 import type { Tensor } from './runtime/cpu/tensor.js';
 import { byteSize } from './ir/dtype.js';
 import { evalShape, shapeToJSON } from './ir/dim.js';
-import { launchesOf, runWebGPUPipeline, webgpuGraphStages, type PlanSpec, type WebGPUPipelineResult } from './webgpu-pipeline.js';
+import { launchesOf, runWebGPUPipeline, webgpuGraphStages, type PlanSpec, type WebGPUPipelineResult, type WeightCompression } from './webgpu-pipeline.js';
 
 /** Options of {@link compile} and {@link compileGraph}. */
 export interface CompileOptions {
@@ -78,7 +78,7 @@ export function targetOf(o: CompileOptions): Target {
  * The weight compression `o` asks for, as the pass options `quantize-weights` and `sparsify-weights` read (`{}` for
  * none). Scheme names are parsed here, so a bad one is an {@link InputError} before anything runs.
  */
-export function compressionOf(o: Pick<CompileOptions, 'quant' | 'sparsity'>): { quant?: QuantScheme; sparsity?: SparsityScheme } {
+export function compressionOf(o: Pick<CompileOptions, 'quant' | 'sparsity'>): WeightCompression {
   const quant = typeof o.quant === 'string' ? parseQuantScheme(o.quant) : o.quant;
   const sparsity = typeof o.sparsity === 'string' ? parseSparsityScheme(o.sparsity) : o.sparsity;
   return { ...(quant ? { quant } : {}), ...(sparsity ? { sparsity } : {}) };

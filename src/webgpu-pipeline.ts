@@ -124,8 +124,16 @@ export interface WebGPUPipelineOptions extends Pick<RunPassesOptions, 'printIrAf
   /** Variants forced over the schedule rules. */
   readonly variants?: LowerVariants;
   /** Weight compression the `sparsify-weights` and `quantize-weights` stages apply (absent: none). */
-  readonly compression?: { readonly quant?: QuantScheme; readonly sparsity?: SparsityScheme };
+  readonly compression?: WeightCompression;
 }
+
+/** The weight compression a compile asks for: a quantization scheme, a sparsity pattern, or neither. */
+export type WeightCompression = {
+  /** Quantization scheme for matmul weights and embedding tables. */
+  readonly quant?: QuantScheme;
+  /** Sparsity pattern for matmul weights. */
+  readonly sparsity?: SparsityScheme;
+};
 
 /**
  * Runs the WebGPU pipeline for `target`: the graph stages once (at the largest plan's bindings), then the per-plan

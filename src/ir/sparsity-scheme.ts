@@ -12,9 +12,31 @@
 import { InputError } from '../errors.js';
 
 /** A magnitude-pruning pattern. */
-export type SparsityScheme =
-  | { readonly kind: 'nm'; readonly name: string; readonly n: number; readonly m: number }
-  | { readonly kind: 'block'; readonly name: string; readonly block: number; readonly density: number };
+export type SparsityScheme = NMSparsity | BlockSparsity;
+
+/** N:M sparsity: at most `n` non-zeros in every group of `m` consecutive weights along K. */
+export interface NMSparsity {
+  /** Discriminant. */
+  readonly kind: 'nm';
+  /** The spec as written on the command line (`2:4`). */
+  readonly name: string;
+  /** Non-zeros kept per group. */
+  readonly n: number;
+  /** Group length along K. */
+  readonly m: number;
+}
+
+/** Block sparsity: square `block`×`block` tiles, a `density` fraction of them kept. */
+export interface BlockSparsity {
+  /** Discriminant. */
+  readonly kind: 'block';
+  /** The spec as written on the command line (`block32-10%`). */
+  readonly name: string;
+  /** Tile edge in weights. */
+  readonly block: number;
+  /** Fraction of tiles kept, in (0, 1]. */
+  readonly density: number;
+}
 
 /** Patterns named in help texts. */
 export const SPARSITY_SCHEMES: readonly string[] = ['none', '2:4', '1:4', '4:8', 'N:M', 'block<B>-<density>'];

@@ -22,7 +22,13 @@ import { countMatches, type PassContext } from './pass.js';
 import { rewriteGraph, type RewriteContext, type RewriteRule } from './rewrite.js';
 
 /** What an encoder does with one weight: a new entry, `'already'` (it is in the encoding), or a reason to keep it. */
-export type EncodeOutcome = WeightEntry | 'already' | { readonly keep: string };
+export type EncodeOutcome = WeightEntry | 'already' | KeptWeight;
+
+/** An encoder's refusal: the weight stays as it is, for the reason given. */
+export interface KeptWeight {
+  /** Why the weight is kept (reported by `inspect` and in the pass statistics). */
+  readonly keep: string;
+}
 
 /** A weight encoder, as the compression passes define them. */
 export interface WeightEncoder {
