@@ -11,7 +11,9 @@ import { GraphBuilder } from '../src/ir/builder.js';
 import type { Graph } from '../src/ir/graph.js';
 import type { Target } from '../src/ir/target.js';
 import { createTarget } from '../src/codegen/target.js';
-import { quantizeWeight, WeightStore } from '../src/ir/weights.js';
+import { decodeWeight, quantizeWeight, WeightStore } from '../src/ir/weights.js';
+import { generateDequantGemvSweepKernel } from '../src/codegen/matmul/dequant-gemv-sweep.js';
+import { dequantFormatOf } from '../src/codegen/dequant.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { Rng } from '../src/util/random.js';
@@ -102,7 +104,7 @@ describe('dequant-matmul on WebGPU against the CPU reference', () => {
     }, LONG);
   }
 
-  it('every kernel and lane reduction matches: dequant-gemv with none, subgroupAdd or workgroup memory, dequant-gemm-subgroup', async (ctx) => {
+  it('every kernel and lane reduction matches: dequant-gemv with none or workgroup memory, dequant-gemv-sweep, dequant-gemm-subgroup', async (ctx) => {
     if (!gpu) return ctx.skip();
     const t = createTarget(gpu.info);
     // [target name, target, variant at M = 1, variant for a symbolic seq]
@@ -111,7 +113,7 @@ describe('dequant-matmul on WebGPU against the CPU reference', () => {
       ['GPU class', { ...t, deviceClass: 'gpu' }, /^dequant-gemv-.*-l32-c4-r1-wg\d+-workgroup$/, /^dequant-gemv-.*-l32-c4-r4-wg\d+-workgroup$/],
     ];
     if (t.features.includes('subgroups') && t.subgroupSize && t.subgroupSize.min === t.subgroupSize.max)
-      targets.push(['this device', t, /^dequant-gemv-.*-subgroup$/, /^dequant-gemm-subgroup-.*-r2-/]);
+      targets.push(['this device', t, /^dequant-gemv-sweep-/, /^dequant-gemm-subgroup-.*-r2-/]);
     const c: Case = { bits: 4, groupSize: 32, hasZeroPoint: true, N: 54, K: 96, epilogue: true };
     for (const [name, target, decode, prefill] of targets) {
       const m1 = await checkAgainstReference(graphOf(c, 1, 7), {}, [{ x: xOf(1, c.K, 8) }], `${name}, M = 1`, target);
@@ -149,6 +151,100 @@ describe('dequant-matmul on WebGPU against the CPU reference', () => {
     expect(m.kernels.map((k) => k.family)).toEqual(['dequant-matmul']);
     expect(m.kernels[0].wgsl).toMatch(/tw_sigmoid/);
     expect(m.weights.find((w) => w.name === 'w')!.parts.map((p) => p.role).sort()).toEqual(['mins', 'packed', 'scales']);
+  }, LONG);
+
+  it('dequant-gemv-sweep (decode on software rasterizers): every integer format, offsets, the gate, lane slices past the row end, a batch', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const t = createTarget(gpu.info);
+    const sg = t.subgroupSize && t.subgroupSize.min === t.subgroupSize.max ? t.subgroupSize.min : undefined;
+    if (!t.features.includes('subgroups') || sg === undefined || sg > 16) return ctx.skip(); // the kernel assumes one fixed subgroup size
+    const software: Target = { ...t, deviceClass: 'software-gpu' };
+    // [bits, group, zero points, N, K]: units of 4, 2 and 1 words; rows whose units do not fill the last lane slice
+    const shapes: [8 | 4 | 2, number, boolean, number, number][] = [
+      [4, 32, true, 70, 96], // 3 units of 4 words per row: lanes 3..7 hold zeros
+      [4, 32, false, 33, 256], // signed (symmetric)
+      [8, 32, true, 41, 160], // 2 units per group
+      [8, 64, false, 17, 64],
+      [2, 32, true, 29, 96], // units of 2 words
+      [2, 32, false, 18, 128],
+      [4, 8, true, 12, 40], // units of 1 word
+      [8, 24 * 16, true, 24, 16], // one group for the whole weight
+    ];
+    for (const [bits, groupSize, hasZeroPoint, N, K] of shapes) {
+      const c: Case = { bits, groupSize, hasZeroPoint, N, K, epilogue: true };
+      const what = `sweep ${bits}-bit group ${groupSize}${hasZeroPoint ? ' asymmetric' : ''} [${N}, ${K}]`;
+      const m = await checkAgainstReference(graphOf(c, 1, bits + N), {}, [{ x: xOf(1, K, N) }], what, software);
+      expect(m.kernels.find((k) => k.family === 'dequant-matmul')!.variant, what).toMatch(/^dequant-gemv-sweep-/);
+    }
+    // the SwiGLU gate and offsets, at M = 1 and, through the grid's rows, M = 3 and a batch of 2
+    const [N, K, H] = [40, 64, 20];
+    const base = quantizeWeight('w', [N, K], new Rng(32).normals(N * K, 0.5), { bits: 4, groupSize: 32, hasZeroPoint: true });
+    const scales = base.data.scales as Float32Array;
+    const mins = Float32Array.from(base.data.zeroPoints as Int32Array, (z, i) => z * scales[i] + 0.01 * i);
+    const withMin = WeightStore.entry('w', 'f32', [N, K], { packed: base.data.packed, scales, mins }, { kind: 'quantized', bits: 4, signed: false, groupSize: 32, hasZeroPoint: false, scaleDType: 'f32', hasMin: true });
+    for (const shape of [[1, K], [3, K], [2, 1, K]]) {
+      const b = new GraphBuilder();
+      const x = b.input('x', 'f32', shape);
+      const y = b.linear(x, b.weight(withMin));
+      const last = shape.length - 1;
+      const g = b.build({ y: b.mul(b.silu(b.slice(y, { axes: [last], starts: [0], ends: [H] })), b.slice(y, { axes: [last], starts: [H], ends: [N] })) });
+      const engine = await compileGraph(g, {}, { target: software });
+      const session = await engine.createSession({ device: gpu });
+      try {
+        const inputs = { x: Tensor.from('f32', shape, new Rng(shape.length * 10 + shape[0]).normals(shape.reduce((a, v) => a * v, 1), 1)) };
+        expectClose((await session.run(inputs)).y.data as Float32Array, runGraph(g, inputs).y.data as Float32Array, `sweep, gated with offsets, x ${shape.join('x')}`);
+      } finally {
+        await session.destroy();
+      }
+      expect(engine.manifest.plans[0].dispatches, shape.join('x')).toHaveLength(1);
+      if (shape[0] === 1 && shape.length === 2) expect(engine.manifest.kernels.find((k) => k.family === 'dequant-matmul')!.variant).toMatch(/^dequant-gemv-sweep-/);
+    }
+  }, LONG);
+
+  it('dequant-gemv-sweep run directly: M = 3 rows (one per workgroup row) and a batch of 2 sharing B', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const t = createTarget(gpu.info);
+    const sg = t.subgroupSize && t.subgroupSize.min === t.subgroupSize.max ? t.subgroupSize.min : undefined;
+    if (!t.features.includes('subgroups') || sg === undefined) return ctx.skip();
+    const device = gpu.device;
+    const [N, K, M, B] = [37, 96, 3, 2];
+    const q = quantizeWeight('w', [N, K], new Rng(5).normals(N * K, 0.5), { bits: 4, groupSize: 32, hasZeroPoint: true });
+    const enc = q.encoding;
+    if (enc.kind !== 'quantized') throw new Error('expected a quantized weight');
+    const kernel = generateDequantGemvSweepKernel(
+      { M, N, K, transB: true, batch: B, batchStrides: { a: M * K, b: 0, out: M * N }, weight: dequantFormatOf(enc) },
+      { kind: 'dequant-gemv-sweep', subgroupSize: sg, colsPerWorkgroup: 8 },
+    );
+    const x = new Rng(6).normals(B * M * K, 1);
+    const buffer = (data: ArrayBufferView, usage = GPUBufferUsage.STORAGE): GPUBuffer => {
+      const buf = device.createBuffer({ size: Math.ceil(data.byteLength / 16) * 16, usage, mappedAtCreation: true });
+      new Uint8Array(buf.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      buf.unmap();
+      return buf;
+    };
+    const out = device.createBuffer({ size: B * M * N * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    const parts = { a: buffer(x), packed: buffer(q.data.packed), scales: buffer(q.data.scales), zeroPoints: buffer(q.data.zeroPoints), out } as Record<string, GPUBuffer>;
+    expect(kernel.bindings.map((b) => b.name)).toEqual(['a', 'packed', 'scales', 'zeroPoints', 'out']);
+    const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module: device.createShaderModule({ code: kernel.wgsl }), entryPoint: 'main' } });
+    const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: kernel.bindings.map((b, binding) => ({ binding, resource: { buffer: parts[b.name] } })) });
+    const read = device.createBuffer({ size: out.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(...(kernel.grid as [number, number, number]));
+    pass.end();
+    encoder.copyBufferToBuffer(out, 0, read, 0, out.size);
+    device.queue.submit([encoder.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const got = new Float32Array(read.getMappedRange().slice(0));
+    read.unmap();
+    const w = decodeWeight(q);
+    const want = new Float32Array(B * M * N);
+    for (let r = 0; r < B * M; r++) for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) want[r * N + n] += x[r * K + k] * w[n * K + k];
+    expectClose(got, want, 'sweep, M = 3, batch 2');
+    for (const b of Object.values(parts)) b.destroy();
+    read.destroy();
   }, LONG);
 
   it('a quantized weight the family does not take (stored [K, N]) fails at compile time naming the weight', async (ctx) => {

@@ -2,8 +2,8 @@
  * The dequantizing matmul family: a plain or fused matmul (the dense family's forms: gate and elementwise epilogue)
  * whose B is a quantized `weight` (8, 4 or 2 bits, f32 scales, optional zero points and offsets) stored `[N, K]`
  * and read with `transB`, as llama2.c and Hugging Face store linear weights. Its kernel reads the packed integers
- * and dequantizes them in registers (`src/codegen/matmul/dequant-gemv.ts`, and `dequant-gemm.ts` for prefill on
- * software rasterizers); the launch binds the weight's payload
+ * and dequantizes them in registers (`src/codegen/matmul/dequant-gemv.ts`; on software rasterizers
+ * `dequant-gemv-sweep.ts` for decode and `dequant-gemm.ts` for prefill); the launch binds the weight's payload
  * parts (`packed`, `scales`, `zeroPoints`, `mins`) instead of a dense buffer. It sits before the dense family in the
  * registry; every other matmul stays with the dense one.
  * @module
@@ -13,6 +13,7 @@ import type { QuantizedEncoding } from '../../ir/weights.js';
 import type { KernelFamily, Launch, LaunchOperand, LowerContext } from '../family.js';
 import { generateDequantGemvKernel, type DequantMatmulSpec } from '../matmul/dequant-gemv.js';
 import { generateDequantGemmSubgroupKernel } from '../matmul/dequant-gemm.js';
+import { generateDequantGemvSweepKernel } from '../matmul/dequant-gemv-sweep.js';
 import { chooseDequantMatmulVariant } from '../schedule/dequant-matmul.js';
 import { dequantFormatOf } from '../dequant.js';
 import { acceptsWhenSpecBuilds, encodedMatmulWeight, launchOf, weightPartOperands } from './common.js';
@@ -51,7 +52,8 @@ function takes(node: Node, ctx?: LowerContext): boolean {
 function lower(node: Node, ctx: LowerContext): Launch[] {
   const { spec, operands } = dequantSpecOf(node, ctx);
   const v = chooseDequantMatmulVariant(spec, ctx.target);
-  const kernel = v.kind === 'dequant-gemm-subgroup' ? generateDequantGemmSubgroupKernel(spec, v) : generateDequantGemvKernel(spec, v);
+  const kernel =
+    v.kind === 'dequant-gemm-subgroup' ? generateDequantGemmSubgroupKernel(spec, v) : v.kind === 'dequant-gemv-sweep' ? generateDequantGemvSweepKernel(spec, v) : generateDequantGemvKernel(spec, v);
   return [launchOf(node, kernel, operands)];
 }
 
@@ -64,7 +66,7 @@ export const dequantMatmulFamily: KernelFamily = {
   ops: ['matmul'],
   fusion: { kind: 'matmul', accepts: acceptsWhenSpecBuilds(matmulSpecOf) },
   takes,
-  variants: ['dequant-gemv', 'dequant-gemm-subgroup'],
+  variants: ['dequant-gemv', 'dequant-gemv-sweep', 'dequant-gemm-subgroup'],
   features: ['shader-f16', 'subgroups'],
   lower,
 };

@@ -5,21 +5,40 @@
 import { fixedSubgroupSize, hasFeature } from '../../ir/target.js';
 import type { DequantGemmSubgroupVariant } from '../matmul/dequant-gemm.js';
 import { dequantByWord, type DequantGemvVariant, type DequantMatmulSpec } from '../matmul/dequant-gemv.js';
+import { sweepFits, type DequantGemvSweepVariant } from '../matmul/dequant-gemv-sweep.js';
 import { expectedRows, laneGemvTuning, type LaneGemvScheduleTarget } from './lane-gemv.js';
 import { SOFTWARE_GEMV_MAX_M } from './matmul.js';
 
 /** A variant of the dequantizing matmul family, with its tuning. */
-export type DequantMatmulVariant = DequantGemvVariant | DequantGemmSubgroupVariant;
+export type DequantMatmulVariant = DequantGemvVariant | DequantGemvSweepVariant | DequantGemmSubgroupVariant;
 
 /**
  * Picks the kernel for `spec` on `target`: on software rasterizers with one fixed subgroup size, M above
  * {@link SOFTWARE_GEMV_MAX_M} and B readable by whole words, `dequant-gemm-subgroup` (each dequantized word serves
- * `subgroupSize·rowsPerLane` rows; rowsPerLane 2 when M > 8); otherwise `dequant-gemv`
- * ({@link chooseDequantGemvVariant}).
+ * `subgroupSize·rowsPerLane` rows; rowsPerLane 2 when M > 8); for M = 1 there, `dequant-gemv-sweep`
+ * ({@link softwareSweepTuning}); otherwise `dequant-gemv` ({@link chooseDequantGemvVariant}).
  */
 export function chooseDequantMatmulVariant(spec: DequantMatmulSpec, target: LaneGemvScheduleTarget): DequantMatmulVariant {
   const gemm = softwareGemmTuning(spec, target, dequantByWord(spec.K, spec.weight));
-  return gemm ? { kind: 'dequant-gemm-subgroup', ...gemm } : chooseDequantGemvVariant(spec, target);
+  if (gemm) return { kind: 'dequant-gemm-subgroup', ...gemm };
+  const sweep = softwareSweepTuning(spec, target);
+  return sweep ?? chooseDequantGemvVariant(spec, target);
+}
+
+/** Output columns a `dequant-gemv-sweep` workgroup sweeps, at most: measured on lavapipe, 32 beat 8 and 16 (fewer A loads per column) and matched 64–128. */
+export const SWEEP_COLS = 32;
+
+/**
+ * The `dequant-gemv-sweep` tuning for decode on a software rasterizer, or `undefined` where it does not apply: the
+ * device has subgroups of one fixed size of at most 16, M is 1, and the kernel fits ({@link sweepFits}). Columns per
+ * workgroup: {@link SWEEP_COLS}, fewer when that would leave fewer than 16 workgroups.
+ */
+export function softwareSweepTuning(spec: DequantMatmulSpec, target: Pick<LaneGemvScheduleTarget, 'deviceClass' | 'features' | 'subgroupSize'>): DequantGemvSweepVariant | undefined {
+  const sg = fixedSubgroupSize(target);
+  if (!(target.deviceClass === 'software-gpu' && hasFeature(target, 'subgroups') && sg !== undefined && sg <= 16)) return undefined;
+  if (expectedRows(spec) !== 1 || !sweepFits(spec, sg)) return undefined;
+  const nOut = spec.gated ? spec.N / 2 : spec.N;
+  return { kind: 'dequant-gemv-sweep', subgroupSize: sg, colsPerWorkgroup: Math.max(1, Math.min(SWEEP_COLS, Math.floor(nOut / 16))) };
 }
 
 /**
