@@ -126,10 +126,13 @@ export function generateDequantGemvSweepKernel(spec: DequantMatmulSpec, v: Dequa
     const p = h.acc;
     body.push(`      let e_${p} = (col${h.rowOffset}) * K + u * UNIT_ELEMS; // flat index of the unit's first element in [N, K]`);
     body.push(`      let w_${p} = packed[e_${p} / UNIT_ELEMS];`, `      let g_${p} = e_${p} / GROUP_SIZE;`);
-    const dots: string[] = [];
+    // products accumulate as vec4 FMAs in two chains (half the dependent latency), summed once per unit
+    const terms: { q: string; x: string }[] = [];
     for (let i = 0; i < U; i++)
-      for (let t = 0; t < quadsPerWord; t++) dots.push(`dot(${masked ? 'q_masked' : 'q_quad'}(${wordOf(`w_${p}`, i)}, ${t}u), x[j * QUADS + ${i * quadsPerWord + t}u])`);
-    body.push(`      let d_${p} = ${dots.join(' + ')};`);
+      for (let t = 0; t < quadsPerWord; t++) terms.push({ q: `${masked ? 'q_masked' : 'q_quad'}(${wordOf(`w_${p}`, i)}, ${t}u)`, x: `x[j * QUADS + ${i * quadsPerWord + t}u]` });
+    const chain = (ts: typeof terms): string => ts.reduce((acc, t) => `fma(${t.q}, ${t.x}, ${acc})`, 'vec4<f32>(0.0)');
+    const half = Math.ceil(terms.length / 2);
+    body.push(`      let d_${p} = dot(${terms.length > 1 ? `${chain(terms.slice(0, half))} + ${chain(terms.slice(half))}` : chain(terms)}, vec4<f32>(1.0));`);
     const zTerm = w.hasZeroPoint ? ` - f32(zero_points[g_${p}]) * x_sum[j]` : '';
     const mTerm = w.hasMin ? ` - mins[g_${p}] * x_sum[j]` : '';
     body.push(`      ${p} += scales[g_${p}] * (d_${p}${zTerm})${mTerm};`);
