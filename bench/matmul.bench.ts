@@ -18,6 +18,7 @@ import { generateMatmulKernel, type MatmulSpec, type MatmulVariant } from '../sr
 import { chooseMatmulVariant, type MatmulScheduleTarget } from '../src/codegen/schedule/matmul.js';
 import { isSoftwareAdapter } from '../src/runtime/device.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
+import { splitRows } from './common.js';
 
 /** One measured case. */
 export interface MatmulBenchRow {
@@ -184,15 +185,6 @@ function copyKernelWGSL(vec4s: number, gridX: number): string {
     '}',
     '',
   ].join('\n');
-}
-
-/** Splits N rows of a [N, K] f32 weight into parts that each fit one storage binding. */
-function splitRows(n: number, k: number, limit: number): number[] {
-  const parts = Math.ceil((n * k * 4) / limit);
-  const base = Math.ceil(n / parts / 4) * 4;
-  const out: number[] = [];
-  for (let left = n; left > 0; left -= base) out.push(Math.min(base, left));
-  return out;
 }
 
 interface TfjsHandle {
