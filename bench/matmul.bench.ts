@@ -32,6 +32,8 @@ export interface MatmulBenchRow {
   readonly rme: number;
   /** Samples taken. */
   readonly samples: number;
+  /** Median seconds per cycle over the samples (each sample is benchmark.js's mean over its cycles). */
+  readonly median?: number;
   /** Arithmetic throughput (2·M·N·K / time), for matmuls. */
   readonly gflops?: number;
   /** Memory traffic (bytes read + written / time): weights + activations for GEMV, read + write for copy. */
@@ -139,9 +141,9 @@ export async function submitOnce(device: GPUDevice, p: Prepared, waiter: GpuWait
 
 /**
  * Measures `cycle` (one GPU submit and its wait) with benchmark.js (deferred) after three warm-up cycles; returns
- * mean seconds, rme and sample count.
+ * mean seconds, rme, sample count and the median of the samples.
  */
-export async function measureCycle(name: string, cycle: () => Promise<void>, maxTime: number): Promise<{ seconds: number; rme: number; samples: number }> {
+export async function measureCycle(name: string, cycle: () => Promise<void>, maxTime: number): Promise<{ seconds: number; rme: number; samples: number; median: number }> {
   for (let i = 0; i < 3; i++) await cycle(); // warm-up: lavapipe compiles the shader on first use; the waiter learns the time
   return new Promise((resolve, reject) => {
     const bench = new Benchmark(name, {
@@ -162,11 +164,18 @@ export async function measureCycle(name: string, cycle: () => Promise<void>, max
     });
     bench.on('complete', () => {
       if (bench.error) reject(bench.error);
-      else resolve({ seconds: bench.stats.mean, rme: bench.stats.rme, samples: bench.stats.sample.length });
+      else resolve({ seconds: bench.stats.mean, rme: bench.stats.rme, samples: bench.stats.sample.length, median: median(bench.stats.sample) });
     });
     bench.on('error', () => reject(bench.error));
     bench.run();
   });
+}
+
+/** The median of `xs` (the mean of the middle two for an even count). */
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
 }
 
 /** WGSL of a plain vec4 copy kernel over `vec4s` elements (grid linearized over x and y). */
