@@ -18,6 +18,7 @@ import { generateMatmulKernel, type MatmulSpec, type MatmulVariant } from '../sr
 import { chooseMatmulVariant, type MatmulScheduleTarget } from '../src/codegen/schedule/matmul.js';
 import { isSoftwareAdapter } from '../src/runtime/device.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
+import { splitRows } from './common.js';
 
 /** One measured case. */
 export interface MatmulBenchRow {
@@ -31,6 +32,8 @@ export interface MatmulBenchRow {
   readonly rme: number;
   /** Samples taken. */
   readonly samples: number;
+  /** Median seconds per cycle over the samples (each sample is benchmark.js's mean over its cycles). */
+  readonly median?: number;
   /** Arithmetic throughput (2·M·N·K / time), for matmuls. */
   readonly gflops?: number;
   /** Memory traffic (bytes read + written / time): weights + activations for GEMV, read + write for copy. */
@@ -138,9 +141,9 @@ export async function submitOnce(device: GPUDevice, p: Prepared, waiter: GpuWait
 
 /**
  * Measures `cycle` (one GPU submit and its wait) with benchmark.js (deferred) after three warm-up cycles; returns
- * mean seconds, rme and sample count.
+ * mean seconds, rme, sample count and the median of the samples.
  */
-export async function measureCycle(name: string, cycle: () => Promise<void>, maxTime: number): Promise<{ seconds: number; rme: number; samples: number }> {
+export async function measureCycle(name: string, cycle: () => Promise<void>, maxTime: number): Promise<{ seconds: number; rme: number; samples: number; median: number }> {
   for (let i = 0; i < 3; i++) await cycle(); // warm-up: lavapipe compiles the shader on first use; the waiter learns the time
   return new Promise((resolve, reject) => {
     const bench = new Benchmark(name, {
@@ -161,11 +164,18 @@ export async function measureCycle(name: string, cycle: () => Promise<void>, max
     });
     bench.on('complete', () => {
       if (bench.error) reject(bench.error);
-      else resolve({ seconds: bench.stats.mean, rme: bench.stats.rme, samples: bench.stats.sample.length });
+      else resolve({ seconds: bench.stats.mean, rme: bench.stats.rme, samples: bench.stats.sample.length, median: median(bench.stats.sample) });
     });
     bench.on('error', () => reject(bench.error));
     bench.run();
   });
+}
+
+/** The median of `xs` (the mean of the middle two for an even count). */
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
 }
 
 /** WGSL of a plain vec4 copy kernel over `vec4s` elements (grid linearized over x and y). */
@@ -184,15 +194,6 @@ function copyKernelWGSL(vec4s: number, gridX: number): string {
     '}',
     '',
   ].join('\n');
-}
-
-/** Splits N rows of a [N, K] f32 weight into parts that each fit one storage binding. */
-function splitRows(n: number, k: number, limit: number): number[] {
-  const parts = Math.ceil((n * k * 4) / limit);
-  const base = Math.ceil(n / parts / 4) * 4;
-  const out: number[] = [];
-  for (let left = n; left > 0; left -= base) out.push(Math.min(base, left));
-  return out;
 }
 
 interface TfjsHandle {

@@ -8,6 +8,9 @@
  *   GEMV (4096² and 11008x4096, M = 1..16) against a plain WGSL copy kernel's bandwidth (bench/matmul.bench.ts);
  * - sparse matmul: decode GEMV over 2:4-pruned and block-sparse weights (densities 0.5, 0.25, 0.1) against the dense
  *   f32 GEMV of the same shape (bench/sparse-matmul.bench.ts);
+ * - quantized matmul: int8, int4-g32, int2-g32, nf4, codebook16 and codebook256 weights (4096² and 11008x4096) at
+ *   decode M = 1, 4, 16 and prefill M = 128 (32 with `--quick`), each against the f32 kernel of the same shape and M:
+ *   median ms, weight GB/s, speed-up (bench/quant-matmul.bench.ts);
  * - attention prefill at sequence 512 and 2048 (flash variant, causal, 8 heads of 64);
  * - stories260K prefill and decode tokens/s on the engine, with the per-kernel GPU time table.
  */
@@ -16,6 +19,7 @@ import { resolve } from 'node:path';
 import { requestGPUDevice, describeDevice } from '../src/runtime/device.js';
 import { runMatmulBench, formatMatmulBench, measureCycle, type MatmulBenchRow } from './matmul.bench.js';
 import { runSparseMatmulBench } from './sparse-matmul.bench.js';
+import { formatQuantMatmulBench, runQuantMatmulBench } from './quant-matmul.bench.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
 import { generateAttentionKernel } from '../src/codegen/attention.js';
 import { evalGrid, evalParams, type KernelSource } from '../src/codegen/kernel.js';
@@ -77,6 +81,8 @@ async function main(): Promise<void> {
   out.matmul = mm;
   const sparse = await runSparseMatmulBench(device, { quick, log, wait });
   out.sparse_matmul = sparse;
+  const quant = await runQuantMatmulBench(device, { quick, log, wait });
+  out.quant_matmul = quant;
   const att: MatmulBenchRow[] = [];
   for (const seq of [512, 2048]) {
     att.push(await attentionBench(device, seq, new GpuWaiter({ mode: wait })));
@@ -130,6 +136,7 @@ async function main(): Promise<void> {
   else {
     console.log(`\nmatmul on ${out.device}\n${formatMatmulBench(mm)}`);
     console.log(`\nsparse matmul\n${formatMatmulBench(sparse)}`);
+    console.log(`\nquantized matmul (median ms; weight GB/s = weight payload bytes / median; vs f32 = f32 median / median at the same shape and M)\n${formatQuantMatmulBench(quant)}`);
     console.log(`\nattention\n${formatMatmulBench(att)}`);
   }
   await handle.destroy();

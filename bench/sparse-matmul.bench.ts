@@ -16,9 +16,9 @@ import { generateSparseNMGemvKernel, type SparseNMMatmulSpec } from '../src/code
 import { chooseMatmulVariant } from '../src/codegen/schedule/matmul.js';
 import { chooseBlockSparseVariant, chooseSparseNMVariant } from '../src/codegen/schedule/sparse-matmul.js';
 import { pruneNM, toBlockSparse } from '../src/ir/sparsify.js';
-import type { WeightArray, WeightEntry } from '../src/ir/weights.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
 import { Rng } from '../src/util/random.js';
+import { bufferOf, payloadBytes } from './common.js';
 import { deviceInfoOf, formatMatmulBench, measureCycle, prepareKernel, randomBuffer, submitOnce, type MatmulBenchRow } from './matmul.bench.js';
 
 /** Options of {@link runSparseMatmulBench}. */
@@ -31,19 +31,6 @@ export interface SparseMatmulBenchOptions {
   readonly log?: (line: string) => void;
   /** How each cycle awaits the GPU (default `poll`; the bench runners pass the device's {@link defaultGpuWaitMode}). */
   readonly wait?: GpuWaitMode;
-}
-
-/** A storage buffer holding `data`'s bytes (padded to 16). */
-function bufferOf(device: GPUDevice, data: WeightArray): GPUBuffer {
-  const buf = device.createBuffer({ size: Math.max(16, Math.ceil(data.byteLength / 16) * 16), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, mappedAtCreation: true });
-  new Uint8Array(buf.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  buf.unmap();
-  return buf;
-}
-
-/** Bytes of a weight's payload. */
-function payloadBytes(e: WeightEntry): number {
-  return Object.values(e.data).reduce((a, d) => a + d.byteLength, 0);
 }
 
 /**
