@@ -14,7 +14,7 @@ import { compareOutput } from '../src/cli/onnx-test.js';
 import { ModelFormatError, UnsupportedOpError } from '../src/errors.js';
 import { importOnnx } from '../src/frontends/onnx/index.js';
 import type { Graph } from '../src/ir/graph.js';
-import { packBits, type QuantizedEncoding } from '../src/ir/weights.js';
+import { floatToHalf, packBits, type QuantizedEncoding } from '../src/ir/weights.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import type { EngineManifest } from '../src/runtime/engine-manifest.js';
@@ -224,6 +224,28 @@ describe.skipIf(!gpu)('MatMulNBits (webgpu)', () => {
     },
     LONG,
   );
+});
+
+describe.skipIf(!gpu)('MatMulNBits in float16 (webgpu)', () => {
+  it('f16 A and scales: the scales are repacked to f32 for the dequantizing matmul; outputs match the CPU reference', async () => {
+    const [N, K, block] = [16, 64, 32];
+    const r = new Rng(4);
+    const q = Array.from({ length: N * K }, () => Math.floor(r.next() * 16));
+    const halves = Array.from({ length: (N * K) / block }, () => floatToHalf(0.01 + r.next() * 0.05));
+    const bytes = modelBytes({
+      domains: { 'com.microsoft': 1 },
+      inputs: [valueInfo('A', T.FLOAT16, [3, K])],
+      outputs: [valueInfo('Y', T.FLOAT16, [3, N])],
+      initializers: [tensor('B', T.UINT8, [N, K / block, block / 2], packBits(q, 4)), { name: 'scales', dataType: T.FLOAT16, dims: [halves.length], int32Data: halves }],
+      nodes: [node('MatMulNBits', ['A', 'B', 'scales'], ['Y'], { K: { i: K }, N: { i: N }, bits: { i: 4 }, block_size: { i: block } }, 'mm', 'com.microsoft')],
+    });
+    const g = importOnnx(bytes).graph;
+    expect(g.weights.all().map((e) => (e.encoding as QuantizedEncoding).scaleDType)).toEqual(['f16']);
+    const A = Tensor.from('f16', [3, K], Array.from({ length: 3 * K }, () => r.next() * 2 - 1));
+    const { outputs, manifest } = await runOnGpu(g, { A });
+    expect(compareOutput(outputs.Y, runGraph(g, { A }).Y)).toBeUndefined();
+    expect(families(manifest)).toEqual(['dequant-matmul']);
+  }, LONG);
 });
 
 // ---------------------------------------------------------------------------------------------------------------
