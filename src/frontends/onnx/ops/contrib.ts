@@ -115,10 +115,10 @@ const gatherBlockQuantized: Converter = (c: OpContext) => {
   if (bits !== 4 && bits !== 8) return c.unsupported(`data of ${bits ?? 'this'}-bit integers: 4 and 8 bits are supported`);
   const signed = !packedBytes && !!nb?.signed;
   const last = shape[rank - 1];
-  if (last % block !== 0) c.unsupported(`the quantized axis (${last}) is no multiple of block_size ${block}`);
-  const q = constantInput(c, 0, 'data');
   // uint8 data with bits 4 packs two integers per byte along the last axis; int4/uint4 initializers decode to one each
   const logicalLast = packedBytes ? (last * 8) / bits : last;
+  if (logicalLast % block !== 0) c.unsupported(`the quantized axis (${logicalLast} values) is no multiple of block_size ${block}`);
+  const q = constantInput(c, 0, 'data');
   const rows = shape[0];
   const cols = (shape.slice(1, -1).reduce((p, d) => p * d, 1) * logicalLast) as number;
   const groups = (rows * cols) / block;
@@ -132,7 +132,7 @@ const gatherBlockQuantized: Converter = (c: OpContext) => {
     if (zp.length !== groups) throw c.malformed(`zero_points must hold one value per block (${groups}), got ${zp.length}`);
     payload.zeroPoints = zp;
   } else if (packedBytes) payload.zeroPoints = new Int32Array(groups).fill(1 << (bits - 1));
-  const dtype: DType = scales.length && c.x(2).dtype === 'f16' ? 'f16' : 'f32';
+  const dtype: DType = c.x(2).dtype === 'f16' ? 'f16' : 'f32';
   const entry = WeightStore.entry(c.node.input[0], dtype, [rows, cols], payload, {
     kind: 'quantized',
     bits,
