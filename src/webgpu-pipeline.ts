@@ -2,8 +2,8 @@
  * The WebGPU pipeline, visible end to end: every stage from the imported graph to the list of launches is a pass
  * run by the pass manager (verified, timed, printable with `--print-ir-after`):
  *
- * 1. optimization (`O3` unless asked otherwise), with `split-large-weights` before fusion so no weight outgrows one
- *    storage binding;
+ * 1. optimization (`O3` unless asked otherwise), with `repack-quantized-weights` (quantized weights in the layout the
+ *    dequantizing kernels read) and `split-large-weights` (no weight outgrows one storage binding) before fusion;
  * 2. `legalize-webgpu`: forms the kernels implement;
  * 3. `lower-paged-kv`: attentions over the KV cache read the paged pools;
  * 4. `materialize-outputs`: every output gets a buffer;
@@ -70,14 +70,16 @@ export const PLAN_STAGES: readonly Pass[] = [PASSES['plan-memory'], selectKernel
 
 /**
  * The graph stages of the WebGPU pipeline for an optimization spec (a preset or pass list, default `O3`): the
- * optimization passes (without `plan-memory`, which runs per plan), `split-large-weights` before the first fusion
- * pass, then legalization, paged-KV lowering and output materialization.
+ * optimization passes (without `plan-memory`, which runs per plan), `repack-quantized-weights` and
+ * `split-large-weights` before the first fusion pass, then legalization, paged-KV lowering and output materialization.
  */
 export function webgpuGraphStages(optimization = 'O3'): Pass[] {
-  const listed = resolvePipeline(optimization).filter((p) => p.name !== 'plan-memory' && p.name !== 'split-large-weights');
-  // split after projections are merged (merged weights are larger) and before fusion (the rules match plain matmuls)
+  const listed = resolvePipeline(optimization).filter((p) => !['plan-memory', 'split-large-weights', 'repack-quantized-weights'].includes(p.name));
+  // repack and split after projections are merged and weights quantized (merged weights are larger) and before
+  // fusion (the rules match plain matmuls)
+  const layout = [PASSES['repack-quantized-weights'], PASSES['split-large-weights']];
   const at = listed.findIndex((p) => p.name.startsWith('fuse-'));
-  const optimized = at < 0 ? [...listed, PASSES['split-large-weights'], PASSES.dce] : [...listed.slice(0, at), PASSES['split-large-weights'], ...listed.slice(at)];
+  const optimized = at < 0 ? [...listed, ...layout, PASSES.dce] : [...listed.slice(0, at), ...layout, ...listed.slice(at)];
   return [...optimized, PASSES['legalize-webgpu'], PASSES['lower-paged-kv'], PASSES['materialize-outputs']];
 }
 

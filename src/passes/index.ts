@@ -24,6 +24,7 @@ export * from './fuse-epilogues.js';
 export * from './fuse-elementwise.js';
 export * from './schedule.js';
 export * from './memory-plan.js';
+export * from './repack-quantized-weights.js';
 export * from './split-large-weights.js';
 export * from './legalize-webgpu.js';
 export * from './lower-paged-kv.js';

@@ -31,6 +31,7 @@ import { fuseEpiloguesPass } from './fuse-epilogues.js';
 import { fuseElementwisePass } from './fuse-elementwise.js';
 import { memoryPlanPass } from './memory-plan.js';
 import { splitLargeWeightsPass } from './split-large-weights.js';
+import { repackQuantizedWeightsPass } from './repack-quantized-weights.js';
 import { legalizeWebGPUPass } from './legalize-webgpu.js';
 import { lowerPagedKvPass } from './lower-paged-kv.js';
 import { materializeOutputsPass } from './materialize-outputs.js';
@@ -56,6 +57,7 @@ export const ALL_PASSES: readonly Pass[] = [
   fuseEpiloguesPass,
   fuseElementwisePass,
   dcePass,
+  repackQuantizedWeightsPass,
   splitLargeWeightsPass,
   legalizeWebGPUPass,
   lowerPagedKvPass,

@@ -238,6 +238,89 @@ export function quantizeQ4_0(x: Float32Array): Uint8Array {
   return out;
 }
 
+/**
+ * A simple Q4_K quantizer (not llama.cpp's search, the same format): blocks of 256 as 144 bytes — fp16 `d`, fp16
+ * `dmin`, 12 bytes of 6-bit sub-block scales and mins (`get_scale_min_k4`'s packing), 128 bytes of nibbles (in each
+ * 64-element chunk, element `l` in the low nibble of byte `l`, element `l + 32` in its high nibble). Value =
+ * `d · sc · q − dmin · m` per 32-element sub-block.
+ */
+export function quantizeQ4_K(x: Float32Array): Uint8Array {
+  const fr = Math.fround;
+  const nb = x.length / 256;
+  const out = new Uint8Array(nb * 144);
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < nb; i++) {
+    const o = i * 144;
+    const scale = new Array<number>(8);
+    const minus = new Array<number>(8);
+    for (let s = 0; s < 8; s++) {
+      let lo = 0;
+      let hi = 0;
+      for (let l = 0; l < 32; l++) {
+        lo = Math.min(lo, x[i * 256 + s * 32 + l]);
+        hi = Math.max(hi, x[i * 256 + s * 32 + l]);
+      }
+      scale[s] = (hi - lo) / 15;
+      minus[s] = -lo;
+    }
+    const d = fp16ToFp32(fp32ToFp16(Math.max(...scale) / 63));
+    const dmin = fp16ToFp32(fp32ToFp16(Math.max(...minus) / 63));
+    dv.setUint16(o, fp32ToFp16(d), true);
+    dv.setUint16(o + 2, fp32ToFp16(dmin), true);
+    const sc = scale.map((v) => (d ? Math.min(63, Math.round(v / d)) : 0));
+    const m = minus.map((v) => (dmin ? Math.min(63, Math.round(v / dmin)) : 0));
+    for (let j = 0; j < 8; j++) {
+      if (j < 4) {
+        out[o + 4 + j] |= sc[j];
+        out[o + 4 + j + 4] |= m[j];
+      } else {
+        out[o + 4 + j + 4] = (sc[j] & 0xf) | ((m[j] & 0xf) << 4);
+        out[o + 4 + j - 4] |= (sc[j] >> 4) << 6;
+        out[o + 4 + j] |= (m[j] >> 4) << 6;
+      }
+    }
+    for (let e = 0; e < 256; e++) {
+      const s = e >> 5;
+      const step = fr(d * sc[s]);
+      const q = step ? Math.max(0, Math.min(15, Math.round((x[i * 256 + e] + fr(dmin * m[s])) / step))) : 0;
+      const byte = o + 16 + 32 * (e >> 6) + (e & 31);
+      out[byte] |= e & 32 ? q << 4 : q;
+    }
+  }
+  return out;
+}
+
+/**
+ * A simple Q6_K quantizer (the same format as llama.cpp's): blocks of 256 as 210 bytes — 128 bytes of low nibbles,
+ * 64 of high 2-bit pairs, 16 int8 sub-block scales, fp16 `d`. Value = `d · sc · (q − 32)` per 16-element sub-block.
+ */
+export function quantizeQ6_K(x: Float32Array): Uint8Array {
+  const fr = Math.fround;
+  const nb = x.length / 256;
+  const out = new Uint8Array(nb * 210);
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < nb; i++) {
+    const o = i * 210;
+    const scale = Array.from({ length: 16 }, (_v, s) => Math.max(...Array.from(x.subarray(i * 256 + s * 16, i * 256 + s * 16 + 16), Math.abs)) / 31);
+    const d = fp16ToFp32(fp32ToFp16(Math.max(...scale) / 127));
+    dv.setUint16(o + 208, fp32ToFp16(d), true);
+    const sc = scale.map((v) => (d ? Math.min(127, Math.round(v / d)) : 0));
+    sc.forEach((v, s) => dv.setInt8(o + 192 + s, v));
+    for (let e = 0; e < 256; e++) {
+      const step = fr(d * sc[e >> 4]);
+      const q = (step ? Math.max(-32, Math.min(31, Math.round(x[i * 256 + e] / step))) : 0) + 32;
+      // half h (128 elements), then quarter w (32 elements) and lane l within it
+      const h = e >> 7;
+      const w = (e >> 5) & 3;
+      const l = e & 31;
+      const ql = o + 64 * h + l + (w & 1 ? 32 : 0);
+      out[ql] |= w < 2 ? q & 0xf : (q & 0xf) << 4;
+      out[o + 128 + 32 * h + l] |= (q >> 4) << (2 * w);
+    }
+  }
+  return out;
+}
+
 /** F32 tensor bytes. */
 export function f32Bytes(x: ArrayLike<number>): Uint8Array {
   return new Uint8Array(Float32Array.from(x).buffer);

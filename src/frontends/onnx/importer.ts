@@ -23,7 +23,7 @@ import { weightNode } from '../../ir/builder.js';
 import { WeightStore, type WeightEntry } from '../../ir/weights.js';
 import type { Tensor } from '../../runtime/cpu/tensor.js';
 import { NodeUnsupported, OpContext, type ImportServices, type OnnxValue } from './context.js';
-import { CONVERTERS } from './ops/index.js';
+import { CONVERTERS, DOMAIN_CONVERTERS } from './ops/index.js';
 import { decodeModelProto, type GraphMsg, type ModelMsg, type NodeMsg, type TensorMsg, type ValueInfoMsg } from './schema.js';
 import { int64ToNumber, irDType, onnxTypeName, type TensorSource } from './tensor.js';
 
@@ -420,9 +420,11 @@ class GraphImport {
       this.problems.push({ op: node.opType, text: `${label}: ${text}`, shapeInputs });
       poison();
     };
-    if (node.domain !== '' && node.domain !== 'ai.onnx') return record(`domain '${node.domain}' is not supported`);
-    const converter = Object.prototype.hasOwnProperty.call(CONVERTERS, node.opType) ? CONVERTERS[node.opType] : undefined;
-    if (!converter) return record('no converter for this op');
+    const defaultDomain = node.domain === '' || node.domain === 'ai.onnx';
+    const table = defaultDomain ? CONVERTERS : Object.prototype.hasOwnProperty.call(DOMAIN_CONVERTERS, node.domain) ? DOMAIN_CONVERTERS[node.domain] : undefined;
+    if (!table) return record(`domain '${node.domain}' is not supported`);
+    const converter = Object.prototype.hasOwnProperty.call(table, node.opType) ? table[node.opType] : undefined;
+    if (!converter) return record(defaultDomain ? 'no converter for this op' : `no converter for this op in domain '${node.domain}'`);
     try {
       const inputs = node.input.map((name) => (name ? this.lookup(name, `node ${label}`) : undefined));
       const ctx = new OpContext(node, label, inputs, services);

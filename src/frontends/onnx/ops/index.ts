@@ -1,8 +1,9 @@
 /**
- * Every ONNX op converter, by op type (default domain).
+ * Every ONNX op converter, by domain and op type.
  * @module
  */
 import { ATTENTION_CONVERTERS } from './attention.js';
+import { MICROSOFT_CONVERTERS } from './contrib.js';
 import { ELEMENTWISE_CONVERTERS } from './elementwise.js';
 import { NN_CONVERTERS } from './nn.js';
 import { QUANT_CONVERTERS } from './quant.js';
@@ -11,7 +12,7 @@ import type { Converter } from './types.js';
 
 export type { Converter } from './types.js';
 
-/** The converters of every supported op. */
+/** The converters of every supported default-domain (`ai.onnx`) op. */
 export const CONVERTERS: Readonly<Record<string, Converter>> = Object.freeze({
   ...ELEMENTWISE_CONVERTERS,
   ...SHAPE_CONVERTERS,
@@ -22,3 +23,8 @@ export const CONVERTERS: Readonly<Record<string, Converter>> = Object.freeze({
 
 /** The ONNX op types the importer converts, sorted. */
 export const SUPPORTED_ONNX_OPS: readonly string[] = Object.freeze(Object.keys(CONVERTERS).sort());
+
+/** The converters of ops in other domains, by domain (onnxruntime's contrib ops are `com.microsoft`). */
+export const DOMAIN_CONVERTERS: Readonly<Record<string, Readonly<Record<string, Converter>>>> = Object.freeze({
+  'com.microsoft': MICROSOFT_CONVERTERS,
+});
