@@ -7,6 +7,8 @@ import { createTarget } from '../src/codegen/target.js';
 import type { Target } from '../src/ir/target.js';
 import type { WeightArray, WeightEntry } from '../src/ir/weights.js';
 import type { DeviceInfo } from '../src/runtime/device.js';
+import { defaultGpuWaitMode, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
+import { pathToFileURL } from 'node:url';
 
 /** A storage buffer holding `data`'s bytes (padded to 16). */
 export function bufferOf(device: GPUDevice, data: WeightArray): GPUBuffer {
@@ -67,4 +69,41 @@ export function targetOf(device: GPUDevice): Target {
     ...(typeof min === 'number' && typeof max === 'number' && min > 0 ? { subgroupSize: { min, max } } : {}),
   };
   return createTarget(info);
+}
+
+/** What a kernel bench module gives {@link runStandalone}: how to run it on a device and how to print its rows. */
+export interface StandaloneBench<Row> {
+  /** The device label, e.g. `quant-matmul-bench`. */
+  readonly label: string;
+  /** Runs the bench; `quick`, the host wait and a progress logger come from the command line. */
+  run(device: GPUDevice, o: { quick: boolean; wait: GpuWaitMode; log: (line: string) => void; args: readonly string[] }): Promise<Row[]>;
+  /** The rows as a table (without `--json`). */
+  format(rows: Row[]): string;
+}
+
+/**
+ * Runs a kernel bench module as a command (`npx tsx bench/X.bench.ts [--quick] [--json] [--wait poll|sleep-then-poll]`)
+ * when `moduleUrl` is the script node was started with: the device's description to stderr, the rows to stdout.
+ */
+export function runStandalone<Row>(moduleUrl: string, bench: StandaloneBench<Row>): void {
+  if (!(process.argv[1] && moduleUrl === pathToFileURL(process.argv[1]).href)) return;
+  const main = async (): Promise<void> => {
+    const args = process.argv.slice(2);
+    const { requestGPUDevice, describeDevice } = await import('../src/runtime/device.js');
+    const handle = await requestGPUDevice({ label: bench.label });
+    try {
+      process.stderr.write(`device: ${describeDevice(handle.info)}\n`);
+      const waitArg = args.includes('--wait') ? args[args.indexOf('--wait') + 1] : undefined;
+      if (waitArg !== undefined && waitArg !== 'poll' && waitArg !== 'sleep-then-poll') throw new Error(`--wait must be poll or sleep-then-poll, got ${waitArg}`);
+      const wait = (waitArg as GpuWaitMode | undefined) ?? defaultGpuWaitMode(handle.info);
+      const rows = await bench.run(handle.device, { quick: args.includes('--quick'), wait, log: (l) => process.stderr.write(`  ${l}\n`), args });
+      process.stdout.write(args.includes('--json') ? `${JSON.stringify(rows, null, 2)}\n` : `${bench.format(rows)}\n`);
+    } finally {
+      await handle.destroy();
+    }
+  };
+  main().catch((e: unknown) => {
+    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exitCode = 1;
+  });
 }

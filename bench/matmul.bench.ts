@@ -12,13 +12,12 @@
  * @module
  */
 import Benchmark from 'benchmark';
-import { pathToFileURL } from 'node:url';
 import { evalGrid, evalParams, type KernelSource } from '../src/codegen/kernel.js';
 import { generateMatmulKernel, type MatmulSpec, type MatmulVariant } from '../src/codegen/matmul/index.js';
 import { chooseMatmulVariant, type MatmulScheduleTarget } from '../src/codegen/schedule/matmul.js';
 import { isSoftwareAdapter } from '../src/runtime/device.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
-import { splitRows } from './common.js';
+import { runStandalone, splitRows } from './common.js';
 
 /** One measured case. */
 export interface MatmulBenchRow {
@@ -465,25 +464,4 @@ export async function runMatmulBench(device: GPUDevice, options: MatmulBenchOpti
   return rows;
 }
 
-async function main(): Promise<void> {
-  const args = process.argv.slice(2);
-  const { requestGPUDevice, describeDevice } = await import('../src/runtime/device.js');
-  const handle = await requestGPUDevice({ label: 'matmul-bench' });
-  try {
-    process.stderr.write(`device: ${describeDevice(handle.info)}\n`);
-    const waitArg = args.includes('--wait') ? args[args.indexOf('--wait') + 1] : undefined;
-    if (waitArg !== undefined && waitArg !== 'poll' && waitArg !== 'sleep-then-poll') throw new Error(`--wait must be poll or sleep-then-poll, got ${waitArg}`);
-    const wait = (waitArg as GpuWaitMode | undefined) ?? defaultGpuWaitMode(handle.info);
-    const rows = await runMatmulBench(handle.device, { quick: args.includes('--quick'), tfjs: !args.includes('--no-tfjs'), wait, log: (l) => process.stderr.write(`  ${l}\n`) });
-    process.stdout.write(args.includes('--json') ? `${JSON.stringify(rows, null, 2)}\n` : `${formatMatmulBench(rows)}\n`);
-  } finally {
-    await handle.destroy();
-  }
-}
-
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((e: unknown) => {
-    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exitCode = 1;
-  });
-}
+runStandalone(import.meta.url, { label: 'matmul-bench', run: (device, o) => runMatmulBench(device, { quick: o.quick, tfjs: !o.args.includes('--no-tfjs'), wait: o.wait, log: o.log }), format: formatMatmulBench });

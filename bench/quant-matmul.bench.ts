@@ -27,7 +27,6 @@
  * poll|sleep-then-poll`), or call {@link runQuantMatmulBench} from the bench runner.
  * @module
  */
-import { pathToFileURL } from 'node:url';
 import { familyOf } from '../src/codegen/families/index.js';
 import { isGraphOperand, type Launch, type LowerContext } from '../src/codegen/family.js';
 import { isOp } from '../src/ir/attrs.js';
@@ -39,7 +38,7 @@ import type { Target } from '../src/ir/target.js';
 import { decodeWeight, quantizeWeight, WeightStore, type WeightEntry } from '../src/ir/weights.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
 import { Rng } from '../src/util/random.js';
-import { bufferOf, payloadBytes, readF32, splitRows, targetOf } from './common.js';
+import { bufferOf, payloadBytes, readF32, runStandalone, splitRows, targetOf } from './common.js';
 import { measureCycle, prepareKernel, submitOnce, type MatmulBenchRow, type Prepared } from './matmul.bench.js';
 
 /** The quantization schemes benchmarked by default (`--quant` names). */
@@ -275,25 +274,4 @@ export function formatQuantMatmulBench(rows: readonly QuantMatmulBenchRow[]): st
   return [head, ...body].map((cells) => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
 }
 
-async function main(): Promise<void> {
-  const args = process.argv.slice(2);
-  const { requestGPUDevice, describeDevice } = await import('../src/runtime/device.js');
-  const handle = await requestGPUDevice({ label: 'quant-matmul-bench' });
-  try {
-    process.stderr.write(`device: ${describeDevice(handle.info)}\n`);
-    const waitArg = args.includes('--wait') ? args[args.indexOf('--wait') + 1] : undefined;
-    if (waitArg !== undefined && waitArg !== 'poll' && waitArg !== 'sleep-then-poll') throw new Error(`--wait must be poll or sleep-then-poll, got ${waitArg}`);
-    const wait = (waitArg as GpuWaitMode | undefined) ?? defaultGpuWaitMode(handle.info);
-    const rows = await runQuantMatmulBench(handle.device, { quick: args.includes('--quick'), wait, log: (l) => process.stderr.write(`  ${l}\n`) });
-    process.stdout.write(args.includes('--json') ? `${JSON.stringify(rows, null, 2)}\n` : `${formatQuantMatmulBench(rows)}\n`);
-  } finally {
-    await handle.destroy();
-  }
-}
-
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((e: unknown) => {
-    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exitCode = 1;
-  });
-}
+runStandalone(import.meta.url, { label: 'quant-matmul-bench', run: (device, o) => runQuantMatmulBench(device, { quick: o.quick, wait: o.wait, log: o.log }), format: formatQuantMatmulBench });

@@ -8,7 +8,6 @@
  * {@link runSparseMatmulBench} from the bench runner.
  * @module
  */
-import { pathToFileURL } from 'node:url';
 import type { KernelSource } from '../src/codegen/kernel.js';
 import { generateMatmulKernel } from '../src/codegen/matmul/index.js';
 import { generateBlockSparseGemvKernel, type BlockSparseMatmulSpec } from '../src/codegen/matmul/block-sparse-gemv.js';
@@ -18,7 +17,7 @@ import { chooseBlockSparseVariant, chooseSparseNMVariant } from '../src/codegen/
 import { pruneNM, toBlockSparse } from '../src/ir/sparsify.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
 import { Rng } from '../src/util/random.js';
-import { bufferOf, payloadBytes } from './common.js';
+import { bufferOf, payloadBytes, runStandalone } from './common.js';
 import { deviceInfoOf, formatMatmulBench, measureCycle, prepareKernel, randomBuffer, submitOnce, type MatmulBenchRow } from './matmul.bench.js';
 
 /** Options of {@link runSparseMatmulBench}. */
@@ -89,25 +88,4 @@ export async function runSparseMatmulBench(device: GPUDevice, options: SparseMat
   return rows;
 }
 
-async function main(): Promise<void> {
-  const args = process.argv.slice(2);
-  const { requestGPUDevice, describeDevice } = await import('../src/runtime/device.js');
-  const handle = await requestGPUDevice({ label: 'sparse-matmul-bench' });
-  try {
-    process.stderr.write(`device: ${describeDevice(handle.info)}\n`);
-    const waitArg = args.includes('--wait') ? args[args.indexOf('--wait') + 1] : undefined;
-    if (waitArg !== undefined && waitArg !== 'poll' && waitArg !== 'sleep-then-poll') throw new Error(`--wait must be poll or sleep-then-poll, got ${waitArg}`);
-    const wait = (waitArg as GpuWaitMode | undefined) ?? defaultGpuWaitMode(handle.info);
-    const rows = await runSparseMatmulBench(handle.device, { quick: args.includes('--quick'), wait, log: (l) => process.stderr.write(`  ${l}\n`) });
-    process.stdout.write(args.includes('--json') ? `${JSON.stringify(rows, null, 2)}\n` : `${formatMatmulBench(rows)}\n`);
-  } finally {
-    await handle.destroy();
-  }
-}
-
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((e: unknown) => {
-    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exitCode = 1;
-  });
-}
+runStandalone(import.meta.url, { label: 'sparse-matmul-bench', run: (device, o) => runSparseMatmulBench(device, { quick: o.quick, wait: o.wait, log: o.log }), format: formatMatmulBench });

@@ -10,7 +10,7 @@ import { InputError } from '../../errors.js';
 import type { KernelSource } from '../kernel.js';
 import { dequantFormatTag } from '../dequant.js';
 import { assemble, checkPositiveInt, gridOf, makeCtx, matmulFeatures, sizeLets, storeFn, tileIndexLines } from './common.js';
-import { dequantBindings, dequantByWord, dequantWordFns, type DequantMatmulSpec } from './dequant-gemv.js';
+import { dequantBindings, dequantByWord, dequantHeader, dequantWordFns, type DequantMatmulSpec } from './dequant-gemv.js';
 
 /** Tuning of the `dequant-gemm-subgroup` kernel. */
 export interface DequantGemmSubgroupVariant {
@@ -99,12 +99,7 @@ export function generateDequantGemmSubgroupKernel(spec: DequantMatmulSpec, v: De
     variant: name,
     wgsl: assemble(c, {
       subgroups: true,
-      header: [
-        `// tensorwright kernel: dequantizing matmul (${name})`,
-        `//   out[b, m, n] = ${gated ? `${c.spec.gated!.activation}(acc[b, m, n]) * acc[b, m, n + ${c.nOut}]` : 'acc[b, m, n]'}${c.spec.epilogue ? ', then the epilogue' : ''}; acc = sum_k A[b, m, k] * W[n, k]`,
-        `//   W [${c.N}, ${c.K}]: ${w.bits}-bit ${w.signed ? 'signed' : 'unsigned'} integers packed in u32 words, W = (q${w.hasZeroPoint ? ' - zero_point' : ''}) * scale${w.hasMin ? ' - min' : ''} per group of ${w.groupSize}`,
-        `//   each lane dequantizes one word of each of its ${C} column(s) per step and uses it for ${tileM} rows (A shared by subgroupBroadcast, subgroup size ${SG})`,
-      ],
+      header: dequantHeader(c, w, name, `each lane dequantizes one word of each of its ${C} column(s) per step and uses it for ${tileM} rows (A shared by subgroupBroadcast, subgroup size ${SG})`),
       consts: [
         `const SUBGROUP_SIZE: u32 = ${SG}u; // must equal the device's subgroup size`,
         `const SUBGROUPS: u32 = ${S}u;`,

@@ -19,9 +19,8 @@
 import { InputError } from '../../errors.js';
 import type { KernelSource } from '../kernel.js';
 import { dequantFormatTag, dequantPartBindings, qQuadFn, type DequantWeightFormat } from '../dequant.js';
-import { wgslComment } from '../wgsl.js';
 import { assemble, checkPositiveInt, encodedWeightBindings, gridOf, makeCtx, matmulFeatures, sizeLets, storeFn, tileIndexLines } from './common.js';
-import { aQuadFn, dequantByWord, type DequantMatmulSpec } from './dequant-gemv.js';
+import { aQuadFn, dequantByWord, dequantHeader, type DequantMatmulSpec } from './dequant-gemv.js';
 
 /** Tuning of the `dequant-gemv-sweep` kernel. */
 export interface DequantGemvSweepVariant {
@@ -153,12 +152,7 @@ export function generateDequantGemvSweepKernel(spec: DequantMatmulSpec, v: Dequa
     variant: name,
     wgsl: assemble(c, {
       subgroups: true,
-      header: [
-        `// tensorwright kernel: dequantizing matmul (${name})`,
-        `//   out[b, m, n] = ${gated ? `${c.spec.gated!.activation}(acc[b, m, n]) * acc[b, m, n + ${c.nOut}]` : 'acc[b, m, n]'}${c.spec.epilogue ? ', then the epilogue' : ''}; acc = sum_k A[b, m, k] * W[n, k]`,
-        `//   W ${wgslComment(`[${c.N}, ${c.K}]`)}: ${w.bits}-bit ${w.signed ? 'signed' : 'unsigned'} integers packed in u32 words, W = (q${w.hasZeroPoint ? ' - zero_point' : ''}) * scale${w.hasMin ? ' - min' : ''} per group of ${w.groupSize}`,
-        `//   one subgroup per workgroup: lanes hold a slice of the A row and sweep ${COLS} output columns; f32 accumulation`,
-      ],
+      header: dequantHeader(c, w, name, `one subgroup per workgroup: lanes hold a slice of the A row and sweep ${COLS} output columns; f32 accumulation`),
       consts: [
         `const LANES: u32 = ${LANES}u; // the subgroup, and the workgroup`,
         `const COLS: u32 = ${COLS}u; // output columns per workgroup`,

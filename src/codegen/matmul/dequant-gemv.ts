@@ -149,12 +149,7 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
     variant: name,
     wgsl: assemble(c, {
       subgroups: reduction === 'subgroup',
-      header: [
-        `// tensorwright kernel: dequantizing matmul (${name})`,
-        `//   out[b, m, n] = ${gated ? `${c.spec.gated!.activation}(acc[b, m, n]) * acc[b, m, n + ${c.nOut}]` : 'acc[b, m, n]'}${c.spec.epilogue ? ', then the epilogue' : ''}; acc = sum_k A[b, m, k] * W[n, k]`,
-        `//   W ${wgslComment(`[${c.N}, ${c.K}]`)}: ${w.bits}-bit ${w.signed ? 'signed' : 'unsigned'} integers packed in u32 words, W = (q${w.hasZeroPoint ? ' - zero_point' : ''}) * scale${w.hasMin ? ' - min' : ''} per group of ${w.groupSize}`,
-        `//   groups of ${L} lane(s) split K (${byWord ? 'whole words' : 'single elements'}) for ${C} column(s) x ${R} row(s); f32 accumulation`,
-      ],
+      header: dequantHeader(c, w, name, `groups of ${L} lane(s) split K (${byWord ? 'whole words' : 'single elements'}) for ${C} column(s) x ${R} row(s); f32 accumulation`),
       consts: [
         `const WORKGROUP_SIZE: u32 = ${WG}u;`,
         `const LANES_PER_COLUMN: u32 = ${L}u;`,
@@ -178,6 +173,16 @@ export function generateDequantGemvKernel(spec: DequantMatmulSpec, v: DequantGem
     nodes: [...(c.spec.nodes ?? [])],
     features: matmulFeatures(c, reduction === 'subgroup'),
   };
+}
+
+/** The header comment of a dequantizing matmul kernel: its variant, what it computes, W's storage, then `how`. */
+export function dequantHeader(c: Ctx, w: DequantWeightFormat, name: string, how: string): string[] {
+  return [
+    `// tensorwright kernel: dequantizing matmul (${name})`,
+    `//   out[b, m, n] = ${c.G === 2 ? `${c.spec.gated!.activation}(acc[b, m, n]) * acc[b, m, n + ${c.nOut}]` : 'acc[b, m, n]'}${c.spec.epilogue ? ', then the epilogue' : ''}; acc = sum_k A[b, m, k] * W[n, k]`,
+    `//   W ${wgslComment(`[${c.N}, ${c.K}]`)}: ${w.bits}-bit ${w.signed ? 'signed' : 'unsigned'} integers packed in u32 words, W = (q${w.hasZeroPoint ? ' - zero_point' : ''}) * scale${w.hasMin ? ' - min' : ''} per group of ${w.groupSize}`,
+    `//   ${how}`,
+  ];
 }
 
 /**
