@@ -103,7 +103,7 @@ function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: stri
 const tensorOf = (rows: number, cols: number, seed: number): Tensor => Tensor.from('f32', [rows, cols], new Rng(seed).normals(rows * cols, 1));
 
 /** Compiles `g`, runs it at each of `rowCounts` against the CPU reference; one sparse-nm dispatch reading `parts` only. */
-async function checkAgainstReference(g: Graph, bindings: Record<string, number>, rowCounts: readonly number[], parts: string[], what: string): Promise<void> {
+async function checkAgainstReference(g: Graph, bindings: Record<string, number>, rowCounts: readonly number[], parts: string[], what: string) {
   const w = g.weights.all().find((e) => e.name === 'w')!;
   const [N, K] = w.shape;
   const engine = await compileGraph(g, bindings, { device: gpu!.info });
@@ -126,6 +126,7 @@ async function checkAgainstReference(g: Graph, bindings: Record<string, number>,
   const mw = m.weights.find((x) => x.name === 'w')!;
   expect(mw.encoding).toEqual(w.encoding);
   expect(mw.parts.map((p) => p.role).sort(), what).toEqual([...parts].sort());
+  return m;
 }
 
 describe('sparse-nm-matmul over quantized values on WebGPU against the CPU reference', () => {
@@ -167,6 +168,29 @@ describe('sparse-nm-matmul over quantized values on WebGPU against the CPU refer
   }, LONG);
 });
 
+describe('the decode sweep over quantized N:M values (software rasterizers: lavapipe)', () => {
+  // [what, n, N, K, format, epilogue]: units of 1, 2 or 4 packed words, 1 or 2 position words; rows of 3 to 5 units
+  // (fewer than the 8 lanes: idle lanes read clamped units against zero A values); gate halves of 19 columns
+  const cases: [string, number, number, number, ValueFormat, Epilogue][] = [
+    ['2:4 int4 g32 zp, 4-word units', 2, 37, 192, { bits: 4, groupSize: 32, hasZeroPoint: true }, 'bias'],
+    ['2:4 int4 g16, 2-word units', 2, 38, 160, { bits: 4, groupSize: 16, hasZeroPoint: false }, 'gate'],
+    ['2:4 int8 g16 zp', 2, 37, 96, { bits: 8, groupSize: 16, hasZeroPoint: true }, 'residual'],
+    ['1:4 int4 g32', 1, 37, 256, { bits: 4, groupSize: 32, hasZeroPoint: false }, 'none'],
+    ['2:4 int2 g32 zp', 2, 37, 128, { bits: 2, groupSize: 32, hasZeroPoint: true }, 'none'],
+  ];
+  it('M = 1 picks sparse-nm-gemv-sweep and matches the CPU reference; M = 5 runs sparse-nm-gemv', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    for (const [what, n, N, K, f, epilogue] of cases) {
+      const w = prunedQuantized('w', [N, K], new Rng(N + K + n).normals(N * K, 0.5), { n, m: 4 }, f);
+      const parts = ['packed', 'scales', ...(f.hasZeroPoint ? ['zeroPoints'] : []), 'indices'];
+      const decode = await checkAgainstReference(graphOf(w, epilogue, 1, 11), {}, [1], parts, what);
+      expect(decode.kernels[0].variant, what).toMatch(/^sparse-nm-gemv-sweep-/);
+      const prefill = await checkAgainstReference(graphOf(w, epilogue, 'seq', 11), { seq: 8 }, [5], parts, what);
+      expect(prefill.kernels[0].variant, what).toMatch(/^sparse-nm-gemv-\d/);
+    }
+  }, LONG);
+});
+
 describe('a whole Llama compiled with { quant: int4, sparsity: 2:4 }', () => {
   it('every projection and the classifier become 2:4 weights with int4 values; logits match the CPU reference on the same passes', async (ctx) => {
     if (!gpu) return ctx.skip();
@@ -179,6 +203,7 @@ describe('a whole Llama compiled with { quant: int4, sparsity: 2:4 }', () => {
     const m = engine.manifest;
     expect(m.kernels.some((k) => k.family === 'sparse-nm-matmul')).toBe(true);
     expect(m.kernels.some((k) => k.family === 'matmul' || k.family === 'dequant-matmul')).toBe(false);
+    expect(m.kernels.some((k) => k.variant.startsWith('sparse-nm-gemv-sweep-'))).toBe(true); // decode
     const sparse = m.weights.filter((x) => x.encoding.kind === 'sparse-nm');
     // per layer: q, k and v merged into one projection, gate and up into another, then wo and w2; and the classifier
     expect(sparse).toHaveLength(2 * 4 + 1);

@@ -1,7 +1,8 @@
 /**
  * The N:M-sparse matmul family: a plain or fused matmul (the dense family's forms: gate and elementwise epilogue)
  * whose B is an N:M-sparse `weight` stored `[N, K]` and read with `transB` (the groups of `m` run along K). Its kernel
- * (`src/codegen/matmul/sparse-nm-gemv.ts`) reads only the kept values and their positions; the launch binds those
+ * (`src/codegen/matmul/sparse-nm-gemv.ts`; for decode over quantized values on software rasterizers
+ * `sparse-nm-gemv-sweep.ts`) reads only the kept values and their positions; the launch binds those
  * payload parts (`values`, or the quantized values' `packed`, `scales`, … with f32 scales; then `indices`) instead of
  * a dense buffer. It sits before the dense family in the registry.
  * @module
@@ -9,7 +10,8 @@
 import type { Node } from '../../ir/node.js';
 import type { KernelFamily, Launch, LaunchOperand, LowerContext } from '../family.js';
 import { generateSparseNMGemvKernel, type SparseNMMatmulSpec } from '../matmul/sparse-nm-gemv.js';
-import { chooseSparseNMVariant } from '../schedule/sparse-matmul.js';
+import { generateSparseNMGemvSweepKernel } from '../matmul/sparse-nm-gemv-sweep.js';
+import { chooseSparseNMMatmulVariant } from '../schedule/sparse-matmul.js';
 import { dequantFormatOf } from '../dequant.js';
 import { acceptsWhenSpecBuilds, encodedMatmulWeight, launchOf, weightPartOperands } from './common.js';
 import { matmulSpecOf } from './matmul.js';
@@ -36,7 +38,8 @@ function takes(node: Node, ctx?: LowerContext): boolean {
 
 function lower(node: Node, ctx: LowerContext): Launch[] {
   const { spec, operands } = sparseNMSpecOf(node, ctx);
-  return [launchOf(node, generateSparseNMGemvKernel(spec, chooseSparseNMVariant(spec, ctx.target)), operands)];
+  const v = chooseSparseNMMatmulVariant(spec, ctx.target);
+  return [launchOf(node, v.kind === 'sparse-nm-gemv-sweep' ? generateSparseNMGemvSweepKernel(spec, v) : generateSparseNMGemvKernel(spec, v), operands)];
 }
 
 /**
@@ -48,7 +51,7 @@ export const sparseNMMatmulFamily: KernelFamily = {
   ops: ['matmul'],
   fusion: { kind: 'matmul', accepts: acceptsWhenSpecBuilds(matmulSpecOf) },
   takes,
-  variants: ['sparse-nm-gemv'],
+  variants: ['sparse-nm-gemv', 'sparse-nm-gemv-sweep'],
   features: ['shader-f16', 'subgroups'],
   lower,
 };
