@@ -137,7 +137,7 @@ describe.skipIf(!hasShared)('eval and bench on WebGPU', () => {
     expect(JSON.parse(direct.stdout).generated_ids).toEqual(JSON.parse(cpu.stdout).generated_ids);
   }, LONG);
 
-  it('--quant int4 --sparsity 2:4: compile saves N:M weights with packed int4 values (no f32 values); eval gives the same numbers on webgpu as on the CPU reference', async (ctx) => {
+  it('--quant int4 --sparsity 2:4: compile saves N:M weights with packed int4 values (no f32 values); eval and generate give the CPU reference\'s numbers and ids on webgpu', async (ctx) => {
     if (!hasGpu) return ctx.skip();
     const { mkdtempSync, readFileSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
@@ -162,6 +162,17 @@ describe.skipIf(!hasShared)('eval and bench on WebGPU', () => {
     expect(Math.abs(gpu.ppl - cpu.ppl) / cpu.ppl).toBeLessThan(1e-3);
     // int4 values (with a scale and zero point per 32) and 2-bit positions for half the values: under 30% of f32
     expect(gpu.weight_bytes).toBeLessThan(cpu.weight_bytes_f32 * 0.3);
+    // decode (the sweep kernel) generates the CPU reference's ids, from the flags and from the saved engine
+    const gen = ['--prompt', 'Once upon a time', '--steps', '24', '--temperature', '0', '--json'];
+    const ids = async (args: string[]): Promise<number[]> => {
+      const r = await runCli(['generate', ...args, ...gen]);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout).generated_ids;
+    };
+    const want = await ids(['--model', model, ...flags, '--backend', 'cpu']);
+    expect(want).toHaveLength(20); // 24 positions, 4 of them the prompt's after BOS
+    expect(await ids(['--model', model, ...flags, '--backend', 'webgpu'])).toEqual(want);
+    expect(await ids(['--engine', out])).toEqual(want);
   }, LONG);
 
   it('bench --json prints exactly the documented fields; int4 stores fewer weight bytes than none', async (ctx) => {
