@@ -137,6 +137,44 @@ describe.skipIf(!hasShared)('eval and bench on WebGPU', () => {
     expect(JSON.parse(direct.stdout).generated_ids).toEqual(JSON.parse(cpu.stdout).generated_ids);
   }, LONG);
 
+  it('--quant int4 --sparsity 2:4: compile saves N:M weights with packed int4 values (no f32 values); eval and generate give the CPU reference\'s numbers and ids on webgpu', async (ctx) => {
+    if (!hasGpu) return ctx.skip();
+    const { mkdtempSync, readFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const flags = ['--quant', 'int4', '--sparsity', '2:4'];
+    const out = mkdtempSync(join(tmpdir(), 'tw-sparse-quant-engine-'));
+    const c = await runCli(['compile', '--model', model, ...flags, '-o', out, '--json']);
+    expect(c.code, c.stderr).toBe(0);
+    expect(JSON.parse(c.stdout)).toMatchObject({ quant: 'int4', sparsity: '2:4' });
+    const manifest = JSON.parse(readFileSync(join(out, 'engine.json'), 'utf8'));
+    type W = { name: string; encoding: { kind: string; quantizedValues?: { bits: number } }; parts: { role: string }[] };
+    const sparse: W[] = manifest.weights.filter((w: W) => w.encoding.kind === 'sparse-nm');
+    // stories260K's w2 rows (172) keep 86 values, no multiple of int4's group of 32: they stay f32
+    const quantized = sparse.filter((w) => w.encoding.quantizedValues);
+    expect(quantized.length).toBeGreaterThan(0);
+    for (const w of quantized) expect(w.parts.map((p) => p.role).sort(), w.name).toEqual(['indices', 'packed', 'scales', 'zeroPoints']);
+    for (const w of sparse.filter((x) => !x.encoding.quantizedValues)) expect(w.name).toMatch(/w2/);
+    const args = [...flags, '--max-tokens', '120'];
+    const gpu = await evalJson(['--backend', 'webgpu', ...args]);
+    const cpu = await evalJson(['--backend', 'cpu', ...args]);
+    expect(Math.abs(gpu.kl_mean - cpu.kl_mean)).toBeLessThan(1e-3);
+    expect(Math.abs(gpu.ppl - cpu.ppl) / cpu.ppl).toBeLessThan(1e-3);
+    // int4 values (with a scale and zero point per 32) and 2-bit positions for half the values: under 30% of f32
+    expect(gpu.weight_bytes).toBeLessThan(cpu.weight_bytes_f32 * 0.3);
+    // decode (the sweep kernel) generates the CPU reference's ids, from the flags and from the saved engine
+    const gen = ['--prompt', 'Once upon a time', '--steps', '24', '--temperature', '0', '--json'];
+    const ids = async (args: string[]): Promise<number[]> => {
+      const r = await runCli(['generate', ...args, ...gen]);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout).generated_ids;
+    };
+    const want = await ids(['--model', model, ...flags, '--backend', 'cpu']);
+    expect(want).toHaveLength(20); // 24 positions, 4 of them the prompt's after BOS
+    expect(await ids(['--model', model, ...flags, '--backend', 'webgpu'])).toEqual(want);
+    expect(await ids(['--engine', out])).toEqual(want);
+  }, LONG);
+
   it('bench --json prints exactly the documented fields; int4 stores fewer weight bytes than none', async (ctx) => {
     if (!hasGpu) return ctx.skip();
     const run = async (quant: string) => {

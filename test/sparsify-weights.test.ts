@@ -99,6 +99,41 @@ describe('sparsify-weights', () => {
       }
   });
 
+  it('with --quant int4 (and int8-ch-sym): each pruned weight keeps its positions and gets its kept values quantized; a group not dividing the kept rows keeps them f32', () => {
+    const passes = 'sparsify-weights,quantize-weights';
+    const options = (quant: string) => ({ sparsity: parseSparsityScheme('2:4'), quant: parseQuantScheme(quant) });
+    const pruned = new Map(weightsOf(sparsify(graph, '2:4').graph).map((e) => [e.name, e]));
+    for (const quant of ['int4', 'int8-ch-sym']) {
+      const r = runPasses(graph, passes, { options: options(quant) });
+      const sparse = weightsOf(r.graph).filter((e) => e.encoding.kind === 'sparse-nm');
+      expect(sparse).toHaveLength(2 * 7 + 1);
+      // int4 (groups of 32): w2's rows of 96 keep 48 values, no multiple of 32, so they stay f32
+      const kept = quant === 'int4' ? sparse.filter((e) => e.name.includes('w2')) : [];
+      for (const e of sparse) {
+        const enc = e.encoding as Extract<WeightEntry['encoding'], { kind: 'sparse-nm' }>;
+        const source = pruned.get(e.name.replace(/@int.*$/, ''))!;
+        expect(e.data.indices, e.name).toEqual(source.data.indices);
+        if (kept.includes(e)) {
+          expect(enc.quantizedValues, e.name).toBeUndefined();
+          continue;
+        }
+        expect(enc.quantizedValues, e.name).toMatchObject({ kind: 'quantized', bits: quant === 'int4' ? 4 : 8 });
+        expect(e.data.values, e.name).toBeUndefined();
+        // where the pruned weight is zero the result is; elsewhere within one quantization step
+        const want = decodeWeight(source);
+        const got = decodeWeight(e);
+        const step = Math.max(...(e.data.scales as Float32Array));
+        for (let i = 0; i < want.length; i++) {
+          if (want[i] === 0) expect(got[i]).toBe(0);
+          else expect(Math.abs(got[i] - want[i])).toBeLessThanOrEqual(step);
+        }
+      }
+      const message = r.report.ofPass('quantize-weights')[0].message;
+      if (quant === 'int4') expect(message).toMatch(/kept as they were: 'layers\.0\.w2@2:4' \(2:4-sparse rows of 48 kept values are no multiple of group 32\)/);
+      else expect(message).not.toMatch(/kept/);
+    }
+  });
+
   it('impossible patterns are InputErrors naming the weight and the constraint', () => {
     const b = new GraphBuilder();
     const x = b.input('x', 'f32', [2, 172]);
@@ -108,7 +143,14 @@ describe('sparsify-weights', () => {
     const nb = new GraphBuilder();
     const y = nb.input('y', 'f32', [2, 8]);
     expect(() => sparsify(nb.build({ z: nb.add(y, nb.weight('bias', [8], new Rng(1).normals(8, 0.1))) }), '2:4')).toThrow(/no dense matmul weights to prune/);
-    expect(() => runPasses(g, 'sparsify-weights,quantize-weights', { options: { sparsity: parseSparsityScheme('2:4'), quant: parseQuantScheme('int4') } })).toThrow(/quantized sparse values are not implemented/);
+    // with --quant: codebook schemes cannot store N:M values, nor can any scheme store block-sparse blocks
+    const both = (sparsity: string, quant: string) => () => runPasses(g, 'sparsify-weights,quantize-weights', { options: { sparsity: parseSparsityScheme(sparsity), quant: parseQuantScheme(quant) } });
+    expect(both('2:4', 'nf4')).toThrow(/--quant nf4: weight 'w2@2:4' is 2:4-sparse, and codebook schemes cannot store sparse values/);
+    expect(both('2:4', 'nf4')).toThrow(InputError);
+    const square = new GraphBuilder();
+    const sx = square.input('x', 'f32', [2, 64]);
+    const sg = square.build({ y: square.linear(sx, square.weight('w3', [64, 64], new Rng(1).normals(64 * 64, 0.1))) });
+    expect(() => runPasses(sg, 'sparsify-weights,quantize-weights', { options: { sparsity: parseSparsityScheme('block16-0.5'), quant: parseQuantScheme('int8') } })).toThrow(/--quant int8: weight 'w3@block16-0.5' is block-sparse, whose blocks cannot be quantized/);
     expect(() => sparsify(g, '2:4', 'cse,dce')).toThrow(UsageError);
   });
 });

@@ -2,10 +2,11 @@
  * Sparsifying dense weights into the weight store's sparse encodings: magnitude pruning to N:M structured sparsity
  * ({@link pruneNM}) and to block-sparse CSR ({@link toBlockSparse}). Both are lossy by design (they drop the smallest
  * values); {@link decodeWeight} of the result is the pruned dense weight, the reference every sparse kernel matches.
+ * An N:M weight's kept values may then be quantized ({@link quantizeNMValues}).
  * @module
  */
 import { InputError } from '../errors.js';
-import { packBits, WeightStore, type WeightEntry } from './weights.js';
+import { nmKeptShape, nmKeptValues, packBits, quantizeWeight, WeightStore, type WeightEntry } from './weights.js';
 
 /** The narrowest position width the N:M encoding offers for groups of `m`: 2 bits up to 4, 4 bits up to 16, else 8. */
 export function nmIndexBits(m: number): 2 | 4 | 8 {
@@ -42,6 +43,22 @@ export function pruneNM(name: string, shape: readonly number[], values: Float32A
   }
   const indexBits = nmIndexBits(m);
   return WeightStore.entry(name, 'f32', shape, { values: kept, indices: packBits(positions, indexBits) }, { kind: 'sparse-nm', n, m, indexBits });
+}
+
+/**
+ * Quantizes the kept values of an N:M-sparse weight (f32 or already quantized: they are re-quantized from their
+ * decoded values) with {@link quantizeWeight} over the compacted values matrix ({@link nmKeptShape}), keeping the
+ * positions: the result is an N:M-sparse entry named `name` whose `quantizedValues` say how its values are stored.
+ * `groupSize` counts compacted values, so it must divide the compacted row length (`last · n / m`) or cover them all.
+ * @throws {@link InputError} naming the weight when `sparse` is not N:M-sparse or the group size does not fit.
+ */
+export function quantizeNMValues(name: string, sparse: WeightEntry, opts: { bits: 8 | 4 | 2; groupSize: number; hasZeroPoint?: boolean }): WeightEntry {
+  const enc = sparse.encoding;
+  if (enc.kind !== 'sparse-nm') throw new InputError(`weight '${sparse.name}' is ${enc.kind}-encoded, not N:M-sparse`);
+  const q = quantizeWeight(name, nmKeptShape(sparse.shape, enc), nmKeptValues(sparse, enc), opts);
+  if (q.encoding.kind !== 'quantized') throw new Error('quantizeWeight returned no quantized encoding');
+  const { n, m, indexBits } = enc;
+  return WeightStore.entry(name, sparse.dtype, sparse.shape, { ...q.data, indices: sparse.data.indices }, { kind: 'sparse-nm', n, m, ...(indexBits ? { indexBits } : {}), quantizedValues: q.encoding });
 }
 
 /**

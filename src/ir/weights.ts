@@ -67,8 +67,10 @@ export type CodebookEncoding = {
 
 /**
  * N:M structured sparsity along the last axis: of every `m` consecutive elements, at most `n` are non-zero. The
- * payload keeps `n` values per group (`values`, f32, group after group in row-major order) and, for each kept value,
- * its position within its group (`indices`), packed little-endian `indexBits` bits each.
+ * payload keeps `n` values per group (group after group in row-major order) and, for each kept value, its position
+ * within its group (`indices`), packed little-endian `indexBits` bits each. The kept values form a compacted matrix
+ * of the weight's shape with the last dim `last · n / m` ({@link nmKeptShape}); they are stored as f32 (`values`),
+ * or quantized ({@link NMSparseEncoding.quantizedValues}).
  */
 export type NMSparseEncoding = {
   /** Discriminant. */
@@ -82,6 +84,12 @@ export type NMSparseEncoding = {
    * 32 keep every position inside one `u32` word, which is how the WebGPU kernel reads them.
    */
   readonly indexBits?: 2 | 4 | 8;
+  /**
+   * How the kept values are stored when quantized: a {@link QuantizedEncoding} of the compacted values matrix (its
+   * groups run along the compacted rows, so `groupSize` divides `last · n / m`), payload `packed`, `scales` and,
+   * as the encoding says, `zeroPoints` and `mins`, in place of `values`. Absent: `values` is f32.
+   */
+  readonly quantizedValues?: QuantizedEncoding;
 };
 
 /** Block-sparse storage of a 2-D weight in block-CSR form with `blockRows × blockCols` dense blocks. */
@@ -120,7 +128,8 @@ export interface WeightEntry {
    * Uint8Array for bool). Quantized: `packed`, `scales` (Float32Array), optional `zeroPoints` (Int32Array), optional
    * `mins` (Float32Array, with `hasMin`).
    * Codebook: `indices` (packed), `codebook` (Float32Array), `scales` (Float32Array, with `scaleGroupSize`). N:M:
-   * `values` (Float32Array), `indices` (Uint8Array of positions in the group, packed `indexBits` bits each).
+   * `values` (Float32Array), or with `quantizedValues` the quantized parts (`packed`, `scales`, …) of the kept
+   * values, and `indices` (Uint8Array of positions in the group, packed `indexBits` bits each).
    * Block-sparse: `rowPtr`, `colIdx` (Int32Array), `blocks` (Float32Array).
    */
   readonly data: WeightData;
@@ -237,7 +246,12 @@ export function validateEntry(e: WeightEntry): void {
       const bits = enc.indexBits ?? 8;
       if (![2, 4, 8].includes(bits) || enc.m > 1 << bits) throw new InputError(`weight '${e.name}': ${bits}-bit positions cannot address groups of ${enc.m} (index bits are 2, 4 or 8)`);
       const kept = (n / enc.m) * enc.n;
-      need(e, 'values', kept);
+      const q = enc.quantizedValues;
+      if (q) {
+        if (q.kind !== 'quantized' || ![8, 4, 2].includes(q.bits) || !Number.isInteger(q.groupSize))
+          throw new InputError(`weight '${e.name}': the quantized values of an N:M-sparse weight need 8, 4 or 2 bits and an integer group size`);
+        validateEntry(keptValuesOf(e, enc, q));
+      } else need(e, 'values', kept);
       need(e, 'indices', Math.ceil((kept * bits) / 8));
       return;
     }
@@ -259,6 +273,22 @@ export function validateEntry(e: WeightEntry): void {
       return;
     }
   }
+}
+
+/** The shape of an N:M-sparse weight's compacted kept values: `shape` with the last dim `last · n / m`. */
+export function nmKeptShape(shape: readonly number[], enc: Pick<NMSparseEncoding, 'n' | 'm'>): number[] {
+  const last = shape.length ? shape[shape.length - 1] : 1;
+  return [...shape.slice(0, -1), (last / enc.m) * enc.n];
+}
+
+/** The quantized kept values of an N:M-sparse weight as a quantized entry of the compacted shape (same payload). */
+function keptValuesOf(e: WeightEntry, enc: NMSparseEncoding, quantized: QuantizedEncoding): WeightEntry {
+  return { ...e, shape: nmKeptShape(e.shape, enc), encoding: quantized };
+}
+
+/** The kept values of an N:M-sparse weight, row-major over {@link nmKeptShape}, as f32 (dequantized when quantized). */
+export function nmKeptValues(e: WeightEntry, enc: NMSparseEncoding): Float32Array {
+  return enc.quantizedValues ? decodeWeight(keptValuesOf(e, enc, enc.quantizedValues)) : (e.data.values as Float32Array);
 }
 
 /** Reads the `bits`-bit unsigned integer at element `i` of a little-endian packed byte array. */
@@ -363,7 +393,7 @@ export function decodeWeight(e: WeightEntry): Float32Array {
       return out;
     }
     case 'sparse-nm': {
-      const values = e.data.values;
+      const values = nmKeptValues(e, enc);
       const idx = e.data.indices as Uint8Array;
       const bits = enc.indexBits ?? 8;
       const out = new Float32Array(n);

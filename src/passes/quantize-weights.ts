@@ -6,7 +6,12 @@
  * weights transposed; tied tables quantized once) are the re-encoding driver's ({@link reencodeWeights}).
  *
  * Weights already quantized in the file (GGUF, ONNX Q/DQ) are re-quantized from their decoded values, unless they
- * are in the scheme already: `--quant` asks for its scheme. Codebook and sparse weights are left as they are.
+ * are in the scheme already: `--quant` asks for its scheme. Codebook weights are left as they are.
+ *
+ * N:M-sparse weights (from `sparsify-weights`, which runs first) keep their positions and get their kept values
+ * quantized ({@link quantizeNMValues}): the group size counts kept values, so it must divide the compacted row
+ * length (`K · n / m`), or the weight stays as it is and the report says so. Codebook schemes cannot store sparse
+ * values, nor can any scheme store block-sparse blocks: both are {@link InputError}s naming the scheme and weight.
  *
  * A weight whose rows (K) are no multiple of the group size stays as it is, and the report says so (llama.cpp does
  * the same and keeps such tensors in a wider type); when no weight at all can take the scheme, the pass throws an
@@ -16,21 +21,36 @@
 import { InputError } from '../errors.js';
 import { quantizeCodebook } from '../ir/codebook.js';
 import type { IntQuantScheme, QuantScheme } from '../ir/quant-scheme.js';
-import { quantizeWeight, type CodebookEncoding, type QuantizedEncoding } from '../ir/weights.js';
+import { quantizeNMValues } from '../ir/sparsify.js';
+import { quantizeWeight, type CodebookEncoding, type NMSparseEncoding, type QuantizedEncoding, type WeightEntry } from '../ir/weights.js';
 import type { Pass } from './pass.js';
-import { reencodeWeights, type WeightEncoder } from './reencode-weights.js';
+import { reencodeWeights, type EncodeOutcome, type WeightEncoder } from './reencode-weights.js';
 
 /** The same integer scheme as `s`, already: re-quantizing it would only lose precision. */
 function alreadyIn(enc: QuantizedEncoding, s: IntQuantScheme, rowLength: number): boolean {
   return enc.bits === s.bits && enc.hasZeroPoint === s.asymmetric && !enc.hasMin && enc.groupSize === (s.groupSize === 'channel' ? rowLength : s.groupSize);
 }
 
+/** The kept values of N:M-sparse `source` (stored `[N, K]`, rows of `cols`) quantized to `s`, or why not. */
+function quantizedNMValues(source: WeightEntry, enc: NMSparseEncoding, s: QuantScheme, name: string, cols: number, transposed: boolean): EncodeOutcome {
+  if (s.kind === 'codebook') throw new InputError(`--quant ${s.name}: weight '${source.name}' is ${enc.n}:${enc.m}-sparse, and codebook schemes cannot store sparse values (integer schemes can: int8, int4, …)`);
+  if (transposed) return { keep: `${enc.n}:${enc.m}-sparse, read [K, N]` };
+  const rowLength = (cols / enc.m) * enc.n;
+  if (enc.quantizedValues && alreadyIn(enc.quantizedValues, s, rowLength)) return 'already';
+  const group = s.groupSize === 'channel' ? rowLength : s.groupSize;
+  if (rowLength % group !== 0) return { keep: `${enc.n}:${enc.m}-sparse rows of ${rowLength} kept values are no multiple of group ${group}` };
+  return quantizeNMValues(`${name}@${s.name}`, source, { bits: s.bits, groupSize: group, hasZeroPoint: s.asymmetric });
+}
+
 /** The encoder of a scheme. */
 function quantizer(s: QuantScheme): WeightEncoder {
   return {
     tables: true,
-    accepts: (e) => e.encoding.kind === 'dense' || e.encoding.kind === 'quantized',
+    accepts: (e) => ['dense', 'quantized', 'sparse-nm', 'sparse-block'].includes(e.encoding.kind),
     encode(source, name, [rows, cols], values, dtype, transposed) {
+      if (source.encoding.kind === 'sparse-nm') return quantizedNMValues(source, source.encoding, s, name, cols, transposed);
+      if (source.encoding.kind === 'sparse-block')
+        throw new InputError(`--quant ${s.name}: weight '${source.name}' is block-sparse, whose blocks cannot be quantized (N:M sparsity can: --sparsity 2:4)`);
       if (source.encoding.kind === 'quantized' && s.kind !== 'codebook' && !transposed && alreadyIn(source.encoding, s, cols)) return 'already';
       const group = s.groupSize === 'channel' ? cols : s.groupSize;
       if (group !== undefined && cols % group !== 0) return { keep: `rows of ${cols} are no multiple of group ${group}` };

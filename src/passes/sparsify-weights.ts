@@ -7,8 +7,8 @@
  *
  * The pattern must fit every matmul weight: M dividing K, or B dividing both dims; otherwise the pass throws an
  * {@link InputError} naming the weight and the constraint (no padding). Weights stored quantized, codebook or already
- * sparse are left as they are and the report says so; sparse values are f32 (quantized sparse values are not
- * implemented, so `--sparsity` with `--quant` is refused where both are given).
+ * sparse are left as they are and the report says so. Kept values are f32 here; with `--quant` too, the
+ * `quantize-weights` pass (which runs after this one) quantizes an N:M weight's kept values.
  * @module
  */
 import { InputError } from '../errors.js';
@@ -41,7 +41,6 @@ export const sparsifyWeightsPass: Pass = {
   run(graph, ctx) {
     const scheme = ctx.options.sparsity as SparsityScheme | undefined;
     if (!scheme) return graph;
-    if (ctx.options.quant) throw new InputError(`--sparsity ${scheme.name} with --quant: quantized sparse values are not implemented yet; give one of them`);
     const r = reencodeWeights(graph, ctx, sparsifier(scheme));
     if (r.encoded === 0) throw new InputError(`--sparsity ${scheme.name}: the model has no dense matmul weights to prune${r.kept.size ? ` (${[...r.kept].map(([n, why]) => `'${n}' is ${why}`).join(', ')})` : ''}`);
     const kept = [...r.kept].map(([name, why]) => `'${name}' (${why})`);

@@ -1,13 +1,16 @@
 /**
  * The `sparse-nm-gemv` kernel: a matmul whose B is an N:M-sparse weight stored `[N, K]` (`transB`): of every `m`
- * consecutive k of a B row, `n` values are stored (`values`, f32) with their positions in the group (`indices`,
- * `indexBits`-bit integers packed little-endian in `u32` words, as the weight store packs them). The kernel reads
- * only those: per group, `n` values and `n` positions instead of `m` dense values.
+ * consecutive k of a B row, `n` values are stored (`values`, f32 — or quantized: `packed` integers with per-group
+ * `scales` and optional `zeroPoints`, dequantized in registers with the helpers of `src/codegen/dequant.ts`) with
+ * their positions in the group (`indices`, `indexBits`-bit integers packed little-endian in `u32` words, as the
+ * weight store packs them). The kernel reads only those: per group, `n` values and `n` positions instead of `m`
+ * dense values.
  *
  * The structure is `dequant-gemv`'s: groups of `lanesPerColumn` lanes split K for `colsPerGroup` output columns and
  * `rowsPerBlock` rows, then reduce with `subgroupAdd` or in workgroup memory; the gate and the epilogue are the dense
  * family's (`store_out`). A lane's step is `4/n` groups when `n` divides 4 and rows hold whole vec4s of kept values
- * (one vec4 load of values and one word of positions per step: 2:4 → 8 k, 1:4 → 16 k), else one group. When `m` is
+ * (one vec4 load of values and one word of positions per step: 2:4 → 8 k, 1:4 → 16 k; quantized values: the step's
+ * 4 integers from one word and one scale when the quantization group holds whole steps), else one group. When `m` is
  * a multiple of 4 (2:4, 1:4, 4:8), the step's A values are read as vec4s shared by every column, and each column's
  * kept values are scattered into vec4s by position (`select`) and dotted; otherwise each kept value multiplies the
  * A element at its position. Correct for any M; for prefill each weight read serves `rowsPerBlock` rows.
@@ -15,6 +18,7 @@
  */
 import { InputError } from '../../errors.js';
 import type { KernelSource } from '../kernel.js';
+import { dequantExpr, dequantFormatTag, dequantPartBindings, qAtFn, qQuadFn, type DequantWeightFormat } from '../dequant.js';
 import { wgslComment } from '../wgsl.js';
 import { assemble, checkPositiveInt, encodedWeightBindings, gridOf, laneGroupAccumulators, laneGroupPreamble, laneGroupStoreLines, laneReductionLines, makeCtx, matmulFeatures, storeFn, toF32 } from './common.js';
 import type { MatmulSpec } from './spec.js';
@@ -27,6 +31,11 @@ export interface SparseNMWeightFormat {
   readonly m: number;
   /** Bits per stored position: 2, 4 or 8. */
   readonly indexBits: 2 | 4 | 8;
+  /**
+   * How the kept values are quantized, over the compacted `[N, K·n/m]` values matrix (groups along its rows); absent:
+   * they are f32.
+   */
+  readonly values?: DequantWeightFormat;
 }
 
 /** Tuning of the `sparse-nm-gemv` kernel. */
@@ -54,10 +63,12 @@ export interface SparseNMMatmulSpec extends Omit<MatmulSpec, 'variant'> {
 }
 
 /**
- * Generates the `sparse-nm-gemv` kernel for `spec`. Bindings: `a`, `values` (f32), `indices` (u32 words), the
- * epilogue operands, `out`, and the params uniform when a size is a dim expression.
+ * Generates the `sparse-nm-gemv` kernel for `spec`. Bindings: `a`, `values` (f32) or the quantized values' parts
+ * (`packed`, `scales`, then `zeroPoints` and `mins` when the format has them), `indices` (u32 words), the epilogue
+ * operands, `out`, and the params uniform when a size is a dim expression.
  * @throws {@link InputError} for a form it does not compute (B not `[N, K]`, a batched B, `m` not dividing K, a
- * position width that cannot address `m`) or inconsistent tuning.
+ * position width that cannot address `m`, a quantization group that neither divides the compacted rows nor covers
+ * all kept values) or inconsistent tuning.
  */
 export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNMGemvVariant): KernelSource {
   const w = spec.weight;
@@ -68,6 +79,10 @@ export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNM
   if (!(Number.isInteger(w.n) && Number.isInteger(w.m) && w.n >= 1 && w.n <= w.m && c.K % w.m === 0))
     throw new InputError(`sparse-nm-gemv: ${w.n}:${w.m} sparsity needs 1 <= n <= m and m dividing K (${c.K})`);
   if (![2, 4, 8].includes(w.indexBits) || w.m > 1 << w.indexBits) throw new InputError(`sparse-nm-gemv: ${w.indexBits}-bit positions cannot address groups of ${w.m}`);
+  const q = w.values;
+  const keptPerRow = (c.K / w.m) * w.n;
+  if (q && !([8, 4, 2].includes(q.bits) && Number.isInteger(q.groupSize) && q.groupSize > 0 && (keptPerRow % q.groupSize === 0 || q.groupSize === c.N * keptPerRow)))
+    throw new InputError(`sparse-nm-gemv: quantized values need 8, 4 or 2 bits and a group size dividing the ${keptPerRow} kept values per row (or covering all ${c.N * keptPerRow}), got ${q.bits} bits, group ${q.groupSize}`);
   const WG = v.workgroupSize ?? 64;
   const L = v.lanesPerColumn ?? 8;
   const C = v.colsPerGroup ?? 4;
@@ -83,7 +98,10 @@ export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNM
   const gated = c.G === 2;
   // a lane's step: GPS consecutive groups; with n dividing 4 and rows of whole vec4s of values, the step's kept values
   // are one vec4 (GPS = 4 / n), else one group's n scalars
-  const vecValues = 4 % w.n === 0 && ((c.K / w.m) * w.n) % 4 === 0;
+  const vecValues = 4 % w.n === 0 && keptPerRow % 4 === 0;
+  // quantized: a step's 4 values as one quad of a packed word with one scale (its words never straddle: 4 integers
+  // take 8, 16 or 32 bits), when the quantization groups hold whole steps; else each value read on its own
+  const quadValues = !!q && vecValues && q.groupSize % 4 === 0;
   const GPS = vecValues ? 4 / w.n : 1;
   const V = w.n * GPS; // kept values per step
   const steps = c.K / (w.m * GPS); // steps per B row
@@ -95,7 +113,9 @@ export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNM
   const stepBits = V * w.indexBits;
   const oneWord = 32 % stepBits === 0;
   const { decls, list } = encodedWeightBindings(c, aVec4, [
-    { name: 'values', wgslName: 'values', type: vecValues ? 'array<vec4<f32>>' : 'array<f32>', comment: `W's kept values, N_KEEP per group, row-major${vecValues ? ` (a vec4 per ${GPS} group(s))` : ''}` },
+    ...(q
+      ? dequantPartBindings(q)
+      : [{ name: 'values', wgslName: 'values', type: vecValues ? 'array<vec4<f32>>' : 'array<f32>', comment: `W's kept values, N_KEEP per group, row-major${vecValues ? ` (a vec4 per ${GPS} group(s))` : ''}` }]),
     { name: 'indices', wgslName: 'indices', type: 'array<u32>', comment: 'their positions in the group, INDEX_BITS each, little-endian in u32 words' },
   ]);
   const halves = gated ? ['acc', 'up'] : ['acc'];
@@ -115,9 +135,25 @@ export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNM
       const name = `${g ? 'u' : 'b'}${cc}`;
       body.push(`    let e_${name} = (col_${cc}${g ? ' + N_OUT' : ''}) * STEPS + s; // the step's index in the weight`);
       if (oneWord) body.push(`    let iw_${name} = indices[(e_${name} * STEP_BITS) / 32u];`, `    let ib_${name} = (e_${name} * STEP_BITS) % 32u;`);
-      if (vecValues) body.push(`    let vv_${name} = values[e_${name}];`);
+      if (quadValues) {
+        // the step's 4 integers: quad e % QUADS_PER_WORD of word e / QUADS_PER_WORD; one group's parameters
+        body.push(`    let qg_${name} = (e_${name} * 4u) / GROUP_SIZE;`);
+        const deq = dequantExpr(q, `q_quad(packed[e_${name} / QUADS_PER_WORD], e_${name} % QUADS_PER_WORD)`, {
+          scale: `scales[qg_${name}]`,
+          zeroPoint: `vec4<f32>(f32(zero_points[qg_${name}]))`,
+          min: `vec4<f32>(mins[qg_${name}])`,
+        });
+        body.push(`    let vv_${name} = ${deq};`);
+      } else if (vecValues && !q) body.push(`    let vv_${name} = values[e_${name}];`);
       for (let j = 0; j < V; j++) {
-        body.push(vecValues ? `    let v_${name}_${j} = vv_${name}.${'xyzw'[j]};` : `    let v_${name}_${j} = values[e_${name} * ${V}u + ${j}u];`);
+        const at = `e_${name} * ${V}u + ${j}u`;
+        body.push(
+          vecValues && (quadValues || !q)
+            ? `    let v_${name}_${j} = vv_${name}.${'xyzw'[j]};`
+            : q
+              ? `    let v_${name}_${j} = kept_value(${at});`
+              : `    let v_${name}_${j} = values[${at}];`,
+        );
         body.push(
           oneWord
             ? `    let p_${name}_${j} = extractBits(iw_${name}, ib_${name} + ${j * w.indexBits}u, INDEX_BITS);`
@@ -155,6 +191,16 @@ export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNM
       `}`,
     );
   else fns.push(`// A[row, k] of the batch at base (rows = M)`, `fn a_at(base: u32, row: u32, k: u32, rows: u32) -> f32 {`, `  return ${aElem('k')};`, `}`);
+  if (q && !quadValues) {
+    const g = (part: string): string => `${part}[ev / GROUP_SIZE]`;
+    fns.push(
+      ...qAtFn(q),
+      `// kept value ev (row-major over the compacted values), dequantized with its group's parameters`,
+      `fn kept_value(ev: u32) -> f32 {`,
+      `  return ${dequantExpr(q, `q_at(packed[ev / ${32 / q.bits}u], (ev % ${32 / q.bits}u) * BITS)`, { scale: g('scales'), zeroPoint: `f32(${g('zero_points')})`, min: g('mins') })};`,
+      `}`,
+    );
+  } else if (q) fns.push(...qQuadFn(q));
   if (!oneWord)
     fns.push(
       `// the position in its group of kept value e (INDEX_BITS bits; widths dividing 32 never straddle words)`,
@@ -163,7 +209,7 @@ export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNM
       `}`,
     );
   fns.push('', ...storeFn(c));
-  const name = `sparse-nm-gemv-${w.n}of${w.m}-i${w.indexBits}-l${L}-c${C}-r${R}-wg${WG}${reduction === 'none' ? '' : `-${reduction}`}`;
+  const name = `sparse-nm-gemv-${w.n}of${w.m}-i${w.indexBits}${q ? `-${dequantFormatTag(q)}` : ''}-l${L}-c${C}-r${R}-wg${WG}${reduction === 'none' ? '' : `-${reduction}`}`;
   return {
     family: 'sparse-nm-matmul',
     variant: name,
@@ -172,7 +218,7 @@ export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNM
       header: [
         `// tensorwright kernel: N:M-sparse matmul (${name})`,
         `//   out[b, m, n] = ${gated ? `${c.spec.gated!.activation}(acc[b, m, n]) * acc[b, m, n + ${c.nOut}]` : 'acc[b, m, n]'}${c.spec.epilogue ? ', then the epilogue' : ''}; acc = sum_k A[b, m, k] * W[n, k]`,
-        `//   W ${wgslComment(`[${c.N}, ${c.K}]`)}: ${w.n} of every ${w.m} k kept (f32 values, ${w.indexBits}-bit positions packed in u32 words)`,
+        `//   W ${wgslComment(`[${c.N}, ${c.K}]`)}: ${w.n} of every ${w.m} k kept (${q ? `${q.bits}-bit ${q.signed ? 'signed' : 'unsigned'} values, (q${q.hasZeroPoint ? ' - zero_point' : ''}) * scale${q.hasMin ? ' - min' : ''} per group of ${q.groupSize} kept values` : 'f32 values'}, ${w.indexBits}-bit positions packed in u32 words)`,
         `//   groups of ${L} lane(s) split K's steps of ${GPS} N:M group(s) for ${C} column(s) x ${R} row(s); ${quads ? 'A read as vec4s, kept values scattered by position' : 'A gathered at the kept positions'}; f32 accumulation`,
       ],
       consts: [
@@ -186,6 +232,8 @@ export function generateSparseNMGemvKernel(spec: SparseNMMatmulSpec, v: SparseNM
         `const INDEX_BITS: u32 = ${w.indexBits}u;`,
         `const STEP_K: u32 = ${GPS * w.m}u; // k per step (${GPS} group(s))`,
         ...(oneWord ? [`const STEP_BITS: u32 = ${stepBits}u; // position bits per step`] : []),
+        ...(q ? [`const BITS: u32 = ${q.bits}u; // bits per quantized value`, `const GROUP_SIZE: u32 = ${q.groupSize}u; // kept values per scale`] : []),
+        ...(quadValues ? [`const QUADS_PER_WORD: u32 = ${8 / q!.bits}u; // steps of 4 values per packed word`] : []),
         ...Array.from({ length: quadsPerGroup }, (_, t) => `const POS_${t}: vec4<u32> = vec4<u32>(${[0, 1, 2, 3].map((i) => `${4 * t + i}u`).join(', ')});`),
         `const STEPS: u32 = ${steps}u; // steps per B row`,
         `const ITERS: u32 = ${Math.ceil(steps / L)}u; // steps per lane`,
