@@ -484,3 +484,64 @@ export function encodedWeightBindings(c: Ctx, aVec4: boolean, parts: readonly We
   if (ps) decls.push(ps.trimEnd());
   return { decls, list };
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// subgroup-sweep GEMV skeleton shared by dequant-gemv-sweep and sparse-nm-gemv-sweep
+
+/** The accumulators of a sweep kernel's column: `acc`, and `up` (the gate's second half, rows `+ N_OUT`) when gated. */
+export function sweepHalves(c: Ctx): { acc: string; rowOffset: string }[] {
+  return c.G === 2 ? [{ acc: 'acc', rowOffset: '' }, { acc: 'up', rowOffset: ' + N_OUT' }] : [{ acc: 'acc', rowOffset: '' }];
+}
+
+/**
+ * The opening of a sweep kernel's `main` (one subgroup per workgroup, `LANES` lanes): sizes, tile indices, the lane's
+ * slice of the A row — units `lane, lane + LANES, …` of `QUADS` vec4s each, into the private array `x` (times `scale`
+ * when given), zero past the row's end — with `x_sum[j]`, each unit's sum of unscaled values, when `sums`; then the
+ * sweep over `COLS` columns, opening the loop over the lane's units with `u` the unit. Needs the constants `LANES`,
+ * `COLS`, `N_TILES`, `UNITS`, `UNITS_PER_LANE` and `QUADS`, and `a_quad`.
+ */
+export function sweepOpening(c: Ctx, o: { unitsPerLane: number; quads: number; scale?: string; sums: boolean }): string[] {
+  return [
+    `@compute @workgroup_size(LANES)`,
+    `fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {`,
+    ...sizeLets(c),
+    ...tileIndexLines(1),
+    `  let row = min(tile_m, M - 1u);`,
+    `  // the lane's slice of A's row: units lane, lane + LANES, …; zero past the row's end, so those units add nothing`,
+    `  var x: array<vec4<f32>, ${o.unitsPerLane * o.quads}>;`,
+    ...(o.sums ? [`  var x_sum: array<f32, ${o.unitsPerLane}>;`] : []),
+    `  for (var j = 0u; j < UNITS_PER_LANE; j++) {`,
+    `    let u = j * LANES + lane;`,
+    `    let live = u < UNITS;`,
+    `    let uc = min(u, UNITS - 1u);`,
+    `    var t = vec4<f32>(0.0);`,
+    `    for (var q = 0u; q < QUADS; q++) {`,
+    `      let v = select(vec4<f32>(0.0), a_quad(a_base, row, uc * QUADS + q, M), live);`,
+    `      x[j * QUADS + q] = v${o.scale ? ` * ${o.scale}` : ''};`,
+    `      t += v;`,
+    `    }`,
+    ...(o.sums ? [`    x_sum[j] = dot(t, vec4<f32>(1.0));`] : []),
+    `  }`,
+    `  let col0 = tile_n * COLS;`,
+    `  // the opaque 1 keeps compilers from unrolling the sweep`,
+    `  for (var cc = 0u; cc < COLS * one; cc++) {`,
+    `    let col = min(col0 + cc, N_OUT - 1u);`,
+    `    ${sweepHalves(c).map((h) => `var ${h.acc} = 0.0;`).join(' ')}`,
+    `    for (var j = 0u; j < UNITS_PER_LANE; j++) {`,
+    `      let u = min(j * LANES + lane, UNITS - 1u);`,
+  ];
+}
+
+/** The close of a sweep kernel's `main`: per column one `subgroupAdd` per accumulator, lane 0 stores through `store_out`. */
+export function sweepClosing(c: Ctx): string[] {
+  const halves = sweepHalves(c);
+  return [
+    `    }`,
+    `    ${halves.map((h, i) => `let s${i} = subgroupAdd(${h.acc});`).join(' ')}`,
+    `    if (lane == 0u) {`,
+    `      store_out(out_base, tile_m, col0 + cc, M, s0${halves.length === 2 ? ', s1' : ''});`,
+    `    }`,
+    `  }`,
+    `}`,
+  ];
+}

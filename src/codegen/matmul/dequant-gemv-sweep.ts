@@ -19,7 +19,7 @@
 import { InputError } from '../../errors.js';
 import type { KernelSource } from '../kernel.js';
 import { dequantFormatTag, dequantPartBindings, qQuadFn, type DequantWeightFormat } from '../dequant.js';
-import { assemble, checkPositiveInt, encodedWeightBindings, gridOf, makeCtx, matmulFeatures, sizeLets, storeFn, tileIndexLines } from './common.js';
+import { assemble, checkPositiveInt, encodedWeightBindings, gridOf, makeCtx, matmulFeatures, storeFn, sweepClosing, sweepHalves, sweepOpening } from './common.js';
 import { aQuadFn, dequantByWord, dequantHeader, type DequantMatmulSpec } from './dequant-gemv.js';
 
 /** Tuning of the `dequant-gemv-sweep` kernel. */
@@ -81,7 +81,6 @@ export function generateDequantGemvSweepKernel(spec: DequantMatmulSpec, v: Dequa
   const quads = unitElems / 4; // vec4s of A per unit
   const quadsPerWord = EPW / 4;
   const nTiles = Math.ceil(c.nOut / COLS);
-  const gated = c.G === 2;
   const offsets = w.hasZeroPoint || w.hasMin; // need the unit's sum of A values
   // unsigned integers are masked in place, not shifted down: the A values carry the powers of two instead
   const masked = !w.signed;
@@ -91,36 +90,8 @@ export function generateDequantGemvSweepKernel(spec: DequantMatmulSpec, v: Dequa
   const { decls, list } = encodedWeightBindings(c, aVec4, parts);
   const wordOf = (unit: string, i: number): string => (U === 1 ? unit : `${unit}.${'xyzw'[i]}`);
 
-  const halves = gated ? [{ acc: 'acc', rowOffset: '' }, { acc: 'up', rowOffset: ' + N_OUT' }] : [{ acc: 'acc', rowOffset: '' }];
-  const body: string[] = [
-    `@compute @workgroup_size(LANES)`,
-    `fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {`,
-    ...sizeLets(c),
-    ...tileIndexLines(1),
-    `  let row = min(tile_m, M - 1u);`,
-    `  // the lane's slice of A's row: units lane, lane + LANES, …; zero past the row's end, so those units add nothing`,
-    `  var x: array<vec4<f32>, ${unitsPerLane * quads}>;`,
-    ...(offsets ? [`  var x_sum: array<f32, ${unitsPerLane}>;`] : []),
-    `  for (var j = 0u; j < UNITS_PER_LANE; j++) {`,
-    `    let u = j * LANES + lane;`,
-    `    let live = u < UNITS;`,
-    `    let uc = min(u, UNITS - 1u);`,
-    `    var t = vec4<f32>(0.0);`,
-    `    for (var q = 0u; q < QUADS; q++) {`,
-    `      let v = select(vec4<f32>(0.0), a_quad(a_base, row, uc * QUADS + q, M), live);`,
-    `      x[j * QUADS + q] = v${masked ? ' * MASK_SCALE' : ''};`,
-    `      t += v;`,
-    `    }`,
-    ...(offsets ? [`    x_sum[j] = dot(t, vec4<f32>(1.0));`] : []),
-    `  }`,
-    `  let col0 = tile_n * COLS;`,
-    `  // the opaque 1 keeps compilers from unrolling the sweep`,
-    `  for (var cc = 0u; cc < COLS * one; cc++) {`,
-    `    let col = min(col0 + cc, N_OUT - 1u);`,
-    `    ${halves.map((h) => `var ${h.acc} = 0.0;`).join(' ')}`,
-    `    for (var j = 0u; j < UNITS_PER_LANE; j++) {`,
-    `      let u = min(j * LANES + lane, UNITS - 1u);`,
-  ];
+  const halves = sweepHalves(c);
+  const body: string[] = sweepOpening(c, { unitsPerLane, quads, scale: masked ? 'MASK_SCALE' : undefined, sums: offsets });
   for (const h of halves) {
     const p = h.acc;
     body.push(`      let e_${p} = (col${h.rowOffset}) * K + u * UNIT_ELEMS; // flat index of the unit's first element in [N, K]`);
@@ -136,15 +107,7 @@ export function generateDequantGemvSweepKernel(spec: DequantMatmulSpec, v: Dequa
     const mTerm = w.hasMin ? ` - mins[g_${p}] * x_sum[j]` : '';
     body.push(`      ${p} += scales[g_${p}] * (d_${p}${zTerm})${mTerm};`);
   }
-  body.push(
-    `    }`,
-    `    ${halves.map((h, i) => `let s${i} = subgroupAdd(${h.acc});`).join(' ')}`,
-    `    if (lane == 0u) {`,
-    `      store_out(out_base, tile_m, col0 + cc, M, s0${gated ? ', s1' : ''});`,
-    `    }`,
-    `  }`,
-    `}`,
-  );
+  body.push(...sweepClosing(c));
   const fns = [...aQuadFn(c, aVec4), ...(masked ? qMaskedFn(w) : qQuadFn(w)), '', ...storeFn(c)];
   const name = `dequant-gemv-sweep-${dequantFormatTag(w)}-u${U}-c${COLS}-sg${LANES}`;
   return {

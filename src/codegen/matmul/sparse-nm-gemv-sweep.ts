@@ -16,7 +16,7 @@ import { InputError } from '../../errors.js';
 import type { KernelSource } from '../kernel.js';
 import { dequantFormatTag, dequantPartBindings, qQuadFn } from '../dequant.js';
 import { wgslComment } from '../wgsl.js';
-import { assemble, checkPositiveInt, encodedWeightBindings, gridOf, makeCtx, matmulFeatures, sizeLets, storeFn, tileIndexLines } from './common.js';
+import { assemble, checkPositiveInt, encodedWeightBindings, gridOf, makeCtx, matmulFeatures, storeFn, sweepClosing, sweepHalves, sweepOpening } from './common.js';
 import { aQuadFn } from './dequant-gemv.js';
 import { SWEEP_MAX_VALUES_PER_LANE } from './dequant-gemv-sweep.js';
 import type { SparseNMMatmulSpec } from './sparse-nm-gemv.js';
@@ -83,31 +83,8 @@ export function generateSparseNMGemvSweepKernel(spec: SparseNMMatmulSpec, v: Spa
     { name: 'indices', wgslName: 'indices', type: `array<${VEC[IW]}>`, comment: `their positions in the group, INDEX_BITS each, read ${IW} word(s) at a time` },
   ];
   const { decls, list } = encodedWeightBindings(c, aVec4, parts);
-  const halves = gated ? [{ acc: 'acc', rowOffset: '' }, { acc: 'up', rowOffset: ' + N_OUT' }] : [{ acc: 'acc', rowOffset: '' }];
-  const body: string[] = [
-    `@compute @workgroup_size(LANES)`,
-    `fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {`,
-    ...sizeLets(c),
-    ...tileIndexLines(1),
-    `  let row = min(tile_m, M - 1u);`,
-    `  // the lane's slice of A's row: the k of units lane, lane + LANES, …; zero past the row's end`,
-    `  var x: array<vec4<f32>, ${unitsPerLane * quadsPerUnit}>;`,
-    `  for (var j = 0u; j < UNITS_PER_LANE; j++) {`,
-    `    let u = j * LANES + lane;`,
-    `    let live = u < UNITS;`,
-    `    let uc = min(u, UNITS - 1u);`,
-    `    for (var t = 0u; t < QUADS; t++) {`,
-    `      x[j * QUADS + t] = select(vec4<f32>(0.0), a_quad(a_base, row, uc * QUADS + t, M), live);`,
-    `    }`,
-    `  }`,
-    `  let col0 = tile_n * COLS;`,
-    `  // the opaque 1 keeps compilers from unrolling the sweep`,
-    `  for (var cc = 0u; cc < COLS * one; cc++) {`,
-    `    let col = min(col0 + cc, N_OUT - 1u);`,
-    `    ${halves.map((h) => `var ${h.acc} = 0.0;`).join(' ')}`,
-    `    for (var j = 0u; j < UNITS_PER_LANE; j++) {`,
-    `      let u = min(j * LANES + lane, UNITS - 1u);`,
-  ];
+  const halves = sweepHalves(c);
+  const body: string[] = sweepOpening(c, { unitsPerLane, quads: quadsPerUnit, sums: false });
   for (const h of halves) {
     const p = h.acc;
     body.push(
@@ -136,15 +113,7 @@ export function generateSparseNMGemvSweepKernel(spec: SparseNMMatmulSpec, v: Spa
     if (q.hasZeroPoint) body.push(`      let z_${p} = vec4<f32>(f32(zero_points[g_${p}]));`);
     body.push(`      ${p} += scales[g_${p}] * (${terms.join(' + ')});`);
   }
-  body.push(
-    `    }`,
-    `    ${halves.map((h, i) => `let s${i} = subgroupAdd(${h.acc});`).join(' ')}`,
-    `    if (lane == 0u) {`,
-    `      store_out(out_base, tile_m, col0 + cc, M, s0${gated ? ', s1' : ''});`,
-    `    }`,
-    `  }`,
-    `}`,
-  );
+  body.push(...sweepClosing(c));
   const name = `sparse-nm-gemv-sweep-${w.n}of${w.m}-i${w.indexBits}-${dequantFormatTag(q)}-u${U}-c${COLS}-sg${LANES}`;
   return {
     family: 'sparse-nm-matmul',
