@@ -23,6 +23,7 @@ import { CpuCausalLM } from '../src/runtime/cpu/lm.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { Rng } from '../src/util/random.js';
 import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
+import { expectClose, expectDecodeMatchesCpu } from './support/encoded-weights.js';
 
 // lavapipe JIT-compiles each pipeline on its first dispatch
 const LONG = 600_000;
@@ -182,14 +183,6 @@ function graphOf(w: WeightEntry, rows: number | 'seq', epilogue: Epilogue, seed:
     y = b.mul(b.silu(b.slice(y, { axes: [1], starts: [0], ends: [H] })), b.slice(y, { axes: [1], starts: [H], ends: [NW] }));
   }
   return b.build({ y });
-}
-
-function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: string): void {
-  expect(got.length, what).toBe(want.length);
-  for (let i = 0; i < want.length; i++) {
-    const tol = 1e-4 + 1e-4 * Math.abs(want[i]);
-    if (!(Math.abs(got[i] - want[i]) <= tol)) expect.fail(`${what}: element ${i}: got ${got[i]}, want ${want[i]}`);
-  }
 }
 
 const tensorOf = (rows: number, cols: number, seed: number): Tensor => Tensor.from('f32', [rows, cols], new Rng(seed).normals(rows * cols, 1));
@@ -363,14 +356,7 @@ describe('a whole codebook-quantized Llama on WebGPU', () => {
       const cpu = new CpuCausalLM(cpuGraph, c.seqLen);
       const session = await engine.createSession({ device: gpu });
       try {
-        for (const chunk of [[1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41], [3], [4, 8], [60]]) {
-          await session.step(chunk, { temperature: 0, topp: 0.9, coin: 0 });
-          const got = await session.lastLogits();
-          const want = cpu.step(chunk);
-          let diff = 0;
-          for (let i = 0; i < want.length; i++) diff = Math.max(diff, Math.abs(got[i] - want[i]));
-          expect(diff, `after ${chunk.length} token(s)`).toBeLessThan(1e-3);
-        }
+        await expectDecodeMatchesCpu(session, cpu);
       } finally {
         await session.destroy();
       }

@@ -18,6 +18,7 @@ import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { Rng } from '../src/util/random.js';
 import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
+import { expectClose, expectDecodeMatchesCpu } from './support/encoded-weights.js';
 
 // lavapipe JIT-compiles each pipeline on its first dispatch
 const LONG = 300_000;
@@ -45,14 +46,6 @@ function graphOf(c: Case, rows: number | 'seq', seed: number): Graph {
   let y = b.linear(x, w);
   if (c.epilogue) y = b.silu(b.add(y, b.weight('bias', [c.N], new Rng(seed + 1).normals(c.N, 0.5))));
   return b.build({ y });
-}
-
-function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: string): void {
-  expect(got.length, what).toBe(want.length);
-  for (let i = 0; i < want.length; i++) {
-    const tol = 1e-4 + 1e-4 * Math.abs(want[i]);
-    if (!(Math.abs(got[i] - want[i]) <= tol)) expect.fail(`${what}: element ${i}: got ${got[i]}, want ${want[i]}`);
-  }
 }
 
 /** Compiles `g` for `bindings`, runs it on each input set, compares with the CPU reference; returns the engine manifest. */
@@ -292,14 +285,7 @@ describe('a whole quantized Llama on WebGPU', () => {
     const session = await engine.createSession({ device: gpu });
     const cpu = new CpuCausalLM(model.build({ lastTokenLogitsOnly: true }), c.seqLen);
     try {
-      for (const chunk of [[1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41], [3], [4, 8], [60]]) {
-        await session.step(chunk, { temperature: 0, topp: 0.9, coin: 0 });
-        const got = await session.lastLogits();
-        const want = cpu.step(chunk);
-        let diff = 0;
-        for (let i = 0; i < want.length; i++) diff = Math.max(diff, Math.abs(got[i] - want[i]));
-        expect(diff, `after ${chunk.length} token(s)`).toBeLessThan(1e-3);
-      }
+      await expectDecodeMatchesCpu(session, cpu);
     } finally {
       await session.destroy();
     }

@@ -19,6 +19,7 @@ import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { Rng } from '../src/util/random.js';
 import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
+import { expectClose, expectDecodeMatchesCpu } from './support/encoded-weights.js';
 
 // lavapipe JIT-compiles each pipeline on its first dispatch
 const LONG = 300_000;
@@ -45,14 +46,6 @@ function graphOf(encode: (name: string, shape: number[], values: Float32Array) =
   if (epilogue === 'residual') y = b.add(y, b.input('r', 'f32', [rows, N]));
   if (epilogue === 'gate') y = b.mul(b.silu(b.slice(y, { axes: [1], starts: [0], ends: [N / 2] })), b.slice(y, { axes: [1], starts: [N / 2], ends: [N] }));
   return b.build({ y });
-}
-
-function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: string): void {
-  expect(got.length, what).toBe(want.length);
-  for (let i = 0; i < want.length; i++) {
-    const tol = 1e-4 + 1e-4 * Math.abs(want[i]);
-    if (!(Math.abs(got[i] - want[i]) <= tol)) expect.fail(`${what}: element ${i}: got ${got[i]}, want ${want[i]}`);
-  }
 }
 
 const tensorOf = (rows: number, cols: number, seed: number): Tensor => Tensor.from('f32', [rows, cols], new Rng(seed).normals(rows * cols, 1));
@@ -282,14 +275,7 @@ describe('a whole 2:4-pruned Llama on WebGPU', () => {
     const session = await engine.createSession({ device: gpu });
     const cpu = new CpuCausalLM(model.build({ lastTokenLogitsOnly: true }), c.seqLen);
     try {
-      for (const chunk of [[1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41], [3], [4, 8], [60]]) {
-        await session.step(chunk, { temperature: 0, topp: 0.9, coin: 0 });
-        const got = await session.lastLogits();
-        const want = cpu.step(chunk);
-        let diff = 0;
-        for (let i = 0; i < want.length; i++) diff = Math.max(diff, Math.abs(got[i] - want[i]));
-        expect(diff, `after ${chunk.length} token(s)`).toBeLessThan(1e-3);
-      }
+      await expectDecodeMatchesCpu(session, cpu);
     } finally {
       await session.destroy();
     }
