@@ -28,7 +28,12 @@ import { reencodeWeights, type EncodeOutcome, type WeightEncoder } from './reenc
 
 /** The same integer scheme as `s`, already: re-quantizing it would only lose precision. */
 function alreadyIn(enc: QuantizedEncoding, s: IntQuantScheme, rowLength: number): boolean {
-  return enc.bits === s.bits && enc.hasZeroPoint === s.asymmetric && !enc.hasMin && enc.groupSize === (s.groupSize === 'channel' ? rowLength : s.groupSize);
+  return enc.bits === s.bits && enc.hasZeroPoint === s.asymmetric && !enc.hasMin && enc.groupSize === groupOf(s, rowLength);
+}
+
+/** Elements per group under `s` for rows of `rowLength` (`-ch`: the whole row); `undefined` for schemes with no groups. */
+function groupOf(s: QuantScheme, rowLength: number): number | undefined {
+  return s.groupSize === 'channel' ? rowLength : s.groupSize;
 }
 
 /** The kept values of N:M-sparse `source` (stored `[N, K]`, rows of `cols`) quantized to `s`, or why not. */
@@ -37,7 +42,7 @@ function quantizedNMValues(source: WeightEntry, enc: NMSparseEncoding, s: QuantS
   if (transposed) return { keep: `${enc.n}:${enc.m}-sparse, read [K, N]` };
   const rowLength = (cols / enc.m) * enc.n;
   if (enc.quantizedValues && alreadyIn(enc.quantizedValues, s, rowLength)) return 'already';
-  const group = s.groupSize === 'channel' ? rowLength : s.groupSize;
+  const group = groupOf(s, rowLength)!;
   if (rowLength % group !== 0) return { keep: `${enc.n}:${enc.m}-sparse rows of ${rowLength} kept values are no multiple of group ${group}` };
   return quantizeNMValues(`${name}@${s.name}`, source, { bits: s.bits, groupSize: group, hasZeroPoint: s.asymmetric });
 }
@@ -52,7 +57,7 @@ function quantizer(s: QuantScheme): WeightEncoder {
       if (source.encoding.kind === 'sparse-block')
         throw new InputError(`--quant ${s.name}: weight '${source.name}' is block-sparse, whose blocks cannot be quantized (N:M sparsity can: --sparsity 2:4)`);
       if (source.encoding.kind === 'quantized' && s.kind !== 'codebook' && !transposed && alreadyIn(source.encoding, s, cols)) return 'already';
-      const group = s.groupSize === 'channel' ? cols : s.groupSize;
+      const group = groupOf(s, cols);
       if (group !== undefined && cols % group !== 0) return { keep: `rows of ${cols} are no multiple of group ${group}` };
       const q = `${name}@${s.name}`;
       return s.kind === 'codebook'
