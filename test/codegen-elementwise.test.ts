@@ -10,7 +10,7 @@ import { generateElementwiseKernel } from '../src/codegen/elementwise.js';
 import { runKernelOnce } from '../src/runtime/webgpu/one-shot.js';
 import { evalGrid } from '../src/runtime/kernel-source.js';
 import { Rng } from '../src/util/random.js';
-import { acquireTestDevice } from './helpers/webgpu.js';
+import { acquireTestDevice, gpuHas } from './helpers/webgpu.js';
 
 type Gpu = NonNullable<Awaited<ReturnType<typeof acquireTestDevice>>>;
 let gpu: Gpu | null = null;
@@ -93,7 +93,7 @@ describe('elementwise WGSL kernels vs the CPU reference', () => {
 
   it('f16 storage computes in f32 and rounds on store', async (ctx) => {
     if (!gpu) return ctx.skip();
-    if (!gpu.info.features.includes('shader-f16')) return ctx.skip();
+    if (!gpuHas(gpu, 'shader-f16')) return ctx.skip();
     const b = new GraphBuilder();
     const x = b.input('x', 'f16', [333]);
     const y = b.mul(b.sigmoid(x), x);

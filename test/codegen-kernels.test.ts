@@ -14,7 +14,7 @@ import * as ref from '../src/runtime/cpu/kernels.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { argmax, Sampler } from '../src/runtime/sampling.js';
 import { Rng, XorShiftRng } from '../src/util/random.js';
-import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
+import { acquireTestDevice, gpuHas, type TestGPU } from './helpers/webgpu.js';
 import { runNamed, runOutput, type BufferInit } from './support/run-kernel.js';
 
 let gpu: TestGPU | null = null;
@@ -25,7 +25,7 @@ afterAll(async () => {
   await gpu?.destroy();
 });
 
-const has = (f: string): boolean => gpu!.info.features.includes(f);
+const has = (f: string): boolean => gpuHas(gpu!, f);
 
 function rand(dtype: DType, shape: number[], seed: number, scale = 1, offset = 0): Tensor {
   const r = new Rng(seed);
