@@ -147,7 +147,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
       const tc = performance.now();
       // an engine built for this one prompt: its prefill plan is sized to it (smaller kernels compile faster)
       const prefillChunk = Math.min(128, Math.max(8, promptIds.length));
-      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`), sampling: { temperature: o.temperature || 1, topp: o.topp }, onProgress: log }));
+      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`), onProgress: log }));
       extra.compile_ms = round(performance.now() - tc);
       const session = await engine.createSession({ device: handle, profile: o.profile, onProgress: (p) => p.stage === 'done' && log(formatLoadTimings(p.timings)) });
       extra.load_ms = round(performance.now() - t0);

@@ -120,8 +120,6 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .requiredOption('-o, --output <dir>', 'engine directory to write')
     .option('--tokenizer <file>', 'tokenizer to store with the engine (default: found beside the model)')
     .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
-    .option('--temperature <t>', 'temperature the GPU sampler is built for (temperature 0 always works)', num('--temperature', { min: 0 }), 1.0)
-    .option('--topp <p>', 'top-p the GPU sampler is built for', num('--topp', { min: 0 }), 0.9)
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
