@@ -79,6 +79,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--steps <n>', 'positions to run, prompt included (as run.c)', num('--steps', { int: true, min: 1 }), 256)
     .option('--temperature <t>', 'sampling temperature; 0 = greedy', num('--temperature', { min: 0 }), 1.0)
     .option('--topp <p>', 'nucleus sampling threshold in [0,1]', num('--topp', { min: 0 }), 0.9)
+    .option('--topk <k>', 'keep only the k most likely tokens before top-p (0 = off)', num('--topk', { int: true, min: 0 }), 0)
     .option('--seed <s>', 'random seed (default: time, as run.c)', num('--seed', { int: true, min: 0 }))
     .addOption(new Option('--backend <name>', 'backend (default: webgpu when an adapter exists, else cpu)').choices(['cpu', 'webgpu', 'auto']).default('auto'))
     .option('--profile', 'print per-kernel GPU times of the last step (webgpu, needs timestamp-query)', false)
