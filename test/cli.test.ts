@@ -168,6 +168,13 @@ describe.skipIf(!hasShared)('CLI on WebGPU', () => {
   const tok = hasShared ? sharedPath('models/stories260K/tok512.bin') : '';
   const LONG = 600_000;
   let hasGpu = false;
+  // one saved engine (`compile -o`), shared by the tests below
+  let compiled: Promise<{ code: number; stdout: string; stderr: string; dir: string }> | undefined;
+  const engineDir = (): Promise<{ code: number; stdout: string; stderr: string; dir: string }> =>
+    (compiled ??= (async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'tw-cli-engine-'));
+      return { ...(await runCli(['compile', '--model', model, '-o', dir, '--json'])), dir };
+    })());
   beforeAll(async () => {
     const { probeWebGPU } = await import('../src/runtime/device.js');
     const p = await probeWebGPU();
@@ -204,8 +211,8 @@ describe.skipIf(!hasShared)('CLI on WebGPU', () => {
   }, LONG);
   it('compile -o <dir> then generate --engine <dir> (with --profile) gives the golden ids', async (ctx) => {
     if (!hasGpu) return ctx.skip();
-    const out = mkdtempSync(join(tmpdir(), 'tw-cli-engine-'));
-    const c = await runCli(['compile', '--model', model, '-o', out, '--json']);
+    const c = await engineDir();
+    const out = c.dir;
     expect(c.code, c.stderr).toBe(0);
     expect(JSON.parse(c.stdout).tokenizer).toBe('tokenizer.bin');
     const gold = JSON.parse(readFileSync(sharedPath('golden/stories260K/stories260K-2.json'), 'utf8'));
@@ -214,5 +221,27 @@ describe.skipIf(!hasShared)('CLI on WebGPU', () => {
     expect(JSON.parse(r.stdout).generated_ids).toEqual(gold.generated_ids);
     expect(r.stderr).toMatch(/per-kernel GPU time/);
     expect(r.stderr).toMatch(/matmul\//);
+  }, LONG);
+  it('one saved engine takes any sampling settings: generate --engine gives the ids of generate --model (webgpu both ways)', async (ctx) => {
+    if (!hasGpu) return ctx.skip();
+    const c = await engineDir();
+    expect(c.code, c.stderr).toBe(0);
+    const common = ['--tokenizer', tok, '--prompt', 'Once upon a time', '--steps', '32', '--seed', '7', '--json'];
+    for (const settings of [['--temperature', '0.8'], ['--temperature', '1.1', '--topp', '1', '--topk', '8']]) {
+      const fromEngine = await runCli(['generate', '--engine', c.dir, ...settings, ...common]);
+      expect(fromEngine.code, fromEngine.stderr).toBe(0);
+      const fromModel = await runCli(['generate', '--model', model, '--backend', 'webgpu', ...settings, ...common]);
+      expect(fromModel.code, fromModel.stderr).toBe(0);
+      const [e, m] = [JSON.parse(fromEngine.stdout), JSON.parse(fromModel.stdout)];
+      expect([e.backend, m.backend]).toEqual(['webgpu', 'webgpu']);
+      expect(e.prompt_ids).toEqual(m.prompt_ids);
+      expect(e.generated_ids, settings.join(' ')).toEqual(m.generated_ids);
+      expect(e.generated_ids.length).toBeGreaterThan(0);
+    }
+    // bad settings are refused before anything is printed
+    const bad = await runCli(['generate', '--engine', c.dir, '--prompt', 'Once', '--temperature', '0.8', '--topp', '1.5']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stdout).toBe('');
+    expect(bad.stderr).toMatch(/^error \[BAD_INPUT\].*topp must be in \[0, 1\]/);
   }, LONG);
 });

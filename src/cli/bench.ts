@@ -129,7 +129,7 @@ export async function benchCommand(o: BenchCommandOptions): Promise<BenchResult>
     weightBytes = weightTotals(optimized.graph).bytes;
   } else {
     const handle = await requestGPUDevice();
-    const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, prefillChunk: Math.min(128, o.promptTokens), sampling: { temperature: 1, topp: 1 }, onProgress: log });
+    const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, prefillChunk: Math.min(128, o.promptTokens), onProgress: log });
     compileMs = performance.now() - t0;
     const session = await engine.createSession({ device: handle });
     step = (ids) => session.step(ids, { temperature: 0, topp: 1, coin: 0 });

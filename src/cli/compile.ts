@@ -21,10 +21,6 @@ export interface CompileCommandOptions {
   tokenizer?: string;
   /** Pass pipeline. */
   passes: string;
-  /** Sampler temperature the engine is built for. */
-  temperature: number;
-  /** Sampler top-p. */
-  topp: number;
   /** Print one JSON summary. */
   json: boolean;
   /** Precision policy (default `auto`). */
@@ -46,7 +42,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
   try {
     log(`compiling for ${describeDevice(handle.info)}`);
     const t0 = performance.now();
-    const engine = await compile(model, { device: handle.info, passes: o.passes, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, sampling: { temperature: o.temperature, topp: o.topp }, onProgress: log });
+    const engine = await compile(model, { device: handle.info, passes: o.passes, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, onProgress: log });
     await engine.save(o.output);
     const tok = o.tokenizer ?? findTokenizerFor(o.model, model.config.vocabSize);
     if (tok) await copyFile(tok, join(o.output, 'tokenizer.bin'));

@@ -108,7 +108,7 @@ function cpuScorer(model: LoadedModel, passes: string, options: Record<string, u
 /** A scorer on WebGPU: the engine decodes the window one token at a time and the logits are read back each step. */
 async function webgpuScorer(model: LoadedModel, o: EvalCommandOptions): Promise<{ scorer: WindowScorer; weightBytes: number; device: string }> {
   const handle = await requestGPUDevice();
-  const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, prefillChunk: 8, sampling: { temperature: 1, topp: 1 }, onProgress: log });
+  const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, prefillChunk: 8, onProgress: log });
   const session = await engine.createSession({ device: handle });
   const vocab = model.config.vocabSize;
   const weightBytes = engine.manifest.weights.reduce((a, w) => a + w.parts.reduce((b, p) => b + p.byteLength, 0), 0);

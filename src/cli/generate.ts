@@ -10,6 +10,7 @@ import { Llama2cTokenizer } from '../frontends/llama2c/tokenizer.js';
 import type { TextTokenizer } from '../frontends/text-tokenizer.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { generateTokens } from '../runtime/generate.js';
+import { validateSampling } from '../runtime/sampling.js';
 import { runPasses } from '../passes/pipeline.js';
 import { cpuProfile } from '../ir/device-profile.js';
 import { countKernels } from '../ir/stats.js';
@@ -36,6 +37,8 @@ export interface GenerateCommandOptions {
   temperature: number;
   /** Nucleus sampling threshold. */
   topp: number;
+  /** Keep only the k most likely tokens before top-p (0 or absent = off). */
+  topk?: number;
   /** RNG seed. */
   seed: number;
   /** Backend (`auto`: WebGPU when an adapter exists, else the CPU). */
@@ -108,6 +111,8 @@ export function profileTable(rows: readonly KernelTiming[]): string {
 export async function generateCommand(o: GenerateCommandOptions): Promise<GenerateJson> {
   if (!['cpu', 'webgpu', 'auto'].includes(o.backend)) throw new UsageError(`--backend must be cpu or webgpu, got ${o.backend}`);
   if (!o.model === !o.engine) throw new UsageError('give exactly one of --model <file> and --engine <dir>');
+  // bad sampling settings fail here, before anything is loaded or printed (a saved engine takes any valid settings)
+  validateSampling(o);
   const t0 = performance.now();
   if (o.engine && o.backend === 'cpu') throw new UsageError('a saved engine runs on WebGPU; use --model for the CPU backend');
   const engineFromDisk = o.engine ? await Engine.load(o.engine) : undefined;
@@ -140,14 +145,14 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
     const lm = new CpuCausalLM(optimized.graph, model!.maxPositions);
     extra.load_ms = round(performance.now() - t0);
     echoPrompt();
-    r = await generateTokens(lm, promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, seed: o.seed, stopTokens: model!.stopTokens, onToken });
+    r = await generateTokens(lm, promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, topk: o.topk, seed: o.seed, stopTokens: model!.stopTokens, onToken });
   } else {
     const handle = await requestGPUDevice();
     try {
       const tc = performance.now();
       // an engine built for this one prompt: its prefill plan is sized to it (smaller kernels compile faster)
       const prefillChunk = Math.min(128, Math.max(8, promptIds.length));
-      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`), sampling: { temperature: o.temperature || 1, topp: o.topp }, onProgress: log }));
+      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`), onProgress: log }));
       extra.compile_ms = round(performance.now() - tc);
       const session = await engine.createSession({ device: handle, profile: o.profile, onProgress: (p) => p.stage === 'done' && log(formatLoadTimings(p.timings)) });
       extra.load_ms = round(performance.now() - t0);
@@ -155,7 +160,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
       extra.dispatches_per_token = engine.manifest.plans[0].dispatches.length + 1;
       try {
         echoPrompt();
-        r = await session.generate(promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, seed: o.seed, onToken });
+        r = await session.generate(promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, topk: o.topk, seed: o.seed, onToken });
         if (o.profile) {
           if (session.lastProfile.length) log(`per-kernel GPU time of the last step (${describeDevice(handle.info)}):\n${profileTable(session.lastProfile)}`);
           else log('--profile: this device has no timestamp-query feature; no kernel times');
@@ -183,6 +188,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
     seed: o.seed,
     temperature: o.temperature,
     topp: o.topp,
+    topk: o.topk ?? 0,
     steps: o.steps,
     passes,
     ...extra,
