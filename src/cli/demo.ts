@@ -14,6 +14,8 @@ import { generateTokens } from '../runtime/generate.js';
 import { probeWebGPU, describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { generateCommand } from './generate.js';
 import { log } from './output.js';
+import { UsageError } from '../errors.js';
+import { requireFile, requireFileOrFolder } from './file-arguments.js';
 
 /** Options of the `demo` command. */
 export interface DemoOptions {
@@ -41,6 +43,9 @@ export const DEMO_CONFIG: LlamaConfig = {
 
 /** Runs the demo. */
 export async function demoCommand(o: DemoOptions): Promise<void> {
+  if (o.tokenizer && !o.model) throw new UsageError('--tokenizer goes with --model (the random model has no tokenizer)');
+  if (o.model) requireFileOrFolder('--model', o.model);
+  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
   const probe = await probeWebGPU();
   const backend: 'cpu' | 'webgpu' = 'available' in probe ? 'cpu' : 'webgpu';
   if ('available' in probe) log(`backend: cpu — no WebGPU adapter (${probe.reason}); the CPU reference backend runs the model`);
