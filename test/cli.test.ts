@@ -80,6 +80,7 @@ describe('CLI manners', () => {
       [['demo', '--steps', 'x'], /--steps/],
       [['generate'], /give exactly one of --model <file> and --engine <dir>/],
       [['demo', '--tokenizer', 't.bin'], /--tokenizer goes with --model/],
+      [['demo', '--steps', '3'], /--steps must be at least 5 for the random model/],
     ];
     for (const [args, message] of cases) {
       const r = await runCli(args);
