@@ -320,6 +320,15 @@ export async function compile(model: LoadedModel, o: CompileOptions): Promise<En
  * values at most.
  */
 export async function compileGraph(graph: Graph, bindings: DimBindings, o: CompileOptions): Promise<Engine> {
+  const c = compileGraphEngine(graph, bindings, o);
+  return new Engine(c.manifest, c.weights);
+}
+
+/**
+ * What {@link compileGraph} compiles, as a manifest and weights, for a target: no device is needed (`inspect --target
+ * webgpu` on an ONNX graph uses this). The one plan is named `run`.
+ */
+export function compileGraphEngine(graph: Graph, bindings: DimBindings, o: CompileOptions): CompiledEngine {
   const target = targetOf(o);
   const seq = bindings.seq ?? 1;
   const pipeline = runWebGPUPipeline(graph, target, [{ name: 'run', maxSeq: Math.max(seq, 1 << 30), bindings }], { passes: o.passes, variants: o.variants, compression: compressionOf(o), printIrAfter: o.printIrAfter, print: o.print });
@@ -340,7 +349,7 @@ export async function compileGraph(graph: Graph, bindings: DimBindings, o: Compi
     plans: plans.plans,
     requiredFeatures: kernels.requiredFeatures(),
   };
-  return new Engine(manifest, packer.bin());
+  return { manifest, weights: packer.bin(), pipeline, target };
 }
 
 /**

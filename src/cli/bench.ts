@@ -26,6 +26,7 @@ import { quantile } from './eval.js';
 import type { TextTokenizer } from '../frontends/text-tokenizer.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
+import { requireFile, requireFileOrFolder } from './file-arguments.js';
 
 /** Options of the `bench` command. */
 export interface BenchCommandOptions {
@@ -102,6 +103,8 @@ function round2(x: number): number {
 export async function benchCommand(o: BenchCommandOptions): Promise<BenchResult> {
   for (const [flag, v, min] of [['--prompt-tokens', o.promptTokens, 1], ['--gen-tokens', o.genTokens, 1], ['--repeat', o.repeat, 1]] as const)
     if (!(Number.isInteger(v) && v >= min)) throw new UsageError(`${flag} must be an integer >= ${min}, got ${v}`);
+  requireFileOrFolder('--model', o.model);
+  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
   const { model, tokenizer } = await openModel(o.model, o.tokenizer);
   if (o.promptTokens + o.genTokens > model.maxPositions)
     throw new InputError(`--prompt-tokens ${o.promptTokens} + --gen-tokens ${o.genTokens} exceed the model's ${model.maxPositions} positions`);

@@ -10,6 +10,7 @@ import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { findTokenizerFor, loadModel } from '../frontends/load.js';
 import { describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { log } from './output.js';
+import { requireFile, requireFileOrFolder, requireOutputFolder } from './file-arguments.js';
 
 /** Options of the `compile` command. */
 export interface CompileCommandOptions {
@@ -37,6 +38,10 @@ export interface CompileCommandOptions {
 
 /** Runs the command. */
 export async function compileCommand(o: CompileCommandOptions): Promise<Record<string, unknown>> {
+  // the files first: an output path that is an existing file must not cost a whole compile
+  requireFileOrFolder('--model', o.model);
+  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
+  requireOutputFolder('--output', o.output);
   const model = await loadModel(o.model);
   const handle = await requestGPUDevice();
   try {

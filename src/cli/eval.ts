@@ -26,6 +26,7 @@ import { compile, compressionOf } from '../compile.js';
 import type { PrecisionPolicy } from '../ir/target.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
+import { requireFile, requireFileOrFolder } from './file-arguments.js';
 
 /** Options of the `eval` command. */
 export interface EvalCommandOptions {
@@ -149,6 +150,9 @@ export function quantile(xs: readonly number[], q: number): number {
 /** Runs the command; resolves to the result (also printed as one JSON object on stdout). */
 export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) throw new UsageError(`--max-tokens must be a positive integer, got ${o.maxTokens}`);
+  requireFileOrFolder('--model', o.model);
+  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
+  requireFile('--text', o.text);
   const { model, tokenizer } = await openModel(o.model, o.tokenizer);
   if (!tokenizer) throw new UsageError(`eval needs a tokenizer: pass --tokenizer <file> (none found for ${o.model})`);
   const text = await readFile(o.text, 'utf8');

@@ -7,6 +7,9 @@
  * `scripts/setup-webgpu-linux.sh` to install it.
  * @module
  */
+// the declarations name WebGPU types (GPUDevice, …): a consumer's compiler gets them from @webgpu/types, a dependency
+// (declaration files that import this one get them through it)
+/// <reference types="@webgpu/types" preserve="true" />
 import { DeviceError } from '../errors.js';
 
 /** Where a device comes from: Dawn loaded from the `webgpu` npm package in Node, or the host's `navigator.gpu` (a browser, a worker, Deno). */

@@ -9,6 +9,8 @@
  * `paramsStruct` in the codegen).
  * @module
  */
+// the declarations name WebGPU types (GPUDevice, …): a consumer's compiler gets them from @webgpu/types, a dependency
+/// <reference types="@webgpu/types" preserve="true" />
 import { InputError } from '../errors.js';
 import { evalDim, parseDim, type DimBindings } from '../ir/dim.js';
 

@@ -3,6 +3,8 @@
  * bring-up; the engine runtime keeps buffers on the device across steps instead.
  * @module
  */
+// the declarations name WebGPU types (GPUDevice, …): a consumer's compiler gets them from @webgpu/types, a dependency
+/// <reference types="@webgpu/types" preserve="true" />
 import type { DType } from '../../ir/dtype.js';
 import { DeviceError } from '../../errors.js';
 import { floatToHalf, halfToFloat } from '../../ir/weights.js';
