@@ -6,7 +6,7 @@
  * @module
  */
 import type { Graph } from '../../ir/graph.js';
-import { exportOnnx, exportOnnxFile, type ExportOnnxOptions, type OnnxExport } from './exporter.js';
+import { exportOnnx, exportOnnxFile, type ExportOnnxOptions, type OnnxExport, type OnnxExportFile } from './exporter.js';
 import { positionsFromIota, prepareForOnnx, type PrepareForOnnxOptions } from './prepare.js';
 
 /** What the export needs of a causal LM (a loaded model is one): its graph builder and context length. */
@@ -29,14 +29,22 @@ function exportOptions(model: ExportableCausalLM, opts: CausalLmOnnxOptions): Ex
   return { ...opts, inputs: { tokens: { name: 'input_ids', int64: true } }, maxPositions: model.maxPositions };
 }
 
+/** A causal LM's export and the IR graph it was written from (the graph to run on the CPU reference for comparison). */
+export interface CausalLmOnnxExport {
+  /** The IR graph exported. */
+  readonly graph: Graph;
+  /** The export. */
+  readonly exported: OnnxExport;
+}
+
 /** Exports `model` (see the module comment); returns the IR graph exported and the export. */
-export function exportCausalLmOnnx(model: ExportableCausalLM, opts: CausalLmOnnxOptions = {}): { graph: Graph; exported: OnnxExport } {
+export function exportCausalLmOnnx(model: ExportableCausalLM, opts: CausalLmOnnxOptions = {}): CausalLmOnnxExport {
   const graph = causalLmExportGraph(model, opts);
   return { graph, exported: exportOnnx(graph, exportOptions(model, opts)) };
 }
 
 /** {@link exportCausalLmOnnx} written to `path` (external data, when written, as `<file>.data` beside it). */
-export async function exportCausalLmOnnxFile(model: ExportableCausalLM, path: string, opts: CausalLmOnnxOptions = {}): Promise<{ graph: Graph; exported: OnnxExport; files: string[] }> {
+export async function exportCausalLmOnnxFile(model: ExportableCausalLM, path: string, opts: CausalLmOnnxOptions = {}): Promise<CausalLmOnnxExport & OnnxExportFile> {
   const graph = causalLmExportGraph(model, opts);
   return { graph, ...(await exportOnnxFile(graph, path, exportOptions(model, opts))) };
 }

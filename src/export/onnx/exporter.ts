@@ -235,8 +235,16 @@ export async function writeOnnx(path: string, exported: OnnxExport): Promise<str
   return [path, dataPath];
 }
 
+/** An export and the files it was written to. */
+export interface OnnxExportFile {
+  /** The export. */
+  readonly exported: OnnxExport;
+  /** The files written: the model, then its external data when there is some. */
+  readonly files: string[];
+}
+
 /** {@link exportOnnx} then {@link writeOnnx}, external data (when written) named after the file (`model.onnx.data`). */
-export async function exportOnnxFile(graph: Graph, path: string, opts: ExportOnnxOptions = {}): Promise<{ exported: OnnxExport; files: string[] }> {
+export async function exportOnnxFile(graph: Graph, path: string, opts: ExportOnnxOptions = {}): Promise<OnnxExportFile> {
   const exported = exportOnnx(graph, { ...opts, externalDataLocation: opts.externalDataLocation ?? `${basename(path)}.data` });
   return { exported, files: await writeOnnx(path, exported) };
 }

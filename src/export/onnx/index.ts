@@ -3,7 +3,7 @@
  * `GatherBlockQuantized` for quantized weights), for serving with onnxruntime or Triton.
  * @module
  */
-export { exportOnnx, exportOnnxFile, writeOnnx, ONNX_EXPORT_OPSET, ONNX_EXPORT_IR_VERSION, ONNX_INLINE_LIMIT, type ExportOnnxOptions, type OnnxExport, type OnnxInputSpec } from './exporter.js';
+export { exportOnnx, exportOnnxFile, writeOnnx, ONNX_EXPORT_OPSET, ONNX_EXPORT_IR_VERSION, ONNX_INLINE_LIMIT, type ExportOnnxOptions, type OnnxExport, type OnnxExportFile, type OnnxInputSpec } from './exporter.js';
 export { prepareForOnnx, positionsFromIota, ONNX_EXPORT_PASSES, type PrepareForOnnxOptions } from './prepare.js';
 export type { ExternalData, OnnxExportIO } from './graph-writer.js';
-export { exportCausalLmOnnx, exportCausalLmOnnxFile, causalLmExportGraph, type ExportableCausalLM, type CausalLmOnnxOptions } from './causal-lm.js';
+export { exportCausalLmOnnx, exportCausalLmOnnxFile, causalLmExportGraph, type ExportableCausalLM, type CausalLmOnnxOptions, type CausalLmOnnxExport } from './causal-lm.js';
