@@ -48,13 +48,20 @@ export class DimValues {
   /** An int64 `[shape.length]` value holding `shape` (a constant when it is static). */
   shape(shape: Shape): string {
     if (shape.every((d) => typeof d === 'number')) return this.w.int64(shape as readonly number[]);
-    return this.w.op('Concat', shape.map((d) => this.dim(d)), { axis: 0 });
+    return this.memo(`shape:${shape.map(String).join(',')}`, () => this.w.op('Concat', shape.map((d) => this.dim(d)), { axis: 0 }));
   }
 
   /** An int64 `[n]` value of `dims`, each a dim or a fixed int64 (e.g. INT64_MAX for "to the end"). */
   list(dims: readonly (Dim | bigint)[]): string {
     if (dims.every((d) => typeof d === 'number' || typeof d === 'bigint')) return this.w.int64(dims as readonly (number | bigint)[]);
-    return this.w.op('Concat', dims.map((d) => (typeof d === 'bigint' ? this.w.int64([d]) : this.dim(d))), { axis: 0 });
+    return this.memo(`list:${dims.map(String).join(',')}`, () => this.w.op('Concat', dims.map((d) => (typeof d === 'bigint' ? this.w.int64([d]) : this.dim(d))), { axis: 0 }));
+  }
+
+  /** The value `make` computes, computed once per `key` (shapes, position ranges, causal masks). */
+  memo(key: string, make: () => string): string {
+    let v = this.cache.get(key);
+    if (v === undefined) this.cache.set(key, (v = make()));
+    return v;
   }
 
   private symbol(name: string, inDim: string): string {

@@ -128,9 +128,11 @@ export function exportOnnx(graph: Graph, opts: ExportOnnxOptions = {}): OnnxExpo
     blockQuantized: opts.blockQuantized ?? true,
     iota(length: Dim): string {
       if (typeof length === 'number') return w.int64(Array.from({ length }, (_v, i) => i));
-      if (opts.maxPositions === undefined) return w.op('Range', [w.int64([0], []), w.op('Squeeze', [dims.dim(length), w.int64([0])]), w.int64([1], [])]);
-      iotaTable ??= w.initializer('positions_0_to_max', OnnxDataType.INT64, [opts.maxPositions], BigInt64Array.from({ length: opts.maxPositions }, (_v, i) => BigInt(i)));
-      return w.op('Slice', [iotaTable, w.int64([0]), dims.dim(length), w.int64([0])]);
+      return dims.memo(`iota:${length.text}`, () => {
+        if (opts.maxPositions === undefined) return w.op('Range', [w.int64([0], []), w.op('Squeeze', [dims.dim(length), w.int64([0])]), w.int64([1], [])]);
+        iotaTable ??= w.initializer('positions_0_to_max', OnnxDataType.INT64, [opts.maxPositions], BigInt64Array.from({ length: opts.maxPositions }, (_v, i) => BigInt(i)));
+        return w.op('Slice', [iotaTable, w.int64([0]), dims.dim(length), w.int64([0])]);
+      });
     },
     blockLayout(e) {
       let q = layouts.get(e);

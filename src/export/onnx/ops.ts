@@ -243,11 +243,13 @@ function attention(c: EmitContext, args: readonly ExportValue[], causal: boolean
   let scores = w.op('Mul', [w.op('MatMul', [q5, k5]), w.scalar(scale, dt)]);
   const minusInf = (): string => w.scalar(-Infinity, dt);
   if (causal) {
-    // key j is masked for query i when j > i + (T - S)
-    const offset = dimSub(T, S);
-    let rows = unsqueeze(c, c.iota(S), [1]);
-    if (offset !== 0) rows = w.op('Add', [rows, c.dims.dim(offset)]);
-    const masked = w.op('Greater', [unsqueeze(c, c.iota(T), [0]), rows]);
+    // key j is masked for query i when j > i + (T - S); one mask per (S, T), shared by every layer
+    const masked = c.dims.memo(`causal:${String(S)}:${String(T)}`, () => {
+      const offset = dimSub(T, S);
+      let rows = unsqueeze(c, c.iota(S), [1]);
+      if (offset !== 0) rows = w.op('Add', [rows, c.dims.dim(offset)]);
+      return w.op('Greater', [unsqueeze(c, c.iota(T), [0]), rows]);
+    });
     scores = w.op('Where', [masked, minusInf(), scores]);
   }
   if (mv) {
