@@ -236,7 +236,7 @@ describe('ONNX export of models built in code (onnxruntime against the CPU refer
     expect(out['present_k.1'].dims).toEqual([1, 5, 2, 8]);
   });
 
-  it('keeps initializers inline unless asked, and refuses a model over the inline limit with externalData never', () => {
+  it('keeps initializers inline unless asked, refuses a model over the inline limit with externalData never, and checks its options', () => {
     const c: LlamaConfig = { ...llamaConfig, ropeStyle: 'interleaved' };
     const g = prepareForOnnx(positionsFromIota(buildLlama(c, randomLlamaWeights(c, 1), { kvCache: false }), c.seqLen)).graph;
     expect(exportOnnx(g).external).toBeUndefined();
@@ -245,6 +245,7 @@ describe('ONNX export of models built in code (onnxruntime against the CPU refer
     expect(() => exportOnnx(g, { externalData: 'never', inlineLimitBytes: 1000 })).toThrow(InputError);
     expect(() => exportOnnx(g, { externalData: 'always', externalDataLocation: '../elsewhere.data' })).toThrow(InputError);
     expect(() => exportOnnx(g, { inputs: { nope: { int64: true } } })).toThrow(InputError);
+    expect(() => exportOnnx(g, { outputs: { logits: 'tokens' } })).toThrow(/'tokens' would name two graph inputs or outputs/);
   });
 
   it('has typed errors for what ONNX cannot express', () => {

@@ -146,11 +146,16 @@ export function exportOnnx(graph: Graph, opts: ExportOnnxOptions = {}): OnnxExpo
     },
   };
 
+  // graph input and output names first, so no value the emitters name can take one
+  const ioNames = [...graph.inputs.map((i) => onnxInputName(i.attrs.name)), ...graph.outputs.map((o) => opts.outputs?.[o.name] ?? o.name)];
+  const twice = ioNames.find((n, i) => ioNames.indexOf(n) !== i);
+  if (twice !== undefined) throw new InputError(`export: '${twice}' would name two graph inputs or outputs; ONNX values have one name each (rename with the inputs or outputs option)`);
+  for (const n of ioNames) w.claim(n);
   const inputs: OnnxExportIO[] = [];
   const values = new Map<Node, ExportValue>();
   for (const inp of graph.inputs) {
     const spec = inputSpec(inp.attrs.name);
-    const name = w.claim(onnxInputName(inp.attrs.name));
+    const name = onnxInputName(inp.attrs.name);
     if (spec.int64 && inp.dtype !== 'i32') throw new InputError(`export: input '${inp.attrs.name}' is ${inp.dtype}; only i32 inputs can be declared int64`);
     inputs.push({ name, dataType: spec.int64 ? OnnxDataType.INT64 : onnxDataType(inp.dtype), shape: inp.shape });
     let cast: string | undefined;
@@ -182,7 +187,7 @@ export function exportOnnx(graph: Graph, opts: ExportOnnxOptions = {}): OnnxExpo
   }
 
   const outputs: OnnxExportIO[] = graph.outputs.map((o) => {
-    const name = w.claim(opts.outputs?.[o.name] ?? o.name);
+    const name = opts.outputs?.[o.name] ?? o.name;
     w.node('Identity', [values.get(o.node)!.name()], {}, { outputNames: [name] });
     return { name, dataType: onnxDataType(o.node.dtype), shape: o.node.shape };
   });
