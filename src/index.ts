@@ -5,6 +5,7 @@
  * - `models`: Llama, GPT-2 and BERT written with the builder
  * - `frontends`: model importers (llama2.c checkpoints and tokenizer) and {@link loadModel}
  * - `runtime`: the CPU reference interpreter, generation and sampling, WebGPU device bring-up
+ * - `export`: {@link exportOnnx}, the optimized graph as a standard ONNX model
  * @module
  */
 export * from './errors.js';
@@ -18,3 +19,4 @@ export type { LowerVariants, Launch, LaunchOperand, KvOperand, KvPoolOperand, Bl
 export { createTarget, profileDevice, DEFAULT_KV_BLOCK_SIZE, type TargetOptions, type TargetProfileName } from './codegen/target.js';
 export * from './webgpu-pipeline.js';
 export type { AttentionVariant, DecodeAttentionVariant, FlashAttentionVariant } from './codegen/attention.js';
+export * from './export/onnx/index.js';

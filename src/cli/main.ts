@@ -16,6 +16,7 @@ import { onnxTestCommand } from './onnx-test.js';
 import { errorLine } from './output.js';
 import { evalCommand } from './eval.js';
 import { benchCommand } from './bench.js';
+import { exportOnnxCommand } from './export-onnx.js';
 import { parseQuantScheme, QUANT_GRAMMAR, QUANT_SCHEMES } from '../ir/quant-scheme.js';
 import { parseSparsityScheme, SPARSITY_SCHEMES } from '../ir/sparsity-scheme.js';
 
@@ -198,6 +199,22 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--json', 'one JSON object per folder on stdout', false)
     .action(async (dirs: string[], o: { backend: 'cpu' | 'webgpu'; passes: string; json: boolean }) => {
       state.exitCode = await onnxTestCommand(dirs, o);
+    });
+
+  // export-onnx: the optimized graph as a standard ONNX model (onnxruntime, Triton)
+  program
+    .command('export-onnx')
+    .description('write the model, after the target-independent optimizer, as a standard ONNX model (input_ids -> logits; --quant weights as com.microsoft MatMulNBits)')
+    .requiredOption('--model <file>', 'model file')
+    .requiredOption('-o, --output <file>', 'ONNX file to write (external data, when needed, goes to <file>.data)')
+    .addOption(quantOption())
+    .addOption(sparsityOption())
+    .option('--passes <spec>', 'pass pipeline before export (default: the target-independent optimizer up to weight compression)')
+    .addOption(new Option('--external-data <mode>', 'weights in <file>.data: auto (only past the 2 GB protobuf limit), always, never').choices(['auto', 'always', 'never']).default('auto'))
+    .option('--dense-weights', 'write quantized weights as dense tensors (default-domain ops only) instead of MatMulNBits/GatherBlockQuantized', false)
+    .option('--json', 'print one JSON summary on stdout', false)
+    .action(async (o) => {
+      await exportOnnxCommand(o);
     });
 
   program
