@@ -2,21 +2,26 @@
  * The package root, `import … from 'tensorwright'`: the public API of the compiler. (`tensorwright/runtime`,
  * src/runtime/index.ts, is the runtime-only entry point: saved engines, the CPU backend and devices, no compiler.)
  *
- * **What is exported here.** What a program using tensorwright calls to build a model (the IR builder, the models),
- * import one ({@link frontends!loadModel}, the format readers, the tokenizers), optimize it ({@link passes!runPasses}, the passes, and
- * the pass and rewrite API a new pass is written with), compile it ({@link compile!compile}, {@link compile!createTarget}, the WebGPU
- * pipeline) and run it ({@link runtime!Engine} and its sessions, the CPU reference backend, generation, devices); every type
- * those calls take or return; and the errors they throw.
+ * **The rule: what is exported here.** What a program using tensorwright calls to build a model (the IR builder, the
+ * models), import one ({@link frontends!loadModel | loadModel}, the format readers, the tokenizers), optimize it
+ * ({@link passes!runPasses | runPasses}, the passes, and the pass and rewrite API a new pass is written with), compile
+ * it ({@link compile!compile | compile}, {@link compile!createTarget | createTarget}, the WebGPU pipeline) and run it
+ * ({@link runtime!Engine | Engine} and its sessions, the CPU reference backend, generation, devices); every type those
+ * calls take or return; and the errors they throw.
  *
  * **What is not.** The steps inside those calls: kernel generators, kernel families and their schedule rules, a
  * pass's own rewrite rules, tables and analyses, the memory planner's scheduling, numeric and bit-packing helpers,
  * file-format parsing steps and protobuf codecs, one-shot kernel runs and other device plumbing. They stay exported
  * from their own files, for the other layers and for tests (which import from the file that defines a thing, never
- * from here), and their doc comments carry `@internal`, which keeps them out of the API reference.
+ * from here), and their doc comments carry `@internal`, which keeps them out of the API reference (and marks the
+ * ones `tensorwright/runtime` still exports as not part of its API).
  *
- * A file whose exports are all public is re-exported whole; a file holding internals too is listed by name. The API
- * reference (`npm run docs`) has one page per module (compile, runtime, ir, passes, frontends, models, errors), and
- * each lists exactly the public exports of that module.
+ * **Keeping it so.** A new public export is added here; a new internal one gets `@internal`. The API reference
+ * (`npm run docs`) has one page per module (compile, runtime, ir, passes, frontends, models, errors) listing the
+ * exports of that module's index without `@internal`, so that set and this file's exports must be the same. A file is
+ * re-exported whole (`export *`) only when it has no internals and its layer's index re-exports it whole too;
+ * otherwise its names are listed (a whole-file export here of a file the layer lists by name would move its page
+ * entries from the module's page to this one).
  * @module tensorwright
  */
 
@@ -53,7 +58,7 @@ export { importOnnx, readOnnx, onnxInputNames, ShapeInputsRequiredError, ONNX_OP
 export { SUPPORTED_ONNX_OPS } from './frontends/onnx/ops/index.js';
 export { UnsupportedModelError } from './frontends/hf/errors.js';
 export { HF_LLAMA_MODEL_TYPES, type HfConfigJson, type HfLlamaModelType, type HfModelType, type HfRopeParameters } from './frontends/hf/config.js';
-export * from './frontends/hf/model.js';
+export { isHfModelFolder, loadHfModel, loadHfModelSync, type HfModelBase, type HfLlamaModel, type HfGpt2Model, type HfModel, type HfLoadOptions } from './frontends/hf/model.js';
 export { SafetensorsCheckpoint, SAFETENSORS_INDEX_FILE, SAFETENSORS_SINGLE_FILE, type SafetensorsIndex } from './frontends/safetensors/checkpoint.js';
 export { SafetensorsFile, safetensorsToFloat32, safetensorsValues, type SafetensorsArray, type SafetensorsDType, type SafetensorsHeader, type SafetensorsTensorInfo } from './frontends/safetensors/reader.js';
 export { fileSource, memorySource, type ByteSource } from './frontends/safetensors/source.js';

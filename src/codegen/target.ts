@@ -63,8 +63,8 @@ function checkKv(kv: KvCacheLayout): KvCacheLayout {
 /**
  * The target for a device (a {@link DeviceInfo} from `requestGPUDevice` or `probeWebGPU`, or a profile name). The
  * device class is decided here, once: a software rasterizer (lavapipe, SwiftShader, WARP) or a GPU.
- * @throws {@link errors!InputError} for an unknown profile, a bad precision or KV layout, or `kv.dtype: 'f16'` on a device
- * without `shader-f16`.
+ * @throws {@link errors!InputError | InputError} for an unknown profile, a bad precision or KV layout, or
+ * `kv.dtype: 'f16'` on a device without `shader-f16`.
  */
 export function createTarget(device: DeviceInfo | TargetProfileName, o: TargetOptions = {}): Target {
   const info = typeof device === 'string' ? profileDevice(device) : device;
