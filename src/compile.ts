@@ -66,7 +66,10 @@ export interface CompileOptions {
   onProgress?: (line: string) => void;
 }
 
-/** The target `o` names, or the one built from its device and options. */
+/**
+ * The target `o` names, or the one built from its device and options.
+ * @internal
+ */
 export function targetOf(o: CompileOptions): Target {
   if (o.target) return o.target;
   if (!o.device) throw new InputError('compile options need a target or a device');
@@ -76,6 +79,7 @@ export function targetOf(o: CompileOptions): Target {
 /**
  * The weight compression `o` asks for, as the pass options `quantize-weights` and `sparsify-weights` read (`{}` for
  * none). Scheme names are parsed here, so a bad one is an {@link InputError} before anything runs.
+ * @internal
  */
 export function compressionOf(o: Pick<CompileOptions, 'quant' | 'sparsity'>): WeightCompression {
   const quant = typeof o.quant === 'string' ? parseQuantScheme(o.quant) : o.quant;
@@ -83,7 +87,10 @@ export function compressionOf(o: Pick<CompileOptions, 'quant' | 'sparsity'>): We
   return { ...(quant ? { quant } : {}), ...(sparsity ? { sparsity } : {}) };
 }
 
-/** Runs the WebGPU pipeline's graph stages (optimization for the target, legalization, lowering) on `graph`. */
+/**
+ * Runs the WebGPU pipeline's graph stages (optimization for the target, legalization, lowering) on `graph`.
+ * @internal
+ */
 export function optimizeForWebGPU(graph: Graph, target: Target, passes: string, bindings: DimBindings): PipelineResult {
   return runPasses(graph, webgpuGraphStages(passes), { target, options: { bindings } });
 }

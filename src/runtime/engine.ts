@@ -669,7 +669,7 @@ export class EngineSession {
    * Runs `tokens` at the next positions of the current sequence and samples the next token on the GPU with the given
    * settings (any of them: they are run-time params of the sampler) and coin; only its id is read back. Long prompts
    * are split into chunks of the largest plan's size (chunked prefill).
-   * @throws {@link InputError} for bad settings (before anything runs).
+   * Throws {@link errors!InputError | InputError} for bad settings, before anything runs.
    */
   async step(tokens: readonly number[], sampling: SamplerStepSettings): Promise<number> {
     this.check();

@@ -24,14 +24,17 @@ export interface SamplingOptions {
   seed: number;
 }
 
-/** Index of the largest value (first on ties, as run.c). */
+/**
+ * Index of the largest value (first on ties, as run.c).
+ * @internal
+ */
 export function argmax(v: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
   return best;
 }
 
-/** Checks sampling settings; throws {@link InputError} naming the bad one. */
+/** Checks sampling settings; throws {@link errors!InputError | InputError} naming the bad one. */
 export function validateSampling(o: SamplingOptions): void {
   if (!(o.temperature >= 0) || !Number.isFinite(o.temperature)) throw new InputError(`temperature must be >= 0, got ${o.temperature}`);
   if (!(o.topp >= 0 && o.topp <= 1)) throw new InputError(`topp must be in [0, 1], got ${o.topp}`);
