@@ -50,6 +50,8 @@ export interface BenchCommandOptions {
   precision?: PrecisionPolicy;
   /** Print the JSON object only (without it a summary line goes to stderr too). */
   json: boolean;
+  /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
+  maxContext?: number;
 }
 
 /** The JSON object `bench` prints. */
@@ -105,7 +107,7 @@ export async function benchCommand(o: BenchCommandOptions): Promise<BenchResult>
     if (!(Number.isInteger(v) && v >= min)) throw new UsageError(`${flag} must be an integer >= ${min}, got ${v}`);
   requireFileOrFolder('--model', o.model);
   if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
-  const { model, tokenizer } = await openModel(o.model, o.tokenizer);
+  const { model, tokenizer } = await openModel(o.model, o.tokenizer, { maxContext: o.maxContext });
   if (o.promptTokens + o.genTokens > model.maxPositions)
     throw new InputError(`--prompt-tokens ${o.promptTokens} + --gen-tokens ${o.genTokens} exceed the model's ${model.maxPositions} positions`);
   const prompt = benchPrompt(o.promptTokens, model.config.vocabSize, model.bosId, tokenizer);

@@ -34,6 +34,8 @@ export interface CompileCommandOptions {
   quant?: string;
   /** Weight sparsity pattern (`none`, `2:4`, `block32-0.1`, …). */
   sparsity?: string;
+  /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
+  maxContext?: number;
 }
 
 /** Runs the command. */
@@ -42,7 +44,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
   requireFileOrFolder('--model', o.model);
   if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
   requireOutputFolder('--output', o.output);
-  const model = await loadModel(o.model);
+  const model = await loadModel(o.model, { maxContext: o.maxContext });
   const handle = await requestGPUDevice();
   try {
     log(`compiling for ${describeDevice(handle.info)}`);

@@ -48,6 +48,8 @@ export interface EvalCommandOptions {
   precision?: PrecisionPolicy;
   /** Print the JSON object only (it is printed either way; without this a summary line goes to stderr too). */
   json: boolean;
+  /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
+  maxContext?: number;
 }
 
 /** The JSON object `eval` prints. */
@@ -153,7 +155,7 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   requireFileOrFolder('--model', o.model);
   if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
   requireFile('--text', o.text);
-  const { model, tokenizer } = await openModel(o.model, o.tokenizer);
+  const { model, tokenizer } = await openModel(o.model, o.tokenizer, { maxContext: o.maxContext });
   if (!tokenizer) throw new UsageError(`eval needs a tokenizer: pass --tokenizer <file> (none found for ${o.model})`);
   const text = await readFile(o.text, 'utf8');
   const ids = tokenizer.encode(text);

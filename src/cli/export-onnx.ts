@@ -29,11 +29,13 @@ export interface ExportOnnxCommandOptions {
   denseWeights?: boolean;
   /** Print one JSON summary on stdout. */
   json?: boolean;
+  /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
+  maxContext?: number;
 }
 
 /** Runs the command; returns the summary it printed (or would print with `--json`). */
 export async function exportOnnxCommand(o: ExportOnnxCommandOptions): Promise<Record<string, unknown>> {
-  const model = await loadModel(o.model);
+  const model = await loadModel(o.model, { maxContext: o.maxContext });
   const quant = parseQuantScheme(o.quant ?? 'none');
   const sparsity = parseSparsityScheme(o.sparsity ?? 'none');
   const t0 = performance.now();

@@ -62,6 +62,8 @@ export interface GenerateCommandOptions {
   quant?: string;
   /** Weight sparsity pattern (`none`, `2:4`, `block32-0.1`, …). */
   sparsity?: string;
+  /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
+  maxContext?: number;
 }
 
 export type { TextTokenizer };
@@ -140,7 +142,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   if (o.engine) requireEngineFolder('--engine', o.engine);
   if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
   const engineFromDisk = o.engine ? await Engine.load(o.engine) : undefined;
-  const opened = o.model ? await openModel(o.model, o.tokenizer) : undefined;
+  const opened = o.model ? await openModel(o.model, o.tokenizer, { maxContext: o.maxContext }) : undefined;
   const model = opened?.model;
   const engineTokenizer = o.tokenizer ?? (existsSync(join(o.engine ?? '', 'tokenizer.bin')) ? join(o.engine!, 'tokenizer.bin') : undefined);
   const tokenizer: TextTokenizer | undefined = opened ? opened.tokenizer : engineTokenizer ? await loadTokenizer(engineTokenizer, { vocabSize: engineFromDisk!.manifest.lm!.vocabSize, bosId: engineFromDisk!.manifest.lm!.bosId, eosIds: engineFromDisk!.manifest.lm!.stopTokens }) : undefined;

@@ -54,6 +54,8 @@ export interface InspectCommandOptions {
   kvBlockSize?: number;
   /** Element type of the KV cache (default f32). */
   kvDtype?: KvCacheDType;
+  /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
+  maxContext?: number;
 }
 
 /** Kernel launches per decoder layer (`layers.N.` in weight names), the rest under `other`. */
@@ -158,7 +160,7 @@ async function openSubject(o: InspectCommandOptions): Promise<Subject> {
       compileFor: (target) => ({ compiled: compileGraphEngine(m.graph, bindings, compileOptions(target)), plan: 'run' }),
     };
   }
-  const model = await loadModel(o.model);
+  const model = await loadModel(o.model, { maxContext: o.maxContext });
   return {
     format: model.format,
     family: model.family,

@@ -19,6 +19,7 @@ import { benchCommand } from './bench.js';
 import { exportOnnxCommand } from './export-onnx.js';
 import { parseQuantScheme, QUANT_GRAMMAR, QUANT_SCHEMES } from '../ir/quant-scheme.js';
 import { parseSparsityScheme, SPARSITY_SCHEMES } from '../ir/sparsity-scheme.js';
+import { DEFAULT_MAX_CONTEXT, MAX_CONTEXT_LIMIT } from '../frontends/context.js';
 
 /** Exit code of a usage error (commander's and POSIX utilities' convention). */
 export const EXIT_USAGE = 2;
@@ -45,6 +46,11 @@ function kvBlockSize(v: string): number {
   const x = Number(v);
   if (v.trim() === '' || !Number.isInteger(x) || x < 1 || x > 256 || (x & (x - 1)) !== 0) throw new InvalidArgumentError(`--kv-block-size must be a power of two from 1 to 256, got '${v}'`);
   return x;
+}
+
+/** `--max-context <n>`: the context a model is compiled for, capping what its file declares (bounded allocation). */
+function maxContextOption(): Option {
+  return new Option('--max-context <n>', `most positions to compile for; a file's declared context is capped to it (default ${DEFAULT_MAX_CONTEXT})`).argParser(num('--max-context', { int: true, min: 1, max: MAX_CONTEXT_LIMIT }));
 }
 
 /** `--quant <scheme>`, checked when parsed (an unknown scheme is a usage error listing the known ones). */
@@ -115,6 +121,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
     .addOption(quantOption())
+    .addOption(maxContextOption())
     .addOption(sparsityOption())
     .option('--json', 'print one JSON object on stdout', false)
     .action(async (o) => {
@@ -133,6 +140,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
     .addOption(quantOption())
+    .addOption(maxContextOption())
     .addOption(sparsityOption())
     .option('--print-ir-after <pass>', "print the IR (to stderr) after this pass, or 'all' (repeatable)", collect, [])
     .option('--json', 'print one JSON object on stdout', false)
@@ -151,6 +159,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
     .addOption(quantOption())
+    .addOption(maxContextOption())
     .addOption(sparsityOption())
     .option('--json', 'print one JSON summary on stdout', false)
     .action(async (o) => {
@@ -164,6 +173,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--tokenizer <file>', 'tokenizer file (default: the model\'s own, or one beside it)')
     .requiredOption('--text <file>', 'text file to score')
     .addOption(quantOption())
+    .addOption(maxContextOption())
     .addOption(sparsityOption())
     .addOption(new Option('--backend <name>', 'backend of the model under test (the f32 reference runs on the CPU)').choices(['cpu', 'webgpu', 'auto']).default('auto'))
     .option('--max-tokens <n>', 'score at most this many tokens', num('--max-tokens', { int: true, min: 1 }))
@@ -179,6 +189,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .requiredOption('--model <file>', 'model file')
     .option('--tokenizer <file>', 'tokenizer: the prompt is then real text (default: seeded random ids)')
     .addOption(quantOption())
+    .addOption(maxContextOption())
     .addOption(sparsityOption())
     .addOption(new Option('--backend <name>', 'backend (default: webgpu when an adapter exists, else cpu)').choices(['cpu', 'webgpu', 'auto']).default('auto'))
     .option('--prompt-tokens <n>', 'prompt length, BOS included', num('--prompt-tokens', { int: true, min: 1 }), 128)
@@ -208,6 +219,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .requiredOption('--model <file>', 'model file')
     .requiredOption('-o, --output <file>', 'ONNX file to write (external data, when needed, goes to <file>.data)')
     .addOption(quantOption())
+    .addOption(maxContextOption())
     .addOption(sparsityOption())
     .option('--passes <spec>', 'pass pipeline before export (default: the target-independent optimizer up to weight compression)')
     .addOption(new Option('--external-data <mode>', 'weights in <file>.data: auto (only past the 2 GB protobuf limit), always, never').choices(['auto', 'always', 'never']).default('auto'))

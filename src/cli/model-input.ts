@@ -5,6 +5,7 @@
  * @module
  */
 import { findTokenizerFor, loadModel, type LoadedModel } from '../frontends/load.js';
+import type { LoadModelOptions } from '../frontends/context.js';
 import { Llama2cTokenizer } from '../tokenizers/llama2c.js';
 import { describeDevice, probeWebGPU } from '../runtime/device.js';
 import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
@@ -16,8 +17,8 @@ export function tokenizerPathFor(model: LoadedModel, modelPath: string, given?: 
 }
 
 /** Opens a model file and its tokenizer (`undefined` when there is none). */
-export async function openModel(modelPath: string, tokenizerPath?: string): Promise<{ model: LoadedModel; tokenizer?: TextTokenizer }> {
-  const model = await loadModel(modelPath);
+export async function openModel(modelPath: string, tokenizerPath?: string, opts: LoadModelOptions = {}): Promise<{ model: LoadedModel; tokenizer?: TextTokenizer }> {
+  const model = await loadModel(modelPath, opts);
   const path = tokenizerPathFor(model, modelPath, tokenizerPath);
   const tokenizer: TextTokenizer | undefined = path ? await Llama2cTokenizer.fromFile(path, model.config.vocabSize) : model.tokenizer;
   return { model, tokenizer };
