@@ -6,6 +6,10 @@ import type { KernelSource } from '../src/codegen/kernel.js';
 import { generateConcatKernel, generateEmbeddingKernel, generateSliceKernel, generateTransposeKernel } from '../src/codegen/gather.js';
 import { generateNormKernel } from '../src/codegen/norm.js';
 import { generateRopeKernel } from '../src/codegen/rope.js';
+import { ropeSpecOf } from '../src/codegen/families/rope.js';
+import { GraphBuilder } from '../src/ir/builder.js';
+import { buildFusedNode } from '../src/passes/fuse-elementwise.js';
+import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { generateSamplingKernel } from '../src/codegen/sampling.js';
 import { generateSoftmaxKernel } from '../src/codegen/softmax.js';
 import { workgroupReduction } from '../src/codegen/workgroup.js';
@@ -215,6 +219,49 @@ describe('rope', () => {
       expect(maxErr(ref.rope(window, pos, 10000, style, rd), got), `heads ${first}..${first + H - 1} ${style}`).toBeLessThan(1e-5);
     }
     expect(() => generateRopeKernel({ numHeads: 4, headDim: 8, dtype: 'f32', source: { numHeads: 6, firstHead: 3 } })).toThrow(/not inside a source of 6 heads/);
+  });
+
+  it('batches (B=3, S=5, 5 heads): per-row [B, S] positions and [S] positions shared by the rows, both styles, dynamic B', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const B = 3;
+    const S = 5;
+    const perRow = Tensor.from('i32', [B, S], [0, 1, 2, 3, 4, 7, 8, 9, 10, 11, 100, 2047, 3, 0, 12345]); // ragged prompts
+    const shared = positions([2, 3, 5, 8, 13]);
+    for (const [style, rd, D] of [['interleaved', 18, 18], ['half', 12, 18], ['half', 22, 22]] as const) {
+      const x = rand('f32', [B, S, 5, D], 37 + rd);
+      for (const [pos, perBatch] of [[perRow, true], [shared, false]] as const) {
+        const k = generateRopeKernel({ numHeads: 5, headDim: D, rotaryDim: rd, dtype: 'f32', style, batch: 'batch', positions: { kind: 'buffer', perBatch } });
+        const got = await run(k, { x, positions: pos }, { seq: S, batch: B }, 'f32', [B, S, 5, D]);
+        expect(maxErr(ref.rope(x, pos, 10000, style, rd), got), `${style} rd=${rd} ${perBatch ? '[B, S]' : '[S]'} positions`).toBeLessThan(1e-5);
+        // the same kernel with one batch row: the first row of the batch
+        const row0 = ref.slice(x, [0], [0], [1], [1]);
+        const got1 = await run(k, { x: row0, positions: pos }, { seq: S, batch: 1 }, 'f32', [1, S, 5, D]);
+        expect(maxErr(ref.rope(row0, perBatch ? ref.slice(pos, [0], [0], [1], [1]) : pos, 10000, style, rd), got1)).toBeLessThan(1e-5);
+      }
+    }
+  });
+
+  it('batches through the rope family: [B, S] and [1, S] positions, a head window of a merged QKV', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const B = 3;
+    const S = 5;
+    const b = new GraphBuilder();
+    const qkv = b.input('qkv', 'f32', [B, S, 7, 16]);
+    const perRow = b.input('pos', 'i32', [B, S]);
+    const shared = b.input('pos1', 'i32', [1, S]);
+    const inputs = { qkv: rand('f32', [B, S, 7, 16], 38), pos: Tensor.from('i32', [B, S], [5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 40, 41, 42, 43, 44]), pos1: Tensor.from('i32', [1, S], [9, 8, 7, 6, 5]) };
+    for (const [pos, style] of [[perRow, 'half'], [shared, 'interleaved']] as const) {
+      const heads = b.sliceAxis(qkv, 2, 2, 5); // k = heads 2..4 of a merged QKV
+      const rope = b.rope(heads, pos, { style, theta: 500000 });
+      const want = runGraph(b.build({ y: rope }), inputs).y;
+      const fused = buildFusedNode({ kind: 'rope', nodes: [heads, rope], root: rope })!;
+      const { spec, x, pos: p } = ropeSpecOf(fused);
+      expect(x).toBe(qkv);
+      expect(p).toBe(pos);
+      expect(spec.positions).toEqual(pos === perRow ? { kind: 'buffer', dtype: 'i32', perBatch: true } : { kind: 'buffer', dtype: 'i32' });
+      const got = await run(generateRopeKernel(spec), { x: inputs.qkv, positions: pos === perRow ? inputs.pos : inputs.pos1 }, {}, 'f32', [B, S, 3, 16]);
+      expect(maxErr(want, got), `${style}`).toBeLessThan(1e-5);
+    }
   });
 
   it('f16 storage with u32 positions', async (ctx) => {

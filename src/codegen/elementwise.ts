@@ -16,7 +16,7 @@ import { isOp } from '../ir/attrs.js';
 import type { Node } from '../ir/node.js';
 import { printNode } from '../ir/printer.js';
 import { KernelParams, type GridExpr, type KernelSource } from './kernel.js';
-import { computeType, enableDirectives, kernelFeatures, literal, storageType, usesBitsHelper, WGSL_HELPERS, wgslComment } from './wgsl.js';
+import { computeType, enableDirectives, kernelFeatures, literal, storageType, usesBitsHelper, WGSL_HELPERS, wgslComment, wgslHelperSources } from './wgsl.js';
 
 /** Ops this family can compute inside a kernel: the IR's pointwise ops. */
 export const ELEMENTWISE_KERNEL_OPS: ReadonlySet<string> = POINTWISE_OPS;
@@ -135,7 +135,7 @@ export function generateElementwiseKernel(root: Node, opts: ElementwiseOptions =
     '',
     ...bindings,
     dims.decl(operands.length + 1),
-    ...[...helpers].map((h) => WGSL_HELPERS[h]),
+    ...wgslHelperSources(helpers),
     ...loaders,
     `@compute @workgroup_size(WORKGROUP_SIZE)`,
     `fn main(@builtin(global_invocation_id) gid: vec3<u32>) {`,
@@ -213,7 +213,6 @@ export function scalarExpr(n: Node, a: string[], helpers: Set<string>): string {
         helpers.add('gelu_tanh');
         return `tw_gelu_tanh(${a[0]})`;
       }
-      helpers.add('erf');
       helpers.add('gelu_erf');
       return `tw_gelu_erf(${a[0]})`;
     case 'add': return `(${a[0]}) + (${a[1]})`;

@@ -17,7 +17,7 @@
 import { InputError, ShapeError } from '../errors.js';
 import type { KernelBinding, KernelSource } from './kernel.js';
 import type { MatmulEpilogue } from './matmul/index.js';
-import { literal, WGSL_HELPERS } from './wgsl.js';
+import { literal, WGSL_HELPERS, wgslHelperSources } from './wgsl.js';
 import { RowKernel, type RowKernelOptions, type workgroupReduction } from './workgroup.js';
 
 /** Storage type of norm tensors. */
@@ -82,7 +82,6 @@ export function generateNormKernel(spec: NormSpec): KernelSource {
   if (ep) {
     for (const h of ep.helpers ?? []) {
       if (!(h in WGSL_HELPERS)) throw new InputError(`norm epilogue: unknown WGSL helper '${h}'`);
-      if (h === 'gelu_erf') helpers.add('erf');
       helpers.add(h);
     }
     const load = (k: number): string => {
@@ -121,7 +120,7 @@ export function generateNormKernel(spec: NormSpec): KernelSource {
     ...decls,
     rk.params.decl(bindings.length),
     red.module,
-    ...[...helpers].map((h) => WGSL_HELPERS[h]),
+    ...wgslHelperSources(helpers),
     `fn load_x(i: u32) -> f32 { return ${f32Of(dt, 'x[i]')}; }`,
     '',
     ...rk.entry(),

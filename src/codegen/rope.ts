@@ -1,7 +1,7 @@
 /**
- * Rotary position embedding kernel family: rotates `x` `[S, H, D]` (batch 1) at per-token positions, either read from a
- * `positions` buffer (i32 or u32, `[S]`) or computed as `past + s` from the params uniform (a KV-cache step needs no
- * positions buffer). Styles: `interleaved` (llama2.c / Meta: adjacent pairs `(2i, 2i+1)`) and `half` (NeoX / HF:
+ * Rotary position embedding kernel family: rotates `x` `[B, S, H, D]` at per-token positions, either read from a
+ * `positions` buffer (i32 or u32: `[S]` shared by every batch row, or `[B, S]`, each row its own) or computed as
+ * `past + s` from the params uniform (a KV-cache step needs no positions buffer). Styles: `interleaved` (llama2.c / Meta: adjacent pairs `(2i, 2i+1)`) and `half` (NeoX / HF:
  * pairs `(i, i + rotaryDim/2)`); dims from `rotaryDim` to `D` are copied unchanged.
  *
  * Numerics follow the CPU reference: the inverse frequencies `1 / theta^(2i / rotaryDim)` are computed on the host
@@ -10,8 +10,8 @@
  * so GPUs whose cos/sin are only accurate on [-π, π] stay within ~1e-6 of `Math.cos`; WGSL's cos/sin may still
  * differ from JS in the last bits.
  *
- * Supported shapes: any S (dynamic), H, D; even rotaryDim <= D. One invocation per output element; grid
- * `[ceil(H*D / workgroupSize), S, 1]` (S at most 65535). f32 or f16 storage, f32 math.
+ * Supported shapes: any B and S (dynamic), H, D; even rotaryDim <= D. One invocation per output element; grid
+ * `[ceil(H*D / workgroupSize), S, B]` (S and B at most 65535). f32 or f16 storage, f32 math.
  * @module
  */
 import { InputError, ShapeError } from '../errors.js';
@@ -25,6 +25,8 @@ export interface RopeBufferPositions {
   readonly kind: 'buffer';
   /** Storage type of the positions (default i32). */
   readonly dtype?: 'i32' | 'u32';
+  /** The buffer is `[B, S]`, a row of positions per batch row (default: `[S]`, shared by every batch row). */
+  readonly perBatch?: boolean;
 }
 
 /** Position of token `s` is `past + s`, with `past` from the params uniform (a KV-cache step needs no buffer). */
@@ -42,6 +44,8 @@ export type RopePositions = RopeBufferPositions | RopeOffsetPositions;
 export interface RopeSpec {
   /** Tokens S (default `'seq'`). */
   readonly seq?: DimLike;
+  /** Batch rows B (default 1). */
+  readonly batch?: DimLike;
   /** Heads H. */
   readonly numHeads: number;
   /** Head dim D. */
@@ -59,8 +63,8 @@ export interface RopeSpec {
   /** Lanes per workgroup (default 64). */
   readonly workgroupSize?: 64 | 128 | 256;
   /**
-   * Where x's heads sit in a wider source (default: x is `[S, H, D]` itself): x is heads `firstHead ..
-   * firstHead + H - 1` of a `[S, numHeads, D]` buffer, as when q and k are head slices of a merged QKV projection.
+   * Where x's heads sit in a wider source (default: x is `[B, S, H, D]` itself): x is heads `firstHead ..
+   * firstHead + H - 1` of a `[B, S, numHeads, D]` buffer, as when q and k are head slices of a merged QKV projection.
    * The kernel reads them in place (a slice on the head axis folded into the load), so no copy runs first.
    */
   readonly source?: HeadWindow;
@@ -74,8 +78,8 @@ const TWO_PI_B = Math.fround(2 * Math.PI - TWO_PI_A);
 const TWO_PI_C = Math.fround(2 * Math.PI - TWO_PI_A - TWO_PI_B);
 
 /**
- * Rotary embedding of `x` `[S, H, D]` (or of a window of heads of a wider `[S, heads, D]` source, see
- * {@link RopeSpec.source}): bindings `x`, [`positions`], `out`; params: the dynamic ones of S and past.
+ * Rotary embedding of `x` `[B, S, H, D]` (or of a window of heads of a wider `[B, S, heads, D]` source, see
+ * {@link RopeSpec.source}): bindings `x`, [`positions`], `out`; params: the dynamic ones of S, B and past.
  * @throws {@link ShapeError} for a bad rotaryDim; {@link InputError} for a bad theta.
  */
 export function generateRopeKernel(spec: RopeSpec): KernelSource {
@@ -95,19 +99,24 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
   const params = new KernelParams();
   const seq = spec.seq ?? 'seq';
   const seqGrid = params.grid(seq);
+  const batch = KernelParams.canon(spec.batch ?? 1, 'rope batch');
+  const batchGrid = params.grid(batch);
+  if (typeof seqGrid === 'number' && seqGrid > 65535) throw new ShapeError('rope', `S = ${seqGrid} exceeds the 65535 workgroups of a grid dimension`);
+  if (typeof batch === 'number' && batch > 65535) throw new ShapeError('rope', `B = ${batch} exceeds the 65535 workgroups of a grid dimension`);
+  const batched = batch !== 1;
   const half = rd / 2;
   const freqs = Array.from({ length: half }, (_v, i) => literal('f32', ropeFrequency(theta, i, rd)));
   const dt = spec.dtype;
   const bindings: KernelBinding[] = [{ name: 'x', access: 'read' }];
-  const decls = [`@group(0) @binding(0) var<storage, read> x: array<${dt}>; // ${windowed ? '[S, SRC_HEADS, D]: heads FIRST_HEAD .. FIRST_HEAD + NUM_HEADS - 1 are rotated' : '[S, H, D]'}`];
+  const decls = [`@group(0) @binding(0) var<storage, read> x: array<${dt}>; // ${windowed ? '[B, S, SRC_HEADS, D]: heads FIRST_HEAD .. FIRST_HEAD + NUM_HEADS - 1 are rotated' : '[B, S, H, D]'}`];
   let position: string;
   if (pos.kind === 'buffer') {
     const pdt = pos.dtype ?? 'i32';
-    decls.push(`@group(0) @binding(1) var<storage, read> positions: array<${pdt}>; // [S]`);
+    decls.push(`@group(0) @binding(1) var<storage, read> positions: array<${pdt}>; // ${pos.perBatch ? '[B, S]' : '[S]'}`);
     bindings.push({ name: 'positions', access: 'read' });
-    position = 'f32(positions[s])';
+    position = pos.perBatch ? 'f32(positions[row])' : 'f32(positions[s])';
   } else position = `f32(${params.ref(pos.past ?? 'past')} + s)`;
-  decls.push(`@group(0) @binding(${bindings.length}) var<storage, read_write> out: array<${dt}>; // [S, H, D]`);
+  decls.push(`@group(0) @binding(${bindings.length}) var<storage, read_write> out: array<${dt}>; // [B, S, H, D]`);
   bindings.push({ name: 'out', access: 'read_write' });
   const load = (e: string): string => (dt === 'f32' ? `x[${e}]` : `f32(x[${e}])`);
   // pair (first, second) of element d and which of the two d is; interleaved: (2i, 2i+1); half: (i, i + HALF)
@@ -120,7 +129,7 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
   const wgsl = [
     ...enableDirectives(features),
     ...(features.length ? [''] : []),
-    `// tensorwright kernel: rope (${style}, rotaryDim=${rd} of ${D}, theta=${theta}, positions ${pos.kind === 'buffer' ? 'from a buffer' : 'past + s'}, ${dt})`,
+    `// tensorwright kernel: rope (${style}, rotaryDim=${rd} of ${D}, theta=${theta}, positions ${pos.kind === 'buffer' ? (pos.perBatch ? 'from a [B, S] buffer' : 'from a buffer') : 'past + s'}, ${dt})`,
     '//   out = x rotated by angle pos * INV_FREQ[i] on each pair of dims; dims >= ROTARY_DIM copied',
     '',
     `const NUM_HEADS: u32 = ${H}u;`,
@@ -151,10 +160,11 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
     '  let e = wid.x * WORKGROUP_SIZE + lid; // (head, dim) within the token',
     '  if (e >= NUM_HEADS * HEAD_DIM) { return; }',
     '  let s = wid.y;',
-    ...(params.list.length ? ['  _ = params; // S only sizes the grid'] : []),
+    batched ? `  let row = wid.z * ${params.ref(seq)} + s; // (batch row, token)` : '  let row = s;',
+    ...(params.list.length ? ['  _ = params; // S and B size the grid'] : []),
     '  let d = e % HEAD_DIM;',
-    '  let base = s * NUM_HEADS * HEAD_DIM + e - d; // element 0 of this (token, head) in out',
-    windowed ? '  let src = (s * SRC_HEADS + FIRST_HEAD) * HEAD_DIM + e - d; // and in x' : '  let src = base; // and in x',
+    '  let base = row * NUM_HEADS * HEAD_DIM + e - d; // element 0 of this (token, head) in out',
+    windowed ? '  let src = (row * SRC_HEADS + FIRST_HEAD) * HEAD_DIM + e - d; // and in x' : '  let src = base; // and in x',
     '  var y: f32;',
     '  if (d < ROTARY_DIM) {',
     ...pairing,
@@ -174,11 +184,11 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
   ].join('\n');
   return {
     family: 'rope',
-    variant: `${style}-${pos.kind}${windowed ? '-window' : ''}-wg${WG}`,
+    variant: `${style}-${pos.kind}${pos.kind === 'buffer' && pos.perBatch ? '-per-batch' : ''}${windowed ? '-window' : ''}${batched ? '-batched' : ''}-wg${WG}`,
     wgsl,
     bindings,
     params: [...params.list],
-    grid: [Math.ceil((H * D) / WG), seqGrid, 1],
+    grid: [Math.ceil((H * D) / WG), seqGrid, batchGrid],
     nodes: [...nodes],
     features,
   };

@@ -7,6 +7,7 @@
 import type { DType } from '../ir/dtype.js';
 import type { Dim } from '../ir/dim.js';
 import type { KernelParams } from './kernel.js';
+import { SPECIAL_FUNCTION_HELPERS } from './wgsl-math.js';
 
 /** The WGSL storage element type of a dtype (bool is stored as u32). */
 export function storageType(dtype: DType): string {
@@ -86,25 +87,15 @@ export function usesBitsHelper(text: string): boolean {
   return text.includes('tw_bits_f32(');
 }
 
-/** WGSL source of helper functions, by name, for generators to include when used. */
+/**
+ * WGSL source of helper functions, by name, for generators to include when used: through {@link wgslHelperSources},
+ * which adds the helpers a helper calls. `erf`, `gelu_erf` and `gelu_tanh` (and their building blocks `ff`, `erfc_ff`)
+ * come from `wgsl-math.ts`.
+ */
 export const WGSL_HELPERS: Readonly<Record<string, string>> = {
+  ...Object.fromEntries(Object.entries(SPECIAL_FUNCTION_HELPERS).map(([name, h]) => [name, h.source])),
   bits_f32: `// an f32 from its bits at run time (a constant expression may not be infinite or NaN)
 fn tw_bits_f32(bits: u32) -> f32 { return bitcast<f32>(bits); }`,
-  erf: `// erf: Abramowitz & Stegun 7.1.26, absolute error < 1.5e-7
-fn tw_erf(x: f32) -> f32 {
-  let a = abs(x);
-  let t = 1.0 / (1.0 + 0.3275911 * a);
-  let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-a * a);
-  return select(-y, y, x >= 0.0);
-}`,
-  gelu_erf: `fn tw_gelu_erf(x: f32) -> f32 { return 0.5 * x * (1.0 + tw_erf(x * 0.70710678118654752)); }`,
-  gelu_tanh: `fn tw_gelu_tanh(x: f32) -> f32 {
-  let u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
-  // tanh via exp, clamped so large |u| cannot overflow
-  let e = exp(-2.0 * abs(clamp(u, -15.0, 15.0)));
-  let t = sign(u) * (1.0 - e) / (1.0 + e);
-  return 0.5 * x * (1.0 + t);
-}`,
   tanh: `fn tw_tanh(u: f32) -> f32 {
   let e = exp(-2.0 * abs(clamp(u, -15.0, 15.0)));
   return sign(u) * (1.0 - e) / (1.0 + e);
@@ -125,6 +116,22 @@ fn tw_round_f16(x: f32) -> f32 {
   return bitcast<f32>(sign | ((a + 0x0fffu + odd) & 0xffffe000u));
 }`,
 };
+
+/**
+ * The sources of the named {@link WGSL_HELPERS} and of the helpers they call, each once, in one fixed order (so equal
+ * kernels get byte-identical WGSL whatever order their helpers were asked for in).
+ */
+export function wgslHelperSources(names: Iterable<string>): string[] {
+  const wanted = new Set<string>();
+  const add = (name: string): void => {
+    if (wanted.has(name)) return;
+    if (!(name in WGSL_HELPERS)) throw new Error(`no WGSL helper '${name}'`);
+    wanted.add(name);
+    for (const d of SPECIAL_FUNCTION_HELPERS[name]?.deps ?? []) add(d);
+  };
+  for (const n of names) add(n);
+  return Object.keys(WGSL_HELPERS).filter((n) => wanted.has(n)).map((n) => WGSL_HELPERS[n]);
+}
 
 /** The WGSL `u32` expression of an IR dim: a literal, or the params field holding a symbolic one. */
 export function dimRef(params: KernelParams, d: Dim): string {

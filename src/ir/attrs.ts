@@ -95,6 +95,12 @@ export type RopeAttrs = {
   readonly rotaryDim: number;
 };
 
+/** `range`: how many values. */
+export type RangeAttrs = {
+  /** The length of `[0, 1, …, length - 1]` (static or symbolic). */
+  readonly length: Dim;
+};
+
 /** `reshape`, `expand`: the target shape. */
 export type ShapeAttrs = {
   /** Target shape, explicit (no 0 or -1 left). */
@@ -143,6 +149,8 @@ export interface OpAttrs {
   weight: WeightAttrs;
   /** Inline constant. */
   constant: ConstantAttrs;
+  /** The index vector `[0, …, length - 1]`. */
+  range: RangeAttrs;
   /** GELU. */
   gelu: GeluAttrs;
   /** Dtype conversion. */

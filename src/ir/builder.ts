@@ -56,6 +56,11 @@ export class GraphBuilder {
     return makeNode(op, inputs, attrs);
   }
 
+  /** The i32 vector `[0, 1, …, length - 1]` (`length` may be symbolic). */
+  range(length: DimLike): Node {
+    return makeNode('range', [], { length: typeof length === 'string' ? sym(length) : length });
+  }
+
   /** A graph input. Dims given as strings are symbolic. */
   input(name: string, dtype: DType, shape: readonly DimLike[]): Node {
     if (this.inputList.some((i) => i.attrs.name === name)) throw new InputError(`input '${name}' is declared twice`);

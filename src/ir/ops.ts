@@ -32,6 +32,7 @@ export const OP_NAMES = [
   'input',
   'weight',
   'constant',
+  'range',
   ...UNARY_OPS,
   ...BINARY_OPS,
   ...COMPARE_OPS,
@@ -221,6 +222,20 @@ define('constant', 'leaf', [0], {
     return { dtype: a.dtype, shape, values: vals };
   },
   infer: (_i, a) => ({ dtype: a.dtype, shape: a.shape }),
+});
+
+/**
+ * `range`: the i32 vector `[0, 1, …, length - 1]`, `length` a static or symbolic dim (index grids over dims known only
+ * at run time: Trilu masks, position ids). A static one folds to a constant.
+ */
+define('range', 'leaf', [0], {
+  normalize: (_i, a) => {
+    const length = a.length;
+    if (!((typeof length === 'number' && Number.isInteger(length) && length >= 0) || length instanceof SymDim))
+      throw new ShapeError('range', `length must be a non-negative integer or a symbolic dim, got ${JSON.stringify(length)}`);
+    return { length };
+  },
+  infer: (_i, a) => ({ dtype: 'i32', shape: [a.length] }),
 });
 
 function canonValue(dtype: DType, v: number | SymDim): number | SymDim {

@@ -119,7 +119,8 @@ function fold(node: Node, ctx: RewriteContext): Node | undefined {
 export const foldConstantRule: RewriteRule = {
   name: 'fold-constant',
   root: COMPUTE_OPS,
-  apply: ({ node }, ctx) => (node.inputs.length ? (foldShapeArithmetic(node) ?? fold(node, ctx)) : undefined),
+  // a `range` of static length has no operands but folds too; other operand-free ops are leaves
+  apply: ({ node }, ctx) => (node.inputs.length ? (foldShapeArithmetic(node) ?? fold(node, ctx)) : node.op === 'range' ? fold(node, ctx) : undefined),
 };
 
 /** The `fold-constants` pass. */

@@ -955,8 +955,13 @@ class Gen {
   }
 
   private genInteger(): Val | undefined {
-    const x = this.intVal();
     const b = this.b;
+    if (this.chance(0.1)) {
+      // an index vector over a dim (symbolic ones are how Trilu masks and position ids are built)
+      const d = this.dim();
+      return { node: b.range(d), bound: Math.max(this.conc(d) - 1, 0), exact: true };
+    }
+    const x = this.intVal();
     const op = this.pick(['add', 'sub', 'mul', 'maximum', 'minimum', 'neg', 'abs', 'div'] as const);
     let r: Val;
     if (op === 'neg' || op === 'abs') r = { node: b.unary(op, x.node), bound: x.bound, exact: true };

@@ -19,11 +19,12 @@ import { elementwiseFamily } from './elementwise.js';
 import { matmulFamily } from './matmul.js';
 import { normFamily } from './norm.js';
 import { reduceFamily } from './reduce.js';
+import { rangeFamily } from './range.js';
 import { ropeFamily } from './rope.js';
 import { softmaxFamily } from './softmax.js';
 
 /** Every kernel family, one line each. */
-export const KERNEL_FAMILIES: readonly KernelFamily[] = [dequantMatmulFamily, codebookMatmulFamily, sparseNMMatmulFamily, blockSparseMatmulFamily, matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, dequantGatherFamily, codebookGatherFamily, copyFamily, elementwiseFamily];
+export const KERNEL_FAMILIES: readonly KernelFamily[] = [dequantMatmulFamily, codebookMatmulFamily, sparseNMMatmulFamily, blockSparseMatmulFamily, matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, dequantGatherFamily, codebookGatherFamily, copyFamily, rangeFamily, elementwiseFamily];
 
 /** What a node's family is looked up by: its op, or `fused:<kind>`. */
 function formOf(node: Node): string {

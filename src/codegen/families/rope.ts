@@ -1,5 +1,6 @@
 /**
- * The rope family as the compiler sees it: a `rope` over `[1, S, H, D]` with `[S]` positions, or a
+ * The rope family as the compiler sees it: a `rope` over `[B, S, H, D]` with `[S]` positions (shared by the batch
+ * rows; `[1, S]` too) or `[B, S]` positions (a row each), or a
  * `fused {kind: 'rope'}` whose program is a head slice (axis 2, step 1) then the rope: the kernel reads that window
  * of heads in place from the wider tensor (q or k of a merged QKV projection).
  * @module
@@ -27,16 +28,19 @@ export function ropeSpecOf(node: Node): { spec: RopeSpec; x: Node; pos: Node } {
     x = steps[0].inputs[0];
   }
   const [b, s, h, d] = sliced.shape;
-  if (b !== 1 || typeof h !== 'number' || typeof d !== 'number' || pos.rank !== 1) throw new UnsupportedOpError(['rope'], `WebGPU rope takes [1, S, H, D] with [S] positions: ${label}`);
+  if (typeof h !== 'number' || typeof d !== 'number' || pos.rank < 1 || pos.rank > 2) throw new UnsupportedOpError(['rope'], `WebGPU rope takes [B, S, H, D] with static H and D and [S] or [B, S] positions: ${label}`);
+  // [S] and [1, S] positions are shared by every batch row; [B, S] gives each row its own
+  const perBatch = pos.rank === 2 && pos.shape[0] !== 1;
   const spec: RopeSpec = {
     seq: dimText(s),
+    batch: dimText(b),
     numHeads: h,
     headDim: d,
     rotaryDim: attrsOf(rope, 'rope').rotaryDim,
     theta: attrsOf(rope, 'rope').theta,
     style: attrsOf(rope, 'rope').style,
     dtype: floatStorage(node),
-    positions: { kind: 'buffer', dtype: pos.dtype === 'u32' ? 'u32' : 'i32' },
+    positions: { kind: 'buffer', dtype: pos.dtype === 'u32' ? 'u32' : 'i32', ...(perBatch ? { perBatch } : {}) },
     ...(source ? { source } : {}),
     nodes: [label],
   };

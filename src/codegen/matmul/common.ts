@@ -6,7 +6,7 @@
 import { InputError, ShapeError } from '../../errors.js';
 import { SymDim, dimMul, parseDim, type Dim } from '../../ir/dim.js';
 import { paramsStruct, type GridExpr, type KernelBinding } from '../kernel.js';
-import { enableDirectives, kernelFeatures, WGSL_HELPERS, wgslComment, type KernelFeature } from '../wgsl.js';
+import { enableDirectives, kernelFeatures, WGSL_HELPERS, wgslComment, wgslHelperSources, type KernelFeature } from '../wgsl.js';
 import type { MatmulActivation, MatmulDType, MatmulSpec } from './spec.js';
 
 /** A size known at compile time (`value`) or read from the params uniform (`ref` names it in WGSL). */
@@ -124,7 +124,7 @@ export function activationExpr(act: MatmulActivation, x: string, helpers: Set<st
   switch (act) {
     case 'silu': helpers.add('sigmoid'); return `${x} * tw_sigmoid(${x})`;
     case 'sigmoid': helpers.add('sigmoid'); return `tw_sigmoid(${x})`;
-    case 'gelu': helpers.add('erf'); helpers.add('gelu_erf'); return `tw_gelu_erf(${x})`;
+    case 'gelu': helpers.add('gelu_erf'); return `tw_gelu_erf(${x})`;
     case 'gelu_tanh': helpers.add('gelu_tanh'); return `tw_gelu_tanh(${x})`;
     case 'relu': return `max(${x}, 0.0)`;
     case 'identity': return x;
@@ -149,7 +149,6 @@ export function storeFn(c: Ctx): string[] {
   if (ep) {
     for (const h of ep.helpers ?? []) {
       if (!(h in WGSL_HELPERS)) throw new InputError(`matmul epilogue: unknown WGSL helper '${h}'`);
-      if (h === 'gelu_erf') c.helpers.add('erf');
       c.helpers.add(h);
     }
     const load = (k: number): string => {
@@ -236,8 +235,7 @@ export function matmulFeatures(c: Ctx, subgroups: boolean): KernelFeature[] {
 }
 
 export function assemble(c: Ctx, parts: { subgroups: boolean; header: string[]; consts: string[]; decls: string[]; fns: string[]; workgroupVars?: string[]; main: string[] }): string {
-  const helperOrder = ['erf', 'gelu_erf', 'gelu_tanh', 'tanh', 'sigmoid'];
-  const helpers = [...c.helpers].sort((x, y) => helperOrder.indexOf(x) - helperOrder.indexOf(y)).map((h) => WGSL_HELPERS[h]);
+  const helpers = wgslHelperSources(c.helpers);
   const enables = enableDirectives(matmulFeatures(c, parts.subgroups));
   return [
     ...enables,

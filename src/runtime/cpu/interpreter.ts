@@ -120,6 +120,8 @@ export function evaluateNode(n: OpInstance, args: Tensor[], g: Graph, inputs: Re
     case 'constant':
       // i32 constants may hold symbolic dims (shape arithmetic): they take the run's values
       return K.constant(n.dtype, evalShape(n.shape, bindings), t.attrs.values.map((v) => evalDim(v, bindings)));
+    case 'range':
+      return K.range(evalDim(t.attrs.length, bindings));
     case 'neg': case 'abs': case 'exp': case 'log': case 'sqrt': case 'rsqrt': case 'reciprocal': case 'tanh': case 'erf': case 'sin': case 'cos': case 'silu': case 'gelu': case 'relu': case 'sigmoid':
       return K.unary(t.op, t.attrs, args[0]);
     case 'add': case 'sub': case 'mul': case 'div': case 'pow': case 'maximum': case 'minimum': case 'equal': case 'less': case 'greater':

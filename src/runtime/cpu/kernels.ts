@@ -230,6 +230,12 @@ export function layernorm(x: Tensor, w: Tensor, b: Tensor | undefined, eps: numb
   return finish(out);
 }
 
+/** The i32 vector `[0, 1, …, n - 1]`; a negative n (a symbolic length evaluated below zero) is an {@link InputError}. */
+export function range(n: number): Tensor {
+  if (!Number.isInteger(n) || n < 0) throw new InputError(`range length ${n} is not a non-negative integer`);
+  return new Tensor('i32', [n], Int32Array.from({ length: n }, (_v, i) => i));
+}
+
 /** Rotary embedding of x `[B, S, H, D]` at positions `[S]` or `[B, S]` (float32 angles, as run.c). */
 export function rope(x: Tensor, pos: Tensor, theta: number, style: string, rotaryDim: number): Tensor {
   const [B, S, H, D] = x.shape;

@@ -4,42 +4,60 @@
  * @module
  */
 
-/** The error function, accurate to ~1e-15 (series near 0, continued fraction for erfc in the tails). */
-export function erf(x: number): number {
-  if (Number.isNaN(x)) return NaN;
-  const ax = Math.abs(x);
-  if (ax < 2.5) {
-    // Maclaurin series: 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
-    let term = ax;
-    let sum = ax;
-    const x2 = ax * ax;
-    for (let n = 1; n < 100; n++) {
-      term *= -x2 / n;
-      const add = term / (2 * n + 1);
-      sum += add;
-      if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
-    }
-    return Math.sign(x) * sum * 1.1283791670955126;
+/** erf by its Maclaurin series, for |x| < 2.5 (alternating terms; ~1e-15 absolute there). */
+function erfSeries(x: number): number {
+  // 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
+  let term = x;
+  let sum = x;
+  const x2 = x * x;
+  for (let n = 1; n < 100; n++) {
+    term *= -x2 / n;
+    const add = term / (2 * n + 1);
+    sum += add;
+    if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
   }
-  if (ax > 6) return Math.sign(x);
-  // erfc(x) = exp(-x²)/sqrt(pi) * 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...)))) — modified Lentz
+  return sum * 1.1283791670955126;
+}
+
+/** erfc for x >= 2.5 by Laplace's continued fraction (modified Lentz), relative error ~1e-15. */
+function erfcContinuedFraction(x: number): number {
+  if (x > 27) return 0; // exp(-x²) underflows
+  // erfc(x) = exp(-x²)/sqrt(pi) * 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...))))
   const tiny = 1e-300;
-  let f = ax;
-  let c = ax;
+  let f = x;
+  let c = x;
   let d = 0;
   for (let n = 1; n < 200; n++) {
     const an = n / 2;
-    d = ax + an * d;
+    d = x + an * d;
     d = d === 0 ? tiny : d;
-    c = ax + an / c;
+    c = x + an / c;
     c = c === 0 ? tiny : c;
     d = 1 / d;
     const delta = c * d;
     f *= delta;
     if (Math.abs(delta - 1) < 1e-16) break;
   }
-  const erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f;
-  return Math.sign(x) * (1 - erfc);
+  return Math.exp(-x * x) / Math.sqrt(Math.PI) / f;
+}
+
+/** The error function, accurate to ~1e-15 relative (series near 0, continued fraction for erfc in the tails). */
+export function erf(x: number): number {
+  if (Number.isNaN(x) || x === 0) return x;
+  const ax = Math.abs(x);
+  if (ax < 2.5) return erfSeries(x);
+  return Math.sign(x) * (1 - erfcContinuedFraction(ax));
+}
+
+/**
+ * The complementary error function `1 - erf(x)`, with small RELATIVE error in the right tail too (where `1 - erf`
+ * cancels): the continued fraction for x >= 2.5 (relative error ~1e-15), `1 - erf(x)` below (~3e-13 relative at 2.5,
+ * where erfc is 4e-4), `2 - erfc(-x)` for negative x.
+ */
+export function erfc(x: number): number {
+  if (Number.isNaN(x)) return NaN;
+  if (x < 0) return 2 - erfc(-x);
+  return x < 2.5 ? 1 - erfSeries(x) : erfcContinuedFraction(x);
 }
 
 /** Logistic sigmoid. */
@@ -47,10 +65,16 @@ export function sigmoid(x: number): number {
   return 1 / (1 + Math.exp(-x));
 }
 
-/** GELU: exact `x/2 (1 + erf(x/√2))`, or the tanh approximation. */
+/**
+ * GELU: exact `x/2 (1 + erf(x/√2))`, or the tanh approximation `x/2 (1 + tanh(u))`, u = √(2/π) (x + 0.044715 x³).
+ * Both are computed in forms that do not cancel in the negative tail, where `1 + erf` and `1 + tanh` lose every digit
+ * (gelu(-10) is -7.7e-23 and the tanh form's -1.5e-37, both normal f32 numbers): `x/2 · erfc(-x/√2)` and
+ * `x · sigmoid(2u) = x / (1 + exp(-2u))`. gelu(-∞) is -0, its limit.
+ */
 export function gelu(x: number, approximate: 'none' | 'tanh'): number {
-  if (approximate === 'tanh') return 0.5 * x * (1 + Math.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
-  return 0.5 * x * (1 + erf(x * Math.SQRT1_2));
+  if (x === -Infinity) return -0; // the limit (x · 0 would be NaN)
+  if (approximate === 'tanh') return x / (1 + Math.exp(-2 * 0.7978845608028654 * (x + 0.044715 * x * x * x)));
+  return 0.5 * x * erfc(-x * Math.SQRT1_2);
 }
 
 /** The scalar function of a unary op. */

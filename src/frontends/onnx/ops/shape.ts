@@ -270,14 +270,28 @@ const pad: Converter = (c: OpContext) => {
   return [c.out(y, c.type(0))];
 };
 
-/** `Trilu`: a constant keep-mask over the last two (static) dims selects `x` or zero. */
+/**
+ * `Trilu`: a keep-mask over the last two dims selects `x` or zero. With static dims the mask is a constant table;
+ * over symbolic dims (a causal mask of a dynamic-length export) it is computed: `j - i` from two `range`s, compared
+ * with k.
+ */
 const trilu: Converter = (c: OpContext) => {
   const x = c.x(0);
   const upper = c.int('upper', 1) === 1;
-  const k = c.hasInput(1) ? c.numbers(1, 'k')[0] : 0;
-  const [n, m] = x.shape.slice(-2);
+  const ks = c.hasInput(1) ? c.numbers(1, 'k') : [0];
+  if (ks.length !== 1 || !Number.isInteger(ks[0])) throw c.malformed(`Trilu k must be one integer, got [${ks.join(', ')}]`);
+  const k = ks[0];
   if (x.rank < 2) throw c.malformed('Trilu needs rank >= 2');
-  if (typeof n !== 'number' || typeof m !== 'number') c.unsupported(`Trilu over symbolic dims [${x.shape.join(', ')}]`);
+  const [n, m] = x.shape.slice(-2);
+  if (typeof n !== 'number' || typeof m !== 'number') {
+    // keep (i, j) when j - i >= k (upper) or j - i <= k (lower); k is clamped into i32 (beyond ±2^31 it keeps all or nothing)
+    const kc = Math.min(Math.max(k, -(2 ** 30)), 2 ** 30);
+    const row = c.reshape(c.op('range', [], { length: n }), [n, 1]);
+    const col = c.reshape(c.op('range', [], { length: m }), [1, m]);
+    const diff = c.op('sub', [col, row]);
+    const keep = upper ? c.op('greater', [diff, c.constant(kc - 1, 'i32')]) : c.op('less', [diff, c.constant(kc + 1, 'i32')]);
+    return [c.out(c.op('where', [keep, x, c.scalar(0, x)]), c.type(0))];
+  }
   if (n * m === 0) return [c.value(0)];
   c.checkTableSize(n * m, 'the Trilu mask');
   const keep = new Uint8Array(n * m);
@@ -286,13 +300,30 @@ const trilu: Converter = (c: OpContext) => {
   return [c.out(c.op('where', [mask, x, c.scalar(0, x)]), c.type(0))];
 };
 
-/** `Range`: folds to a constant; a symbolic start is fine when the length is static. */
+/** Whether a dim is provably >= 0: a number >= 0, or a polynomial in sizes whose coefficients are all >= 0. */
+function provablyNonNegative(d: Dim): boolean {
+  return typeof d === 'number' ? d >= 0 : [...d.terms.values()].every((v) => v >= 0);
+}
+
+/**
+ * `Range`: folds to a constant when the length is static (a symbolic start is fine then); a symbolic length with a
+ * step of ±1 that is provably not negative (`Range(past, past + seq, 1)`, position ids of a dynamic-length export)
+ * becomes `start ± range(length)`.
+ */
 const range: Converter = (c: OpContext) => {
   const [start] = c.dims(0, 'start');
   const [limit] = c.dims(1, 'limit');
   const [delta] = c.dims(2, 'delta');
   const dtype = c.x(0).dtype;
   const extent = dimSub(limit, start);
+  if (typeof extent !== 'number' && (delta === 1 || delta === -1)) {
+    const length = delta === 1 ? extent : dimSub(start, limit);
+    if (provablyNonNegative(length)) {
+      const ramp = c.op('range', [], { length });
+      const values = c.op(delta === 1 ? 'add' : 'sub', [dimsConstant([start], []), ramp]);
+      return [c.out(c.cast(values, dtype), c.type(0))];
+    }
+  }
   if (typeof extent !== 'number' || typeof delta !== 'number') return c.dataDependent(`the length of Range(${start}, ${limit}, ${delta}) (symbolic)`);
   if (delta === 0) throw c.malformed('Range delta 0');
   const n = Math.max(Math.ceil(extent / delta), 0);
