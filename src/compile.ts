@@ -31,6 +31,7 @@ import type { Tensor } from './runtime/cpu/tensor.js';
 import { byteSize } from './ir/dtype.js';
 import { evalShape, shapeToJSON } from './ir/dim.js';
 import { launchesOf, runWebGPUPipeline, webgpuGraphStages, type PlanSpec, type WebGPUPipelineResult, type WeightCompression } from './webgpu-pipeline.js';
+import { sha256Hex } from './util/sha256.js';
 
 /** Options of {@link compile} and {@link compileGraph}. */
 export interface CompileOptions {
@@ -309,13 +310,14 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
     requiredFeatures: kernels.requiredFeatures(),
   };
   o.onProgress?.(`compile: ${kernels.kernels.length} kernels, ${packer.manifest.length} weights, in ${(performance.now() - t0).toFixed(0)} ms`);
-  return { manifest, weights: packer.bin(), pipeline, target };
+  const weights = packer.bin();
+  return { manifest: { ...manifest, weightsByteLength: weights.byteLength }, weights, pipeline, target };
 }
 
 /** Compiles a causal language model (with its paged KV cache and GPU sampling) into an engine. */
 export async function compile(model: LoadedModel, o: CompileOptions): Promise<Engine> {
   const c = compileModel(model, o);
-  return new Engine(c.manifest, c.weights);
+  return new Engine({ ...c.manifest, weightsSha256: await sha256Hex(c.weights) }, c.weights);
 }
 
 /**
@@ -343,7 +345,8 @@ export async function compileGraph(graph: Graph, bindings: DimBindings, o: Compi
     plans: plans.plans,
     requiredFeatures: kernels.requiredFeatures(),
   };
-  return new Engine(manifest, packer.bin());
+  const weights = packer.bin();
+  return new Engine({ ...manifest, weightsByteLength: weights.byteLength, weightsSha256: await sha256Hex(weights) }, weights);
 }
 
 /**

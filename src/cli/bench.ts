@@ -23,7 +23,7 @@ import { XorShiftRng } from '../util/random.js';
 import { compile, compressionOf } from '../compile.js';
 import type { PrecisionPolicy } from '../ir/target.js';
 import { quantile } from './eval.js';
-import type { TextTokenizer } from '../frontends/text-tokenizer.js';
+import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
 

@@ -6,8 +6,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
-import { Llama2cTokenizer } from '../frontends/llama2c/tokenizer.js';
-import type { TextTokenizer } from '../frontends/text-tokenizer.js';
+import { loadTokenizer } from '../runtime/tokenizer-loader.js';
+import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { generateTokens } from '../runtime/generate.js';
 import { runPasses } from '../passes/pipeline.js';
@@ -114,7 +114,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   const opened = o.model ? await openModel(o.model, o.tokenizer) : undefined;
   const model = opened?.model;
   const engineTokenizer = o.tokenizer ?? (existsSync(join(o.engine ?? '', 'tokenizer.bin')) ? join(o.engine!, 'tokenizer.bin') : undefined);
-  const tokenizer: TextTokenizer | undefined = opened ? opened.tokenizer : engineTokenizer ? await Llama2cTokenizer.fromFile(engineTokenizer, engineFromDisk!.manifest.lm!.vocabSize) : undefined;
+  const tokenizer: TextTokenizer | undefined = opened ? opened.tokenizer : engineTokenizer ? await loadTokenizer(engineTokenizer, { vocabSize: engineFromDisk!.manifest.lm!.vocabSize, bosId: engineFromDisk!.manifest.lm!.bosId, eosIds: engineFromDisk!.manifest.lm!.stopTokens }) : undefined;
   if (!tokenizer && o.prompt) throw new UsageError(`a --prompt needs a tokenizer: pass --tokenizer <file> (none found beside the ${o.model ? 'model' : 'engine'})`);
   if (!tokenizer) log('no tokenizer given or found: generating from BOS, ids only');
   const bos = model ? model.bosId : engineFromDisk!.manifest.lm!.bosId;

@@ -8,6 +8,7 @@
  * @module
  */
 import { DeviceError } from '../errors.js';
+import { importNodeBuiltin } from '../util/node-builtin.js';
 
 /** Where a device comes from: Dawn loaded from the `webgpu` npm package in Node, or the host's `navigator.gpu` (a browser, a worker, Deno). */
 export type WebGPUBackend = 'node-dawn' | 'browser';
@@ -153,8 +154,7 @@ async function loadDawn(): Promise<DawnModule> {
   dawnModule ??= (async () => {
     if (process.platform === 'linux' && !process.env.XDG_RUNTIME_DIR) {
       // Dawn's Vulkan backend (through the loader and WSI probing) warns when XDG_RUNTIME_DIR is unset.
-      const osSpecifier = 'node:os';
-      const os = (await import(osSpecifier)) as typeof import('node:os');
+      const os = await importNodeBuiltin<typeof import('node:os')>('os');
       process.env.XDG_RUNTIME_DIR = os.tmpdir();
     }
     const specifier = 'webgpu';

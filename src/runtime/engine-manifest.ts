@@ -6,6 +6,7 @@
  * few, each picked by the number of new tokens, sharing the weights, the activation arena and the KV cache.
  * @module
  */
+import { ModelFormatError } from '../errors.js';
 import type { DType } from '../ir/dtype.js';
 import type { WeightEncoding } from '../ir/weights.js';
 import type { KernelSource } from './kernel-source.js';
@@ -232,4 +233,34 @@ export interface EngineManifest {
   readonly lm?: LMManifest;
   /** Features the kernels need. */
   readonly requiredFeatures: readonly string[];
+  /** Bytes of `weights.bin` (absent in engines written before it was recorded). */
+  readonly weightsByteLength?: number;
+  /**
+   * SHA-256 of `weights.bin`, 64 lowercase hex digits (absent in engines written before it was recorded). The runtime
+   * checks it whenever the weights pass through JS: loading from bytes, from a cache, a file or the network.
+   */
+  readonly weightsSha256?: string;
+}
+
+/**
+ * Parses the text of `engine.json`. Throws `ModelFormatError` (naming `engine.json`, or the field) when it is not
+ * JSON, not an object, or not a tensorwright engine of a version this runtime reads.
+ */
+export function parseEngineManifest(text: string, file?: string): EngineManifest {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ModelFormatError('engine.json', 0, `not valid JSON: ${(e as Error).message}`, file);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ModelFormatError('engine.json', 0, 'must be a JSON object', file);
+  const m = json as EngineManifest;
+  if (m.format !== 'tensorwright-engine') throw new ModelFormatError('format', 0, `not a tensorwright engine manifest (format ${JSON.stringify(m.format)})`, file);
+  if (m.version !== ENGINE_FORMAT_VERSION) throw new ModelFormatError('version', 0, `engine format version ${m.version} is not supported (this runtime reads version ${ENGINE_FORMAT_VERSION})`, file);
+  if (m.weightsSha256 !== undefined && (typeof m.weightsSha256 !== 'string' || !/^[0-9a-f]{64}$/i.test(m.weightsSha256)))
+    throw new ModelFormatError('weightsSha256', 0, `must be 64 hex digits, got ${JSON.stringify(m.weightsSha256)}`, file);
+  if (m.weightsByteLength !== undefined && !(Number.isSafeInteger(m.weightsByteLength) && m.weightsByteLength >= 0))
+    throw new ModelFormatError('weightsByteLength', 0, `must be a non-negative integer, got ${JSON.stringify(m.weightsByteLength)}`, file);
+  if (!Array.isArray(m.weights)) throw new ModelFormatError('weights', 0, 'must be an array', file);
+  return m;
 }

@@ -31,6 +31,8 @@ export const LAYER_RULES: readonly LayerRule[] = [
   { name: 'errors.ts and util import only each other', from: 'src/errors.ts', only: [] },
   { name: 'errors.ts and util import only each other', from: 'src/util/', only: [] },
   { name: 'ir imports only ir', from: 'src/ir/', only: ['src/ir/'] },
+  // tokenizers sit beside ir: the runtime and the frontends both use them, so they import neither
+  { name: 'tokenizers import only tokenizers', from: 'src/tokenizers/', only: ['src/tokenizers/'] },
   {
     name: 'runtime does not import the compiler',
     from: 'src/runtime/',
