@@ -12,7 +12,9 @@
  *   decode M = 1, 4, 16 and prefill M = 128 (32 with `--quick`), each against the f32 kernel of the same shape and M:
  *   median ms, weight GB/s, speed-up (bench/quant-matmul.bench.ts);
  * - attention prefill at sequence 512 and 2048 (flash variant, causal, 8 heads of 64);
- * - stories260K prefill and decode tokens/s on the engine, with the per-kernel GPU time table.
+ * - stories260K prefill and decode tokens/s on the engine, with the per-kernel GPU time table;
+ * - host work that tests bound but never time: tokenizer encoding, the rewrite driver on a deep graph, rejecting a
+ *   giant header (bench/host.bench.ts).
  */
 import { readFileSync, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -26,6 +28,7 @@ import { evalGrid, evalParams, type KernelSource } from '../src/codegen/kernel.j
 import { loadModel } from '../src/frontends/load.js';
 import { compile } from '../src/compile.js';
 import { profileTable } from '../src/cli/generate.js';
+import { formatHostBench, runHostBench } from './host.bench.js';
 
 const argv = process.argv.slice(2);
 const args = new Set(argv);
@@ -132,8 +135,11 @@ async function main(): Promise<void> {
       console.log(`  per-kernel GPU time, one decode step:\n${profileTable(decodeProfile)}`);
     }
   } else log('stories260K benchmark skipped: ../shared is absent');
+  const host = await runHostBench({ quick, sharedDir: resolve(process.cwd(), '../shared') });
+  out.host = host;
   if (json) process.stdout.write(`${JSON.stringify(out)}\n`);
   else {
+    console.log(`\nhost work (median ms)\n${formatHostBench(host)}`);
     console.log(`\nmatmul on ${out.device}\n${formatMatmulBench(mm)}`);
     console.log(`\nsparse matmul\n${formatMatmulBench(sparse)}`);
     console.log(`\nquantized matmul (median ms; weight GB/s = weight payload bytes / median; vs f32 = f32 median / median at the same shape and M)\n${formatQuantMatmulBench(quant)}`);

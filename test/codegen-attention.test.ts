@@ -17,7 +17,7 @@ import { attention } from '../src/runtime/cpu/kernels.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { fromDeviceBytes } from '../src/runtime/webgpu/one-shot.js';
 import { Rng } from '../src/util/random.js';
-import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
+import { acquireTestDevice, gpuHas, type TestGPU } from './helpers/webgpu.js';
 import { runNamed, runOutput, type BufferInit } from './support/run-kernel.js';
 
 let gpu: TestGPU | null = null;
@@ -28,7 +28,7 @@ afterAll(async () => {
   await gpu?.destroy();
 });
 
-const hasF16 = (): boolean => gpu!.info.features.includes('shader-f16');
+const hasF16 = (): boolean => gpuHas(gpu!, 'shader-f16');
 
 function randn(dtype: AttentionDType, shape: number[], rng: Rng, scale = 1): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);

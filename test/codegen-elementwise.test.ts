@@ -10,7 +10,7 @@ import { generateElementwiseKernel } from '../src/codegen/elementwise.js';
 import { runKernelOnce } from '../src/runtime/webgpu/one-shot.js';
 import { evalGrid } from '../src/runtime/kernel-source.js';
 import { Rng } from '../src/util/random.js';
-import { acquireTestDevice } from './helpers/webgpu.js';
+import { acquireTestDevice, gpuHas } from './helpers/webgpu.js';
 
 type Gpu = NonNullable<Awaited<ReturnType<typeof acquireTestDevice>>>;
 let gpu: Gpu | null = null;
@@ -93,13 +93,45 @@ describe('elementwise WGSL kernels vs the CPU reference', () => {
 
   it('f16 storage computes in f32 and rounds on store', async (ctx) => {
     if (!gpu) return ctx.skip();
-    if (!gpu.info.features.includes('shader-f16')) return ctx.skip();
+    if (!gpuHas(gpu, 'shader-f16')) return ctx.skip();
     const b = new GraphBuilder();
     const x = b.input('x', 'f16', [333]);
     const y = b.mul(b.sigmoid(x), x);
     const r = await check(b, y, { x: rand('f16', [333], 8) });
     expect(r.kernel.wgsl.startsWith('enable f16;')).toBe(true);
     expect(r.maxErr).toBeLessThan(2e-3);
+  });
+
+  it('f32 -> f16 casts round to nearest even and overflow to ±inf per IEEE 754, inside a kernel and on store', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    if (!gpuHas(gpu, 'shader-f16')) return ctx.skip();
+    // the edges (max finite, the 65520 overflow tie, subnormals and their ties, signed zeros, inf, NaN) and a sweep of
+    // f32 bit patterns across the whole f16 range, including exact ties between two f16 neighbours
+    const edges = [65504, 65505, 65519, 65519.996, 65520, 65535, 65536, 1e6, 3.4e38, 2 ** -14, 2 ** -24, 2 ** -25, 1.5 * 2 ** -24, 2.5 * 2 ** -24, 2 ** -26, 1e-8, 0, -0, Infinity, -Infinity, NaN, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 2049, 2051];
+    const bits = new Uint32Array(4096);
+    const rng = new Rng(11);
+    for (let i = 0; i < bits.length; i++) bits[i] = (0x33000000 + rng.int(0x477fffff - 0x33000000)) & (i % 3 ? 0xffffffff : 0xfffff000); // every 3rd: near a tie
+    const sweep = Array.from(new Float32Array(bits.buffer));
+    const vals = [...edges, ...edges.map((v) => -v), ...sweep, ...sweep.map((v) => -v)];
+    const x = Tensor.from('f32', [vals.length], vals);
+    const b = new GraphBuilder();
+    const xi = b.input('x', 'f32', [vals.length]);
+    const inner = b.cast(b.mul(b.cast(xi, 'f16'), 1), 'f32'); // the f16 value inside a fused kernel, stored as f32
+    const r1 = await check(b, inner, { x });
+    const b2 = new GraphBuilder();
+    const stored = b2.cast(b2.input('x', 'f32', [vals.length]), 'f16'); // stored as f16
+    const r2 = await check(b2, stored, { x });
+    for (const r of [r1, r2]) {
+      const bad: string[] = [];
+      for (let i = 0; i < vals.length; i++) {
+        const want = r.ref.data[i];
+        const got = r.got.data[i];
+        if (!Object.is(want, got)) bad.push(`${vals[i]} -> ${got}, IEEE ${want}`);
+      }
+      expect(bad.slice(0, 10)).toEqual([]);
+    }
+    expect(r1.ref.data[edges.indexOf(65520)]).toBe(Infinity);
+    expect(r1.ref.data[edges.indexOf(65519)]).toBe(65504);
   });
 
   it('uses a 2-D grid when the workgroups exceed the per-dimension limit', async (ctx) => {

@@ -17,7 +17,7 @@ import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { generateTokens } from '../src/runtime/generate.js';
 import { Rng } from '../src/util/random.js';
-import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
+import { acquireTestDevice, gpuHas, type TestGPU } from './helpers/webgpu.js';
 import { runOutput, type BufferInit } from './support/run-kernel.js';
 import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
 
@@ -136,7 +136,7 @@ describe('dequant-embedding kernel against the CPU reference', () => {
   }, LONG);
 
   it('f16 output: the f32 value rounded to f16', async (ctx) => {
-    if (!gpu || !gpu.info.features.includes('shader-f16')) return ctx.skip();
+    if (!gpu || !gpuHas(gpu, 'shader-f16')) return ctx.skip();
     for (const f of [
       { bits: 8, signed: true, groupSize: 32, hasZeroPoint: false, hasMin: false },
       { bits: 4, signed: false, groupSize: 5, hasZeroPoint: true, hasMin: true },
@@ -193,7 +193,7 @@ describe('dequant-gather through compileGraph', () => {
   }, LONG);
 
   it('with f16 storage (precision f16) the table keeps its encoding and the lookup dequantizes to f16', async (ctx) => {
-    if (!gpu || !gpu.info.features.includes('shader-f16')) return ctx.skip();
+    if (!gpu || !gpuHas(gpu, 'shader-f16')) return ctx.skip();
     const e = randomTable('token_embd', 30, 40, { bits: 8, signed: true, groupSize: 40, hasZeroPoint: false, hasMin: true }, 12);
     const b = new GraphBuilder();
     const ids = b.input('ids', 'i32', ['seq']);

@@ -17,7 +17,7 @@ import { dequantFormatOf } from '../src/codegen/dequant.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { Rng } from '../src/util/random.js';
-import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
+import { acquireTestDevice, gpuHas, type TestGPU } from './helpers/webgpu.js';
 import { expectClose, expectDecodeMatchesCpu } from './support/encoded-weights.js';
 
 // lavapipe JIT-compiles each pipeline on its first dispatch
@@ -150,7 +150,7 @@ describe('dequant-matmul on WebGPU against the CPU reference', () => {
     if (!gpu) return ctx.skip();
     const t = createTarget(gpu.info);
     const sg = t.subgroupSize && t.subgroupSize.min === t.subgroupSize.max ? t.subgroupSize.min : undefined;
-    if (!t.features.includes('subgroups') || sg === undefined || sg > 16) return ctx.skip(); // the kernel assumes one fixed subgroup size
+    if (!gpuHas(t, 'subgroups') || !gpuHas(t, 'one fixed subgroup size of at most 16', sg !== undefined && sg <= 16) || sg === undefined) return ctx.skip(); // the kernel assumes one fixed subgroup size
     const software: Target = { ...t, deviceClass: 'software-gpu' };
     // [bits, group, zero points, N, K]: units of 4, 2 and 1 words; rows whose units do not fill the last lane slice
     const shapes: [8 | 4 | 2, number, boolean, number, number][] = [
@@ -198,7 +198,7 @@ describe('dequant-matmul on WebGPU against the CPU reference', () => {
     if (!gpu) return ctx.skip();
     const t = createTarget(gpu.info);
     const sg = t.subgroupSize && t.subgroupSize.min === t.subgroupSize.max ? t.subgroupSize.min : undefined;
-    if (!t.features.includes('subgroups') || sg === undefined) return ctx.skip();
+    if (!gpuHas(t, 'subgroups') || !gpuHas(t, 'one fixed subgroup size', sg !== undefined) || sg === undefined) return ctx.skip();
     const device = gpu.device;
     const [N, K, M, B] = [37, 96, 3, 2];
     const q = quantizeWeight('w', [N, K], new Rng(5).normals(N * K, 0.5), { bits: 4, groupSize: 32, hasZeroPoint: true });

@@ -346,6 +346,9 @@ describe('Engine.load sources and caches (no GPU: the weights are read back from
       expect(e.weights.bytes).toBeUndefined(); // streamed, not held
       expect(await readAll(e.weights)).toEqual(bytes);
     }
+    // saving over the files the engine streams from (written beside, then renamed)
+    await (await Engine.load(dir)).save(dir);
+    expect(await readAll((await Engine.load(dir)).weights)).toEqual(bytes);
     await expect(Engine.load(join(tmp, 'nowhere'))).rejects.toThrow(InputError);
   });
 
@@ -509,6 +512,9 @@ describe.skipIf(!hasShared)('stories260K loaded every way on WebGPU', () => {
       expect(bytes[bytes.length - 1]).toBe(total);
       expect(reports.filter((r) => r.stage === 'weights').every((r) => r.totalBytes === total)).toBe(true);
       expect(reports[reports.length - 1].stage).toBe('done');
+      const downloaded = reports.filter((r) => r.stage === 'download').map((r) => r.loadedBytes!);
+      expect(downloaded).toEqual([...downloaded].sort((a, b) => a - b));
+      if (downloaded.length) expect(downloaded[downloaded.length - 1]).toBe(total);
       const r = await session.generate(prompt, { steps, temperature: 0, topp: 0.9, seed: 1 });
       return r.generated;
     } finally {
@@ -534,11 +540,13 @@ describe.skipIf(!hasShared)('stories260K loaded every way on WebGPU', () => {
       ['/e/weights.bin', readFileSync(join(dir, 'weights.bin'))],
       ['/e/tokenizer.bin', readFileSync(join(dir, 'tokenizer.bin'))],
     ]);
-    const { fetch } = fakeFetch(site);
+    const { fetch, counts } = fakeFetch(site);
+    const caches = new FakeCacheStorage();
     const sources: [string, () => Promise<Engine>][] = [
       ['file: URL', () => Engine.load(pathToFileURL(dir).href)],
       ['{ manifest, weights }', () => Engine.load({ manifest: join(dir, 'engine.json'), weights: join(dir, 'weights.bin') })],
-      ['https URL with a cache', () => Engine.load('https://example.test/e/', { fetch, cache: 'cache-api', caches: new FakeCacheStorage() })],
+      ['https URL with a cache', () => Engine.load('https://example.test/e/', { fetch, cache: 'cache-api', caches })],
+      ['https URL, weights from the cache', () => Engine.load('https://example.test/e/', { fetch, cache: 'cache-api', caches })],
       ['Response', () => Engine.load(new Response(unevenStream(single)))],
       ['ArrayBuffer', () => Engine.load(single.buffer.slice(single.byteOffset, single.byteOffset + single.byteLength))],
       ['single-file path', () => Engine.load(join(tmp, 'stories260K.twengine'))],
@@ -547,6 +555,7 @@ describe.skipIf(!hasShared)('stories260K loaded every way on WebGPU', () => {
       const engine = await load();
       expect(await run(engine), what).toEqual(reference);
     }
+    expect(counts.get('/e/weights.bin')).toBe(1); // the second URL load read the cache
     const viaUrl = await Engine.load('https://example.test/e/', { fetch });
     expect((await viaUrl.loadTokenizer())?.encode('Once upon a time')).toEqual(prompt);
   }, LONG);

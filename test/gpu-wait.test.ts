@@ -1,6 +1,8 @@
 // GpuWaiter: the host-side wait that keeps dawn.node from busy-polling for the whole of a GPU step. The "GPU work"
-// here is a timer that resolves a fixed time after submit, so the tests check the waiter's logic, not a device.
-import { describe, expect, it } from 'vitest';
+// here is a timer that resolves a fixed time after submit, so the tests check the waiter's logic, not a device. The
+// clock is vitest's fake one (`setTimeout` and `performance`), so every time below is exact and the tests do not
+// depend on how loaded the machine is.
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { defaultGpuWaitMode, GpuWaiter } from '../src/runtime/webgpu/gpu-wait.js';
 import { isSoftwareAdapter } from '../src/runtime/device.js';
 
@@ -14,14 +16,27 @@ function fakeWork(submittedAt: number, ms: number, calls: number[]): () => Promi
   };
 }
 
+/** Runs the fake clock until every timer has fired, then returns what `p` resolved to. */
+async function settle<T>(p: Promise<T>): Promise<T> {
+  await vi.runAllTimersAsync();
+  return p;
+}
+
 describe('GpuWaiter', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('in poll mode asks for the GPU promise at once and learns nothing', async () => {
     const w = new GpuWaiter({ mode: 'poll' });
     for (let i = 0; i < 3; i++) {
       const calls: number[] = [];
       const t = performance.now();
-      expect(await w.wait('k', t, fakeWork(t, 10, calls))).toBe('done');
-      expect(calls[0]).toBeLessThan(5);
+      expect(await settle(w.wait('k', t, fakeWork(t, 10, calls)))).toBe('done');
+      expect(calls[0]).toBe(0);
     }
     expect(w.expected('k')).toBeUndefined();
   });
@@ -30,26 +45,27 @@ describe('GpuWaiter', () => {
     const w = new GpuWaiter({ mode: 'sleep-then-poll' });
     const first: number[] = [];
     let t = performance.now();
-    await w.wait('step', t, fakeWork(t, 30, first));
-    expect(first[0]).toBeLessThan(5); // nothing learned yet: await at once
-    expect(w.expected('step')).toBeGreaterThanOrEqual(29);
+    await settle(w.wait('step', t, fakeWork(t, 30, first)));
+    expect(first[0]).toBe(0); // nothing learned yet: await at once
+    expect(w.expected('step')).toBe(30);
     const calls: number[] = [];
     t = performance.now();
-    await w.wait('step', t, fakeWork(t, 30, calls));
-    expect(calls[0]).toBeGreaterThanOrEqual(0.85 * 29 - 1); // slept before asking for the GPU promise
+    await settle(w.wait('step', t, fakeWork(t, 30, calls)));
+    expect(calls[0]).toBeGreaterThanOrEqual(0.85 * 30 - 1); // slept before asking for the GPU promise
+    expect(calls[0]).toBeLessThan(30);
     expect(w.expected('other')).toBeUndefined(); // keys learn separately
   });
 
   it('lowers its estimate when the work is found done on waking, so late timers do not feed back', async () => {
     const w = new GpuWaiter({ mode: 'sleep-then-poll' });
     let t = performance.now();
-    await w.wait('k', t, fakeWork(t, 40, []));
+    await settle(w.wait('k', t, fakeWork(t, 40, [])));
     const learned = w.expected('k')!;
     // the work becomes much faster: every wait now finds it done and the estimate falls by at least the fraction
     let previous = learned;
     for (let i = 0; i < 4; i++) {
       t = performance.now();
-      await w.wait('k', t, fakeWork(t, 1, []));
+      await settle(w.wait('k', t, fakeWork(t, 1, [])));
       const now = w.expected('k')!;
       expect(now).toBeLessThan(previous);
       previous = now;
@@ -60,10 +76,10 @@ describe('GpuWaiter', () => {
   it('rises only a quarter of the way after one slow step', async () => {
     const w = new GpuWaiter({ mode: 'sleep-then-poll', minSleepMs: 1000 }); // never sleeps: every wait polls
     let t = performance.now();
-    await w.wait('k', t, fakeWork(t, 10, []));
+    await settle(w.wait('k', t, fakeWork(t, 10, [])));
     const base = w.expected('k')!;
     t = performance.now();
-    await w.wait('k', t, fakeWork(t, 90, []));
+    await settle(w.wait('k', t, fakeWork(t, 90, [])));
     const after = w.expected('k')!;
     expect(after).toBeGreaterThan(base);
     expect(after).toBeLessThan(base + (90 - base) / 2);
@@ -71,7 +87,7 @@ describe('GpuWaiter', () => {
 
   it('passes rejections through', async () => {
     const w = new GpuWaiter({ mode: 'sleep-then-poll' });
-    await expect(w.wait('k', performance.now(), () => Promise.reject(new Error('device lost')))).rejects.toThrow('device lost');
+    await expect(w.wait('k', 0, () => Promise.reject(new Error('device lost')))).rejects.toThrow('device lost');
   });
 
   it('checks its options', () => {

@@ -15,6 +15,7 @@ import { buildLlama, llamaRopeInvFrequencies, type LlamaConfig, type LlamaWeight
 import { runPasses } from '../src/passes/pipeline.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
+import { DEFAULT_MAX_CONTEXT } from '../src/frontends/context.js';
 import { Rng } from '../src/util/random.js';
 import { roundAs, writeHfFolder, type TensorToWrite, type WriteDType } from './support/write-safetensors.js';
 
@@ -511,8 +512,11 @@ describe('Hugging Face Llama family', () => {
       expect(model.family).toBe('llama');
       expect(model.format).toBe('safetensors');
       expect(model.modelType).toBe(cfg.model_type);
-      expect(model.config).toEqual(expected);
-      expect(model.maxPositions).toBe(expected.seqLen);
+      // the declared context is kept; the compiled one is capped at DEFAULT_MAX_CONTEXT (Qwen2 declares 32768)
+      const compiledContext = Math.min(expected.seqLen, DEFAULT_MAX_CONTEXT);
+      expect(model.config).toEqual({ ...expected, seqLen: compiledContext });
+      expect(model.maxPositions).toBe(compiledContext);
+      expect(model.declaredContext).toBe(expected.seqLen);
       const nParams = [...m.values()].reduce((n, t) => n + t.values.length, 0);
       expect(model.parameters).toBe(nParams);
       expect(model.weightBytes).toBe(nParams * 4);

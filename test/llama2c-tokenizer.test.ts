@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
@@ -6,10 +6,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { InputError, ModelFormatError } from '../src/errors.js';
 import { Llama2cTokenizer } from '../src/frontends/llama2c/index.js';
 import { expectThrown } from './support/expect-thrown.js';
+import { requiredPresent } from './support/shared.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(repoRoot, '../shared');
-const hasShared = existsSync(shared);
+const hasShared = requiredPresent(shared);
 if (!hasShared) console.log(`llama2c-tokenizer tests skipped: test data directory ${shared} (../shared) is absent`);
 
 const models = path.join(shared, 'models');
@@ -280,13 +281,12 @@ describe.skipIf(!hasShared)('Llama2cTokenizer against llama2.c data', () => {
     for (const c of cases) expect(referenceEncode(llama, c.prompt)).toEqual(c.expected_tokens);
   });
 
-  it('encodes a few KB of text quickly', () => {
+  it('encodes a few KB of text and decodes it back', () => {
+    // (its speed is measured by the host section of `npm run bench`, not asserted here)
     const text = 'Once upon a time, there was a little girl named Lily. She loved to play outside. 😀 café\n'.repeat(50);
-    const t0 = performance.now();
     const ids = llama.encode(text);
-    const ms = performance.now() - t0;
     expect(llama.decode(ids)).toBe(text);
-    expect(ms).toBeLessThan(1000);
+    expect(ids.length).toBeLessThan(text.length);
   });
 
   describe('malformed tokenizer files', () => {
@@ -334,10 +334,10 @@ describe.skipIf(!hasShared)('Llama2cTokenizer against llama2.c data', () => {
       expect(big.message).toMatch(/the file holds 32000 entries/);
     });
 
-    it('fails fast on an absurd vocab size', () => {
-      const t0 = performance.now();
+    it('fails on an absurd vocab size without allocating for it', () => {
+      const before = process.memoryUsage().arrayBuffers;
       expectFormatError(() => Llama2cTokenizer.fromBytes(bytes, 2 ** 31 - 1), 'vocab[512]', bytes.byteLength);
-      expect(performance.now() - t0).toBeLessThan(500);
+      expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(1 << 20);
     });
 
     it('throws only ModelFormatError on corrupted or truncated files', () => {

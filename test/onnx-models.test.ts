@@ -13,7 +13,7 @@
  * device, compiled into an engine and run once per data set, and must match the same reference outputs within the
  * same tolerances (f32 rtol 1e-3, atol 1e-7; integer outputs exact).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cpuRunner, runOnnxTestFolder, webgpuRunner } from '../src/cli/onnx-test.js';
 import { acquireTestDevice } from './helpers/webgpu.js';
@@ -22,7 +22,7 @@ import type { Graph } from '../src/ir/graph.js';
 import type { FusedStep } from '../src/ir/ops.js';
 import { countKernels } from '../src/ir/stats.js';
 import { runPasses } from '../src/passes/pipeline.js';
-import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
+import { hasShared, noteMissingShared, requiredPresent, sharedPath } from './support/shared.js';
 
 /** The recognized ops each optimized model must contain. */
 const EXPECTED: Readonly<Record<string, readonly string[]>> = {
@@ -44,7 +44,7 @@ function opsWithFused(g: Graph): Record<string, number> {
 }
 
 const modelsDir = sharedPath('onnx', 'models');
-const present = hasShared && existsSync(modelsDir);
+const present = hasShared && requiredPresent(modelsDir);
 if (!present) noteMissingShared('ONNX model tests');
 
 describe.skipIf(!present)('exported transformer models (cpu)', () => {

@@ -11,11 +11,12 @@
  * pass. The graphs are compiled into engines and run as the CLI's `onnx-test --backend webgpu` does; on lavapipe the
  * whole run takes a few minutes with a cold shader cache, mostly compiling pipelines.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cpuRunner, runOnnxTestFolder, webgpuRunner, type OnnxTestResult, type Runner } from '../src/cli/onnx-test.js';
 import { acquireTestDevice } from './helpers/webgpu.js';
-import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
+import { hasShared, noteMissingShared, repoRoot, requiredPresent, sharedPath } from './support/shared.js';
 
 interface ManifestEntry {
   folder: string;
@@ -34,7 +35,7 @@ const DONE = new Set([
 ]);
 
 const nodeDir = sharedPath('onnx', 'node');
-const present = hasShared && existsSync(nodeDir);
+const present = hasShared && requiredPresent(nodeDir);
 if (!present) noteMissingShared('ONNX node conformance tests');
 
 function readManifest(): ManifestEntry[] {
@@ -61,6 +62,42 @@ function printTable(backend: string, manifest: readonly ManifestEntry[], results
   console.log(`[${backend}]\n${'op'.padEnd(20)} pass  unsupported  fail\n${lines.join('\n')}\n${'total'.padEnd(20)} ${String(total.pass).padStart(4)} ${String(total.unsupported).padStart(12)} ${String(total.fail).padStart(5)}`);
 }
 
+/** The counts the README states for the conformance run (the test checks each backend against them). */
+interface ReadmeCounts {
+  required: number;
+  requiredPass: { cpu: number; webgpu: number };
+  all: number;
+  pass: number;
+  unsupported: number;
+  fail: number;
+}
+
+function readmeCounts(): ReadmeCounts {
+  const text = readFileSync(join(repoRoot, 'README.md'), 'utf8').replace(/\s+/g, ' ');
+  const req = /(\d+)\/(\d+) pass on cpu and (\d+)\/(\d+) on webgpu/.exec(text);
+  const all = /Over all (\d+) folders: (\d+) pass, (\d+) unsupported .*?, (\d+) fail, on each backend/.exec(text);
+  if (!req || !all) throw new Error('README.md no longer states the ONNX conformance counts in the form this test checks');
+  if (req[2] !== req[4]) throw new Error('README.md states two different required-folder totals');
+  return { required: +req[2], requiredPass: { cpu: +req[1], webgpu: +req[3] }, all: +all[1], pass: +all[2], unsupported: +all[3], fail: +all[4] };
+}
+
+/** Checks a backend's results against the README's counts. */
+function expectReadmeCounts(backend: 'cpu' | 'webgpu', manifest: readonly ManifestEntry[], results: ReadonlyMap<string, OnnxTestResult>): void {
+  const stated = readmeCounts();
+  const required = requiredOf(manifest);
+  const counts = { pass: 0, unsupported: 0, fail: 0 };
+  for (const r of results.values()) counts[r.status]++;
+  expect({ required: required.length, requiredPass: required.filter((t) => results.get(t.folder)!.status === 'pass').length, all: results.size, ...counts }).toEqual({
+    required: stated.required,
+    requiredPass: stated.requiredPass[backend],
+    all: stated.all,
+    pass: stated.pass,
+    unsupported: stated.unsupported,
+    fail: stated.fail,
+  });
+  expect(counts.fail).toBe(0);
+}
+
 /** The folders that must pass: onnxruntime passes them and their op is in the done-list. */
 function requiredOf(manifest: readonly ManifestEntry[]): ManifestEntry[] {
   return manifest.filter((t) => t.ort_1_30_cpu === 'PASS' && DONE.has(t.op));
@@ -80,6 +117,7 @@ describe.skipIf(!present)('ONNX backend node tests (cpu)', () => {
     expect(failed).toEqual([]);
     // an unsupported test says why, and is never one onnxruntime passes for a done op (checked above)
     for (const r of results.values()) if (r.status === 'unsupported') expect(r.detail.length).toBeGreaterThan(10);
+    expectReadmeCounts('cpu', manifest, results);
   });
 });
 
@@ -101,5 +139,6 @@ describe.skipIf(!present || !gpu)('ONNX backend node tests (webgpu)', () => {
     console.log(`[webgpu] ${passed}/${required.length} required folders pass (${((100 * passed) / required.length).toFixed(1)}%) in ${((performance.now() - t0) / 1000).toFixed(0)} s${missed.length ? `; missed:\n  ${missed.join('\n  ')}` : ''}`);
     expect(missed).toEqual([]);
     expect([...results.entries()].filter(([, r]) => r.status === 'fail').map(([f, r]) => `${f}: ${r.detail}`)).toEqual([]);
+    expectReadmeCounts('webgpu', manifest, results);
   }, 900_000);
 });

@@ -120,7 +120,10 @@ export function generateElementwiseKernel(root: Node, opts: ElementwiseOptions =
   const groupsExpr: GridExpr = typeof elements === 'number' ? Math.max(1, Math.ceil(elements / wg)) : { max: [1, { ceilDiv: [elements.text, wg] }] };
   const gx: GridExpr = { min: [groupsExpr, maxX] };
   const gy: GridExpr = { ceilDiv: [groupsExpr, maxX] };
-  const store = root.dtype === 'bool' ? `select(0u, 1u, ${result})` : root.dtype === 'f16' ? `f16(${result})` : result;
+  // an f16 result is stored through tw_round_f16: round to nearest even and overflow to ±inf per IEEE 754 on every
+  // device (WGSL leaves both to the implementation), and then converted exactly
+  if (root.dtype === 'f16') helpers.add('round_f16');
+  const store = root.dtype === 'bool' ? `select(0u, 1u, ${result})` : root.dtype === 'f16' ? `f16(tw_round_f16(${result}))` : result;
   const nodes = fused.map((n) => printNode(n));
   const wgsl = [
     ...enableDirectives(features),
@@ -228,6 +231,11 @@ export function scalarExpr(n: Node, a: string[], helpers: Set<string>): string {
       const from = computeType(n.inputs[0].dtype);
       if (T === 'bool') return from === 'bool' ? a[0] : `(${a[0]}) != ${from}(0)`;
       if (from === 'bool') return `select(${T}(0), ${T}(1), ${a[0]})`;
+      // to f16: computed in f32 but rounded (and overflowed) as the f16 value it stands for
+      if (n.dtype === 'f16' && n.inputs[0].dtype !== 'f16') {
+        helpers.add('round_f16');
+        return `tw_round_f16(${T}(${a[0]}))`;
+      }
       return `${T}(${a[0]})`;
     }
     default:

@@ -110,6 +110,20 @@ fn tw_erf(x: f32) -> f32 {
   return sign(u) * (1.0 - e) / (1.0 + e);
 }`,
   sigmoid: `fn tw_sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }`,
+  round_f16: `// x rounded to the nearest f16 value (ties to even), as an f32; |x| >= 65520 becomes ±inf, as IEEE 754 says.
+// Integer arithmetic on the bits, because WGSL leaves f32 -> f16 rounding and overflow below 2^16 to the implementation.
+fn tw_round_f16(x: f32) -> f32 {
+  let b = bitcast<u32>(x);
+  let sign = b & 0x80000000u;
+  let a = b & 0x7fffffffu;
+  if (a >= 0x7f800000u) { return x; } // inf, NaN
+  if (a >= 0x477ff000u) { return bitcast<f32>(sign | 0x7f800000u); } // >= 65520: overflows to inf
+  if (a < 0x38800000u) { // below 2^-14: f16 subnormals, multiples of 2^-24 (scaling by 2^24 is exact; round() ties to even)
+    return bitcast<f32>(sign | bitcast<u32>(round(bitcast<f32>(a) * 16777216.0) * 5.9604644775390625e-8));
+  }
+  let odd = (a >> 13u) & 1u;
+  return bitcast<f32>(sign | ((a + 0x0fffu + odd) & 0xffffe000u));
+}`,
 };
 
 /** The WGSL `u32` expression of an IR dim: a literal, or the params field holding a symbolic one. */

@@ -19,6 +19,7 @@ import { looksLikeSafetensors } from './safetensors/reader.js';
 import { loadHfModel } from './hf/model.js';
 import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { looksLikeOnnx } from './onnx/index.js';
+import { contextCap, type LoadModelOptions } from './context.js';
 
 /** A loaded causal language model, ready to be turned into a graph. */
 export interface LoadedModel {
@@ -36,8 +37,10 @@ export interface LoadedModel {
   readonly parameters: number;
   /** Bytes of weights as stored. */
   readonly weightBytes: number;
-  /** Longest sequence the model supports. */
+  /** Longest sequence the model is compiled for: the file's declared context, capped by `maxContext` (see {@link LoadModelOptions}). */
   readonly maxPositions: number;
+  /** The context length the file declares, when it may exceed {@link LoadedModel.maxPositions} (models built in code leave it out). */
+  readonly declaredContext?: number;
   /** Begin-of-sequence token id. */
   readonly bosId: number;
   /** Tokens that end generation. */
@@ -55,18 +58,22 @@ export function detectFormat(bytes: Uint8Array): LoadedModel['format'] | undefin
   return undefined;
 }
 
-/** Loads a model file. Throws {@link ModelFormatError} (naming the field and byte offset) for malformed files. */
-export async function loadModel(path: string): Promise<LoadedModel> {
+/**
+ * Loads a model file. Throws {@link ModelFormatError} (naming the field and byte offset) for malformed files. The
+ * context the model is compiled for is the file's, capped by `opts.maxContext` (default 8192), never taken blindly.
+ */
+export async function loadModel(path: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
+  const maxContext = contextCap(opts);
   const st = await stat(path).catch(() => undefined);
-  if (st?.isDirectory()) return loadHfModel(path);
+  if (st?.isDirectory()) return loadHfModel(path, { maxContext });
   if (!st || !st.isFile()) throw new InputError(`model file ${path} does not exist or is not a file`);
   // look at the first bytes before reading everything (multi-GB GGUF files are read tensor by tensor)
   const fh = await open(path, 'r');
   const head = new Uint8Array(Math.min(st.size, 64));
   await fh.read(head, 0, head.length, 0);
   await fh.close();
-  if (looksLikeGguf(head)) return loadGgufModel(path);
-  if (looksLikeSafetensors(head)) return loadHfModel(path);
+  if (looksLikeGguf(head)) return loadGgufModel(path, { maxContext });
+  if (looksLikeSafetensors(head)) return loadHfModel(path, { maxContext });
   if (looksLikeOnnx(head)) throw new UsageError(`${path} is an ONNX graph, not a causal-LM checkpoint: import it with readOnnx(path) (or run it with \`tensorwright onnx-test\`)`);
   const bytes = new Uint8Array(await readFile(path));
   const format = detectFormat(bytes);
@@ -77,6 +84,8 @@ export async function loadModel(path: string): Promise<LoadedModel> {
   }
   const ck = parseLlama2cCheckpoint(bytes, path);
   const { config, weights } = llama2cToLlama(ck);
+  const declaredContext = config.seqLen;
+  config.seqLen = Math.min(declaredContext, maxContext);
   const c = config;
   const kvDim = (c.dim / c.nHeads) * c.nKvHeads;
   const parameters =
@@ -89,6 +98,7 @@ export async function loadModel(path: string): Promise<LoadedModel> {
     parameters,
     weightBytes: parameters * 4,
     maxPositions: c.seqLen,
+    declaredContext,
     bosId: 1,
     stopTokens: [1],
     build: (opts) => buildLlama(config, weights, opts),

@@ -11,8 +11,11 @@ import type { DType } from '../ir/dtype.js';
 import type { WeightEncoding } from '../ir/weights.js';
 import type { KernelSource } from './kernel-source.js';
 
-/** Current artifact version. */
-export const ENGINE_FORMAT_VERSION = 1;
+/**
+ * Current artifact version. 2: the GPU sampler takes its settings as run-time params (version 1 compiled them into
+ * its WGSL, and this runtime would run such a sampler with the wrong settings).
+ */
+export const ENGINE_FORMAT_VERSION = 2;
 
 /** One payload buffer of a weight inside `weights.bin`. */
 export interface WeightPartManifest {
@@ -89,16 +92,6 @@ export interface SampleRef {
 
 /** Where a kernel binding's buffer comes from. */
 export type BufferRef = ArenaRef | WeightRef | InputRef | KvRef | BlockTableRef | SampleRef;
-
-/** Settings of the GPU sampler. */
-export interface SamplerSettings {
-  /** Softmax temperature (0 = argmax). */
-  readonly temperature: number;
-  /** Nucleus threshold (0 or 1 = off). */
-  readonly topp: number;
-  /** Keep the k most likely tokens (0 or absent = off). */
-  readonly topk?: number;
-}
 
 /** Who wrote the artifact, and when. */
 export interface EngineProvenance {
@@ -194,10 +187,11 @@ export interface LMManifest {
   readonly stopTokens: readonly number[];
   /** GPU sampling: the argmax launch (reads the logits, writes the `sample` buffer). */
   readonly argmax: DispatchManifest;
-  /** GPU sampling with the settings below (the coin is a run-time param, `coin_bits`). */
+  /**
+   * GPU sampling at temperature > 0: temperature, top-p, top-k and the coin are run-time params (see
+   * src/runtime/sampler-params.ts), so one engine takes any sampling settings.
+   */
   readonly sampler: DispatchManifest;
-  /** The settings the sampler was built with. */
-  readonly sampling: SamplerSettings;
 }
 
 /** The whole manifest (`engine.json`). */

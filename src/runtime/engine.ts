@@ -23,6 +23,8 @@ import { evalGrid, evalParams, kernelPipelineLayout } from './kernel-source.js';
 import { fromDeviceBytes, toDeviceBytes } from './webgpu/one-shot.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from './webgpu/gpu-wait.js';
 import { XorShiftRng } from '../util/random.js';
+import { samplerParamValues, type SamplerStepSettings } from './sampler-params.js';
+import { validateSampling } from './sampling.js';
 import { createSha256, sha256Hex } from '../util/sha256.js';
 import { nodeEngineFiles } from './node-access.js';
 import { loadTokenizer, type RuntimeTokenizer } from './tokenizer-loader.js';
@@ -664,11 +666,15 @@ export class EngineSession {
   }
 
   /**
-   * Runs `tokens` at the next positions of the current sequence and samples the next token on the GPU; only its id
-   * is read back. Long prompts are split into chunks of the largest plan's size (chunked prefill).
+   * Runs `tokens` at the next positions of the current sequence and samples the next token on the GPU with the given
+   * settings (any of them: they are run-time params of the sampler) and coin; only its id is read back. Long prompts
+   * are split into chunks of the largest plan's size (chunked prefill).
+   * Throws {@link errors!InputError | InputError} for bad settings, before anything runs.
    */
-  async step(tokens: readonly number[], sampling: { temperature: number; topp: number; topk?: number; coin: number }): Promise<number> {
+  async step(tokens: readonly number[], sampling: SamplerStepSettings): Promise<number> {
     this.check();
+    validateSampling({ ...sampling, seed: 0 });
+    if (!(sampling.coin >= 0 && sampling.coin < 1)) throw new InputError(`the sampling coin must be in [0, 1), got ${sampling.coin}`);
     const lm = this.m.lm;
     if (!lm || !this.allocator) throw new InputError('this engine is not a causal LM');
     if (tokens.length === 0) throw new InputError('step needs at least one token');
@@ -684,7 +690,7 @@ export class EngineSession {
     return result;
   }
 
-  private async runChunk(tokens: readonly number[], sampling: { temperature: number; topp: number; topk?: number; coin: number } | undefined): Promise<number> {
+  private async runChunk(tokens: readonly number[], sampling: SamplerStepSettings | undefined): Promise<number> {
     const lm = this.m.lm!;
     const past = this.position;
     if (past + tokens.length > lm.maxPositions) throw new CacheFullError(`the sequence would reach ${past + tokens.length} positions; the engine supports ${lm.maxPositions}`);
@@ -704,15 +710,7 @@ export class EngineSession {
     const extra: { d: PreparedDispatch; params: Uint32Array }[] = [];
     if (sampling) {
       const s = sampling.temperature === 0 ? this.argmax! : this.sampler!;
-      if (sampling.temperature !== 0) {
-        const c = lm.sampling;
-        if (c.temperature !== sampling.temperature || c.topp !== sampling.topp || (c.topk ?? 0) !== (sampling.topk ?? 0))
-          throw new InputError(
-            `this engine's GPU sampler was compiled for temperature ${c.temperature}, top-p ${c.topp}, top-k ${c.topk ?? 0}; got ${sampling.temperature}, ${sampling.topp}, ${sampling.topk ?? 0} (recompile with those settings, or use temperature 0)`,
-          );
-      }
-      const coinBits = new Uint32Array(Float32Array.of(sampling.coin).buffer)[0];
-      extra.push({ d: s, params: evalParams(this.m.kernels[s.manifest.kernel].params, { ...bindings, coin_bits: coinBits }) });
+      extra.push({ d: s, params: evalParams(this.m.kernels[s.manifest.kernel].params, { ...bindings, ...samplerParamValues(sampling, lm.vocabSize) }) });
     }
     this.encode(enc, plan, bindings, extra);
     if (sampling) enc.copyBufferToBuffer(this.sampleBuffer, 0, this.sampleRead, 0, 16);
@@ -759,8 +757,9 @@ export class EngineSession {
     if (promptIds.length === 0) throw new InputError('the prompt has no tokens (it needs at least BOS)');
     const steps = Math.min(o.steps, lm.maxPositions);
     if (promptIds.length > steps) throw new InputError(`the prompt has ${promptIds.length} tokens, more than steps (${steps})`);
+    validateSampling(o);
     const rng = new XorShiftRng(o.seed);
-    const sampling = (): { temperature: number; topp: number; topk?: number; coin: number } => ({ temperature: o.temperature, topp: o.topp, topk: o.topk, coin: o.temperature === 0 ? 0 : rng.nextF32() });
+    const sampling = (): SamplerStepSettings => ({ temperature: o.temperature, topp: o.topp, topk: o.topk, coin: o.temperature === 0 ? 0 : rng.nextF32() });
     this.reset();
     const t0 = performance.now();
     let next = await this.step(promptIds, sampling());

@@ -46,6 +46,18 @@ export async function acquireTestDevice(options: RequestGPUDeviceOptions = {}): 
 }
 
 /**
+ * Whether the test device has an adapter feature (or a device fact a test needs, such as one fixed subgroup size:
+ * pass `present` computed by the test). False means "skip this test" on a user's machine; with `REQUIRE_WEBGPU=1`
+ * (CI) a missing feature throws instead, so a feature-gated kernel test cannot pass by skipping there.
+ */
+export function gpuHas(gpu: { readonly info: { readonly features: readonly string[] } } | { readonly features: readonly string[] }, feature: string, present?: boolean): boolean {
+  const features = 'info' in gpu ? gpu.info.features : gpu.features;
+  const ok = present ?? features.includes(feature);
+  if (!ok && webgpuRequired()) throw new Error(`REQUIRE_WEBGPU=1 but the test device lacks ${feature}, which this test needs`);
+  return ok;
+}
+
+/**
  * A `describe` block whose tests run with a shared device: acquired in `beforeAll`, destroyed in `afterAll`, and every
  * test skipped when there is no adapter. `fn` gets an accessor for the device handle (valid inside tests and hooks).
  */

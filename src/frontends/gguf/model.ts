@@ -16,11 +16,15 @@ import { UnsupportedModelError } from '../hf/errors.js';
 import { GgufFile, type GgufTensorInfo } from './reader.js';
 import { ggufTensorToWeight } from './quant.js';
 import { GgufTokenizer } from './tokenizer.js';
+import { contextCap, type LoadModelOptions } from '../context.js';
 
 /** GGUF architectures read as the Llama family, with the RoPE pairing each uses. */
 export const GGUF_LLAMA_ARCHITECTURES: Readonly<Record<string, 'interleaved' | 'half'>> = Object.freeze({ llama: 'interleaved', qwen2: 'half' });
 
-/** The {@link LlamaConfig} of a GGUF file's `{arch}.*` metadata (`vocabSize` from `token_embd.weight`). */
+/**
+ * The {@link LlamaConfig} of a GGUF file's `{arch}.*` metadata (`vocabSize` from `token_embd.weight`).
+ * @internal
+ */
 export function ggufLlamaConfig(f: GgufFile): LlamaConfig {
   const arch = f.getString('general.architecture');
   if (arch === undefined) throw new ModelFormatError('general.architecture', 0, 'missing', f.file);
@@ -90,7 +94,10 @@ function ggufRopeScaling(f: GgufFile, arch: string, hs: number): LlamaRopeScalin
   return { type: 'linear', factor };
 }
 
-/** Weights of a GGUF Llama-family model and what was read. */
+/**
+ * Weights of a GGUF Llama-family model and what was read.
+ * @internal
+ */
 export interface GgufLlamaWeightsResult {
   /** The builder's weights: quantized tensors as quantized entries, the rest as float32. */
   weights: LlamaWeights;
@@ -104,7 +111,10 @@ export interface GgufLlamaWeightsResult {
   typeCounts: Record<string, number>;
 }
 
-/** Maps a GGUF file's `token_embd`, `blk.N.*`, `output_norm` and `output` tensors onto {@link LlamaWeights}. */
+/**
+ * Maps a GGUF file's `token_embd`, `blk.N.*`, `output_norm` and `output` tensors onto {@link LlamaWeights}.
+ * @internal
+ */
 export function ggufLlamaWeights(f: GgufFile, c: LlamaConfig): GgufLlamaWeightsResult {
   const used = new Set<string>();
   let parameters = 0;
@@ -175,8 +185,10 @@ export interface GgufLlamaModel {
   readonly weightBytes: number;
   /** Tensors by ggml type name. */
   readonly typeCounts: Readonly<Record<string, number>>;
-  /** Longest sequence the model supports (`context_length`). */
+  /** Longest sequence the model is compiled for: `context_length`, capped by `maxContext`. */
   readonly maxPositions: number;
+  /** The file's `context_length`. */
+  readonly declaredContext: number;
   /** Begin-of-sequence id (`tokenizer.ggml.bos_token_id`, default 1). */
   readonly bosId: number;
   /** Tokens that end generation (`eos_token_id`, `eot_token_id`, `eom_token_id`). */
@@ -198,18 +210,22 @@ export interface GgufLlamaModel {
  * @throws `ModelFormatError` for malformed files, `UnsupportedModelError` for architectures, tensor types or options
  *   the Llama builder does not implement.
  */
-export async function loadGgufModel(path: string): Promise<GgufLlamaModel> {
-  return ggufModel(GgufFile.open(path), path);
+export async function loadGgufModel(path: string, opts: LoadModelOptions = {}): Promise<GgufLlamaModel> {
+  const maxContext = contextCap(opts);
+  return ggufModel(GgufFile.open(path), path, maxContext);
 }
 
 /** Loads a GGUF model held in memory. */
-export function loadGgufModelFromBytes(bytes: Uint8Array, file = 'model.gguf'): GgufLlamaModel {
-  return ggufModel(GgufFile.fromBytes(bytes, file), file);
+export function loadGgufModelFromBytes(bytes: Uint8Array, file = 'model.gguf', opts: LoadModelOptions = {}): GgufLlamaModel {
+  const maxContext = contextCap(opts);
+  return ggufModel(GgufFile.fromBytes(bytes, file), file, maxContext);
 }
 
-function ggufModel(f: GgufFile, path: string): GgufLlamaModel {
+function ggufModel(f: GgufFile, path: string, maxContext: number): GgufLlamaModel {
   try {
     const config = ggufLlamaConfig(f);
+    const declaredContext = config.seqLen;
+    config.seqLen = Math.min(declaredContext, maxContext); // a file's context_length is capped, never trusted
     const { weights, qkvBias, parameters, weightBytes, typeCounts } = ggufLlamaWeights(f, config);
     if (qkvBias) config.qkvBias = true;
     let tokenizer: GgufTokenizer | undefined | null = null;
@@ -225,6 +241,7 @@ function ggufModel(f: GgufFile, path: string): GgufLlamaModel {
       weightBytes,
       typeCounts,
       maxPositions: config.seqLen,
+      declaredContext,
       bosId: f.getUint('tokenizer.ggml.bos_token_id') ?? 1,
       stopTokens: Object.freeze([...new Set(stop)]),
       // built when first asked for, so a model used without text (or with another tokenizer) does not pay for it

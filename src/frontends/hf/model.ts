@@ -14,6 +14,7 @@ import { SafetensorsCheckpoint } from '../safetensors/checkpoint.js';
 import { hfGpt2Config, hfLlamaConfig, hfModelType, parseHfConfig, type HfLlamaModelType } from './config.js';
 import { hfGpt2Weights, hfLlamaWeights } from './weights.js';
 import { hfSpecialTokenIds, hfTokenizerFromFolder, type HfTokenizer } from './tokenizer.js';
+import { contextCap, type LoadModelOptions } from '../context.js';
 
 /** What every loaded Hugging Face model has. */
 export interface HfModelBase {
@@ -25,8 +26,10 @@ export interface HfModelBase {
   readonly parameters: number;
   /** Bytes of tensor data as stored in the checkpoint. */
   readonly weightBytes: number;
-  /** Longest sequence the model supports. */
+  /** Longest sequence the model is compiled for: the declared context, capped by `maxContext`. */
   readonly maxPositions: number;
+  /** The context the config declares (`max_position_embeddings`, `n_positions`). */
+  readonly declaredContext: number;
   /** Begin-of-sequence token id (the first stop token when the model has no BOS, else 0). */
   readonly bosId: number;
   /** Tokens that end generation (`eos_token_id`s). */
@@ -69,7 +72,7 @@ export interface HfGpt2Model extends HfModelBase {
 export type HfModel = HfLlamaModel | HfGpt2Model;
 
 /** Options for {@link loadHfModel}. */
-export interface HfLoadOptions {
+export interface HfLoadOptions extends LoadModelOptions {
   /** Load `tokenizer.json` when present. Default `true`. */
   tokenizer?: boolean;
 }
@@ -93,6 +96,7 @@ export async function loadHfModel(path: string, opts: HfLoadOptions = {}): Promi
 
 /** {@link loadHfModel}, synchronously. */
 export function loadHfModelSync(path: string, opts: HfLoadOptions = {}): HfModel {
+  const maxContext = contextCap(opts);
   if (!existsSync(path)) throw new InputError(`model ${path} does not exist`);
   const isDir = statSync(path).isDirectory();
   const dir = isDir ? path : dirname(path);
@@ -115,12 +119,15 @@ export function loadHfModelSync(path: string, opts: HfLoadOptions = {}): HfModel
     if (type === 'gpt2') {
       const config = hfGpt2Config(json, cfgPath);
       const { weights, parameters } = hfGpt2Weights(ck, config);
-      return { ...base, family: 'gpt2', modelType: 'gpt2', config, weights, parameters, maxPositions: config.nPositions, build: (o) => buildGpt2(config, weights, o) };
+      // the learned position table holds n_positions rows (bounded by the file); the context is capped all the same
+      return { ...base, family: 'gpt2', modelType: 'gpt2', config, weights, parameters, maxPositions: Math.min(config.nPositions, maxContext), declaredContext: config.nPositions, build: (o) => buildGpt2(config, weights, o) };
     }
     const config = hfLlamaConfig(json, cfgPath);
+    const declaredContext = config.seqLen;
+    config.seqLen = Math.min(declaredContext, maxContext); // max_position_embeddings is capped, never trusted
     const { weights, qkvBias, parameters } = hfLlamaWeights(ck, config);
     if (qkvBias) config.qkvBias = true;
-    return { ...base, family: 'llama', modelType: type, config, weights, parameters, maxPositions: config.seqLen, build: (o) => buildLlama(config, weights, o) };
+    return { ...base, family: 'llama', modelType: type, config, weights, parameters, maxPositions: config.seqLen, declaredContext, build: (o) => buildLlama(config, weights, o) };
   } finally {
     ck.close();
   }

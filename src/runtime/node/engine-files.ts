@@ -4,7 +4,7 @@
  * Node's `fs`; the browser-clean runtime reaches it through a dynamic import when it runs in Node.
  * @module
  */
-import { open, readFile, mkdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InputError, ModelFormatError } from '../../errors.js';
@@ -132,14 +132,20 @@ export async function writeEngineFile(path: string, manifest: EngineManifest, we
   await writeStream(path, [engineContainerHead(manifest, weightsLength)], weights);
 }
 
+/** Writes `head` then the weights to a temporary file beside `path`, then renames it (so a source may be `path` itself). */
 async function writeStream(path: string, head: Uint8Array[], weights: EngineWeightSource): Promise<void> {
-  const fh = await open(path, 'w');
+  const tmp = `${path}.${process.pid}.tmp`;
+  const fh = await open(tmp, 'w');
   try {
     for (const h of head) await fh.write(h);
     for await (const piece of weights.read()) await fh.write(piece);
-  } finally {
+  } catch (e) {
     await fh.close();
+    await rm(tmp, { force: true });
+    throw e;
   }
+  await fh.close();
+  await rename(tmp, path);
 }
 
 /** The bytes of a local file (`InputError` when it cannot be read). */
