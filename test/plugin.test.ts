@@ -69,15 +69,15 @@ describe('import queries', () => {
     expect(isModelImport('./m.bin?quant=int4&tensorwright')).toBe(true);
     expect(isModelImport('./m.bin?url')).toBe(false);
     expect(isModelImport('./tensorwright.bin')).toBe(false);
-    expect(parseModelImport('./m.gguf?tensorwright&quant=int4-g32&sparsity=2:4&kvBlockSize=16&kvDtype=f16&precision=f32&target=swiftshader&temperature=0.8&topp=0.95&topk=40&prefillChunk=32&passes=O2')).toEqual({
+    expect(parseModelImport('./m.gguf?tensorwright&quant=int4-g32&sparsity=2:4&kvBlockSize=16&kvDtype=f16&precision=f32&target=swiftshader&prefillChunk=32&passes=O2')).toEqual({
       path: './m.gguf',
-      options: { quant: 'int4-g32', sparsity: '2:4', kvBlockSize: 16, kvDtype: 'f16', precision: 'f32', target: 'swiftshader', temperature: 0.8, topp: 0.95, topk: 40, prefillChunk: 32, passes: 'O2' },
+      options: { quant: 'int4-g32', sparsity: '2:4', kvBlockSize: 16, kvDtype: 'f16', precision: 'f32', target: 'swiftshader', prefillChunk: 32, passes: 'O2' },
     });
     expect(parseImportOptions('tensorwright&dims=seq:8,batch:1')).toEqual({ dims: { seq: 8, batch: 1 } });
     for (const [query, named] of [
       ['tensorwright&quantize=int4', "unknown ?tensorwright option 'quantize'"],
       ['tensorwright&kvBlockSize=1.5', 'kvBlockSize must be an integer'],
-      ['tensorwright&topp=2', 'topp must be a number from 0 to 1'],
+      ['tensorwright&temperature=0.8', "unknown ?tensorwright option 'temperature'"],
       ['tensorwright&target=gpu', 'target must be one of device, portable'],
       ['tensorwright&precision=f64', 'precision must be one of'],
       ['tensorwright&dims=seq', 'dims must read name:value'],
@@ -100,7 +100,7 @@ describe.skipIf(!hasShared)('model imports (stories260K)', () => {
     expect(files[2]).toMatch(/^weights-[0-9a-f]{12}\.bin$/);
 
     // the emitted engine is what compileModel makes of the same model for the same target
-    const direct = compileModel(await loadModel(MODEL), { target: createTarget('portable'), sampling: { temperature: 1, topp: 0.9 } });
+    const direct = compileModel(await loadModel(MODEL), { target: createTarget('portable') });
     const manifest = JSON.parse(readFileSync(join(outdir, 'tensorwright', files[0]), 'utf8'));
     expect(manifest.kernels.map((k: { wgsl: string }) => k.wgsl)).toEqual(direct.manifest.kernels.map((k) => k.wgsl));
     expect(manifest.requiredFeatures).toEqual([]);
@@ -125,7 +125,6 @@ describe.skipIf(!hasShared)('model imports (stories260K)', () => {
       bosId: 1,
       tokenizer: 'llama2c-bin',
       tokenizerBytes: readFileSync(TOKENIZER).byteLength,
-      sampling: { temperature: 1, topp: 0.9, topk: 0 },
     });
     expect(model.info.dispatchesPerToken).toBe(direct.manifest.plans[0].dispatches.length + 1);
   });

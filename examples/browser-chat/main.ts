@@ -42,7 +42,6 @@ function fail(e: unknown): void {
 
 const info = model.info;
 $('info').textContent = `${info.format} ${info.family}, ${info.parameters ?? '?'} parameters, ${kib(info.weightBytes)} of weights; compiled at build time for ${model.variants.map((v) => `${v.info.target} (${v.info.kernels} kernels, ${v.info.dispatchesPerToken} dispatches per token)`).join(', ')}.`;
-$('sampling').textContent = info.sampling ? `(temperature ${info.sampling.temperature}, top-p ${info.sampling.topp})` : '';
 
 /** Loads the engine (reporting the weights' bytes as they stream to the GPU), a session on it, and the tokenizer. */
 async function start(): Promise<{ session: EngineSession; tokenizer: RuntimeTokenizer }> {
@@ -71,19 +70,22 @@ async function start(): Promise<{ session: EngineSession; tokenizer: RuntimeToke
 
 const ready = start();
 
+/** How to pick each token: greedy (temperature 0) or sampled with a temperature and a nucleus threshold. */
+interface Sampling {
+  temperature: number;
+  topp: number;
+  seed: number;
+}
+
 /** One generation: streams decoded pieces into the page as each token arrives. */
-async function generate(prompt: string, steps: number, sampled: boolean, seed: number): Promise<TestResult> {
+async function generate(prompt: string, steps: number, sampling: Sampling): Promise<TestResult> {
   const { session, tokenizer } = await ready;
   const promptIds = tokenizer.encode(prompt);
   output.textContent = tokenizer.decode(promptIds);
   let prev = promptIds[promptIds.length - 1];
-  const s = info.sampling ?? { temperature: 1, topp: 0.9, topk: 0 };
   const r = await session.generate(promptIds, {
     steps,
-    temperature: sampled ? s.temperature : 0,
-    topp: s.topp,
-    topk: s.topk,
-    seed,
+    ...sampling,
     onToken: (id) => {
       output.textContent += tokenizer.decodePiece(prev, id);
       prev = id;
@@ -105,13 +107,15 @@ function queued<T>(f: () => Promise<T>): Promise<T> {
 
 button.addEventListener('click', () => {
   const sampled = (document.querySelector('input[name="mode"]:checked') as HTMLInputElement).value === 'sampled';
+  const num = (id: string): number => Number($<HTMLInputElement>(id).value);
+  const sampling = { temperature: sampled ? num('temperature') : 0, topp: num('topp'), seed: num('seed') };
   button.disabled = true;
-  queued(() => generate($<HTMLInputElement>('prompt').value, Number($<HTMLInputElement>('steps').value), sampled, Number($<HTMLInputElement>('seed').value)))
+  queued(() => generate($<HTMLInputElement>('prompt').value, num('steps'), sampling))
     .catch(fail)
     .finally(() => (button.disabled = false));
 });
 
-window.__tensorwrightTest = (prompt, steps) => queued(() => generate(prompt, steps, false, 0));
+window.__tensorwrightTest = (prompt, steps) => queued(() => generate(prompt, steps, { temperature: 0, topp: 0.9, seed: 0 }));
 
 ready.then(
   () => {

@@ -49,15 +49,6 @@ export interface CompiledModelInfo {
   readonly bosId?: number;
   /** Tokens that end generation (causal LMs). */
   readonly stopTokens?: readonly number[];
-  /** The settings the GPU sampler was compiled for (causal LMs); generation takes these or temperature 0. */
-  readonly sampling?: {
-    /** Softmax temperature. */
-    readonly temperature: number;
-    /** Nucleus threshold. */
-    readonly topp: number;
-    /** Top-k (0 = off). */
-    readonly topk: number;
-  };
   /** The shipped tokenizer's format, when one was found. */
   readonly tokenizer?: TokenizerFormat;
   /** Bytes of the shipped tokenizer. */

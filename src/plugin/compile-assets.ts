@@ -113,7 +113,6 @@ function compileOptionsOf(o: ModelImportOptions, target: Target): CompileOptions
     ...(o.sparsity !== undefined ? { sparsity: o.sparsity } : {}),
     ...(o.passes !== undefined ? { passes: o.passes } : {}),
     ...(o.prefillChunk !== undefined ? { prefillChunk: o.prefillChunk } : {}),
-    sampling: { temperature: o.temperature ?? 1, topp: o.topp ?? 0.9, ...(o.topk ? { topk: o.topk } : {}) },
   };
 }
 
@@ -130,7 +129,7 @@ function summary(manifest: EngineManifest, weights: Uint8Array, manifestBytes: n
     weights: manifest.weights.length,
     weightBytes: weights.byteLength,
     manifestBytes,
-    ...(lm ? { vocabSize: lm.vocabSize, maxPositions: lm.maxPositions, bosId: lm.bosId, stopTokens: [...lm.stopTokens], sampling: { temperature: lm.sampling.temperature, topp: lm.sampling.topp, topk: lm.sampling.topk ?? 0 } } : {}),
+    ...(lm ? { vocabSize: lm.vocabSize, maxPositions: lm.maxPositions, bosId: lm.bosId, stopTokens: [...lm.stopTokens] } : {}),
     ...(tokenizer ? { tokenizer: tokenizer.format, tokenizerBytes: tokenizer.bytes.byteLength } : {}),
   };
 }

@@ -40,12 +40,6 @@ export interface ModelImportOptions {
   passes?: string;
   /** Largest prompt chunk one prefill step takes. */
   prefillChunk?: number;
-  /** Temperature the GPU sampler is compiled for (generation at other temperatures than this and 0 is refused). */
-  temperature?: number;
-  /** Nucleus threshold the GPU sampler is compiled for. */
-  topp?: number;
-  /** Top-k the GPU sampler is compiled for (0 = off). */
-  topk?: number;
   /** ONNX graphs: the value of each symbolic input dim the engine is planned for (`dims=seq:8,batch:1`). */
   dims?: Readonly<Record<string, number>>;
 }
@@ -58,7 +52,7 @@ export interface ModelImport {
   readonly options: ModelImportOptions;
 }
 
-const KNOWN = ['target', 'quant', 'sparsity', 'precision', 'kvBlockSize', 'kvDtype', 'passes', 'prefillChunk', 'temperature', 'topp', 'topk', 'dims'] as const;
+const KNOWN = ['target', 'quant', 'sparsity', 'precision', 'kvBlockSize', 'kvDtype', 'passes', 'prefillChunk', 'dims'] as const;
 
 /** Whether an import specifier or module id carries the `tensorwright` query parameter. */
 export function isModelImport(id: string): boolean {
@@ -70,12 +64,6 @@ export function isModelImport(id: string): boolean {
 function integer(name: string, text: string, min: number): number {
   const n = Number(text);
   if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < min) throw new InputError(`?${IMPORT_QUERY_KEY} option ${name} must be an integer >= ${min}, got '${text}'`);
-  return n;
-}
-
-function number(name: string, text: string, min: number, max: number): number {
-  const n = Number(text);
-  if (text.trim() === '' || !Number.isFinite(n) || n < min || n > max) throw new InputError(`?${IMPORT_QUERY_KEY} option ${name} must be a number from ${min} to ${max}, got '${text}'`);
   return n;
 }
 
@@ -130,15 +118,6 @@ export function parseImportOptions(query: string): ModelImportOptions {
         break;
       case 'prefillChunk':
         o.prefillChunk = integer(key, value, 1);
-        break;
-      case 'topk':
-        o.topk = integer(key, value, 0);
-        break;
-      case 'temperature':
-        o.temperature = number(key, value, 0, 100);
-        break;
-      case 'topp':
-        o.topp = number(key, value, 0, 1);
         break;
       case 'dims':
         o.dims = parseDims(value);
