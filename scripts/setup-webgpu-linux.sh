@@ -5,7 +5,8 @@
 # On Debian 12 (bookworm) it enables bookworm-backports (a deb822 source file next to the main
 # entry, with the same URIs and Signed-By keyring) and installs Mesa >= 24 (lavapipe, a software
 # Vulkan driver that Dawn accepts) plus the Vulkan loader. Bookworm's own Mesa 22 lavapipe is too
-# old for Dawn. Idempotent: when a Mesa >= 24 lavapipe is already installed it does nothing.
+# old for Dawn. It also installs Debian's chromium (headless, for the browser test: WebGPU through
+# SwiftShader). Idempotent: what is already installed is not installed again.
 #
 # Elsewhere it prints what is needed and exits 0.
 #
@@ -71,6 +72,30 @@ print_generic_help() {
 MSG
 }
 
+SUDO=()
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1; then
+  SUDO=(sudo)
+fi
+
+# Installs Debian's chromium (the browser test drives it headless) unless it is there already.
+ensure_chromium() {
+  if [[ -n "$(pkg_version chromium)" ]]; then
+    log "chromium $(pkg_version chromium) already installed."
+    return 0
+  fi
+  if [[ $(id -u) -ne 0 && ${#SUDO[@]} -eq 0 ]]; then
+    log "error: need root (or sudo) to install chromium." >&2
+    exit 1
+  fi
+  log "apt-get install chromium"
+  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y chromium || {
+    log "apt-get install chromium failed; retrying after apt-get update"
+    "${SUDO[@]}" apt-get update
+    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y chromium
+  }
+  log "done: chromium $(pkg_version chromium)."
+}
+
 os=$(uname -s)
 case "$os" in
   Darwin)
@@ -105,17 +130,13 @@ fi
 
 if have_new_lavapipe; then
   log "already set up: mesa-vulkan-drivers $(pkg_version mesa-vulkan-drivers), libvulkan1 $(pkg_version libvulkan1)."
+  ensure_chromium
   exit 0
 fi
 
-SUDO=()
-if [[ $(id -u) -ne 0 ]]; then
-  if command -v sudo >/dev/null 2>&1; then
-    SUDO=(sudo)
-  else
-    log "error: need root (or sudo) to install packages." >&2
-    exit 1
-  fi
+if [[ $(id -u) -ne 0 && ${#SUDO[@]} -eq 0 ]]; then
+  log "error: need root (or sudo) to install packages." >&2
+  exit 1
 fi
 
 IFS=$'\t' read -r uris keyring < <(main_entry)
@@ -143,6 +164,7 @@ log "apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1"
 
 if have_new_lavapipe; then
   log "done: mesa-vulkan-drivers $(pkg_version mesa-vulkan-drivers), libvulkan1 $(pkg_version libvulkan1)."
+  ensure_chromium
 else
   log "error: installed, but no Mesa >= $MIN_MESA_MAJOR lavapipe ICD found (mesa-vulkan-drivers $(pkg_version mesa-vulkan-drivers))." >&2
   exit 1

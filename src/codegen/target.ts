@@ -11,8 +11,13 @@ import type { DeviceClass, KvCacheLayout, PrecisionPolicy, Target } from '../ir/
 import { isSoftwareAdapter, type DeviceInfo } from '../runtime/device.js';
 import { fusionPatternsOf } from './families/index.js';
 
-/** Named device profiles a target can be built from without an adapter. */
-export type TargetProfileName = 'lavapipe' | 'discrete';
+/**
+ * Named device profiles a target can be built from without an adapter: `lavapipe` (Mesa's software Vulkan, as Dawn
+ * in Node sees it), `discrete` (a typical discrete GPU), `swiftshader` (Chrome's software WebGPU, the fallback adapter
+ * of headless Chromium) and `portable` (no optional feature and WebGPU's default limits: kernels every WebGPU
+ * implementation runs, for engines built ahead of time for unknown browsers).
+ */
+export type TargetProfileName = 'lavapipe' | 'discrete' | 'swiftshader' | 'portable';
 
 /** Options of {@link createTarget}. */
 export interface TargetOptions {
@@ -27,7 +32,11 @@ export interface TargetOptions {
 /** Tokens per KV-cache block unless asked otherwise. */
 export const DEFAULT_KV_BLOCK_SIZE = 16;
 
-/** The adapters named profiles stand for: lavapipe on this project's CI machines, and a typical discrete GPU. */
+/**
+ * The adapters named profiles stand for: lavapipe on this project's CI machines, a typical discrete GPU, Chromium's
+ * SwiftShader (as Chromium 156 reports it: subgroups of 4, 256 invocations per workgroup, no `shader-f16`), and a
+ * portable device with no optional feature and WebGPU's default limits.
+ */
 const PROFILE_DEVICES: Readonly<Record<TargetProfileName, DeviceInfo>> = {
   lavapipe: {
     backend: 'node-dawn',
@@ -44,6 +53,21 @@ const PROFILE_DEVICES: Readonly<Record<TargetProfileName, DeviceInfo>> = {
     missingFeatures: [],
     limits: { maxStorageBufferBindingSize: 1024 * 1024 * 1024, maxComputeInvocationsPerWorkgroup: 1024, maxComputeWorkgroupStorageSize: 32768, maxComputeWorkgroupsPerDimension: 65535 },
     subgroupSize: { min: 32, max: 32 },
+  },
+  swiftshader: {
+    backend: 'browser',
+    adapter: { vendor: 'google', architecture: 'swiftshader', device: 'SwiftShader', description: 'swiftshader (profile)', isFallbackAdapter: true },
+    features: ['subgroups', 'timestamp-query'],
+    missingFeatures: ['shader-f16'],
+    limits: { maxStorageBufferBindingSize: 128 * 1024 * 1024, maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupStorageSize: 16384, maxComputeWorkgroupsPerDimension: 65535 },
+    subgroupSize: { min: 4, max: 4 },
+  },
+  portable: {
+    backend: 'browser',
+    adapter: { vendor: '', architecture: '', device: 'any WebGPU device', description: 'portable (profile)', isFallbackAdapter: false },
+    features: [],
+    missingFeatures: ['shader-f16', 'subgroups', 'timestamp-query'],
+    limits: { maxStorageBufferBindingSize: 128 * 1024 * 1024, maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupStorageSize: 16384, maxComputeWorkgroupsPerDimension: 65535 },
   },
 };
 

@@ -23,7 +23,7 @@ export interface LayerRule {
 export const SHARED_EVERYWHERE: readonly string[] = ['src/errors.ts', 'src/util/'];
 
 /** The top of the stack: nothing in a lower layer may import these. */
-const TOP = ['src/models/', 'src/cli/', 'src/compile.ts', 'src/webgpu-pipeline.ts', 'src/export/'];
+const TOP = ['src/models/', 'src/cli/', 'src/compile.ts', 'src/webgpu-pipeline.ts', 'src/export/', 'src/plugin/'];
 
 /** The rules, lowest layer first. */
 export const LAYER_RULES: readonly LayerRule[] = [
@@ -56,6 +56,10 @@ export const LAYER_RULES: readonly LayerRule[] = [
     from: 'src/export/',
     only: ['src/ir/', 'src/passes/', 'src/export/', 'src/frontends/onnx/schema.ts'],
   },
+  // the build plugin's browser side ends up in apps' bundles: it may use the runtime, never the compiler
+  { name: 'the plugin client imports only the runtime', from: 'src/plugin/client.ts', only: ['src/runtime/', 'src/plugin/import-query.ts', 'src/plugin/engine-requirements.ts'] },
+  { name: 'the plugin client imports only the runtime', from: 'src/plugin/engine-requirements.ts', only: ['src/runtime/'] },
+  { name: 'the plugin client imports only the runtime', from: 'src/plugin/import-query.ts', only: [] },
 ];
 
 /** One import edge that breaks a rule (or cannot be resolved). */
