@@ -277,6 +277,14 @@ describe.skipIf(!hasShared)('inspect: the optimizer on stories260K', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^error \[USAGE\].*fuse-everything.*known passes/);
   });
+  it('--max-context caps the context the model is compiled for; a bad value is a usage error', async () => {
+    const r = await runCli(['inspect', '--model', model, '--max-context', '64', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).config.seqLen).toBe(64); // stories260K declares 512
+    const bad = await runCli(['inspect', '--model', model, '--max-context', '0']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^error \[USAGE\].*--max-context must be an integer >= 1/);
+  });
 });
 
 describe.skipIf(!hasShared)('inspect: an ONNX graph (gpt2_megatron, an exported transformer)', () => {
