@@ -18,7 +18,8 @@ import { evalDim, parseDim } from '../ir/dim.js';
 import { BlockAllocator } from './block-allocator.js';
 import { Tensor } from './cpu/tensor.js';
 import { requestGPUDevice, type GPUDeviceHandle } from './device.js';
-import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest } from './engine-manifest.js';
+import { type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest } from './engine-manifest.js';
+import { checkEngineLimits, validateEngineManifest } from './engine-manifest-schema.js';
 import { evalGrid, evalParams, kernelPipelineLayout } from './kernel-source.js';
 import { fromDeviceBytes, toDeviceBytes } from './webgpu/one-shot.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from './webgpu/gpu-wait.js';
@@ -88,18 +89,22 @@ export function formatLoadTimings(t: SessionLoadTimings): string {
 
 /** A compiled engine: manifest plus weight bytes. */
 export class Engine {
+  /**
+   * An engine from its manifest and weights. The manifest is checked against the schema first
+   * ({@link validateEngineManifest}): every engine, compiled or loaded, is one the session code can rely on.
+   * @param manifest - The manifest (for a loaded engine: the parsed `engine.json`, of any shape until checked).
+   * @param weightBytes - `weights.bin`.
+   * @param source - Where the manifest came from, for messages.
+   * @throws `ModelFormatError` naming the first field that breaks the schema.
+   */
   constructor(
     /** The manifest. */
     readonly manifest: EngineManifest,
     /** `weights.bin`: every weight payload, at the offsets the manifest gives. */
     readonly weightBytes: Uint8Array,
+    source?: string,
   ) {
-    if (manifest.format !== 'tensorwright-engine') throw new ModelFormatError('format', 0, `not a tensorwright engine manifest (format ${JSON.stringify(manifest.format)})`);
-    if (manifest.version !== ENGINE_FORMAT_VERSION) throw new ModelFormatError('version', 0, `engine format version ${manifest.version} is not supported (this runtime reads version ${ENGINE_FORMAT_VERSION})`);
-    for (const w of manifest.weights)
-      for (const p of w.parts)
-        if (p.byteOffset + p.byteLength > weightBytes.byteLength)
-          throw new ModelFormatError(`weights[${w.name}].${p.role}`, p.byteOffset, `payload of ${p.byteLength} bytes runs past the end of weights.bin (${weightBytes.byteLength} bytes)`);
+    validateEngineManifest(manifest, weightBytes.byteLength, source);
   }
 
   /** Writes `engine.json` and `weights.bin` into `dir` (created if needed). */
@@ -121,7 +126,7 @@ export class Engine {
       throw new ModelFormatError('engine.json', 0, `not valid JSON: ${(e as Error).message}`, join(dir, 'engine.json'));
     }
     const bytes = new Uint8Array(await readFile(join(dir, 'weights.bin')));
-    return new Engine(manifest, bytes);
+    return new Engine(manifest, bytes, join(dir, 'engine.json'));
   }
 
   /** Creates a session: GPU buffers, pipelines and bind groups on `device` (a new device when omitted). */
@@ -251,6 +256,7 @@ export class EngineSession {
     this.handle.lost.then((r) => {
       if (!r.expected) this.broken = new DeviceError('DEVICE_LOST', `the GPU device was lost (${r.reason}: ${r.message}); create a new session`);
     });
+    checkEngineLimits(this.m, this.handle.info.limits);
     d.pushErrorScope('out-of-memory');
     d.pushErrorScope('validation');
     const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
