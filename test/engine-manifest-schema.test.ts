@@ -14,6 +14,8 @@ import { Engine } from '../src/runtime/engine.js';
 import type { EngineManifest } from '../src/runtime/engine-manifest.js';
 import { checkEngineLimits, ENGINE_MANIFEST_BOUNDS, validateEngineManifest } from '../src/runtime/engine-manifest-schema.js';
 import type { GPUDeviceHandle } from '../src/runtime/device.js';
+import { profileDevice } from '../src/codegen/target.js';
+import { SimulatedGpu } from '../scripts/fuzz-files/simulated-gpu.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -209,5 +211,34 @@ describe('engine limits against the device', () => {
     const engine = new Engine(manifest, weights);
     await expect(engine.createSession({ device: handle, wait: 'poll' })).rejects.toThrow(DeviceError);
     expect(created).toBe(0);
+  });
+});
+
+describe('dispatch grids evaluated at run time (found by the file fuzzer)', () => {
+  /** An engine whose kernel `k` has its grid edited, and a session on a simulated lavapipe device. */
+  async function session(edit: (grid: unknown[]) => void): Promise<{ step: () => Promise<number>; gpu: SimulatedGpu; k: number }> {
+    const k = manifest.plans[0].dispatches[0].kernel;
+    const m = edited((x) => edit(x.kernels[k].grid));
+    const gpu = new SimulatedGpu(profileDevice('lavapipe'));
+    const s = await new Engine(m as EngineManifest, weights).createSession({ device: gpu.handle, wait: 'poll' });
+    return { step: () => s.step([1, 2, 3], { temperature: 0, topp: 1, coin: 0 }), gpu, k };
+  }
+
+  it('the engine as compiled runs a step on the simulated device with nothing left for the device to reject', async () => {
+    const { step, gpu } = await session(() => undefined);
+    await step();
+    expect(gpu.uncaptured).toEqual([]);
+  });
+
+  it('a grid that divides by an expression that is 0 is a ModelFormatError naming the grid, not a TypeError from WebGPU', async () => {
+    const { step, k } = await session((g) => (g[1] = { ceilDiv: [1, { min: [0, 1] }] }));
+    await expect(step()).rejects.toThrow(new ModelFormatError(`kernels[${k}].grid[1]`, 0, 'the dispatch grid evaluates to Infinity at seq=3 past=0 batch=1'));
+    expect(failingField((m) => (m.kernels[0].grid[0] = { ceilDiv: ['seq', 0] }))).toBe('kernels[0].grid[0].ceilDiv[1]');
+  });
+
+  it('a grid past maxComputeWorkgroupsPerDimension is LIMIT_EXCEEDED before anything is submitted', async () => {
+    const { step, gpu } = await session((g) => (g[2] = 2 ** 31));
+    await expect(step()).rejects.toThrow(/needs 2147483648 workgroups along z at seq=3 past=0 batch=1, more than maxComputeWorkgroupsPerDimension 65535/);
+    expect(gpu.uncaptured).toEqual([]);
   });
 });

@@ -153,6 +153,7 @@ function checkGrid(c: Checker, path: string, e: unknown, depth: number): void {
   const k = keys[0];
   const args = k === 'ceilDiv' ? c.arr(`${path}.${k}`, o[k], 2, 2) : c.arr(`${path}.${k}`, o[k], 16, 1);
   args.forEach((x, i) => checkGrid(c, `${path}.${k}[${i}]`, x, depth + 1));
+  if (k === 'ceilDiv' && args[1] === 0) c.fail(`${path}.ceilDiv[1]`, 'divides by 0');
 }
 
 /**

@@ -396,7 +396,7 @@ export class EngineSession {
       const k = kernels[d.manifest.kernel];
       const values = params ?? (k.params.length ? evalParams(k.params, bindings) : new Uint32Array(0));
       if (d.paramsIndex >= 0) slots.set(values, (d.paramsIndex * PARAMS_STRIDE) / 4);
-      grids.push(k.grid.map((g) => evalGrid(g, k.params, values.length ? values : bindings)) as [number, number, number]);
+      grids.push(this.checkedGrid(d.manifest.kernel, k.grid.map((g) => evalGrid(g, k.params, values.length ? values : bindings)), bindings));
     }
     this.device.queue.writeBuffer(this.paramsBuffer, 0, slots.buffer as ArrayBuffer, 0, slots.byteLength);
     const timed = this.querySet !== undefined;
@@ -413,6 +413,20 @@ export class EngineSession {
       if (timed) pass.end();
     });
     if (!timed) pass?.end();
+  }
+
+  /**
+   * A dispatch grid as evaluated for this step: whole non-negative numbers (a grid expression dividing by a parameter
+   * that is 0 gives Infinity, which WebGPU rejects with a TypeError) within the device's workgroup limit.
+   */
+  private checkedGrid(kernel: number, grid: number[], bindings: DimBindings): [number, number, number] {
+    const limit = this.handle.info.limits.maxComputeWorkgroupsPerDimension ?? 65535;
+    const at = Object.entries(bindings).map(([k, v]) => `${k}=${v}`).join(' ');
+    grid.forEach((n, axis) => {
+      if (!Number.isInteger(n) || n < 0) throw new ModelFormatError(`kernels[${kernel}].grid[${axis}]`, 0, `the dispatch grid evaluates to ${n} at ${at}`);
+      if (n > limit) throw new DeviceError('LIMIT_EXCEEDED', `kernel ${kernel}'s dispatch grid needs ${n} workgroups along ${'xyz'[axis]} at ${at}, more than maxComputeWorkgroupsPerDimension ${limit}`);
+    });
+    return grid as [number, number, number];
   }
 
   /** The weight and activation bytes a dispatch binds (for profiles). */
