@@ -24,13 +24,14 @@ import { generateSamplingKernel } from './codegen/sampling.js';
 import { createTarget } from './codegen/target.js';
 import { KernelSet } from './codegen/kernel-set.js';
 import { Engine } from './runtime/engine.js';
-import { ENGINE_FORMAT_VERSION, type BufferRef, type SamplerSettings, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest, type WeightManifest } from './runtime/engine-manifest.js';
+import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest, type WeightManifest } from './runtime/engine-manifest.js';
 import { requestGPUDevice, type DeviceInfo, type GPUDeviceHandle } from './runtime/device.js';
 import { bindInputs } from './runtime/cpu/interpreter.js';
 import type { Tensor } from './runtime/cpu/tensor.js';
 import { byteSize } from './ir/dtype.js';
 import { evalShape, shapeToJSON } from './ir/dim.js';
 import { launchesOf, runWebGPUPipeline, webgpuGraphStages, type PlanSpec, type WebGPUPipelineResult, type WeightCompression } from './webgpu-pipeline.js';
+import { sha256Hex } from './util/sha256.js';
 
 /** Options of {@link compile} and {@link compileGraph}. */
 export interface CompileOptions {
@@ -53,8 +54,6 @@ export interface CompileOptions {
   passes?: string;
   /** Largest prompt chunk one prefill step takes (default min(maxPositions, 128)); longer prompts are chunked. */
   prefillChunk?: number;
-  /** Sampling settings the GPU sampler is built for (default temperature 1, top-p 0.9). */
-  sampling?: SamplerSettings;
   /** Override of the device's storage-binding limit (tests use a small one to exercise splitting). */
   maxStorageBufferBindingSize?: number;
   /** Kernel variants to force over the schedule rules (tuning, debugging). */
@@ -67,7 +66,10 @@ export interface CompileOptions {
   onProgress?: (line: string) => void;
 }
 
-/** The target `o` names, or the one built from its device and options. */
+/**
+ * The target `o` names, or the one built from its device and options.
+ * @internal
+ */
 export function targetOf(o: CompileOptions): Target {
   if (o.target) return o.target;
   if (!o.device) throw new InputError('compile options need a target or a device');
@@ -77,6 +79,7 @@ export function targetOf(o: CompileOptions): Target {
 /**
  * The weight compression `o` asks for, as the pass options `quantize-weights` and `sparsify-weights` read (`{}` for
  * none). Scheme names are parsed here, so a bad one is an {@link InputError} before anything runs.
+ * @internal
  */
 export function compressionOf(o: Pick<CompileOptions, 'quant' | 'sparsity'>): WeightCompression {
   const quant = typeof o.quant === 'string' ? parseQuantScheme(o.quant) : o.quant;
@@ -84,7 +87,10 @@ export function compressionOf(o: Pick<CompileOptions, 'quant' | 'sparsity'>): We
   return { ...(quant ? { quant } : {}), ...(sparsity ? { sparsity } : {}) };
 }
 
-/** Runs the WebGPU pipeline's graph stages (optimization for the target, legalization, lowering) on `graph`. */
+/**
+ * Runs the WebGPU pipeline's graph stages (optimization for the target, legalization, lowering) on `graph`.
+ * @internal
+ */
 export function optimizeForWebGPU(graph: Graph, target: Target, passes: string, bindings: DimBindings): PipelineResult {
   return runPasses(graph, webgpuGraphStages(passes), { target, options: { bindings } });
 }
@@ -272,11 +278,11 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   if (!logits) throw new UnsupportedOpError(['logits'], "the model graph has no 'logits' output");
   // scratch slot for the sampler's probabilities
   const probsSlot = plans.slots.push(Math.ceil((vocab * 4) / 256) * 256) - 1;
-  const s = o.sampling ?? { temperature: 1, topp: 0.9 };
   // software rasterizers compile hidden-bound loops much faster (see the kernels' staticLoops)
   const tuning = target.deviceClass === 'software-gpu' ? { staticLoops: false, workgroupSize: 64 as const } : {};
-  const argmaxK = generateSamplingKernel({ vocab, dtype: 'f32', temperature: 0, ...tuning, nodes: ['argmax over the logits'] });
-  const samplerK = generateSamplingKernel({ vocab, dtype: 'f32', temperature: s.temperature, topp: s.topp, topk: s.topk ?? 0, ...tuning, nodes: [`sample (temperature ${s.temperature}, top-p ${s.topp}, top-k ${s.topk ?? 0})`] });
+  const argmaxK = generateSamplingKernel({ vocab, dtype: 'f32', mode: 'argmax', ...tuning, nodes: ['argmax over the logits'] });
+  // temperature, top-p, top-k and the coin are run-time params: one engine takes any sampling settings
+  const samplerK = generateSamplingKernel({ vocab, dtype: 'f32', mode: 'sample', ...tuning, nodes: ['sample (temperature, top-k, top-p at run time)'] });
   const logitsRef = logits.ref!;
   const samplerBindings = samplerK.bindings.map((b) => (b.name === 'logits' ? logitsRef : b.name === 'token' ? ({ kind: 'sample' } as const) : ({ kind: 'arena', slot: probsSlot, size: vocab * 4 } as const)));
   // the KV cache's geometry comes from the graph's past-key inputs: [1, past, kvHeads, headDim] per layer
@@ -304,18 +310,18 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
       stopTokens: model.stopTokens,
       argmax: { kernel: kernels.add(argmaxK), bindings: [logitsRef, { kind: 'sample' }], label: 'argmax' },
       sampler: { kernel: kernels.add(samplerK), bindings: samplerBindings, label: 'sample' },
-      sampling: { temperature: s.temperature, topp: s.topp, topk: s.topk ?? 0 },
     },
     requiredFeatures: kernels.requiredFeatures(),
   };
   o.onProgress?.(`compile: ${kernels.kernels.length} kernels, ${packer.manifest.length} weights, in ${(performance.now() - t0).toFixed(0)} ms`);
-  return { manifest, weights: packer.bin(), pipeline, target };
+  const weights = packer.bin();
+  return { manifest: { ...manifest, weightsByteLength: weights.byteLength }, weights, pipeline, target };
 }
 
 /** Compiles a causal language model (with its paged KV cache and GPU sampling) into an engine. */
 export async function compile(model: LoadedModel, o: CompileOptions): Promise<Engine> {
   const c = compileModel(model, o);
-  return new Engine(c.manifest, c.weights);
+  return new Engine({ ...c.manifest, weightsSha256: await sha256Hex(c.weights) }, c.weights);
 }
 
 /**
@@ -323,6 +329,15 @@ export async function compile(model: LoadedModel, o: CompileOptions): Promise<En
  * values at most.
  */
 export async function compileGraph(graph: Graph, bindings: DimBindings, o: CompileOptions): Promise<Engine> {
+  const c = compileGraphEngine(graph, bindings, o);
+  return new Engine({ ...c.manifest, weightsSha256: await sha256Hex(c.weights) }, c.weights);
+}
+
+/**
+ * What {@link compileGraph} compiles, as a manifest and weights, for a target: no device is needed (`inspect --target
+ * webgpu` on an ONNX graph uses this). The one plan is named `run`.
+ */
+export function compileGraphEngine(graph: Graph, bindings: DimBindings, o: CompileOptions): CompiledEngine {
   const target = targetOf(o);
   const seq = bindings.seq ?? 1;
   const pipeline = runWebGPUPipeline(graph, target, [{ name: 'run', maxSeq: Math.max(seq, 1 << 30), bindings }], { passes: o.passes, variants: o.variants, compression: compressionOf(o), printIrAfter: o.printIrAfter, print: o.print });
@@ -343,7 +358,8 @@ export async function compileGraph(graph: Graph, bindings: DimBindings, o: Compi
     plans: plans.plans,
     requiredFeatures: kernels.requiredFeatures(),
   };
-  return new Engine(manifest, packer.bin());
+  const weights = packer.bin();
+  return { manifest: { ...manifest, weightsByteLength: weights.byteLength }, weights, pipeline, target };
 }
 
 /**

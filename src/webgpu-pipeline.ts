@@ -11,6 +11,7 @@
  *    and variant of every launch, for that plan's token count.
  *
  * Fusion passes read the target's fusion patterns, so they only form what a kernel family implements.
+ * @mergeModuleWith compile
  * @module
  */
 import { UsageError } from './errors.js';

@@ -6,15 +6,17 @@ import type { KernelSource } from '../src/codegen/kernel.js';
 import { generateConcatKernel, generateEmbeddingKernel, generateSliceKernel, generateTransposeKernel } from '../src/codegen/gather.js';
 import { generateNormKernel } from '../src/codegen/norm.js';
 import { generateRopeKernel } from '../src/codegen/rope.js';
-import { coinParamValue, generateSamplingKernel } from '../src/codegen/sampling.js';
+import { generateSamplingKernel } from '../src/codegen/sampling.js';
 import { generateSoftmaxKernel } from '../src/codegen/softmax.js';
 import { workgroupReduction } from '../src/codegen/workgroup.js';
 import type { DType } from '../src/ir/dtype.js';
 import * as ref from '../src/runtime/cpu/kernels.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
-import { argmax, Sampler } from '../src/runtime/sampling.js';
+import { SAMPLER_PARAM_NAMES, samplerParamValues } from '../src/runtime/sampler-params.js';
+import { argmax, Sampler, sampleToken } from '../src/runtime/sampling.js';
 import { Rng, XorShiftRng } from '../src/util/random.js';
 import { acquireTestDevice, gpuHas, type TestGPU } from './helpers/webgpu.js';
+import { acceptablePicks, referencePick, referenceTopK, samplingCases, type RefSettings } from './support/reference-sampler.js';
 import { runNamed, runOutput, type BufferInit } from './support/run-kernel.js';
 
 let gpu: TestGPU | null = null;
@@ -294,7 +296,7 @@ describe('embedding gather and layout copies', () => {
   });
 });
 
-describe('GPU sampling matches the host sampler', () => {
+describe('GPU sampling matches the host sampler and the reference', () => {
   async function gpuToken(k: KernelSource, logits: Tensor, dims: Record<string, number>): Promise<number> {
     const V = logits.shape[logits.shape.length - 1];
     const bufs: Record<string, BufferInit> = { logits, token: { zeros: 4 } };
@@ -304,21 +306,35 @@ describe('GPU sampling matches the host sampler', () => {
   }
 
   /**
-   * Draws `n` tokens from one logits row on the GPU and with the host Sampler (same seed, so the same coins). The
-   * kernel uses 64 lanes and hidden trip counts (`staticLoops: false`), which lavapipe compiles ~10x faster, unless
-   * `defaults` asks for the default tuning.
+   * One sampler per vocabulary size, compiled once and run with every setting (settings are params): 64 lanes and
+   * hidden trip counts (`staticLoops: false`), which lavapipe compiles ~10x faster, unless `defaults` asks for the
+   * default tuning.
    */
-  async function compare(o: { V: number; temperature: number; topp: number; topk?: number; n: number; seed: number; logits: Float32Array; defaults?: boolean }): Promise<{ host: number[]; dev: number[] }> {
-    const tuning = o.defaults ? {} : { workgroupSize: 64 as const, staticLoops: false };
-    const k = generateSamplingKernel({ vocab: o.V, dtype: 'f32', temperature: o.temperature, topp: o.topp, topk: o.topk, ...tuning });
+  const samplers = new Map<string, KernelSource>();
+  function sampler(V: number, defaults = false): KernelSource {
+    const key = `${V}/${defaults}`;
+    let k = samplers.get(key);
+    if (!k) samplers.set(key, (k = generateSamplingKernel({ vocab: V, dtype: 'f32', mode: 'sample', ...(defaults ? {} : { workgroupSize: 64 as const, staticLoops: false }) })));
+    return k;
+  }
+  const gpuPick = (logits: Float32Array, s: RefSettings, coin: number, defaults = false): Promise<number> =>
+    gpuToken(sampler(logits.length, defaults), new Tensor('f32', [logits.length], logits), samplerParamValues({ ...s, coin }, logits.length));
+
+  /**
+   * Draws `n` tokens from one logits row on the GPU and with the host Sampler (same seed, so the same coins), and
+   * checks every pick of both against the reference (test/support/reference-sampler.ts).
+   */
+  async function compare(o: RefSettings & { n: number; seed: number; logits: Float32Array; defaults?: boolean }): Promise<{ host: number[]; dev: number[] }> {
     const host = new Sampler({ temperature: o.temperature, topp: o.topp, topk: o.topk, seed: o.seed });
     const coins = new XorShiftRng(o.seed);
-    const logits = new Tensor('f32', [o.V], o.logits);
     const h: number[] = [];
     const d: number[] = [];
     for (let i = 0; i < o.n; i++) {
+      const coin = coins.nextF32();
       h.push(host.sample(o.logits));
-      d.push(await gpuToken(k, logits, { coin_bits: coinParamValue(coins.nextF32()) }));
+      d.push(await gpuPick(o.logits, o, coin, o.defaults));
+      const ok = acceptablePicks(o.logits, o, coin);
+      expect(ok.has(d[i]) && ok.has(h[i]), `coin ${coin}: GPU ${d[i]}, host ${h[i]}, reference ${[...ok]}`).toBe(true);
     }
     return { host: h, dev: d };
   }
@@ -336,50 +352,89 @@ describe('GPU sampling matches the host sampler', () => {
     v[123] = 9;
     v[877] = 9;
     v[5] = 9;
-    const k = generateSamplingKernel({ vocab: V, dtype: 'f32', temperature: 0 });
+    const k = generateSamplingKernel({ vocab: V, dtype: 'f32', mode: 'argmax' });
     expect(k.bindings.map((b) => b.name)).toEqual(['logits', 'token']);
     expect(await gpuToken(k, new Tensor('f32', [V], v), {})).toBe(5);
     if (has('shader-f16')) {
       const rows = Tensor.from('f16', [3, 300], gaussianLogits(900, 61, 2));
-      const k16 = generateSamplingKernel({ vocab: 300, dtype: 'f16', temperature: 0, row: 'seq-1' });
+      const k16 = generateSamplingKernel({ vocab: 300, dtype: 'f16', mode: 'argmax', row: 'seq-1' });
       expect(k16.params).toEqual(['seq-1']);
       expect(await gpuToken(k16, rows, { seq: 3 })).toBe(argmax(rows.data.subarray(600)));
     }
   });
 
-  it('temperature + multinomial: same token as the host for the same coin', async (ctx) => {
+  it('the settings are params: one kernel, no settings in its WGSL', () => {
+    const k = generateSamplingKernel({ vocab: 512, dtype: 'f32', mode: 'sample', row: 'seq-1' });
+    expect(k.params).toEqual(['seq-1', ...['coin', 'temperature', 'topk', 'topp', 'toppCutoff'].map((n) => SAMPLER_PARAM_NAMES[n as keyof typeof SAMPLER_PARAM_NAMES])]);
+    expect(k.wgsl).not.toMatch(/TEMPERATURE|TOP_P|TOP_K/);
+  });
+
+  it('temperature + multinomial (default tuning): same token as the host for the same coin', async (ctx) => {
     if (!gpu) return ctx.skip();
-    const r = await compare({ V: 1000, temperature: 0.8, topp: 1, n: 48, seed: 62, logits: gaussianLogits(1000, 62, 2), defaults: true });
+    const r = await compare({ temperature: 0.8, topp: 1, n: 24, seed: 62, logits: gaussianLogits(1000, 62, 2), defaults: true });
     expect(r.dev).toEqual(r.host);
   });
 
-  it('temperature + top-p (run.c nucleus): same token as the host for the same coin', async (ctx) => {
+  it('temperature + top-p (run.c nucleus), then top-k + top-p on the same kernel: same token as the host', async (ctx) => {
     if (!gpu) return ctx.skip();
-    const r = await compare({ V: 1000, temperature: 1, topp: 0.9, n: 48, seed: 63, logits: gaussianLogits(1000, 63, 2.5) });
+    const logits = gaussianLogits(1000, 63, 2.5);
+    const r = await compare({ temperature: 1, topp: 0.9, n: 32, seed: 63, logits });
     expect(r.dev).toEqual(r.host);
     expect(new Set(r.dev).size).toBeGreaterThan(3);
+    const k = await compare({ temperature: 0.7, topp: 0.8, topk: 40, n: 24, seed: 64, logits });
+    expect(k.dev).toEqual(k.host);
   });
 
-  it('top-k + top-p with many tied probabilities (quantized logits)', async (ctx) => {
+  it('top-k by value: logits [1,1,1,2,0,0] with top-k 2 keep {3, 0}; a coin sweep picks index 3 for some coins', async (ctx) => {
     if (!gpu) return ctx.skip();
-    const r = await compare({ V: 600, temperature: 0.7, topp: 0.8, topk: 40, n: 48, seed: 64, logits: gaussianLogits(600, 64, 2, 0.5) });
-    expect(r.dev).toEqual(r.host);
+    const logits = Float32Array.of(1, 1, 1, 2, 0, 0);
+    expect(referenceTopK(logits, 2)).toEqual([3, 0]);
+    for (const topp of [1, 0.9]) {
+      const s = { temperature: 1, topp, topk: 2 };
+      const picks: number[] = [];
+      for (let j = 0; j < 32; j++) {
+        const coin = j / 32;
+        const dev = await gpuPick(logits, s, coin);
+        expect(dev, `topp ${topp} coin ${coin}`).toBe(referencePick(logits, s, coin));
+        expect(dev, `topp ${topp} coin ${coin}`).toBe(sampleToken(logits, s, coin));
+        picks.push(dev);
+      }
+      expect([...new Set(picks)].sort(), `topp ${topp}`).toEqual([0, 3]);
+      expect(picks.filter((x) => x === 3).length, `topp ${topp}`).toBeGreaterThan(16);
+    }
+    // a coin past the end of the cdf takes the last kept token, not V - 1
+    expect(await gpuPick(Float32Array.of(0, 3, 0, 3, 0, 0), { temperature: 1, topp: 1, topk: 2 }, 1)).toBe(3);
   });
 
-  it('top-k alone keeps the first k elements (by index) at or above the k-th value, as the host', async (ctx) => {
+  it('random and tie-heavy rows, every setting on one kernel per V: GPU = host = reference for the same coin', async (ctx) => {
     if (!gpu) return ctx.skip();
-    // ties of the k-th value come first, so the host keeps them and drops the larger value at index 3
-    const logits = Float32Array.of(1, 1, 1, 2, 0, 0, 0, 0, 0, 0);
-    const r = await compare({ V: 10, temperature: 1, topp: 1, topk: 2, n: 16, seed: 65, logits });
-    expect(r.dev).toEqual(r.host);
-    expect(new Set(r.host)).toEqual(new Set([0, 1]));
-    const q = await compare({ V: 500, temperature: 1.3, topp: 1, topk: 25, n: 24, seed: 66, logits: gaussianLogits(500, 66, 2, 0.25) });
-    expect(q.dev).toEqual(q.host);
+    let draws = 0;
+    let offExact = 0; // GPU picks that agree only through the boundary allowance (coin or top-p within 1e-5)
+    for (const V of [6, 50, 300]) {
+      for (const c of samplingCases(V, 20, 7 * V)) {
+        const kept = new Set(referenceTopK(c.logits, c.settings.topk));
+        const coins = new XorShiftRng(V + draws);
+        for (let d = 0; d < 4; d++) {
+          const coin = coins.nextF32();
+          const dev = await gpuPick(c.logits, c.settings, coin);
+          const host = sampleToken(c.logits, c.settings, coin);
+          const ok = acceptablePicks(c.logits, c.settings, coin);
+          expect(kept.has(dev), `${c.name}: GPU picked ${dev}, outside the top-k set`).toBe(true);
+          expect(ok.has(dev), `${c.name} coin ${coin}: GPU ${dev}, reference ${[...ok]}`).toBe(true);
+          // GPU and host differ only where the reference itself is within the allowance of a boundary
+          if (ok.size === 1) expect(dev, `${c.name} coin ${coin}`).toBe(host);
+          if (dev !== referencePick(c.logits, c.settings, coin)) offExact++;
+          draws++;
+        }
+      }
+    }
+    expect(draws).toBe(3 * 20 * 4);
+    expect(offExact).toBeLessThanOrEqual(1);
   });
 
   it('a 32k vocabulary with top-p', async (ctx) => {
     if (!gpu) return ctx.skip();
-    const r = await compare({ V: 32000, temperature: 1, topp: 0.95, n: 6, seed: 67, logits: gaussianLogits(32000, 67, 3) });
+    const r = await compare({ temperature: 1, topp: 0.95, n: 6, seed: 67, logits: gaussianLogits(32000, 67, 3) });
     expect(r.dev).toEqual(r.host);
   });
 });

@@ -11,7 +11,7 @@ import { DeviceError, ModelFormatError } from '../src/errors.js';
 import type { LoadedModel } from '../src/frontends/load.js';
 import { buildLlama, randomLlamaWeights, type LlamaConfig } from '../src/models/llama.js';
 import { Engine } from '../src/runtime/engine.js';
-import type { EngineManifest } from '../src/runtime/engine-manifest.js';
+import { parseEngineManifest, type EngineManifest } from '../src/runtime/engine-manifest.js';
 import { checkEngineLimits, ENGINE_MANIFEST_BOUNDS, validateEngineManifest } from '../src/runtime/engine-manifest-schema.js';
 import type { GPUDeviceHandle } from '../src/runtime/device.js';
 import { profileDevice } from '../src/codegen/target.js';
@@ -93,7 +93,7 @@ describe('engine manifest schema', () => {
   it('fields of the wrong kind or out of range name their path', () => {
     const cases: [(m: Json) => void, string][] = [
       [(m) => (m.format = 'onnx'), 'format'],
-      [(m) => (m.version = 2), 'version'],
+      [(m) => (m.version = 1), 'version'],
       [(m) => (m.kv.layers = 0), 'kv.layers'],
       [(m) => (m.kv.blockSize = 12), 'kv.blockSize'],
       [(m) => (m.kv.headDim = 1.5), 'kv.headDim'],
@@ -102,7 +102,7 @@ describe('engine manifest schema', () => {
       [(m) => (m.lm.vocabSize = '40'), 'lm.vocabSize'],
       [(m) => (m.lm.bosId = 40), 'lm.bosId'],
       [(m) => (m.lm.stopTokens = [-1]), 'lm.stopTokens[0]'],
-      [(m) => (m.lm.sampling.topp = 2), 'lm.sampling.topp'],
+      [(m) => (m.weightsByteLength = -1), 'weightsByteLength'],
       [(m) => (m.slots[0] = -1), 'slots[0]'],
       [(m) => (m.slots = null), 'slots'],
       [(m) => (m.weights[0].parts[0].array = 'f64'), 'weights[0].parts[0].array'],
@@ -154,15 +154,22 @@ describe('engine manifest schema', () => {
     expect(failure((m) => (m.inputs[computed].values = ['seq', 'past'])).field).toBe(`inputs[${computed}].values`);
   });
 
-  it('Engine.load names engine.json, and new Engine checks a manifest built in code', async () => {
+  it('every load path reads the manifest through the schema: a folder, a single file and bytes name the source', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tw-manifest-'));
-    await new Engine(manifest, weights).save(dir);
-    expect((await Engine.load(dir)).manifest.kv!.numBlocks).toBe(manifest.kv!.numBlocks);
+    const engine = new Engine(manifest, weights);
+    await engine.save(dir);
+    const loaded = await Engine.load(dir);
+    expect(loaded.manifest.kv!.numBlocks).toBe(manifest.kv!.numBlocks);
+    expect(loaded.manifest.weightsSha256).toMatch(/^[0-9a-f]{64}$/);
     const m = JSON.parse(readFileSync(join(dir, 'engine.json'), 'utf8')) as Json;
     m.kv.numBlocks = 1e12;
     writeFileSync(join(dir, 'engine.json'), JSON.stringify(m));
     await expect(Engine.load(dir)).rejects.toThrow(new ModelFormatError('kv.numBlocks', 0, 'must be in [1, 16777216], got 1000000000000', join(dir, 'engine.json')));
-    expect(() => new Engine({ ...manifest, slots: [-1] }, weights)).toThrow(/^slots\[0\] at byte offset 0: must be in \[0, 1099511627776\], got -1/);
+    // the single-file container, from bytes
+    const bad = new Engine({ ...manifest, slots: [-1] }, weights);
+    await expect(Engine.load(await bad.toSingleFile())).rejects.toThrow(/slots\[0\] at byte offset 0: must be in \[0, 1099511627776\], got -1/);
+    expect(() => parseEngineManifest(JSON.stringify({ ...m, weightsSha256: 'abc' }), 'engine.json')).toThrow(/^engine\.json: weightsSha256 at byte offset 0: must be 64 hex digits/);
+    expect(() => parseEngineManifest(JSON.stringify({ ...loaded.manifest, weightsByteLength: 16 }), 'engine.json')).toThrow(/runs past the end of weights\.bin \(16 bytes\)/);
     expect(ENGINE_MANIFEST_BOUNDS.numBlocks).toBe(2 ** 24);
   });
 });

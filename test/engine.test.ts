@@ -168,15 +168,24 @@ describe.skipIf(!hasShared)('stories260K on WebGPU', () => {
     await session.destroy();
   }, LONG);
 
-  it('samples on the GPU with temperature and top-p like the host sampler (same seed, same ids)', async (ctx) => {
+  it('one engine samples on the GPU with any temperature, top-p and top-k like the host sampler (same seed, same ids)', async (ctx) => {
     if (!gpu) return ctx.skip();
-    const sampled = await compile(model, { device: gpu.info, sampling: { temperature: 0.8, topp: 0.9 } });
-    const session = await sampled.createSession({ device: gpu });
-    const r = await session.generate([1, 403, 407], { steps: 40, temperature: 0.8, topp: 0.9, seed: 42 });
+    // the engine was compiled with no sampling settings: they are run-time params of its sampler
+    const session = await engine.createSession({ device: gpu });
     const { generateTokens } = await import('../src/runtime/generate.js');
-    const host = await generateTokens(new CpuCausalLM(model.build({ lastTokenLogitsOnly: true }), 512), [1, 403, 407], { steps: 40, temperature: 0.8, topp: 0.9, seed: 42, stopTokens: [1] });
-    expect(r.generated).toEqual(host.generated);
-    await expect(session.generate([1], { steps: 5, temperature: 0.5, topp: 0.9, seed: 1 })).rejects.toThrow(InputError);
+    const cpu = (): CpuCausalLM => new CpuCausalLM(model.build({ lastTokenLogitsOnly: true }), 512);
+    for (const s of [
+      { temperature: 0.8, topp: 0.9, seed: 42 },
+      { temperature: 1.2, topp: 1, topk: 5, seed: 7 },
+      { temperature: 1, topp: 0.7, topk: 20, seed: 3 },
+    ]) {
+      const r = await session.generate([1, 403, 407], { steps: 30, ...s });
+      const host = await generateTokens(cpu(), [1, 403, 407], { steps: 30, ...s, stopTokens: [1] });
+      expect(r.generated, JSON.stringify(s)).toEqual(host.generated);
+    }
+    // bad settings fail before anything runs
+    await expect(session.generate([1], { steps: 5, temperature: 0.5, topp: 1.5, seed: 1 })).rejects.toThrow(InputError);
+    await expect(session.step([1], { temperature: 0.5, topp: 0.9, topk: -1, coin: 0.5 })).rejects.toThrow(/topk/);
     await session.destroy();
   }, LONG);
 

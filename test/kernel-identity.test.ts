@@ -110,8 +110,8 @@ describe('the same kernel for different nodes is byte-identical WGSL', () => {
       generateEmbeddingKernel({ vocab: 32, dim: 16, dtype: 'f16', nodes: evil }),
       generateDequantEmbeddingKernel({ vocab: 32, dim: 20, dtype: 'f16', weight: { bits: 4, signed: false, groupSize: 10, hasZeroPoint: true, hasMin: true }, nodes: evil }),
       generatePagedAttentionKernel({ numHeads: 4, numKvHeads: 2, headDim: 16, dtype: 'f32', causal: true, blockSize: 16, variant: 'decode', nodes: evil }),
-      generateSamplingKernel({ vocab: 512, dtype: 'f32', temperature: 0.8, topp: 0.9, subgroups: true, nodes: evil }),
-      generateSamplingKernel({ vocab: 512, dtype: 'f16', temperature: 0, nodes: evil }),
+      generateSamplingKernel({ vocab: 512, dtype: 'f32', mode: 'sample', subgroups: true, nodes: evil }),
+      generateSamplingKernel({ vocab: 512, dtype: 'f16', mode: 'argmax', nodes: evil }),
     ];
     for (const k of kernels) {
       expect(k.nodes, k.family).toEqual(evil);

@@ -52,8 +52,10 @@ describe('layer checker', () => {
     files.set('src/frontends/t.ts', "import type { D } from '../passes/dce.js';\nlet d: typeof import('../codegen/z.js');");
     files.set('src/passes/s.ts', "import '../codegen/z.js';");
     files.set('src/util/u.ts', "import { n } from '../ir/node.js';");
+    files.set('src/export/onnx/x.ts', "import { z } from '../../codegen/z.js';\nimport { dce } from '../../passes/dce.js';");
     const messages = layerViolations(files).map((v) => v.message);
     expect(messages).toEqual([
+      'src/export/onnx/x.ts imports src/codegen/z.ts (rule: export imports only ir, passes and the ONNX schema)',
       'src/frontends/t.ts imports src/codegen/z.ts (rule: frontends do not import passes or codegen)',
       'src/frontends/t.ts imports src/passes/dce.ts (rule: frontends do not import passes or codegen)',
       'src/ir/x.ts imports src/passes/dce.ts (rule: ir imports only ir)',

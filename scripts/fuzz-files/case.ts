@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Rng } from '../../src/util/random.js';
 import type { FileKind, Seed } from './corpus.js';
-import { ggufFields, llama2cFields, llama2cTokenizerFields, onnxFields, safetensorsFields, type Field } from './fields.js';
+import { engineContainerFields, ggufFields, llama2cFields, llama2cTokenizerFields, onnxFields, safetensorsFields, type Field } from './fields.js';
 import { jsonPaths, mutateBytes, mutateField, mutateJson, pickWeighted, serializeJson, type Json, type Mutated } from './mutate.js';
 
 /** The files of one case, ready to be written into a folder. */
@@ -87,6 +87,8 @@ export class SeedCache {
           return safetensorsFields(bytes);
         case 'onnx':
           return onnxFields(bytes);
+        case 'engine-container':
+          return engineContainerFields(bytes);
         default:
           return [];
       }
@@ -147,6 +149,31 @@ function mutateFile(rng: Rng, cache: SeedCache, key: string, kind: FileKind, byt
               out.set(bytes.subarray(8 + n), 8 + header.length);
               return { bytes: out, what: `header ${what}` };
             }
+          }
+        }
+      }
+      return mutateBytes(rng, bytes);
+    }
+    case 'engine-container': {
+      if (r < 0.25) return mutateField(rng, bytes, cache.fieldsOf(key, kind, bytes, fresh)) ?? mutateBytes(rng, bytes);
+      if (r < 0.8 && bytes.length >= 24) {
+        const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+        const m = dv.getUint32(12, true);
+        const w = Number(dv.getBigUint64(16, true));
+        const weightsAt = Math.ceil((24 + m) / 256) * 256;
+        if (24 + m <= bytes.length && weightsAt + w === bytes.length) {
+          const j = cache.jsonOf(`${key}#manifest`, decoder.decode(bytes.subarray(24, 24 + m)), fresh);
+          const what = j && mutateJson(rng, j.doc, j.paths, INTERESTING['engine-json']);
+          if (j && what) {
+            // rebuilt as the writer lays it out: new manifest length, padding to 256, the weights unchanged
+            const manifest = encoder.encode(serializeJson(j.doc));
+            const at = Math.ceil((24 + manifest.length) / 256) * 256;
+            const out = new Uint8Array(at + w);
+            out.set(bytes.subarray(0, 24));
+            new DataView(out.buffer).setUint32(12, manifest.length, true);
+            out.set(manifest, 24);
+            out.set(bytes.subarray(weightsAt), at);
+            return { bytes: out, what: `manifest ${what}` };
           }
         }
       }

@@ -25,7 +25,7 @@ export const FUZZ_FORMATS = ['llama2c', 'llama2c-tokenizer', 'gguf', 'safetensor
 export type FuzzFormat = (typeof FUZZ_FORMATS)[number];
 
 /** How a file of a seed is mutated. */
-export type FileKind = 'llama2c' | 'llama2c-tokenizer' | 'gguf' | 'safetensors' | 'onnx' | 'config-json' | 'tokenizer-json' | 'engine-json' | 'index-json' | 'raw';
+export type FileKind = 'llama2c' | 'llama2c-tokenizer' | 'gguf' | 'safetensors' | 'onnx' | 'config-json' | 'tokenizer-json' | 'engine-json' | 'engine-container' | 'index-json' | 'raw';
 
 /** One file of a seed. */
 export interface SeedFile {
@@ -387,6 +387,11 @@ export async function buildCorpus(format: FuzzFormat, dir: string, size: CorpusS
       seeds.push(await engineSeed('tiny-int8', join(dir, 'tiny-int8'), await compile(tinyModel, { target, quant: 'int8' }), 2));
       const p = shared('models/stories260K/stories260K.bin');
       if (have(p)) seeds.push(await engineSeed('stories260K', join(dir, 'stories260K'), await compile(await loadModel(p), { target }), 2));
+      // the single-file container (engine.json and weights.bin in one file, as Engine.load reads from bytes or a URL)
+      const single = join(dir, 'tiny.twengine');
+      const tinyEngine = await compile(tinyModel, { target });
+      await new Engine({ ...tinyEngine.manifest, created: { by: tinyEngine.manifest.created.by, at: '2026-01-01T00:00:00.000Z' } }, tinyEngine.weightBytes).saveSingleFile(single);
+      seeds.push({ name: 'tiny-single-file', weight: 2, open: 'tiny.twengine', files: [{ name: 'tiny.twengine', path: single, kind: 'engine-container', weight: 1 }] });
       break;
     }
   }

@@ -144,6 +144,12 @@ export function safetensorsFields(bytes: Uint8Array): Field[] {
   return bytes.length >= 8 ? [fixed('header length', 'safetensors header length', 0, 'u64')] : [];
 }
 
+/** A single-file engine container's version, manifest length and weights length (its manifest is mutated as JSON). */
+export function engineContainerFields(bytes: Uint8Array): Field[] {
+  if (bytes.length < 24) return [];
+  return [fixed('container version', 'engine container header', 8, 'u32'), fixed('manifest length', 'engine container header', 12, 'u32'), fixed('weights length', 'engine container header', 16, 'u64')];
+}
+
 /** How the walker reads one field of an ONNX message. */
 interface ProtoField {
   readonly name: string;

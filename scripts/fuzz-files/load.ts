@@ -15,7 +15,7 @@
  */
 import { join } from 'node:path';
 import { loadModel, type LoadedModel } from '../../src/frontends/load.js';
-import { Llama2cTokenizer } from '../../src/frontends/llama2c/tokenizer.js';
+import { Llama2cTokenizer } from '../../src/tokenizers/llama2c.js';
 import { readOnnx } from '../../src/frontends/onnx/index.js';
 import { profileDevice } from '../../src/codegen/target.js';
 import { Engine } from '../../src/runtime/engine.js';
@@ -74,11 +74,11 @@ export async function loadCase(format: FuzzFormat, dir: string, seed: Seed): Pro
       if (lm) {
         const prompt = [lm.bosId, ...lm.stopTokens.slice(0, 2), lm.vocabSize - 1];
         await s.step(prompt, { temperature: 0, topp: 1, coin: 0 });
-        await s.step([lm.bosId], { ...lm.sampling, coin: 0.5 });
+        await s.step([lm.bosId], { temperature: 0.8, topp: 0.9, topk: 5, coin: 0.5 });
       }
       await s.destroy();
       if (gpu.uncaptured.length) throw new UncapturedGpuError(gpu.uncaptured[0]);
-      return { declaredBytes: e.weightBytes.byteLength, held: e };
+      return { declaredBytes: e.weightsByteLength ?? 0, held: e };
     }
   }
 }

@@ -23,9 +23,10 @@ import { XorShiftRng } from '../util/random.js';
 import { compile, compressionOf } from '../compile.js';
 import type { PrecisionPolicy } from '../ir/target.js';
 import { quantile } from './eval.js';
-import type { TextTokenizer } from '../frontends/text-tokenizer.js';
+import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
+import { requireFile, requireFileOrFolder } from './file-arguments.js';
 
 /** Options of the `bench` command. */
 export interface BenchCommandOptions {
@@ -102,6 +103,8 @@ function round2(x: number): number {
 export async function benchCommand(o: BenchCommandOptions): Promise<BenchResult> {
   for (const [flag, v, min] of [['--prompt-tokens', o.promptTokens, 1], ['--gen-tokens', o.genTokens, 1], ['--repeat', o.repeat, 1]] as const)
     if (!(Number.isInteger(v) && v >= min)) throw new UsageError(`${flag} must be an integer >= ${min}, got ${v}`);
+  requireFileOrFolder('--model', o.model);
+  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
   const { model, tokenizer } = await openModel(o.model, o.tokenizer);
   if (o.promptTokens + o.genTokens > model.maxPositions)
     throw new InputError(`--prompt-tokens ${o.promptTokens} + --gen-tokens ${o.genTokens} exceed the model's ${model.maxPositions} positions`);
@@ -129,7 +132,7 @@ export async function benchCommand(o: BenchCommandOptions): Promise<BenchResult>
     weightBytes = weightTotals(optimized.graph).bytes;
   } else {
     const handle = await requestGPUDevice();
-    const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, prefillChunk: Math.min(128, o.promptTokens), sampling: { temperature: 1, topp: 1 }, onProgress: log });
+    const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, prefillChunk: Math.min(128, o.promptTokens), onProgress: log });
     compileMs = performance.now() - t0;
     const session = await engine.createSession({ device: handle });
     step = (ids) => session.step(ids, { temperature: 0, topp: 1, coin: 0 });

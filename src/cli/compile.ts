@@ -10,6 +10,7 @@ import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { findTokenizerFor, loadModel } from '../frontends/load.js';
 import { describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { log } from './output.js';
+import { requireFile, requireFileOrFolder, requireOutputFolder } from './file-arguments.js';
 
 /** Options of the `compile` command. */
 export interface CompileCommandOptions {
@@ -21,10 +22,6 @@ export interface CompileCommandOptions {
   tokenizer?: string;
   /** Pass pipeline. */
   passes: string;
-  /** Sampler temperature the engine is built for. */
-  temperature: number;
-  /** Sampler top-p. */
-  topp: number;
   /** Print one JSON summary. */
   json: boolean;
   /** Precision policy (default `auto`). */
@@ -41,12 +38,16 @@ export interface CompileCommandOptions {
 
 /** Runs the command. */
 export async function compileCommand(o: CompileCommandOptions): Promise<Record<string, unknown>> {
+  // the files first: an output path that is an existing file must not cost a whole compile
+  requireFileOrFolder('--model', o.model);
+  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
+  requireOutputFolder('--output', o.output);
   const model = await loadModel(o.model);
   const handle = await requestGPUDevice();
   try {
     log(`compiling for ${describeDevice(handle.info)}`);
     const t0 = performance.now();
-    const engine = await compile(model, { device: handle.info, passes: o.passes, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, sampling: { temperature: o.temperature, topp: o.topp }, onProgress: log });
+    const engine = await compile(model, { device: handle.info, passes: o.passes, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, onProgress: log });
     await engine.save(o.output);
     const tok = o.tokenizer ?? findTokenizerFor(o.model, model.config.vocabSize);
     if (tok) await copyFile(tok, join(o.output, 'tokenizer.bin'));
@@ -59,7 +60,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
       sparsity: o.sparsity ?? 'none',
       kernels: m.kernels.length,
       plans: m.plans.map((p) => ({ name: p.name, max_seq: p.maxSeq, dispatches: p.dispatches.length })),
-      weight_bytes: engine.weightBytes.byteLength,
+      weight_bytes: engine.weightsByteLength ?? 0,
       activation_bytes: m.slots.reduce((a, b) => a + b, 0),
       tokenizer: tok ? 'tokenizer.bin' : null,
       compile_ms: Math.round(performance.now() - t0),

@@ -14,6 +14,8 @@ import { generateTokens } from '../runtime/generate.js';
 import { probeWebGPU, describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { generateCommand } from './generate.js';
 import { log } from './output.js';
+import { UsageError } from '../errors.js';
+import { requireFile, requireFileOrFolder } from './file-arguments.js';
 
 /** Options of the `demo` command. */
 export interface DemoOptions {
@@ -39,8 +41,15 @@ export const DEMO_CONFIG: LlamaConfig = {
   sharedClassifier: true,
 };
 
+/** The random model's prompt (ids; BOS first). */
+const DEMO_PROMPT: readonly number[] = [1, 42, 7, 300, 12];
+
 /** Runs the demo. */
 export async function demoCommand(o: DemoOptions): Promise<void> {
+  if (o.tokenizer && !o.model) throw new UsageError('--tokenizer goes with --model (the random model has no tokenizer)');
+  if (o.model) requireFileOrFolder('--model', o.model);
+  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
+  if (!o.model && o.steps < DEMO_PROMPT.length) throw new UsageError(`--steps must be at least ${DEMO_PROMPT.length} for the random model (its prompt has ${DEMO_PROMPT.length} ids), got ${o.steps}`);
   const probe = await probeWebGPU();
   const backend: 'cpu' | 'webgpu' = 'available' in probe ? 'cpu' : 'webgpu';
   if ('available' in probe) log(`backend: cpu — no WebGPU adapter (${probe.reason}); the CPU reference backend runs the model`);
@@ -69,8 +78,8 @@ export async function demoCommand(o: DemoOptions): Promise<void> {
   console.log(`IR: ${graph.size} nodes, ${countKernels(graph)} kernel launches per forward; after O3: ${optimized.graph.size} nodes, ${countKernels(optimized.graph)} launches`);
   console.log(`    config dim=${c.dim} hidden=${c.hiddenDim} layers=${c.nLayers} heads=${c.nHeads}/${c.nKvHeads} vocab=${c.vocabSize}`);
   console.log(`    ops after O3: ${Object.entries(opHistogram(optimized.graph)).map(([k, v]) => `${k}:${v}`).join(' ')}`);
-  const prompt = [1, 42, 7, 300, 12];
-  let r: { generated: number[]; prefillSeconds: number; decodeSeconds: number };
+  const prompt = DEMO_PROMPT;
+  let r: { generated: readonly number[]; prefillSeconds: number; decodeSeconds: number };
   if (backend === 'webgpu') {
     const handle = await requestGPUDevice();
     try {

@@ -26,6 +26,7 @@ import { compile, compressionOf } from '../compile.js';
 import type { PrecisionPolicy } from '../ir/target.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
+import { requireFile, requireFileOrFolder } from './file-arguments.js';
 
 /** Options of the `eval` command. */
 export interface EvalCommandOptions {
@@ -108,7 +109,7 @@ function cpuScorer(model: LoadedModel, passes: string, options: Record<string, u
 /** A scorer on WebGPU: the engine decodes the window one token at a time and the logits are read back each step. */
 async function webgpuScorer(model: LoadedModel, o: EvalCommandOptions): Promise<{ scorer: WindowScorer; weightBytes: number; device: string }> {
   const handle = await requestGPUDevice();
-  const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, prefillChunk: 8, sampling: { temperature: 1, topp: 1 }, onProgress: log });
+  const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, prefillChunk: 8, onProgress: log });
   const session = await engine.createSession({ device: handle });
   const vocab = model.config.vocabSize;
   const weightBytes = engine.manifest.weights.reduce((a, w) => a + w.parts.reduce((b, p) => b + p.byteLength, 0), 0);
@@ -149,6 +150,9 @@ export function quantile(xs: readonly number[], q: number): number {
 /** Runs the command; resolves to the result (also printed as one JSON object on stdout). */
 export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) throw new UsageError(`--max-tokens must be a positive integer, got ${o.maxTokens}`);
+  requireFileOrFolder('--model', o.model);
+  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
+  requireFile('--text', o.text);
   const { model, tokenizer } = await openModel(o.model, o.tokenizer);
   if (!tokenizer) throw new UsageError(`eval needs a tokenizer: pass --tokenizer <file> (none found for ${o.model})`);
   const text = await readFile(o.text, 'utf8');

@@ -5,11 +5,12 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { UsageError } from '../errors.js';
-import { Llama2cTokenizer } from '../frontends/llama2c/tokenizer.js';
-import type { TextTokenizer } from '../frontends/text-tokenizer.js';
+import { InputError, UsageError } from '../errors.js';
+import { loadTokenizer } from '../runtime/tokenizer-loader.js';
+import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { generateTokens } from '../runtime/generate.js';
+import { validateSampling } from '../runtime/sampling.js';
 import { runPasses } from '../passes/pipeline.js';
 import { cpuProfile } from '../ir/device-profile.js';
 import { countKernels } from '../ir/stats.js';
@@ -19,6 +20,7 @@ import { openModel, pickBackend } from './model-input.js';
 import { compile, compressionOf } from '../compile.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { log } from './output.js';
+import { requireEngineFolder, requireFile, requireFileOrFolder } from './file-arguments.js';
 
 /** Options of the `generate` command (as parsed from the command line). */
 export interface GenerateCommandOptions {
@@ -36,6 +38,8 @@ export interface GenerateCommandOptions {
   temperature: number;
   /** Nucleus sampling threshold. */
   topp: number;
+  /** Keep only the k most likely tokens before top-p (0 or absent = off). */
+  topk?: number;
   /** RNG seed. */
   seed: number;
   /** Backend (`auto`: WebGPU when an adapter exists, else the CPU). */
@@ -74,6 +78,25 @@ export interface GenerateJson {
   text: string;
   /** Timings and counts. */
   metrics: Record<string, number | string | boolean>;
+  /**
+   * With `--profile`: the GPU time of each dispatch of the last step, in dispatch order (empty on the CPU backend and
+   * on devices without `timestamp-query`).
+   */
+  profile?: GenerateProfileRow[];
+}
+
+/** One dispatch of the last step in `generate --json --profile`. */
+export interface GenerateProfileRow {
+  /** Dispatch label (the graph nodes it runs). */
+  label: string;
+  /** Kernel family and variant. */
+  kernel: string;
+  /** GPU time in milliseconds. */
+  ms: number;
+  /** Bytes of the weights it binds, as stored. */
+  weight_bytes: number;
+  /** Bytes of the activation buffers it binds. */
+  activation_bytes: number;
 }
 
 /**
@@ -110,56 +133,65 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   if (!o.model === !o.engine) throw new UsageError('give exactly one of --model <file> and --engine <dir>');
   const t0 = performance.now();
   if (o.engine && o.backend === 'cpu') throw new UsageError('a saved engine runs on WebGPU; use --model for the CPU backend');
+  // everything that can be checked without loading anything is checked first: settings (a saved engine takes any
+  // valid ones), then files
+  validateSampling(o);
+  if (o.model) requireFileOrFolder('--model', o.model);
+  if (o.engine) requireEngineFolder('--engine', o.engine);
+  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
   const engineFromDisk = o.engine ? await Engine.load(o.engine) : undefined;
   const opened = o.model ? await openModel(o.model, o.tokenizer) : undefined;
   const model = opened?.model;
   const engineTokenizer = o.tokenizer ?? (existsSync(join(o.engine ?? '', 'tokenizer.bin')) ? join(o.engine!, 'tokenizer.bin') : undefined);
-  const tokenizer: TextTokenizer | undefined = opened ? opened.tokenizer : engineTokenizer ? await Llama2cTokenizer.fromFile(engineTokenizer, engineFromDisk!.manifest.lm!.vocabSize) : undefined;
+  const tokenizer: TextTokenizer | undefined = opened ? opened.tokenizer : engineTokenizer ? await loadTokenizer(engineTokenizer, { vocabSize: engineFromDisk!.manifest.lm!.vocabSize, bosId: engineFromDisk!.manifest.lm!.bosId, eosIds: engineFromDisk!.manifest.lm!.stopTokens }) : undefined;
   if (!tokenizer && o.prompt) throw new UsageError(`a --prompt needs a tokenizer: pass --tokenizer <file> (none found beside the ${o.model ? 'model' : 'engine'})`);
   if (!tokenizer) log('no tokenizer given or found: generating from BOS, ids only');
   const bos = model ? model.bosId : engineFromDisk!.manifest.lm!.bosId;
   const promptIds = tokenizer ? tokenizer.encode(o.prompt ?? '') : [bos];
+  const positions = Math.min(o.steps, model ? model.maxPositions : engineFromDisk!.manifest.lm!.maxPositions);
+  if (promptIds.length > positions) throw new InputError(`the prompt has ${promptIds.length} tokens, more than --steps allows (${positions} positions${positions < o.steps ? ", the model's context" : ''})`);
   // only now (the inputs are valid) look for a GPU, which may print driver notes
   const backend = o.engine ? 'webgpu' : await pickBackend(o.backend);
   const passes = o.passes ?? 'O3';
-  // the prompt is echoed once compile progress (stderr) is done, so the two do not interleave on a terminal
+  // the prompt is echoed with the first generated token (or at the end, when none is): by then the model, the
+  // engine and the settings have all been accepted, so nothing reaches stdout before an error could
+  let echoed = o.json;
   const echoPrompt = (): void => {
-    if (!o.json) process.stdout.write(tokenizer ? tokenizer.decode(promptIds) : '');
+    if (!echoed) process.stdout.write(tokenizer ? tokenizer.decode(promptIds) : '');
+    echoed = true;
   };
   let prev = promptIds[promptIds.length - 1];
   const onToken = (id: number): void => {
+    echoPrompt();
     if (!o.json && tokenizer) process.stdout.write(tokenizer.decodePiece(prev, id));
     prev = id;
   };
   let r: { generated: number[]; prefillSeconds: number; decodeSeconds: number; stopped: boolean };
   const extra: Record<string, number | string | boolean> = {};
+  let profile: { device: string; rows: readonly KernelTiming[] } | undefined;
   if (backend === 'cpu') {
     const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: compressionOf(o), printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
     extra.compile_ms = round(optimized.timings.reduce((a, t) => a + t.ms, 0));
     extra.kernels_per_forward = countKernels(optimized.graph);
     const lm = new CpuCausalLM(optimized.graph, model!.maxPositions);
     extra.load_ms = round(performance.now() - t0);
-    echoPrompt();
-    r = await generateTokens(lm, promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, seed: o.seed, stopTokens: model!.stopTokens, onToken });
+    r = await generateTokens(lm, promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, topk: o.topk, seed: o.seed, stopTokens: model!.stopTokens, onToken });
+    if (o.profile) log('--profile: the CPU backend has no kernel profile (it is for --backend webgpu)');
   } else {
     const handle = await requestGPUDevice();
     try {
       const tc = performance.now();
       // an engine built for this one prompt: its prefill plan is sized to it (smaller kernels compile faster)
       const prefillChunk = Math.min(128, Math.max(8, promptIds.length));
-      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`), sampling: { temperature: o.temperature || 1, topp: o.topp }, onProgress: log }));
+      const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`), onProgress: log }));
       extra.compile_ms = round(performance.now() - tc);
       const session = await engine.createSession({ device: handle, profile: o.profile, onProgress: (p) => p.stage === 'done' && log(formatLoadTimings(p.timings)) });
       extra.load_ms = round(performance.now() - t0);
       extra.device = describeDevice(handle.info);
       extra.dispatches_per_token = engine.manifest.plans[0].dispatches.length + 1;
       try {
-        echoPrompt();
-        r = await session.generate(promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, seed: o.seed, onToken });
-        if (o.profile) {
-          if (session.lastProfile.length) log(`per-kernel GPU time of the last step (${describeDevice(handle.info)}):\n${profileTable(session.lastProfile)}`);
-          else log('--profile: this device has no timestamp-query feature; no kernel times');
-        }
+        r = await session.generate(promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, topk: o.topk, seed: o.seed, onToken });
+        if (o.profile) profile = { device: describeDevice(handle.info), rows: [...session.lastProfile] };
       } finally {
         await session.destroy();
       }
@@ -167,7 +199,13 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
       await handle.destroy();
     }
   }
+  echoPrompt();
   if (!o.json) process.stdout.write('\n');
+  // the profile comes after the text's closing newline, so it starts on its own line
+  if (profile) {
+    if (profile.rows.length) log(`per-kernel GPU time of the last step (${profile.device}):\n${profileTable(profile.rows)}`);
+    else log('--profile: this device has no timestamp-query feature; no kernel times');
+  }
   const text = tokenizer ? tokenizer.decode([...promptIds, ...r.generated]) : '';
   const decodeTokens = Math.max(r.generated.length - 1, 0);
   const metrics = {
@@ -183,11 +221,13 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
     seed: o.seed,
     temperature: o.temperature,
     topp: o.topp,
+    topk: o.topk ?? 0,
     steps: o.steps,
     passes,
     ...extra,
   };
   const result: GenerateJson = { backend, prompt_ids: promptIds, generated_ids: r.generated, text, metrics };
+  if (o.profile) result.profile = (profile?.rows ?? []).map((t) => ({ label: t.label, kernel: t.kernel, ms: t.ms, weight_bytes: t.weightBytes, activation_bytes: t.activationBytes }));
   if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
   else log(`[${backend}] prompt ${promptIds.length} tokens in ${metrics.prefill_ms} ms; ${r.generated.length} tokens generated, ${metrics.decode_tokens_per_s} tok/s`);
   return result;

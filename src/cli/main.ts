@@ -1,7 +1,11 @@
 /**
- * The `tensorwright` command line: `generate`, `inspect`, `demo`.
+ * The `tensorwright` command line: `generate`, `compile`, `inspect`, `eval`, `bench`, `onnx-test`, `demo`. Exit codes
+ * are the same for every command: 0 on success, {@link EXIT_USAGE} for usage errors (an unknown command or option, a
+ * missing or bad option value, a {@link UsageError}), {@link EXIT_FAILURE} for everything else (missing files,
+ * malformed models, device errors).
  * @module
  */
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { generateCommand } from './generate.js';
@@ -12,16 +16,35 @@ import { onnxTestCommand } from './onnx-test.js';
 import { errorLine } from './output.js';
 import { evalCommand } from './eval.js';
 import { benchCommand } from './bench.js';
+import { exportOnnxCommand } from './export-onnx.js';
 import { parseQuantScheme, QUANT_GRAMMAR, QUANT_SCHEMES } from '../ir/quant-scheme.js';
 import { parseSparsityScheme, SPARSITY_SCHEMES } from '../ir/sparsity-scheme.js';
 
-function num(name: string, opts: { int?: boolean; min?: number } = {}) {
+/** Exit code of a usage error (commander's and POSIX utilities' convention). */
+export const EXIT_USAGE = 2;
+/** Exit code of every other failure: a missing or malformed file, a model the compiler rejects, a device error. */
+export const EXIT_FAILURE = 1;
+
+/** The package's version, read from its package.json (two folders above this file in `src/cli` and `dist/cli`). */
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function num(name: string, opts: { int?: boolean; min?: number; max?: number } = {}) {
   return (v: string): number => {
     const x = Number(v);
-    if (v.trim() === '' || !Number.isFinite(x) || (opts.int && !Number.isInteger(x)) || (opts.min !== undefined && x < opts.min))
-      throw new InvalidArgumentError(`${name} must be ${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` >= ${opts.min}` : ''}, got '${v}'`);
+    if (v.trim() === '' || !Number.isFinite(x) || (opts.int && !Number.isInteger(x)) || (opts.min !== undefined && x < opts.min) || (opts.max !== undefined && x > opts.max))
+      throw new InvalidArgumentError(`${name} must be ${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` >= ${opts.min}` : ''}${opts.max !== undefined ? ` and <= ${opts.max}` : ''}, got '${v}'`);
     return x;
   };
+}
+
+/** `--kv-block-size <n>`'s parser: a power of two from 1 to 256 (what the Target accepts), else a usage error. */
+function kvBlockSize(v: string): number {
+  const x = Number(v);
+  if (v.trim() === '' || !Number.isInteger(x) || x < 1 || x > 256 || (x & (x - 1)) !== 0) throw new InvalidArgumentError(`--kv-block-size must be a power of two from 1 to 256, got '${v}'`);
+  return x;
 }
 
 /** `--quant <scheme>`, checked when parsed (an unknown scheme is a usage error listing the known ones). */
@@ -65,9 +88,12 @@ function printIrAfter(list: string[]): readonly string[] | 'all' | undefined {
 export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Command {
   const program = new Command('tensorwright')
     .description('Compile and run transformer models on WebGPU (with a CPU reference backend).')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .showHelpAfterError(false)
     .exitOverride()
-    .configureOutput({ writeErr: () => {} });
+    // errors are printed by main() as one typed line; help asked for by a bare `tensorwright` still goes to stderr
+    .configureOutput({ outputError: () => {} })
+    .addHelpText('after', `\nExit codes: 0 success, ${EXIT_FAILURE} error (a missing or malformed file, a model or device error), ${EXIT_USAGE} usage error.`);
 
   program
     .command('generate')
@@ -78,14 +104,15 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--prompt <text>', 'prompt text', '')
     .option('--steps <n>', 'positions to run, prompt included (as run.c)', num('--steps', { int: true, min: 1 }), 256)
     .option('--temperature <t>', 'sampling temperature; 0 = greedy', num('--temperature', { min: 0 }), 1.0)
-    .option('--topp <p>', 'nucleus sampling threshold in [0,1]', num('--topp', { min: 0 }), 0.9)
+    .option('--topp <p>', 'nucleus sampling threshold in [0,1]', num('--topp', { min: 0, max: 1 }), 0.9)
+    .option('--topk <k>', 'keep only the k most likely tokens before top-p (0 = off)', num('--topk', { int: true, min: 0 }), 0)
     .option('--seed <s>', 'random seed (default: time, as run.c)', num('--seed', { int: true, min: 0 }))
     .addOption(new Option('--backend <name>', 'backend (default: webgpu when an adapter exists, else cpu)').choices(['cpu', 'webgpu', 'auto']).default('auto'))
     .option('--profile', 'print per-kernel GPU times of the last step (webgpu, needs timestamp-query)', false)
     .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
     .option('--print-ir-after <pass>', "print the IR (to stderr) after this pass, or 'all' (repeatable)", collect, [])
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
-    .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
+    .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
     .addOption(quantOption())
     .addOption(sparsityOption())
@@ -103,7 +130,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(new Option('--target <name>', 'cpu: the optimizer for the CPU reference backend; webgpu: the whole WebGPU pipeline to the dispatch list, no device needed').choices(['cpu', 'webgpu']).default('cpu'))
     .addOption(new Option('--device-profile <name>', 'with --target webgpu: the device to compile for (default: the local adapter, else lavapipe)').choices(['lavapipe', 'discrete']))
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
-    .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
+    .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
     .addOption(quantOption())
     .addOption(sparsityOption())
@@ -120,10 +147,8 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .requiredOption('-o, --output <dir>', 'engine directory to write')
     .option('--tokenizer <file>', 'tokenizer to store with the engine (default: found beside the model)')
     .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
-    .option('--temperature <t>', 'temperature the GPU sampler is built for (temperature 0 always works)', num('--temperature', { min: 0 }), 1.0)
-    .option('--topp <p>', 'top-p the GPU sampler is built for', num('--topp', { min: 0 }), 0.9)
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
-    .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', num('--kv-block-size', { int: true, min: 1 }), 16)
+    .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
     .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
     .addOption(quantOption())
     .addOption(sparsityOption())
@@ -176,6 +201,22 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
       state.exitCode = await onnxTestCommand(dirs, o);
     });
 
+  // export-onnx: the optimized graph as a standard ONNX model (onnxruntime, Triton)
+  program
+    .command('export-onnx')
+    .description('write the model, after the target-independent optimizer, as a standard ONNX model (input_ids -> logits; --quant weights as com.microsoft MatMulNBits)')
+    .requiredOption('--model <file>', 'model file')
+    .requiredOption('-o, --output <file>', 'ONNX file to write (external data, when needed, goes to <file>.data)')
+    .addOption(quantOption())
+    .addOption(sparsityOption())
+    .option('--passes <spec>', 'pass pipeline before export (default: the target-independent optimizer up to weight compression)')
+    .addOption(new Option('--external-data <mode>', 'weights in <file>.data: auto (only past the 2 GB protobuf limit), always, never').choices(['auto', 'always', 'never']).default('auto'))
+    .option('--dense-weights', 'write quantized weights as dense tensors (default-domain ops only) instead of MatMulNBits/GatherBlockQuantized', false)
+    .option('--json', 'print one JSON summary on stdout', false)
+    .action(async (o) => {
+      await exportOnnxCommand(o);
+    });
+
   program
     .command('demo')
     .description('build a Llama-architecture model in code (seeded random weights) and run it; or run a real checkpoint')
@@ -198,12 +239,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     return state.exitCode;
   } catch (e) {
     if (e instanceof CommanderError) {
-      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
-      if (e.code === 'commander.executeSubCommandAsync') return 0;
+      // --help, --version and `help` exit 0; a bare `tensorwright` prints the help to stderr (commander's exit code 1)
+      if (e.code === 'commander.help' || e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return e.exitCode === 0 ? 0 : EXIT_USAGE;
       process.stderr.write(`${errorLine(new UsageError(e.message.replace(/^error: /, '')))}\n`);
-      return 2;
+      return EXIT_USAGE;
     }
     process.stderr.write(`${errorLine(e)}\n`);
-    return 1;
+    return e instanceof UsageError ? EXIT_USAGE : EXIT_FAILURE;
   }
 }

@@ -5,9 +5,9 @@
  * @module
  */
 import { findTokenizerFor, loadModel, type LoadedModel } from '../frontends/load.js';
-import { Llama2cTokenizer } from '../frontends/llama2c/tokenizer.js';
+import { Llama2cTokenizer } from '../tokenizers/llama2c.js';
 import { describeDevice, probeWebGPU } from '../runtime/device.js';
-import type { TextTokenizer } from '../frontends/text-tokenizer.js';
+import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { log } from './output.js';
 
 /** The tokenizer file for a model: the one given, else one found beside the model (none when the model has its own). */

@@ -20,6 +20,7 @@ import { decodeTensor, decodeTensorProto, importOnnx, onnxInputNames, ShapeInput
 import type { Graph } from '../ir/graph.js';
 import { runPasses } from '../passes/pipeline.js';
 import { runGraph } from '../runtime/cpu/interpreter.js';
+import { requireFolder } from './file-arguments.js';
 import type { Tensor } from '../runtime/cpu/tensor.js';
 
 /** Outcome of one test folder. */
@@ -239,6 +240,8 @@ export function testFolders(dirs: readonly string[]): string[] {
  */
 export async function onnxTestCommand(dirs: readonly string[], opts: OnnxTestOptions): Promise<number> {
   const write = opts.write ?? ((line: string) => process.stdout.write(`${line}\n`));
+  // a path that is not there is a mistake in the command, not a failing test
+  for (const d of dirs) requireFolder('onnx-test', d);
   const folders = testFolders(dirs);
   const gpu = opts.backend === 'cpu' ? undefined : await webgpuRunner();
   const run = opts.backend === 'cpu' ? cpuRunner : gpu;

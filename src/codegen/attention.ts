@@ -31,6 +31,7 @@
  * fine); any S and T (dynamic, through the params uniform), including S = 0; batch B >= 1 for the contiguous kernel
  * (dynamic allowed), batch 1 for the paged ones; block sizes >= 1. Workgroup memory stays within
  * `maxWorkgroupStorage` (default 16 KiB, WebGPU's default limit): the generator shrinks tiles or head chunks to fit.
+ * @mergeModuleWith compile
  * @module
  */
 import { InputError, ShapeError } from '../errors.js';
@@ -38,7 +39,10 @@ import { KernelParams, paramsStruct, type DimLike, type GridExpr, type HeadWindo
 import { enableDirectives, kernelFeatures, literal, type KernelFeature } from './wgsl.js';
 import { chooseAttentionVariant } from './schedule/attention.js';
 
-/** Storage type of attention tensors (arithmetic is always f32). */
+/**
+ * Storage type of attention tensors (arithmetic is always f32).
+ * @internal
+ */
 export type AttentionDType = 'f32' | 'f16';
 
 /** Tuning of the `decode` variant. */
@@ -70,7 +74,10 @@ export interface FlashAttentionVariant {
 /** A variant with its tuning. */
 export type AttentionVariant = DecodeAttentionVariant | FlashAttentionVariant;
 
-/** What every attention kernel needs to know about the heads and the math. */
+/**
+ * What every attention kernel needs to know about the heads and the math.
+ * @internal
+ */
 export interface AttentionHeadsSpec {
   /** Query heads Hq. */
   readonly numHeads: number;
@@ -103,6 +110,7 @@ export interface AttentionHeadsSpec {
 /**
  * Paged attention for batch 1. Bindings: `q` `[S, Hq, D]`, `k_pool`, `v_pool`, `block_table` (u32), `out`
  * `[S, Hq, Dv]`; params: `seq`, `past` (T = past + seq).
+ * @internal
  */
 export interface PagedAttentionSpec extends AttentionHeadsSpec {
   /** Tokens per cache block. */
@@ -115,7 +123,10 @@ export interface PagedAttentionSpec extends AttentionHeadsSpec {
   readonly past?: DimLike;
 }
 
-/** The optional mask of {@link AttentionSpec}. */
+/**
+ * The optional mask of {@link AttentionSpec}.
+ * @internal
+ */
 export interface AttentionMaskSpec {
   /** `bool` (stored as u32, 0 = hidden) or additive scores in the attention dtype. */
   readonly dtype: 'bool' | AttentionDType;
@@ -129,6 +140,7 @@ export interface AttentionMaskSpec {
 /**
  * Attention over contiguous K/V. Bindings: `q` `[B, S, Hq, D]`, `k` `[B, T, Hkv, D]`, `v` `[B, T, Hkv, Dv]`,
  * `mask` (when given), `out` `[B, S, Hq, Dv]`; params: the dynamic ones among batch, seq, kvLen and the mask dims.
+ * @internal
  */
 export interface AttentionSpec extends AttentionHeadsSpec {
   /** Batch B (default 1). */
@@ -141,7 +153,10 @@ export interface AttentionSpec extends AttentionHeadsSpec {
   readonly mask?: AttentionMaskSpec;
 }
 
-/** The kernel that writes S new tokens' keys and values into the paged cache at positions `past .. past+S-1`. */
+/**
+ * The kernel that writes S new tokens' keys and values into the paged cache at positions `past .. past+S-1`.
+ * @internal
+ */
 export interface KvCacheWriteSpec {
   /** KV heads Hkv. */
   readonly numKvHeads: number;
@@ -173,9 +188,15 @@ export interface KvCacheWriteSpec {
   readonly nodes?: readonly string[];
 }
 
-/** Largest head dim the kernels accept. */
+/**
+ * Largest head dim the kernels accept.
+ * @internal
+ */
 export const MAX_ATTENTION_HEAD_DIM = 256;
-/** Default workgroup-memory budget (WebGPU's default `maxComputeWorkgroupStorageSize`). */
+/**
+ * Default workgroup-memory budget (WebGPU's default `maxComputeWorkgroupStorageSize`).
+ * @internal
+ */
 export const DEFAULT_WORKGROUP_STORAGE = 16384;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -637,6 +658,7 @@ function build(c: Core, v: AttentionVariant, family: string): KernelSource {
  * Variants `decode` and `prefill-flash` (see the module comment); shapes: Hq a multiple of Hkv, D and Dv in 1..256,
  * any S and past, any block size.
  * @throws {@link ShapeError} for unsupported head shapes; {@link InputError} for inconsistent tuning.
+ * @internal
  */
 export function generatePagedAttentionKernel(spec: PagedAttentionSpec): KernelSource {
   const h = checkHeads(spec);
@@ -692,6 +714,7 @@ export function generatePagedAttentionKernel(spec: PagedAttentionSpec): KernelSo
  * Bindings `q`, `k`, `v`, [`mask`], `out`; params: the dynamic dims among batch, seq, kvLen and the mask's dims.
  * Variants and shapes as {@link generatePagedAttentionKernel}, plus any batch.
  * @throws {@link ShapeError} for unsupported head or mask shapes; {@link InputError} for inconsistent tuning.
+ * @internal
  */
 export function generateAttentionKernel(spec: AttentionSpec): KernelSource {
   const h = checkHeads(spec);
@@ -751,6 +774,7 @@ export function generateAttentionKernel(spec: AttentionSpec): KernelSource {
  * `past .. past+S-1` of `k_pool`/`v_pool` through `block_table` (whose blocks must already be allocated). Bindings
  * `k_new`, `v_new`, `block_table`, `k_pool`, `v_pool`; params `seq`, `past`. One invocation per (token, head, dim);
  * any S (grid y, at most 65535), any head dims.
+ * @internal
  */
 export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource {
   const { numKvHeads: Hkv, headDim: D, blockSize } = spec;

@@ -4,6 +4,7 @@
  * features it may use, and how it lowers a node to launches. The schedule rules that pick a variant live apart from
  * the generators (`src/codegen/schedule/`), and the registry of families is `src/codegen/families/index.ts`: adding a
  * family is one file and one line there.
+ * @mergeModuleWith compile
  * @module
  */
 import { Node } from '../ir/node.js';
@@ -61,7 +62,10 @@ export interface WeightPartOperand {
  */
 export type LaunchOperand = Node | WeightPartOperand | KvOperand;
 
-/** Whether a launch operand is a graph value (rather than a KV-cache buffer). */
+/**
+ * Whether a launch operand is a graph value (rather than a KV-cache buffer).
+ * @internal
+ */
 export function isGraphOperand(x: LaunchOperand): x is Node {
   return x instanceof Node;
 }
@@ -76,7 +80,10 @@ export interface Launch {
   readonly label: string;
 }
 
-/** What lowering knows besides the node. */
+/**
+ * What lowering knows besides the node.
+ * @internal
+ */
 export interface LowerContext {
   /** The target. */
   readonly target: Target;
@@ -93,7 +100,10 @@ export interface LowerContext {
   weightEncoding(node: Node): WeightEncoding;
 }
 
-/** The fused forms a family implements. */
+/**
+ * The fused forms a family implements.
+ * @internal
+ */
 export interface FamilyFusion {
   /** The fused `kind` the family lowers (the anchor op's name for epilogue fusion). */
   readonly kind: string;
@@ -107,7 +117,10 @@ export interface FamilyFusion {
   accepts(fused: Node): boolean;
 }
 
-/** A kernel family. */
+/**
+ * A kernel family.
+ * @internal
+ */
 export interface KernelFamily {
   /** Name, as in `KernelSource.family`. */
   readonly name: string;

@@ -2,6 +2,7 @@
  * Building the {@link Target}: once, from a WebGPU adapter's {@link DeviceInfo} or from a named profile (to compile
  * or inspect without a device), with the precision policy and KV-cache layout asked for, and the fusion patterns of
  * the kernel families. This is the one place that classifies a device.
+ * @mergeModuleWith compile
  * @module
  */
 import { InputError } from '../errors.js';
@@ -62,8 +63,8 @@ function checkKv(kv: KvCacheLayout): KvCacheLayout {
 /**
  * The target for a device (a {@link DeviceInfo} from `requestGPUDevice` or `probeWebGPU`, or a profile name). The
  * device class is decided here, once: a software rasterizer (lavapipe, SwiftShader, WARP) or a GPU.
- * @throws {@link InputError} for an unknown profile, a bad precision or KV layout, or `kv.dtype: 'f16'` on a device
- * without `shader-f16`.
+ * @throws {@link errors!InputError | InputError} for an unknown profile, a bad precision or KV layout, or
+ * `kv.dtype: 'f16'` on a device without `shader-f16`.
  */
 export function createTarget(device: DeviceInfo | TargetProfileName, o: TargetOptions = {}): Target {
   const info = typeof device === 'string' ? profileDevice(device) : device;

@@ -17,7 +17,7 @@ import { looksLikeGguf } from './gguf/reader.js';
 import { loadGgufModel } from './gguf/model.js';
 import { looksLikeSafetensors } from './safetensors/reader.js';
 import { loadHfModel } from './hf/model.js';
-import type { TextTokenizer } from './text-tokenizer.js';
+import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { looksLikeOnnx } from './onnx/index.js';
 import { contextCap, type LoadModelOptions } from './context.js';
 

@@ -22,7 +22,10 @@ import { WeightStore, type WeightData, type WeightEncoding, type WeightEntry } f
 /** A dim as the builder accepts it: a number, a symbol name, or a {@link SymDim}. */
 export type DimLike = number | string | SymDim;
 
-/** Converts builder dims to IR dims. */
+/**
+ * Converts builder dims to IR dims.
+ * @internal
+ */
 export function toDims(shape: readonly DimLike[]): Dim[] {
   return shape.map((d) => (typeof d === 'string' ? sym(d) : d));
 }
@@ -251,7 +254,10 @@ export class GraphBuilder {
   }
 }
 
-/** The `weight` node for a store entry. */
+/**
+ * The `weight` node for a store entry.
+ * @internal
+ */
 export function weightNode(entry: WeightEntry): Node {
   return makeNode('weight', [], { id: entry.id, name: entry.name, dtype: entry.dtype, shape: [...entry.shape] });
 }

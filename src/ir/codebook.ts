@@ -20,7 +20,10 @@ import { InputError } from '../errors.js';
 import type { DType } from './dtype.js';
 import { packBits, WeightStore, type CodebookEncoding, type WeightArray, type WeightEntry } from './weights.js';
 
-/** QLoRA's NormalFloat4 levels (bitsandbytes' `create_normal_map`), ascending: 16 values in [-1, 1] with an exact 0. */
+/**
+ * QLoRA's NormalFloat4 levels (bitsandbytes' `create_normal_map`), ascending: 16 values in [-1, 1] with an exact 0.
+ * @internal
+ */
 export const NF4_TABLE: readonly number[] = Object.freeze([
   -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
   0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023,
@@ -30,7 +33,10 @@ export const NF4_TABLE: readonly number[] = Object.freeze([
 /** How a codebook quantizer picks its table (see the module table). */
 export type CodebookLevels = 'nf4' | 'kmeans' | 'ternary' | 'binary' | 'log2';
 
-/** Options of {@link quantizeCodebook}. */
+/**
+ * Options of {@link quantizeCodebook}.
+ * @internal
+ */
 export interface CodebookQuantOptions {
   /** The table's levels. */
   readonly levels: CodebookLevels;
@@ -51,7 +57,10 @@ const LEVEL_BITS: Readonly<Record<Exclude<CodebookLevels, 'kmeans'>, number>> = 
 /** The ternary table: indices 0, 1, 2 are -1, 0, 1; index 3 is unused. */
 const TERNARY_TABLE: readonly number[] = [-1, 0, 1, 0];
 
-/** The log2 table, ascending: `-2^0 … -2^-7, 2^-7 … 2^0`. */
+/**
+ * The log2 table, ascending: `-2^0 … -2^-7, 2^-7 … 2^0`.
+ * @internal
+ */
 export const LOG2_TABLE: readonly number[] = Object.freeze([...Array.from({ length: 8 }, (_, k) => -(2 ** -k)), ...Array.from({ length: 8 }, (_, k) => 2 ** (k - 7))]);
 
 /** Iteration cap of the k-means refinement. */
@@ -62,6 +71,7 @@ const KMEANS_MAX_ITERS = 64;
  * table for each level set).
  * @throws InputError for a scale group that divides neither the last dim nor the element count, for `kmeans` with
  * other than 4 or 8 index bits, or for fixed levels without scales.
+ * @internal
  */
 export function quantizeCodebook(name: string, shape: readonly number[], values: Float32Array, opts: CodebookQuantOptions): WeightEntry {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -150,6 +160,7 @@ function nearestSorted(levels: readonly number[], v: number): number {
  * result with the lower squared error. Starting from the uniform levels, the result is never worse than uniform
  * quantization with as many levels. A cluster that empties keeps its centroid; with fewer distinct values than `k`,
  * centroids repeat.
+ * @internal
  */
 export function kmeansTable(values: Float32Array, k: number): number[] {
   const n = values.length;

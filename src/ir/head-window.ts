@@ -7,7 +7,10 @@
 import { isOp } from './attrs.js';
 import type { Node } from './node.js';
 
-/** A window of heads inside a wider `[S, numHeads, D]` tensor: a head slice that a kernel reads in place. */
+/**
+ * A window of heads inside a wider `[S, numHeads, D]` tensor: a head slice that a kernel reads in place.
+ * @internal
+ */
 export interface HeadWindow {
   /** Heads per token in the wider tensor. */
   readonly numHeads: number;
@@ -18,6 +21,7 @@ export interface HeadWindow {
 /**
  * The head window `n` reads when it is a slice of heads (axis 2 of a rank-4 tensor, step 1, static bounds), such as
  * q, k or v of a merged QKV projection; `undefined` for any other node.
+ * @internal
  */
 export function headSliceWindow(n: Node): HeadWindow | undefined {
   if (!isOp(n, 'slice') || n.rank !== 4) return undefined;

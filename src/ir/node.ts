@@ -64,7 +64,10 @@ export class Node implements TensorType {
   }
 }
 
-/** Canonical text of an attribute value (symbolic dims tagged so they never collide with strings). */
+/**
+ * Canonical text of an attribute value (symbolic dims tagged so they never collide with strings).
+ * @internal
+ */
 export function attrKey(v: AttrValue | undefined): string {
   if (v === undefined) return 'u';
   if (v instanceof SymDim) return `$${v.text}`;
@@ -97,8 +100,9 @@ const registry = new FinalizationRegistry<string>((key) => {
 
 /**
  * Builds (or finds) the node for `op(inputs) {attrs}`. The op's definition normalizes the attributes (defaults,
- * negative axes), checks operand types and infers the result type; a violation throws {@link ShapeError} naming the
- * op and the shapes. Operands of commutative ops are put in canonical order.
+ * negative axes), checks operand types and infers the result type; a violation throws
+ * {@link errors!ShapeError | ShapeError} naming the op and the shapes. Operands of commutative ops are put in canonical
+ * order.
  */
 export function makeNode(op: OpName, inputs: readonly Node[], attrs: Attrs = {}): Node {
   const def = getOpDef(op);

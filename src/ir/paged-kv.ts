@@ -8,7 +8,10 @@ import type { Graph } from './graph.js';
 import type { HeadWindow } from './head-window.js';
 import type { Node } from './node.js';
 
-/** A paged-attention node: its KV-cache layer and the new keys/values it appends. */
+/**
+ * A paged-attention node: its KV-cache layer and the new keys/values it appends.
+ * @internal
+ */
 export interface PagedAttention {
   /** Decoder layer (index of the K/V pools). */
   readonly layer: number;
@@ -24,7 +27,10 @@ export interface PagedAttention {
   readonly vHeads?: HeadWindow;
 }
 
-/** The paged attentions the `lower-paged-kv` stage recorded on `graph` (empty before it ran). */
+/**
+ * The paged attentions the `lower-paged-kv` stage recorded on `graph` (empty before it ran).
+ * @internal
+ */
 export function pagedAttentionOf(graph: Graph): ReadonlyMap<Node, PagedAttention> {
   return (graph.meta.pagedKv as ReadonlyMap<Node, PagedAttention> | undefined) ?? new Map();
 }

@@ -40,7 +40,10 @@ export function printNode(n: Node, name: (x: Node) => string = (x) => `%${x.id}`
   return `${name(n)} = ${head}${attrStr} : ${n.dtype}${shapeToString(n.shape)}`;
 }
 
-/** Local names for the nodes of a graph: `%0`, `%1`, … in topological order. */
+/**
+ * Local names for the nodes of a graph: `%0`, `%1`, … in topological order.
+ * @internal
+ */
 export function localNames(nodes: readonly Node[]): (x: Node) => string {
   const idx = new Map<Node, number>();
   nodes.forEach((n, i) => idx.set(n, i));
@@ -59,7 +62,10 @@ export function printGraph(g: Graph, title = 'graph'): string {
   return lines.join('\n');
 }
 
-/** A node and its operands up to `depth` levels, as text (for error messages). */
+/**
+ * A node and its operands up to `depth` levels, as text (for error messages).
+ * @internal
+ */
 export function printNodeContext(n: Node, depth = 1): string {
   const roots = [n];
   const nodes = topoOrder(roots).filter((x) => distance(n, x) <= depth);

@@ -11,6 +11,7 @@ export type RopeStyle = 'half' | 'interleaved';
 /**
  * RoPE frequency for rotary pair `i` (0-based pair index) with `rotaryDim` rotated dims, computed in float32 as
  * llama2.c's run.c does (`1 / powf(theta, 2i / rotaryDim)`), so the reference reproduces its rounding.
+ * @internal
  */
 export function ropeFrequency(theta: number, i: number, rotaryDim: number): number {
   return Math.fround(1 / Math.fround(Math.pow(theta, Math.fround((2 * i) / rotaryDim))));
@@ -22,6 +23,7 @@ export function ropeFrequency(theta: number, i: number, rotaryDim: number): numb
  * themselves), snapped to an integer when within 1e-5 relative of one, and every entry of both caches is then checked
  * against `cos/sin(p · theta^(-2i/d))` within 1e-5 plus the float32 rounding of the angle. Used by the `recognize-rope`
  * pass and by the ONNX importer to map `RotaryEmbedding` with constant caches to a `rope` node.
+ * @internal
  */
 export function solveTheta(cos: ArrayLike<number>, sin: ArrayLike<number>, rows: number, d: number, style: RopeStyle): number | undefined {
   const half = d / 2;

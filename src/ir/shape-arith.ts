@@ -27,7 +27,10 @@ import type { DType } from './dtype.js';
 import { makeNode, type Node } from './node.js';
 import { MAX_INLINE_CONSTANT } from './ops.js';
 
-/** The element values of a `constant` node (splats expanded), numbers or symbolic dims; `undefined` for other nodes. */
+/**
+ * The element values of a `constant` node (splats expanded), numbers or symbolic dims; `undefined` for other nodes.
+ * @internal
+ */
 export function constantDims(n: Node): Dim[] | undefined {
   if (n.op !== 'constant' || !isStaticShape(n.shape)) return undefined;
   const vals = n.attrs.values as readonly Dim[];
@@ -35,12 +38,18 @@ export function constantDims(n: Node): Dim[] | undefined {
   return vals.length === size ? [...vals] : new Array<Dim>(size).fill(vals[0]);
 }
 
-/** Whether `n` is a `constant` holding at least one symbolic dim. */
+/**
+ * Whether `n` is a `constant` holding at least one symbolic dim.
+ * @internal
+ */
 export function isSymbolicConstant(n: Node): boolean {
   return n.op === 'constant' && (n.attrs.values as readonly Dim[]).some((v) => v instanceof SymDim);
 }
 
-/** An i32 constant of these values (symbolic dims allowed); a splat when every value is the same. */
+/**
+ * An i32 constant of these values (symbolic dims allowed); a splat when every value is the same.
+ * @internal
+ */
 export function dimsConstant(values: readonly Dim[], shape: readonly number[]): Node {
   return makeNode('constant', [], { dtype: 'i32', shape: [...shape], values: [...values] });
 }
@@ -48,6 +57,7 @@ export function dimsConstant(values: readonly Dim[], shape: readonly number[]): 
 /**
  * The sign of `a - b` (`-1`, `0`, `1`), or `undefined` when it depends on the symbols' values. Symbols are sizes, so
  * every monomial is ≥ 0: `seq + 1 > 0`, `-batch - 1 < 0`, but `seq - 4` is undecidable.
+ * @internal
  */
 export function compareDims(a: Dim, b: Dim): -1 | 0 | 1 | undefined {
   const d = dimSub(a, b);
@@ -220,6 +230,7 @@ function evaluate(node: Node, args: Dim[][]): Dim[] | undefined {
  * Folds `node` when every operand is a `constant`, at least one of them symbolic, and the op is one of the shape
  * arithmetic ops of the module comment: returns the `constant` holding the result (i32, or bool for comparisons), or
  * `undefined`.
+ * @internal
  */
 export function foldShapeArithmetic(node: Node): Node | undefined {
   if (node.inputs.length === 0 || !node.inputs.every((x) => x.op === 'constant') || !node.inputs.some(isSymbolicConstant)) return undefined;

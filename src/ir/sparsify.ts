@@ -8,7 +8,10 @@
 import { InputError } from '../errors.js';
 import { nmKeptShape, nmKeptValues, packBits, quantizeWeight, WeightStore, type WeightEntry } from './weights.js';
 
-/** The narrowest position width the N:M encoding offers for groups of `m`: 2 bits up to 4, 4 bits up to 16, else 8. */
+/**
+ * The narrowest position width the N:M encoding offers for groups of `m`: 2 bits up to 4, 4 bits up to 16, else 8.
+ * @internal
+ */
 export function nmIndexBits(m: number): 2 | 4 | 8 {
   return m <= 4 ? 2 : m <= 16 ? 4 : 8;
 }
@@ -19,6 +22,7 @@ export function nmIndexBits(m: number): 2 | 4 | 8 {
  * {@link nmIndexBits} bits each.
  * @throws {@link InputError} naming the weight when `m` does not divide the last dim, `n` is not in `1..m`, `m`
  * exceeds 256, or `values` is shorter than the shape.
+ * @internal
  */
 export function pruneNM(name: string, shape: readonly number[], values: Float32Array, opts: { n: number; m: number }): WeightEntry {
   const { n, m } = opts;
@@ -51,6 +55,7 @@ export function pruneNM(name: string, shape: readonly number[], values: Float32A
  * positions: the result is an N:M-sparse entry named `name` whose `quantizedValues` say how its values are stored.
  * `groupSize` counts compacted values, so it must divide the compacted row length (`last · n / m`) or cover them all.
  * @throws {@link InputError} naming the weight when `sparse` is not N:M-sparse or the group size does not fit.
+ * @internal
  */
 export function quantizeNMValues(name: string, sparse: WeightEntry, opts: { bits: 8 | 4 | 2; groupSize: number; hasZeroPoint?: boolean }): WeightEntry {
   const enc = sparse.encoding;
@@ -68,6 +73,7 @@ export function quantizeNMValues(name: string, sparse: WeightEntry, opts: { bits
  * @throws {@link InputError} naming the weight when the shape is not 2-D, the blocks do not tile it (no padding: a
  * kernel's output columns are the weight's rows), a block size is not a positive integer, or `density` is outside
  * `[0, 1]`.
+ * @internal
  */
 export function toBlockSparse(name: string, shape: readonly number[], values: Float32Array, opts: { blockRows: number; blockCols: number; density: number }): WeightEntry {
   const { blockRows: br, blockCols: bc, density } = opts;

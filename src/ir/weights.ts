@@ -208,7 +208,10 @@ function need(e: WeightEntry, key: string, length: number): WeightArray {
   return a;
 }
 
-/** Checks that an entry's payload has the sizes its encoding and shape require. */
+/**
+ * Checks that an entry's payload has the sizes its encoding and shape require.
+ * @internal
+ */
 export function validateEntry(e: WeightEntry): void {
   if (!e.shape.every((d) => Number.isInteger(d) && d >= 0)) throw new InputError(`weight '${e.name}' has a bad shape [${e.shape}]`);
   const n = count(e.shape);
@@ -286,12 +289,18 @@ function keptValuesOf(e: WeightEntry, enc: NMSparseEncoding, quantized: Quantize
   return { ...e, shape: nmKeptShape(e.shape, enc), encoding: quantized };
 }
 
-/** The kept values of an N:M-sparse weight, row-major over {@link nmKeptShape}, as f32 (dequantized when quantized). */
+/**
+ * The kept values of an N:M-sparse weight, row-major over {@link nmKeptShape}, as f32 (dequantized when quantized).
+ * @internal
+ */
 export function nmKeptValues(e: WeightEntry, enc: NMSparseEncoding): Float32Array {
   return enc.quantizedValues ? decodeWeight(keptValuesOf(e, enc, enc.quantizedValues)) : (e.data.values as Float32Array);
 }
 
-/** Reads the `bits`-bit unsigned integer at element `i` of a little-endian packed byte array. */
+/**
+ * Reads the `bits`-bit unsigned integer at element `i` of a little-endian packed byte array.
+ * @internal
+ */
 export function unpackBits(packed: Uint8Array, i: number, bits: number): number {
   if (bits === 8) return packed[i];
   const bit = i * bits;
@@ -300,7 +309,10 @@ export function unpackBits(packed: Uint8Array, i: number, bits: number): number 
   return ((packed[lo] | ((packed[lo + 1] ?? 0) << 8)) >> (bit & 7)) & ((1 << bits) - 1);
 }
 
-/** Packs unsigned integers (each < 2^bits) little-endian into bytes. */
+/**
+ * Packs unsigned integers (each < 2^bits) little-endian into bytes.
+ * @internal
+ */
 export function packBits(values: ArrayLike<number>, bits: number): Uint8Array {
   const out = new Uint8Array(Math.ceil((values.length * bits) / 8));
   const mask = (1 << bits) - 1;
@@ -313,7 +325,10 @@ export function packBits(values: ArrayLike<number>, bits: number): Uint8Array {
   return out;
 }
 
-/** IEEE half bits to a number. */
+/**
+ * IEEE half bits to a number.
+ * @internal
+ */
 export function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
@@ -323,7 +338,10 @@ export function halfToFloat(h: number): number {
   return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
-/** A number to IEEE half bits (round to nearest even). */
+/**
+ * A number to IEEE half bits (round to nearest even).
+ * @internal
+ */
 export function floatToHalf(v: number): number {
   const f32 = new Float32Array([v]);
   const x = new Uint32Array(f32.buffer)[0];
@@ -426,6 +444,7 @@ export function decodeWeight(e: WeightEntry): Float32Array {
 /**
  * Quantizes a dense f32 array to a {@link QuantizedEncoding} (round to nearest; symmetric when `hasZeroPoint` is
  * false), with logical dtype `opts.dtype` (default f32). The `quantize-weights` pass and tests use it.
+ * @internal
  */
 export function quantizeWeight(name: string, shape: readonly number[], values: Float32Array, opts: { bits: 8 | 4 | 2; groupSize: number; hasZeroPoint?: boolean; dtype?: DType }): WeightEntry {
   const n = count(shape);

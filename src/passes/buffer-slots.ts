@@ -10,7 +10,10 @@
 import type { Node } from '../ir/node.js';
 import type { MemoryPlan } from './memory-plan.js';
 
-/** Where one activation lives. */
+/**
+ * Where one activation lives.
+ * @internal
+ */
 export interface SlotAssignment {
   /** Slot index. */
   readonly slot: number;
@@ -18,7 +21,10 @@ export interface SlotAssignment {
   readonly bytes: number;
 }
 
-/** The slot of every activation, and the size each slot needs. */
+/**
+ * The slot of every activation, and the size each slot needs.
+ * @internal
+ */
 export interface SlotPlan {
   /** Bytes of each slot (the largest value it ever holds, rounded up to 256). */
   readonly slotBytes: number[];
@@ -30,6 +36,7 @@ export interface SlotPlan {
  * Assigns slots to the buffers of `plan`, starting from `slotBytes` (the slots of earlier plans, reused and grown
  * as needed: plans of one engine never run at the same time). `pinned` values (graph outputs, which every plan must
  * leave in the same place) get their given slot, which no other value uses.
+ * @internal
  */
 export function assignSlots(plan: MemoryPlan, slotBytes: number[] = [], pinned: ReadonlyMap<Node, number> = new Map()): SlotPlan {
   const sizes = [...slotBytes];

@@ -47,6 +47,7 @@ function sameContent(a: WeightEntry, b: WeightEntry): boolean {
 /**
  * For each weight node whose entry duplicates an earlier one (in topological order), the node of that earlier entry.
  * Payloads are only hashed when two entries share a header, and hash-equal ones are compared byte for byte.
+ * @internal
  */
 export function duplicateWeights(nodes: readonly Node[], entryOf: (n: Node) => WeightEntry): Map<Node, Node> {
   const byHeader = new Map<string, Node[]>();

@@ -30,7 +30,10 @@ import { rewritePass, type Pass } from './pass.js';
 import { isSplatConstant } from './pattern.js';
 import type { RewriteContext, RewriteRule } from './rewrite.js';
 
-/** Default of the `maxFoldElements` option: results and weight operands above this many elements are not folded. */
+/**
+ * Default of the `maxFoldElements` option: results and weight operands above this many elements are not folded.
+ * @internal
+ */
 export const DEFAULT_MAX_FOLD_ELEMENTS = 16 * 1024 * 1024;
 
 const LEAVES: readonly OpName[] = ['input', 'weight', 'constant'];
@@ -109,7 +112,10 @@ function fold(node: Node, ctx: RewriteContext): Node | undefined {
   return ctx.addWeight(WeightStore.entry(foldedName(node), node.dtype, shape, { values: weightPayload(node.dtype, value) }));
 }
 
-/** The folding rule: rooted at every non-leaf op. */
+/**
+ * The folding rule: rooted at every non-leaf op.
+ * @internal
+ */
 export const foldConstantRule: RewriteRule = {
   name: 'fold-constant',
   root: COMPUTE_OPS,

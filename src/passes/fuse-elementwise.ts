@@ -28,6 +28,7 @@ import { isSplatConstant } from './pattern.js';
 /**
  * A set of nodes that one fused node will compute. Every node but `root` has all its users inside the region and is
  * not a graph output, so replacing `root` by the fused node removes the others (and cannot create a cycle).
+ * @internal
  */
 export interface FusionRegion {
   /** The kernel family (`elementwise`, `matmul`, `rmsnorm`, …): the fused node's `kind`. */
@@ -50,12 +51,16 @@ function mentionsSymbol(v: AttrValue): boolean {
  * Whether a node's attributes mention a symbolic dim (a reshape to `[1, seq, 8, 8]`, a slice ending at `past`). Such
  * a node is never put inside a fused program: the CPU interpreter re-infers a fused program's step types from the
  * concrete operand shapes, against which symbolic attributes no longer type-check.
+ * @internal
  */
 export function hasSymbolicAttrs(node: Node): boolean {
   return Object.values(node.attrs).some(mentionsSymbol);
 }
 
-/** Whether `node` is an op an elementwise kernel computes (`ops`: the target's `fusion.elementwiseOps`). */
+/**
+ * Whether `node` is an op an elementwise kernel computes (`ops`: the target's `fusion.elementwiseOps`).
+ * @internal
+ */
 export function isElementwiseKernelOp(node: Node, ops: ReadonlySet<string> = POINTWISE_OPS): boolean {
   return ops.has(node.op);
 }
@@ -65,6 +70,7 @@ export function isElementwiseKernelOp(node: Node, ops: ReadonlySet<string> = POI
  * inlined as `constant` steps, and every other value the region reads as an operand, through `operand` (which maps a
  * node of the graph being rewritten to its rewritten version). Returns `undefined` when the region reads no operand
  * at all (a `fused` node needs one; such a region is a constant and belongs to constant folding).
+ * @internal
  */
 export function buildFusedNode(region: FusionRegion, operand: (n: Node) => Node = (n) => n): Node | undefined {
   const inRegion = new Set(region.nodes);
@@ -102,6 +108,7 @@ export function buildFusedNode(region: FusionRegion, operand: (n: Node) => Node 
  * Rebuilds `graph` bottom-up with the root of every region replaced by its fused node (built on the rewritten
  * operands); the other nodes of a region disappear with it. Regions must be disjoint and satisfy the
  * {@link FusionRegion} invariant. Throws {@link VerifyError} when a fused node's type differs from its root's.
+ * @internal
  */
 export function applyFusionRegions(graph: Graph, regions: readonly FusionRegion[]): Graph {
   if (regions.length === 0) return graph;
@@ -137,6 +144,7 @@ export function applyFusionRegions(graph: Graph, regions: readonly FusionRegion[
 /**
  * The maximal elementwise trees of `graph` (see the module comment), each with at least two ops. Nodes in `exclude`
  * are neither absorbed nor used as roots.
+ * @internal
  */
 export function elementwiseRegions(graph: Graph, exclude: ReadonlySet<Node> = new Set(), ops: ReadonlySet<string> = POINTWISE_OPS): FusionRegion[] {
   const nodes = graph.nodes();

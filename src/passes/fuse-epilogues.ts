@@ -45,7 +45,10 @@ import { applyFusionRegions, buildFusedNode, hasSymbolicAttrs, type FusionRegion
 import { countMatches, describeNodes, type Pass } from './pass.js';
 import { rewriteGraph, type RewriteRule } from './rewrite.js';
 
-/** Anchor op to the kernel family (`kind`) of the fused node built around it. */
+/**
+ * Anchor op to the kernel family (`kind`) of the fused node built around it.
+ * @internal
+ */
 export const EPILOGUE_ANCHORS: Readonly<Record<string, string>> = Object.freeze({
   matmul: 'matmul',
   rmsnorm: 'rmsnorm',
@@ -78,6 +81,7 @@ function isView(n: Node): boolean {
  * last axis and `D` divides `a`, `b` and `N`: the heads of a merged QKV output are sliced after the (free) reshape,
  * so the slice carries static bounds and can join the kernel reading it, while the reshape, whose shape mentions
  * `seq`, stays outside as a view.
+ * @internal
  */
 export const splitHeadsBeforeSliceRule: RewriteRule = {
   name: 'split-heads-before-slice',
@@ -177,6 +181,7 @@ function anchorRegion(anchor: Node, kind: string, g: GraphFacts, prologues: bool
 /**
  * Which anchors and prologues {@link epilogueRegions} uses. A target narrows them to the forms its kernels implement
  * (the pass takes them from `PassContext.target`'s fusion patterns).
+ * @internal
  */
 export interface EpilogueFusionOptions {
   /** Anchor ops to fuse around (default: every key of {@link EPILOGUE_ANCHORS}). */
@@ -189,7 +194,10 @@ export interface EpilogueFusionOptions {
   readonly accepts?: (fused: Node) => boolean;
 }
 
-/** The epilogue (and view-prologue) regions of `graph`, anchors taken in topological order, regions disjoint. */
+/**
+ * The epilogue (and view-prologue) regions of `graph`, anchors taken in topological order, regions disjoint.
+ * @internal
+ */
 export function epilogueRegions(graph: Graph, opts: EpilogueFusionOptions = {}): FusionRegion[] {
   const anchors = new Set(opts.anchors ?? Object.keys(EPILOGUE_ANCHORS));
   const nodes = graph.nodes();

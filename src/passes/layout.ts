@@ -44,13 +44,22 @@ import { countMatches, describeNodes, type Pass, type PassContext } from './pass
 import { pat } from './pattern.js';
 import { rewriteGraph, type RewriteContext, type RewriteRule } from './rewrite.js';
 
-/** How a 2-D matmul weight is stored: `[N, K]` (one row per output, read with `transB`) or `[K, N]`. */
+/**
+ * How a 2-D matmul weight is stored: `[N, K]` (one row per output, read with `transB`) or `[K, N]`.
+ * @internal
+ */
 export type WeightLayout = 'NK' | 'KN';
 
-/** The layout used when neither the options nor the device profile name one. */
+/**
+ * The layout used when neither the options nor the device profile name one.
+ * @internal
+ */
 export const DEFAULT_WEIGHT_LAYOUT: WeightLayout = 'NK';
 
-/** Where a derived (transposed) weight entry came from. */
+/**
+ * Where a derived (transposed) weight entry came from.
+ * @internal
+ */
 export interface WeightLayoutOrigin {
   /** The entry it was computed from. */
   readonly source: WeightEntry;
@@ -61,6 +70,7 @@ export interface WeightLayoutOrigin {
 /**
  * The preferred layout of matmul weights: `options.preferredWeightLayout`, else the device profile's optional
  * `preferredWeightLayout` field, else {@link DEFAULT_WEIGHT_LAYOUT}. Throws {@link UsageError} for another value.
+ * @internal
  */
 export function preferredWeightLayout(options: Readonly<Record<string, unknown>>, device?: DeviceProfile): WeightLayout {
   const fromProfile = device ? (device as DeviceProfile & { readonly preferredWeightLayout?: unknown }).preferredWeightLayout : undefined;
@@ -72,7 +82,10 @@ export function preferredWeightLayout(options: Readonly<Record<string, unknown>>
 const origins = new WeakMap<WeightEntry, WeightLayoutOrigin>();
 const transposedCache = new WeakMap<WeightEntry, Map<string, WeightEntry>>();
 
-/** The source and permutation of an entry this pass derived, or `undefined` for any other entry. */
+/**
+ * The source and permutation of an entry this pass derived, or `undefined` for any other entry.
+ * @internal
+ */
 export function weightLayoutOrigin(e: WeightEntry): WeightLayoutOrigin | undefined {
   return origins.get(e);
 }
@@ -115,6 +128,7 @@ function derivedName(name: string, perm: readonly number[]): string {
  * A dense weight entry holding `e`'s data permuted by `perm` (`out.shape[i] = e.shape[perm[i]]`), named
  * `${name}^T`. An entry this pass derived is permuted from its source instead (the identity gives the source back),
  * and results are cached per (entry, permutation).
+ * @internal
  */
 export function transposeWeightEntry(e: WeightEntry, perm: readonly number[]): WeightEntry {
   if (e.encoding.kind !== 'dense') throw new UsageError(`cannot re-lay out weight '${e.name}': its ${e.encoding.kind} encoding fixes the layout`);

@@ -15,7 +15,10 @@ import { makeNode, type Node } from '../ir/node.js';
 import { rewritePass } from './pass.js';
 import type { RewriteRule } from './rewrite.js';
 
-/** `softmax(x, axis)` → `transpose(softmax(transpose(x), last))` when `axis` is not the last one. */
+/**
+ * `softmax(x, axis)` → `transpose(softmax(transpose(x), last))` when `axis` is not the last one.
+ * @internal
+ */
 export const softmaxLastAxisRule: RewriteRule = {
   name: 'softmax-last-axis',
   root: 'softmax',
@@ -29,7 +32,10 @@ export const softmaxLastAxisRule: RewriteRule = {
   },
 };
 
-/** A reduction over no elements is its identity (sum 0, max the lowest value, mean NaN). */
+/**
+ * A reduction over no elements is its identity (sum 0, max the lowest value, mean NaN).
+ * @internal
+ */
 export const emptyReductionRule: RewriteRule = {
   name: 'empty-reduction',
   root: ['sum', 'mean', 'max'],
@@ -41,7 +47,10 @@ export const emptyReductionRule: RewriteRule = {
   },
 };
 
-/** An operand of a matmul whose batch dims are neither all broadcast nor the output's is expanded to the output's batch. */
+/**
+ * An operand of a matmul whose batch dims are neither all broadcast nor the output's is expanded to the output's batch.
+ * @internal
+ */
 export const expandMatmulBatchRule: RewriteRule = {
   name: 'expand-matmul-batch',
   root: 'matmul',

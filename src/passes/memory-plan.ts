@@ -19,7 +19,10 @@ import { launchesKernel, weightTotals } from '../ir/stats.js';
 import type { Pass } from './pass.js';
 import { alignUp, analyzeBuffers, normalizeSchedule, peakLiveBytes, scheduleForMemory, valueBytes, type BufferAnalysis } from './schedule.js';
 
-/** WebGPU's default `minStorageBufferOffsetAlignment`, the default alignment of arena offsets. */
+/**
+ * WebGPU's default `minStorageBufferOffsetAlignment`, the default alignment of arena offsets.
+ * @internal
+ */
 export const DEFAULT_ARENA_ALIGNMENT = 256;
 
 /** Options of {@link planMemory}. */
@@ -30,7 +33,7 @@ export interface PlanMemoryOptions {
   readonly alignment?: number;
   /**
    * The order kernels run in (nodes that launch no kernel are ignored). Default: the better, by planned arena
-   * size, of {@link scheduleForMemory} and the graph's depth-first order.
+   * size, of `scheduleForMemory` (src/passes/schedule.ts) and the graph's depth-first order.
    */
   readonly schedule?: readonly Node[];
 }
@@ -293,10 +296,16 @@ export function describeMemoryPlan(plan: MemoryPlan): string {
   return `planned peak ${mib(plan.peakBytesPlanned)} MiB vs naive ${mib(plan.peakBytesNaive)} MiB (${pct}%)`;
 }
 
-/** Dim values assumed for symbols a pass is not given: one prompt of 512 tokens, an empty KV cache, batch 1. */
+/**
+ * Dim values assumed for symbols a pass is not given: one prompt of 512 tokens, an empty KV cache, batch 1.
+ * @internal
+ */
 export const DEFAULT_PLAN_BINDINGS: DimBindings = Object.freeze({ seq: 512, past: 0, batch: 1 });
 
-/** Result of {@link resolvePlanBindings}. */
+/**
+ * Result of {@link resolvePlanBindings}.
+ * @internal
+ */
 export interface ResolvedPlanBindings {
   /** A value for every symbolic dim of the graph. */
   readonly bindings: DimBindings;
@@ -307,6 +316,7 @@ export interface ResolvedPlanBindings {
 /**
  * Bindings for every symbolic dim of `graph`: `given` first, then {@link DEFAULT_PLAN_BINDINGS}, then 1 for any other
  * symbol (listed in `assumed`, so a caller can say so).
+ * @internal
  */
 export function resolvePlanBindings(graph: Graph, given: DimBindings = {}): ResolvedPlanBindings {
   const symbols = new Set<string>();

@@ -32,7 +32,10 @@ import { WeightStore, type WeightEntry } from '../ir/weights.js';
 import { countMatches, describeNodes, type Pass } from './pass.js';
 import { rewriteGraph, type RewriteRule } from './rewrite.js';
 
-/** One projection in a {@link ProjectionGroup}. */
+/**
+ * One projection in a {@link ProjectionGroup}.
+ * @internal
+ */
 export interface ProjectionBranch {
   /** The matmul. */
   readonly matmul: Node;
@@ -48,7 +51,10 @@ export interface ProjectionBranch {
   readonly offset: number;
 }
 
-/** Matmuls sharing an A operand that {@link mergeProjectionsPass} merges into one. */
+/**
+ * Matmuls sharing an A operand that {@link mergeProjectionsPass} merges into one.
+ * @internal
+ */
 export interface ProjectionGroup {
   /** The shared A operand. */
   readonly a: Node;
@@ -62,7 +68,10 @@ export interface ProjectionGroup {
   readonly withBias: boolean;
 }
 
-/** Result of {@link findProjectionGroups}. */
+/**
+ * Result of {@link findProjectionGroups}.
+ * @internal
+ */
 export interface ProjectionPlan {
   /** Groups to merge. */
   readonly groups: readonly ProjectionGroup[];
@@ -77,7 +86,10 @@ function denseF32(graph: Graph, n: Node, rank: number): WeightEntry | undefined 
   return e.encoding.kind === 'dense' && e.data.values instanceof Float32Array ? e : undefined;
 }
 
-/** Finds the groups of projections to merge (see the module comment for the rules). */
+/**
+ * Finds the groups of projections to merge (see the module comment for the rules).
+ * @internal
+ */
 export function findProjectionGroups(graph: Graph): ProjectionPlan {
   const users = graph.users();
   const outputs = new Set(graph.outputNodes);

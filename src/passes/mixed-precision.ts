@@ -78,7 +78,10 @@ export interface PrecisionOptions {
   readonly nodes?: ReadonlyMap<Node, Precision> | Readonly<Record<string, Precision>>;
 }
 
-/** Ops kept in f32 when f16 is in use, with the reason the report gives. `ops` overrides can still force them. */
+/**
+ * Ops kept in f32 when f16 is in use, with the reason the report gives. `ops` overrides can still force them.
+ * @internal
+ */
 export const F32_SENSITIVE_OPS: Readonly<Partial<Record<OpName, string>>> = Object.freeze({
   softmax: 'numerically sensitive: exponentials overflow f16 and the normalizing sum loses precision',
   rmsnorm: 'numerically sensitive: the mean of squares overflows f16 and the normalization amplifies rounding',
@@ -94,6 +97,7 @@ export const F32_SENSITIVE_OPS: Readonly<Partial<Record<OpName, string>>> = Obje
 /**
  * Ops that only move or select values (exact in either dtype): they follow their operands' precision (f16 when all
  * are f16, else f32) rather than being decided, so they never add a cast of their own.
+ * @internal
  */
 export const FOLLOW_OPS: ReadonlySet<OpName> = new Set<OpName>(['reshape', 'transpose', 'slice', 'concat', 'gather', 'expand', 'where', 'maximum', 'minimum', 'relu', 'neg', 'abs', 'max']);
 
@@ -112,7 +116,10 @@ function isPrecision(v: unknown): v is Precision {
   return v === 'f32' || v === 'f16';
 }
 
-/** Reads and checks `options.precision`; throws {@link UsageError} naming the bad field. */
+/**
+ * Reads and checks `options.precision`; throws {@link UsageError} naming the bad field.
+ * @internal
+ */
 export function readPrecisionOptions(options: Readonly<Record<string, unknown>>): PrecisionOptions {
   const raw = options.precision;
   if (raw === undefined) return {};
@@ -135,7 +142,10 @@ function isBoundary(c: string): boolean {
   return c === '' || !/[A-Za-z0-9_]/.test(c);
 }
 
-/** Whether weight `name` belongs to layer `key`: `key` occurs in it between segment boundaries. */
+/**
+ * Whether weight `name` belongs to layer `key`: `key` occurs in it between segment boundaries.
+ * @internal
+ */
 export function weightInLayer(name: string, key: string): boolean {
   if (!key) return false;
   for (let at = name.indexOf(key); at >= 0; at = name.indexOf(key, at + 1))
@@ -153,6 +163,7 @@ const f16Overflow = new WeakMap<WeightEntry, number>();
  * The f16 version of an f32 weight entry, named `${name}@f16` (cached per entry, so converting the same weight twice
  * gives the same entry and the same graph nodes). Dense weights get half bits in a `Uint16Array`; encoded weights keep
  * their payload and get the logical dtype f16 (their kernel dequantizes to f16).
+ * @internal
  */
 export function weightToF16(e: WeightEntry): WeightEntry {
   let out = f16Entries.get(e);

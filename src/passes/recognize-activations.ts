@@ -123,7 +123,10 @@ function variants(name: string, patterns: readonly Pattern[], apply: (node: Node
 // ---------------------------------------------------------------------------------------------------------------
 // rules
 
-/** The activation recognition rules (see the module comment). */
+/**
+ * The activation recognition rules (see the module comment).
+ * @internal
+ */
 export const recognizeActivationsRules: readonly RewriteRule[] = [
   ...variants('sigmoid', [pat.op('div', [near(1), ONE_PLUS_EXP]), pat.op('reciprocal', [ONE_PLUS_EXP])], (_n, { e }) => {
     const x = negatedOperand(e);

@@ -233,7 +233,10 @@ function recognize(node: Node, ctx: RewriteContext): Node | undefined {
   }
 }
 
-/** The attention recognition rules (see the module comment). */
+/**
+ * The attention recognition rules (see the module comment).
+ * @internal
+ */
 export const recognizeAttentionRules: readonly RewriteRule[] = [
   {
     name: 'attention',

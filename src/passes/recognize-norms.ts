@@ -136,7 +136,10 @@ const KERAS_PATTERNS: Pattern[] = (() => {
 // ---------------------------------------------------------------------------------------------------------------
 // rules
 
-/** The norm recognition rules (see the module comment). */
+/**
+ * The norm recognition rules (see the module comment).
+ * @internal
+ */
 export const recognizeNormsRules: readonly RewriteRule[] = [
   ...variants('rmsnorm', RMS_PATTERNS, (_node, { y, eps }, ctx) => {
     const d = lastDim(y);

@@ -140,7 +140,10 @@ function ropeTheta(cos: Node, sin: Node, style: RopeStyle, ctx: RewriteContext):
 // ---------------------------------------------------------------------------------------------------------------
 // rules
 
-/** The RoPE recognition rules (see the module comment). */
+/**
+ * The RoPE recognition rules (see the module comment).
+ * @internal
+ */
 export const recognizeRopeRules: readonly RewriteRule[] = [
   {
     name: 'rope',

@@ -21,16 +21,25 @@ import { decodeWeight, type WeightEntry } from '../ir/weights.js';
 import { countMatches, type PassContext } from './pass.js';
 import { rewriteGraph, type RewriteContext, type RewriteRule } from './rewrite.js';
 
-/** What an encoder does with one weight: a new entry, `'already'` (it is in the encoding), or a reason to keep it. */
+/**
+ * What an encoder does with one weight: a new entry, `'already'` (it is in the encoding), or a reason to keep it.
+ * @internal
+ */
 export type EncodeOutcome = WeightEntry | 'already' | KeptWeight;
 
-/** An encoder's refusal: the weight stays as it is, for the reason given. */
+/**
+ * An encoder's refusal: the weight stays as it is, for the reason given.
+ * @internal
+ */
 export interface KeptWeight {
   /** Why the weight is kept (reported by `inspect` and in the pass statistics). */
   readonly keep: string;
 }
 
-/** A weight encoder, as the compression passes define them. */
+/**
+ * A weight encoder, as the compression passes define them.
+ * @internal
+ */
 export interface WeightEncoder {
   /** Whether embedding tables are encoded too. */
   readonly tables: boolean;
@@ -43,7 +52,10 @@ export interface WeightEncoder {
   encode(source: WeightEntry, name: string, shape: readonly [number, number], values: () => Float32Array, dtype: DType, transposed: boolean): EncodeOutcome;
 }
 
-/** What a run did: entries encoded, weights kept (name → why), weights already encoded, payload bytes. */
+/**
+ * What a run did: entries encoded, weights kept (name → why), weights already encoded, payload bytes.
+ * @internal
+ */
 export interface ReencodeSummary {
   /** The graph after the run. */
   readonly graph: Graph;
@@ -61,7 +73,10 @@ export interface ReencodeSummary {
   readonly candidates: number;
 }
 
-/** Payload bytes of an entry. */
+/**
+ * Payload bytes of an entry.
+ * @internal
+ */
 export function payloadBytes(e: WeightEntry): number {
   return Object.values(e.data).reduce((a, arr) => a + arr.byteLength, 0);
 }
@@ -70,7 +85,10 @@ function floatMatrix(e: WeightEntry): boolean {
   return e.shape.length === 2 && (e.dtype === 'f32' || e.dtype === 'f16');
 }
 
-/** Runs `encoder` over the graph's matmul weights (and tables). */
+/**
+ * Runs `encoder` over the graph's matmul weights (and tables).
+ * @internal
+ */
 export function reencodeWeights(graph: Graph, ctx: PassContext, encoder: WeightEncoder): ReencodeSummary {
   const done = new Map<string, Node>();
   const kept = new Map<string, string>();

@@ -27,20 +27,29 @@ function f32Scales(e: WeightEntry): Float32Array {
   return s instanceof Float32Array ? s : Float32Array.from(s, (h) => halfToFloat(h));
 }
 
-/** The entry with f32 scales (the same entry when they are). */
+/**
+ * The entry with f32 scales (the same entry when they are).
+ * @internal
+ */
 export function withF32Scales(e: WeightEntry): WeightEntry {
   const enc = e.encoding as QuantizedEncoding;
   if (enc.scaleDType === 'f32') return e;
   return WeightStore.entry(e.name, e.dtype, e.shape, { ...e.data, scales: f32Scales(e) }, { ...enc, scaleDType: 'f32' });
 }
 
-/** Whether a `[K, N]` quantized weight can be stored `[N, K]` with the same groups: one group for the whole tensor. */
+/**
+ * Whether a `[K, N]` quantized weight can be stored `[N, K]` with the same groups: one group for the whole tensor.
+ * @internal
+ */
 export function transposableGroups(e: WeightEntry): boolean {
   const enc = e.encoding as QuantizedEncoding;
   return e.shape.length === 2 && enc.groupSize === e.shape[0] * e.shape[1];
 }
 
-/** A `[K, N]` quantized weight (one group) as a `[N, K]` one: the integers transposed, scales (as f32) and zero point kept. */
+/**
+ * A `[K, N]` quantized weight (one group) as a `[N, K]` one: the integers transposed, scales (as f32) and zero point kept.
+ * @internal
+ */
 export function transposeQuantized(e: WeightEntry): WeightEntry {
   const enc = e.encoding as QuantizedEncoding;
   const [K, N] = e.shape;

@@ -16,7 +16,10 @@ import type { Graph } from '../ir/graph.js';
 import type { Node } from '../ir/node.js';
 import { launchesKernel } from '../ir/stats.js';
 
-/** Which buffer holds each value of a graph, and who reads it, under concrete dim bindings. */
+/**
+ * Which buffer holds each value of a graph, and who reads it, under concrete dim bindings.
+ * @internal
+ */
 export interface BufferAnalysis {
   /** Nodes that launch a kernel (and so own an activation buffer), in the graph's depth-first topological order. */
   readonly kernels: readonly Node[];
@@ -35,12 +38,18 @@ export interface BufferAnalysis {
   readonly pinned: ReadonlySet<Node>;
 }
 
-/** Rounds `bytes` up to a multiple of `alignment`. */
+/**
+ * Rounds `bytes` up to a multiple of `alignment`.
+ * @internal
+ */
 export function alignUp(bytes: number, alignment: number): number {
   return Math.ceil(bytes / alignment) * alignment;
 }
 
-/** Bytes of one node's value: `numel * byteSize(dtype)`, symbolic dims evaluated with `bindings`. */
+/**
+ * Bytes of one node's value: `numel * byteSize(dtype)`, symbolic dims evaluated with `bindings`.
+ * @internal
+ */
 export function valueBytes(node: Node, bindings: DimBindings): number {
   return evalShape(node.shape, bindings).reduce((a, b) => a * b, 1) * byteSize(node.dtype);
 }
@@ -48,6 +57,7 @@ export function valueBytes(node: Node, bindings: DimBindings): number {
 /**
  * Works out the activation buffers of `graph`: which node's buffer holds each value, their sizes under `bindings`
  * (throws {@link InputError} naming an unbound symbolic dim), and the read dependencies between kernels.
+ * @internal
  */
 export function analyzeBuffers(graph: Graph, bindings: DimBindings): BufferAnalysis {
   const nodes = graph.nodes();
@@ -85,6 +95,7 @@ export function analyzeBuffers(graph: Graph, bindings: DimBindings): BufferAnaly
 /**
  * The kernels of `schedule` (non-kernel nodes are dropped), checked to be a valid run order for `analysis`: every
  * kernel exactly once, each after the kernels it reads. Throws {@link InputError} otherwise.
+ * @internal
  */
 export function normalizeSchedule(analysis: BufferAnalysis, schedule: readonly Node[]): Node[] {
   const order = schedule.filter((n) => launchesKernel(n));
@@ -105,6 +116,7 @@ export function normalizeSchedule(analysis: BufferAnalysis, schedule: readonly N
  * The largest number of bytes live at once when kernels run in `order` (each buffer's size rounded up to
  * `alignment`): a buffer is live from its producer's step through its last reader's step, or to the end when it
  * holds a graph output. Every arena for this order needs at least this much.
+ * @internal
  */
 export function peakLiveBytes(analysis: BufferAnalysis, order: readonly Node[], alignment = 1): number {
   const step = new Map<Node, number>();
@@ -133,6 +145,7 @@ export function peakLiveBytes(analysis: BufferAnalysis, order: readonly Node[], 
  * runs the one with the smallest net allocation (its output buffer minus the operand buffers it frees by being
  * their last reader), ties broken by the graph's depth-first order. Sizes are evaluated with `bindings` and rounded
  * up to `alignment`. Deterministic.
+ * @internal
  */
 export function scheduleForMemory(graph: Graph, bindings: DimBindings, alignment = 1, analysis: BufferAnalysis = analyzeBuffers(graph, bindings)): Node[] {
   const rank = new Map<Node, number>();

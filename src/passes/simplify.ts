@@ -60,7 +60,10 @@ function exactCast(from: DType, to: DType): boolean {
   return from === to || from === 'bool' || (from === 'f16' && to === 'f32');
 }
 
-/** The simplification rules. */
+/**
+ * The simplification rules.
+ * @internal
+ */
 export const simplifyRules: readonly RewriteRule[] = [
   identityOperand('mul-one', 'mul', 1),
   identityOperand('add-zero', 'add', 0),

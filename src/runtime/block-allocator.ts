@@ -10,7 +10,10 @@
  */
 import { CacheFullError, InputError } from '../errors.js';
 
-/** One sequence's view of the cache. */
+/**
+ * One sequence's view of the cache.
+ * @internal
+ */
 export interface SequenceBlocks {
   /** Sequence id. */
   readonly id: number;
@@ -20,7 +23,10 @@ export interface SequenceBlocks {
   readonly length: number;
 }
 
-/** Allocates KV-cache blocks to sequences. */
+/**
+ * Allocates KV-cache blocks to sequences.
+ * @internal
+ */
 export class BlockAllocator {
   private readonly free: number[];
   private readonly refs: Uint32Array;

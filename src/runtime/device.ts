@@ -7,7 +7,11 @@
  * `scripts/setup-webgpu-linux.sh` to install it.
  * @module
  */
+// the declarations name WebGPU types (GPUDevice, …): a consumer's compiler gets them from @webgpu/types, a dependency
+// (declaration files that import this one get them through it)
+/// <reference types="@webgpu/types" preserve="true" />
 import { DeviceError } from '../errors.js';
+import { importNodeBuiltin } from '../util/node-builtin.js';
 
 /** Where a device comes from: Dawn loaded from the `webgpu` npm package in Node, or the host's `navigator.gpu` (a browser, a worker, Deno). */
 export type WebGPUBackend = 'node-dawn' | 'browser';
@@ -153,8 +157,7 @@ async function loadDawn(): Promise<DawnModule> {
   dawnModule ??= (async () => {
     if (process.platform === 'linux' && !process.env.XDG_RUNTIME_DIR) {
       // Dawn's Vulkan backend (through the loader and WSI probing) warns when XDG_RUNTIME_DIR is unset.
-      const osSpecifier = 'node:os';
-      const os = (await import(osSpecifier)) as typeof import('node:os');
+      const os = await importNodeBuiltin<typeof import('node:os')>('os');
       process.env.XDG_RUNTIME_DIR = os.tmpdir();
     }
     const specifier = 'webgpu';
@@ -281,8 +284,8 @@ function buildInfo(
  * also sets `XDG_RUNTIME_DIR` to the temp dir when unset and defines the `GPUBufferUsage`/`GPUMapMode`/… globals when
  * missing. Call {@link GPUDeviceHandle.destroy} when done.
  *
- * @throws {@link DeviceError} `NO_ADAPTER` when there is no adapter (the message says what to install), `DEVICE_ERROR`
- * when the adapter lacks a required feature or the device request fails.
+ * @throws {@link errors!DeviceError | DeviceError} `NO_ADAPTER` when there is no adapter (the message says what to
+ * install), `DEVICE_ERROR` when the adapter lacks a required feature or the device request fails.
  */
 export async function requestGPUDevice(options: RequestGPUDeviceOptions = {}): Promise<GPUDeviceHandle> {
   const wanted = options.wantFeatures ?? DEFAULT_WANTED_FEATURES;

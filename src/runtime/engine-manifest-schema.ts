@@ -3,7 +3,8 @@
  * against the types of `engine-manifest.ts` before the runtime reads any of it, and {@link checkEngineLimits} checks a
  * valid manifest against a device's limits before a session creates buffers.
  *
- * What is checked: the format name and version; the kind and range of every field (strings, enums, non-negative
+ * What is checked: the format name and version; the integrity fields (`weightsByteLength`, and `weightsSha256`, which
+ * the runtime checks as the weights stream, so tampering with them is detectable); the kind and range of every field (strings, enums, non-negative
  * safe integers); that every reference points at something that exists (a dispatch's kernel, its bindings' slots,
  * weights and their parts, inputs and KV layers; the logits output; BOS and stop tokens inside the vocabulary); that
  * every weight part lies inside `weights.bin` (`byteOffset + byteLength` ≤ its size); that sizes the runtime turns
@@ -159,16 +160,21 @@ function checkGrid(c: Checker, path: string, e: unknown, depth: number): void {
 /**
  * Checks a parsed `engine.json` against the engine manifest schema (see the module comment) and returns it typed.
  * @param value - The parsed JSON.
- * @param weightsByteLength - Size of `weights.bin`: every weight part must lie inside it.
+ * @param weightsByteLength - Size of `weights.bin` (default: the manifest's `weightsByteLength`): every weight part
+ *   must lie inside it. When neither is known, the engine checks the parts against the weights it is given.
  * @param file - Where the manifest came from, for messages.
  * @throws `ModelFormatError` naming the first offending field by its path.
  */
-export function validateEngineManifest(value: unknown, weightsByteLength: number, file?: string): EngineManifest {
+export function validateEngineManifest(value: unknown, weightsByteLength?: number, file?: string): EngineManifest {
   const c: Checker = new Checker(file);
   const B = ENGINE_MANIFEST_BOUNDS;
   const m = c.obj('manifest', value);
   if (m.format !== 'tensorwright-engine') c.fail('format', `not a tensorwright engine manifest (format ${describe(m.format)})`);
   if (m.version !== ENGINE_FORMAT_VERSION) c.fail('version', `engine format version ${describe(m.version)} is not supported (this runtime reads version ${ENGINE_FORMAT_VERSION})`);
+  // the integrity fields: the size of weights.bin and its SHA-256, which the runtime checks as the weights stream
+  if (m.weightsSha256 !== undefined && !(typeof m.weightsSha256 === 'string' && /^[0-9a-f]{64}$/i.test(m.weightsSha256))) c.fail('weightsSha256', `must be 64 hex digits, got ${describe(m.weightsSha256)}`);
+  const declared = m.weightsByteLength === undefined ? undefined : c.int('weightsByteLength', m.weightsByteLength, 0, Number.MAX_SAFE_INTEGER);
+  const weightsEnd = weightsByteLength ?? declared ?? Number.MAX_SAFE_INTEGER;
   const created = c.obj('created', m.created);
   c.str('created.by', created.by);
   c.str('created.at', created.at);
@@ -220,10 +226,11 @@ export function validateEngineManifest(value: unknown, weightsByteLength: number
       roles.add(role);
       const array = c.oneOf(`${q}.array`, part.array, ['f32', 'u16', 'i32', 'u32', 'u8']);
       const offset = c.int(`${q}.byteOffset`, part.byteOffset, 0, Number.MAX_SAFE_INTEGER);
+      if (offset % 4 !== 0) c.fail(`${q}.byteOffset`, `must be a multiple of 4, got ${offset}`, offset);
       const length = c.int(`${q}.byteLength`, part.byteLength, 0, B.bufferBytes);
       if (length % ARRAY_BYTES[array] !== 0) c.fail(`${q}.byteLength`, `${length} bytes is not a whole number of ${array} elements`, offset);
-      if (offset + length > weightsByteLength)
-        c.fail(`${q}.byteOffset`, `payload [${offset}, ${offset + length}) of weight '${String(w.name)}' (${role}) runs past the end of weights.bin (${weightsByteLength} bytes)`, offset);
+      if (offset + length > weightsEnd)
+        c.fail(`${q}.byteOffset`, `payload [${offset}, ${offset + length}) of weight '${String(w.name)}' (${role}) runs past the end of weights.bin (${weightsEnd} bytes)`, offset);
     });
     return roles;
   });
@@ -318,7 +325,8 @@ export function validateEngineManifest(value: unknown, weightsByteLength: number
   };
 
   let lastMaxSeq = 0;
-  c.arr('plans', m.plans, B.plans, 1).forEach((pv, i) => {
+  const plans = c.arr('plans', m.plans, B.plans);
+  plans.forEach((pv, i) => {
     const p = `plans[${i}]`;
     const plan = c.obj(p, pv);
     c.str(`${p}.name`, plan.name);
@@ -330,6 +338,7 @@ export function validateEngineManifest(value: unknown, weightsByteLength: number
   if (m.lm !== undefined) {
     const lm = c.obj('lm', m.lm);
     if (m.kv === undefined) c.fail('lm', 'a causal LM engine needs a KV cache (kv)');
+    if (plans.length === 0) c.fail('plans', 'a causal LM engine needs at least one plan');
     const vocab = c.int('lm.vocabSize', lm.vocabSize, 1, B.vocabSize);
     const logits = c.str('lm.logits', lm.logits);
     const out = outputs.get(logits);
@@ -341,10 +350,6 @@ export function validateEngineManifest(value: unknown, weightsByteLength: number
     c.arr('lm.stopTokens', lm.stopTokens, B.stopTokens).forEach((t, i) => c.int(`lm.stopTokens[${i}]`, t, 0, vocab - 1));
     dispatch('lm.argmax', lm.argmax);
     dispatch('lm.sampler', lm.sampler);
-    const s = c.obj('lm.sampling', lm.sampling);
-    c.num('lm.sampling.temperature', s.temperature, 0, Number.MAX_VALUE);
-    c.num('lm.sampling.topp', s.topp, 0, 1);
-    if (s.topk !== undefined) c.int('lm.sampling.topk', s.topk, 0, vocab);
     // the runtime writes each chunk's token ids (and positions) into these inputs
     for (const name of ['tokens', 'positions']) {
       const x = inputs.get(name);

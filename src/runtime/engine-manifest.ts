@@ -6,12 +6,17 @@
  * few, each picked by the number of new tokens, sharing the weights, the activation arena and the KV cache.
  * @module
  */
+import { ModelFormatError } from '../errors.js';
 import type { DType } from '../ir/dtype.js';
 import type { WeightEncoding } from '../ir/weights.js';
 import type { KernelSource } from './kernel-source.js';
+import { validateEngineManifest } from './engine-manifest-schema.js';
 
-/** Current artifact version. */
-export const ENGINE_FORMAT_VERSION = 1;
+/**
+ * Current artifact version. 2: the GPU sampler takes its settings as run-time params (version 1 compiled them into
+ * its WGSL, and this runtime would run such a sampler with the wrong settings).
+ */
+export const ENGINE_FORMAT_VERSION = 2;
 
 /** One payload buffer of a weight inside `weights.bin`. */
 export interface WeightPartManifest {
@@ -88,16 +93,6 @@ export interface SampleRef {
 
 /** Where a kernel binding's buffer comes from. */
 export type BufferRef = ArenaRef | WeightRef | InputRef | KvRef | BlockTableRef | SampleRef;
-
-/** Settings of the GPU sampler. */
-export interface SamplerSettings {
-  /** Softmax temperature (0 = argmax). */
-  readonly temperature: number;
-  /** Nucleus threshold (0 or 1 = off). */
-  readonly topp: number;
-  /** Keep the k most likely tokens (0 or absent = off). */
-  readonly topk?: number;
-}
 
 /** Who wrote the artifact, and when. */
 export interface EngineProvenance {
@@ -193,10 +188,11 @@ export interface LMManifest {
   readonly stopTokens: readonly number[];
   /** GPU sampling: the argmax launch (reads the logits, writes the `sample` buffer). */
   readonly argmax: DispatchManifest;
-  /** GPU sampling with the settings below (the coin is a run-time param, `coin_bits`). */
+  /**
+   * GPU sampling at temperature > 0: temperature, top-p, top-k and the coin are run-time params (see
+   * src/runtime/sampler-params.ts), so one engine takes any sampling settings.
+   */
   readonly sampler: DispatchManifest;
-  /** The settings the sampler was built with. */
-  readonly sampling: SamplerSettings;
 }
 
 /** The whole manifest (`engine.json`). */
@@ -232,4 +228,32 @@ export interface EngineManifest {
   readonly lm?: LMManifest;
   /** Features the kernels need. */
   readonly requiredFeatures: readonly string[];
+  /** Bytes of `weights.bin` (absent in engines written before it was recorded). */
+  readonly weightsByteLength?: number;
+  /**
+   * SHA-256 of `weights.bin`, 64 lowercase hex digits (absent in engines written before it was recorded). The runtime
+   * checks it whenever the weights pass through JS: loading from bytes, from a cache, a file or the network.
+   */
+  readonly weightsSha256?: string;
+}
+
+/**
+ * Parses the text of `engine.json` and checks it against the engine manifest schema
+ * ({@link validateEngineManifest}): every way of loading an engine (a folder, a single file, a URL, bytes) reads its
+ * manifest here. Throws `ModelFormatError` (naming `engine.json`, or the field by its path) when it is not JSON, not a
+ * tensorwright engine of a version this runtime reads, or breaks the schema.
+ *
+ * Where an engine may come from: loading one compiles its WGSL on the GPU and runs its dispatches, so only load
+ * engines you trust. The schema turns a corrupt or hostile manifest into a typed error; `weightsSha256` makes
+ * tampering with the weights detectable (the runtime checks it as they stream); neither makes untrusted WGSL safe.
+ */
+export function parseEngineManifest(text: string, file?: string): EngineManifest {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ModelFormatError('engine.json', 0, `not valid JSON: ${(e as Error).message}`, file);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ModelFormatError('engine.json', 0, 'must be a JSON object', file);
+  return validateEngineManifest(json, undefined, file);
 }

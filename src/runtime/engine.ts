@@ -9,8 +9,6 @@
  * polling does not take a core from a software device's threads).
  * @module
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { CacheFullError, DeviceError, InputError, ModelFormatError } from '../errors.js';
 import type { DimBindings } from '../ir/dim.js';
 import { byteSize } from '../ir/dtype.js';
@@ -18,12 +16,21 @@ import { evalDim, parseDim } from '../ir/dim.js';
 import { BlockAllocator } from './block-allocator.js';
 import { Tensor } from './cpu/tensor.js';
 import { requestGPUDevice, type GPUDeviceHandle } from './device.js';
-import { type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest } from './engine-manifest.js';
-import { checkEngineLimits, validateEngineManifest } from './engine-manifest-schema.js';
+import { encodeEngineContainer } from './engine-container.js';
+import { resolveEngineSource, type EngineLoadOptions, type EngineSource, type FetchLike } from './engine-load.js';
+import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest } from './engine-manifest.js';
+import { checkEngineLimits } from './engine-manifest-schema.js';
 import { evalGrid, evalParams, kernelPipelineLayout } from './kernel-source.js';
 import { fromDeviceBytes, toDeviceBytes } from './webgpu/one-shot.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from './webgpu/gpu-wait.js';
 import { XorShiftRng } from '../util/random.js';
+import { samplerParamValues, type SamplerStepSettings } from './sampler-params.js';
+import { validateSampling } from './sampling.js';
+import { createSha256, sha256Hex } from '../util/sha256.js';
+import { nodeEngineFiles } from './node-access.js';
+import { loadTokenizer, type RuntimeTokenizer } from './tokenizer-loader.js';
+import { bytesWeightSource, type EngineWeightSource } from './weight-source.js';
+import { DEFAULT_UPLOAD_CHUNK_BYTES, uploadWeights, type WeightUploadTarget } from './weight-upload.js';
 
 /** Uniform-buffer offset stride per dispatch (WebGPU's `minUniformBufferOffsetAlignment` is at most 256). */
 const PARAMS_STRIDE = 256;
@@ -39,23 +46,36 @@ export interface SessionOptions {
    * `sleep-then-poll` for dawn.node on a software adapter, where Dawn's busy polling would take a core from the device).
    */
   readonly wait?: GpuWaitMode;
-  /** Called as each stage of loading the engine onto the device finishes ({@link EngineSession.loadTimings}). */
+  /**
+   * Called as each stage of loading the engine onto the device finishes ({@link EngineSession.loadTimings}), and
+   * during the `download` and `weights` stages as bytes arrive (default: the `onProgress` given to {@link Engine.load}).
+   */
   readonly onProgress?: (progress: SessionLoadProgress) => void;
+  /**
+   * Largest `queue.writeBuffer` call that uploads weights, in bytes (default 8 MiB, or the engine's load option): the
+   * weights stream from their source to the GPU in chunks of at most this size.
+   */
+  readonly uploadChunkBytes?: number;
 }
 
-/** A stage of {@link Engine.createSession}, in the order they run. */
-export type SessionLoadStage = 'device' | 'buffers' | 'weights' | 'shader-modules' | 'pipelines' | 'bind-groups' | 'done';
+/**
+ * A stage of {@link Engine.createSession}, in the order they run. `download` runs only for an engine loaded from a
+ * URL with a cache, when the cache does not hold the weights yet.
+ */
+export type SessionLoadStage = 'download' | 'device' | 'buffers' | 'weights' | 'shader-modules' | 'pipelines' | 'bind-groups' | 'done';
 
 /**
  * Where the time of {@link Engine.createSession} went, in wall-clock milliseconds per stage (stages run one after
  * another, so they add up to about `totalMs`).
  */
 export interface SessionLoadTimings {
+  /** Downloading the weights into the cache (0 when there was nothing to download). */
+  downloadMs: number;
   /** Requesting the device (0 when the session was given one). */
   deviceMs: number;
   /** Creating the activation, input, KV-cache, sampling and params buffers. */
   buffersMs: number;
-  /** Creating the weight buffers and queueing their uploads (`writeBuffer` copies the bytes to staging memory). */
+  /** Creating the weight buffers and streaming the weights into them (reading the source, `writeBuffer` per chunk, hashing). */
   weightsMs: number;
   /** Creating one shader module per distinct kernel and waiting for its compilation messages (WGSL front end). */
   shaderModulesMs: number;
@@ -71,76 +91,182 @@ export interface SessionLoadTimings {
   bindGroups: number;
 }
 
-/** What {@link SessionOptions.onProgress} receives: the stage just finished and the timings so far. */
+/**
+ * What {@link SessionOptions.onProgress} receives: the stage just finished and the timings so far; during the
+ * `download` and `weights` stages also byte counts, as the bytes arrive.
+ */
 export interface SessionLoadProgress {
-  /** The stage that finished (`done` last, when the session is ready). */
+  /**
+   * The stage that finished (`done` last, when the session is ready), or, for a report with `loadedBytes` below
+   * `totalBytes`, the stage that is running.
+   */
   readonly stage: SessionLoadStage;
-  /** Milliseconds the stage took (for `done`: the total). */
+  /** Milliseconds the stage took (for `done`: the total); so far, for a report of a running stage. */
   readonly ms: number;
   /** Timings so far (stages not run yet are 0). */
   readonly timings: Readonly<SessionLoadTimings>;
+  /**
+   * For `download` and `weights`: bytes of `weights.bin` done so far. Non-decreasing within a stage; the stage's
+   * last report has it equal to `totalBytes`.
+   */
+  readonly loadedBytes?: number;
+  /** For `download` and `weights`: bytes of `weights.bin` in all. */
+  readonly totalBytes?: number;
 }
 
 /** One line describing load timings, e.g. for a CLI's progress output. */
 export function formatLoadTimings(t: SessionLoadTimings): string {
   const ms = (x: number): string => `${x.toFixed(0)} ms`;
-  return `engine: loaded in ${ms(t.totalMs)} (device ${ms(t.deviceMs)}, buffers ${ms(t.buffersMs)}, weights ${ms(t.weightsMs)}, ${t.pipelines} shader modules ${ms(t.shaderModulesMs)}, ${t.pipelines} pipelines ${ms(t.pipelinesMs)}, ${t.bindGroups} bind groups ${ms(t.bindGroupsMs)})`;
+  return `engine: loaded in ${ms(t.totalMs)} (${t.downloadMs > 0 ? `download ${ms(t.downloadMs)}, ` : ''}device ${ms(t.deviceMs)}, buffers ${ms(t.buffersMs)}, weights ${ms(t.weightsMs)}, ${t.pipelines} shader modules ${ms(t.shaderModulesMs)}, ${t.pipelines} pipelines ${ms(t.pipelinesMs)}, ${t.bindGroups} bind groups ${ms(t.bindGroupsMs)})`;
 }
 
-/** A compiled engine: manifest plus weight bytes. */
+/** Options of the {@link Engine} constructor (`Engine.load` sets them from its own options). */
+export interface EngineOptions {
+  /** Default {@link SessionOptions.onProgress} of the engine's sessions. */
+  readonly onProgress?: (progress: SessionLoadProgress) => void;
+  /** Default {@link SessionOptions.uploadChunkBytes} of the engine's sessions. */
+  readonly uploadChunkBytes?: number;
+  /** Check the weights against the manifest's `weightsSha256` when they stream through JS (default true). */
+  readonly verify?: boolean;
+  /** Where the engine's tokenizer would be ({@link Engine.loadTokenizer}): a path in Node, or a URL. */
+  readonly tokenizer?: string | URL;
+  /** The `fetch` for the tokenizer URL (default `globalThis.fetch`). */
+  readonly fetch?: FetchLike;
+}
+
+/**
+ * A compiled engine: the manifest plus a source of its weights. A compiled engine (from `compile()`) or one loaded
+ * from bytes holds the weights in memory; one loaded from a file, URL or stream holds only the manifest, and each
+ * {@link Engine.createSession} streams the weights from their source to the GPU.
+ */
 export class Engine {
-  /**
-   * An engine from its manifest and weights. The manifest is checked against the schema first
-   * ({@link validateEngineManifest}): every engine, compiled or loaded, is one the session code can rely on.
-   * @param manifest - The manifest (for a loaded engine: the parsed `engine.json`, of any shape until checked).
-   * @param weightBytes - `weights.bin`.
-   * @param source - Where the manifest came from, for messages.
-   * @throws `ModelFormatError` naming the first field that breaks the schema.
-   */
+  /** The weights: `weights.bin`, at the offsets the manifest gives. */
+  readonly weights: EngineWeightSource;
+
   constructor(
     /** The manifest. */
     readonly manifest: EngineManifest,
-    /** `weights.bin`: every weight payload, at the offsets the manifest gives. */
-    readonly weightBytes: Uint8Array,
-    source?: string,
+    weights: Uint8Array | EngineWeightSource,
+    /** Defaults of the engine's sessions, and where its tokenizer is. */
+    readonly options: EngineOptions = {},
   ) {
-    validateEngineManifest(manifest, weightBytes.byteLength, source);
+    if (manifest.format !== 'tensorwright-engine') throw new ModelFormatError('format', 0, `not a tensorwright engine manifest (format ${JSON.stringify(manifest.format)})`);
+    if (manifest.version !== ENGINE_FORMAT_VERSION) throw new ModelFormatError('version', 0, `engine format version ${manifest.version} is not supported (this runtime reads version ${ENGINE_FORMAT_VERSION})`);
+    this.weights = weights instanceof Uint8Array ? bytesWeightSource(weights) : weights;
+    const length = this.weights.byteLength ?? manifest.weightsByteLength;
+    for (const w of manifest.weights)
+      for (const p of w.parts) {
+        if (!Number.isSafeInteger(p.byteOffset) || p.byteOffset < 0 || p.byteOffset % 4 !== 0 || !Number.isSafeInteger(p.byteLength) || p.byteLength < 0)
+          throw new ModelFormatError(`weights[${w.name}].${p.role}`, p.byteOffset, `payload at byte offset ${p.byteOffset} with ${p.byteLength} bytes: offsets must be non-negative multiples of 4`);
+        if (length !== undefined && p.byteOffset + p.byteLength > length)
+          throw new ModelFormatError(`weights[${w.name}].${p.role}`, p.byteOffset, `payload of ${p.byteLength} bytes runs past the end of weights.bin (${length} bytes)`);
+      }
   }
 
-  /** Writes `engine.json` and `weights.bin` into `dir` (created if needed). */
-  async save(dir: string): Promise<void> {
-    await mkdir(dir, { recursive: true });
-    await writeFile(join(dir, 'engine.json'), JSON.stringify(this.manifest));
-    await writeFile(join(dir, 'weights.bin'), this.weightBytes);
+  /**
+   * The weight bytes, for an engine that holds them in memory (compiled, or loaded from bytes). Throws `InputError`
+   * for an engine whose weights stream from a file, URL or response: use {@link Engine.weights} there.
+   */
+  get weightBytes(): Uint8Array {
+    if (!this.weights.bytes) throw new InputError(`the weights of this engine are not in memory (they stream from ${this.weights.description})`);
+    return this.weights.bytes;
   }
 
-  /** Reads an engine saved by {@link Engine.save}. */
-  static async load(dir: string): Promise<Engine> {
-    const text = await readFile(join(dir, 'engine.json'), 'utf8').catch(() => {
-      throw new InputError(`no engine at ${dir} (engine.json is missing)`);
-    });
-    let manifest: EngineManifest;
-    try {
-      manifest = JSON.parse(text) as EngineManifest;
-    } catch (e) {
-      throw new ModelFormatError('engine.json', 0, `not valid JSON: ${(e as Error).message}`, join(dir, 'engine.json'));
+  /** Bytes of `weights.bin`, when known without reading it (always for compiled engines and current manifests). */
+  get weightsByteLength(): number | undefined {
+    return this.manifest.weightsByteLength ?? this.weights.byteLength;
+  }
+
+  /**
+   * Loads an engine (see {@link EngineSource}: a directory or single-file path in Node, a URL of an engine directory,
+   * `{ manifest, weights }` URLs, a `Response` or bytes of a single-file engine). Reads the manifest now; the weights
+   * are read by each session (streamed, not kept in memory), except from bytes.
+   */
+  static async load(source: EngineSource, options: EngineLoadOptions = {}): Promise<Engine> {
+    const r = await resolveEngineSource(source, options);
+    return new Engine(r.manifest, r.weights, { onProgress: options.onProgress, uploadChunkBytes: options.uploadChunkBytes, verify: options.verify, tokenizer: r.tokenizer, fetch: options.fetch });
+  }
+
+  /** The manifest with `weightsByteLength` and `weightsSha256` filled in (reading the weights once when they are missing). */
+  async completeManifest(): Promise<EngineManifest> {
+    const m = this.manifest;
+    if (m.weightsSha256 !== undefined && m.weightsByteLength !== undefined) return m;
+    const bytes = this.weights.bytes;
+    if (bytes) return { ...m, weightsByteLength: bytes.byteLength, weightsSha256: await sha256Hex(bytes) };
+    const h = await createSha256();
+    let n = 0;
+    for await (const piece of this.weights.read()) {
+      h.update(piece);
+      n += piece.byteLength;
     }
-    const bytes = new Uint8Array(await readFile(join(dir, 'weights.bin')));
-    return new Engine(manifest, bytes, join(dir, 'engine.json'));
+    return { ...m, weightsByteLength: n, weightsSha256: h.hex() };
+  }
+
+  /** Writes `engine.json` and `weights.bin` into `dir` (created if needed). Node only. */
+  async save(dir: string): Promise<void> {
+    const files = await nodeEngineFiles(`Engine.save(${JSON.stringify(dir)})`);
+    await files.writeEngineDir(dir, await this.completeManifest(), this.weights);
+  }
+
+  /** Writes the engine as one file (the single-file container, see `engine-container.ts`). Node only. */
+  async saveSingleFile(path: string): Promise<void> {
+    const files = await nodeEngineFiles(`Engine.saveSingleFile(${JSON.stringify(path)})`);
+    const m = await this.completeManifest();
+    await files.writeEngineFile(path, m, this.weights, m.weightsByteLength!);
+  }
+
+  /** The engine as one single-file container in memory (what `Engine.load` reads from bytes or a `Response`). */
+  async toSingleFile(): Promise<Uint8Array> {
+    const m = await this.completeManifest();
+    return encodeEngineContainer(m, this.weights, m.weightsByteLength!);
+  }
+
+  /**
+   * The tokenizer stored with the engine (`tokenizer.bin` beside a directory or URL source, or the `tokenizer` of
+   * `{ manifest, weights, tokenizer }`), or undefined when there is none. See {@link loadTokenizer}.
+   */
+  async loadTokenizer(): Promise<RuntimeTokenizer | undefined> {
+    const at = this.options.tokenizer;
+    if (at === undefined) return undefined;
+    const lm = this.manifest.lm;
+    return loadTokenizer(at, { vocabSize: lm?.vocabSize, bosId: lm?.bosId, eosIds: lm?.stopTokens, fetch: this.options.fetch, optional: true });
   }
 
   /** Creates a session: GPU buffers, pipelines and bind groups on `device` (a new device when omitted). */
   async createSession(opts: SessionOptions = {}): Promise<EngineSession> {
     const t0 = performance.now();
+    const onProgress = opts.onProgress ?? this.options.onProgress;
+    let downloadMs = 0;
+    if (this.weights.prepare) {
+      const early: SessionLoadTimings = { downloadMs: 0, deviceMs: 0, buffersMs: 0, weightsMs: 0, shaderModulesMs: 0, pipelinesMs: 0, bindGroupsMs: 0, totalMs: 0, pipelines: 0, bindGroups: 0 };
+      let last = { loadedBytes: 0, totalBytes: 0 };
+      const downloaded = await this.weights.prepare((p) => {
+        last = { loadedBytes: p.loadedBytes, totalBytes: Math.max(p.totalBytes ?? 0, p.loadedBytes) };
+        early.downloadMs = performance.now() - t0;
+        onProgress?.({ stage: 'download', ms: early.downloadMs, timings: early, ...last });
+      });
+      downloadMs = performance.now() - t0;
+      if (downloaded) {
+        early.downloadMs = downloadMs;
+        onProgress?.({ stage: 'download', ms: downloadMs, timings: early, ...last });
+      }
+    }
+    const t1 = performance.now();
     const handle = opts.device ?? (await requestGPUDevice({ requiredFeatures: this.manifest.requiredFeatures as GPUFeatureName[] }));
     const waiter = new GpuWaiter({ mode: opts.wait ?? defaultGpuWaitMode(handle.info) });
     const s = new EngineSession(this, handle, opts.device === undefined, opts.profile ?? false, waiter);
     const timings = s.loadTimings;
-    timings.deviceMs = performance.now() - t0;
-    opts.onProgress?.({ stage: 'device', ms: timings.deviceMs, timings });
-    await s.init(opts.onProgress);
+    timings.downloadMs = downloadMs;
+    timings.deviceMs = performance.now() - t1;
+    onProgress?.({ stage: 'device', ms: timings.deviceMs, timings });
+    try {
+      await s.init(onProgress, { chunkBytes: opts.uploadChunkBytes ?? this.options.uploadChunkBytes ?? DEFAULT_UPLOAD_CHUNK_BYTES, verify: this.options.verify ?? true });
+    } catch (e) {
+      await s.destroy().catch(() => undefined);
+      throw e;
+    }
     timings.totalMs = performance.now() - t0;
-    opts.onProgress?.({ stage: 'done', ms: timings.totalMs, timings });
+    onProgress?.({ stage: 'done', ms: timings.totalMs, timings });
     return s;
   }
 }
@@ -224,7 +350,7 @@ export class EngineSession {
   /** Per-kernel times of the last profiled step (when the session was created with `profile`). */
   lastProfile: KernelTiming[] = [];
   /** Where the time of creating this session went ({@link Engine.createSession}). */
-  readonly loadTimings: SessionLoadTimings = { deviceMs: 0, buffersMs: 0, weightsMs: 0, shaderModulesMs: 0, pipelinesMs: 0, bindGroupsMs: 0, totalMs: 0, pipelines: 0, bindGroups: 0 };
+  readonly loadTimings: SessionLoadTimings = { downloadMs: 0, deviceMs: 0, buffersMs: 0, weightsMs: 0, shaderModulesMs: 0, pipelinesMs: 0, bindGroupsMs: 0, totalMs: 0, pipelines: 0, bindGroups: 0 };
 
   /** @internal */
   constructor(
@@ -241,14 +367,14 @@ export class EngineSession {
   }
 
   /** @internal */
-  async init(onProgress?: (progress: SessionLoadProgress) => void): Promise<void> {
+  async init(onProgress: ((progress: SessionLoadProgress) => void) | undefined, upload: { chunkBytes: number; verify: boolean }): Promise<void> {
     const timings = this.loadTimings;
     let mark = performance.now();
-    const stageDone = (stage: Exclude<SessionLoadStage, 'device' | 'done'>, key: 'buffersMs' | 'weightsMs' | 'shaderModulesMs' | 'pipelinesMs' | 'bindGroupsMs'): void => {
+    const stageDone = (stage: Exclude<SessionLoadStage, 'download' | 'device' | 'done'>, key: 'buffersMs' | 'weightsMs' | 'shaderModulesMs' | 'pipelinesMs' | 'bindGroupsMs', bytes?: { loadedBytes: number; totalBytes: number }): void => {
       const now = performance.now();
       timings[key] += now - mark;
       mark = now;
-      onProgress?.({ stage, ms: timings[key], timings });
+      onProgress?.({ stage, ms: timings[key], timings, ...bytes });
     };
     const d = (this.device = this.handle.device);
     for (const f of this.m.requiredFeatures)
@@ -283,21 +409,37 @@ export class EngineSession {
     const dispatchesWithParams = this.m.plans.reduce((a, p) => a + p.dispatches.filter((x) => kernels[x.kernel].params.length).length, 0) + 2;
     this.paramsBuffer = d.createBuffer({ label: 'kernel params', size: Math.max(PARAMS_STRIDE, dispatchesWithParams * PARAMS_STRIDE), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     stageDone('buffers', 'buffersMs');
-    // weights: one buffer per payload part, uploaded once
+    // weights: one buffer per payload part, streamed from the engine's weight source in chunks
+    const targets: WeightUploadTarget[] = [];
     for (const w of this.m.weights) {
       const parts = new Map<string, GPUBuffer>();
       for (const p of w.parts) {
         if (p.byteLength > maxBinding)
           throw new DeviceError('LIMIT_EXCEEDED', `weight '${w.name}' (${p.role}, ${p.byteLength} bytes) exceeds maxStorageBufferBindingSize ${maxBinding}`);
         const buf = d.createBuffer({ label: `${w.name}.${p.role}`, size: Math.max(16, align(p.byteLength, 4)), usage: storage });
-        const src = this.engine.weightBytes.subarray(p.byteOffset, p.byteOffset + p.byteLength);
-        const padded = p.byteLength % 4 === 0 ? src : copyPadded(src);
-        d.queue.writeBuffer(buf, 0, padded.buffer as ArrayBuffer, padded.byteOffset, align(p.byteLength, 4));
         parts.set(p.role, buf);
+        targets.push({ byteOffset: p.byteOffset, byteLength: p.byteLength, buffer: buf });
       }
       this.weightBuffers.push(parts);
     }
-    stageDone('weights', 'weightsMs');
+    const source = this.engine.weights;
+    let bytes = { loadedBytes: 0, totalBytes: 0 };
+    try {
+      await uploadWeights(d.queue, targets, source, {
+        chunkBytes: upload.chunkBytes,
+        expectedBytes: this.m.weightsByteLength ?? source.byteLength,
+        sha256: upload.verify && !source.verified ? this.m.weightsSha256 : undefined,
+        onProgress: (loadedBytes, totalBytes) => {
+          bytes = { loadedBytes, totalBytes };
+          if (loadedBytes < totalBytes) onProgress?.({ stage: 'weights', ms: timings.weightsMs + performance.now() - mark, timings, ...bytes });
+        },
+      });
+    } catch (e) {
+      await d.popErrorScope();
+      await d.popErrorScope();
+      throw e;
+    }
+    stageDone('weights', 'weightsMs', bytes);
     // shader modules and pipelines, compiled once per distinct kernel (all in parallel within each stage)
     const modules = await Promise.all(
       kernels.map(async (k) => {
@@ -540,11 +682,15 @@ export class EngineSession {
   }
 
   /**
-   * Runs `tokens` at the next positions of the current sequence and samples the next token on the GPU; only its id
-   * is read back. Long prompts are split into chunks of the largest plan's size (chunked prefill).
+   * Runs `tokens` at the next positions of the current sequence and samples the next token on the GPU with the given
+   * settings (any of them: they are run-time params of the sampler) and coin; only its id is read back. Long prompts
+   * are split into chunks of the largest plan's size (chunked prefill).
+   * Throws {@link errors!InputError | InputError} for bad settings, before anything runs.
    */
-  async step(tokens: readonly number[], sampling: { temperature: number; topp: number; topk?: number; coin: number }): Promise<number> {
+  async step(tokens: readonly number[], sampling: SamplerStepSettings): Promise<number> {
     this.check();
+    validateSampling({ ...sampling, seed: 0 });
+    if (!(sampling.coin >= 0 && sampling.coin < 1)) throw new InputError(`the sampling coin must be in [0, 1), got ${sampling.coin}`);
     const lm = this.m.lm;
     if (!lm || !this.allocator) throw new InputError('this engine is not a causal LM');
     if (tokens.length === 0) throw new InputError('step needs at least one token');
@@ -560,7 +706,7 @@ export class EngineSession {
     return result;
   }
 
-  private async runChunk(tokens: readonly number[], sampling: { temperature: number; topp: number; topk?: number; coin: number } | undefined): Promise<number> {
+  private async runChunk(tokens: readonly number[], sampling: SamplerStepSettings | undefined): Promise<number> {
     const lm = this.m.lm!;
     const past = this.position;
     if (past + tokens.length > lm.maxPositions) throw new CacheFullError(`the sequence would reach ${past + tokens.length} positions; the engine supports ${lm.maxPositions}`);
@@ -580,15 +726,7 @@ export class EngineSession {
     const extra: { d: PreparedDispatch; params: Uint32Array }[] = [];
     if (sampling) {
       const s = sampling.temperature === 0 ? this.argmax! : this.sampler!;
-      if (sampling.temperature !== 0) {
-        const c = lm.sampling;
-        if (c.temperature !== sampling.temperature || c.topp !== sampling.topp || (c.topk ?? 0) !== (sampling.topk ?? 0))
-          throw new InputError(
-            `this engine's GPU sampler was compiled for temperature ${c.temperature}, top-p ${c.topp}, top-k ${c.topk ?? 0}; got ${sampling.temperature}, ${sampling.topp}, ${sampling.topk ?? 0} (recompile with those settings, or use temperature 0)`,
-          );
-      }
-      const coinBits = new Uint32Array(Float32Array.of(sampling.coin).buffer)[0];
-      extra.push({ d: s, params: evalParams(this.m.kernels[s.manifest.kernel].params, { ...bindings, coin_bits: coinBits }) });
+      extra.push({ d: s, params: evalParams(this.m.kernels[s.manifest.kernel].params, { ...bindings, ...samplerParamValues(sampling, lm.vocabSize) }) });
     }
     this.encode(enc, plan, bindings, extra);
     if (sampling) enc.copyBufferToBuffer(this.sampleBuffer, 0, this.sampleRead, 0, 16);
@@ -635,8 +773,9 @@ export class EngineSession {
     if (promptIds.length === 0) throw new InputError('the prompt has no tokens (it needs at least BOS)');
     const steps = Math.min(o.steps, lm.maxPositions);
     if (promptIds.length > steps) throw new InputError(`the prompt has ${promptIds.length} tokens, more than steps (${steps})`);
+    validateSampling(o);
     const rng = new XorShiftRng(o.seed);
-    const sampling = (): { temperature: number; topp: number; topk?: number; coin: number } => ({ temperature: o.temperature, topp: o.topp, topk: o.topk, coin: o.temperature === 0 ? 0 : rng.nextF32() });
+    const sampling = (): SamplerStepSettings => ({ temperature: o.temperature, topp: o.topp, topk: o.topk, coin: o.temperature === 0 ? 0 : rng.nextF32() });
     this.reset();
     const t0 = performance.now();
     let next = await this.step(promptIds, sampling());
@@ -669,10 +808,4 @@ export class EngineSession {
 
 function align(n: number, a: number): number {
   return Math.ceil(n / a) * a;
-}
-
-function copyPadded(src: Uint8Array): Uint8Array {
-  const out = new Uint8Array(align(src.byteLength, 4));
-  out.set(src);
-  return out;
 }

@@ -9,6 +9,8 @@
  * `paramsStruct` in the codegen).
  * @module
  */
+// the declarations name WebGPU types (GPUDevice, …): a consumer's compiler gets them from @webgpu/types, a dependency
+/// <reference types="@webgpu/types" preserve="true" />
 import { InputError } from '../errors.js';
 import { evalDim, parseDim, type DimBindings } from '../ir/dim.js';
 
@@ -71,7 +73,7 @@ export interface KernelSource {
   readonly nodes: readonly string[];
   /**
    * The WebGPU features the WGSL needs (`shader-f16`, `subgroups`), declared by the generator together with the WGSL's
-   * `enable` directives. Absent in engines saved before it existed: {@link kernelFeaturesOf} then reads the directives.
+   * `enable` directives. Absent in engines saved before it existed: `kernelFeaturesOf` then reads the directives.
    */
   readonly features?: readonly string[];
 }
@@ -79,6 +81,7 @@ export interface KernelSource {
 /**
  * The WebGPU features a kernel needs: its declared {@link KernelSource.features}, or, for kernels saved without them,
  * those its WGSL's `enable` directives (and subgroup builtins) ask for.
+ * @internal
  */
 export function kernelFeaturesOf(k: KernelSource): readonly string[] {
   if (k.features) return k.features;
@@ -88,7 +91,10 @@ export function kernelFeaturesOf(k: KernelSource): readonly string[] {
   return f;
 }
 
-/** Values of a kernel's params for the given symbol bindings. */
+/**
+ * Values of a kernel's params for the given symbol bindings.
+ * @internal
+ */
 export function evalParams(params: readonly string[], bindings: DimBindings): Uint32Array {
   // uniform buffers are sized in 16-byte units
   const out = new Uint32Array(Math.max(4, Math.ceil(params.length / 4) * 4));
@@ -100,7 +106,10 @@ export function evalParams(params: readonly string[], bindings: DimBindings): Ui
   return out;
 }
 
-/** Evaluates a grid expression; parameter names resolve through `params`/`values` (by position). */
+/**
+ * Evaluates a grid expression; parameter names resolve through `params`/`values` (by position).
+ * @internal
+ */
 export function evalGrid(e: GridExpr, params: readonly string[], values: Uint32Array | DimBindings): number {
   if (typeof e === 'number') return e;
   if (typeof e === 'string') {
@@ -118,6 +127,7 @@ export function evalGrid(e: GridExpr, params: readonly string[], values: Uint32A
  * The pipeline layout of a kernel, built from its binding list (storage buffers, then the params uniform). An explicit
  * layout rather than `'auto'`: auto layouts drop bindings the WGSL never reads (a params uniform whose values only
  * size the grid), and binding those would then fail.
+ * @internal
  */
 export function kernelPipelineLayout(device: GPUDevice, kernel: KernelSource): GPUPipelineLayout {
   const entries: GPUBindGroupLayoutEntry[] = kernel.bindings.map((b, binding) => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' : 'storage' } }));

@@ -1,7 +1,9 @@
 /**
  * Token sampling on the host, as llama2.c's run.c does it: argmax at temperature 0; otherwise softmax of
- * `logits / temperature`, then multinomial or nucleus (top-p) sampling with run.c's cutoff and ordering, driven by
- * run.c's xorshift generator so the same seed gives the same choices.
+ * `logits / temperature`, optionally top-k (the k largest probabilities, ties at the k-th value taken in index
+ * order), then multinomial or nucleus (top-p) sampling with run.c's cutoff and ordering, driven by run.c's xorshift
+ * generator so the same seed gives the same choices. The GPU sampler (src/codegen/sampling.ts) makes the same
+ * choices for the same coin.
  * @module
  */
 import { InputError } from '../errors.js';
@@ -13,20 +15,26 @@ export interface SamplingOptions {
   temperature: number;
   /** Nucleus threshold in (0, 1); 1 or 0 disables top-p (as run.c). */
   topp: number;
-  /** Keep only the k most likely tokens (0 = off). Applied before top-p. */
+  /**
+   * Keep only the k most likely tokens (0 = off; k >= the vocabulary keeps all). By value: every token more likely
+   * than the k-th is kept, and ties at the k-th value are kept in index order until k are kept. Applied before top-p.
+   */
   topk?: number;
   /** RNG seed. */
   seed: number;
 }
 
-/** Index of the largest value (first on ties, as run.c). */
+/**
+ * Index of the largest value (first on ties, as run.c).
+ * @internal
+ */
 export function argmax(v: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
   return best;
 }
 
-/** Checks sampling settings; throws {@link InputError} naming the bad one. */
+/** Checks sampling settings; throws {@link errors!InputError | InputError} naming the bad one. */
 export function validateSampling(o: SamplingOptions): void {
   if (!(o.temperature >= 0) || !Number.isFinite(o.temperature)) throw new InputError(`temperature must be >= 0, got ${o.temperature}`);
   if (!(o.topp >= 0 && o.topp <= 1)) throw new InputError(`topp must be in [0, 1], got ${o.topp}`);
@@ -43,38 +51,60 @@ export class Sampler {
     validateSampling(options);
     this.rng = new XorShiftRng(options.seed);
   }
-  /** Picks the next token from a row of logits. */
+  /** Picks the next token from a row of logits (drawing the next coin at temperature > 0). */
   sample(logits: ArrayLike<number>): number {
-    const { temperature, topp } = this.options;
-    if (temperature === 0) return argmax(logits);
-    const n = logits.length;
-    const probs = new Float32Array(n);
-    let mx = -Infinity;
-    for (let i = 0; i < n; i++) mx = Math.max(mx, Math.fround(logits[i] / temperature));
-    let sum = 0;
-    for (let i = 0; i < n; i++) sum += probs[i] = Math.exp(Math.fround(logits[i] / temperature) - mx);
-    for (let i = 0; i < n; i++) probs[i] /= sum;
-    const topk = this.options.topk ?? 0;
-    if (topk > 0 && topk < n) {
-      const kth = [...probs].sort((a, b) => b - a)[topk - 1];
-      let kept = 0;
-      for (let i = 0; i < n; i++) if (probs[i] < kth || kept >= topk) probs[i] = 0; else kept++;
-      let s = 0;
-      for (let i = 0; i < n; i++) s += probs[i];
-      for (let i = 0; i < n; i++) probs[i] /= s;
-    }
-    const coin = this.rng.nextF32();
-    return topp <= 0 || topp >= 1 ? sampleMult(probs, coin) : sampleTopp(probs, topp, coin);
+    if (this.options.temperature === 0) return argmax(logits);
+    return sampleToken(logits, this.options, this.rng.nextF32());
   }
 }
 
+/**
+ * Picks a token from a row of logits with the given settings and coin in [0, 1) (what {@link Sampler.sample} does
+ * with its generator's next coin; the GPU sampler makes the same choice for the same coin). Settings are not
+ * checked here: see {@link validateSampling}.
+ */
+export function sampleToken(logits: ArrayLike<number>, o: Omit<SamplingOptions, 'seed'>, coin: number): number {
+  const { temperature, topp } = o;
+  if (temperature === 0) return argmax(logits);
+  const n = logits.length;
+  const probs = new Float32Array(n);
+  let mx = -Infinity;
+  for (let i = 0; i < n; i++) mx = Math.max(mx, Math.fround(logits[i] / temperature));
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += probs[i] = Math.exp(Math.fround(logits[i] / temperature) - mx);
+  for (let i = 0; i < n; i++) probs[i] /= sum;
+  const topk = o.topk ?? 0;
+  if (topk > 0 && topk < n) keepTopK(probs, topk);
+  return topp <= 0 || topp >= 1 ? sampleMult(probs, coin) : sampleTopp(probs, topp, coin);
+}
+
+/**
+ * Top-k by value, in place: keeps every probability larger than the k-th largest one, then ties of the k-th value in
+ * index order until `k` are kept; zeroes the rest and renormalizes the kept ones.
+ */
+function keepTopK(probs: Float32Array, k: number): void {
+  const n = probs.length;
+  const kth = Float32Array.from(probs).sort()[n - k];
+  let ties = k;
+  for (let i = 0; i < n; i++) if (probs[i] > kth) ties--;
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    if (probs[i] > kth || (probs[i] === kth && ties-- > 0)) sum += probs[i];
+    else probs[i] = 0;
+  }
+  for (let i = 0; i < n; i++) probs[i] /= sum;
+}
+
+/** Multinomial in index order: the first i with `coin < cdf(i)`; past the end (rounding), the last non-zero one. */
 function sampleMult(probs: Float32Array, coin: number): number {
   let cdf = 0;
+  let last = probs.length - 1;
   for (let i = 0; i < probs.length; i++) {
+    if (probs[i] > 0) last = i;
     cdf += probs[i];
     if (coin < cdf) return i;
   }
-  return probs.length - 1;
+  return last;
 }
 
 function sampleTopp(probs: Float32Array, topp: number, coin: number): number {

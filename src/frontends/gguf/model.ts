@@ -21,7 +21,10 @@ import { contextCap, type LoadModelOptions } from '../context.js';
 /** GGUF architectures read as the Llama family, with the RoPE pairing each uses. */
 export const GGUF_LLAMA_ARCHITECTURES: Readonly<Record<string, 'interleaved' | 'half'>> = Object.freeze({ llama: 'interleaved', qwen2: 'half' });
 
-/** The {@link LlamaConfig} of a GGUF file's `{arch}.*` metadata (`vocabSize` from `token_embd.weight`). */
+/**
+ * The {@link LlamaConfig} of a GGUF file's `{arch}.*` metadata (`vocabSize` from `token_embd.weight`).
+ * @internal
+ */
 export function ggufLlamaConfig(f: GgufFile): LlamaConfig {
   const arch = f.getString('general.architecture');
   if (arch === undefined) throw new ModelFormatError('general.architecture', 0, 'missing', f.file);
@@ -91,7 +94,10 @@ function ggufRopeScaling(f: GgufFile, arch: string, hs: number): LlamaRopeScalin
   return { type: 'linear', factor };
 }
 
-/** Weights of a GGUF Llama-family model and what was read. */
+/**
+ * Weights of a GGUF Llama-family model and what was read.
+ * @internal
+ */
 export interface GgufLlamaWeightsResult {
   /** The builder's weights: quantized tensors as quantized entries, the rest as float32. */
   weights: LlamaWeights;
@@ -105,7 +111,10 @@ export interface GgufLlamaWeightsResult {
   typeCounts: Record<string, number>;
 }
 
-/** Maps a GGUF file's `token_embd`, `blk.N.*`, `output_norm` and `output` tensors onto {@link LlamaWeights}. */
+/**
+ * Maps a GGUF file's `token_embd`, `blk.N.*`, `output_norm` and `output` tensors onto {@link LlamaWeights}.
+ * @internal
+ */
 export function ggufLlamaWeights(f: GgufFile, c: LlamaConfig): GgufLlamaWeightsResult {
   const used = new Set<string>();
   let parameters = 0;

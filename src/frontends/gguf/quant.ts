@@ -182,7 +182,10 @@ export function ggufTensorToWeight(t: GgufTensorInfo, bytes: Uint8Array, file?: 
   }
 }
 
-/** Bits per element a ggml type stores (block overhead included), e.g. 4.5 for Q4_0. */
+/**
+ * Bits per element a ggml type stores (block overhead included), e.g. 4.5 for Q4_0.
+ * @internal
+ */
 export function ggmlBitsPerElement(t: GgufTensorInfo): number {
   return (8 * t.typeInfo.typeSize) / t.typeInfo.blockSize;
 }

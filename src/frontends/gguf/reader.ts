@@ -15,13 +15,22 @@ import { ModelFormatError } from '../../errors.js';
 import { fileSource, memorySource, type ByteSource } from '../safetensors/source.js';
 import { GGML_TYPES, GGUF_SCALAR_BYTES, GgufValueType, type GgmlTypeInfo } from './types.js';
 
-/** The magic number: the bytes `GGUF` read as a little-endian uint32. */
+/**
+ * The magic number: the bytes `GGUF` read as a little-endian uint32.
+ * @internal
+ */
 export const GGUF_MAGIC = 0x46554747;
 
-/** The default data alignment when `general.alignment` is absent. */
+/**
+ * The default data alignment when `general.alignment` is absent.
+ * @internal
+ */
 export const GGUF_DEFAULT_ALIGNMENT = 32;
 
-/** Dims a ggml tensor may have. */
+/**
+ * Dims a ggml tensor may have.
+ * @internal
+ */
 export const GGML_MAX_DIMS = 4;
 
 /** A metadata value: numbers (64-bit integers beyond 2^53 as bigint), booleans, strings, and arrays of these. */
@@ -79,7 +88,10 @@ export interface GgufHeader {
   readonly dataStart: number;
 }
 
-/** Whether bytes start with the GGUF magic (needs 4 bytes). */
+/**
+ * Whether bytes start with the GGUF magic (needs 4 bytes).
+ * @internal
+ */
 export function looksLikeGguf(bytes: Uint8Array): boolean {
   return bytes.byteLength >= 4 && bytes[0] === 0x47 && bytes[1] === 0x47 && bytes[2] === 0x55 && bytes[3] === 0x46;
 }
@@ -206,7 +218,10 @@ function readValue(c: Cursor, type: number, field: string, depth: number): { val
   return { value: out, arrayType: elemType };
 }
 
-/** Parses and validates a GGUF header from a source (see the module comment). */
+/**
+ * Parses and validates a GGUF header from a source (see the module comment).
+ * @internal
+ */
 export function parseGgufHeader(src: ByteSource): GgufHeader {
   const c = new Cursor(src, src.file);
   if (src.size < 4) c.fail('magic', 0, `file is ${src.size} bytes, too short for the GGUF magic`);

@@ -19,9 +19,9 @@
  */
 import { InputError, ModelFormatError } from '../../errors.js';
 import { UnsupportedModelError } from '../hf/errors.js';
-import { HfTokenizer } from '../hf/tokenizer.js';
-import { SentencePieceBpe } from '../sentencepiece-bpe.js';
-import type { TextTokenizer } from '../text-tokenizer.js';
+import { HfTokenizer } from '../../tokenizers/hf.js';
+import { SentencePieceBpe } from '../../tokenizers/sentencepiece-bpe.js';
+import type { TextTokenizer } from '../../tokenizers/text-tokenizer.js';
 import type { GgufFile } from './reader.js';
 import { GgufValueType } from './types.js';
 

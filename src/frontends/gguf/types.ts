@@ -37,7 +37,10 @@ export const GgufValueType = {
 /** A GGUF metadata value type number. */
 export type GgufValueTypeId = (typeof GgufValueType)[keyof typeof GgufValueType];
 
-/** Fixed byte sizes of the scalar value types (strings and arrays are variable). */
+/**
+ * Fixed byte sizes of the scalar value types (strings and arrays are variable).
+ * @internal
+ */
 export const GGUF_SCALAR_BYTES: Readonly<Record<number, number>> = Object.freeze({ 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 });
 
 /** A ggml tensor type: its name, elements per block and bytes per block. */
@@ -50,7 +53,10 @@ export interface GgmlTypeInfo {
   readonly typeSize: number;
 }
 
-/** Every ggml tensor type a GGUF file may hold, by type number. */
+/**
+ * Every ggml tensor type a GGUF file may hold, by type number.
+ * @internal
+ */
 export const GGML_TYPES: ReadonlyMap<number, GgmlTypeInfo> = new Map(
   (
     [

@@ -23,7 +23,10 @@ export type HfLlamaModelType = (typeof HF_LLAMA_MODEL_TYPES)[number];
 /** Every `model_type` the Hugging Face loader reads. */
 export type HfModelType = HfLlamaModelType | 'gpt2';
 
-/** Parses `config.json` text; throws {@link ModelFormatError} unless it is a JSON object. */
+/**
+ * Parses `config.json` text; throws {@link ModelFormatError} unless it is a JSON object.
+ * @internal
+ */
 export function parseHfConfig(text: string, file?: string): HfConfigJson {
   let json: unknown;
   try {
@@ -35,7 +38,10 @@ export function parseHfConfig(text: string, file?: string): HfConfigJson {
   return json as HfConfigJson;
 }
 
-/** The config's `model_type`, checked to be one tensorwright reads. */
+/**
+ * The config's `model_type`, checked to be one tensorwright reads.
+ * @internal
+ */
 export function hfModelType(json: HfConfigJson, file?: string): HfModelType {
   const t = json.model_type;
   if (typeof t !== 'string') throw new ModelFormatError('model_type', 0, `model_type must be a string, got ${JSON.stringify(t)}`, file);
@@ -86,6 +92,7 @@ export interface HfRopeParameters {
 /**
  * RoPE base and scaling from `rope_theta` + `rope_scaling` (transformers 4.x) or `rope_parameters` (5.x).
  * Supported scaling types: none/`default`, `linear`, `llama3`; anything else raises {@link UnsupportedModelError}.
+ * @internal
  */
 export function hfRope(json: HfConfigJson, file?: string, defaultTheta = 10000): HfRopeParameters {
   const params = json.rope_parameters;
@@ -121,6 +128,7 @@ export function hfRope(json: HfConfigJson, file?: string, defaultTheta = 10000):
  * `rotate_half`). A sliding attention window shorter than `max_position_embeddings` (Mistral; Qwen2 with
  * `use_sliding_window`) caps `seqLen` at the window, where full causal attention computes the same thing. `qkvBias` is left to the weight loader, which sees
  * whether the biases exist.
+ * @internal
  */
 export function hfLlamaConfig(json: HfConfigJson, file?: string): LlamaConfig {
   const type = hfModelType(json, file);
@@ -165,7 +173,10 @@ export function hfLlamaConfig(json: HfConfigJson, file?: string): LlamaConfig {
   return config;
 }
 
-/** The {@link Gpt2Config} of a GPT-2 `config.json`. */
+/**
+ * The {@link Gpt2Config} of a GPT-2 `config.json`.
+ * @internal
+ */
 export function hfGpt2Config(json: HfConfigJson, file?: string): Gpt2Config {
   if (hfModelType(json, file) !== 'gpt2') throw new ModelFormatError('model_type', 0, `model_type ${JSON.stringify(json.model_type)} is not gpt2`, file);
   const act = json.activation_function ?? 'gelu_new';

@@ -13,7 +13,7 @@ import { buildLlama, type LlamaBuildOptions, type LlamaConfig, type LlamaWeights
 import { SafetensorsCheckpoint } from '../safetensors/checkpoint.js';
 import { hfGpt2Config, hfLlamaConfig, hfModelType, parseHfConfig, type HfLlamaModelType } from './config.js';
 import { hfGpt2Weights, hfLlamaWeights } from './weights.js';
-import { HfTokenizer, hfSpecialTokenIds } from './tokenizer.js';
+import { hfSpecialTokenIds, hfTokenizerFromFolder, type HfTokenizer } from './tokenizer.js';
 import { contextCap, type LoadModelOptions } from '../context.js';
 
 /** What every loaded Hugging Face model has. */
@@ -109,7 +109,7 @@ export function loadHfModelSync(path: string, opts: HfLoadOptions = {}): HfModel
     const hasBin = existsSync(join(dir, 'pytorch_model.bin')) || existsSync(join(dir, 'pytorch_model.bin.index.json'));
     throw new InputError(`${dir} has no model.safetensors or model.safetensors.index.json${hasBin ? ' (PyTorch .bin checkpoints are not read: convert them to safetensors)' : ''}`);
   }
-  const tokenizer = opts.tokenizer === false ? undefined : HfTokenizer.fromFolder(dir);
+  const tokenizer = opts.tokenizer === false ? undefined : hfTokenizerFromFolder(dir);
   const special = hfSpecialTokenIds(dir);
   const stopTokens = Object.freeze([...new Set([...special.eosIds, ...(tokenizer?.eosIds ?? [])])]);
   const bosId = tokenizer?.bosId ?? special.bosId ?? stopTokens[0] ?? 0;

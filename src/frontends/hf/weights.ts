@@ -48,7 +48,10 @@ function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
   return out;
 }
 
-/** Weights of a Llama-family checkpoint and what was read. */
+/**
+ * Weights of a Llama-family checkpoint and what was read.
+ * @internal
+ */
 export interface HfLlamaWeightsResult {
   /** The builder's weights. */
   weights: LlamaWeights;
@@ -61,6 +64,7 @@ export interface HfLlamaWeightsResult {
 /**
  * Maps a Llama/Mistral/Qwen2 checkpoint onto {@link LlamaWeights} (names with or without the `model.` prefix).
  * With `config.sharedClassifier` (`tie_word_embeddings`) any `lm_head.weight` is ignored, as `transformers` ties it.
+ * @internal
  */
 export function hfLlamaWeights(ck: SafetensorsCheckpoint, c: LlamaConfig): HfLlamaWeightsResult {
   const t = new TensorTaker(ck);
@@ -100,7 +104,10 @@ export function hfLlamaWeights(ck: SafetensorsCheckpoint, c: LlamaConfig): HfLla
   return { weights, qkvBias, parameters: t.parameters };
 }
 
-/** Weights of a GPT-2 checkpoint and the parameter count. */
+/**
+ * Weights of a GPT-2 checkpoint and the parameter count.
+ * @internal
+ */
 export interface HfGpt2WeightsResult {
   /** The builder's weights (projections transposed to `[out, in]`). */
   weights: Gpt2Weights;
@@ -108,7 +115,10 @@ export interface HfGpt2WeightsResult {
   parameters: number;
 }
 
-/** Maps a GPT-2 checkpoint (names with or without the `transformer.` prefix) onto {@link Gpt2Weights}. */
+/**
+ * Maps a GPT-2 checkpoint (names with or without the `transformer.` prefix) onto {@link Gpt2Weights}.
+ * @internal
+ */
 export function hfGpt2Weights(ck: SafetensorsCheckpoint, c: Gpt2Config): HfGpt2WeightsResult {
   const t = new TensorTaker(ck);
   const pre = t.has('transformer.wte.weight') || !t.has('wte.weight') ? 'transformer.' : '';

@@ -67,7 +67,10 @@ export interface Llama2cCheckpoint {
   weights: Llama2cWeights;
 }
 
-/** Size of the checkpoint header in bytes. */
+/**
+ * Size of the checkpoint header in bytes.
+ * @internal
+ */
 export const LLAMA2C_HEADER_BYTES = 28;
 
 const HEADER_FIELDS = ['dim', 'hidden_dim', 'n_layers', 'n_heads', 'n_kv_heads', 'vocab_size', 'seq_len'] as const;
@@ -298,6 +301,7 @@ export async function readLlama2cCheckpoint(path: string): Promise<Llama2cCheckp
  * Whether `bytes` plausibly is a llama2.c version-0 checkpoint: a valid header and a file size that matches it
  * exactly. Never throws.
  * @param bytes - The whole file.
+ * @internal
  */
 export function looksLikeLlama2cCheckpoint(bytes: Uint8Array): boolean {
   try {

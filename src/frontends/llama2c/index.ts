@@ -11,4 +11,4 @@ export {
   type Llama2cConfig,
   type Llama2cWeights,
 } from './checkpoint.js';
-export { Llama2cTokenizer, type Llama2cEncodeOptions } from './tokenizer.js';
+export { Llama2cTokenizer, type Llama2cEncodeOptions } from '../../tokenizers/llama2c.js';

@@ -93,6 +93,7 @@ export const ONNX_OPSET_RANGE: readonly [number, number] = [10, 25];
 /**
  * Whether `bytes` look like a serialized ONNX `ModelProto`: the first field is `ir_version` (field 1, varint) with a
  * plausible value, or one of the model's other top-level fields.
+ * @internal
  */
 export function looksLikeOnnx(bytes: Uint8Array): boolean {
   if (bytes.length < 4) return false;

@@ -117,10 +117,16 @@ const DESCRIPTOR = {
 
 const root = protobuf.Root.fromJSON(DESCRIPTOR as unknown as protobuf.INamespace);
 
-/** A protobuf int64 as protobufjs decodes it: a `Long`'s two halves (or a plain number, depending on the build). */
+/**
+ * A protobuf int64 as protobufjs decodes it: a `Long`'s two halves (or a plain number, depending on the build).
+ * @internal
+ */
 export type Int64 = number | LongBits;
 
-/** The two 32-bit halves of a 64-bit integer (protobufjs's `Long`). */
+/**
+ * The two 32-bit halves of a 64-bit integer (protobufjs's `Long`).
+ * @internal
+ */
 export interface LongBits {
   /** Low 32 bits. */
   readonly low: number;
@@ -130,7 +136,10 @@ export interface LongBits {
   readonly unsigned?: boolean;
 }
 
-/** `OperatorSetIdProto`. */
+/**
+ * `OperatorSetIdProto`.
+ * @internal
+ */
 export interface OpsetId {
   /** Operator domain (`''` or `ai.onnx` for the default domain). */
   domain: string;
@@ -138,7 +147,10 @@ export interface OpsetId {
   version: Int64;
 }
 
-/** `StringStringEntryProto`. */
+/**
+ * `StringStringEntryProto`.
+ * @internal
+ */
 export interface StringEntry {
   /** Key. */
   key: string;
@@ -146,7 +158,10 @@ export interface StringEntry {
   value: string;
 }
 
-/** `TensorProto` (the fields read). */
+/**
+ * `TensorProto` (the fields read).
+ * @internal
+ */
 export interface TensorMsg {
   /** Dims. */
   dims: Int64[];
@@ -176,7 +191,10 @@ export interface TensorMsg {
   dataLocation: number;
 }
 
-/** `TensorShapeProto.Dimension`. */
+/**
+ * `TensorShapeProto.Dimension`.
+ * @internal
+ */
 export interface DimMsg {
   /** Known size. */
   dimValue?: Int64;
@@ -186,7 +204,10 @@ export interface DimMsg {
   value?: 'dimValue' | 'dimParam';
 }
 
-/** `TypeProto.Tensor`. */
+/**
+ * `TypeProto.Tensor`.
+ * @internal
+ */
 export interface TensorTypeMsg {
   /** Element type (`TensorProto.DataType`). */
   elemType: number;
@@ -194,13 +215,19 @@ export interface TensorTypeMsg {
   shape?: ShapeMsg;
 }
 
-/** `TensorShapeProto`. */
+/**
+ * `TensorShapeProto`.
+ * @internal
+ */
 export interface ShapeMsg {
   /** Dims. */
   dim: DimMsg[];
 }
 
-/** `TypeProto` (tensor types; the other kinds only as markers). */
+/**
+ * `TypeProto` (tensor types; the other kinds only as markers).
+ * @internal
+ */
 export interface TypeMsg {
   /** A tensor type. */
   tensorType?: TensorTypeMsg;
@@ -208,7 +235,10 @@ export interface TypeMsg {
   value?: string;
 }
 
-/** `ValueInfoProto`. */
+/**
+ * `ValueInfoProto`.
+ * @internal
+ */
 export interface ValueInfoMsg {
   /** Value name. */
   name: string;
@@ -216,7 +246,10 @@ export interface ValueInfoMsg {
   type?: TypeMsg;
 }
 
-/** `AttributeProto`. */
+/**
+ * `AttributeProto`.
+ * @internal
+ */
 export interface AttributeMsg {
   /** Attribute name. */
   name: string;
@@ -246,7 +279,10 @@ export interface AttributeMsg {
   graphs: GraphMsg[];
 }
 
-/** `NodeProto`. */
+/**
+ * `NodeProto`.
+ * @internal
+ */
 export interface NodeMsg {
   /** Input value names (`''` = an omitted optional input). */
   input: string[];
@@ -262,7 +298,10 @@ export interface NodeMsg {
   attribute: AttributeMsg[];
 }
 
-/** `GraphProto`. */
+/**
+ * `GraphProto`.
+ * @internal
+ */
 export interface GraphMsg {
   /** Nodes (in the file's order, which ONNX requires to be topological). */
   node: NodeMsg[];
@@ -280,7 +319,10 @@ export interface GraphMsg {
   valueInfo: ValueInfoMsg[];
 }
 
-/** `FunctionProto` (only its identity: model-local functions are not supported). */
+/**
+ * `FunctionProto` (only its identity: model-local functions are not supported).
+ * @internal
+ */
 export interface FunctionMsg {
   /** Function name (the op type that calls it). */
   name: string;
@@ -288,7 +330,10 @@ export interface FunctionMsg {
   domain: string;
 }
 
-/** `ModelProto`. */
+/**
+ * `ModelProto`.
+ * @internal
+ */
 export interface ModelMsg {
   /** IR version. */
   irVersion: Int64;
@@ -310,12 +355,18 @@ const ModelType = root.lookupType('onnx.ModelProto');
 const AttributeType = root.lookupType('onnx.AttributeProto');
 const TensorType = root.lookupType('onnx.TensorProto');
 
-/** Decodes a serialized `ModelProto`; throws what protobufjs throws on malformed bytes. */
+/**
+ * Decodes a serialized `ModelProto`; throws what protobufjs throws on malformed bytes.
+ * @internal
+ */
 export function decodeModelProto(bytes: Uint8Array): ModelMsg {
   return ModelType.decode(bytes) as unknown as ModelMsg;
 }
 
-/** Decodes a serialized `TensorProto` (the `.pb` files of ONNX test data sets). */
+/**
+ * Decodes a serialized `TensorProto` (the `.pb` files of ONNX test data sets).
+ * @internal
+ */
 export function decodeTensorProto(bytes: Uint8Array): TensorMsg {
   return TensorType.decode(bytes) as unknown as TensorMsg;
 }
@@ -328,13 +379,17 @@ export function encodeAttributes(attrs: readonly AttributeMsg[]): Uint8Array[] {
 /**
  * Serializes a `ModelProto` given as a plain object with the field names of {@link ModelMsg} (camelCase; int64s as
  * numbers). For tests and tools that write ONNX files.
+ * @internal
  */
 export function encodeModelProto(model: object): Uint8Array {
   // a plain Uint8Array (protobufjs returns a Node Buffer, whose slice() is a view)
   return new Uint8Array(ModelType.encode(ModelType.fromObject(model)).finish());
 }
 
-/** Serializes a `TensorProto` given as a plain object (see {@link encodeModelProto}). */
+/**
+ * Serializes a `TensorProto` given as a plain object (see {@link encodeModelProto}).
+ * @internal
+ */
 export function encodeTensorProto(tensor: object): Uint8Array {
   return new Uint8Array(TensorType.encode(TensorType.fromObject(tensor)).finish());
 }

@@ -53,12 +53,18 @@ const TYPES: Readonly<Record<number, TypeInfo>> = {
   [OnnxType.BOOL]: { dtype: 'bool', bits: 8, signed: false },
 };
 
-/** The ONNX name of an element type code (`FLOAT`, `INT64`, …). */
+/**
+ * The ONNX name of an element type code (`FLOAT`, `INT64`, …).
+ * @internal
+ */
 export function onnxTypeName(type: number): string {
   return ONNX_DATA_TYPES[type] ?? `type ${type}`;
 }
 
-/** The IR dtype an ONNX element type is held in, or `undefined` when it is unsupported. */
+/**
+ * The IR dtype an ONNX element type is held in, or `undefined` when it is unsupported.
+ * @internal
+ */
 export function irDType(type: number): DType | undefined {
   return TYPES[type]?.dtype;
 }
@@ -103,7 +109,10 @@ export function int64ToNumber(v: Int64): number | undefined {
   return b >= BigInt(Number.MIN_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : undefined;
 }
 
-/** Where a tensor is being read, for errors and external data. */
+/**
+ * Where a tensor is being read, for errors and external data.
+ * @internal
+ */
 export interface TensorSource {
   /** The model file (for messages). */
   file?: string;
@@ -117,7 +126,10 @@ export interface TensorSource {
   isInput?: boolean;
 }
 
-/** A decoded tensor: the host tensor, or, for an int64 tensor with values outside int32, those values as numbers. */
+/**
+ * A decoded tensor: the host tensor, or, for an int64 tensor with values outside int32, those values as numbers.
+ * @internal
+ */
 export interface DecodedTensor {
   /** ONNX element type. */
   readonly type: number;
@@ -222,6 +234,7 @@ const U32_MAX = 2n ** 32n - 1n;
  * for a run's input) when the payload disagrees with the dims and type, the dims overflow, or a 64-bit value does not
  * fit 32 bits (unless `allowWide`, which returns such values in {@link DecodedTensor.wide}); throws
  * {@link UnsupportedOpError} for element types the IR cannot hold.
+ * @internal
  */
 export function decodeTensor(msg: TensorMsg, src: TensorSource, opts: { allowWide?: boolean } = {}): DecodedTensor {
   const type = msg.dataType;

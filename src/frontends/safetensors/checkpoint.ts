@@ -22,7 +22,10 @@ export interface SafetensorsIndex {
   readonly metadata: Readonly<Record<string, unknown>>;
 }
 
-/** Parses an index file's text; shard names must be relative paths inside the index's folder. */
+/**
+ * Parses an index file's text; shard names must be relative paths inside the index's folder.
+ * @internal
+ */
 export function parseSafetensorsIndex(text: string, file?: string): SafetensorsIndex {
   let json: unknown;
   try {

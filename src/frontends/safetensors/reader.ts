@@ -17,7 +17,10 @@ import { bf16BytesToF32, f16BytesToF32, f32FromBytes, fileSource, HOST_LITTLE_EN
 /** Element types a safetensors file may declare. */
 export type SafetensorsDType = 'BOOL' | 'U8' | 'I8' | 'F8_E5M2' | 'F8_E4M3' | 'I16' | 'U16' | 'F16' | 'BF16' | 'I32' | 'U32' | 'F32' | 'F64' | 'I64' | 'U64';
 
-/** Bytes per element of each safetensors dtype. */
+/**
+ * Bytes per element of each safetensors dtype.
+ * @internal
+ */
 export const SAFETENSORS_DTYPE_BYTES: Readonly<Record<SafetensorsDType, number>> = Object.freeze({
   BOOL: 1,
   U8: 1,
@@ -36,7 +39,10 @@ export const SAFETENSORS_DTYPE_BYTES: Readonly<Record<SafetensorsDType, number>>
   U64: 8,
 });
 
-/** The largest header accepted (the reference implementation's limit). */
+/**
+ * The largest header accepted (the reference implementation's limit).
+ * @internal
+ */
 export const SAFETENSORS_MAX_HEADER_BYTES = 100_000_000;
 
 /** One tensor's entry in the header. */
@@ -85,6 +91,7 @@ export type SafetensorsArray =
 /**
  * Whether bytes look like the start of a safetensors file: a plausible little-endian header length followed by a JSON
  * object (`{`, then whitespace or `"` or `}`). Needs only the first 10 bytes.
+ * @internal
  */
 export function looksLikeSafetensors(bytes: Uint8Array): boolean {
   if (bytes.byteLength < 10) return false;
@@ -100,7 +107,10 @@ function isDType(s: unknown): s is SafetensorsDType {
   return typeof s === 'string' && Object.prototype.hasOwnProperty.call(SAFETENSORS_DTYPE_BYTES, s);
 }
 
-/** Parses and validates the header of a safetensors source (see the module comment). */
+/**
+ * Parses and validates the header of a safetensors source (see the module comment).
+ * @internal
+ */
 export function parseSafetensorsHeader(src: ByteSource): SafetensorsHeader {
   const file = src.file;
   const fail = (field: string, offset: number, msg: string): never => {

@@ -15,7 +15,10 @@ import { Tensor, roundToHalf } from './tensor.js';
 
 const decoded = new WeakMap<WeightEntry, Tensor>();
 
-/** The host tensor for a weight (decoded once per entry and cached). */
+/**
+ * The host tensor for a weight (decoded once per entry and cached).
+ * @internal
+ */
 export function weightTensor(e: WeightEntry): Tensor {
   let t = decoded.get(e);
   if (!t) {
@@ -34,6 +37,7 @@ export function weightTensor(e: WeightEntry): Tensor {
 /**
  * Binds every symbolic dim of the graph's inputs from the shapes of the tensors given, checks the static dims and the
  * consistency of composite dims, and returns the bindings. Throws {@link InputError} naming the input and dim.
+ * @internal
  */
 export function bindInputs(g: Graph, inputs: Readonly<Record<string, Tensor>>, given: DimBindings = {}): DimBindings {
   const b: Record<string, number> = { ...given };
@@ -87,7 +91,10 @@ export function runGraph(g: Graph, inputs: Readonly<Record<string, Tensor>>, opt
   return out;
 }
 
-/** What evaluating an op needs to know about it: op, attributes and result type. */
+/**
+ * What evaluating an op needs to know about it: op, attributes and result type.
+ * @internal
+ */
 export interface OpInstance {
   /** The op. */
   readonly op: Node['op'];
@@ -99,7 +106,10 @@ export interface OpInstance {
   readonly shape: Node['shape'];
 }
 
-/** Evaluates one node (or a step of a fused program) given its operands' values. */
+/**
+ * Evaluates one node (or a step of a fused program) given its operands' values.
+ * @internal
+ */
 export function evaluateNode(n: OpInstance, args: Tensor[], g: Graph, inputs: Readonly<Record<string, Tensor>>, bindings: DimBindings): Tensor {
   const t = typedOp(n);
   switch (t.op) {

@@ -57,7 +57,10 @@ export class Tensor {
   }
 }
 
-/** The typed-array constructor used for a dtype on the host. */
+/**
+ * The typed-array constructor used for a dtype on the host.
+ * @internal
+ */
 export function arrayTypeFor(dtype: DType): Float32ArrayConstructor | Int32ArrayConstructor | Uint32ArrayConstructor | Uint8ArrayConstructor {
   switch (dtype) {
     case 'f32':
@@ -72,13 +75,19 @@ export function arrayTypeFor(dtype: DType): Float32ArrayConstructor | Int32Array
   }
 }
 
-/** Rounds every element to the nearest half-precision value, in place. */
+/**
+ * Rounds every element to the nearest half-precision value, in place.
+ * @internal
+ */
 export function roundToHalf(a: Float32Array): Float32Array {
   for (let i = 0; i < a.length; i++) a[i] = halfToFloat(floatToHalf(a[i]));
   return a;
 }
 
-/** The dense weight payload holding a host tensor's values as `dtype` (f16 as half bits, other dtypes as they are). */
+/**
+ * The dense weight payload holding a host tensor's values as `dtype` (f16 as half bits, other dtypes as they are).
+ * @internal
+ */
 export function weightPayload(dtype: DType, t: Tensor): WeightArray {
   if (dtype !== 'f16') return t.data;
   return Uint16Array.from(t.data, (v) => floatToHalf(v));

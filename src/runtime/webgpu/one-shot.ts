@@ -3,6 +3,8 @@
  * bring-up; the engine runtime keeps buffers on the device across steps instead.
  * @module
  */
+// the declarations name WebGPU types (GPUDevice, …): a consumer's compiler gets them from @webgpu/types, a dependency
+/// <reference types="@webgpu/types" preserve="true" />
 import type { DType } from '../../ir/dtype.js';
 import { DeviceError } from '../../errors.js';
 import { floatToHalf, halfToFloat } from '../../ir/weights.js';
@@ -10,7 +12,10 @@ import { Tensor } from '../cpu/tensor.js';
 import type { DimBindings } from '../../ir/dim.js';
 import { evalGrid, evalParams, kernelPipelineLayout, type KernelSource } from '../kernel-source.js';
 
-/** Bytes of a host tensor in its GPU storage form (f16 as half bits, bool as u32), padded to 4 bytes. */
+/**
+ * Bytes of a host tensor in its GPU storage form (f16 as half bits, bool as u32), padded to 4 bytes.
+ * @internal
+ */
 export function toDeviceBytes(t: Tensor): Uint8Array {
   let bytes: Uint8Array;
   if (t.dtype === 'f16') {
@@ -22,7 +27,10 @@ export function toDeviceBytes(t: Tensor): Uint8Array {
   return bytes;
 }
 
-/** A host tensor from GPU storage bytes. */
+/**
+ * A host tensor from GPU storage bytes.
+ * @internal
+ */
 export function fromDeviceBytes(dtype: DType, shape: readonly number[], bytes: ArrayBuffer): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   switch (dtype) {
@@ -39,7 +47,10 @@ export function fromDeviceBytes(dtype: DType, shape: readonly number[], bytes: A
   }
 }
 
-/** An output buffer to allocate for {@link runKernelOnce}. */
+/**
+ * An output buffer to allocate for {@link runKernelOnce}.
+ * @internal
+ */
 export interface OutputSpec {
   /** Output dtype. */
   readonly dtype: DType;
@@ -56,6 +67,7 @@ function wgslContext(wgsl: string, line: number): string {
 /**
  * Compiles `kernel` into a compute pipeline (entry point `main`, layout from its binding list) on `device`. WGSL errors (with the source
  * lines around the first one) and pipeline validation errors surface as {@link DeviceError}.
+ * @internal
  */
 export async function compileKernel(device: GPUDevice, kernel: KernelSource): Promise<GPUComputePipeline> {
   const name = `${kernel.family}/${kernel.variant}`;
@@ -78,6 +90,7 @@ export async function compileKernel(device: GPUDevice, kernel: KernelSource): Pr
  * Records one dispatch of `kernel` into `encoder`: `storage` fills the kernel's storage bindings in order, the params
  * uniform is evaluated with `bindings`, and the grid is evaluated likewise (a grid with a zero size dispatches
  * nothing). Returns the params uniform buffer it created, for the caller to destroy once the work is done.
+ * @internal
  */
 export function encodeKernel(
   device: GPUDevice,
@@ -108,6 +121,7 @@ export function encodeKernel(
  * Compiles and runs a kernel once on `device`. `args` fill the kernel's storage bindings in order: a tensor is
  * uploaded, an {@link OutputSpec} allocates a zeroed buffer that is read back. Params are evaluated with `bindings`.
  * Returns the outputs in order. WGSL and validation errors surface as {@link DeviceError}.
+ * @internal
  */
 export async function runKernelOnce(device: GPUDevice, kernel: KernelSource, args: readonly (Tensor | OutputSpec)[], bindings: DimBindings = {}): Promise<Tensor[]> {
   if (args.length !== kernel.bindings.length) throw new DeviceError('DEVICE_ERROR', `kernel ${kernel.family}/${kernel.variant} has ${kernel.bindings.length} bindings, got ${args.length} arguments`);

@@ -8,8 +8,9 @@
  * @module
  */
 
-import { InputError, ModelFormatError } from '../../errors.js';
-import { SentencePieceBpe } from '../sentencepiece-bpe.js';
+import { InputError, ModelFormatError } from '../errors.js';
+import { importNodeBuiltin } from '../util/node-builtin.js';
+import { SentencePieceBpe } from './sentencepiece-bpe.js';
 
 /** Options for {@link Llama2cTokenizer.encode}. */
 export interface Llama2cEncodeOptions {
@@ -205,13 +206,34 @@ export class Llama2cTokenizer {
   }
 
   /**
+   * The number of entries in a llama2.c tokenizer file (the file does not store it: this walks the entries to the
+   * end), for loading one without knowing the model's vocab size.
+   * @throws `ModelFormatError` when the entries do not end exactly at the end of the file.
+   */
+  static entryCount(bytes: Uint8Array, file?: string): number {
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    if (bytes.byteLength < 4) throw new ModelFormatError('max_token_length', 0, `file is ${bytes.byteLength} bytes, too short for the 4-byte header`, file);
+    const maxTokenLength = dv.getInt32(0, true);
+    let off = 4;
+    let n = 0;
+    while (off + 8 <= bytes.byteLength) {
+      const len = dv.getInt32(off + 4, true);
+      if (len < 0 || len > maxTokenLength || off + 8 + len > bytes.byteLength) break;
+      off += 8 + len;
+      n++;
+    }
+    if (off !== bytes.byteLength || n === 0) Llama2cTokenizer.walk(dv, maxTokenLength, n + 1, file, null); // throws, naming the bad entry
+    return n;
+  }
+
+  /**
    * Reads and parses a llama2.c tokenizer file.
    * @param path - Path of the `.bin` file.
    * @param vocabSize - The model's vocab size.
    * @throws `ModelFormatError` as {@link Llama2cTokenizer.fromBytes}.
    */
   static async fromFile(path: string, vocabSize: number): Promise<Llama2cTokenizer> {
-    const { readFile } = await import('node:fs/promises');
+    const { readFile } = await importNodeBuiltin<typeof import('node:fs/promises')>('fs/promises');
     const buf = await readFile(path);
     return Llama2cTokenizer.fromBytes(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), vocabSize, path);
   }

@@ -8,7 +8,7 @@
  * Every complaint is a {@link ModelFormatError} naming the key path.
  * @module
  */
-import { ModelFormatError } from '../../errors.js';
+import { ModelFormatError } from '../errors.js';
 
 /** What a component field must hold. */
 type FieldKind = 'string' | 'bool' | 'int' | 'count' | 'number' | 'pattern' | 'template' | 'token-pair' | 'list' | 'object';
@@ -86,6 +86,8 @@ const MODELS: Readonly<Record<string, ComponentSchema>> = {
   BPE: { unk_token: o('string'), byte_fallback: o('bool'), ignore_merges: o('bool'), fuse_unk: o('bool'), continuing_subword_prefix: o('string'), end_of_word_suffix: o('string'), dropout: o('number') },
   WordPiece: { unk_token: o('string'), continuing_subword_prefix: o('string'), max_input_chars_per_word: o('count') },
   Unigram: { unk_id: o('int') },
+  // no `type` the library switches on: it reads a vocabulary without merges or a subword prefix as its `Legacy` model
+  WordLevel: { unk_token: o('string') },
 };
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
