@@ -9,6 +9,7 @@
  */
 import { FUZZ_FORMATS, type FuzzFormat } from './fuzz-files/corpus.js';
 import { FileFuzzer, type FileFuzzSummary } from './fuzz-files/harness.js';
+import type { ResultMessage } from './fuzz-files/protocol.js';
 
 function usage(msg: string): never {
   process.stderr.write(`fuzz:files: ${msg}\nusage: npm run fuzz:files -- --format ${[...FUZZ_FORMATS, 'all'].join('|')} [--runs N] [--seed S] [--only K] [--workers W] [--timeout-ms T] [--quick] [--json]\n`);
@@ -60,7 +61,15 @@ const fuzzer = new FileFuzzer({ workers: int('workers', 2), timeoutMs: int('time
 let bad = false;
 try {
   for (const f of formats) {
-    const s = await fuzzer.run(f, runs, seed, only);
+    // one case: say what it was and how it ended, whatever the outcome
+    const show =
+      only === undefined || json
+        ? undefined
+        : (r: ResultMessage): void => {
+            process.stdout.write(`case ${r.index} (seed file ${r.seedName}): ${r.outcome} in ${r.ms.toFixed(0)} ms\n${r.description.map((d) => `  ${d}\n`).join('')}`);
+            if (r.error) process.stdout.write(`  ${r.outcome === 'crash' && r.error.stack ? r.error.stack : `${r.error.name}: ${r.error.message}`}\n`);
+          };
+    const s = await fuzzer.run(f, runs, seed, only, show);
     bad ||= s.crashes + s.hangs + s.over_budget > 0;
     process.stdout.write(`${json ? JSON.stringify(s) : report(s)}\n`);
   }

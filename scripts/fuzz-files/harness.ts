@@ -161,7 +161,7 @@ export class FileFuzzer {
   /** Starts worker `slot` (again, after a kill) for the current format. */
   private spawn(slot: number): Worker {
     const proc = fork(workerPath, [], {
-      execArgv: ['--import', tsxLoader, '--expose-gc', '--max-old-space-size=2048', '--stack-size=4000'],
+      execArgv: ['--import', tsxLoader, '--expose-gc', '--max-old-space-size=2048'],
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       serialization: 'advanced',
     });
@@ -178,7 +178,9 @@ export class FileFuzzer {
       if (b && m.index === b.index) {
         clearTimeout(b.timer);
         w.busy = undefined;
-        w.maxRss = Math.max(w.maxRss, m.memory.maxRssAfter);
+        // the process peak (getrusage) cannot be reset between formats: a case's peak is it only when the case raised it
+        const mem = m.memory;
+        w.maxRss = Math.max(w.maxRss, mem.maxRssAfter > mem.maxRssBefore ? mem.maxRssAfter : Math.max(mem.rssBefore, mem.rssAfter));
         b.done(m);
       }
     });

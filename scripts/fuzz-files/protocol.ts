@@ -31,6 +31,8 @@ export interface CaseMemory {
   readonly maxRssBefore: number;
   /** The process's peak resident set after it. */
   readonly maxRssAfter: number;
+  /** Resident set after the case. */
+  readonly rssAfter: number;
   /** Growth of ArrayBuffer and external memory while the loaded object was still held. */
   readonly retained: number;
 }

@@ -85,7 +85,7 @@ async function runCase(m: CaseMessage): Promise<void> {
     description: c.description,
     bytes,
     declaredBytes,
-    memory: { rssBefore: before.rss, maxRssBefore, maxRssAfter: process.resourceUsage().maxRSS * 1024, retained },
+    memory: { rssBefore: before.rss, maxRssBefore, maxRssAfter: process.resourceUsage().maxRSS * 1024, rssAfter: process.memoryUsage().rss, retained },
     ms,
   };
   send(msg);
@@ -97,12 +97,15 @@ process.on('message', (m: InitMessage | CaseMessage) => {
     seeds = m.seeds;
     caseDir = m.caseDir;
     cache = new SeedCache();
+    // the previous format's seeds go, so this format's memory figures start clean
+    (globalThis as { gc?: () => void }).gc?.();
+    rssAfterGc = process.memoryUsage().rss;
     mkdirSync(caseDir, { recursive: true });
     send({ type: 'ready' });
     return;
   }
   runCase(m).catch((e: unknown) => {
     // a failure of the harness itself (writing files): reported as a crash of the case, with its stack
-    send({ type: 'result', index: m.index, outcome: 'crash', error: errorInfo(e), seedName: '?', description: ['(harness failure)'], bytes: 0, declaredBytes: 0, memory: { rssBefore: 0, maxRssBefore: 0, maxRssAfter: 0, retained: 0 }, ms: 0 } satisfies ResultMessage);
+    send({ type: 'result', index: m.index, outcome: 'crash', error: errorInfo(e), seedName: '?', description: ['(harness failure)'], bytes: 0, declaredBytes: 0, memory: { rssBefore: 0, maxRssBefore: 0, maxRssAfter: 0, rssAfter: 0, retained: 0 }, ms: 0 } satisfies ResultMessage);
   });
 });
