@@ -120,6 +120,7 @@ export * from './runtime/webgpu/gpu-wait.js';
 export { type KernelBinding, type GridExpr, type GridCeilDiv, type GridMul, type GridMin, type GridMax, type KernelSource } from './runtime/kernel-source.js';
 export * from './runtime/engine.js';
 export * from './runtime/engine-manifest.js';
+export * from './runtime/engine-manifest-schema.js';
 export * from './runtime/sampler-params.js';
 export { type EngineFiles, type EngineLoadOptions, type EngineSource, type FetchLike } from './runtime/engine-load.js';
 export * from './runtime/engine-container.js';

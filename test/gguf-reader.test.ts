@@ -210,6 +210,9 @@ describe('malformed GGUF files', () => {
     expect(e.message).toContain(String(BigInt(big) ** 3n));
     expectFormatError(() => GgufFile.fromBytes(ggufBytes([], [{ name: 'w', dims: [big], type: G.F32, data: d }])), /tensor 'w'/, /runs past/);
     expectFormatError(() => GgufFile.fromBytes(ggufBytes([], [{ name: 'w', dims: [48], type: G.Q8_0, data: new Uint8Array(51) }])), /tensor 'w'/, /not a multiple of the Q8_0 block size 32/);
+    // found by the file fuzzer: a block type with no dims (one element) was read as 1/32 of a block, 1.0625 bytes
+    expectFormatError(() => GgufFile.fromBytes(ggufBytes([], [{ name: 'w', dims: [], type: G.Q8_0, data: new Uint8Array(34) }])), /tensor 'w'/, /ne\[0\] = 1 \(no dims: a scalar\) is not a multiple of the Q8_0 block size 32/);
+    expect(GgufFile.fromBytes(ggufBytes([], [{ name: 's', dims: [], type: G.F32, data: f32Bytes([7]) }])).info('s').byteLength).toBe(4);
     expectFormatError(
       () => GgufFile.fromBytes(ggufBytes([], [{ name: 'w', dims: [2], type: G.F32, data: d }, { name: 'w', dims: [2], type: G.F32, data: d }])),
       /tensor 'w'/,

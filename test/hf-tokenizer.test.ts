@@ -153,8 +153,35 @@ describe('tokenizer.json through @huggingface/tokenizers', () => {
     writeFileSync(path.join(dir, 'tokenizer.json'), '{"model": ');
     expect(() => hfTokenizerFromFolder(dir)).toThrow(ModelFormatError);
     expect(() => HfTokenizer.fromJson({ ...byteLevel, model: { type: 'NoSuchModel' } })).toThrow(ModelFormatError);
-    expect(() => HfTokenizer.fromJson({ ...byteLevel, pre_tokenizer: { type: 'NoSuchPreTokenizer' } })).toThrow(/tokenizer description is not usable/);
+    expect(() => HfTokenizer.fromJson({ ...byteLevel, pre_tokenizer: { type: 'NoSuchPreTokenizer' } })).toThrow(/pre_tokenizer\.type at byte offset 0: "NoSuchPreTokenizer" is not a pre_tokenizer type/);
     expect(hfTokenizerFromFolder(path.join(tmp))).toBeUndefined();
+  });
+
+  it('ids beyond the tokens the file holds are refused before the library walks up to them (found by the file fuzzer)', () => {
+    // one vocab id of 2^31 made the library walk two billion slots (a hang in fromJson)
+    const model = { ...byteLevel.model, vocab: { ...byteVocab, ll: 2 ** 31 } };
+    expect(() => HfTokenizer.fromJson({ ...byteLevel, model })).toThrow(/^model\.vocab at byte offset 0: token id 2147483648 is far beyond the 25 tokens the file holds \(ids must stay below 1074\)/);
+    expect(() => HfTokenizer.fromJson({ ...byteLevel, added_tokens: [added(2 ** 40, '<|x|>')] })).toThrow(/token id 1099511627776 is far beyond/);
+    expect(() => HfTokenizer.fromJson({ ...byteLevel, model: { ...byteLevel.model, vocab: { ...byteVocab, ll: -1 } } })).toThrow(/^model\.vocab\["ll"\] at byte offset 0: token id must be a non-negative integer, got -1/);
+    expect(() => HfTokenizer.fromJson({ ...byteLevel, model: { ...byteLevel.model, merges: ['h e', 7] } })).toThrow(/^model\.merges\[1\] at byte offset 0/);
+  });
+
+  it('component fields the library reads only while encoding are checked when the tokenizer loads (found by the file fuzzer)', () => {
+    // a template item that is not an object threw a TypeError inside the library at the first encode
+    const single = [-1, { Sequence: { id: 'A', type_id: 0 } }];
+    expect(() => HfTokenizer.fromJson({ ...byteLevel, post_processor: { ...byteLevel.post_processor, single } })).toThrow(/^post_processor\.single\[0\] at byte offset 0: must be \{"SpecialToken"/);
+    const cases: [object, RegExp][] = [
+      [{ ...byteLevel, post_processor: { type: 'BertProcessing', cls: ['[CLS]'], sep: ['[SEP]', 1] } }, /^post_processor\.cls at byte offset 0: must be \[token, id\]/],
+      [{ ...byteLevel, decoder: { type: 'Sequence', decoders: [{ type: 'Strip', content: ' ', start: 'x', stop: 0 }] } }, /^decoder\.decoders\[0\]\.start at byte offset 0: must be a int/],
+      [{ ...byteLevel, normalizer: { type: 'Replace', content: 'x' } }, /^normalizer\.pattern at byte offset 0: is missing/],
+      [{ ...byteLevel, pre_tokenizer: { type: 'FixedLength', length: 0 } }, /^pre_tokenizer\.length at byte offset 0: must be a positive integer/],
+      [Object.fromEntries(Object.entries(byteLevel).filter(([k]) => k !== 'decoder')), /^decoder at byte offset 0: is missing/],
+      [{ ...byteLevel, added_tokens: [{ id: 0 }] }, /^added_tokens\[0\] at byte offset 0/],
+    ];
+    for (const [json, re] of cases) expect(() => HfTokenizer.fromJson(json)).toThrow(re);
+    expect(() => HfTokenizer.fromJson(byteLevel, { additional_special_tokens: 'x' })).toThrow(/^additional_special_tokens at byte offset 0/);
+    // what the checks accept still loads and encodes
+    expect(HfTokenizer.fromJson({ ...byteLevel, decoder: { type: 'Sequence', decoders: [{ type: 'Strip', content: ' ', start: 1, stop: 0 }, { type: 'ByteFallback' }] } }).encode('hello')).toEqual([0, 14]);
   });
 
   it('loadHfModel attaches the folder tokenizer and merges stop tokens from generation_config', async () => {

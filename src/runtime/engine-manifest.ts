@@ -10,6 +10,7 @@ import { ModelFormatError } from '../errors.js';
 import type { DType } from '../ir/dtype.js';
 import type { WeightEncoding } from '../ir/weights.js';
 import type { KernelSource } from './kernel-source.js';
+import { validateEngineManifest } from './engine-manifest-schema.js';
 
 /**
  * Current artifact version. 2: the GPU sampler takes its settings as run-time params (version 1 compiled them into
@@ -237,8 +238,14 @@ export interface EngineManifest {
 }
 
 /**
- * Parses the text of `engine.json`. Throws `ModelFormatError` (naming `engine.json`, or the field) when it is not
- * JSON, not an object, or not a tensorwright engine of a version this runtime reads.
+ * Parses the text of `engine.json` and checks it against the engine manifest schema
+ * ({@link validateEngineManifest}): every way of loading an engine (a folder, a single file, a URL, bytes) reads its
+ * manifest here. Throws `ModelFormatError` (naming `engine.json`, or the field by its path) when it is not JSON, not a
+ * tensorwright engine of a version this runtime reads, or breaks the schema.
+ *
+ * Where an engine may come from: loading one compiles its WGSL on the GPU and runs its dispatches, so only load
+ * engines you trust. The schema turns a corrupt or hostile manifest into a typed error; `weightsSha256` makes
+ * tampering with the weights detectable (the runtime checks it as they stream); neither makes untrusted WGSL safe.
  */
 export function parseEngineManifest(text: string, file?: string): EngineManifest {
   let json: unknown;
@@ -248,13 +255,5 @@ export function parseEngineManifest(text: string, file?: string): EngineManifest
     throw new ModelFormatError('engine.json', 0, `not valid JSON: ${(e as Error).message}`, file);
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ModelFormatError('engine.json', 0, 'must be a JSON object', file);
-  const m = json as EngineManifest;
-  if (m.format !== 'tensorwright-engine') throw new ModelFormatError('format', 0, `not a tensorwright engine manifest (format ${JSON.stringify(m.format)})`, file);
-  if (m.version !== ENGINE_FORMAT_VERSION) throw new ModelFormatError('version', 0, `engine format version ${m.version} is not supported (this runtime reads version ${ENGINE_FORMAT_VERSION})`, file);
-  if (m.weightsSha256 !== undefined && (typeof m.weightsSha256 !== 'string' || !/^[0-9a-f]{64}$/i.test(m.weightsSha256)))
-    throw new ModelFormatError('weightsSha256', 0, `must be 64 hex digits, got ${JSON.stringify(m.weightsSha256)}`, file);
-  if (m.weightsByteLength !== undefined && !(Number.isSafeInteger(m.weightsByteLength) && m.weightsByteLength >= 0))
-    throw new ModelFormatError('weightsByteLength', 0, `must be a non-negative integer, got ${JSON.stringify(m.weightsByteLength)}`, file);
-  if (!Array.isArray(m.weights)) throw new ModelFormatError('weights', 0, 'must be an array', file);
-  return m;
+  return validateEngineManifest(json, undefined, file);
 }

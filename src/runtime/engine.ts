@@ -19,6 +19,7 @@ import { requestGPUDevice, type GPUDeviceHandle } from './device.js';
 import { encodeEngineContainer } from './engine-container.js';
 import { resolveEngineSource, type EngineLoadOptions, type EngineSource, type FetchLike } from './engine-load.js';
 import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest } from './engine-manifest.js';
+import { checkEngineLimits } from './engine-manifest-schema.js';
 import { evalGrid, evalParams, kernelPipelineLayout } from './kernel-source.js';
 import { fromDeviceBytes, toDeviceBytes } from './webgpu/one-shot.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from './webgpu/gpu-wait.js';
@@ -381,6 +382,7 @@ export class EngineSession {
     this.handle.lost.then((r) => {
       if (!r.expected) this.broken = new DeviceError('DEVICE_LOST', `the GPU device was lost (${r.reason}: ${r.message}); create a new session`);
     });
+    checkEngineLimits(this.m, this.handle.info.limits);
     d.pushErrorScope('out-of-memory');
     d.pushErrorScope('validation');
     const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
@@ -536,7 +538,7 @@ export class EngineSession {
       const k = kernels[d.manifest.kernel];
       const values = params ?? (k.params.length ? evalParams(k.params, bindings) : new Uint32Array(0));
       if (d.paramsIndex >= 0) slots.set(values, (d.paramsIndex * PARAMS_STRIDE) / 4);
-      grids.push(k.grid.map((g) => evalGrid(g, k.params, values.length ? values : bindings)) as [number, number, number]);
+      grids.push(this.checkedGrid(d.manifest.kernel, k.grid.map((g) => evalGrid(g, k.params, values.length ? values : bindings)), bindings));
     }
     this.device.queue.writeBuffer(this.paramsBuffer, 0, slots.buffer as ArrayBuffer, 0, slots.byteLength);
     const timed = this.querySet !== undefined;
@@ -553,6 +555,20 @@ export class EngineSession {
       if (timed) pass.end();
     });
     if (!timed) pass?.end();
+  }
+
+  /**
+   * A dispatch grid as evaluated for this step: whole non-negative numbers (a grid expression dividing by a parameter
+   * that is 0 gives Infinity, which WebGPU rejects with a TypeError) within the device's workgroup limit.
+   */
+  private checkedGrid(kernel: number, grid: number[], bindings: DimBindings): [number, number, number] {
+    const limit = this.handle.info.limits.maxComputeWorkgroupsPerDimension ?? 65535;
+    const at = Object.entries(bindings).map(([k, v]) => `${k}=${v}`).join(' ');
+    grid.forEach((n, axis) => {
+      if (!Number.isInteger(n) || n < 0) throw new ModelFormatError(`kernels[${kernel}].grid[${axis}]`, 0, `the dispatch grid evaluates to ${n} at ${at}`);
+      if (n > limit) throw new DeviceError('LIMIT_EXCEEDED', `kernel ${kernel}'s dispatch grid needs ${n} workgroups along ${'xyz'[axis]} at ${at}, more than maxComputeWorkgroupsPerDimension ${limit}`);
+    });
+    return grid as [number, number, number];
   }
 
   /** The weight and activation bytes a dispatch binds (for profiles). */

@@ -18,6 +18,7 @@ export * from './kernel-source.js';
 export * from './block-allocator.js';
 export * from './engine.js';
 export * from './engine-manifest.js';
+export * from './engine-manifest-schema.js';
 export { type EngineFiles, type EngineLoadOptions, type EngineSource, type FetchLike } from './engine-load.js';
 export * from './engine-container.js';
 export * from './engine-cache.js';

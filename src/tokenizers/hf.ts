@@ -7,6 +7,7 @@
  */
 import { Tokenizer } from '@huggingface/tokenizers';
 import { InputError, ModelFormatError } from '../errors.js';
+import { checkTokenizerConfig, checkTokenizerJson } from './tokenizer-json.js';
 
 /** Options for {@link HfTokenizer.encode}. */
 export interface HfEncodeOptions {
@@ -72,9 +73,14 @@ export class HfTokenizer {
   /**
    * A tokenizer from parsed `tokenizer.json` and `tokenizer_config.json` objects. Special tokens named in the
    * config (`bos_token`, `eos_token`) are looked up in the vocabulary; `special` overrides or adds ids.
-   * @throws `ModelFormatError` when the library rejects the tokenizer description.
+   * @throws `ModelFormatError` when the description breaks the checks of `tokenizer-json.ts` (ids beyond the tokens the
+   *   file holds, a component type the library does not implement or a field of the wrong kind) or the library
+   *   rejects it.
    */
   static fromJson(tokenizerJson: object, tokenizerConfig: object = {}, special: Partial<HfSpecialTokens> = {}, file?: string): HfTokenizer {
+    // the library trusts its input: ids and component fields are checked before it sees them
+    checkTokenizerJson(tokenizerJson, file);
+    checkTokenizerConfig(tokenizerConfig, file);
     let tok: Tokenizer;
     try {
       tok = new Tokenizer(tokenizerJson, tokenizerConfig);

@@ -289,7 +289,9 @@ export function parseGgufHeader(src: ByteSource): GgufHeader {
         c.fail(field, at, `dims [${dims}] (${total} elements of ${ti.name}) overflow: no file can hold them`);
       }
     }
-    if (dims.length && dims[0] % ti.blockSize !== 0) c.fail(field, at, `ne[0] = ${dims[0]} is not a multiple of the ${ti.name} block size ${ti.blockSize}`);
+    // a tensor of no dims is one element (ne = [1, 1, 1, 1] in ggml), which no block type can hold
+    const ne0 = dims.length ? dims[0] : 1;
+    if (ne0 % ti.blockSize !== 0) c.fail(field, at, `ne[0] = ${ne0}${dims.length ? '' : ' (no dims: a scalar)'} is not a multiple of the ${ti.name} block size ${ti.blockSize}`);
     const byteLength = (numel / ti.blockSize) * ti.typeSize;
     if (offset % alignment !== 0) c.fail(field, dataStart + offset, `data offset ${offset} is not a multiple of the alignment ${alignment}`);
     if (offset + byteLength > dataLength)
