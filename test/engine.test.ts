@@ -289,11 +289,11 @@ describe('failures are typed errors', () => {
     if (!gpu) return ctx.skip();
     const { GraphBuilder } = await import('../src/ir/builder.js');
     const b = new GraphBuilder();
-    // the rope kernel takes one sequence ([1, S, H, D]); a batch of two has no kernel
-    const x = b.input('x', 'f32', [2, 3, 2, 8]);
+    // the rope kernel needs static heads and head size ([B, S, H, D]); symbolic heads have no kernel
+    const x = b.input('x', 'f32', [1, 3, 'heads', 8]);
     const pos = b.input('pos', 'i32', [3]);
     const g = b.build({ y: b.rope(x, pos) });
-    await expect(compileGraph(g, {}, { device: gpu.info, passes: 'O0' })).rejects.toThrow(/rope/);
+    await expect(compileGraph(g, { heads: 2 }, { device: gpu.info, passes: 'O0' })).rejects.toThrow(/rope/);
   }, LONG);
 });
 
