@@ -10,7 +10,7 @@
 
 import { InputError, ModelFormatError } from '../errors.js';
 import { importNodeBuiltin } from '../util/node-builtin.js';
-import { SentencePieceBpe } from './sentencepiece-bpe.js';
+import { concatBytes, SentencePieceBpe } from './sentencepiece-bpe.js';
 
 /** Options for {@link Llama2cTokenizer.encode}. */
 export interface Llama2cEncodeOptions {
@@ -316,13 +316,7 @@ export class Llama2cTokenizer {
       total += b.length;
       prev = id;
     }
-    const all = new Uint8Array(total);
-    let o = 0;
-    for (const p of parts) {
-      all.set(p, o);
-      o += p.length;
-    }
-    return this.decoder.decode(all);
+    return this.decoder.decode(concatBytes(parts, total));
   }
 
   private checkId(id: number): void {

@@ -229,3 +229,18 @@ export class SentencePieceBpe {
     ids.length = w;
   }
 }
+
+/**
+ * The pieces' bytes one after another (`total` is their summed length), for decoding a token sequence as one UTF-8
+ * text: a character split across byte-fallback tokens decodes whole.
+ * @internal
+ */
+export function concatBytes(parts: readonly Uint8Array[], total: number): Uint8Array {
+  const all = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    all.set(p, o);
+    o += p.length;
+  }
+  return all;
+}

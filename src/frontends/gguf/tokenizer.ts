@@ -20,7 +20,7 @@
 import { InputError, ModelFormatError } from '../../errors.js';
 import { UnsupportedModelError } from '../hf/errors.js';
 import { HfTokenizer } from '../../tokenizers/hf.js';
-import { SentencePieceBpe } from '../../tokenizers/sentencepiece-bpe.js';
+import { concatBytes, SentencePieceBpe } from '../../tokenizers/sentencepiece-bpe.js';
 import type { TextTokenizer } from '../../tokenizers/text-tokenizer.js';
 import type { GgufFile } from './reader.js';
 import { GgufValueType } from './types.js';
@@ -255,13 +255,7 @@ export class GgufTokenizer implements TextTokenizer {
       total += b.length;
       prev = id;
     }
-    const all = new Uint8Array(total);
-    let o = 0;
-    for (const p of parts) {
-      all.set(p, o);
-      o += p.length;
-    }
-    return this.decoder.decode(all);
+    return this.decoder.decode(concatBytes(parts, total));
   }
 
   /**
