@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -258,6 +258,28 @@ describe('sharded checkpoints', () => {
     expectFormatError(() => SafetensorsCheckpoint.open(dir), /index/, /JSON/);
     expectFormatError(() => parseSafetensorsIndex('{"weight_map": [1]}'), /weight_map/);
     expectFormatError(() => parseSafetensorsIndex('{"weight_map": {"x": 3}}'), /weight_map\['x'\]/);
+  });
+
+  it('shards are checked through symbolic links: a link out of the folder is refused, a hub snapshot\'s blob links are not', () => {
+    const outside = path.join(tmp, 'outside');
+    mkdirSync(outside, { recursive: true });
+    writeSafetensors(path.join(outside, 'secret.safetensors'), t.slice(0, 2));
+    const dir = path.join(tmp, 'link-out');
+    mkdirSync(dir, { recursive: true });
+    symlinkSync(path.join(outside, 'secret.safetensors'), path.join(dir, 'a.safetensors'));
+    writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { t0: 'a.safetensors' } }));
+    expectFormatError(() => SafetensorsCheckpoint.open(dir), /weight_map\['t0'\]/, /symbolic link.*outside the checkpoint folder/);
+    // a link to a file inside the folder is fine, and so is the hub cache layout (snapshots/<rev>/x -> ../../blobs/<hash>)
+    const repo = path.join(tmp, 'models--org--tiny');
+    mkdirSync(path.join(repo, 'blobs'), { recursive: true });
+    const snap = path.join(repo, 'snapshots', 'abc123');
+    mkdirSync(snap, { recursive: true });
+    writeSafetensors(path.join(repo, 'blobs', 'f00d'), t.slice(0, 2));
+    symlinkSync('../../blobs/f00d', path.join(snap, 'a.safetensors'));
+    writeFileSync(path.join(snap, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { t0: 'a.safetensors', t1: 'a.safetensors' } }));
+    const ck = SafetensorsCheckpoint.open(snap);
+    expect(ck.names().sort()).toEqual(['t0', 't1']);
+    ck.close();
   });
 
   it('a folder without weights', () => {

@@ -3,8 +3,8 @@
  * (`{"metadata": {...}, "weight_map": {tensor name: shard file}}`), read as one set of named tensors.
  * @module
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { basename, dirname, isAbsolute, join, normalize, sep } from 'node:path';
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, normalize, relative, sep } from 'node:path';
 import { InputError, ModelFormatError } from '../../errors.js';
 import { SafetensorsFile, type SafetensorsArray, type SafetensorsTensorInfo } from './reader.js';
 
@@ -46,6 +46,28 @@ export function parseSafetensorsIndex(text: string, file?: string): SafetensorsI
   }
   const meta = typeof metadata === 'object' && metadata !== null && !Array.isArray(metadata) ? (metadata as Record<string, unknown>) : {};
   return { weightMap: Object.freeze(weightMap), metadata: Object.freeze({ ...meta }) };
+}
+
+/** Whether `child` (a real path) is `root` or inside it. */
+function inside(root: string, child: string): boolean {
+  const r = relative(root, child);
+  return r === '' || (!isAbsolute(r) && r !== '..' && !r.startsWith(`..${sep}`));
+}
+
+/**
+ * A shard is checked through symlinks, not only by the path the index gives: its real path must be a regular file
+ * inside the checkpoint folder's real path, or, when the folder is a Hugging Face hub snapshot
+ * (`models--org--name/snapshots/<revision>`, whose files are links to `../../blobs/<hash>`), inside that repository's
+ * `blobs` folder. Throws {@link ModelFormatError} naming the index entry otherwise.
+ */
+function checkShardLocation(dir: string, shardPath: string, field: string, indexFile: string): void {
+  const root = realpathSync(dir);
+  const real = realpathSync(shardPath);
+  const snapshots = dirname(root);
+  const hubBlobs = basename(snapshots) === 'snapshots' ? join(dirname(snapshots), 'blobs') : undefined;
+  if (!inside(root, real) && !(hubBlobs && inside(hubBlobs, real)))
+    throw new ModelFormatError(field, 0, `shard ${basename(shardPath)} resolves (through a symbolic link) to ${real}, outside the checkpoint folder`, indexFile);
+  if (!statSync(real).isFile()) throw new ModelFormatError(field, 0, `shard ${basename(shardPath)} is not a regular file`, indexFile);
 }
 
 /**
@@ -99,6 +121,7 @@ export class SafetensorsCheckpoint {
         if (!f) {
           const p = join(dir, shard);
           if (!existsSync(p)) throw new ModelFormatError(`weight_map['${name}']`, 0, `shard ${shard} does not exist`, path);
+          checkShardLocation(dir, p, `weight_map['${name}']`, path);
           f = SafetensorsFile.open(p);
           shards.set(shard, f);
         }
