@@ -19,6 +19,7 @@ import type { MemoryPlan } from './passes/memory-plan.js';
 import { assignSlots, type SlotPlan } from './passes/buffer-slots.js';
 import { runPasses, type PipelineResult } from './passes/pipeline.js';
 import { isGraphOperand, type Launch, type LaunchOperand, type LowerVariants } from './codegen/family.js';
+import type { TuningRequest } from './codegen/schedule/tuning.js';
 import { computedInputName } from './codegen/lower.js';
 import { generateSamplingKernel } from './codegen/sampling.js';
 import { createTarget } from './codegen/target.js';
@@ -58,6 +59,11 @@ export interface CompileOptions {
   maxStorageBufferBindingSize?: number;
   /** Kernel variants to force over the schedule rules (tuning, debugging). */
   variants?: LowerVariants;
+  /**
+   * Measured picks of tunable kernels (a timing table from {@link tuneModel} or a timing cache), or a tuner round;
+   * absent: the schedule rules decide.
+   */
+  tuning?: TuningRequest;
   /** Print the IR after these stages (or all), as `--print-ir-after` does. */
   printIrAfter?: readonly string[] | 'all';
   /** Where printed IR goes (default `console.error`). */
@@ -265,7 +271,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
     { name: 'decode', maxSeq: 1, bindings: { seq: 1, past: 0, batch: 1 } },
     ...(chunk > 1 ? [{ name: 'prefill', maxSeq: chunk, bindings: { seq: chunk, past: 0, batch: 1 } }] : []),
   ];
-  const pipeline = runWebGPUPipeline(built0, target, planSpecs, { passes: o.passes, variants: o.variants, compression: compressionOf(o), printIrAfter: o.printIrAfter, print: o.print });
+  const pipeline = runWebGPUPipeline(built0, target, planSpecs, { passes: o.passes, variants: o.variants, tuning: o.tuning, compression: compressionOf(o), printIrAfter: o.printIrAfter, print: o.print });
   o.onProgress?.(`compile: ${pipeline.timings.length} stages in ${pipeline.timings.reduce((a, t) => a + t.ms, 0).toFixed(0)} ms`);
   const graph = pipeline.graph;
   if (pagedAttentionOf(graph).size === 0) throw new UnsupportedOpError(['attention'], 'no KV-cache attention found in the model graph (expected attention over concat(past_k.L, k))');
@@ -340,7 +346,7 @@ export async function compileGraph(graph: Graph, bindings: DimBindings, o: Compi
 export function compileGraphEngine(graph: Graph, bindings: DimBindings, o: CompileOptions): CompiledEngine {
   const target = targetOf(o);
   const seq = bindings.seq ?? 1;
-  const pipeline = runWebGPUPipeline(graph, target, [{ name: 'run', maxSeq: Math.max(seq, 1 << 30), bindings }], { passes: o.passes, variants: o.variants, compression: compressionOf(o), printIrAfter: o.printIrAfter, print: o.print });
+  const pipeline = runWebGPUPipeline(graph, target, [{ name: 'run', maxSeq: Math.max(seq, 1 << 30), bindings }], { passes: o.passes, variants: o.variants, tuning: o.tuning, compression: compressionOf(o), printIrAfter: o.printIrAfter, print: o.print });
   const packer = new WeightPacker();
   const kernels = new KernelSet();
   const plans = buildPlans(pipeline, target, kernels, packer, o.onProgress);

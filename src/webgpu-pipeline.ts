@@ -24,6 +24,7 @@ import type { QuantScheme } from './ir/quant-scheme.js';
 import type { SparsityScheme } from './ir/sparsity-scheme.js';
 import type { Launch, LowerVariants } from './codegen/family.js';
 import { lowerSchedule } from './codegen/lower.js';
+import type { TuningRequest } from './codegen/schedule/tuning.js';
 import { planMemory, type MemoryPlan } from './passes/memory-plan.js';
 import { PASSES, resolvePipeline, runPasses, type PipelineResult, type Pass, type PassTiming, type RunPassesOptions } from './passes/pipeline.js';
 import type { DimBindings } from './ir/dim.js';
@@ -48,6 +49,7 @@ export const selectKernelsPass: Pass = {
       expectedSeq,
       paged: pagedAttentionOf(g),
       variants: ctx.options.variants as LowerVariants | undefined,
+      tuning: ctx.options.tuning as TuningRequest | undefined,
       weightEncoding: (n) => (isOp(n, 'weight') ? g.weights.get(n.attrs.id).encoding : dense),
     });
     const byVariant = new Map<string, number>();
@@ -126,6 +128,8 @@ export interface WebGPUPipelineOptions extends Pick<RunPassesOptions, 'printIrAf
   readonly passes?: string;
   /** Variants forced over the schedule rules. */
   readonly variants?: LowerVariants;
+  /** Measured picks of tunable kernels (a timing table), or a tuner round. */
+  readonly tuning?: TuningRequest;
   /** Weight compression the `sparsify-weights` and `quantize-weights` stages apply (absent: none). */
   readonly compression?: WeightCompression;
 }
@@ -154,7 +158,7 @@ export function runWebGPUPipeline(graph: Graph, target: Target, plans: readonly 
   const optimized = runPasses(graph, stages, { ...common, printIrAfter: printIn(stages), options: { bindings: largest.bindings, ...o.compression } });
   const timings: StageTiming[] = [...optimized.timings];
   const built = plans.map((spec) => {
-    const r = runPasses(optimized.graph, PLAN_STAGES, { ...common, printIrAfter: printIn(PLAN_STAGES), options: { bindings: spec.bindings, expectedSeq: spec.maxSeq, variants: o.variants } });
+    const r = runPasses(optimized.graph, PLAN_STAGES, { ...common, printIrAfter: printIn(PLAN_STAGES), options: { bindings: spec.bindings, expectedSeq: spec.maxSeq, variants: o.variants, tuning: o.tuning } });
     timings.push(...r.timings.map((t) => ({ ...t, plan: spec.name })));
     for (const e of r.report.entries) optimized.report.add({ ...e, message: `(${spec.name}) ${e.message}` });
     return { spec, graph: r.graph };

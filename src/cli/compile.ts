@@ -10,6 +10,10 @@ import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { findTokenizerFor, loadModel } from '../frontends/load.js';
 import { describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { log } from './output.js';
+import type { Engine } from '../runtime/engine.js';
+import { tuneModel, type TunedSignature } from '../tune/tune-model.js';
+import { deviceTimingKey } from '../tune/timing-cache.js';
+import { readTimingCache, timingCachePath, writeTimingCache } from './timing-cache-file.js';
 import { requireFile, requireFileOrFolder, requireOutputFolder } from './file-arguments.js';
 
 /** Options of the `compile` command. */
@@ -36,6 +40,10 @@ export interface CompileCommandOptions {
   sparsity?: string;
   /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
   maxContext?: number;
+  /** Time the candidate variants of tunable kernels on this device and keep the fastest (in the timing cache). */
+  tune?: boolean;
+  /** The timing cache file (default: the user cache directory's); used when present, written by `--tune`. */
+  timingCache?: string;
 }
 
 /** Runs the command. */
@@ -49,7 +57,29 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
   try {
     log(`compiling for ${describeDevice(handle.info)}`);
     const t0 = performance.now();
-    const engine = await compile(model, { device: handle.info, passes: o.passes, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, onProgress: log });
+    const options = { passes: o.passes, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, onProgress: log };
+    const cachePath = timingCachePath(o.timingCache);
+    const { cache, existed } = await readTimingCache(cachePath);
+    let tuning: Record<string, unknown> | undefined;
+    let engine: Engine;
+    if (o.tune) {
+      const r = await tuneModel(model, { ...options, gpu: handle, cache });
+      if (r.rounds > 0) await writeTimingCache(cachePath, cache);
+      const measured = r.signatures.filter((s) => s.measured);
+      const speedup = (xs: readonly TunedSignature[]): number => xs.reduce((a, s) => a + s.heuristicMs, 0) / Math.max(1e-9, xs.reduce((a, s) => a + s.ms, 0));
+      log(
+        r.rounds === 0
+          ? `tune: served from the timing cache ${cachePath} (${r.signatures.length} kernel signatures, nothing timed)`
+          : `tune: ${measured.length} kernel signatures timed in ${r.rounds} rounds (${(speedup(measured) - 1) * 100 >= 0 ? '+' : ''}${((speedup(measured) - 1) * 100).toFixed(1)}% over the schedule rules' picks), ${r.signatures.length - measured.length} from the cache; cache written to ${cachePath}`,
+      );
+      tuning = { cache: cachePath, rounds: r.rounds, measured: measured.length, from_cache: r.signatures.length - measured.length };
+      engine = r.engine;
+    } else {
+      const key = existed ? await deviceTimingKey(handle.info) : '';
+      const table = existed ? cache.table(key) : undefined;
+      if (table?.size) log(`timing cache ${cachePath}: ${table.size} tuned kernel signatures for this device`);
+      engine = await compile(model, { device: handle.info, ...options, tuning: table?.size ? { table } : undefined });
+    }
     await engine.save(o.output);
     const tok = o.tokenizer ?? findTokenizerFor(o.model, model.config.vocabSize);
     if (tok) await copyFile(tok, join(o.output, 'tokenizer.bin'));
@@ -66,6 +96,8 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
       activation_bytes: m.slots.reduce((a, b) => a + b, 0),
       tokenizer: tok ? 'tokenizer.bin' : null,
       compile_ms: Math.round(performance.now() - t0),
+      tuned_kernels: m.kernels.filter((k) => k.schedule?.source === 'tuned').length,
+      ...(tuning ? { tuning } : {}),
     };
     if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
     else log(`engine written to ${o.output}: ${summary.kernels} kernels, ${summary.plans.map((p) => `${p.name} ${p.dispatches} dispatches`).join(', ')}, ${(summary.weight_bytes / 1048576).toFixed(2)} MiB of weights`);

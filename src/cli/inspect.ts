@@ -6,6 +6,9 @@
  * @module
  */
 import { open, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { readEngineManifestFile } from '../runtime/node/engine-files.js';
 import { loadModel } from '../frontends/load.js';
 import { looksLikeOnnx, readOnnx, type OnnxValueInfo } from '../frontends/onnx/index.js';
 import type { DimBindings } from '../ir/dim.js';
@@ -195,9 +198,46 @@ async function inspectWebGPU(o: InspectCommandOptions, subject: Subject): Promis
   return { graph: planned, plan: planned.meta.memoryPlan as MemoryPlan, result: { timings, report: c.pipeline.optimized.report, matches: c.pipeline.optimized.matches }, extra, after };
 }
 
+/**
+ * A saved engine (a folder with `engine.json`): its device, plans, weights and kernels, with how each tunable
+ * kernel's variant was chosen (`tuned` by `compile --tune`, or the schedule rules' `heuristic`).
+ */
+async function inspectEngine(o: InspectCommandOptions, manifestPath: string): Promise<Record<string, unknown>> {
+  const m = await readEngineManifestFile(manifestPath);
+  const bySource: Record<string, number> = {};
+  for (const k of m.kernels) if (k.schedule) bySource[k.schedule.source] = (bySource[k.schedule.source] ?? 0) + 1;
+  const report = {
+    model: o.model,
+    format: 'engine',
+    version: m.version,
+    device: m.device.description,
+    family: m.model.family,
+    plans: m.plans.map((p) => ({ name: p.name, max_seq: p.maxSeq, dispatches: p.dispatches.length })),
+    weight_bytes: m.weightsByteLength ?? 0,
+    kernel_schedules: bySource,
+    kernels: m.kernels.map((k, i) => ({ index: i, family: k.family, variant: k.variant, ...(k.schedule ? { schedule: { source: k.schedule.source, variant: JSON.parse(k.schedule.variant) as unknown, candidate: k.schedule.candidate, ...(k.schedule.candidates !== undefined ? { candidates: k.schedule.candidates } : {}) } } : {}) })),
+  };
+  if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+  else {
+    const lines = [
+      `engine     ${o.model} (format version ${m.version}, ${m.model.family})`,
+      `device     ${m.device.description}`,
+      `plans      ${report.plans.map((p) => `${p.name} (≤${p.max_seq} tokens) ${p.dispatches} dispatches`).join(', ')}`,
+      `weights    ${(report.weight_bytes / 1048576).toFixed(2)} MiB`,
+      `schedules  ${Object.entries(bySource).map(([k, v]) => `${k}:${v}`).join(' ') || '(no tunable kernels)'}`,
+      'kernels:',
+      ...report.kernels.map((k) => `  ${String(k.index).padStart(3)} ${k.family}/${k.variant}${k.schedule ? `  [${k.schedule.source}${k.schedule.candidates !== undefined ? ` ${k.schedule.candidate + 1}/${k.schedule.candidates}` : ''}] ${JSON.stringify(k.schedule.variant)}` : ''}`),
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  }
+  return report;
+}
+
 /** Runs the command; returns the JSON report (also printed). */
 export async function inspectCommand(o: InspectCommandOptions): Promise<Record<string, unknown>> {
   requireFileOrFolder('--model', o.model);
+  const manifestPath = join(o.model, 'engine.json');
+  if ((await stat(o.model)).isDirectory() && existsSync(manifestPath)) return inspectEngine(o, manifestPath);
   const subject = await openSubject(o);
   const graph = subject.graph;
   const bindings = subject.bindings;

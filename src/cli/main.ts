@@ -130,8 +130,8 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
 
   program
     .command('inspect')
-    .description("print a model's config, parameters, what the optimizer does to it (kernels, memory) and its IR")
-    .requiredOption('--model <file>', 'model file')
+    .description("print a model's config, parameters, what the optimizer does to it (kernels, memory) and its IR; or, for a saved engine folder, its plans and kernels with how each variant was chosen (tuned or heuristic)")
+    .requiredOption('--model <file>', 'model file, or a saved engine folder')
     .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
     .option('--seq <n>', 'prefill length for kernel and memory figures', num('--seq', { int: true, min: 1 }), 512)
     .addOption(new Option('--target <name>', 'cpu: the optimizer for the CPU reference backend; webgpu: the whole WebGPU pipeline to the dispatch list, no device needed').choices(['cpu', 'webgpu']).default('cpu'))
@@ -161,6 +161,8 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(quantOption())
     .addOption(maxContextOption())
     .addOption(sparsityOption())
+    .option('--tune', 'time the candidate variants of the tunable kernels (matmuls) on this device and keep the fastest; results go to the timing cache', false)
+    .option('--timing-cache <file>', 'timing cache file, used when present (default: timing-cache.json in $TENSORWRIGHT_CACHE_DIR, $XDG_CACHE_HOME/tensorwright or ~/.cache/tensorwright)')
     .option('--json', 'print one JSON summary on stdout', false)
     .action(async (o) => {
       await compileCommand(o);

@@ -14,6 +14,7 @@ import type { WeightEncoding } from '../ir/weights.js';
 import type { AttentionVariant } from './attention.js';
 import type { KernelSource } from './kernel.js';
 import type { MatmulVariantKind } from './matmul/spec.js';
+import type { TuningRequest } from './schedule/tuning.js';
 
 /** Kernel variants forced over the schedule rules (tuning, debugging). */
 export interface LowerVariants {
@@ -93,6 +94,8 @@ export interface LowerContext {
   readonly paged: ReadonlyMap<Node, PagedAttention>;
   /** Variants to use instead of the schedule rules. */
   readonly variants?: LowerVariants;
+  /** Measured picks for tunable kernels, and the tuner's trial round (absent: the schedule rules decide). */
+  readonly tuning?: TuningRequest;
   /**
    * The storage encoding of a `weight` node's entry in the graph's weight store (dense for any other node): the
    * graph sees a quantized weight as a plain f32 tensor, and families that read encoded bytes ask here.

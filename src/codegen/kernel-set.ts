@@ -45,8 +45,8 @@ export class KernelSet {
 
 /** Only the {@link KernelSource} fields of `k` (generators may return more, such as an elementwise kernel's nodes). */
 function plainKernel(k: KernelSource): KernelSource {
-  const { family, variant, wgsl, bindings, params, grid, features } = k;
-  return { family, variant, wgsl, bindings, params, grid, nodes: mergeNodes([], k.nodes), ...(features ? { features: [...features] } : {}) };
+  const { family, variant, wgsl, bindings, params, grid, features, schedule } = k;
+  return { family, variant, wgsl, bindings, params, grid, nodes: mergeNodes([], k.nodes), ...(features ? { features: [...features] } : {}), ...(schedule ? { schedule: { ...schedule } } : {}) };
 }
 
 /** `a` then the entries of `b` not in `a`, at most {@link MAX_KERNEL_NODES} in all. */

@@ -204,6 +204,14 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
     grid.forEach((g, j) => checkGrid(c, `${p}.grid[${j}]`, g, 0));
     c.strs(`${p}.nodes`, k.nodes, 2 ** 16);
     if (k.features !== undefined) c.strs(`${p}.features`, k.features, 64);
+    if (k.schedule !== undefined) {
+      const sch = c.obj(`${p}.schedule`, k.schedule);
+      c.oneOf(`${p}.schedule.source`, sch.source, ['heuristic', 'tuned', 'explore']);
+      c.str(`${p}.schedule.signature`, sch.signature, true);
+      c.str(`${p}.schedule.variant`, sch.variant, true);
+      const n = sch.candidates === undefined ? 1024 : c.int(`${p}.schedule.candidates`, sch.candidates, 1, 1024);
+      c.int(`${p}.schedule.candidate`, sch.candidate, 0, n - 1);
+    }
     return { bindings: bindings.length };
   });
 

@@ -289,6 +289,8 @@ export interface KernelTiming {
   readonly label: string;
   /** Kernel family and variant. */
   readonly kernel: string;
+  /** The kernel's index in the manifest's `kernels`. */
+  readonly kernelIndex: number;
   /** GPU time in milliseconds. */
   readonly ms: number;
   /** Bytes of the weight payloads the dispatch binds (packed parts of a quantized weight count as stored). */
@@ -597,7 +599,7 @@ export class EngineSession {
     read.unmap();
     resolve.destroy();
     read.destroy();
-    this.lastProfile = dispatches.map((d, i) => ({ label: d.manifest.label, kernel: this.kernelName(d), ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6, ...this.boundBytes(d) }));
+    this.lastProfile = dispatches.map((d, i) => ({ label: d.manifest.label, kernel: this.kernelName(d), kernelIndex: d.manifest.kernel, ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6, ...this.boundBytes(d) }));
   }
 
   /**

@@ -76,6 +76,25 @@ export interface KernelSource {
    * `enable` directives. Absent in engines saved before it existed: `kernelFeaturesOf` then reads the directives.
    */
   readonly features?: readonly string[];
+  /** How the variant was chosen, for tunable kernels (absent for the others and in engines saved before tuning). */
+  readonly schedule?: KernelSchedule;
+}
+
+/**
+ * How a tunable kernel's variant was chosen: by the schedule rules (`heuristic`), by a timing table measured on the
+ * device (`tuned`), or as a tuner round's trial (`explore`). Kernels whose variant the caller forced have none.
+ */
+export interface KernelSchedule {
+  /** Who chose. */
+  readonly source: 'heuristic' | 'tuned' | 'explore';
+  /** The kernel signature the choice is keyed by (family and code-deciding spec, no graph names). */
+  readonly signature: string;
+  /** The chosen variant with its tuning, as canonical JSON (keys sorted): what a timing cache stores. */
+  readonly variant: string;
+  /** Index of the chosen variant among the candidates the rules allow (0 is the rules' own pick). */
+  readonly candidate: number;
+  /** Candidates the rules allow for the signature (absent when they were not enumerated: no tuning was asked for). */
+  readonly candidates?: number;
 }
 
 /**

@@ -4,7 +4,7 @@
  * @module
  */
 import { attrsOf } from '../../ir/attrs.js';
-import { UnsupportedOpError } from '../../errors.js';
+import { InputError, UnsupportedOpError } from '../../errors.js';
 import type { Dim } from '../../ir/dim.js';
 import { makeNode, type Node } from '../../ir/node.js';
 import { printNode } from '../../ir/printer.js';
@@ -51,6 +51,20 @@ export function weightPartOperands(weight: Node, w: DequantWeightFormat): Weight
 /** A launch of `kernel` binding `operands` then `node` itself (the output), labelled with the node. */
 export function launchOf(node: Node, kernel: KernelSource, operands: readonly LaunchOperand[]): Launch {
   return { kernel, operands: [...operands, node], label: printNode(node) };
+}
+
+/**
+ * Whether a generator accepts a variant: false when it throws {@link InputError} or {@link UnsupportedOpError}
+ * (tuning candidates its kernel does not take), other errors propagate.
+ */
+export function generatesFor(generate: () => unknown): boolean {
+  try {
+    generate();
+    return true;
+  } catch (e) {
+    if (e instanceof InputError || e instanceof UnsupportedOpError) return false;
+    throw e;
+  }
 }
 
 /**

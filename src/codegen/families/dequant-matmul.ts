@@ -14,9 +14,11 @@ import type { KernelFamily, Launch, LaunchOperand, LowerContext } from '../famil
 import { generateDequantGemvKernel, type DequantMatmulSpec } from '../matmul/dequant-gemv.js';
 import { generateDequantGemmSubgroupKernel } from '../matmul/dequant-gemm.js';
 import { generateDequantGemvSweepKernel } from '../matmul/dequant-gemv-sweep.js';
-import { chooseDequantMatmulVariant } from '../schedule/dequant-matmul.js';
+import { chooseDequantMatmulVariant, dequantMatmulCandidates, type DequantMatmulVariant } from '../schedule/dequant-matmul.js';
+import { chooseScheduledVariant, kernelSignature } from '../schedule/tuning.js';
+import type { KernelSource } from '../kernel.js';
 import { dequantFormatOf } from '../dequant.js';
-import { acceptsWhenSpecBuilds, encodedMatmulWeight, launchOf, weightPartOperands } from './common.js';
+import { acceptsWhenSpecBuilds, encodedMatmulWeight, generatesFor, launchOf, weightPartOperands } from './common.js';
 import { matmulSpecOf } from './matmul.js';
 
 /**
@@ -51,10 +53,11 @@ function takes(node: Node, ctx?: LowerContext): boolean {
 
 function lower(node: Node, ctx: LowerContext): Launch[] {
   const { spec, operands } = dequantSpecOf(node, ctx);
-  const v = chooseDequantMatmulVariant(spec, ctx.target);
-  const kernel =
+  const generate = (v: DequantMatmulVariant): KernelSource =>
     v.kind === 'dequant-gemm-subgroup' ? generateDequantGemmSubgroupKernel(spec, v) : v.kind === 'dequant-gemv-sweep' ? generateDequantGemvSweepKernel(spec, v) : generateDequantGemvKernel(spec, v);
-  return [launchOf(node, kernel, operands)];
+  const candidates = (): DequantMatmulVariant[] => dequantMatmulCandidates(spec, ctx.target).filter((v) => generatesFor(() => generate(v)));
+  const { variant, schedule } = chooseScheduledVariant(kernelSignature('dequant-matmul', spec), chooseDequantMatmulVariant(spec, ctx.target), candidates, ctx.tuning);
+  return [launchOf(node, { ...generate(variant), schedule }, operands)];
 }
 
 /**

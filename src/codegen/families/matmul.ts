@@ -13,9 +13,12 @@ import { printNode } from '../../ir/printer.js';
 import { ELEMENTWISE_KERNEL_OPS, scalarExpr } from '../elementwise.js';
 import type { KernelFamily, Launch, LowerContext } from '../family.js';
 import { generateGeneralMatmulKernel, generateMatmulKernel, type MatmulActivation, type MatmulEpilogueOperand, type MatmulSpec } from '../matmul/index.js';
-import { chooseMatmulVariant } from '../schedule/matmul.js';
+import { chooseMatmulVariant, matmulCandidates } from '../schedule/matmul.js';
+import { chooseScheduledVariant, kernelSignature } from '../schedule/tuning.js';
+import type { KernelSource } from '../kernel.js';
+import type { MatmulVariant, MatmulVariantKind } from '../matmul/spec.js';
 import { literal, usesBitsHelper } from '../wgsl.js';
-import { acceptsWhenSpecBuilds, dimText, floatStorage, launchOf, unfuse } from './common.js';
+import { acceptsWhenSpecBuilds, dimText, floatStorage, generatesFor, launchOf, unfuse } from './common.js';
 
 /** How an epilogue operand of shape `s` maps onto an output `[..., M, N]`. */
 function broadcastKind(s: readonly Dim[], out: readonly Dim[]): MatmulEpilogueOperand['broadcast'] | undefined {
@@ -164,8 +167,12 @@ function lowerMatmul(node: Node, ctx: LowerContext): Launch[] {
   if (node.op === 'matmul' && needsGeneralMatmul(node)) return [generalMatmulLaunch(node)];
   const { spec, operands } = matmulSpecOf(node);
   const planned = { ...spec, expectedM: ctx.expectedSeq };
-  const variant = ctx.variants?.matmul ?? chooseMatmulVariant(planned, ctx.target);
-  return [launchOf(node, generateMatmulKernel({ ...planned, variant }), operands)];
+  const generate = (variant: MatmulVariant | MatmulVariantKind): KernelSource => generateMatmulKernel({ ...planned, variant });
+  if (ctx.variants?.matmul) return [launchOf(node, generate(ctx.variants.matmul), operands)];
+  const heuristic = chooseMatmulVariant(planned, ctx.target);
+  const candidates = (): MatmulVariant[] => matmulCandidates(planned, ctx.target).filter((v) => generatesFor(() => generate(v)));
+  const { variant, schedule } = chooseScheduledVariant(kernelSignature('matmul', planned), heuristic, candidates, ctx.tuning);
+  return [launchOf(node, { ...generate(variant), schedule }, operands)];
 }
 
 /** The matmul family: GEMM/GEMV with fused epilogues and the gate, and the general kernel. */

@@ -62,3 +62,27 @@ export function softwareGemmTuning(
 export function chooseDequantGemvVariant(spec: Pick<DequantMatmulSpec, 'M' | 'expectedM'>, target: LaneGemvScheduleTarget): DequantGemvVariant {
   return { kind: 'dequant-gemv', ...laneGemvTuning(spec, target) };
 }
+
+/**
+ * The variants the tuner may time for `spec` on `target`, besides {@link chooseDequantMatmulVariant}'s pick:
+ * neighbours in the same regime (decode sweeps and lane-group GEMVs for M = 1, subgroup GEMMs and 4-row GEMVs for
+ * prefill). The family drops the ones its generators refuse.
+ */
+export function dequantMatmulCandidates(spec: DequantMatmulSpec, target: LaneGemvScheduleTarget): DequantMatmulVariant[] {
+  const pick = chooseDequantMatmulVariant(spec, target);
+  const lane = laneGemvTuning(spec, target);
+  const maxInv = target.limits.maxComputeInvocationsPerWorkgroup ?? 256;
+  const out: DequantMatmulVariant[] = [];
+  const gemvs = (): void => {
+    for (const workgroupSize of [64, 256]) for (const colsPerGroup of [4, 8])
+      if (workgroupSize <= maxInv && lane.lanesPerColumn <= workgroupSize) out.push({ kind: 'dequant-gemv', ...lane, workgroupSize, colsPerGroup });
+  };
+  if (pick.kind === 'dequant-gemv-sweep') {
+    for (const colsPerWorkgroup of [8, 16, 32, 64]) out.push({ ...pick, colsPerWorkgroup });
+    gemvs();
+  } else if (pick.kind === 'dequant-gemm-subgroup') {
+    for (const rowsPerLane of [1, 2]) for (const subgroupsPerWorkgroup of [4, 8]) out.push({ ...pick, rowsPerLane, subgroupsPerWorkgroup });
+    gemvs();
+  } else gemvs();
+  return out;
+}

@@ -71,3 +71,39 @@ export function chooseMatmulVariant(spec: MatmulSpec, target: MatmulScheduleTarg
   return small || maxInv < 256 ? { kind: 'gemm-tiled', tileM: 32, tileN: 32, tileK: 16, threadM: 2, threadN: 2 } : { kind: 'gemm-tiled', tileM: 64, tileN: 64, tileK: 16, threadM: 4, threadN: 4 };
 }
 
+
+/**
+ * The variants the tuner may time for `spec` on `target`, besides {@link chooseMatmulVariant}'s pick: neighbours of
+ * the rule's tuning in the same regime (GEMV for small M, GEMM otherwise), so a timing table can only move a kernel
+ * within what the rules consider sound for the device. The family drops the ones its generators refuse.
+ */
+export function matmulCandidates(spec: MatmulSpec, target: MatmulScheduleTarget): MatmulVariant[] {
+  const pick = chooseMatmulVariant(spec, target);
+  const sg = fixedSubgroupSize(target);
+  const hasSubgroups = hasFeature(target, 'subgroups') && sg !== undefined;
+  const maxInv = target.limits.maxComputeInvocationsPerWorkgroup ?? 256;
+  const out: MatmulVariant[] = [];
+  if (pick.kind === 'gemv') {
+    const lanes = [pick.lanesPerColumn ?? 8, 32].filter((l, i, a) => a.indexOf(l) === i);
+    for (const colsPerGroup of [4, 8])
+      for (const workgroupSize of [64, 256])
+        for (const lanesPerColumn of lanes) {
+          if (workgroupSize > maxInv || lanesPerColumn > workgroupSize) continue;
+          const reduction = lanesPerColumn === 1 ? undefined : hasSubgroups && lanesPerColumn === sg ? 'subgroup' : 'workgroup';
+          out.push({ ...pick, workgroupSize, colsPerGroup, lanesPerColumn, reduction, subgroupSize: sg ?? pick.subgroupSize });
+        }
+    return out;
+  }
+  if (pick.kind === 'gemm-subgroup') {
+    for (const rowsPerLane of [1, 2, 4]) for (const subgroupsPerWorkgroup of [4, 8]) out.push({ ...pick, rowsPerLane, subgroupsPerWorkgroup });
+    out.push({ kind: 'gemm-tiled', tileM: 32, tileN: 32, tileK: 16, threadM: 2, threadN: 2, unrollTileK: false });
+    return out;
+  }
+  if (pick.kind === 'gemm-tiled') {
+    const unroll = target.deviceClass === 'software-gpu' ? { unrollTileK: false } : {};
+    for (const [tileM, tileN, threadM, threadN] of [[32, 32, 2, 2], [64, 64, 4, 4], [64, 32, 4, 2], [128, 64, 8, 4], [64, 128, 4, 8]] as const)
+      if ((tileM / threadM) * (tileN / threadN) <= maxInv) out.push({ kind: 'gemm-tiled', tileM, tileN, tileK: 16, threadM, threadN, ...unroll });
+    return out;
+  }
+  return out;
+}

@@ -347,7 +347,8 @@ const shape: Converter = (c: OpContext) => {
 const constantOfShape: Converter = (c: OpContext) => {
   const shape = c.dims(0, 'shape');
   const value = c.tensorAttr('value') ?? { type: OnnxType.FLOAT, node: c.constant(0, 'f32') };
-  const scalar = c.reshape(value.node!, []);
+  if (!value.node) throw c.malformed("attribute 'value' holds an int64 value outside the int32 range tensorwright computes int64 in");
+  const scalar = c.reshape(value.node, []);
   if (shape.length === 0) return [c.out(scalar, value.type)];
   if (isStaticShape(shape) && (numel(shape) as number) === 0) return [c.out(c.empty(scalar.dtype, shape), value.type)];
   return [c.out(c.op('expand', [scalar], { shape }), value.type)];
