@@ -63,6 +63,12 @@ export interface CompileOptions {
    * Small values favour decoding few sequences (GEMV on real GPUs), large ones prefill (GEMM).
    */
   batchTokens?: number;
+  /**
+   * Whether every plan of a causal-LM engine gets the same kernels (default true; see `batchTokens`). `false` chooses
+   * kernels per plan as before batching: a decode plan for one token (GEMV, decode sweeps) and a prefill plan for
+   * the chunk, faster for one sequence at a time, but a sequence's logits then depend on the step's token count.
+   */
+  batchInvariant?: boolean;
   /** Override of the device's storage-binding limit (tests use a small one to exercise splitting). */
   maxStorageBufferBindingSize?: number;
   /** Kernel variants to force over the schedule rules (tuning, debugging). */
@@ -286,10 +292,11 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   const built0 = model.build({ logitRows: true });
   // every plan takes a ragged batch of rows from several sequences, and every plan gets the same kernels (one
   // expectedSeq): the decode plan only has a smaller memory plan
-  const decodeMax = Math.min(expectedSeq, chunk);
+  const invariant = o.batchInvariant ?? true;
+  const decodeMax = invariant ? Math.min(expectedSeq, chunk) : 1;
   const planSpecs: PlanSpec[] = [
-    { name: 'decode', maxSeq: decodeMax, expectedSeq, bindings: { seq: decodeMax, past: 0, batch: 1, outs: decodeMax } },
-    ...(chunk > decodeMax ? [{ name: 'prefill', maxSeq: chunk, expectedSeq, bindings: { seq: chunk, past: 0, batch: 1, outs: chunk } }] : []),
+    { name: 'decode', maxSeq: decodeMax, expectedSeq: invariant ? expectedSeq : 1, bindings: { seq: decodeMax, past: 0, batch: 1, outs: decodeMax } },
+    ...(chunk > decodeMax ? [{ name: 'prefill', maxSeq: chunk, expectedSeq: invariant ? expectedSeq : chunk, bindings: { seq: chunk, past: 0, batch: 1, outs: chunk } }] : []),
   ];
   const pipeline = runWebGPUPipeline(built0, target, planSpecs, { passes: o.passes, variants: o.variants, compression: compressionOf(o), printIrAfter: o.printIrAfter, print: o.print });
   o.onProgress?.(`compile: ${pipeline.timings.length} stages in ${pipeline.timings.reduce((a, t) => a + t.ms, 0).toFixed(0)} ms`);

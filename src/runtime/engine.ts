@@ -56,6 +56,12 @@ export interface SessionOptions {
    * weights stream from their source to the GPU in chunks of at most this size.
    */
   readonly uploadChunkBytes?: number;
+  /**
+   * Blocks in the paged KV cache's pool (default: the engine's `kv.numBlocks`, room for one sequence of the whole
+   * context). Sequences of a batch share the pool, so serving many at once wants more; each block costs
+   * `2 x layers x blockSize x kvHeads x headDim x 4` bytes (2 for an f16 cache).
+   */
+  readonly kvBlocks?: number;
 }
 
 /**
@@ -234,6 +240,7 @@ export class Engine {
 
   /** Creates a session: GPU buffers, pipelines and bind groups on `device` (a new device when omitted). */
   async createSession(opts: SessionOptions = {}): Promise<EngineSession> {
+    if (opts.kvBlocks !== undefined && !(Number.isInteger(opts.kvBlocks) && opts.kvBlocks >= 1)) throw new InputError(`kvBlocks must be a positive integer, got ${opts.kvBlocks}`);
     const t0 = performance.now();
     const onProgress = opts.onProgress ?? this.options.onProgress;
     let downloadMs = 0;
@@ -255,6 +262,7 @@ export class Engine {
     const handle = opts.device ?? (await requestGPUDevice({ requiredFeatures: this.manifest.requiredFeatures as GPUFeatureName[] }));
     const waiter = new GpuWaiter({ mode: opts.wait ?? defaultGpuWaitMode(handle.info) });
     const s = new EngineSession(this, handle, opts.device === undefined, opts.profile ?? false, waiter);
+    s.kvBlockCount = opts.kvBlocks ?? this.manifest.kv?.numBlocks ?? 0;
     const timings = s.loadTimings;
     timings.downloadMs = downloadMs;
     timings.deviceMs = performance.now() - t1;
@@ -378,6 +386,8 @@ export class EngineSession {
   private readonly sequences = new Map<number, SequenceHandle>();
   private maxBlocks = 0;
   private cowScratch?: GPUBuffer;
+  /** @internal Blocks in the KV pool (set before `init`). */
+  kvBlockCount = 0;
   /** What the last step sampled: per entry, the rows of the logits output that belong to it. */
   private lastRows: number[][] = [];
   private broken: DeviceError | undefined;
@@ -431,14 +441,16 @@ export class EngineSession {
     for (const io of this.m.inputs) this.inputBuffers.set(io.name, d.createBuffer({ label: `input ${io.name}`, size: Math.max(16, align(io.maxBytes, 4)), usage: storage }));
     if (this.m.kv) {
       const kv = this.m.kv;
-      const bytes = kv.numBlocks * kv.blockSize * kv.numKvHeads * kv.headDim * (kv.dtype === 'f16' ? 2 : 4);
+      const bytes = this.kvBlockCount * this.kvBlockBytes();
+      if (bytes > maxBinding || bytes > (limits.maxBufferSize ?? Infinity))
+        throw new DeviceError('LIMIT_EXCEEDED', `a KV pool of ${this.kvBlockCount} blocks needs ${bytes} bytes per layer and K/V, more than the device allows in one buffer (maxStorageBufferBindingSize ${maxBinding}, maxBufferSize ${limits.maxBufferSize ?? 'unlimited'})`);
       for (let l = 0; l < kv.layers; l++)
         this.kvBuffers.push({ k: d.createBuffer({ label: `kv.${l}.k`, size: bytes, usage: storage }), v: d.createBuffer({ label: `kv.${l}.v`, size: bytes, usage: storage }) });
       this.maxBlocks = Math.ceil((this.m.lm?.maxPositions ?? kv.numBlocks * kv.blockSize) / kv.blockSize);
       // one table row per sequence of a step (at most one sequence per token)
       this.blockTable = d.createBuffer({ label: 'block tables', size: Math.max(16, this.maxTokens * this.maxBlocks * 4), usage: storage });
       this.cowScratch = d.createBuffer({ label: 'copy-on-write block', size: Math.max(16, this.kvBlockBytes()), usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
-      this.allocator = new BlockAllocator(kv.numBlocks, kv.blockSize);
+      this.allocator = new BlockAllocator(this.kvBlockCount, kv.blockSize);
     }
     const sampleBytes = Math.max(16, align(this.maxTokens * 4, 16));
     this.sampleBuffer = d.createBuffer({ label: 'sampled tokens', size: sampleBytes, usage: storage });
