@@ -290,10 +290,10 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   if (!(Number.isInteger(expectedSeq) && expectedSeq >= 1)) throw new InputError(`batchTokens must be a positive integer, got ${o.batchTokens}`);
   // logits only at the rows the runtime lists (each sequence's last row, or several rows of one)
   const built0 = model.build({ logitRows: true });
-  // every plan takes a ragged batch of rows from several sequences, and every plan gets the same kernels (one
-  // expectedSeq): the decode plan only has a smaller memory plan
+  // every plan takes a ragged batch of rows from several sequences, and (batch-invariant) every plan gets the same
+  // kernels (one expectedSeq): the one-token decode plan then differs from the prefill plan only in its memory plan
   const invariant = o.batchInvariant ?? true;
-  const decodeMax = invariant ? Math.min(expectedSeq, chunk) : 1;
+  const decodeMax = 1;
   const planSpecs: PlanSpec[] = [
     { name: 'decode', maxSeq: decodeMax, expectedSeq: invariant ? expectedSeq : 1, bindings: { seq: decodeMax, past: 0, batch: 1, outs: decodeMax } },
     ...(chunk > decodeMax ? [{ name: 'prefill', maxSeq: chunk, expectedSeq: invariant ? expectedSeq : chunk, bindings: { seq: chunk, past: 0, batch: 1, outs: chunk } }] : []),
