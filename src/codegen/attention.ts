@@ -12,7 +12,9 @@
  * Paged KV cache layout (src/runtime/block-allocator.ts): per layer a K pool `[numBlocks, blockSize, Hkv, D]` and a V
  * pool `[numBlocks, blockSize, Hkv, Dv]`; token position `p` lives in block `table[floor(p / blockSize)]` at slot
  * `p % blockSize`; the block table is a `u32` array. Paged kernels are for batch 1 and read the `T = past + S`
- * positions `0 .. past+S-1` through the table.
+ * positions `0 .. past+S-1` through the table, or (`ragged`) take S rows of several sequences: row `r` is position
+ * `positions[r]` of sequence `row_seq[r]`, reads that sequence's row of `[B, table_stride]` block tables and attends
+ * to its positions `0 ..= positions[r]` (what causal-LM engines compile, for batched execution).
  *
  * Variants share one tiled body: a workgroup holds a few "rows" (query vectors), each served by `rowLanes` lanes;
  * for every tile of keys it stages the K tile in workgroup memory, each row's lanes score the tile's keys, the row's
