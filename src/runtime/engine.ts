@@ -339,6 +339,16 @@ export interface SequenceHandle {
   readonly id: number;
 }
 
+/** The KV cache's block counts ({@link EngineSession.kvBlocks}). */
+export interface KvBlockCounts {
+  /** Blocks in the pool. */
+  readonly total: number;
+  /** Blocks no sequence holds. */
+  readonly free: number;
+  /** Tokens per block. */
+  readonly blockSize: number;
+}
+
 /** One sequence's part of a batched step ({@link EngineSession.stepBatch}). */
 export interface BatchEntry {
   /** The sequence. */
@@ -831,7 +841,7 @@ export class EngineSession {
   }
 
   /** The KV cache's blocks: how many there are, how many are free, and the tokens each holds. */
-  kvBlocks(): { readonly total: number; readonly free: number; readonly blockSize: number } {
+  kvBlocks(): KvBlockCounts {
     const { allocator } = this.lmAllocator();
     return { total: allocator.numBlocks, free: allocator.freeBlocks, blockSize: allocator.blockSize };
   }
