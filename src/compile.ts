@@ -53,8 +53,24 @@ export interface CompileOptions {
   sparsity?: string | SparsityScheme;
   /** Pass pipeline before lowering (default `O3`). */
   passes?: string;
-  /** Largest prompt chunk one prefill step takes (default min(maxPositions, 128)); longer prompts are chunked. */
+  /**
+   * Most tokens one step runs, over all the sequences of a batch (default min(maxPositions, 128)); longer prompts
+   * are chunked. It also bounds the sequences of one batched step.
+   */
   prefillChunk?: number;
+  /**
+   * The token count every kernel of a causal-LM engine is chosen for (default min(16, prefillChunk)): all plans use
+   * the same kernels, so a sequence's outputs do not depend on how many tokens the step runs (batch invariance).
+   * Small values favour decoding few sequences (GEMV on real GPUs), large ones prefill (GEMM).
+   */
+  batchTokens?: number;
+  /**
+   * Whether every plan of a causal-LM engine gets the same kernels (see `batchTokens`), so a sequence's logits do not
+   * depend on what else a batched step runs: what a server batching requests needs. Default false: kernels per plan,
+   * a decode plan for one token (GEMV, decode sweeps) and a prefill plan for the chunk, faster for one sequence at a
+   * time; a sequence's logits then depend on the step's token count (within float rounding).
+   */
+  batchInvariant?: boolean;
   /** Override of the device's storage-binding limit (tests use a small one to exercise splitting). */
   maxStorageBufferBindingSize?: number;
   /** Kernel variants to force over the schedule rules (tuning, debugging). */
@@ -240,6 +256,17 @@ function inputsOf(graph: Graph, bindings: DimBindings, exclude: (name: string) =
   return [...given, ...computed];
 }
 
+/**
+ * A causal LM's inputs with the per-row inputs of a ragged batch the paged KV kernels read: `positions` (each row's
+ * position in its sequence) and `row_seq` (each row's sequence), i32 `[seq]`, added when the graph has none.
+ */
+function lmInputs(inputs: IOManifest[], chunk: number): IOManifest[] {
+  const out = [...inputs];
+  for (const name of ['positions', 'row_seq'])
+    if (!out.some((i) => i.name === name)) out.push({ name, dtype: 'i32', shape: ['seq'], maxBytes: chunk * 4 });
+  return out;
+}
+
 /** The engine manifest and weights of a compiled model, with the pipeline that made them (no device needed). */
 export interface CompiledEngine {
   /** The engine manifest. */
@@ -266,10 +293,17 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   const maxPositions = model.maxPositions;
   const chunk = Math.min(o.prefillChunk ?? 128, maxPositions);
   if (!(Number.isInteger(chunk) && chunk >= 1)) throw new InputError(`prefillChunk must be a positive integer, got ${o.prefillChunk}`);
-  const built0 = model.build({ lastTokenLogitsOnly: true });
+  const expectedSeq = Math.min(o.batchTokens ?? 16, chunk);
+  if (!(Number.isInteger(expectedSeq) && expectedSeq >= 1)) throw new InputError(`batchTokens must be a positive integer, got ${o.batchTokens}`);
+  // logits only at the rows the runtime lists (each sequence's last row, or several rows of one)
+  const built0 = model.build({ logitRows: true });
+  // every plan takes a ragged batch of rows from several sequences, and (batch-invariant) every plan gets the same
+  // kernels (one expectedSeq): the one-token decode plan then differs from the prefill plan only in its memory plan
+  const invariant = o.batchInvariant ?? false;
+  const decodeMax = 1;
   const planSpecs: PlanSpec[] = [
-    { name: 'decode', maxSeq: 1, bindings: { seq: 1, past: 0, batch: 1 } },
-    ...(chunk > 1 ? [{ name: 'prefill', maxSeq: chunk, bindings: { seq: chunk, past: 0, batch: 1 } }] : []),
+    { name: 'decode', maxSeq: decodeMax, expectedSeq: invariant ? expectedSeq : 1, bindings: { seq: decodeMax, past: 0, batch: 1, outs: decodeMax } },
+    ...(chunk > decodeMax ? [{ name: 'prefill', maxSeq: chunk, expectedSeq: invariant ? expectedSeq : chunk, bindings: { seq: chunk, past: 0, batch: 1, outs: chunk } }] : []),
   ];
   const pipeline = runWebGPUPipeline(built0, target, planSpecs, { passes: o.passes, variants: o.variants, tuning: o.tuning, compression: compressionOf(o), printIrAfter: o.printIrAfter, print: o.print });
   o.onProgress?.(`compile: ${pipeline.timings.length} stages in ${pipeline.timings.reduce((a, t) => a + t.ms, 0).toFixed(0)} ms`);
@@ -286,9 +320,11 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   const probsSlot = plans.slots.push(Math.ceil((vocab * 4) / 256) * 256) - 1;
   // software rasterizers compile hidden-bound loops much faster (see the kernels' staticLoops)
   const tuning = target.deviceClass === 'software-gpu' ? { staticLoops: false, workgroupSize: 64 as const } : {};
-  const argmaxK = generateSamplingKernel({ vocab, dtype: 'f32', mode: 'argmax', ...tuning, nodes: ['argmax over the logits'] });
+  // one launch per sampled row (`sample_row`): it reads that row of the logits and writes token[sample_row]
+  const row = { row: 'sample_row', outIndex: 'sample_row' };
+  const argmaxK = generateSamplingKernel({ vocab, dtype: 'f32', mode: 'argmax', ...row, ...tuning, nodes: ['argmax over the logits'] });
   // temperature, top-p, top-k and the coin are run-time params: one engine takes any sampling settings
-  const samplerK = generateSamplingKernel({ vocab, dtype: 'f32', mode: 'sample', ...tuning, nodes: ['sample (temperature, top-k, top-p at run time)'] });
+  const samplerK = generateSamplingKernel({ vocab, dtype: 'f32', mode: 'sample', ...row, ...tuning, nodes: ['sample (temperature, top-k, top-p at run time)'] });
   const logitsRef = logits.ref!;
   const samplerBindings = samplerK.bindings.map((b) => (b.name === 'logits' ? logitsRef : b.name === 'token' ? ({ kind: 'sample' } as const) : ({ kind: 'arena', slot: probsSlot, size: vocab * 4 } as const)));
   // the KV cache's geometry comes from the graph's past-key inputs: [1, past, kvHeads, headDim] per layer
@@ -304,7 +340,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
     kernels: kernels.kernels,
     weights: packer.manifest,
     slots: plans.slots,
-    inputs: inputsOf(graph, { seq: chunk, past: maxPositions, batch: 1 }, (n) => n.startsWith('past_')),
+    inputs: lmInputs(inputsOf(graph, { seq: chunk, past: maxPositions, batch: 1, outs: chunk }, (n) => n.startsWith('past_')), chunk),
     outputs: plans.outputs,
     plans: plans.plans,
     kv: { layers: pastK.length, numKvHeads: kvHeads, headDim: hd, blockSize, numBlocks: Math.ceil(maxPositions / blockSize), dtype: kvDType },

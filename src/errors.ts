@@ -75,7 +75,11 @@ export class DeviceError extends TensorwrightError {
 
 /** The KV cache has no room for more tokens. */
 export class CacheFullError extends TensorwrightError {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** The id of the sequence that did not fit (a `SequenceHandle.id`), when one sequence is to blame. */
+    readonly sequence?: number,
+  ) {
     super('KV_CACHE_FULL', message);
   }
 }

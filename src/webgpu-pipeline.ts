@@ -94,6 +94,12 @@ export interface PlanSpec {
   readonly maxSeq: number;
   /** Dim values the memory plan is made for. */
   readonly bindings: DimBindings;
+  /**
+   * The token count kernel variants are chosen for (default `maxSeq`). Plans that give the same value get the same
+   * kernels: causal-LM engines give every plan one value, so a row's arithmetic does not depend on how many tokens a
+   * step runs (batch invariance).
+   */
+  readonly expectedSeq?: number;
 }
 
 /** A plan and its graph after the per-plan stages. */
@@ -158,7 +164,7 @@ export function runWebGPUPipeline(graph: Graph, target: Target, plans: readonly 
   const optimized = runPasses(graph, stages, { ...common, printIrAfter: printIn(stages), options: { bindings: largest.bindings, ...o.compression } });
   const timings: StageTiming[] = [...optimized.timings];
   const built = plans.map((spec) => {
-    const r = runPasses(optimized.graph, PLAN_STAGES, { ...common, printIrAfter: printIn(PLAN_STAGES), options: { bindings: spec.bindings, expectedSeq: spec.maxSeq, variants: o.variants, tuning: o.tuning } });
+    const r = runPasses(optimized.graph, PLAN_STAGES, { ...common, printIrAfter: printIn(PLAN_STAGES), options: { bindings: spec.bindings, expectedSeq: spec.expectedSeq ?? spec.maxSeq, variants: o.variants, tuning: o.tuning } });
     timings.push(...r.timings.map((t) => ({ ...t, plan: spec.name })));
     for (const e of r.report.entries) optimized.report.add({ ...e, message: `(${spec.name}) ${e.message}` });
     return { spec, graph: r.graph };

@@ -192,6 +192,7 @@ describe('a whole Llama compiled with { quant: int4, sparsity: 2:4 }', () => {
     const w = randomLlamaWeights(c, 29);
     const model: LoadedModel = { format: 'llama2c', family: 'llama', path: '-', config: c, parameters: 0, weightBytes: 0, maxPositions: c.seqLen, bosId: 1, stopTokens: [], build: (o) => buildLlama(c, w, o) };
     const compression = { quant: 'int4', sparsity: '2:4' } as const;
+    // kernels per plan (not batch-invariant), so that the decode plan gets the one-token kernels this test looks for
     const engine = await compile(model, { device: gpu.info, prefillChunk: 8, kv: { blockSize: 4 }, ...compression });
     const m = engine.manifest;
     expect(m.kernels.some((k) => k.family === 'sparse-nm-matmul')).toBe(true);

@@ -12,7 +12,9 @@
  * Paged KV cache layout (src/runtime/block-allocator.ts): per layer a K pool `[numBlocks, blockSize, Hkv, D]` and a V
  * pool `[numBlocks, blockSize, Hkv, Dv]`; token position `p` lives in block `table[floor(p / blockSize)]` at slot
  * `p % blockSize`; the block table is a `u32` array. Paged kernels are for batch 1 and read the `T = past + S`
- * positions `0 .. past+S-1` through the table.
+ * positions `0 .. past+S-1` through the table, or (`ragged`) take S rows of several sequences: row `r` is position
+ * `positions[r]` of sequence `row_seq[r]`, reads that sequence's row of `[B, table_stride]` block tables and attends
+ * to its positions `0 ..= positions[r]` (what causal-LM engines compile, for batched execution).
  *
  * Variants share one tiled body: a workgroup holds a few "rows" (query vectors), each served by `rowLanes` lanes;
  * for every tile of keys it stages the K tile in workgroup memory, each row's lanes score the tile's keys, the row's
@@ -121,6 +123,15 @@ export interface PagedAttentionSpec extends AttentionHeadsSpec {
   readonly seq?: DimLike;
   /** Tokens already cached (default `'past'`). */
   readonly past?: DimLike;
+  /**
+   * Ragged batch (see {@link generatePagedAttentionKernel}): the S rows belong to several sequences; row `r` is at
+   * position `positions[r]` of sequence `row_seq[r]`, whose block table is row `row_seq[r]` of `block_table`
+   * (`[B, table_stride]`), and attends to that sequence's positions `0 ..= positions[r]`. Only the `decode` layout
+   * (one query position per workgroup) takes it, so a row's arithmetic never depends on the other rows.
+   */
+  readonly ragged?: boolean;
+  /** Entries per sequence row of the block table in a ragged batch (default `'table_stride'`, a run-time param). */
+  readonly tableStride?: DimLike;
 }
 
 /**
@@ -174,6 +185,13 @@ export interface KvCacheWriteSpec {
   readonly seq?: DimLike;
   /** Tokens already cached (default `'past'`). */
   readonly past?: DimLike;
+  /**
+   * Ragged batch: token `s` goes to position `positions[s]` of sequence `row_seq[s]` (its block table is row
+   * `row_seq[s]` of `block_table`, `[B, table_stride]`) instead of position `past + s` of the one sequence.
+   */
+  readonly ragged?: boolean;
+  /** Entries per sequence row of the block table in a ragged batch (default `'table_stride'`). */
+  readonly tableStride?: DimLike;
   /** Lanes per workgroup (default 64). */
   readonly workgroupSize?: 64 | 128 | 256;
   /**
@@ -248,6 +266,10 @@ interface Core {
   readonly kvDType: AttentionDType;
   /** Tokens per cache block (paged only). */
   readonly blockSize?: number;
+  /** Ragged batch of sequences (paged only): per-row positions and sequence index, per-sequence block tables. */
+  readonly ragged?: boolean;
+  /** WGSL statements run at the start of `main` after `kv_len` (the ragged kernel's table base). */
+  readonly prologue?: readonly string[];
   /** Constant loop trip counts (see {@link AttentionHeadsSpec.staticLoops}). */
   readonly staticLoops: boolean;
   readonly budget: number;
@@ -264,8 +286,17 @@ function toF32(dtype: string, e: string): string {
 }
 
 /** Common constants and helper functions. */
-function coreFunctions(c: { dtype: AttentionDType; kvDType: AttentionDType; causal: boolean; mode: 'paged' | 'contiguous'; kName: string; vName: string }): string[] {
-  const kv = c.mode === 'paged'
+function coreFunctions(c: { dtype: AttentionDType; kvDType: AttentionDType; causal: boolean; mode: 'paged' | 'contiguous'; kName: string; vName: string; ragged?: boolean }): string[] {
+  const kv = c.ragged
+    ? [
+        '// first block-table entry of this workgroup\'s sequence (set in main)',
+        'var<private> table_base: u32;',
+        '// physical row of token position j of that sequence: its table[j / BLOCK_SIZE], slot j % BLOCK_SIZE',
+        'fn kv_slot(batch: u32, j: u32, kv_len: u32) -> u32 {',
+        '  return block_table[table_base + j / BLOCK_SIZE] * BLOCK_SIZE + j % BLOCK_SIZE;',
+        '}',
+      ]
+    : c.mode === 'paged'
     ? [
         '// physical row of token position j: block table[j / BLOCK_SIZE], slot j % BLOCK_SIZE',
         'fn kv_slot(batch: u32, j: u32, kv_len: u32) -> u32 {',
@@ -288,7 +319,9 @@ function coreFunctions(c: { dtype: AttentionDType; kvDType: AttentionDType; caus
     `fn store_out(batch: u32, row: u32, head: u32, d: u32, seq_len: u32, value: f32) {`,
     `  out[((batch * seq_len + row) * NUM_HEADS + head) * VALUE_DIM + d] = ${c.dtype === 'f16' ? 'f16(value)' : 'value'};`,
     `}`,
-    c.causal
+    c.ragged
+      ? ['// ragged batch: kv_len is this row\'s own position + 1 (causal within its sequence)', 'fn row_end(i: u32, seq_len: u32, kv_len: u32) -> u32 { return kv_len; }'].join('\n')
+      : c.causal
       ? [
           '// keys 0 .. row_end(i) - 1 are visible to query row i: j <= i + (T - S), bottom-right aligned',
           'fn row_end(i: u32, seq_len: u32, kv_len: u32) -> u32 {',
@@ -537,6 +570,7 @@ function tiledKernel(c: Core, L: RowLayout): { wgsl: string; grid: [GridExpr, Gr
     'fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {',
     `  let seq_len = ${c.seqExpr};`,
     `  let kv_len = ${c.kvLenExpr};`,
+    ...(c.prologue ?? []),
     '  let batch = wid.z;',
     ...boundDecls,
     '  let r = lid / ROW_LANES; // this lane\'s row',
@@ -663,27 +697,34 @@ function build(c: Core, v: AttentionVariant, family: string): KernelSource {
 export function generatePagedAttentionKernel(spec: PagedAttentionSpec): KernelSource {
   const h = checkHeads(spec);
   if (!Number.isInteger(spec.blockSize) || spec.blockSize < 1) throw new InputError(`paged attention: block size must be a positive integer, got ${spec.blockSize}`);
+  const ragged = spec.ragged ?? false;
   const params = new KernelParams();
   const seq = KernelParams.canon(spec.seq ?? 'seq', 'seq');
-  const past = KernelParams.canon(spec.past ?? 'past', 'past');
   const seqRef = params.ref(seq);
-  const pastRef = params.ref(past);
+  const past = ragged ? undefined : KernelParams.canon(spec.past ?? 'past', 'past');
+  const pastRef = past === undefined ? '' : params.ref(past);
+  const stride = ragged ? KernelParams.canon(spec.tableStride ?? 'table_stride', 'tableStride') : undefined;
+  const strideRef = stride === undefined ? '' : params.ref(stride);
   const el = spec.dtype;
   const kvEl = spec.kvDType ?? el;
   if (kvEl !== 'f32' && kvEl !== 'f16') throw new InputError(`paged attention: pool storage must be f32 or f16, got ${String(kvEl)}`);
+  const variant = resolveVariant(spec, seq);
+  if (ragged && variant.kind !== 'decode') throw new InputError(`paged attention over a ragged batch takes only the 'decode' layout (one query position per workgroup), not '${variant.kind}'`);
   const bindings: KernelBinding[] = [
     { name: 'q', access: 'read' },
     { name: 'k_pool', access: 'read' },
     { name: 'v_pool', access: 'read' },
     { name: 'block_table', access: 'read' },
+    ...(ragged ? ([{ name: 'positions', access: 'read' }, { name: 'row_seq', access: 'read' }] as KernelBinding[]) : []),
     { name: 'out', access: 'read_write' },
   ];
   const decls = [
     storageDecl(0, 'q', el, 'read', `[S, Hq, D] queries`),
     storageDecl(1, 'k_pool', kvEl, 'read', '[numBlocks, BLOCK_SIZE, Hkv, D] key pool'),
     storageDecl(2, 'v_pool', kvEl, 'read', '[numBlocks, BLOCK_SIZE, Hkv, Dv] value pool'),
-    storageDecl(3, 'block_table', 'u32', 'read', 'logical block -> physical block'),
-    storageDecl(4, 'out', el, 'read_write', '[S, Hq, Dv]'),
+    storageDecl(3, 'block_table', 'u32', 'read', ragged ? '[B, table_stride]: per sequence, logical block -> physical block' : 'logical block -> physical block'),
+    ...(ragged ? [storageDecl(4, 'positions', 'i32', 'read', '[S] position of each row in its sequence'), storageDecl(5, 'row_seq', 'i32', 'read', '[S] sequence (block-table row) of each row')] : []),
+    storageDecl(ragged ? 6 : 4, 'out', el, 'read_write', '[S, Hq, Dv]'),
   ];
   const c: Core = {
     mode: 'paged',
@@ -692,20 +733,23 @@ export function generatePagedAttentionKernel(spec: PagedAttentionSpec): KernelSo
     causal: spec.causal,
     params,
     seqExpr: seqRef,
-    kvLenExpr: `${pastRef} + ${seqRef}`,
+    kvLenExpr: ragged ? 'u32(positions[wid.y]) + 1u' : `${pastRef} + ${seqRef}`,
+    prologue: ragged ? [`  table_base = u32(row_seq[wid.y]) * ${strideRef};`] : undefined,
+    ragged,
     seqGrid: params.grid(seq),
     batchGrid: 1,
     decls,
     bindings,
-    functions: coreFunctions({ dtype: el, kvDType: kvEl, causal: spec.causal, mode: 'paged', kName: 'k_pool', vName: 'v_pool' }),
+    functions: coreFunctions({ dtype: el, kvDType: kvEl, causal: spec.causal, mode: 'paged', kName: 'k_pool', vName: 'v_pool', ragged }),
     budget: spec.maxWorkgroupStorage ?? DEFAULT_WORKGROUP_STORAGE,
     nodes: spec.nodes ?? [],
     blockSize: spec.blockSize,
     kvDType: kvEl,
     staticLoops: spec.staticLoops ?? true,
-    describe: `paged KV cache, block ${spec.blockSize}, seq=${seq}, past=${past}`,
+    describe: ragged ? `paged KV cache, block ${spec.blockSize}, ragged batch of seq=${seq} rows` : `paged KV cache, block ${spec.blockSize}, seq=${seq}, past=${past}`,
   };
-  return build(c, resolveVariant(spec, seq), 'attention');
+  const k = build(c, variant, 'attention');
+  return ragged ? { ...k, variant: k.variant.replace(/^paged-/, 'paged-ragged-') } : k;
 }
 
 /**
@@ -787,7 +831,9 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
   const seq = KernelParams.canon(spec.seq ?? 'seq', 'seq');
   const past = KernelParams.canon(spec.past ?? 'past', 'past');
   const seqRef = params.ref(seq);
-  const pastRef = params.ref(past);
+  const ragged = spec.ragged ?? false;
+  const pastRef = ragged ? '' : params.ref(past);
+  const strideRef = ragged ? params.ref(KernelParams.canon(spec.tableStride ?? 'table_stride', 'tableStride')) : '';
   const W = Math.max(D, Dv);
   // the source row of (token s, KV head) in k_new / v_new: plain, or inside a window of a wider source's heads
   const windowConsts: string[] = [];
@@ -805,16 +851,20 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
     { name: 'k_new', access: 'read' },
     { name: 'v_new', access: 'read' },
     { name: 'block_table', access: 'read' },
+    ...(ragged ? ([{ name: 'positions', access: 'read' }, { name: 'row_seq', access: 'read' }] as KernelBinding[]) : []),
     { name: 'k_pool', access: 'read_write' },
     { name: 'v_pool', access: 'read_write' },
   ];
+  const pools = ragged ? 5 : 3;
   const nodes = spec.nodes ?? [];
   const features = kernelFeatures({ f16: spec.dtype === 'f16' || src === 'f16' });
   const wgsl = [
     ...enableDirectives(features),
     ...(features.length ? [''] : []),
-    `// tensorwright kernel: kv-cache-write (block ${blockSize}, seq=${seq}, past=${past})`,
-    `//   copies k_new [S, Hkv, D] and v_new [S, Hkv, Dv] to positions past .. past+S-1 of the paged pools`,
+    ragged ? `// tensorwright kernel: kv-cache-write (block ${blockSize}, ragged batch of seq=${seq} rows)` : `// tensorwright kernel: kv-cache-write (block ${blockSize}, seq=${seq}, past=${past})`,
+    ragged
+      ? `//   copies row s of k_new [S, Hkv, D] and v_new [S, Hkv, Dv] to position positions[s] of sequence row_seq[s]`
+      : `//   copies k_new [S, Hkv, D] and v_new [S, Hkv, Dv] to positions past .. past+S-1 of the paged pools`,
     '',
     `const NUM_KV_HEADS: u32 = ${Hkv}u;`,
     `const HEAD_DIM: u32 = ${D}u;`,
@@ -826,9 +876,10 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
     '',
     storageDecl(0, 'k_new', src, 'read', spec.keySource ? '[S, K_SRC_HEADS, D]: heads K_FIRST_HEAD .. are the new keys' : '[S, Hkv, D]'),
     storageDecl(1, 'v_new', src, 'read', spec.valueSource ? '[S, V_SRC_HEADS, Dv]: heads V_FIRST_HEAD .. are the new values' : '[S, Hkv, Dv]'),
-    storageDecl(2, 'block_table', 'u32', 'read', 'logical block -> physical block'),
-    storageDecl(3, 'k_pool', spec.dtype, 'read_write', '[numBlocks, BLOCK_SIZE, Hkv, D]'),
-    storageDecl(4, 'v_pool', spec.dtype, 'read_write', '[numBlocks, BLOCK_SIZE, Hkv, Dv]'),
+    storageDecl(2, 'block_table', 'u32', 'read', ragged ? '[B, table_stride]: per sequence, logical block -> physical block' : 'logical block -> physical block'),
+    ...(ragged ? [storageDecl(3, 'positions', 'i32', 'read', '[S] position of each row in its sequence'), storageDecl(4, 'row_seq', 'i32', 'read', '[S] sequence (block-table row) of each row')] : []),
+    storageDecl(pools, 'k_pool', spec.dtype, 'read_write', '[numBlocks, BLOCK_SIZE, Hkv, D]'),
+    storageDecl(pools + 1, 'v_pool', spec.dtype, 'read_write', '[numBlocks, BLOCK_SIZE, Hkv, Dv]'),
     paramsStruct(params.list, bindings.length),
     '@compute @workgroup_size(WORKGROUP_SIZE)',
     'fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {',
@@ -837,8 +888,9 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
     '  let s = wid.y;',
     '  let head = e / ROW_WIDTH;',
     '  let d = e % ROW_WIDTH;',
-    `  let pos = ${pastRef} + s;`,
-    '  let slot = block_table[pos / BLOCK_SIZE] * BLOCK_SIZE + pos % BLOCK_SIZE;',
+    ...(ragged
+      ? ['  let pos = u32(positions[s]);', `  let slot = block_table[u32(row_seq[s]) * ${strideRef} + pos / BLOCK_SIZE] * BLOCK_SIZE + pos % BLOCK_SIZE;`]
+      : [`  let pos = ${pastRef} + s;`, '  let slot = block_table[pos / BLOCK_SIZE] * BLOCK_SIZE + pos % BLOCK_SIZE;']),
     `  if (d < HEAD_DIM) { k_pool[(slot * NUM_KV_HEADS + head) * HEAD_DIM + d] = ${conv(`k_new[(${kRow}) * HEAD_DIM + d]`)}; }`,
     `  if (d < VALUE_DIM) { v_pool[(slot * NUM_KV_HEADS + head) * VALUE_DIM + d] = ${conv(`v_new[(${vRow}) * VALUE_DIM + d]`)}; }`,
     `  _ = ${seqRef};`,
@@ -847,7 +899,7 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
   ].join('\n');
   return {
     family: 'kv-cache-write',
-    variant: `scatter${spec.keySource || spec.valueSource ? '-window' : ''}-wg${WG}`,
+    variant: `scatter${ragged ? '-ragged' : ''}${spec.keySource || spec.valueSource ? '-window' : ''}-wg${WG}`,
     wgsl,
     bindings,
     params: [...params.list],

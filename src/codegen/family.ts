@@ -34,14 +34,25 @@ export interface KvPoolOperand {
   readonly which: 'k' | 'v';
 }
 
-/** The sequence's block table (position block → pool block). */
+/** The block tables of the batch's sequences, `[B, table_stride]` (position block → pool block). */
 export interface BlockTableOperand {
   /** Always `block-table`. */
   readonly kind: 'block-table';
 }
 
-/** A buffer a launch binds that is not a graph value: a KV pool or the block table. */
-export type KvOperand = KvPoolOperand | BlockTableOperand;
+/**
+ * A per-row input of a ragged batch that the runtime writes each step: `positions` (each row's position in its
+ * sequence) or `row_seq` (each row's sequence, its row of the block table). Both are i32 `[seq]`.
+ */
+export interface RowInputOperand {
+  /** Always `input`. */
+  readonly kind: 'input';
+  /** Which input. */
+  readonly name: 'positions' | 'row_seq';
+}
+
+/** A buffer a launch binds that is not a graph value: a KV pool, the block tables, or a per-row input of the batch. */
+export type KvOperand = KvPoolOperand | BlockTableOperand | RowInputOperand;
 
 /**
  * One payload part of an encoded weight (`packed`, `scales`, `zeroPoints`, `mins` of a quantized weight; `values`,

@@ -48,6 +48,11 @@ export interface SamplingSpec {
   readonly mode: 'argmax' | 'sample';
   /** Row of the logits buffer to sample (default 0); e.g. `'seq-1'` for the last row of a `[seq, V]` buffer. */
   readonly row?: DimLike;
+  /**
+   * Element of the `token` buffer the chosen id is written to (default 0); e.g. the sampled row's index, so that one
+   * launch per sampled row of a batch fills `token[0 .. rows-1]`.
+   */
+  readonly outIndex?: DimLike;
   /** Lanes of the workgroup (default 256). */
   readonly workgroupSize?: 64 | 128 | 256;
   /** Reduce with subgroup operations (device `subgroups` feature): far fewer barriers per bisection step. */
@@ -63,8 +68,8 @@ export interface SamplingSpec {
 }
 
 /**
- * GPU sampling over one logits row: bindings `logits`, [`probs` (f32 `[V]` scratch, `sample` only)], `token` (one
- * u32); params: the row offset when dynamic, and (`sample` only) the settings and the coin of
+ * GPU sampling over one logits row: bindings `logits`, [`probs` (f32 `[V]` scratch, `sample` only)], `token` (u32s;
+ * the id goes to element `outIndex`); params: the row offset and the output index when dynamic, and (`sample` only) the settings and the coin of
  * {@link SAMPLER_PARAM_NAMES}. Grid `[1, 1, 1]`.
  * @throws {@link ShapeError} for V outside 1..2^24 (2..2^24 for `sample`).
  */
@@ -76,6 +81,7 @@ export function generateSamplingKernel(spec: SamplingSpec): KernelSource {
   const WG = spec.workgroupSize ?? 256;
   const params = new KernelParams();
   const rowRef = params.ref(spec.row ?? 0);
+  const outRef = params.ref(spec.outIndex ?? 0);
   const dt = spec.dtype;
   const nodes = spec.nodes ?? [];
   const load = dt === 'f32' ? 'logits[ROW_BASE + i]' : 'f32(logits[ROW_BASE + i])';
@@ -122,7 +128,7 @@ export function generateSamplingKernel(spec: SamplingSpec): KernelSource {
       '    }',
       '    workgroupBarrier();',
       '  }',
-      '  if (lid == 0u) { token[0] = best_index[0]; }',
+      `  if (lid == 0u) { token[${outRef}] = best_index[0]; }`,
       '}',
       '',
     ].join('\n');
@@ -243,7 +249,7 @@ export function generateSamplingKernel(spec: SamplingSpec): KernelSource {
     '      if (last_all >= 0.0) { chosen = u32(last_all); }',
     '    }',
     '  }',
-    '  if (lid == 0u) { token[0] = select(chosen, VOCAB - 1u, chosen == NONE); }',
+    `  if (lid == 0u) { token[${outRef}] = select(chosen, VOCAB - 1u, chosen == NONE); }`,
   ];
   const wgsl = [
     ...common,

@@ -93,6 +93,12 @@ export interface Gpt2Weights {
 export interface Gpt2BuildOptions {
   /** Compute logits only for the last position (what generation needs). Default false. */
   lastTokenLogitsOnly?: boolean;
+  /**
+   * Compute logits only at the rows listed by an i32 input `logit_rows` of shape `[outs]` (indices into the `seq`
+   * rows): a batch of sequences asks for each one's last row, speculative decoding for several rows of one. Logits
+   * are then `[1, outs, vocab]`. Ignored with `lastTokenLogitsOnly`. Default false.
+   */
+  logitRows?: boolean;
   /** Include KV-cache inputs/outputs. Default true. */
   kvCache?: boolean;
 }
@@ -166,6 +172,7 @@ export function buildGpt2(config: Gpt2Config, weights: Gpt2Weights, opts: Gpt2Bu
     x = b.add(x, b.linear(f, w(`${p}mlp.c_proj.weight`, [d, inner], L.mlpProjW), w(`${p}mlp.c_proj.bias`, [d], L.mlpProjB)));
   });
   if (opts.lastTokenLogitsOnly) x = b.sliceAxis(x, 1, dimSub(seq, 1) as SymDim, null);
+  else if (opts.logitRows) x = b.gather(x, b.input('logit_rows', 'i32', [sym('outs')]), 1);
   x = b.layernorm(x, w('ln_f.weight', [d], weights.lnFWeight), w('ln_f.bias', [d], weights.lnFBias), eps);
   const logits = b.linear(x, wte);
   return b.build([{ name: 'logits', node: logits }, ...presents], { family: 'gpt2', config: { ...c } });

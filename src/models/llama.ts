@@ -136,6 +136,12 @@ export interface LlamaWeights {
 export interface LlamaBuildOptions {
   /** Compute logits only for the last position (what generation needs). Default false. */
   lastTokenLogitsOnly?: boolean;
+  /**
+   * Compute logits only at the rows listed by an i32 input `logit_rows` of shape `[outs]` (indices into the `seq`
+   * rows): a batch of sequences asks for each one's last row, speculative decoding for several rows of one. Logits
+   * are then `[1, outs, vocab]`. Ignored with `lastTokenLogitsOnly`. Default false.
+   */
+  logitRows?: boolean;
   /** Include KV-cache inputs/outputs. Default true. */
   kvCache?: boolean;
 }
@@ -247,6 +253,7 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
     x = b.add(x, b.linear(b.mul(gate, up), w(`${p}w2`, [c.dim, c.hiddenDim], L.w2)));
   });
   if (opts.lastTokenLogitsOnly) x = b.sliceAxis(x, 1, dimSub(seq, 1) as SymDim, null);
+  else if (opts.logitRows) x = b.gather(x, b.input('logit_rows', 'i32', [sym('outs')]), 1);
   x = b.rmsnorm(x, w('norm', [c.dim], weights.rmsFinal), eps);
   const cls = c.sharedClassifier ? emb : w('output', [c.vocabSize, c.dim], weights.wcls ?? missing('output (classifier)'));
   outputs.push({ name: 'logits', node: b.linear(x, cls) });

@@ -64,22 +64,74 @@ export class BlockAllocator {
   }
 
   /**
-   * Makes room for `tokens` more tokens in sequence `id` (allocating blocks as needed) and returns the position of
-   * the first new token. Throws {@link CacheFullError} (allocating nothing) when the pool cannot hold them.
+   * Blocks sequence `id` needs from the free list to take `tokens` more tokens: new blocks past its table, plus one
+   * when its last block is partly filled and shared with another sequence (that block is copied on write).
    */
-  append(id: number, tokens: number): number {
+  blocksNeeded(id: number, tokens: number): number {
     const s = this.seq(id);
-    const need = Math.ceil((s.length + tokens) / this.blockSize) - s.table.length;
+    const fresh = Math.ceil((s.length + tokens) / this.blockSize) - s.table.length;
+    return fresh + (this.sharedTail(s) && tokens > 0 ? 1 : 0);
+  }
+
+  /** Whether a sequence's last block is partly filled and shared (writing into it needs a copy first). */
+  private sharedTail(s: { table: number[]; length: number }): boolean {
+    return s.length % this.blockSize !== 0 && s.table.length > 0 && this.refs[s.table[s.table.length - 1]] > 1;
+  }
+
+  /**
+   * Makes room for `tokens` more tokens in sequence `id` (allocating blocks as needed) and returns the position of
+   * the first new token. Throws {@link CacheFullError} (allocating nothing) when the pool cannot hold them. When the
+   * sequence's partly filled last block is shared, it gets a fresh block instead and `copy` says which block's
+   * contents the caller must copy into it before writing (copy-on-write).
+   */
+  reserve(id: number, tokens: number): { start: number; copy?: { from: number; to: number } } {
+    const s = this.seq(id);
+    const need = this.blocksNeeded(id, tokens);
     if (need > this.free.length)
-      throw new CacheFullError(`KV cache full: sequence ${id} needs ${need} more block(s) of ${this.blockSize} tokens for ${tokens} token(s), ${this.free.length} free of ${this.numBlocks}`);
-    for (let i = 0; i < need; i++) {
+      throw new CacheFullError(`KV cache full: sequence ${id} needs ${need} more block(s) of ${this.blockSize} tokens for ${tokens} token(s), ${this.free.length} free of ${this.numBlocks}`, id);
+    let copy: { from: number; to: number } | undefined;
+    if (this.sharedTail(s) && tokens > 0) {
+      const from = s.table[s.table.length - 1];
+      const to = this.free.pop()!;
+      this.refs[to] = 1;
+      this.refs[from]--;
+      s.table[s.table.length - 1] = to;
+      copy = { from, to };
+    }
+    for (let i = s.table.length; i < Math.ceil((s.length + tokens) / this.blockSize); i++) {
       const b = this.free.pop()!;
       this.refs[b] = 1;
       s.table.push(b);
     }
     const start = s.length;
     s.length += tokens;
-    return start;
+    return copy ? { start, copy } : { start };
+  }
+
+  /**
+   * {@link BlockAllocator.reserve} for a sequence whose blocks are not shared (no copy can be needed); returns the
+   * position of the first new token.
+   */
+  append(id: number, tokens: number): number {
+    if (tokens > 0 && this.sharedTail(this.seq(id))) throw new InputError(`sequence ${id} shares its partly filled last block: use reserve(), which says which block to copy`);
+    return this.reserve(id, tokens).start;
+  }
+
+  /**
+   * Starts a sequence that shares all of sequence `id`'s blocks (reference counts go up) and returns its id: a
+   * copy-on-write fork. Whichever of the two writes first into a shared, partly filled block gets its own copy.
+   */
+  fork(id: number): number {
+    const s = this.seq(id);
+    for (const b of s.table) this.refs[b]++;
+    const child = this.nextSeq++;
+    this.seqs.set(child, { table: [...s.table], length: s.length });
+    return child;
+  }
+
+  /** The reference count of physical block `block` (sequences whose table holds it). */
+  refCount(block: number): number {
+    return this.refs[block] ?? 0;
   }
 
   /** Releases a sequence's blocks (blocks shared with others stay until their last owner releases them). */

@@ -395,7 +395,9 @@ export function checkEngineLimits(m: EngineManifest, limits: EngineDeviceLimits)
   if (m.kv) {
     const kv = m.kv;
     fits('each KV-cache pool (kv.numBlocks x kv.blockSize x kv.numKvHeads x kv.headDim)', kv.numBlocks * kv.blockSize * kv.numKvHeads * kv.headDim * (kv.dtype === 'f16' ? 2 : 4));
-    fits('the KV block table', 4 * Math.ceil((m.lm?.maxPositions ?? kv.numBlocks * kv.blockSize) / kv.blockSize));
+    // one table row per sequence of a step: at most one sequence per token of the largest plan
+    const rows = Math.max(1, ...m.plans.map((p) => p.maxSeq));
+    fits('the KV block tables', 4 * rows * Math.ceil((m.lm?.maxPositions ?? kv.numBlocks * kv.blockSize) / kv.blockSize));
   }
   const maxStorage = limits.maxStorageBuffersPerShaderStage;
   if (maxStorage !== undefined)

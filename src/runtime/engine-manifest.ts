@@ -13,10 +13,12 @@ import type { KernelSource } from './kernel-source.js';
 import { validateEngineManifest } from './engine-manifest-schema.js';
 
 /**
- * Current artifact version. 2: the GPU sampler takes its settings as run-time params (version 1 compiled them into
- * its WGSL, and this runtime would run such a sampler with the wrong settings).
+ * Current artifact version. 3: causal-LM plans run a ragged batch of sequences (per-row `positions` and `row_seq`
+ * inputs, per-sequence block tables, logits at the rows `logit_rows` lists, one sampler launch per sampled row);
+ * version 2 engines ran one sequence and this runtime cannot drive their kernels. 2: the GPU sampler takes its
+ * settings as run-time params (version 1 compiled them into its WGSL).
  */
-export const ENGINE_FORMAT_VERSION = 2;
+export const ENGINE_FORMAT_VERSION = 3;
 
 /** One payload buffer of a weight inside `weights.bin`. */
 export interface WeightPartManifest {
@@ -80,7 +82,7 @@ export interface KvRef {
   /** Keys or values. */
   readonly which: 'k' | 'v';
 }
-/** The current sequence's block table (u32 block ids). */
+/** The block tables of a step's sequences: `[B, table_stride]` u32 block ids, one row per sequence of the batch. */
 export interface BlockTableRef {
   /** Discriminant. */
   readonly kind: 'block-table';

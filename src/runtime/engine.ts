@@ -56,6 +56,12 @@ export interface SessionOptions {
    * weights stream from their source to the GPU in chunks of at most this size.
    */
   readonly uploadChunkBytes?: number;
+  /**
+   * Blocks in the paged KV cache's pool (default: the engine's `kv.numBlocks`, room for one sequence of the whole
+   * context). Sequences of a batch share the pool, so serving many at once wants more; each block costs
+   * `2 x layers x blockSize x kvHeads x headDim x 4` bytes (2 for an f16 cache).
+   */
+  readonly kvBlocks?: number;
 }
 
 /**
@@ -234,6 +240,7 @@ export class Engine {
 
   /** Creates a session: GPU buffers, pipelines and bind groups on `device` (a new device when omitted). */
   async createSession(opts: SessionOptions = {}): Promise<EngineSession> {
+    if (opts.kvBlocks !== undefined && !(Number.isInteger(opts.kvBlocks) && opts.kvBlocks >= 1)) throw new InputError(`kvBlocks must be a positive integer, got ${opts.kvBlocks}`);
     const t0 = performance.now();
     const onProgress = opts.onProgress ?? this.options.onProgress;
     let downloadMs = 0;
@@ -255,6 +262,7 @@ export class Engine {
     const handle = opts.device ?? (await requestGPUDevice({ requiredFeatures: this.manifest.requiredFeatures as GPUFeatureName[] }));
     const waiter = new GpuWaiter({ mode: opts.wait ?? defaultGpuWaitMode(handle.info) });
     const s = new EngineSession(this, handle, opts.device === undefined, opts.profile ?? false, waiter);
+    s.kvBlockCount = opts.kvBlocks ?? this.manifest.kv?.numBlocks ?? 0;
     const timings = s.loadTimings;
     timings.downloadMs = downloadMs;
     timings.deviceMs = performance.now() - t1;
@@ -327,7 +335,45 @@ export interface EngineGenerateResult {
   stopped: boolean;
 }
 
-/** An engine on a device: owns the GPU buffers and the KV cache of one sequence at a time. */
+/** A sequence in an {@link EngineSession}'s KV cache (from {@link EngineSession.createSequence}); compare by identity. */
+export interface SequenceHandle {
+  /** Its id, unique within the session (what a `CacheFullError`'s `sequence` names). */
+  readonly id: number;
+}
+
+/** The KV cache's block counts ({@link EngineSession.kvBlocks}). */
+export interface KvBlockCounts {
+  /** Blocks in the pool. */
+  readonly total: number;
+  /** Blocks no sequence holds. */
+  readonly free: number;
+  /** Tokens per block. */
+  readonly blockSize: number;
+}
+
+/** One sequence's part of a batched step ({@link EngineSession.stepBatch}). */
+export interface BatchEntry {
+  /** The sequence. */
+  readonly seq: SequenceHandle;
+  /** Tokens to run at its next positions (at least one: a decode step's last token, or a chunk of a prompt). */
+  readonly tokens: readonly number[];
+  /**
+   * Sampling settings and coin for the token after the entry's last one (temperature 0: argmax); absent: nothing is
+   * sampled (a prompt chunk that is not the last).
+   */
+  readonly sampling?: SamplerStepSettings;
+  /**
+   * Sample after every token of the entry, each with `sampling` (the same settings and coin), not only after the
+   * last: what speculative decoding's verification needs (default false).
+   */
+  readonly allRows?: boolean;
+}
+
+/**
+ * An engine on a device: owns the GPU buffers and the paged KV cache, shared by any number of sequences
+ * ({@link EngineSession.createSequence}, {@link EngineSession.stepBatch}), plus one sequence of the single-sequence
+ * API ({@link EngineSession.step}, {@link EngineSession.generate}).
+ */
 export class EngineSession {
   private readonly m: EngineManifest;
   private device!: GPUDevice;
@@ -341,11 +387,21 @@ export class EngineSession {
   private paramsBuffer!: GPUBuffer;
   private paramsSlots = 0;
   private plans: PreparedPlan[] = [];
-  private argmax?: PreparedDispatch;
-  private sampler?: PreparedDispatch;
+  /** Per sampled row of a step: its argmax launch and its sampler launch (each with its own params slot). */
+  private argmaxRows: PreparedDispatch[] = [];
+  private samplerRows: PreparedDispatch[] = [];
+  private prepareDispatch?: (x: DispatchManifest) => PreparedDispatch;
   private allocator?: BlockAllocator;
+  /** The sequence of the single-sequence API ({@link EngineSession.step}); -1 before its first use. */
   private seqId = -1;
+  /** Live sequences of the batched API, by id. */
+  private readonly sequences = new Map<number, SequenceHandle>();
   private maxBlocks = 0;
+  private cowScratch?: GPUBuffer;
+  /** @internal Blocks in the KV pool (set before `init`). */
+  kvBlockCount = 0;
+  /** What the last step sampled: per entry, the rows of the logits output that belong to it. */
+  private lastRows: number[][] = [];
   private broken: DeviceError | undefined;
   private querySet?: GPUQuerySet;
   private destroyed = false;
@@ -397,18 +453,25 @@ export class EngineSession {
     for (const io of this.m.inputs) this.inputBuffers.set(io.name, d.createBuffer({ label: `input ${io.name}`, size: Math.max(16, align(io.maxBytes, 4)), usage: storage }));
     if (this.m.kv) {
       const kv = this.m.kv;
-      const bytes = kv.numBlocks * kv.blockSize * kv.numKvHeads * kv.headDim * (kv.dtype === 'f16' ? 2 : 4);
+      const bytes = this.kvBlockCount * this.kvBlockBytes();
+      if (bytes > maxBinding || bytes > (limits.maxBufferSize ?? Infinity))
+        throw new DeviceError('LIMIT_EXCEEDED', `a KV pool of ${this.kvBlockCount} blocks needs ${bytes} bytes per layer and K/V, more than the device allows in one buffer (maxStorageBufferBindingSize ${maxBinding}, maxBufferSize ${limits.maxBufferSize ?? 'unlimited'})`);
       for (let l = 0; l < kv.layers; l++)
         this.kvBuffers.push({ k: d.createBuffer({ label: `kv.${l}.k`, size: bytes, usage: storage }), v: d.createBuffer({ label: `kv.${l}.v`, size: bytes, usage: storage }) });
       this.maxBlocks = Math.ceil((this.m.lm?.maxPositions ?? kv.numBlocks * kv.blockSize) / kv.blockSize);
-      this.blockTable = d.createBuffer({ label: 'block table', size: Math.max(16, this.maxBlocks * 4), usage: storage });
-      this.allocator = new BlockAllocator(kv.numBlocks, kv.blockSize);
+      // one table row per sequence of a step (at most one sequence per token)
+      this.blockTable = d.createBuffer({ label: 'block tables', size: Math.max(16, this.maxTokens * this.maxBlocks * 4), usage: storage });
+      this.cowScratch = d.createBuffer({ label: 'copy-on-write block', size: Math.max(16, this.kvBlockBytes()), usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+      this.allocator = new BlockAllocator(this.kvBlockCount, kv.blockSize);
     }
-    this.sampleBuffer = d.createBuffer({ label: 'sampled token', size: 16, usage: storage });
-    this.sampleRead = d.createBuffer({ label: 'sampled token readback', size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const sampleBytes = Math.max(16, align(this.maxTokens * 4, 16));
+    this.sampleBuffer = d.createBuffer({ label: 'sampled tokens', size: sampleBytes, usage: storage });
+    this.sampleRead = d.createBuffer({ label: 'sampled tokens readback', size: sampleBytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     // parameter slots: one per dispatch that has params, in every plan, plus the two samplers
     const kernels = this.m.kernels;
-    const dispatchesWithParams = this.m.plans.reduce((a, p) => a + p.dispatches.filter((x) => kernels[x.kernel].params.length).length, 0) + 2;
+    // parameter slots: one per dispatch that has params, in every plan, plus an argmax and a sampler launch per
+    // row a step may sample
+    const dispatchesWithParams = this.m.plans.reduce((a, p) => a + p.dispatches.filter((x) => kernels[x.kernel].params.length).length, 0) + 2 * this.maxTokens;
     this.paramsBuffer = d.createBuffer({ label: 'kernel params', size: Math.max(PARAMS_STRIDE, dispatchesWithParams * PARAMS_STRIDE), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     stageDone('buffers', 'buffersMs');
     // weights: one buffer per payload part, streamed from the engine's weight source in chunks
@@ -458,7 +521,7 @@ export class EngineSession {
       kernels.map((k, i) => d.createComputePipelineAsync({ label: `${k.family}/${k.variant}`, layout: kernelPipelineLayout(d, k), compute: { module: modules[i], entryPoint: 'main' } })),
     );
     stageDone('pipelines', 'pipelinesMs');
-    const prepare = (x: DispatchManifest): PreparedDispatch => {
+    const prepare = (this.prepareDispatch = (x: DispatchManifest): PreparedDispatch => {
       const k = kernels[x.kernel];
       if (x.bindings.length !== k.bindings.length) throw new ModelFormatError('dispatch', 0, `dispatch '${x.label}' gives ${x.bindings.length} buffers to a kernel with ${k.bindings.length} bindings`);
       const entries: GPUBindGroupEntry[] = x.bindings.map((ref, binding) => ({ binding, resource: this.resource(ref, maxBinding, x.label) }));
@@ -470,14 +533,15 @@ export class EngineSession {
       const pipeline = pipelines[x.kernel];
       timings.bindGroups++;
       return { manifest: x, pipeline, bindGroup: d.createBindGroup({ label: x.label, layout: pipeline.getBindGroupLayout(0), entries }), paramsIndex };
-    };
+    });
     this.plans = this.m.plans.map((p) => ({ manifest: p, dispatches: p.dispatches.map(prepare) }));
     if (this.m.lm) {
-      this.argmax = prepare(this.m.lm.argmax);
-      this.sampler = prepare(this.m.lm.sampler);
+      // the sampled row 0's launches now (the single-sequence path); the other rows' when a step first needs them
+      this.samplerRow(0, true);
+      this.samplerRow(0, false);
     }
     if (this.profile && d.features.has('timestamp-query')) {
-      const maxD = Math.max(...this.plans.map((p) => p.dispatches.length)) + 1;
+      const maxD = Math.max(...this.plans.map((p) => p.dispatches.length)) + this.maxTokens;
       this.querySet = d.createQuerySet({ type: 'timestamp', count: 2 * maxD });
     }
     const invalid = await d.popErrorScope();
@@ -672,13 +736,37 @@ export class EngineSession {
     return `${k.family}/${k.variant}`;
   }
 
-  /** Forgets the current sequence (frees its KV blocks). */
+  /** Most tokens one step runs (the largest plan's), over all the sequences of a batch; also the most sequences. */
+  get maxTokens(): number {
+    return this.m.plans.reduce((a, p) => Math.max(a, p.maxSeq), 1);
+  }
+
+  /** Bytes of one KV block in one layer's K (or V) pool. */
+  private kvBlockBytes(): number {
+    const kv = this.m.kv;
+    return kv ? kv.blockSize * kv.numKvHeads * kv.headDim * (kv.dtype === 'f16' ? 2 : 4) : 0;
+  }
+
+  /** The argmax (`greedy`) or sampler launch of sampled row `row`, made on first use. */
+  private samplerRow(row: number, greedy: boolean): PreparedDispatch {
+    const list = greedy ? this.argmaxRows : this.samplerRows;
+    list[row] ??= this.prepareDispatch!(greedy ? this.m.lm!.argmax : this.m.lm!.sampler);
+    return list[row];
+  }
+
+  private lmAllocator(): { lm: NonNullable<EngineManifest['lm']>; allocator: BlockAllocator } {
+    const lm = this.m.lm;
+    if (!lm || !this.allocator) throw new InputError('this engine is not a causal LM');
+    return { lm, allocator: this.allocator };
+  }
+
+  /** Forgets the current sequence of the single-sequence API (frees its KV blocks). */
   reset(): void {
     if (this.allocator && this.seqId >= 0) this.allocator.release(this.seqId);
     this.seqId = this.allocator ? this.allocator.createSequence() : -1;
   }
 
-  /** Tokens in the current sequence. */
+  /** Tokens in the current sequence of the single-sequence API. */
   get position(): number {
     return this.allocator && this.seqId >= 0 ? this.allocator.sequence(this.seqId).length : 0;
   }
@@ -686,77 +774,223 @@ export class EngineSession {
   /**
    * Runs `tokens` at the next positions of the current sequence and samples the next token on the GPU with the given
    * settings (any of them: they are run-time params of the sampler) and coin; only its id is read back. Long prompts
-   * are split into chunks of the largest plan's size (chunked prefill).
+   * are split into chunks of the largest plan's size (chunked prefill). This is {@link EngineSession.stepBatch} with
+   * one entry, on a sequence the session keeps ({@link EngineSession.reset} starts a new one).
    * Throws {@link errors!InputError | InputError} for bad settings, before anything runs.
    */
   async step(tokens: readonly number[], sampling: SamplerStepSettings): Promise<number> {
     this.check();
-    validateSampling({ ...sampling, seed: 0 });
-    if (!(sampling.coin >= 0 && sampling.coin < 1)) throw new InputError(`the sampling coin must be in [0, 1), got ${sampling.coin}`);
-    const lm = this.m.lm;
-    if (!lm || !this.allocator) throw new InputError('this engine is not a causal LM');
+    checkSampling(sampling);
+    this.lmAllocator();
     if (tokens.length === 0) throw new InputError('step needs at least one token');
-    for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= lm.vocabSize) throw new InputError(`token id ${t} is outside the vocabulary (0..${lm.vocabSize - 1})`);
     if (this.seqId < 0) this.reset();
-    const maxChunk = this.plans[this.plans.length - 1].manifest.maxSeq;
+    const seq = { id: this.seqId };
+    const maxChunk = this.maxTokens;
     let result = -1;
     for (let at = 0; at < tokens.length; at += maxChunk) {
-      const chunk = tokens.slice(at, at + maxChunk);
       const last = at + maxChunk >= tokens.length;
-      result = await this.runChunk(chunk, last ? sampling : undefined);
+      const ids = await this.runBatch([{ seq, tokens: tokens.slice(at, at + maxChunk), sampling: last ? sampling : undefined }]);
+      if (last) result = ids[0][0];
     }
     return result;
   }
 
-  private async runChunk(tokens: readonly number[], sampling: SamplerStepSettings | undefined): Promise<number> {
-    const lm = this.m.lm!;
-    const past = this.position;
-    if (past + tokens.length > lm.maxPositions) throw new CacheFullError(`the sequence would reach ${past + tokens.length} positions; the engine supports ${lm.maxPositions}`);
-    this.allocator!.append(this.seqId, tokens.length);
+  /** Starts an empty sequence in the KV cache, for {@link EngineSession.stepBatch}. */
+  createSequence(): SequenceHandle {
+    this.check();
+    const { allocator } = this.lmAllocator();
+    const h: SequenceHandle = Object.freeze({ id: allocator.createSequence() });
+    this.sequences.set(h.id, h);
+    return h;
+  }
+
+  /**
+   * Starts a sequence that shares `seq`'s tokens and KV blocks (copy-on-write: no copy is made now; the first write
+   * into a shared, partly filled block copies that block on the GPU). For `n > 1` samples or beam search from one
+   * prompt. Throws `InputError` for a handle that is not live.
+   */
+  forkSequence(seq: SequenceHandle): SequenceHandle {
+    this.check();
+    const { allocator } = this.lmAllocator();
+    this.live(seq);
+    const h: SequenceHandle = Object.freeze({ id: allocator.fork(seq.id) });
+    this.sequences.set(h.id, h);
+    return h;
+  }
+
+  /** Frees a sequence's KV blocks (blocks shared with a fork stay until their last owner lets go); the handle dies. */
+  releaseSequence(seq: SequenceHandle): void {
+    const { allocator } = this.lmAllocator();
+    this.live(seq);
+    allocator.release(seq.id);
+    this.sequences.delete(seq.id);
+  }
+
+  /** Tokens a sequence holds (its next token's position). */
+  sequenceLength(seq: SequenceHandle): number {
+    this.live(seq);
+    return this.lmAllocator().allocator.sequence(seq.id).length;
+  }
+
+  /**
+   * Drops a sequence's tokens past `length` (e.g. rejected speculative tokens); their blocks return to the pool.
+   * Throws `InputError` when `length` is negative or more than the sequence holds.
+   */
+  truncateSequence(seq: SequenceHandle, length: number): void {
+    this.live(seq);
+    if (!Number.isInteger(length)) throw new InputError(`truncateSequence: length must be an integer, got ${length}`);
+    this.lmAllocator().allocator.truncate(seq.id, length);
+  }
+
+  /** The KV cache's blocks: how many there are, how many are free, and the tokens each holds. */
+  kvBlocks(): KvBlockCounts {
+    const { allocator } = this.lmAllocator();
+    return { total: allocator.numBlocks, free: allocator.freeBlocks, blockSize: allocator.blockSize };
+  }
+
+  private live(seq: SequenceHandle): void {
+    if (this.sequences.get(seq?.id) !== seq) throw new InputError(`sequence ${String(seq?.id)} is not a live sequence of this session (created by createSequence or forkSequence, not released)`);
+  }
+
+  /**
+   * Runs one step over several sequences: each entry's tokens go at the next positions of its sequence, all in one
+   * ragged batch (one command buffer, one readback). Every entry with `sampling` gets a token sampled on the GPU
+   * after its last token (or after each of its tokens with `allRows`), with its own settings and coin.
+   *
+   * Returns, per entry, the ids sampled for it: `[]` without `sampling`, one id by default, one per token with
+   * `allRows`. A sequence's logits and ids do not depend on the other entries (batch invariance): every kernel
+   * computes a row the same way whatever the batch holds.
+   *
+   * Throws `InputError` (before anything runs) for a bad entry: a handle that is not live, a sequence named twice, no
+   * tokens, an id outside the vocabulary, bad sampling settings, or more tokens in all than
+   * {@link EngineSession.maxTokens}; `CacheFullError` (allocating nothing; its `sequence` names the entry's
+   * sequence) when a sequence would pass the engine's positions or the pool has no blocks left for it.
+   */
+  async stepBatch(entries: readonly BatchEntry[]): Promise<number[][]> {
+    this.check();
+    this.lmAllocator();
+    if (!Array.isArray(entries) || entries.length === 0) throw new InputError('stepBatch needs at least one entry');
+    const seen = new Set<number>();
+    for (const [i, e] of entries.entries()) {
+      this.live(e.seq);
+      if (seen.has(e.seq.id)) throw new InputError(`stepBatch: sequence ${e.seq.id} appears twice (entries ${[...entries].findIndex((x) => x.seq.id === e.seq.id)} and ${i})`);
+      seen.add(e.seq.id);
+      if (e.sampling) checkSampling(e.sampling);
+    }
+    return this.runBatch(entries);
+  }
+
+  /** Runs a batch whose sequences are checked; validates tokens and room, then encodes and submits one step. */
+  private async runBatch(entries: readonly BatchEntry[]): Promise<number[][]> {
+    const { lm, allocator } = this.lmAllocator();
+    let T = 0;
+    for (const e of entries) {
+      if (!Array.isArray(e.tokens) || e.tokens.length === 0) throw new InputError(`stepBatch: the entry of sequence ${e.seq.id} has no tokens`);
+      for (const t of e.tokens) if (!Number.isInteger(t) || t < 0 || t >= lm.vocabSize) throw new InputError(`token id ${t} is outside the vocabulary (0..${lm.vocabSize - 1})`);
+      T += e.tokens.length;
+    }
+    if (T > this.maxTokens) throw new InputError(`a step takes at most ${this.maxTokens} tokens over all its sequences, got ${T}`);
+    // room: positions, then blocks for all entries together (nothing is allocated unless every entry fits)
+    let need = 0;
+    for (const e of entries) {
+      const len = allocator.sequence(e.seq.id).length;
+      if (len + e.tokens.length > lm.maxPositions)
+        throw new CacheFullError(`sequence ${e.seq.id} would reach ${len + e.tokens.length} positions; the engine supports ${lm.maxPositions}`, e.seq.id);
+      need += allocator.blocksNeeded(e.seq.id, e.tokens.length);
+      if (need > allocator.freeBlocks)
+        throw new CacheFullError(`KV cache full: sequence ${e.seq.id} needs ${allocator.blocksNeeded(e.seq.id, e.tokens.length)} more block(s) of ${allocator.blockSize} tokens for ${e.tokens.length} token(s) and the step's earlier entries ${need - allocator.blocksNeeded(e.seq.id, e.tokens.length)}; ${allocator.freeBlocks} free of ${allocator.numBlocks}`, e.seq.id);
+    }
+    const B = entries.length;
+    const tokens = new Int32Array(T);
+    const positions = new Int32Array(T);
+    const rowSeq = new Int32Array(T);
+    const tables = new Uint32Array(B * this.maxBlocks);
+    const copies: { from: number; to: number }[] = [];
+    const logitRows: number[] = [];
+    const sampled: { entry: number; sampling: SamplerStepSettings }[] = [];
+    const rowsOf: number[][] = [];
+    let r = 0;
+    entries.forEach((e, b) => {
+      const { start, copy } = allocator.reserve(e.seq.id, e.tokens.length);
+      if (copy) copies.push(copy);
+      tables.set(allocator.tableArray(e.seq.id, this.maxBlocks), b * this.maxBlocks);
+      const mine: number[] = [];
+      e.tokens.forEach((t, i) => {
+        tokens[r] = t;
+        positions[r] = start + i;
+        rowSeq[r] = b;
+        if (e.sampling && (e.allRows || i === e.tokens.length - 1)) {
+          mine.push(logitRows.length);
+          logitRows.push(r);
+          sampled.push({ entry: b, sampling: e.sampling });
+        }
+        r++;
+      });
+      rowsOf.push(mine);
+    });
+    this.lastRows = rowsOf;
     const d = this.device;
-    const table = this.allocator!.tableArray(this.seqId, this.maxBlocks);
-    d.queue.writeBuffer(this.blockTable!, 0, table.buffer as ArrayBuffer, table.byteOffset, table.byteLength);
-    const seq = tokens.length;
-    const ids = Int32Array.from(tokens);
-    const pos = Int32Array.from(tokens, (_t, i) => past + i);
-    d.queue.writeBuffer(this.inputBuffers.get('tokens')!, 0, ids);
-    if (this.inputBuffers.has('positions')) d.queue.writeBuffer(this.inputBuffers.get('positions')!, 0, pos);
-    const plan = this.planFor(seq);
-    const bindings = { seq, past, batch: 1 };
+    const outs = Math.max(1, logitRows.length); // no sampled row: the logits of row 0 are computed and ignored
+    d.queue.writeBuffer(this.blockTable!, 0, tables.buffer as ArrayBuffer, 0, tables.byteLength);
+    d.queue.writeBuffer(this.inputBuffers.get('tokens')!, 0, tokens);
+    d.queue.writeBuffer(this.inputBuffers.get('positions')!, 0, positions);
+    d.queue.writeBuffer(this.inputBuffers.get('row_seq')!, 0, rowSeq);
+    const rowsIn = this.inputBuffers.get('logit_rows');
+    if (rowsIn) d.queue.writeBuffer(rowsIn, 0, Int32Array.from(logitRows.length ? logitRows : [0]));
+    const plan = this.planFor(T);
+    const bindings = { seq: T, past: 0, batch: 1, outs, table_stride: this.maxBlocks };
     this.writeComputedInputs(bindings);
     const enc = d.createCommandEncoder();
-    const extra: { d: PreparedDispatch; params: Uint32Array }[] = [];
-    if (sampling) {
-      const s = sampling.temperature === 0 ? this.argmax! : this.sampler!;
-      extra.push({ d: s, params: evalParams(this.m.kernels[s.manifest.kernel].params, { ...bindings, ...samplerParamValues(sampling, lm.vocabSize) }) });
-    }
+    // copy-on-write: a shared, partly filled block gets its copy before this step writes into it
+    const blockBytes = this.kvBlockBytes();
+    for (const { from, to } of copies)
+      for (const { k, v } of this.kvBuffers)
+        for (const pool of [k, v]) {
+          enc.copyBufferToBuffer(pool, from * blockBytes, this.cowScratch!, 0, blockBytes);
+          enc.copyBufferToBuffer(this.cowScratch!, 0, pool, to * blockBytes, blockBytes);
+        }
+    const extra = sampled.map(({ sampling }, i) => {
+      const s = this.samplerRow(i, sampling.temperature === 0);
+      return { d: s, params: evalParams(this.m.kernels[s.manifest.kernel].params, { ...bindings, sample_row: i, ...samplerParamValues(sampling, lm.vocabSize) }) };
+    });
     this.encode(enc, plan, bindings, extra);
-    if (sampling) enc.copyBufferToBuffer(this.sampleBuffer, 0, this.sampleRead, 0, 16);
+    if (sampled.length) enc.copyBufferToBuffer(this.sampleBuffer, 0, this.sampleRead, 0, align(sampled.length * 4, 4));
     d.queue.submit([enc.finish()]);
     const submittedAt = performance.now();
-    let id = -1;
-    if (sampling) {
-      await this.waiter.wait(`${plan.manifest.name}:${seq}`, submittedAt, () =>
-        this.sampleRead.mapAsync(GPUMapMode.READ).catch((e: unknown) => {
-          throw this.broken ?? new DeviceError('DEVICE_LOST', `reading the sampled token failed: ${(e as Error).message}`);
+    const ids = rowsOf.map(() => [] as number[]);
+    if (sampled.length) {
+      await this.waiter.wait(`${plan.manifest.name}:${T}`, submittedAt, () =>
+        this.sampleRead.mapAsync(GPUMapMode.READ, 0, align(sampled.length * 4, 4)).catch((e: unknown) => {
+          throw this.broken ?? new DeviceError('DEVICE_LOST', `reading the sampled tokens failed: ${(e as Error).message}`);
         }),
       );
-      id = new Uint32Array(this.sampleRead.getMappedRange().slice(0, 4))[0];
+      const got = new Uint32Array(this.sampleRead.getMappedRange(0, align(sampled.length * 4, 4)).slice(0));
       this.sampleRead.unmap();
+      sampled.forEach(({ entry }, i) => ids[entry].push(got[i]));
     }
     if (this.querySet) await this.readProfile([...plan.dispatches, ...extra.map((x) => x.d)]);
     this.check();
-    return id;
+    return ids;
   }
 
-  /** Reads back the logits of the last step (for tests and tools; generation itself reads only token ids). */
-  async lastLogits(): Promise<Float32Array> {
+  /**
+   * Reads back the logits of the last step's sampled rows, per entry of that step (for tests, tools and speculative
+   * decoding's acceptance test): `[entry][row]` of `vocabSize` floats, in the order of the ids
+   * {@link EngineSession.stepBatch} returned.
+   */
+  async lastBatchLogits(): Promise<Float32Array[][]> {
     this.check();
-    const lm = this.m.lm;
-    if (!lm) throw new InputError('this engine is not a causal LM');
-    const o = this.m.outputs.find((x) => x.name === lm.logits)!;
+    const { lm } = this.lmAllocator();
+    const n = this.lastRows.reduce((a, x) => a + x.length, 0);
+    if (n === 0) return this.lastRows.map(() => []);
+    const all = await this.readLogitRows(n, lm.vocabSize);
+    return this.lastRows.map((rows) => rows.map((i) => all.slice(i * lm.vocabSize, (i + 1) * lm.vocabSize)));
+  }
+
+  private async readLogitRows(rows: number, vocab: number): Promise<Float32Array> {
+    const o = this.m.outputs.find((x) => x.name === this.m.lm!.logits)!;
     const ref = o.ref as { slot: number };
-    const bytes = lm.vocabSize * 4;
+    const bytes = rows * vocab * 4;
     const read = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     const enc = this.device.createCommandEncoder();
     enc.copyBufferToBuffer(this.slots[ref.slot], 0, read, 0, bytes);
@@ -766,6 +1000,16 @@ export class EngineSession {
     read.unmap();
     read.destroy();
     return out;
+  }
+
+  /**
+   * Reads back the logits of the last step's first sampled row (for tests and tools; generation itself reads only
+   * token ids): after {@link EngineSession.step}, the logits its token was sampled from.
+   */
+  async lastLogits(): Promise<Float32Array> {
+    this.check();
+    const { lm } = this.lmAllocator();
+    return this.readLogitRows(1, lm.vocabSize);
   }
 
   /** Generates from a prompt (run.c's step counting; GPU sampling, one readback per token). */
@@ -801,11 +1045,17 @@ export class EngineSession {
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
-    for (const b of [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.sampleBuffer, this.sampleRead, this.paramsBuffer])
+    for (const b of [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.cowScratch, this.sampleBuffer, this.sampleRead, this.paramsBuffer])
       b?.destroy();
     this.querySet?.destroy();
     if (this.ownsDevice) await this.handle.destroy();
   }
+}
+
+/** Checks one step's sampling settings and coin (`InputError`). */
+function checkSampling(sampling: SamplerStepSettings): void {
+  validateSampling({ ...sampling, seed: 0 });
+  if (!(sampling.coin >= 0 && sampling.coin < 1)) throw new InputError(`the sampling coin must be in [0, 1), got ${sampling.coin}`);
 }
 
 function align(n: number, a: number): number {

@@ -46,15 +46,18 @@ function lowerAttention(node: Node, ctx: LowerContext): Launch[] {
       dtype: kvDType,
       sourceDType: floatStorage(paged.k),
       seq: dimText(S),
-      past: 'past',
+      ragged: true,
       ...(paged.vHeads ? { valueSource: paged.vHeads } : {}),
       nodes: [label],
     });
-    const attn = generatePagedAttentionKernel({ ...heads, kvDType, blockSize, seq: dimText(S), past: 'past', variant: attentionVariant(ctx, ctx.variants?.attention ?? chooseAttentionVariant('seq', ctx.expectedSeq), D, Dv) });
+    // the rows are a ragged batch of sequences: one query position per workgroup (the decode layout) for every
+    // token count, so a row's arithmetic is the same whatever else is in the batch (batch invariance)
+    const attn = generatePagedAttentionKernel({ ...heads, kvDType, blockSize, seq: dimText(S), ragged: true, variant: attentionVariant(ctx, ctx.variants?.attention ?? 'decode', D, Dv) });
     const kv = (which: 'k' | 'v'): KvOperand => ({ kind: 'kv', layer: paged.layer, which });
+    const rows: KvOperand[] = [{ kind: 'input', name: 'positions' }, { kind: 'input', name: 'row_seq' }];
     return [
-      { kernel: write, operands: [paged.k, paged.v, { kind: 'block-table' }, kv('k'), kv('v')], label: `kv-cache write (layer ${paged.layer})` },
-      launchOf(node, attn, [q, kv('k'), kv('v'), { kind: 'block-table' }]),
+      { kernel: write, operands: [paged.k, paged.v, { kind: 'block-table' }, ...rows, kv('k'), kv('v')], label: `kv-cache write (layer ${paged.layer})` },
+      launchOf(node, attn, [q, kv('k'), kv('v'), { kind: 'block-table' }, ...rows]),
     ];
   }
   if (node.op === 'fused') throw new UnsupportedOpError(['fused:attention'], `a fused attention must read the paged KV cache: ${label}`);
@@ -75,7 +78,7 @@ export const attentionFamily: KernelFamily = {
   ops: ['attention'],
   // the fused form (values' head slice then the attention) is made by the paged-KV lowering, not by epilogue fusion
   fusion: { kind: 'attention', accepts: () => false },
-  variants: ['decode', 'prefill-flash', 'paged-decode', 'paged-prefill-flash', 'kv-cache-write'],
+  variants: ['decode', 'prefill-flash', 'paged-ragged-decode', 'kv-cache-write'],
   features: ['shader-f16'],
   lower: lowerAttention,
 };
