@@ -33,6 +33,11 @@ import { evalShape, shapeToJSON } from './ir/dim.js';
 import { launchesOf, runWebGPUPipeline, webgpuGraphStages, type PlanSpec, type WebGPUPipelineResult, type WeightCompression } from './webgpu-pipeline.js';
 import { sha256Hex } from './util/sha256.js';
 
+/** The dim naming how many trailing positions get logits, in engines with a verify plan ({@link CompileOptions.verifyTokens}). */
+const LOGIT_ROWS_DIM = 'logit_rows';
+/** The name of the plan that returns logits for every position it runs. */
+const VERIFY_PLAN = 'verify';
+
 /** Options of {@link compile} and {@link compileGraph}. */
 export interface CompileOptions {
   /** The target (from `createTarget`); when absent, one is built from `device` and the options below. */
@@ -54,6 +59,12 @@ export interface CompileOptions {
   passes?: string;
   /** Largest prompt chunk one prefill step takes (default min(maxPositions, 128)); longer prompts are chunked. */
   prefillChunk?: number;
+  /**
+   * Also build a `verify` plan that runs up to this many tokens and returns the logits after every one of them
+   * (speculative decoding verifies a draft with it: {@link runtime!EngineSession.stepAllLogits}). At least 2 and
+   * below the prefill chunk; absent or 0: no such plan (the engine is as before).
+   */
+  verifyTokens?: number;
   /** Override of the device's storage-binding limit (tests use a small one to exercise splitting). */
   maxStorageBufferBindingSize?: number;
   /** Kernel variants to force over the schedule rules (tuning, debugging). */
@@ -260,10 +271,15 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   const maxPositions = model.maxPositions;
   const chunk = Math.min(o.prefillChunk ?? 128, maxPositions);
   if (!(Number.isInteger(chunk) && chunk >= 1)) throw new InputError(`prefillChunk must be a positive integer, got ${o.prefillChunk}`);
-  const built0 = model.build({ lastTokenLogitsOnly: true });
+  const verify = o.verifyTokens ?? 0;
+  if (verify !== 0 && !(Number.isInteger(verify) && verify >= 2 && verify < chunk)) throw new InputError(`verifyTokens must be an integer from 2 to below the prefill chunk (${chunk}), got ${o.verifyTokens}`);
+  // with a verify plan, the logits cover the last `logit_rows` positions: 1 in decode and prefill, all in verify
+  const built0 = verify ? model.build({ logitRowsDim: LOGIT_ROWS_DIM }) : model.build({ lastTokenLogitsOnly: true });
+  const rows = (n: number): DimBindings => (verify ? { [LOGIT_ROWS_DIM]: n } : {});
   const planSpecs: PlanSpec[] = [
-    { name: 'decode', maxSeq: 1, bindings: { seq: 1, past: 0, batch: 1 } },
-    ...(chunk > 1 ? [{ name: 'prefill', maxSeq: chunk, bindings: { seq: chunk, past: 0, batch: 1 } }] : []),
+    { name: 'decode', maxSeq: 1, bindings: { seq: 1, past: 0, batch: 1, ...rows(1) } },
+    ...(verify ? [{ name: VERIFY_PLAN, maxSeq: verify, bindings: { seq: verify, past: 0, batch: 1, ...rows(verify) } }] : []),
+    ...(chunk > 1 ? [{ name: 'prefill', maxSeq: chunk, bindings: { seq: chunk, past: 0, batch: 1, ...rows(1) } }] : []),
   ];
   const pipeline = runWebGPUPipeline(built0, target, planSpecs, { passes: o.passes, variants: o.variants, compression: compressionOf(o), printIrAfter: o.printIrAfter, print: o.print });
   o.onProgress?.(`compile: ${pipeline.timings.length} stages in ${pipeline.timings.reduce((a, t) => a + t.ms, 0).toFixed(0)} ms`);
@@ -310,6 +326,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
       stopTokens: model.stopTokens,
       argmax: { kernel: kernels.add(argmaxK), bindings: [logitsRef, { kind: 'sample' }], label: 'argmax' },
       sampler: { kernel: kernels.add(samplerK), bindings: samplerBindings, label: 'sample' },
+      ...(verify ? { verify: { plan: VERIFY_PLAN, rowsDim: LOGIT_ROWS_DIM } } : {}),
     },
     requiredFeatures: kernels.requiredFeatures(),
   };

@@ -93,6 +93,11 @@ export interface Gpt2Weights {
 export interface Gpt2BuildOptions {
   /** Compute logits only for the last position (what generation needs). Default false. */
   lastTokenLogitsOnly?: boolean;
+  /**
+   * Compute logits for the last `logitRowsDim` positions, a symbolic dim bound at run time (1 for generation, the
+   * chunk's length to verify a speculative draft). Overrides `lastTokenLogitsOnly`.
+   */
+  logitRowsDim?: string;
   /** Include KV-cache inputs/outputs. Default true. */
   kvCache?: boolean;
 }
@@ -165,7 +170,8 @@ export function buildGpt2(config: Gpt2Config, weights: Gpt2Weights, opts: Gpt2Bu
     const f = b.gelu(b.linear(h2, w(`${p}mlp.c_fc.weight`, [inner, d], L.fcW), w(`${p}mlp.c_fc.bias`, [inner], L.fcB)), approximate);
     x = b.add(x, b.linear(f, w(`${p}mlp.c_proj.weight`, [d, inner], L.mlpProjW), w(`${p}mlp.c_proj.bias`, [d], L.mlpProjB)));
   });
-  if (opts.lastTokenLogitsOnly) x = b.sliceAxis(x, 1, dimSub(seq, 1) as SymDim, null);
+  if (opts.logitRowsDim !== undefined) x = b.sliceAxis(x, 1, dimSub(seq, sym(opts.logitRowsDim)) as SymDim, null);
+  else if (opts.lastTokenLogitsOnly) x = b.sliceAxis(x, 1, dimSub(seq, 1) as SymDim, null);
   x = b.layernorm(x, w('ln_f.weight', [d], weights.lnFWeight), w('ln_f.bias', [d], weights.lnFBias), eps);
   const logits = b.linear(x, wte);
   return b.build([{ name: 'logits', node: logits }, ...presents], { family: 'gpt2', config: { ...c } });

@@ -136,6 +136,11 @@ export interface LlamaWeights {
 export interface LlamaBuildOptions {
   /** Compute logits only for the last position (what generation needs). Default false. */
   lastTokenLogitsOnly?: boolean;
+  /**
+   * Compute logits for the last `logitRowsDim` positions, a symbolic dim bound at run time (1 for generation, the
+   * chunk's length to verify a speculative draft). Overrides `lastTokenLogitsOnly`.
+   */
+  logitRowsDim?: string;
   /** Include KV-cache inputs/outputs. Default true. */
   kvCache?: boolean;
 }
@@ -246,7 +251,8 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
     const up = b.linear(h2, w(`${p}w3`, [c.hiddenDim, c.dim], L.w3));
     x = b.add(x, b.linear(b.mul(gate, up), w(`${p}w2`, [c.dim, c.hiddenDim], L.w2)));
   });
-  if (opts.lastTokenLogitsOnly) x = b.sliceAxis(x, 1, dimSub(seq, 1) as SymDim, null);
+  if (opts.logitRowsDim !== undefined) x = b.sliceAxis(x, 1, dimSub(seq, sym(opts.logitRowsDim)) as SymDim, null);
+  else if (opts.lastTokenLogitsOnly) x = b.sliceAxis(x, 1, dimSub(seq, 1) as SymDim, null);
   x = b.rmsnorm(x, w('norm', [c.dim], weights.rmsFinal), eps);
   const cls = c.sharedClassifier ? emb : w('output', [c.vocabSize, c.dim], weights.wcls ?? missing('output (classifier)'));
   outputs.push({ name: 'logits', node: b.linear(x, cls) });

@@ -350,6 +350,14 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
     c.arr('lm.stopTokens', lm.stopTokens, B.stopTokens).forEach((t, i) => c.int(`lm.stopTokens[${i}]`, t, 0, vocab - 1));
     dispatch('lm.argmax', lm.argmax);
     dispatch('lm.sampler', lm.sampler);
+    if (lm.verify !== undefined) {
+      const v = c.obj('lm.verify', lm.verify);
+      const name = c.str('lm.verify.plan', v.plan);
+      const plan = plans.find((p) => (p as { name?: unknown }).name === name) as { maxSeq: number } | undefined;
+      if (!plan) c.fail('lm.verify.plan', `names plan '${name}', which the engine does not have`);
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(c.str('lm.verify.rowsDim', v.rowsDim))) c.fail('lm.verify.rowsDim', `must be a dim name, got ${describe(v.rowsDim)}`);
+      if (plan.maxSeq * vocab * 4 > slots[slot]) c.fail('lm.verify.plan', `${plan.maxSeq} rows of ${vocab} logits do not fit the ${slots[slot]}-byte activation slot ${slot} of output '${logits}'`);
+    }
     // the runtime writes each chunk's token ids (and positions) into these inputs
     for (const name of ['tokens', 'positions']) {
       const x = inputs.get(name);

@@ -193,6 +193,22 @@ export interface LMManifest {
    * src/runtime/sampler-params.ts), so one engine takes any sampling settings.
    */
   readonly sampler: DispatchManifest;
+  /**
+   * Present in engines compiled with a verify plan (`verifyTokens`): the plan that returns logits for every position
+   * it runs, for speculative decoding. Absent in other engines (and in those written before it existed).
+   */
+  readonly verify?: LMVerifyManifest;
+}
+
+/** The verify plan of a causal LM engine ({@link LMManifest.verify}). */
+export interface LMVerifyManifest {
+  /** The plan's name (one of `plans`; its `maxSeq` is the most tokens one verification runs). */
+  readonly plan: string;
+  /**
+   * The dim giving how many trailing positions get logits: the runtime binds it to the chunk's length in the verify
+   * plan and to 1 in every other plan.
+   */
+  readonly rowsDim: string;
 }
 
 /** The whole manifest (`engine.json`). */

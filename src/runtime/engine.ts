@@ -336,6 +336,7 @@ export class EngineSession {
   private blockTable?: GPUBuffer;
   private sampleBuffer!: GPUBuffer;
   private sampleRead!: GPUBuffer;
+  private logitsRead?: GPUBuffer;
   private paramsBuffer!: GPUBuffer;
   private paramsSlots = 0;
   private plans: PreparedPlan[] = [];
@@ -523,7 +524,8 @@ export class EngineSession {
   }
 
   private planFor(seq: number): PreparedPlan {
-    const p = this.plans.find((x) => seq <= x.manifest.maxSeq);
+    const verify = this.m.lm?.verify?.plan;
+    const p = this.plans.find((x) => seq <= x.manifest.maxSeq && x.manifest.name !== verify);
     if (!p) throw new InputError(`${seq} new tokens exceed the largest plan (${this.plans[this.plans.length - 1]?.manifest.maxSeq ?? 0})`);
     return p;
   }
@@ -706,7 +708,45 @@ export class EngineSession {
     return result;
   }
 
-  private async runChunk(tokens: readonly number[], sampling: SamplerStepSettings | undefined): Promise<number> {
+  /** Most tokens {@link EngineSession.stepAllLogits} runs at once: the verify plan's size (0 in engines without one). */
+  get maxVerifyTokens(): number {
+    const name = this.m.lm?.verify?.plan;
+    return name === undefined ? 0 : (this.plans.find((p) => p.manifest.name === name)?.manifest.maxSeq ?? 0);
+  }
+
+  /**
+   * Runs `tokens` (at most {@link EngineSession.maxVerifyTokens}) at the next positions of the current sequence in one
+   * step of the verify plan and reads back the logits after every one of them: `tokens.length` rows of the vocabulary
+   * size, row-major (speculative decoding verifies a draft with these). Throws {@link errors!InputError | InputError}
+   * for an engine compiled without a verify plan (`verifyTokens`), or too many tokens.
+   */
+  async stepAllLogits(tokens: readonly number[]): Promise<Float32Array> {
+    this.check();
+    const lm = this.m.lm;
+    if (!lm || !this.allocator) throw new InputError('this engine is not a causal LM');
+    const max = this.maxVerifyTokens;
+    if (max === 0) throw new InputError('this engine has no verify plan (compile it with verifyTokens, e.g. generate --speculative)');
+    if (tokens.length === 0 || tokens.length > max) throw new InputError(`stepAllLogits takes 1 to ${max} tokens, got ${tokens.length}`);
+    for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= lm.vocabSize) throw new InputError(`token id ${t} is outside the vocabulary (0..${lm.vocabSize - 1})`);
+    if (this.seqId < 0) this.reset();
+    const rows = await this.runChunk(tokens, undefined, true);
+    return rows!;
+  }
+
+  /**
+   * Rolls the current sequence back to its first `length` positions (e.g. after a rejected speculative draft): the
+   * KV entries past it are forgotten, and the next step runs at position `length`.
+   */
+  truncate(length: number): void {
+    if (!this.allocator) throw new InputError('this engine is not a causal LM');
+    if (!(Number.isInteger(length) && length >= 0 && length <= this.position)) throw new InputError(`cannot roll the sequence of ${this.position} positions back to ${length}`);
+    if (this.seqId < 0) this.reset();
+    this.allocator.truncate(this.seqId, length);
+  }
+
+  private async runChunk(tokens: readonly number[], sampling: SamplerStepSettings | undefined): Promise<number>;
+  private async runChunk(tokens: readonly number[], sampling: undefined, allRows: true): Promise<Float32Array>;
+  private async runChunk(tokens: readonly number[], sampling: SamplerStepSettings | undefined, allRows = false): Promise<number | Float32Array> {
     const lm = this.m.lm!;
     const past = this.position;
     if (past + tokens.length > lm.maxPositions) throw new CacheFullError(`the sequence would reach ${past + tokens.length} positions; the engine supports ${lm.maxPositions}`);
@@ -719,8 +759,10 @@ export class EngineSession {
     const pos = Int32Array.from(tokens, (_t, i) => past + i);
     d.queue.writeBuffer(this.inputBuffers.get('tokens')!, 0, ids);
     if (this.inputBuffers.has('positions')) d.queue.writeBuffer(this.inputBuffers.get('positions')!, 0, pos);
-    const plan = this.planFor(seq);
-    const bindings = { seq, past, batch: 1 };
+    const verify = lm.verify;
+    // one token needs no verify plan: the decode plan's one row is all of its logits
+    const plan = allRows && seq > 1 ? this.plans.find((p) => p.manifest.name === verify!.plan)! : this.planFor(seq);
+    const bindings = { seq, past, batch: 1, ...(verify ? { [verify.rowsDim]: allRows ? seq : 1 } : {}) };
     this.writeComputedInputs(bindings);
     const enc = d.createCommandEncoder();
     const extra: { d: PreparedDispatch; params: Uint32Array }[] = [];
@@ -730,8 +772,27 @@ export class EngineSession {
     }
     this.encode(enc, plan, bindings, extra);
     if (sampling) enc.copyBufferToBuffer(this.sampleBuffer, 0, this.sampleRead, 0, 16);
+    const rowBytes = seq * lm.vocabSize * 4;
+    if (allRows) {
+      this.logitsRead ??= d.createBuffer({ label: 'logits readback', size: this.maxVerifyTokens * lm.vocabSize * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      const o = this.m.outputs.find((x) => x.name === lm.logits)!;
+      enc.copyBufferToBuffer(this.slots[(o.ref as { slot: number }).slot], 0, this.logitsRead, 0, rowBytes);
+    }
     d.queue.submit([enc.finish()]);
     const submittedAt = performance.now();
+    if (allRows) {
+      const read = this.logitsRead!;
+      await this.waiter.wait(`${plan.manifest.name}:${seq}`, submittedAt, () =>
+        read.mapAsync(GPUMapMode.READ, 0, rowBytes).catch((e: unknown) => {
+          throw this.broken ?? new DeviceError('DEVICE_LOST', `reading the logits failed: ${(e as Error).message}`);
+        }),
+      );
+      const out = new Float32Array(read.getMappedRange(0, rowBytes).slice(0));
+      read.unmap();
+      if (this.querySet) await this.readProfile(plan.dispatches);
+      this.check();
+      return out;
+    }
     let id = -1;
     if (sampling) {
       await this.waiter.wait(`${plan.manifest.name}:${seq}`, submittedAt, () =>
@@ -799,7 +860,7 @@ export class EngineSession {
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
-    for (const b of [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.sampleBuffer, this.sampleRead, this.paramsBuffer])
+    for (const b of [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.sampleBuffer, this.sampleRead, this.logitsRead, this.paramsBuffer])
       b?.destroy();
     this.querySet?.destroy();
     if (this.ownsDevice) await this.handle.destroy();
