@@ -36,6 +36,8 @@ export interface CompileCommandOptions {
   sparsity?: string;
   /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
   maxContext?: number;
+  /** Also build a verify plan of this many tokens, for `generate --engine --speculative` (absent: none). */
+  verifyTokens?: number;
 }
 
 /** Runs the command. */
@@ -49,7 +51,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
   try {
     log(`compiling for ${describeDevice(handle.info)}`);
     const t0 = performance.now();
-    const engine = await compile(model, { device: handle.info, passes: o.passes, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, onProgress: log });
+    const engine = await compile(model, { device: handle.info, passes: o.passes, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, verifyTokens: o.verifyTokens, onProgress: log });
     await engine.save(o.output);
     const tok = o.tokenizer ?? findTokenizerFor(o.model, model.config.vocabSize);
     if (tok) await copyFile(tok, join(o.output, 'tokenizer.bin'));
