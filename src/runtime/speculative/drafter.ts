@@ -5,7 +5,7 @@
  */
 import type { DraftProposal, SpeculativeSampling } from './rejection-sampling.js';
 
-/** Proposes draft tokens for {@link speculative-generate!speculativeGenerate | speculativeGenerate}. */
+/** Proposes draft tokens for `speculativeGenerate`. */
 export interface Drafter {
   /** What drafts (`ngram`, `draft-model`), for reports. */
   readonly kind: string;
