@@ -10,6 +10,10 @@ import { loadTokenizer } from '../runtime/tokenizer-loader.js';
 import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { generateTokens } from '../runtime/generate.js';
+import { cpuTarget, engineTarget, speculativeGenerate, type SpeculativeStats } from '../runtime/speculative/speculative-generate.js';
+import { NgramDrafter } from '../runtime/speculative/ngram-drafter.js';
+import { cpuDraftModel, engineDraftModel, ModelDrafter } from '../runtime/speculative/model-drafter.js';
+import type { Drafter } from '../runtime/speculative/drafter.js';
 import { validateSampling } from '../runtime/sampling.js';
 import { runPasses } from '../passes/pipeline.js';
 import { cpuProfile } from '../ir/device-profile.js';
@@ -64,6 +68,14 @@ export interface GenerateCommandOptions {
   sparsity?: string;
   /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
   maxContext?: number;
+  /** Speculative decoding: drafts from n-gram lookup in the context, or from a draft model (absent: off). */
+  speculative?: 'ngram' | 'draft';
+  /** The draft model file of `speculative: 'draft'` (default: the `model` itself, quantized by `draftQuant`). */
+  draftModel?: string;
+  /** Weight quantization of the draft model (default `int4-g32` when the draft model is the target's file, else none). */
+  draftQuant?: string;
+  /** Draft length to start from (default 4); drafts adapt up to max(8, this). */
+  draftLen?: number;
 }
 
 export type { TextTokenizer };
@@ -138,10 +150,14 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   // everything that can be checked without loading anything is checked first: settings (a saved engine takes any
   // valid ones), then files
   validateSampling(o);
+  const spec = speculativeSettings(o);
   if (o.model) requireFileOrFolder('--model', o.model);
+  if (o.draftModel) requireFileOrFolder('--draft-model', o.draftModel);
   if (o.engine) requireEngineFolder('--engine', o.engine);
   if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
   const engineFromDisk = o.engine ? await Engine.load(o.engine) : undefined;
+  if (spec && engineFromDisk && engineFromDisk.manifest.plans.reduce((a, p) => Math.max(a, p.maxSeq), 1) < spec.verifyTokens)
+    throw new UsageError(`--speculative verifies ${spec.verifyTokens} tokens a step; this engine's steps take at most ${engineFromDisk.manifest.plans.reduce((a, p) => Math.max(a, p.maxSeq), 1)} (compile it with a larger prefill chunk)`);
   const opened = o.model ? await openModel(o.model, o.tokenizer, { maxContext: o.maxContext }) : undefined;
   const model = opened?.model;
   const engineTokenizer = o.tokenizer ?? (existsSync(join(o.engine ?? '', 'tokenizer.bin')) ? join(o.engine!, 'tokenizer.bin') : undefined);
@@ -171,7 +187,29 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   let r: { generated: number[]; prefillSeconds: number; decodeSeconds: number; stopped: boolean };
   const extra: Record<string, number | string | boolean> = {};
   let profile: { device: string; rows: readonly KernelTiming[] } | undefined;
-  if (backend === 'cpu') {
+  let specStats: SpeculativeStats | undefined;
+  const sampling = { steps: o.steps, temperature: o.temperature, topp: o.topp, topk: o.topk, seed: o.seed, onToken };
+  // the draft model (a file, or the target's own) is opened only now: the inputs are valid
+  const draftSource = spec?.kind === 'draft' ? (o.draftModel ? (await openModel(o.draftModel, undefined, { maxContext: o.maxContext })).model : model) : undefined;
+  if (spec?.kind === 'draft') {
+    const vocab = model ? model.config.vocabSize : engineFromDisk!.manifest.lm!.vocabSize;
+    if (!draftSource) throw new UsageError('--speculative draft with --engine needs a --draft-model <file>');
+    if (draftSource.config.vocabSize !== vocab) throw new InputError(`the draft model's vocabulary has ${draftSource.config.vocabSize} tokens, the target's ${vocab}: they must share the tokenizer`);
+  }
+  if (spec && backend === 'cpu') {
+    const target = runPasses(model!.build({}), passes, { device: cpuProfile, options: compressionOf(o) });
+    extra.compile_ms = round(target.timings.reduce((a, t) => a + t.ms, 0));
+    const stopTokens = model!.stopTokens;
+    let drafter: Drafter = new NgramDrafter();
+    if (spec.kind === 'draft') {
+      const draft = runPasses(draftSource!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: compressionOf({ quant: spec.draftQuant }) });
+      drafter = new ModelDrafter(cpuDraftModel(new CpuCausalLM(draft.graph, draftSource!.maxPositions)));
+    }
+    extra.load_ms = round(performance.now() - t0);
+    const sr = await speculativeGenerate(cpuTarget(new CpuCausalLM(target.graph, model!.maxPositions), model!.config.vocabSize, spec.verifyTokens), drafter, promptIds, { ...sampling, stopTokens, draftLength: spec.draftLen });
+    r = sr;
+    specStats = sr.stats;
+  } else if (backend === 'cpu') {
     const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: compressionOf(o), printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
     extra.compile_ms = round(optimized.timings.reduce((a, t) => a + t.ms, 0));
     extra.kernels_per_forward = countKernels(optimized.graph);
@@ -184,17 +222,33 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
     try {
       const tc = performance.now();
       // an engine built for this one prompt: its prefill plan is sized to it (smaller kernels compile faster)
-      const prefillChunk = Math.min(128, Math.max(8, promptIds.length));
+      const prefillChunk = Math.max(Math.min(128, Math.max(8, promptIds.length)), spec ? spec.verifyTokens + 1 : 0);
       const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`), onProgress: log }));
       extra.compile_ms = round(performance.now() - tc);
       const session = await engine.createSession({ device: handle, profile: o.profile, onProgress: (p) => p.stage === 'done' && log(formatLoadTimings(p.timings)) });
       extra.load_ms = round(performance.now() - t0);
       extra.device = describeDevice(handle.info);
       extra.dispatches_per_token = engine.manifest.plans[0].dispatches.length + 1;
+      const drafts: { destroy(): Promise<void> }[] = [];
       try {
-        r = await session.generate(promptIds, { steps: o.steps, temperature: o.temperature, topp: o.topp, topk: o.topk, seed: o.seed, onToken });
+        if (spec) {
+          let drafter: Drafter = new NgramDrafter();
+          if (spec.kind === 'draft') {
+            const td = performance.now();
+            const draftEngine = await compile(draftSource!, { device: handle.info, passes, prefillChunk, quant: spec.draftQuant, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, onProgress: (line) => log(`draft ${line}`) });
+            const draftSession = await draftEngine.createSession({ device: handle });
+            drafts.push(draftSession);
+            extra.draft_compile_ms = round(performance.now() - td);
+            drafter = new ModelDrafter(engineDraftModel(draftSession));
+          }
+          const target = engineTarget(session);
+          const sr = await speculativeGenerate(target, drafter, promptIds, { ...sampling, stopTokens: engine.manifest.lm!.stopTokens, draftLength: Math.min(spec.draftLen, target.maxVerifyTokens - 1) });
+          r = sr;
+          specStats = sr.stats;
+        } else r = await session.generate(promptIds, sampling);
         if (o.profile) profile = { device: describeDevice(handle.info), rows: [...session.lastProfile] };
       } finally {
+        for (const d of drafts) await d.destroy();
         await session.destroy();
       }
     } finally {
@@ -227,12 +281,53 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
     steps: o.steps,
     passes,
     ...extra,
+    ...(spec && specStats ? speculativeMetrics(spec, specStats) : {}),
   };
   const result: GenerateJson = { backend, prompt_ids: promptIds, generated_ids: r.generated, text, metrics };
   if (o.profile) result.profile = (profile?.rows ?? []).map((t) => ({ label: t.label, kernel: t.kernel, ms: t.ms, weight_bytes: t.weightBytes, activation_bytes: t.activationBytes }));
   if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
   else log(`[${backend}] prompt ${promptIds.length} tokens in ${metrics.prefill_ms} ms; ${r.generated.length} tokens generated, ${metrics.decode_tokens_per_s} tok/s`);
+  if (!o.json && specStats) log(`[speculative ${spec!.kind}] acceptance ${(100 * specStats.acceptanceRate).toFixed(1)}% of ${specStats.draftedTokens} drafted tokens, ${specStats.tokensPerTargetStep.toFixed(2)} tokens per target step (${specStats.targetSteps} steps), mean draft ${specStats.meanDraftLength.toFixed(2)}`);
   return result;
+}
+
+/** What `--speculative` asks for, checked before anything loads (undefined when off). */
+interface SpeculativeSettings {
+  readonly kind: 'ngram' | 'draft';
+  readonly draftQuant?: string;
+  readonly draftLen: number;
+  /** Tokens one verification runs: the longest draft and one more. */
+  readonly verifyTokens: number;
+}
+
+function speculativeSettings(o: GenerateCommandOptions): SpeculativeSettings | undefined {
+  if (o.speculative === undefined) {
+    for (const [flag, v] of [['--draft-model', o.draftModel], ['--draft-quant', o.draftQuant], ['--draft-len', o.draftLen]] as const)
+      if (v !== undefined) throw new UsageError(`${flag} needs --speculative`);
+    return undefined;
+  }
+  if (o.speculative !== 'ngram' && o.speculative !== 'draft') throw new UsageError(`--speculative must be ngram or draft, got ${String(o.speculative)}`);
+  if (o.speculative === 'ngram' && (o.draftModel !== undefined || o.draftQuant !== undefined)) throw new UsageError('--draft-model and --draft-quant go with --speculative draft');
+  const draftLen = o.draftLen ?? 4;
+  if (!(Number.isInteger(draftLen) && draftLen >= 1 && draftLen <= 64)) throw new UsageError(`--draft-len must be an integer from 1 to 64, got ${draftLen}`);
+  const draftQuant = o.draftQuant ?? (o.speculative === 'draft' && !o.draftModel ? 'int4-g32' : undefined);
+  compressionOf({ quant: draftQuant }); // a bad scheme is an error now
+  return { kind: o.speculative, draftQuant, draftLen, verifyTokens: Math.max(8, draftLen) + 1 };
+}
+
+function speculativeMetrics(spec: SpeculativeSettings, s: SpeculativeStats): Record<string, number | string> {
+  return {
+    speculative: spec.kind,
+    ...(spec.draftQuant ? { draft_quant: spec.draftQuant } : {}),
+    acceptance_rate: Math.round(s.acceptanceRate * 10_000) / 10_000,
+    tokens_per_target_step: round(s.tokensPerTargetStep),
+    target_steps: s.targetSteps,
+    drafted_tokens: s.draftedTokens,
+    accepted_tokens: s.acceptedTokens,
+    mean_draft_length: round(s.meanDraftLength),
+    draft_ms: round(s.draftSeconds * 1000),
+    verify_ms: round(s.verifySeconds * 1000),
+  };
 }
 
 function round(x: number): number {

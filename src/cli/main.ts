@@ -123,6 +123,10 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(quantOption())
     .addOption(maxContextOption())
     .addOption(sparsityOption())
+    .addOption(new Option('--speculative <kind>', 'speculative decoding: drafts from n-gram lookup in the context (ngram) or a draft model (draft); exact: the output distribution is the model\'s').choices(['ngram', 'draft']))
+    .option('--draft-model <file>', 'with --speculative draft: the draft model, sharing the tokenizer (default: --model itself, quantized by --draft-quant)')
+    .option('--draft-quant <scheme>', 'with --speculative draft: weight quantization of the draft model (default int4-g32 when it is --model itself)')
+    .option('--draft-len <k>', 'with --speculative: draft length to start from; it adapts up to max(8, k) (default 4)', num('--draft-len', { int: true, min: 1, max: 64 }))
     .option('--json', 'print one JSON object on stdout', false)
     .action(async (o) => {
       await generateCommand({ ...o, seed: o.seed ?? Date.now() % 2 ** 31, printIrAfter: printIrAfter(o.printIrAfter) });

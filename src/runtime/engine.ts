@@ -795,6 +795,41 @@ export class EngineSession {
     return result;
   }
 
+  /** Most tokens {@link EngineSession.stepAllLogits} runs at once: a step's token budget ({@link EngineSession.maxTokens}). */
+  get maxVerifyTokens(): number {
+    return this.m.lm ? this.maxTokens : 0;
+  }
+
+  /**
+   * Runs `tokens` (at most {@link EngineSession.maxVerifyTokens}) at the next positions of the current sequence in one
+   * step and reads back the logits after every one of them: `tokens.length` rows of the vocabulary size, row-major
+   * (speculative decoding verifies a draft with these). It is {@link EngineSession.stepBatch} with one `allRows`
+   * entry on the session's own sequence.
+   */
+  async stepAllLogits(tokens: readonly number[]): Promise<Float32Array> {
+    this.check();
+    const { lm } = this.lmAllocator();
+    const max = this.maxVerifyTokens;
+    if (tokens.length === 0 || tokens.length > max) throw new InputError(`stepAllLogits takes 1 to ${max} tokens, got ${tokens.length}`);
+    if (this.seqId < 0) this.reset();
+    await this.runBatch([{ seq: { id: this.seqId }, tokens, sampling: { temperature: 0, topp: 1, coin: 0 }, allRows: true }]);
+    const rows = (await this.lastBatchLogits())[0];
+    const out = new Float32Array(rows.length * lm.vocabSize);
+    rows.forEach((r, i) => out.set(r, i * lm.vocabSize));
+    return out;
+  }
+
+  /**
+   * Rolls the current sequence back to its first `length` positions (e.g. after a rejected speculative draft): the
+   * KV entries past it are forgotten, and the next step runs at position `length`.
+   */
+  truncate(length: number): void {
+    this.lmAllocator();
+    if (!(Number.isInteger(length) && length >= 0 && length <= this.position)) throw new InputError(`cannot roll the sequence of ${this.position} positions back to ${length}`);
+    if (this.seqId < 0) this.reset();
+    this.allocator!.truncate(this.seqId, length);
+  }
+
   /** Starts an empty sequence in the KV cache, for {@link EngineSession.stepBatch}. */
   createSequence(): SequenceHandle {
     this.check();

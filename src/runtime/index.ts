@@ -10,6 +10,7 @@ export * from './cpu/interpreter.js';
 export * from './cpu/lm.js';
 export * from './generate.js';
 export * from './sampling.js';
+export * from './speculative/index.js';
 export * from './sampler-params.js';
 export * from './device.js';
 export * from './webgpu/one-shot.js';

@@ -79,6 +79,56 @@ export function sampleToken(logits: ArrayLike<number>, o: Omit<SamplingOptions, 
 }
 
 /**
+ * The probability with which {@link sampleToken} picks each token for these settings (over a uniform coin): one-hot at
+ * the argmax at temperature 0; otherwise the softmax of `logits / temperature`, cut to the top-k and then to run.c's
+ * nucleus, renormalized. Speculative decoding preserves this distribution of the target model.
+ */
+export function samplingProbabilities(logits: ArrayLike<number>, o: Omit<SamplingOptions, 'seed'>): Float32Array {
+  const n = logits.length;
+  const probs = new Float32Array(n);
+  if (o.temperature === 0) {
+    probs[argmax(logits)] = 1;
+    return probs;
+  }
+  const { temperature, topp } = o;
+  let mx = -Infinity;
+  for (let i = 0; i < n; i++) mx = Math.max(mx, Math.fround(logits[i] / temperature));
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += probs[i] = Math.exp(Math.fround(logits[i] / temperature) - mx);
+  for (let i = 0; i < n; i++) probs[i] /= sum;
+  const topk = o.topk ?? 0;
+  if (topk > 0 && topk < n) keepTopK(probs, topk);
+  if (topp <= 0 || topp >= 1) return probs;
+  // run.c's nucleus: candidates above the cutoff by probability (index order on ties) until the sum passes top-p
+  const cutoff = (1 - topp) / (n - 1);
+  const idx: number[] = [];
+  for (let i = 0; i < n; i++) if (probs[i] >= cutoff) idx.push(i);
+  idx.sort((a, b) => probs[b] - probs[a] || a - b);
+  let cum = 0;
+  let last = idx.length - 1;
+  for (let i = 0; i < idx.length; i++) {
+    cum += probs[idx[i]];
+    if (cum > topp) {
+      last = i;
+      break;
+    }
+  }
+  const out = new Float32Array(n);
+  let kept = 0;
+  for (let i = 0; i <= last; i++) kept += probs[idx[i]];
+  for (let i = 0; i <= last; i++) out[idx[i]] = probs[idx[i]] / kept;
+  return out;
+}
+
+/**
+ * Picks a token from probabilities (summing to about 1) with a coin in [0, 1): the first index whose cdf passes the
+ * coin; past the end (rounding), the last token with a non-zero probability.
+ */
+export function sampleFromProbabilities(probs: Float32Array, coin: number): number {
+  return sampleMult(probs, coin);
+}
+
+/**
  * Top-k by value, in place: keeps every probability larger than the k-th largest one, then ties of the k-th value in
  * index order until `k` are kept; zeroes the rest and renormalizes the kept ones.
  */

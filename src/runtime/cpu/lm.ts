@@ -36,6 +36,22 @@ export class CpuCausalLM implements LMStepper {
     for (const [k, t] of this.past) this.past.set(k, Tensor.zeros(t.dtype, [t.shape[0], 0, ...t.shape.slice(2)]));
     this.pos = 0;
   }
+  /**
+   * Rolls the cache back to its first `length` positions (e.g. after a rejected speculative draft); the next step runs
+   * at position `length`.
+   */
+  truncate(length: number): void {
+    if (!(Number.isInteger(length) && length >= 0 && length <= this.pos)) throw new InputError(`cannot roll the cache of ${this.pos} positions back to ${length}`);
+    for (const [k, t] of this.past) {
+      // [batch, positions, ...]: keep the first `length` positions of every batch row
+      const [b, n, ...rest] = t.shape;
+      const inner = rest.reduce((a, x) => a * x, 1);
+      const out = Tensor.zeros(t.dtype, [b, length, ...rest]);
+      for (let i = 0; i < b; i++) out.data.set(t.data.subarray(i * n * inner, (i * n + length) * inner) as never, i * length * inner);
+      this.past.set(k, out);
+    }
+    this.pos = length;
+  }
   step(tokens: readonly number[]): Float32Array {
     const logits = this.run(tokens);
     const vocab = logits.shape[logits.shape.length - 1];
