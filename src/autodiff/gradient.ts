@@ -16,11 +16,12 @@ import { shapeToString } from '../ir/dim.js';
 import { isFloat } from '../ir/dtype.js';
 import { Graph, topoOrder, type GraphOutput } from '../ir/graph.js';
 import { makeNode, type Node } from '../ir/node.js';
+import type { WeightEntry } from '../ir/weights.js';
 import { VJP_RULES } from './vjp-rules.js';
 
 /** Options of {@link gradientGraph}. */
 export interface GradientOptions {
-  /** Names of the graph inputs and weights (by weight name or id) to differentiate with respect to. */
+  /** Names of the graph inputs and weights (a weight by its name, or failing that its id) to differentiate with respect to. */
   readonly wrt: readonly string[];
   /** Name of the output to differentiate: a float tensor; a non-scalar loss stands for the sum of its elements. */
   readonly loss: string;
@@ -73,10 +74,16 @@ export function backprop(root: Node, seed: Node, leaves: readonly Node[]): (Node
   return leaves.map((l) => grads.get(l));
 }
 
+/** The weight a name refers to: the entry of that name, or failing that the entry of that id. */
+export function findWeightEntry(graph: Graph, name: string): WeightEntry | undefined {
+  const all = graph.weights.all();
+  return all.find((e) => e.name === name) ?? all.find((e) => e.id === name);
+}
+
 /** The node a `wrt` name refers to: a graph input, or a weight by name or id. */
 function resolveLeaf(graph: Graph, name: string, encodedWeights: 'error' | 'ste'): Node {
   const input = graph.inputs.find((i) => i.attrs.name === name);
-  const entry = input ? undefined : graph.weights.all().find((e) => e.name === name || e.id === name);
+  const entry = input ? undefined : findWeightEntry(graph, name);
   if (!input && !entry) throw new InputError(`gradient: '${name}' is neither an input nor a weight of the graph`);
   const node = input ?? weightNode(entry!);
   if (!isFloat(node.dtype)) throw new InputError(`gradient: '${name}' is ${node.typeString()}; only float values have gradients`);

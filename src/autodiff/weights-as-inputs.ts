@@ -8,6 +8,7 @@ import { Graph } from '../ir/graph.js';
 import { makeNode, withInputs, type Node } from '../ir/node.js';
 import { decodeWeight, WeightStore, type WeightEntry } from '../ir/weights.js';
 import { Tensor } from '../runtime/cpu/tensor.js';
+import { findWeightEntry } from './gradient.js';
 
 /** Result of {@link weightsToInputs}. */
 export interface WeightsAsInputs {
@@ -24,9 +25,9 @@ function substitute(graph: Graph, replace: ReadonlyMap<Node, Node>, extraInputs:
   return new Graph([...graph.inputs, ...extraInputs], graph.outputs.map((o) => ({ name: o.name, node: map.get(o.node)! })), weights, graph.meta);
 }
 
-/** The weight entry a name refers to (its name, or its id). */
+/** The weight entry a name refers to (its name, or failing that its id). */
 function findWeight(graph: Graph, name: string): WeightEntry {
-  const e = graph.weights.all().find((w) => w.name === name || w.id === name);
+  const e = findWeightEntry(graph, name);
   if (!e) throw new InputError(`weights-as-inputs: the graph has no weight '${name}'`);
   return e;
 }

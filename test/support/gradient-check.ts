@@ -35,6 +35,8 @@ export interface GradientCheckReport {
   covered: Set<string>;
   /** Number of gradient components compared. */
   comparisons: number;
+  /** The largest `|autodiff - fd| / tolerance` seen (below 1 when the case passes): the margin of the check. */
+  worst: number;
   /** Input draws needed to find a smooth point (1 = the generator's own inputs). */
   draws: number;
 }
@@ -131,7 +133,7 @@ function redraw(t: Tensor, rng: Rng): Tensor {
 export function checkGradients(c: GraphCase, opts: GradientCheckOptions = {}): GradientCheckReport {
   const g = c.graph;
   const rng = new Rng(c.seed ^ 0x5bd1e995);
-  const report: GradientCheckReport = { failures: [], covered: new Set(), comparisons: 0, draws: 0 };
+  const report: GradientCheckReport = { failures: [], covered: new Set(), comparisons: 0, draws: 0, worst: 0 };
   const floatOuts = g.outputs.filter((o) => o.node.dtype === 'f32');
   if (!floatOuts.length) return { ...report, skipped: 'no float output' };
   const nodes = g.nodes();
@@ -191,6 +193,7 @@ export function checkGradients(c: GraphCase, opts: GradientCheckOptions = {}): G
     let kinked = false;
     const failures: string[] = [];
     let comparisons = 0;
+    let worst = 0;
     /** L at values + t·direction (direction on one leaf), or undefined when a decision changed. */
     const lossAt = (leaf: string, direction: Float32Array, t: number): number | undefined => {
       const x = values[leaf].data as Float32Array;
@@ -213,7 +216,9 @@ export function checkGradients(c: GraphCase, opts: GradientCheckOptions = {}): G
       let adv = 0;
       for (let k = 0; k < direction.length; k++) adv += gr[k] * direction[k];
       comparisons++;
-      if (!(Math.abs(adv - fd) <= RTOL * Math.max(Math.abs(adv), Math.abs(fd)) + atol)) failures.push(`d loss/d ${leaf}${what}: autodiff ${adv}, finite differences ${fd} (atol ${atol.toExponential(2)})`);
+      const tol = RTOL * Math.max(Math.abs(adv), Math.abs(fd)) + atol;
+      worst = Math.max(worst, Math.abs(adv - fd) / tol);
+      if (!(Math.abs(adv - fd) <= tol)) failures.push(`d loss/d ${leaf}${what}: autodiff ${adv}, finite differences ${fd} (atol ${atol.toExponential(2)})`);
       return true;
     };
     for (const leaf of leaves) {
@@ -234,6 +239,7 @@ export function checkGradients(c: GraphCase, opts: GradientCheckOptions = {}): G
     if (kinked) continue;
     report.failures.push(...failures);
     report.comparisons = comparisons;
+    report.worst = worst;
     return report;
   }
   return { ...report, skipped: `a kink within ±2h at each of ${maxDraws} draws` };
