@@ -45,6 +45,7 @@ export function gradientName(name: string): string {
  * Reverse pass from `root` (cotangent `seed`, of `root`'s shape and dtype) to `leaves`: the cotangent of each leaf, or
  * undefined where none reaches it. Leaves are opaque (the pass does not continue into their operands), so a rule may
  * call this on a decomposition of its op with the op's operands as leaves.
+ * @internal
  */
 export function backprop(root: Node, seed: Node, leaves: readonly Node[]): (Node | undefined)[] {
   const leafSet = new Set(leaves);
@@ -74,7 +75,10 @@ export function backprop(root: Node, seed: Node, leaves: readonly Node[]): (Node
   return leaves.map((l) => grads.get(l));
 }
 
-/** The weight a name refers to: the entry of that name, or failing that the entry of that id. */
+/**
+ * The weight a name refers to: the entry of that name, or failing that the entry of that id.
+ * @internal
+ */
 export function findWeightEntry(graph: Graph, name: string): WeightEntry | undefined {
   const all = graph.weights.all();
   return all.find((e) => e.name === name) ?? all.find((e) => e.id === name);

@@ -1,10 +1,9 @@
 /**
  * Reverse-mode automatic differentiation on the IR, and training on the CPU reference backend: gradient graphs,
- * losses, Adam, a trainer.
+ * losses written with IR ops, Adam, and a trainer.
  * @module
  */
-export * from './gradient.js';
-export { VJP_RULES, unbroadcast, type VjpRule, type VjpContext } from './vjp-rules.js';
+export { gradientGraph, gradientName, type GradientOptions } from './gradient.js';
 export * from './losses.js';
 export * from './adam.js';
 export * from './trainer.js';

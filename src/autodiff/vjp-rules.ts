@@ -22,7 +22,10 @@ import { attrsOf } from '../ir/attrs.js';
 import { makeNode, type Node } from '../ir/node.js';
 import type { OpName } from '../ir/ops.js';
 
-/** What a rule may call besides building nodes. */
+/**
+ * What a rule may call besides building nodes.
+ * @internal
+ */
 export interface VjpContext {
   /** Which operands need a cotangent (rules may skip building the others). */
   readonly needs: readonly boolean[];
@@ -33,7 +36,10 @@ export interface VjpContext {
   backprop(out: Node, g: Node, leaves: readonly Node[]): (Node | undefined)[];
 }
 
-/** A vector-Jacobian product rule: the cotangents of a node's operands (undefined for none) given its own. */
+/**
+ * A vector-Jacobian product rule: the cotangents of a node's operands (undefined for none) given its own.
+ * @internal
+ */
 export type VjpRule = (node: Node, g: Node, ctx: VjpContext) => readonly (Node | undefined)[];
 
 /** Node factory (its input list and weight store are never used: rules only combine existing nodes). */
@@ -59,6 +65,7 @@ function indicator(cond: Node, like: Node): Node {
 /**
  * Sums `g` (a cotangent of a broadcast result) down to `shape`: over the leading axes `shape` lacks and over the axes
  * where `shape` has 1 and `g` does not. The inverse of numpy broadcasting, for cotangents.
+ * @internal
  */
 export function unbroadcast(g: Node, shape: Shape): Node {
   const lead = g.rank - shape.length;
@@ -168,7 +175,10 @@ function attentionDecomposition(node: Node): Node {
   return b.transpose(o, [0, 2, 1, 3]);
 }
 
-/** The rule of every differentiable op, by op name. */
+/**
+ * The rule of every differentiable op, by op name.
+ * @internal
+ */
 export const VJP_RULES: Readonly<Partial<Record<OpName, VjpRule>>> = {
   // --- elementwise unary
   neg: (_n, g) => [b.neg(g)],
