@@ -20,6 +20,7 @@ import { weightsToInputs } from '../../src/autodiff/weights-as-inputs.js';
 import { isFloat } from '../../src/ir/dtype.js';
 import { Graph, topoOrder } from '../../src/ir/graph.js';
 import { makeNode, type Node } from '../../src/ir/node.js';
+import { verifyGraphProblems } from '../../src/ir/verifier.js';
 import { runGraph } from '../../src/runtime/cpu/interpreter.js';
 import { Tensor } from '../../src/runtime/cpu/tensor.js';
 import { Rng } from '../../src/util/random.js';
@@ -156,6 +157,7 @@ export function checkGradients(c: GraphCase, opts: GradientCheckOptions = {}): G
   const lossGraph = new Graph([...g.inputs, ...rInputs], [{ name: 'loss', node: loss! }], g.weights);
   const promoted = weightsToInputs(lossGraph, weightNames);
   const ad = gradientGraph(promoted.graph, { wrt: leaves, loss: 'loss' });
+  for (const problem of verifyGraphProblems(ad)) report.failures.push(`the gradient graph does not verify: ${problem}`);
   report.covered = coverage(topoOrder([loss!]), new Set([...g.inputs.filter((i) => i.dtype === 'f32'), ...weightNodes]), g);
 
   // the weights as weights (quantized ones straight-through) give the same gradient as the weights as inputs
