@@ -14,7 +14,7 @@ import { InputError, ShapeError, UnsupportedOpError } from '../errors.js';
 import { weightNode } from '../ir/builder.js';
 import { shapeToString } from '../ir/dim.js';
 import { isFloat } from '../ir/dtype.js';
-import { Graph, topoOrder, type GraphOutput } from '../ir/graph.js';
+import { Graph, type GraphOutput } from '../ir/graph.js';
 import { makeNode, type Node } from '../ir/node.js';
 import type { WeightEntry } from '../ir/weights.js';
 import { VJP_RULES } from './vjp-rules.js';
@@ -41,6 +41,29 @@ export function gradientName(name: string): string {
   return `grad:${name}`;
 }
 
+/** Topological order (operands first) of what `root` reaches without looking below `stop` nodes. */
+function orderAbove(root: Node, stop: ReadonlySet<Node>): Node[] {
+  const out: Node[] = [];
+  const seen = new Set<Node>([root]);
+  const stack: [Node, number][] = [[root, 0]];
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [n, i] = top;
+    if (i < n.inputs.length && !stop.has(n)) {
+      top[1]++;
+      const x = n.inputs[i];
+      if (!seen.has(x)) {
+        seen.add(x);
+        stack.push([x, 0]);
+      }
+    } else {
+      stack.pop();
+      out.push(n);
+    }
+  }
+  return out;
+}
+
 /**
  * Reverse pass from `root` (cotangent `seed`, of `root`'s shape and dtype) to `leaves`: the cotangent of each leaf, or
  * undefined where none reaches it. Leaves are opaque (the pass does not continue into their operands), so a rule may
@@ -49,7 +72,7 @@ export function gradientName(name: string): string {
  */
 export function backprop(root: Node, seed: Node, leaves: readonly Node[]): (Node | undefined)[] {
   const leafSet = new Set(leaves);
-  const order = topoOrder([root]);
+  const order = orderAbove(root, leafSet);
   // the float values on a path from a leaf to the root
   const onPath = new Set<Node>();
   for (const n of order) if (leafSet.has(n) || (isFloat(n.dtype) && !leafSet.has(n) && n.inputs.some((x) => onPath.has(x)))) onPath.add(n);
