@@ -121,7 +121,11 @@ function extremumRule(pick: 'greater' | 'less'): VjpRule {
   };
 }
 
-/** `g` scattered back into a zero tensor of `x`'s shape at the positions one slice axis selected. */
+/**
+ * `g` scattered back into a zero tensor with `n` along `axis`, at the positions one slice axis selected. Symbolic
+ * bounds are taken as they are: the kernels clamp them at run time, so the rule is right only for bounds that need no
+ * clamping (those front ends write: `past:past+seq`, `seq-1:`).
+ */
 function padSliceAxis(g: Node, n: Dim, axis: number, start: Dim, end: Dim | null, step: number): Node {
   const len = g.shape[axis];
   if (typeof n === 'number' && typeof start === 'number' && typeof len === 'number' && (end === null || typeof end === 'number')) {
@@ -322,6 +326,7 @@ export const VJP_RULES: Readonly<Partial<Record<OpName, VjpRule>>> = {
   },
   gather: (node, g) => {
     // scatter-add as a matmul with the one-hot matrix of the indices: dx[p, j, q] = Σ_i [idx_i = j] g[p, i, q]
+    // (the IR has no scatter op; the one-hot matrix is indices × axis length, fine for the CPU backend's model sizes)
     const [x, idx] = node.inputs;
     const { axis } = attrsOf(node, 'gather');
     const len = x.shape[axis];
