@@ -5,8 +5,9 @@
  * **The rule: what is exported here.** What a program using tensorwright calls to build a model (the IR builder, the
  * models), import one ({@link frontends!loadModel | loadModel}, the format readers, the tokenizers), optimize it
  * ({@link passes!runPasses | runPasses}, the passes, and the pass and rewrite API a new pass is written with), compile
- * it ({@link compile!compile | compile}, {@link compile!createTarget | createTarget}, the WebGPU pipeline) and run it
- * ({@link runtime!Engine | Engine} and its sessions, the CPU reference backend, generation, devices); every type those
+ * it ({@link compile!compile | compile}, {@link compile!createTarget | createTarget}, the WebGPU pipeline), run it
+ * ({@link runtime!Engine | Engine} and its sessions, the CPU reference backend, generation, devices) and train it
+ * ({@link autodiff!gradientGraph | gradientGraph}, {@link autodiff!Trainer | Trainer}); every type those
  * calls take or return; and the errors they throw.
  *
  * **What is not.** The steps inside those calls: kernel generators, kernel families and their schedule rules, a
@@ -17,7 +18,7 @@
  * ones `tensorwright/runtime` still exports as not part of its API).
  *
  * **Keeping it so.** A new public export is added here; a new internal one gets `@internal`. The API reference
- * (`npm run docs`) has one page per module (compile, runtime, ir, passes, frontends, models, errors) listing the
+ * (`npm run docs`) has one page per module (compile, runtime, ir, passes, autodiff, frontends, models, errors) listing the
  * exports of that module's index without `@internal`, so that set and this file's exports must be the same. A file is
  * re-exported whole (`export *`) only when it has no internals and its layer's index re-exports it whole too;
  * otherwise its names are listed (a whole-file export here of a file the layer lists by name would move its page
@@ -46,6 +47,9 @@ export { type RopeStyle } from './ir/rope.js';
 export * from './ir/quant-scheme.js';
 export * from './ir/sparsity-scheme.js';
 export type { CodebookLevels } from './ir/codebook.js';
+
+// autodiff: gradient graphs and training on the CPU reference backend
+export * from './autodiff/index.js';
 
 // models: written with the builder
 export * from './models/index.js';

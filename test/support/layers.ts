@@ -36,8 +36,10 @@ export const LAYER_RULES: readonly LayerRule[] = [
   {
     name: 'runtime does not import the compiler',
     from: 'src/runtime/',
-    forbid: ['src/passes/', 'src/codegen/', 'src/frontends/', ...TOP],
+    forbid: ['src/passes/', 'src/codegen/', 'src/frontends/', 'src/autodiff/', ...TOP],
   },
+  // autodiff transforms graphs (the passes' level) and trains on the CPU reference backend
+  { name: 'autodiff imports only ir, the CPU backend and autodiff', from: 'src/autodiff/', only: ['src/ir/', 'src/runtime/cpu/', 'src/autodiff/'] },
   { name: 'passes do not import codegen', from: 'src/passes/', forbid: ['src/codegen/', 'src/frontends/', ...TOP] },
   {
     name: 'codegen does not import passes or frontends',

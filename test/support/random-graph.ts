@@ -61,6 +61,11 @@ export interface RandomGraphOptions {
    * Default true.
    */
   sliceToFront?: boolean;
+  /**
+   * Whether casts may round through f16 (`cast(cast(x, f16), f32)`); default true. Gradient checks turn it off: the
+   * rounding is a staircase that finite differences cannot see through.
+   */
+  f16Casts?: boolean;
   /** Relative weights of the op families (missing = default weight). */
   weights?: Partial<Record<OpFamily, number>>;
 }
@@ -591,6 +596,7 @@ class Gen {
         return { node: b.cast(x.node, 'i32'), bound: Math.floor(x.bound), exact: true };
       }
       case 3: {
+        if (this.o.f16Casts === false) return undefined;
         const x = this.exactVal();
         if (x.bound > 60000) return undefined;
         return { node: b.cast(b.cast(x.node, 'f16'), 'f32'), bound: x.bound * 1.001, exact: true };
