@@ -133,7 +133,7 @@ describeGPU('compile --tune on stories260K', (gpu) => {
     const dir = mkdtempSync(join(tmpdir(), 'tw-tune-'));
     const cachePath = join(dir, 'cache.json');
     writeFileSync(cachePath, JSON.stringify(cache.toJSON()));
-    const r = await runCli(['compile', '--model', sharedPath('models/stories260K/stories260K.bin'), '-o', join(dir, 'engine'), '--tune', '--timing-cache', cachePath, '--json']);
+    const r = await runCli(['compile', '--model', sharedPath('models/stories260K/stories260K.bin'), '-o', join(dir, 'engine'), '--prefill-chunk', '8', '--tune', '--timing-cache', cachePath, '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/served from the timing cache/);
     const summary = JSON.parse(r.stdout) as { tuned_kernels: number; tuning: { rounds: number; measured: number } };

@@ -40,6 +40,8 @@ export interface CompileCommandOptions {
   sparsity?: string;
   /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
   maxContext?: number;
+  /** Most tokens one step runs (default min(context, 128)). */
+  prefillChunk?: number;
   /** Time the candidate variants of tunable kernels on this device and keep the fastest (in the timing cache). */
   tune?: boolean;
   /** The timing cache file (default: the user cache directory's); used when present, written by `--tune`. */
@@ -57,7 +59,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
   try {
     log(`compiling for ${describeDevice(handle.info)}`);
     const t0 = performance.now();
-    const options = { passes: o.passes, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, onProgress: log };
+    const options = { passes: o.passes, prefillChunk: o.prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, onProgress: log };
     const cachePath = timingCachePath(o.timingCache);
     const { cache, existed } = await readTimingCache(cachePath);
     let tuning: Record<string, unknown> | undefined;
