@@ -239,7 +239,7 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   let underTest: WindowScorer;
   let weightBytes: number;
   if (backend === 'cpu') {
-    const c = Object.keys(compression).length ? cpuScorer(model, passes, compression) : reference;
+    const c = Object.keys(compression).length || refModel !== model ? cpuScorer(model, passes, compression) : reference;
     underTest = c.scorer;
     weightBytes = weightTotals(c.graph).bytes;
   } else {
