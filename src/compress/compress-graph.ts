@@ -9,7 +9,8 @@
  *   f32 model, not layer by layer through the already-quantized layers). An embedding table that is also the
  *   classifier is GPTQ-rounded for the classifier's inputs; a table read only by `gather` has no inputs: RTN.
  * - `awq`: {@link awqSearch} per group of matmuls reading one activation, `1/s` folded as {@link findAwqFold} says
- *   (the folded norms and projections are replaced too), then RTN.
+ *   (the folded norms and projections are replaced too), then {@link clippedRoundToNearest} (a table read only by
+ *   `gather`: RTN).
  *
  * The report's `relativeError` is the layer's relative output error on the calibration inputs,
  * `‖(W_q − W) Xᵀ‖ / ‖W Xᵀ‖` (for AWQ, `W_q` is the rounded `W·diag(s)` divided by `s`, what the graph computes);
@@ -22,7 +23,7 @@ import type { Graph } from '../ir/graph.js';
 import type { Node } from '../ir/node.js';
 import { decodeWeight, WeightStore, type WeightEntry } from '../ir/weights.js';
 import { rewriteGraph } from '../passes/rewrite.js';
-import { awqSearch, findAwqFold, scaleColumns } from './awq.js';
+import { awqSearch, clippedRoundToNearest, findAwqFold, scaleColumns } from './awq.js';
 import { captureMatmulInputs, type CapturedMatmul } from './capture.js';
 import { gptqQuantize } from './gptq.js';
 import { checkGridSpec, dequantizeGridWeight, encodeGridWeight, roundToNearest, type GridSpec, type GridWeight } from './grid.js';
@@ -46,6 +47,12 @@ export interface CompressOptions {
   readonly dampening?: number;
   /** Progress lines. */
   readonly onProgress?: (line: string) => void;
+  /**
+   * AWQ only: return the graph with the scales applied and folded but nothing rounded (weights stay f32), which
+   * computes the same function as the input graph; for checking the folds.
+   * @internal
+   */
+  readonly scaleOnly?: boolean;
 }
 
 /** One weight in the report. */
@@ -197,12 +204,17 @@ export function compressGraph(graph: Graph, windows: readonly (readonly number[]
     const exact = valueOf(w);
     const m = captured.get(id);
     const s = columnScales.get(id);
+    if (opts.scaleOnly) {
+      if (s) replacements.set(id, WeightStore.entry(name, 'f32', shape, { values: scaleColumns(exact, rows, cols, s) }));
+      return;
+    }
     let gw: GridWeight;
     let method: CompressMethod = opts.method;
     if (opts.method === 'gptq' && m) gw = gptqQuantize(exact, rows, cols, m.stats.hessian, spec, { actOrder: opts.actOrder, dampening: opts.dampening });
     else {
-      if (opts.method !== 'rtn' && !(opts.method === 'awq' && m && alphas.has(id))) method = 'rtn';
-      gw = roundToNearest(s ? scaleColumns(exact, rows, cols, s) : exact, rows, cols, spec);
+      if (opts.method !== 'rtn' && !(opts.method === 'awq' && m)) method = 'rtn';
+      const scaled = s ? scaleColumns(exact, rows, cols, s) : exact;
+      gw = opts.method === 'awq' && m ? clippedRoundToNearest(scaled, rows, cols, spec, m.stats.hessian, s) : roundToNearest(scaled, rows, cols, spec);
     }
     const deq = dequantizeGridWeight(gw);
     if (s) for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) deq[r * cols + c] /= s[c];
