@@ -89,6 +89,26 @@ describe.skipIf(!hasShared)('quantize on stories260K', () => {
     expect(gptq3).toBeLessThan(rtn3);
   }, LONG);
 
+  it('a 3-bit grid in Q4_1 blocks runs on WebGPU with the CPU reference\'s numbers', async (ctx) => {
+    const { probeWebGPU } = await import('../src/runtime/device.js');
+    const p = await probeWebGPU();
+    if ('available' in p) {
+      if (process.env.REQUIRE_WEBGPU === '1') throw new Error(`REQUIRE_WEBGPU=1 but no WebGPU adapter: ${p.reason}`);
+      return ctx.skip();
+    }
+    const out = join(dir, 'gpu3.gguf');
+    await quantize(['--method', 'rtn', '--bits', '3', '-o', out, '--calib-tokens', '64']);
+    const score = async (backend: string): Promise<{ kl_mean: number; ppl: number }> => {
+      const r = await runCli(['eval', '--model', out, '--tokenizer', tokenizer, '--reference', model, '--text', evalText, '--max-tokens', '60', '--backend', backend, '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout.trim());
+    };
+    const [cpu, gpu] = [await score('cpu'), await score('webgpu')];
+    expect(cpu.kl_mean).toBeGreaterThan(0.05); // a real 3-bit error, not an f32 model
+    expect(Math.abs(gpu.kl_mean - cpu.kl_mean)).toBeLessThan(1e-3);
+    expect(Math.abs(gpu.ppl - cpu.ppl) / cpu.ppl).toBeLessThan(1e-3);
+  }, LONG);
+
   it('rejects impossible requests with typed errors', async () => {
     const bad = await runCli(['quantize', '--model', model, '--calib', calib, '--method', 'gptq', '--bits', '5', '-o', join(dir, 'x.gguf')]);
     expect(bad.code).toBe(2);
