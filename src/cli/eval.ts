@@ -9,6 +9,9 @@
  * - `top1_agreement`: the share of positions where both pick the same most likely token;
  * - `weight_bytes`, `weight_bytes_f32`: stored weight bytes of the model as run and of the f32 model.
  *
+ * With `--reference`, the f32 model is another file (the original of a compressed file that `quantize` wrote), and
+ * the model under test runs as loaded. {@link evalGraphs} computes the same figures for two graphs in memory.
+ *
  * Texts longer than the context are cut into windows of `maxPositions` tokens, each starting at BOS, scored
  * independently (non-overlapping windows, as llama.cpp's `perplexity` does).
  * @module
