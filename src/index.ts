@@ -115,7 +115,7 @@ export { compile, compileModel, compileGraph, runGraphOnWebGPU, type CompileOpti
 
 // runtime: what `tensorwright/runtime` exports, less its internals
 export { Tensor, type TensorData } from './runtime/cpu/tensor.js';
-export { runGraph, type RunOptions } from './runtime/cpu/interpreter.js';
+export { runGraph, type NodeObserver, type RunOptions } from './runtime/cpu/interpreter.js';
 export * from './runtime/cpu/lm.js';
 export * from './runtime/generate.js';
 export { Sampler, sampleToken, validateSampling, argmax, samplingProbabilities, sampleFromProbabilities, type SamplingOptions } from './runtime/sampling.js';

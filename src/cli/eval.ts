@@ -9,6 +9,9 @@
  * - `top1_agreement`: the share of positions where both pick the same most likely token;
  * - `weight_bytes`, `weight_bytes_f32`: stored weight bytes of the model as run and of the f32 model.
  *
+ * With `--reference`, the f32 model is another file (the original of a compressed file that `quantize` wrote), and
+ * the model under test runs as loaded. {@link evalGraphs} computes the same figures for two graphs in memory.
+ *
  * Texts longer than the context are cut into windows of `maxPositions` tokens, each starting at BOS, scored
  * independently (non-overlapping windows, as llama.cpp's `perplexity` does).
  * @module
@@ -50,6 +53,11 @@ export interface EvalCommandOptions {
   json: boolean;
   /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
   maxContext?: number;
+  /**
+   * The model to compare against (default: `model` itself, uncompressed): the f32 original of a compressed file, such
+   * as `quantize` writes. It must have the same vocabulary; it runs on the CPU reference backend.
+   */
+  reference?: string;
 }
 
 /** The JSON object `eval` prints. */
@@ -93,19 +101,7 @@ function logSoftmax(logits: ArrayLike<number>, offset: number, vocab: number): F
 /** A scorer on the CPU reference backend: one forward over the whole window, logits at every position. */
 function cpuScorer(model: LoadedModel, passes: string, options: Record<string, unknown>): { scorer: WindowScorer; graph: Graph } {
   const graph = runPasses(model.build({ lastTokenLogitsOnly: false }), passes, { device: cpuProfile, options }).graph;
-  const lm = new CpuCausalLM(graph, model.maxPositions);
-  const vocab = model.config.vocabSize;
-  return {
-    graph,
-    scorer: {
-      async score(ids) {
-        lm.reset();
-        const all = lm.stepAll(ids);
-        return ids.map((_t, i) => logSoftmax(all, i * vocab, vocab));
-      },
-      async close() {},
-    },
-  };
+  return { graph, scorer: graphScorer(graph, model) };
 }
 
 /** A scorer on WebGPU: the engine decodes the window one token at a time and the logits are read back each step. */
@@ -149,6 +145,81 @@ export function quantile(xs: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
+/** The figures of {@link EvalResult} that compare two scorers (all but the byte counts). */
+type Comparison = Omit<EvalResult, 'weight_bytes' | 'weight_bytes_f32'>;
+
+/** Scores `targets` tokens of `ids` (BOS first) under both scorers, window by window. */
+async function compareScorers(model: LoadedModel, ids: readonly number[], targets: number, reference: WindowScorer, underTest: WindowScorer): Promise<Comparison> {
+  const ctx = model.maxPositions;
+  let nll = 0;
+  let nllF32 = 0;
+  let agree = 0;
+  const kls: number[] = [];
+  const t0 = performance.now();
+  // windows of ctx positions: BOS then up to ctx-1 text tokens, predicting each next token
+  for (let at = 0; at < targets; at += ctx - 1) {
+    const count = Math.min(ctx - 1, targets - at);
+    const window = [model.bosId, ...ids.slice(1 + at, 1 + at + count)];
+    const inputs = window.slice(0, count);
+    // predicts window[1..count]: the first `count` positions of the window
+    const [p, q] = [await reference.score(inputs), await underTest.score(inputs)];
+    for (let i = 0; i < count; i++) {
+      const next = window[i + 1];
+      nllF32 -= p[i][next];
+      nll -= q[i][next];
+      let kl = 0;
+      for (let v = 0; v < p[i].length; v++) kl += Math.exp(p[i][v]) * (p[i][v] - q[i][v]);
+      kls.push(Math.max(kl, 0));
+      if (argmax(p[i]) === argmax(q[i])) agree++;
+    }
+    log(`eval: ${at + count}/${targets} tokens (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  }
+  return {
+    tokens: targets,
+    ppl: Math.exp(nll / targets),
+    ppl_f32: Math.exp(nllF32 / targets),
+    kl_mean: kls.reduce((a, b) => a + b, 0) / targets,
+    kl_p99: quantile(kls, 0.99),
+    top1_agreement: agree / targets,
+  };
+}
+
+/**
+ * The `eval` figures of graph `underTest` against graph `reference` (both causal LMs of `model`'s shape, built with
+ * logits at every position), on the CPU reference backend after the O3 passes, for the text tokens `ids` (BOS first).
+ * Weight bytes are those of the two graphs as given.
+ */
+export async function evalGraphs(model: LoadedModel, ids: readonly number[], reference: Graph, underTest: Graph, maxTokens = Infinity): Promise<EvalResult> {
+  const targets = Math.min(ids.length - 1, maxTokens);
+  if (targets < 1) throw new InputError('the text has no tokens to score');
+  const scorer = (g: Graph): WindowScorer => graphScorer(runPasses(g, 'O3', { device: cpuProfile }).graph, model);
+  const c = await compareScorers(model, ids, targets, scorer(reference), scorer(underTest));
+  return { ...c, weight_bytes: weightTotals(underTest).bytes, weight_bytes_f32: weightTotals(reference).bytes };
+}
+
+/** A scorer over an already optimized graph on the CPU reference backend. */
+function graphScorer(graph: Graph, model: LoadedModel): WindowScorer {
+  const lm = new CpuCausalLM(graph, model.maxPositions);
+  const vocab = model.config.vocabSize;
+  return {
+    async score(ids) {
+      lm.reset();
+      const all = lm.stepAll(ids);
+      return ids.map((_t, i) => logSoftmax(all, i * vocab, vocab));
+    },
+    async close() {},
+  };
+}
+
+/** The `--reference` model, checked against the model under test (same vocabulary, at least its context). */
+async function openReference(path: string, model: LoadedModel, maxContext?: number): Promise<LoadedModel> {
+  requireFileOrFolder('--reference', path);
+  const ref = (await openModel(path, undefined, { maxContext })).model;
+  if (ref.config.vocabSize !== model.config.vocabSize) throw new UsageError(`--reference ${path} has a vocabulary of ${ref.config.vocabSize} tokens, the model ${model.config.vocabSize}`);
+  if (ref.maxPositions < model.maxPositions) throw new UsageError(`--reference ${path} supports ${ref.maxPositions} positions, fewer than the model's ${model.maxPositions}`);
+  return ref;
+}
+
 /** Runs the command; resolves to the result (also printed as one JSON object on stdout). */
 export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   if (o.maxTokens !== undefined && !(Number.isInteger(o.maxTokens) && o.maxTokens >= 1)) throw new UsageError(`--max-tokens must be a positive integer, got ${o.maxTokens}`);
@@ -163,15 +234,15 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   const targets = Math.min(ids.length - 1, o.maxTokens ?? Infinity);
   if (targets < 1) throw new InputError(`${o.text} has no tokens to score`);
   const backend = await pickBackend(o.backend);
-  const ctx = model.maxPositions;
   const passes = 'O3';
 
-  const reference = cpuScorer(model, passes, {});
+  const refModel = o.reference ? await openReference(o.reference, model, o.maxContext) : model;
+  const reference = cpuScorer(refModel, passes, {});
   const compression = compressionOf(o);
   let underTest: WindowScorer;
   let weightBytes: number;
   if (backend === 'cpu') {
-    const c = Object.keys(compression).length ? cpuScorer(model, passes, compression) : reference;
+    const c = Object.keys(compression).length || refModel !== model ? cpuScorer(model, passes, compression) : reference;
     underTest = c.scorer;
     weightBytes = weightTotals(c.graph).bytes;
   } else {
@@ -180,45 +251,14 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
     weightBytes = w.weightBytes;
     log(`eval: webgpu on ${w.device}`);
   }
-  const f32 = weightTotals(runPasses(model.build({ lastTokenLogitsOnly: false }), 'O0', { device: cpuProfile }).graph);
+  const f32 = weightTotals(runPasses(refModel.build({ lastTokenLogitsOnly: false }), 'O0', { device: cpuProfile }).graph);
 
-  let nll = 0;
-  let nllF32 = 0;
-  let agree = 0;
-  const kls: number[] = [];
-  const t0 = performance.now();
+  let r: EvalResult;
   try {
-    // windows of ctx positions: BOS then up to ctx-1 text tokens, predicting each next token
-    for (let at = 0; at < targets; at += ctx - 1) {
-      const count = Math.min(ctx - 1, targets - at);
-      const window = [model.bosId, ...ids.slice(1 + at, 1 + at + count)];
-      const inputs = window.slice(0, count);
-      // predicts window[1..count]: the first `count` positions of the window
-      const [p, q] = [await reference.scorer.score(inputs), await underTest.score(inputs)];
-      for (let i = 0; i < count; i++) {
-        const next = window[i + 1];
-        nllF32 -= p[i][next];
-        nll -= q[i][next];
-        let kl = 0;
-        for (let v = 0; v < p[i].length; v++) kl += Math.exp(p[i][v]) * (p[i][v] - q[i][v]);
-        kls.push(Math.max(kl, 0));
-        if (argmax(p[i]) === argmax(q[i])) agree++;
-      }
-      log(`eval: ${at + count}/${targets} tokens (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
-    }
+    r = { ...(await compareScorers(model, ids, targets, reference.scorer, underTest)), weight_bytes: weightBytes, weight_bytes_f32: f32.parameters * 4 };
   } finally {
     await underTest.close();
   }
-  const r: EvalResult = {
-    tokens: targets,
-    ppl: Math.exp(nll / targets),
-    ppl_f32: Math.exp(nllF32 / targets),
-    kl_mean: kls.reduce((a, b) => a + b, 0) / targets,
-    kl_p99: quantile(kls, 0.99),
-    top1_agreement: agree / targets,
-    weight_bytes: weightBytes,
-    weight_bytes_f32: f32.parameters * 4,
-  };
   process.stdout.write(`${JSON.stringify(r)}\n`);
   if (!o.json) log(`eval [${[backend, ...Object.values(compression).map((x) => x.name)].join(', ')}]: ${targets} tokens, ppl ${r.ppl.toFixed(4)} (f32 ${r.ppl_f32.toFixed(4)}), KL mean ${r.kl_mean.toExponential(3)} p99 ${r.kl_p99.toExponential(3)}, top-1 agreement ${(100 * r.top1_agreement).toFixed(2)}%`);
   return r;

@@ -1,5 +1,5 @@
 /**
- * The `tensorwright` command line: `generate`, `compile`, `inspect`, `eval`, `bench`, `onnx-test`, `demo`. Exit codes
+ * The `tensorwright` command line: `generate`, `compile`, `inspect`, `eval`, `quantize`, `bench`, `onnx-test`, `demo`. Exit codes
  * are the same for every command: 0 on success, {@link EXIT_USAGE} for usage errors (an unknown command or option, a
  * missing or bad option value, a {@link UsageError}), {@link EXIT_FAILURE} for everything else (missing files,
  * malformed models, device errors).
@@ -17,6 +17,7 @@ import { errorLine } from './output.js';
 import { evalCommand } from './eval.js';
 import { benchCommand } from './bench.js';
 import { exportOnnxCommand } from './export-onnx.js';
+import { quantizeCommand } from './quantize.js';
 import { parseQuantScheme, QUANT_GRAMMAR, QUANT_SCHEMES } from '../ir/quant-scheme.js';
 import { parseSparsityScheme, SPARSITY_SCHEMES } from '../ir/sparsity-scheme.js';
 import { DEFAULT_MAX_CONTEXT, MAX_CONTEXT_LIMIT } from '../frontends/context.js';
@@ -179,6 +180,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .requiredOption('--model <file>', 'model file')
     .option('--tokenizer <file>', 'tokenizer file (default: the model\'s own, or one beside it)')
     .requiredOption('--text <file>', 'text file to score')
+    .option('--reference <file>', 'the f32 model to compare against (default: the model itself, uncompressed), e.g. the original of a file `quantize` wrote')
     .addOption(quantOption())
     .addOption(maxContextOption())
     .addOption(sparsityOption())
@@ -188,6 +190,27 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--json', 'print only the JSON object (no summary line on stderr)', false)
     .action(async (o) => {
       await evalCommand(o);
+    });
+
+  program
+    .command('quantize')
+    .description('compress a Llama model\'s weights with calibration (RTN, GPTQ, AWQ) and write GGUF (Q8_0, Q4_1, Q4_0; 3- and 2-bit grids in 4-bit blocks)')
+    .requiredOption('--model <file>', 'model file')
+    .option('--tokenizer <file>', "tokenizer file (default: the model's own, or one beside it)")
+    .addOption(new Option('--method <name>', 'rtn: round to nearest; gptq: Hessian-based error feedback; awq: activation-aware scales').choices(['rtn', 'gptq', 'awq']).makeOptionMandatory())
+    .addOption(new Option('--bits <n>', 'grid bits (8: Q8_0; 4: Q4_1; 3, 2: grids in Q4_1 blocks)').choices(['8', '4', '3', '2']).argParser(Number).makeOptionMandatory())
+    .option('--group <n>', 'elements of a row sharing a scale (a multiple of 32)', num('--group', { int: true, min: 32 }), 32)
+    .option('--sym', 'symmetric grids (Q4_0 blocks); 8 bits are always symmetric', false)
+    .option('--act-order', 'GPTQ: round columns by decreasing Hessian diagonal (static groups)', false)
+    .requiredOption('--calib <file>', 'calibration text (never the evaluation text)')
+    .option('--calib-tokens <n>', 'calibrate on at most this many tokens', num('--calib-tokens', { int: true, min: 1 }))
+    .requiredOption('-o, --output <file>', 'GGUF file to write')
+    .option('--eval <file>', 'score this text against the f32 model afterwards (as `eval`)')
+    .option('--eval-tokens <n>', 'score at most this many tokens', num('--eval-tokens', { int: true, min: 1 }))
+    .addOption(maxContextOption())
+    .option('--json', 'print one JSON object on stdout instead of the table', false)
+    .action(async (o) => {
+      await quantizeCommand(o);
     });
 
   program

@@ -23,7 +23,7 @@ export interface LayerRule {
 export const SHARED_EVERYWHERE: readonly string[] = ['src/errors.ts', 'src/util/'];
 
 /** The top of the stack: nothing in a lower layer may import these. */
-const TOP = ['src/models/', 'src/cli/', 'src/compile.ts', 'src/webgpu-pipeline.ts', 'src/export/', 'src/plugin/', 'src/tune/'];
+const TOP = ['src/compress/', 'src/models/', 'src/cli/', 'src/compile.ts', 'src/webgpu-pipeline.ts', 'src/export/', 'src/plugin/', 'src/tune/'];
 
 /** The rules, lowest layer first. */
 export const LAYER_RULES: readonly LayerRule[] = [
@@ -49,7 +49,7 @@ export const LAYER_RULES: readonly LayerRule[] = [
   {
     name: 'frontends do not import passes or codegen',
     from: 'src/frontends/',
-    forbid: ['src/passes/', 'src/codegen/', 'src/cli/', 'src/compile.ts', 'src/webgpu-pipeline.ts', 'src/export/'],
+    forbid: ['src/passes/', 'src/codegen/', 'src/cli/', 'src/compile.ts', 'src/webgpu-pipeline.ts', 'src/export/', 'src/compress/'],
   },
   // the exporters read IR graphs (after the target-independent passes) and write files: no runtime, no codegen,
   // and of the frontends only the ONNX protobuf schema, which the ONNX exporter shares with the importer
@@ -58,6 +58,8 @@ export const LAYER_RULES: readonly LayerRule[] = [
     from: 'src/export/',
     only: ['src/ir/', 'src/passes/', 'src/export/', 'src/frontends/onnx/schema.ts'],
   },
+  // weight compression (calibration, GPTQ, AWQ) sits at the passes' level and calibrates on the CPU reference
+  { name: 'compress imports only ir, passes and the CPU reference', from: 'src/compress/', only: ['src/ir/', 'src/passes/', 'src/runtime/cpu/', 'src/compress/'] },
   // the build plugin's browser side ends up in apps' bundles: it may use the runtime, never the compiler
   { name: 'the plugin client imports only the runtime', from: 'src/plugin/client.ts', only: ['src/runtime/', 'src/plugin/import-query.ts', 'src/plugin/engine-requirements.ts'] },
   { name: 'the plugin client imports only the runtime', from: 'src/plugin/engine-requirements.ts', only: ['src/runtime/'] },

@@ -71,7 +71,15 @@ export interface RunOptions {
   bindings?: DimBindings;
   /** Also return the value of every node (for debugging and differential tests). */
   keepAll?: boolean;
+  /**
+   * Called after each node is evaluated, with its value and its operands' values (calibration watches matmul inputs
+   * through it). The tensors are the interpreter's own: an observer must not change them.
+   */
+  observe?: NodeObserver;
 }
+
+/** A {@link RunOptions.observe} callback: a node, its value, and its operands' values in operand order. */
+export type NodeObserver = (node: Node, value: Tensor, operands: readonly Tensor[]) => void;
 
 /** Runs a graph on the CPU; returns its outputs by name. */
 export function runGraph(g: Graph, inputs: Readonly<Record<string, Tensor>>, opts: RunOptions = {}): Record<string, Tensor> {
@@ -83,7 +91,10 @@ export function runGraph(g: Graph, inputs: Readonly<Record<string, Tensor>>, opt
   const keep = new Set(g.outputNodes);
   const values = new Map<Node, Tensor>();
   nodes.forEach((n, i) => {
-    values.set(n, evaluateNode(n, n.inputs.map((x) => values.get(x)!), g, inputs, bindings));
+    const args = n.inputs.map((x) => values.get(x)!);
+    const value = evaluateNode(n, args, g, inputs, bindings);
+    values.set(n, value);
+    opts.observe?.(n, value, args);
     if (!opts.keepAll) for (const x of new Set(n.inputs)) if (lastUse.get(x) === i && !keep.has(x)) values.delete(x);
   });
   const out: Record<string, Tensor> = {};

@@ -1,0 +1,184 @@
+/**
+ * `tensorwright quantize`: weight compression with calibration (RTN, GPTQ, AWQ; `src/compress`) of a Llama-family
+ * model, written as a GGUF file. Calibrates on `--calib` (never the evaluation text), prints a per-layer table (the
+ * relative output error on the calibration inputs, and RTN's for comparison), writes the file, checks that the file
+ * decodes to exactly the weights it evaluated, and with `--eval` scores a text against the f32 model as `eval` does.
+ *
+ * The file's ggml types: 8 bits → Q8_0; 4 bits → Q4_1 (Q4_0 with `--sym`); **3 and 2 bits → the same 4-bit blocks
+ * holding a 3-bit or 2-bit grid** (the quality is the grid's, the size 4 bits'); groups of 64 or 128 → 32-element blocks
+ * repeating their group's scale. Matrices whose rows are no multiple of the group stay F32, as llama.cpp keeps them.
+ * A GGUF input's tokenizer is copied into the output; a llama2.c model's tokenizer is not (pass `--tokenizer` when
+ * loading the output).
+ * @module
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { UsageError } from '../errors.js';
+import { compressGraph, COMPRESS_METHODS, type CompressMethod, type LayerReport } from '../compress/compress-graph.js';
+import { tokenWindows } from '../compress/capture.js';
+import type { GridSpec } from '../compress/grid.js';
+import { ggufFileBytes, type GgufKeyValue } from '../export/gguf/writer.js';
+import { ggufLlamaTensorName, llamaGguf } from '../export/gguf/llama.js';
+import type { GgufLlamaModel } from '../frontends/gguf/model.js';
+import { loadModel, type LoadedModel } from '../frontends/load.js';
+import { attrsOf, isOp } from '../ir/attrs.js';
+import type { Graph } from '../ir/graph.js';
+import type { LlamaConfig } from '../models/llama.js';
+import { decodeWeight } from '../ir/weights.js';
+import { evalGraphs, type EvalResult } from './eval.js';
+import { openModel } from './model-input.js';
+import { log } from './output.js';
+import { requireFile, requireFileOrFolder } from './file-arguments.js';
+
+/** Options of the `quantize` command. */
+export interface QuantizeCommandOptions {
+  /** Model file. */
+  model: string;
+  /** Tokenizer file (default: the model's own, or one beside it). */
+  tokenizer?: string;
+  /** Method. */
+  method: string;
+  /** Grid bits: 8, 4, 3 or 2. */
+  bits: number;
+  /** Group size along K (a multiple of 32; default 32). */
+  group?: number;
+  /** Symmetric grids (4, 3, 2 bits: Q4_0 blocks; 8 bits are always symmetric). */
+  sym?: boolean;
+  /** GPTQ: act-order. */
+  actOrder?: boolean;
+  /** Calibration text file. */
+  calib: string;
+  /** Most calibration tokens (default: the whole text). */
+  calibTokens?: number;
+  /** Output GGUF file. */
+  output: string;
+  /** Text to score the result on (as `eval`). */
+  eval?: string;
+  /** Most tokens of `eval` to score. */
+  evalTokens?: number;
+  /** Print one JSON object on stdout instead of the table. */
+  json: boolean;
+  /** Most positions the model is compiled for (default 8192). */
+  maxContext?: number;
+}
+
+/** The JSON object `quantize --json` prints. */
+export interface QuantizeResult {
+  /** The output file. */
+  output: string;
+  /** Method. */
+  method: CompressMethod;
+  /** Grid. */
+  grid: GridSpec;
+  /** Whether act-order was used. */
+  act_order: boolean;
+  /** Calibration tokens seen. */
+  calibration_tokens: number;
+  /** Bytes written. */
+  file_bytes: number;
+  /** GGUF tensors by ggml type. */
+  tensor_types: Record<string, number>;
+  /** The per-layer report. */
+  layers: readonly LayerReport[];
+  /** `eval` figures of the compressed model against the f32 model (with `--eval`). */
+  eval?: EvalResult;
+}
+
+const GGML_NAMES: Record<number, string> = { 0: 'F32', 2: 'Q4_0', 3: 'Q4_1', 8: 'Q8_0' };
+
+function pad(s: string, n: number): string {
+  return s.length >= n ? s : s + ' '.repeat(n - s.length);
+}
+
+/** The per-layer table as text lines. */
+export function layerTable(layers: readonly LayerReport[]): string[] {
+  const width = Math.max(5, ...layers.map((l) => l.name.length));
+  const head = `${pad('layer', width)}  ${pad('shape', 9)}  ${pad('method', 6)}  bits  group  rel.error  rtn.error  alpha`;
+  const rows = layers.map((l) => {
+    const err = l.relativeError === undefined ? '-' : `${l.relativeError.toFixed(5)}${l.errorKind === 'weight' ? '*' : ''}`;
+    const rtn = l.rtnRelativeError === undefined ? '-' : l.rtnRelativeError.toFixed(5);
+    return `${pad(l.name, width)}  ${pad(l.shape.join('x'), 9)}  ${pad(l.method, 6)}  ${pad(String(l.bits ?? '-'), 4)}  ${pad(String(l.groupSize ?? '-'), 5)}  ${pad(err, 9)}  ${pad(rtn, 9)}  ${l.alpha === undefined ? '' : l.alpha.toFixed(2)}${l.note ? `  (${l.note})` : ''}`;
+  });
+  return [head, ...rows, '(rel.error: ‖(W_q − W)Xᵀ‖/‖WXᵀ‖ on the calibration inputs; * = ‖W_q − W‖/‖W‖ for tables no matmul reads)'];
+}
+
+/** Weights of a graph by llama.cpp tensor name, decoded. */
+function decodedByName(g: Graph): Map<string, Float32Array> {
+  const out = new Map<string, Float32Array>();
+  for (const n of g.nodes())
+    if (isOp(n, 'weight')) {
+      const e = g.weights.get(attrsOf(n, 'weight').id);
+      out.set(ggufLlamaTensorName(e.name) ?? e.name, decodeWeight(e));
+    }
+  return out;
+}
+
+/** Checks that the written file's weights decode to exactly the compressed graph's. */
+async function verifyWritten(path: string, compressed: Graph, maxContext?: number): Promise<LoadedModel> {
+  const back = await loadModel(path, { maxContext });
+  const want = decodedByName(compressed);
+  const got = decodedByName(back.build({ lastTokenLogitsOnly: false }));
+  for (const [name, v] of want) {
+    const w = got.get(name);
+    if (!w || w.length !== v.length || v.some((x, i) => !Object.is(x + 0, w[i] + 0))) throw new Error(`internal: ${path} does not decode to the evaluated weights (tensor '${name}')`);
+  }
+  return back;
+}
+
+function toInt(flag: string, v: number | undefined, fallback: number): number {
+  const x = v ?? fallback;
+  if (!Number.isInteger(x) || x < 1) throw new UsageError(`${flag} must be a positive integer, got ${v}`);
+  return x;
+}
+
+/** Runs the command; resolves to the result (also printed, as a table or as JSON). */
+export async function quantizeCommand(o: QuantizeCommandOptions): Promise<QuantizeResult> {
+  if (!COMPRESS_METHODS.includes(o.method as CompressMethod)) throw new UsageError(`--method must be one of ${COMPRESS_METHODS.join(', ')}, got '${o.method}'`);
+  const method = o.method as CompressMethod;
+  if (![8, 4, 3, 2].includes(o.bits)) throw new UsageError(`--bits must be 8, 4, 3 or 2, got ${o.bits}`);
+  const group = toInt('--group', o.group, 32);
+  if (group % 32 !== 0) throw new UsageError(`--group must be a multiple of 32 (GGUF blocks), got ${group}`);
+  if (o.actOrder && method !== 'gptq') throw new UsageError('--act-order is a GPTQ option (--method gptq)');
+  requireFileOrFolder('--model', o.model);
+  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
+  requireFile('--calib', o.calib);
+  if (o.eval) requireFile('--eval', o.eval);
+  const { model, tokenizer } = await openModel(o.model, o.tokenizer, { maxContext: o.maxContext });
+  if (!tokenizer) throw new UsageError(`quantize needs a tokenizer for the calibration text: pass --tokenizer <file> (none found for ${o.model})`);
+  if (model.family !== 'llama') throw new UsageError(`quantize writes GGUF llama models; ${o.model} is a ${model.family} model`);
+  if (((model.config as LlamaConfig).ropeStyle ?? 'interleaved') !== 'interleaved')
+    throw new UsageError(`quantize writes GGUF llama models with interleaved RoPE (llama2.c, GGUF llama); ${o.model} uses half-split RoPE`);
+  const spec: GridSpec = { bits: o.bits as GridSpec['bits'], groupSize: group, symmetric: !!o.sym };
+
+  const calibIds = tokenizer.encode(await readFile(o.calib, 'utf8'));
+  const windows = tokenWindows(calibIds, model.bosId, model.maxPositions, o.calibTokens ?? Infinity);
+  if (!windows.length || windows[0].length < 2) throw new UsageError(`--calib ${o.calib} has no tokens to calibrate on`);
+  log(`quantize: ${method} ${o.bits}-bit, groups of ${group}${spec.symmetric || o.bits === 8 ? ', symmetric' : ''}${o.actOrder ? ', act-order' : ''}; calibrating on ${windows.reduce((a, w) => a + w.length, 0)} positions of ${o.calib}`);
+  const f32 = model.build({ lastTokenLogitsOnly: false });
+  const r = compressGraph(f32, windows, { method, spec, actOrder: o.actOrder, onProgress: log });
+
+  const extra: GgufKeyValue[] = model.format === 'gguf' ? [...(model as GgufLlamaModel).gguf.header.metadata.values()].filter((kv) => kv.key.startsWith('tokenizer.')) : [];
+  const { metadata, tensors } = llamaGguf(r.graph, { name: `${basename(o.model)} ${method} ${o.bits}-bit g${group}`, contextLength: model.declaredContext ?? model.maxPositions, extra });
+  const bytes = ggufFileBytes(metadata, tensors);
+  await writeFile(o.output, bytes);
+  await verifyWritten(o.output, r.graph, o.maxContext);
+  log(`quantize: wrote ${o.output} (${(bytes.length / 2 ** 20).toFixed(2)} MiB); it decodes to the weights evaluated here${extra.length ? '' : '; it holds no tokenizer (pass --tokenizer when loading it)'}`);
+  const types: Record<string, number> = {};
+  for (const t of tensors) types[GGML_NAMES[t.type]] = (types[GGML_NAMES[t.type]] ?? 0) + 1;
+
+  const result: QuantizeResult = { output: o.output, method, grid: spec, act_order: !!o.actOrder, calibration_tokens: r.calibrationTokens, file_bytes: bytes.length, tensor_types: types, layers: r.layers };
+  if (o.eval) {
+    const ids = tokenizer.encode(await readFile(o.eval, 'utf8'));
+    if (ids[0] !== model.bosId) ids.unshift(model.bosId);
+    result.eval = await evalGraphs(model, ids, f32, r.graph, toInt('--eval-tokens', o.evalTokens, Number.MAX_SAFE_INTEGER));
+  }
+  if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else {
+    process.stdout.write(`${layerTable(r.layers).join('\n')}\n`);
+    if (result.eval) {
+      const e = result.eval;
+      process.stdout.write(`eval on ${o.eval}: ${e.tokens} tokens, ppl ${e.ppl.toFixed(4)} (f32 ${e.ppl_f32.toFixed(4)}), KL mean ${e.kl_mean.toExponential(4)} p99 ${e.kl_p99.toExponential(3)}, top-1 agreement ${(100 * e.top1_agreement).toFixed(2)}%\n`);
+    }
+  }
+  return result;
+}
