@@ -21,6 +21,7 @@
  *   its rows are skipped with one line saying so.
  *
  * `--only a,b` runs only the named sections: matmul, sparse, quant, attention, stories260K, host, llm.
+ * `--llm-checkpoint FILE` gives the llm section another llama2.c checkpoint than the synthetic 110M one.
  */
 import { readFileSync, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -45,6 +46,7 @@ const json = args.has('--json');
 const SECTIONS = ['matmul', 'sparse', 'quant', 'attention', 'stories260K', 'host', 'llm'];
 const only = argv.includes('--only') ? (argv[argv.indexOf('--only') + 1] ?? '').split(',') : SECTIONS;
 const threadsArg = argv.includes('--threads') ? Number(argv[argv.indexOf('--threads') + 1]) : 2;
+const llmCheckpoint = argv.includes('--llm-checkpoint') ? resolve(argv[argv.indexOf('--llm-checkpoint') + 1] ?? '') : undefined;
 const want = (section: string): boolean => only.includes(section);
 const log = (l: string): void => {
   process.stderr.write(`${l}\n`);
@@ -157,7 +159,7 @@ async function main(): Promise<void> {
   if (want('host')) out.host = host;
   // the engine benchmarks request devices of their own: free this one first
   await handle.destroy();
-  const llm = want('llm') ? await runLlmBench({ sharedDir: resolve(process.cwd(), '../shared'), threads: threadsArg, quick, log }) : undefined;
+  const llm = want('llm') ? await runLlmBench({ sharedDir: resolve(process.cwd(), '../shared'), checkpoint: llmCheckpoint, threads: threadsArg, quick, log }) : undefined;
   if (llm) out.llm = llm;
   if (json) process.stdout.write(`${JSON.stringify(out)}\n`);
   else {
