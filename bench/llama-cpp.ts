@@ -34,7 +34,9 @@ export async function loadLlamaCpp(threads: number): Promise<LlamaCppHandle> {
     }
     return { ok: true, llama, describe: `llama.cpp ${release.repo} ${release.release} via node-llama-cpp ${version}, ${llama.buildType} CPU build, ${threads} threads` };
   } catch (e) {
-    return { ok: false, reason: e instanceof Error ? e.message.split('\n')[0] : String(e) };
+    const first = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    const named = e instanceof Error && e.name !== 'Error' && !first.includes(e.name) ? `${e.name}${first ? `: ${first}` : ''}` : first;
+    return { ok: false, reason: `${named || 'unknown error'}; node-llama-cpp loads prebuilt binaries from its optional packages @node-llama-cpp/${process.platform}-${process.arch}[-gpu], which npm ci installs where they fit` };
   }
 }
 
