@@ -14,7 +14,14 @@
  * - attention prefill at sequence 512 and 2048 (flash variant, causal, 8 heads of 64);
  * - stories260K prefill and decode tokens/s on the engine, with the per-kernel GPU time table;
  * - host work that tests bound but never time: tokenizer encoding, the rewrite driver on a deep graph, rejecting a
- *   giant header (bench/host.bench.ts).
+ *   giant header (bench/host.bench.ts);
+ * - LLM decode against llama.cpp (the CPU peer, through node-llama-cpp) on the same GGUF files of the synthetic 110M
+ *   llama, F32 and Q4_0, with `--threads` threads (default 2): our decode tok/s as a ratio to llama.cpp's, with
+ *   weight-read fraction and GPU/host ms per token (bench/llm.bench.ts). Where node-llama-cpp's binary does not load,
+ *   its rows are skipped with one line saying so.
+ *
+ * `--only a,b` runs only the named sections: matmul, sparse, quant, attention, stories260K, host, llm.
+ * `--llm-checkpoint FILE` gives the llm section another llama2.c checkpoint than the synthetic 110M one.
  */
 import { readFileSync, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -29,12 +36,18 @@ import { loadModel } from '../src/frontends/load.js';
 import { compile } from '../src/compile.js';
 import { profileTable } from '../src/cli/generate.js';
 import { formatHostBench, runHostBench } from './host.bench.js';
+import { formatLlmBench, runLlmBench } from './llm.bench.js';
 
 const argv = process.argv.slice(2);
 const args = new Set(argv);
 const waitArg = argv.includes('--wait') ? argv[argv.indexOf('--wait') + 1] : undefined;
 const quick = args.has('--quick');
 const json = args.has('--json');
+const SECTIONS = ['matmul', 'sparse', 'quant', 'attention', 'stories260K', 'host', 'llm'];
+const only = argv.includes('--only') ? (argv[argv.indexOf('--only') + 1] ?? '').split(',') : SECTIONS;
+const threadsArg = argv.includes('--threads') ? Number(argv[argv.indexOf('--threads') + 1]) : 2;
+const llmCheckpoint = argv.includes('--llm-checkpoint') ? resolve(argv[argv.indexOf('--llm-checkpoint') + 1] ?? '') : undefined;
+const want = (section: string): boolean => only.includes(section);
 const log = (l: string): void => {
   process.stderr.write(`${l}\n`);
 };
@@ -74,26 +87,33 @@ async function attentionBench(device: GPUDevice, seq: number, waiter: GpuWaiter)
 }
 
 async function main(): Promise<void> {
+  const unknown = only.filter((x) => !SECTIONS.includes(x));
+  if (unknown.length) throw new Error(`--only takes sections from ${SECTIONS.join(', ')}; got ${unknown.join(', ')}`);
+  if (!(Number.isInteger(threadsArg) && threadsArg >= 1)) throw new Error(`--threads must be an integer >= 1, got ${threadsArg}`);
+  // lavapipe reads its thread count when the adapter is created: give it llama.cpp's unless the caller chose
+  process.env.LP_NUM_THREADS ??= String(threadsArg);
   const handle = await requestGPUDevice();
   const device = handle.device;
   if (waitArg !== undefined && waitArg !== 'poll' && waitArg !== 'sleep-then-poll') throw new Error(`--wait must be poll or sleep-then-poll, got ${waitArg}`);
   const wait = (waitArg as GpuWaitMode | undefined) ?? defaultGpuWaitMode(handle.info);
   const out: Record<string, unknown> = { device: describeDevice(handle.info), date: new Date().toISOString(), host_wait: wait };
   log(`device: ${out.device}; host wait: ${wait}`);
-  const mm = await runMatmulBench(device, { quick, log, wait });
-  out.matmul = mm;
-  const sparse = await runSparseMatmulBench(device, { quick, log, wait });
-  out.sparse_matmul = sparse;
-  const quant = await runQuantMatmulBench(device, { quick, log, wait });
-  out.quant_matmul = quant;
+  const mm = want('matmul') ? await runMatmulBench(device, { quick, log, wait }) : [];
+  if (want('matmul')) out.matmul = mm;
+  const sparse = want('sparse') ? await runSparseMatmulBench(device, { quick, log, wait }) : [];
+  if (want('sparse')) out.sparse_matmul = sparse;
+  const quant = want('quant') ? await runQuantMatmulBench(device, { quick, log, wait }) : [];
+  if (want('quant')) out.quant_matmul = quant;
   const att: MatmulBenchRow[] = [];
-  for (const seq of [512, 2048]) {
+  for (const seq of want('attention') ? [512, 2048] : []) {
     att.push(await attentionBench(device, seq, new GpuWaiter({ mode: wait })));
     log(`attention ${seq}: ${(att[att.length - 1].seconds * 1000).toFixed(2)} ms`);
   }
-  out.attention = att;
+  if (want('attention')) out.attention = att;
   const model = resolve(process.cwd(), '../shared/models/stories260K/stories260K.bin');
-  if (existsSync(model)) {
+  if (!want('stories260K')) {
+    // not asked for
+  } else if (existsSync(model)) {
     const lm = await loadModel(model);
     const engine = await compile(lm, { device: handle.info });
     const session = await engine.createSession({ device: handle, profile: true, wait });
@@ -135,17 +155,21 @@ async function main(): Promise<void> {
       console.log(`  per-kernel GPU time, one decode step:\n${profileTable(decodeProfile)}`);
     }
   } else log('stories260K benchmark skipped: ../shared is absent');
-  const host = await runHostBench({ quick, sharedDir: resolve(process.cwd(), '../shared') });
-  out.host = host;
+  const host = want('host') ? await runHostBench({ quick, sharedDir: resolve(process.cwd(), '../shared') }) : [];
+  if (want('host')) out.host = host;
+  // the engine benchmarks request devices of their own: free this one first
+  await handle.destroy();
+  const llm = want('llm') ? await runLlmBench({ sharedDir: resolve(process.cwd(), '../shared'), checkpoint: llmCheckpoint, threads: threadsArg, quick, log }) : undefined;
+  if (llm) out.llm = llm;
   if (json) process.stdout.write(`${JSON.stringify(out)}\n`);
   else {
-    console.log(`\nhost work (median ms)\n${formatHostBench(host)}`);
-    console.log(`\nmatmul on ${out.device}\n${formatMatmulBench(mm)}`);
-    console.log(`\nsparse matmul\n${formatMatmulBench(sparse)}`);
-    console.log(`\nquantized matmul (median ms; weight GB/s = weight payload bytes / median; vs f32 = f32 median / median at the same shape and M)\n${formatQuantMatmulBench(quant)}`);
-    console.log(`\nattention\n${formatMatmulBench(att)}`);
+    if (want('host')) console.log(`\nhost work (median ms)\n${formatHostBench(host)}`);
+    if (want('matmul')) console.log(`\nmatmul on ${out.device}\n${formatMatmulBench(mm)}`);
+    if (want('sparse')) console.log(`\nsparse matmul\n${formatMatmulBench(sparse)}`);
+    if (want('quant')) console.log(`\nquantized matmul (median ms; weight GB/s = weight payload bytes / median; vs f32 = f32 median / median at the same shape and M)\n${formatQuantMatmulBench(quant)}`);
+    if (want('attention')) console.log(`\nattention\n${formatMatmulBench(att)}`);
+    if (llm) console.log(`\nLLM decode, ours (WebGPU) vs llama.cpp (CPU, ${threadsArg} threads), same GGUF files\n${formatLlmBench(llm)}`);
   }
-  await handle.destroy();
 }
 
 main().catch((e) => {

@@ -11,7 +11,34 @@ const LONG = 600_000;
 const model = sharedPath('models/stories260K/stories260K.bin');
 const text = sharedPath('data/stories260K-eval-public.txt');
 const EVAL_FIELDS = ['tokens', 'ppl', 'ppl_f32', 'kl_mean', 'kl_p99', 'top1_agreement', 'weight_bytes', 'weight_bytes_f32'];
-const BENCH_FIELDS = ['model', 'backend', 'device', 'quant', 'sparsity', 'prompt_tokens', 'gen_tokens', 'prefill_tokens_per_s', 'decode_tokens_per_s', 'ttft_ms', 'tpot_ms_p50', 'tpot_ms_p95', 'weight_bytes', 'compile_ms', 'load_ms'];
+const BENCH_FIELDS = ['model', 'backend', 'device', 'quant', 'sparsity', 'prompt_tokens', 'gen_tokens', 'prefill_tokens_per_s', 'decode_tokens_per_s', 'ttft_ms', 'tpot_ms_p50', 'tpot_ms_p95', 'weight_bytes', 'compile_ms', 'load_ms', 'device_copy_read_gbps', 'weight_read_fraction', 'host_ms_per_token', 'gpu_ms_per_token', 'load_ms_by_stage'];
+const LOAD_STAGES = ['download', 'device', 'buffers', 'weights', 'shader_modules', 'pipelines', 'bind_groups'];
+
+/** The measurement contract's fields agree with each other (no timing thresholds: only presence and formulas). */
+function expectConsistentContract(o: Record<string, unknown>): void {
+  const n = (k: string): number => o[k] as number;
+  if (o.backend === 'webgpu') {
+    expect(n('device_copy_read_gbps')).toBeGreaterThan(0);
+    // the fraction is computed from the printed decode rate, weight bytes and copy bandwidth, rounded to 4 places
+    expect(Math.abs(n('weight_read_fraction') - (n('decode_tokens_per_s') * n('weight_bytes')) / (n('device_copy_read_gbps') * 1e9))).toBeLessThanOrEqual(5e-5 + 1e-12);
+    expect(Object.keys(o.load_ms_by_stage as object)).toEqual(LOAD_STAGES);
+  } else {
+    expect(o.device_copy_read_gbps).toBeNull();
+    expect(o.weight_read_fraction).toBeNull();
+    expect(o.gpu_ms_per_token).toBeNull();
+    expect(o.host_ms_per_token).toBe(o.tpot_ms_p50);
+    expect(Object.keys(o.load_ms_by_stage as object)).toEqual(['interpreter']);
+  }
+  const stages = Object.values(o.load_ms_by_stage as Record<string, number>);
+  for (const ms of stages) expect(ms).toBeGreaterThanOrEqual(0);
+  // the stages run one after another inside load_ms (each rounded to a whole ms)
+  expect(stages.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(n('load_ms') + stages.length);
+  if (o.gpu_ms_per_token !== null) {
+    expect(n('gpu_ms_per_token')).toBeGreaterThan(0);
+    // host time is the rest of the median step's wall time (0 when the profiled GPU time exceeds it)
+    expect(n('host_ms_per_token')).toBeCloseTo(Math.max(0, n('tpot_ms_p50') - n('gpu_ms_per_token')), 1);
+  } else expect(o.backend === 'cpu' || o.host_ms_per_token === null).toBe(true);
+}
 
 async function evalJson(args: string[]): Promise<Record<string, number>> {
   const r = await runCli(['eval', '--model', model, '--text', text, '--json', ...args]);
@@ -190,6 +217,13 @@ describe.skipIf(!hasShared)('eval and bench on WebGPU', () => {
     for (const k of ['prefill_tokens_per_s', 'decode_tokens_per_s', 'ttft_ms', 'tpot_ms_p50', 'tpot_ms_p95', 'weight_bytes']) expect(q4[k] as number, k).toBeGreaterThan(0);
     expect(q4.tpot_ms_p95 as number).toBeGreaterThanOrEqual(q4.tpot_ms_p50 as number);
     expect(q4.weight_bytes as number).toBeLessThan((none.weight_bytes as number) / 2);
+    expectConsistentContract(none);
+    expectConsistentContract(q4);
+    // the device line says whether it has timestamp queries: with them, the GPU time per token is reported
+    for (const o of [none, q4]) {
+      const timestamps = /(?<!no )timestamps/.test(String(o.device));
+      expect(o.gpu_ms_per_token === null, `${o.quant}: ${o.device}`).toBe(!timestamps);
+    }
   }, LONG);
 });
 
@@ -200,6 +234,7 @@ describe.skipIf(!hasShared)('bench on the CPU reference', () => {
     const o = JSON.parse(r.stdout.trim());
     expect(Object.keys(o)).toEqual(BENCH_FIELDS);
     expect(o).toMatchObject({ backend: 'cpu', quant: 'none', prompt_tokens: 8, gen_tokens: 4 });
+    expectConsistentContract(o);
     const long = await runCli(['bench', '--model', model, '--backend', 'cpu', '--prompt-tokens', '500', '--gen-tokens', '64']);
     expect(long.stderr).toMatch(/^error \[BAD_INPUT\].*exceed the model's 512 positions/);
     const zero = await runCli(['bench', '--model', model, '--repeat', '0']);
