@@ -1,0 +1,58 @@
+/**
+ * The batch executor: what the serving scheduler needs from a model backend. One call runs one scheduler step, a
+ * ragged batch of sequences (each a prefill chunk or one decode token) over a paged KV cache whose blocks the
+ * scheduler's {@link KvBlockManager} assigns, and returns the token sampled after each entry that asked for one.
+ *
+ * Implementations: {@link CpuPagedExecutor} (the CPU reference, paged for real: the block tables decide where K/V
+ * live) and {@link EngineSessionExecutor} (the WebGPU engine, one sequence per session, until the engine runs
+ * batches itself).
+ * @module
+ */
+import type { SamplerStepSettings } from '../sampler-params.js';
+
+/** One sequence's share of a step. */
+export interface ExecutorEntry {
+  /** The scheduler's id of the sequence (stable across steps; a preempted sequence comes back with a new id). */
+  readonly seqId: number;
+  /** Tokens to run now, at positions `start, start + 1, …`. */
+  readonly tokens: readonly number[];
+  /** Position of `tokens[0]`: how many tokens of the sequence already have K/V in the cache. */
+  readonly start: number;
+  /** Every token of the sequence up to `start + tokens.length` (`context.slice(start)` equals `tokens`). */
+  readonly context: readonly number[];
+  /** Physical KV blocks of the sequence in logical order, covering positions `0 .. start + tokens.length - 1`. */
+  readonly blockTable: readonly number[];
+  /** Sample a token after the last of `tokens` with these settings; absent for a prefill chunk that is not the last. */
+  readonly sampling?: SamplerStepSettings;
+}
+
+/** One scheduler step for the executor. */
+export interface ExecutorBatch {
+  /** Block copies to make before running (copy-on-write of shared blocks): contents of `src` into `dst`. */
+  readonly copies: readonly { readonly src: number; readonly dst: number }[];
+  /** The sequences to run. */
+  readonly entries: readonly ExecutorEntry[];
+}
+
+/** A model backend the serving scheduler can drive. */
+export interface BatchExecutor {
+  /** Longest sequence (prompt and generation) the model supports. */
+  readonly maxPositions: number;
+  /** Vocabulary size (token ids are `0 .. vocabSize - 1`). */
+  readonly vocabSize: number;
+  /** Ids that end generation when sampled (EOS; BOS for llama2.c models). */
+  readonly stopTokens: readonly number[];
+  /** The KV pool the executor holds: blocks and tokens per block; the scheduler's block manager uses the same. */
+  readonly kv: { readonly numBlocks: number; readonly blockSize: number };
+  /** Most sequences that can hold KV state at once (Infinity when only the KV pool limits it). */
+  readonly maxSequences: number;
+  /**
+   * Runs one step and resolves to one id per entry, in entry order: the sampled token, or -1 for an entry without
+   * `sampling`.
+   */
+  step(batch: ExecutorBatch): Promise<number[]>;
+  /** Forgets sequence `seqId` (finished, cancelled or preempted); its blocks are the block manager's to reuse. */
+  release(seqId: number): void;
+  /** Frees what the executor holds (device sessions). */
+  destroy?(): Promise<void>;
+}
