@@ -157,15 +157,17 @@ export class KvBlockManager {
 
   /**
    * Starts a sequence on a prefix match (empty when omitted) and returns its id. Counts `promptTokens` as looked up
-   * in the cache.
+   * in the cache and the match as found (pass 0 for a sequence that comes back after preemption, to count it once).
    */
   createSequence(match?: PrefixMatch, promptTokens = 0): number {
     const m = match ?? { blocks: [], tokens: 0, hashes: [] };
     for (const b of m.blocks) this.evictable.delete(b);
     const id = this.allocator.createSequence(m.blocks, m.tokens);
     this.seqs.set(id, { hashes: [...m.hashes] });
-    this.counters.queriedTokens += promptTokens;
-    this.counters.hitTokens += m.tokens;
+    if (promptTokens > 0) {
+      this.counters.queriedTokens += promptTokens;
+      this.counters.hitTokens += m.tokens;
+    }
     return id;
   }
 
