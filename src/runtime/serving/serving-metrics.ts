@@ -195,35 +195,51 @@ export class ServingMetrics {
   }
 }
 
-/** A snapshot in Prometheus text format (latencies in seconds, as summaries with quantile labels). */
-export function metricsToPrometheus(m: ServingMetricsSnapshot, prefix = 'tensorwright'): string {
+/**
+ * Snapshots in Prometheus text format (latencies in seconds, as summaries with quantile labels). Several snapshots
+ * (one per model, say) share each metric's HELP and TYPE lines and differ by their labels.
+ */
+export function metricsToPrometheus(snapshots: ServingMetricsSnapshot | readonly { readonly labels: Readonly<Record<string, string>>; readonly metrics: ServingMetricsSnapshot }[], prefix = 'tensorwright'): string {
+  const all = Array.isArray(snapshots) ? snapshots : [{ labels: {}, metrics: snapshots as ServingMetricsSnapshot }];
   const lines: string[] = [];
   const num = (x: number): string => (Number.isNaN(x) ? 'NaN' : x === Infinity ? '+Inf' : x === -Infinity ? '-Inf' : String(x));
-  const metric = (name: string, type: string, help: string, samples: [string, number][]): void => {
+  const esc = (v: string): string => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+  const labelText = (l: Readonly<Record<string, string>>): string => {
+    const parts = Object.entries(l).map(([k, v]) => `${k}="${esc(v)}"`);
+    return parts.length ? `{${parts.join(',')}}` : '';
+  };
+  const family = (name: string, type: string, help: string, samples: (m: ServingMetricsSnapshot) => [Record<string, string>, string, number][]): void => {
     lines.push(`# HELP ${prefix}_${name} ${help}`, `# TYPE ${prefix}_${name} ${type}`);
-    for (const [labels, v] of samples) lines.push(`${prefix}_${name}${labels} ${num(v)}`);
+    for (const { labels, metrics } of all) for (const [extra, suffix, v] of samples(metrics)) lines.push(`${prefix}_${name}${suffix}${labelText({ ...labels, ...extra })} ${num(v)}`);
   };
-  const summary = (name: string, help: string, s: LatencySummary): void => {
-    const sec = (ms: number): number => ms / 1000;
-    lines.push(`# HELP ${prefix}_${name} ${help}`, `# TYPE ${prefix}_${name} summary`);
-    for (const [q, v] of [['0.5', s.p50], ['0.95', s.p95], ['0.99', s.p99]] as const) lines.push(`${prefix}_${name}{quantile="${q}"} ${num(sec(v))}`);
-    lines.push(`${prefix}_${name}_sum ${num(s.count ? sec(s.mean * s.count) : 0)}`, `${prefix}_${name}_count ${s.count}`);
-  };
-  summary('time_to_first_token_seconds', 'Time from submission to the first token, over the recent requests.', m.ttftMs);
-  summary('time_per_output_token_seconds', 'Time per output token after the first, over the recent requests.', m.tpotMs);
-  summary('e2e_request_latency_seconds', 'Time from submission to the end of the request, over the recent requests.', m.e2eMs);
-  summary('request_queue_time_seconds', 'Time from submission until the request got KV blocks, over the recent requests.', m.queueMs);
-  metric('generation_tokens_per_second', 'gauge', 'Generated tokens per second over the recent time window.', [['', m.tokensPerSecond]]);
-  metric('generation_tokens_total', 'counter', 'Generated tokens.', [['', m.generatedTokens]]);
-  metric('prompt_tokens_total', 'counter', 'Prompt tokens of submitted requests.', [['', m.promptTokens]]);
-  metric('requests_finished_total', 'counter', 'Finished requests by reason.', Object.entries(m.finished).map(([r, n]) => [`{reason="${r}"}`, n]));
-  metric('requests_waiting', 'gauge', 'Requests waiting for KV blocks.', [['', m.waiting]]);
-  metric('requests_running', 'gauge', 'Requests holding KV blocks.', [['', m.running]]);
-  metric('kv_cache_usage_ratio', 'gauge', 'Fraction of KV blocks held by sequences.', [['', m.kvOccupancy]]);
-  metric('kv_cache_used_blocks', 'gauge', 'KV blocks held by sequences.', [['', m.kvUsedBlocks]]);
-  metric('kv_cache_total_blocks', 'gauge', 'KV blocks in the pool.', [['', m.kvTotalBlocks]]);
-  metric('prefix_cache_hit_rate', 'gauge', 'Prompt tokens found in the prefix cache over prompt tokens looked up.', [['', m.prefixHitRate]]);
-  metric('spec_decode_acceptance_rate', 'gauge', 'Accepted over drafted speculative tokens (NaN: none drafted).', [['', m.specAcceptanceRate]]);
-  metric('preemptions_total', 'counter', 'Sequences preempted (KV cache full).', [['', m.preemptions]]);
+  const gauge = (name: string, type: 'gauge' | 'counter', help: string, f: (m: ServingMetricsSnapshot) => number): void => family(name, type, help, (m) => [[{}, '', f(m)]]);
+  const summary = (name: string, help: string, f: (m: ServingMetricsSnapshot) => LatencySummary): void =>
+    family(name, 'summary', help, (m) => {
+      const s = f(m);
+      const sec = (ms: number): number => ms / 1000;
+      return [
+        [{ quantile: '0.5' }, '', sec(s.p50)],
+        [{ quantile: '0.95' }, '', sec(s.p95)],
+        [{ quantile: '0.99' }, '', sec(s.p99)],
+        [{}, '_sum', s.count ? sec(s.mean * s.count) : 0],
+        [{}, '_count', s.count],
+      ];
+    });
+  summary('time_to_first_token_seconds', 'Time from submission to the first token, over the recent requests.', (m) => m.ttftMs);
+  summary('time_per_output_token_seconds', 'Time per output token after the first, over the recent requests.', (m) => m.tpotMs);
+  summary('e2e_request_latency_seconds', 'Time from submission to the end of the request, over the recent requests.', (m) => m.e2eMs);
+  summary('request_queue_time_seconds', 'Time from submission until the request got KV blocks, over the recent requests.', (m) => m.queueMs);
+  gauge('generation_tokens_per_second', 'gauge', 'Generated tokens per second over the recent time window.', (m) => m.tokensPerSecond);
+  gauge('generation_tokens_total', 'counter', 'Generated tokens.', (m) => m.generatedTokens);
+  gauge('prompt_tokens_total', 'counter', 'Prompt tokens of submitted requests.', (m) => m.promptTokens);
+  family('requests_finished_total', 'counter', 'Finished requests by reason.', (m) => Object.entries(m.finished).map(([reason, n]) => [{ reason }, '', n]));
+  gauge('requests_waiting', 'gauge', 'Requests waiting for KV blocks.', (m) => m.waiting);
+  gauge('requests_running', 'gauge', 'Requests holding KV blocks.', (m) => m.running);
+  gauge('kv_cache_usage_ratio', 'gauge', 'Fraction of KV blocks held by sequences.', (m) => m.kvOccupancy);
+  gauge('kv_cache_used_blocks', 'gauge', 'KV blocks held by sequences.', (m) => m.kvUsedBlocks);
+  gauge('kv_cache_total_blocks', 'gauge', 'KV blocks in the pool.', (m) => m.kvTotalBlocks);
+  gauge('prefix_cache_hit_rate', 'gauge', 'Prompt tokens found in the prefix cache over prompt tokens looked up (NaN: none looked up).', (m) => m.prefixHitRate);
+  gauge('spec_decode_acceptance_rate', 'gauge', 'Accepted over drafted speculative tokens (NaN: none drafted).', (m) => m.specAcceptanceRate);
+  gauge('preemptions_total', 'counter', 'Sequences preempted (KV cache full).', (m) => m.preemptions);
   return `${lines.join('\n')}\n`;
 }
