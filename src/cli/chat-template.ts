@@ -37,7 +37,7 @@ export class ChatTemplate {
     try {
       this.template = new Template(source);
     } catch (e) {
-      throw new ModelFormatError('chat_template', 0, `${origin}: the chat template does not parse: ${(e as Error).message}`);
+      throw new ModelFormatError('chat_template', 0, `the chat template does not parse: ${(e as Error).message}`, origin);
     }
   }
 
@@ -72,7 +72,7 @@ export class ChatTemplate {
     try {
       cfg = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
     } catch (e) {
-      throw new ModelFormatError('tokenizer_config', 0, `${path} is not JSON: ${(e as Error).message}`);
+      throw new ModelFormatError('tokenizer_config', 0, `not JSON: ${(e as Error).message}`, path);
     }
     let source = cfg.chat_template;
     // a list of named templates: take `default`, else the first
@@ -81,7 +81,7 @@ export class ChatTemplate {
       source = (named.find((t) => t.name === 'default') ?? named[0])?.template;
     }
     if (source === undefined || source === null) return undefined;
-    if (typeof source !== 'string') throw new ModelFormatError('chat_template', 0, `${path}: chat_template must be a string or a list of {name, template}`);
+    if (typeof source !== 'string') throw new ModelFormatError('chat_template', 0, 'chat_template must be a string or a list of {name, template}', path);
     const token = (v: unknown): string => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : '');
     return new ChatTemplate(source, path, token(cfg.bos_token), token(cfg.eos_token));
   }

@@ -10,7 +10,7 @@
  * @module
  */
 import { InputError } from '../../errors.js';
-import type { GPUDeviceHandle } from '../device.js';
+import { requestGPUDevice, type GPUDeviceHandle } from '../device.js';
 import type { Engine, EngineSession } from '../engine.js';
 import type { BatchExecutor, ExecutorBatch } from './batch-executor.js';
 
@@ -68,7 +68,6 @@ export class EngineSessionExecutor implements BatchExecutor {
   static async create(engine: Engine, options: EngineSessionExecutorOptions = {}): Promise<EngineSessionExecutor> {
     const n = options.sessions ?? 4;
     if (!(Number.isInteger(n) && n >= 1)) throw new InputError(`sessions must be a positive integer, got ${n}`);
-    const { requestGPUDevice } = await import('../device.js');
     const handle = options.device ?? (await requestGPUDevice({ requiredFeatures: engine.manifest.requiredFeatures as GPUFeatureName[] }));
     const sessions: EngineSession[] = [];
     try {
