@@ -25,6 +25,7 @@ export * from './serving/serving-metrics.js';
 export * from './serving/stop-strings.js';
 export * from './serving/cpu-paged-executor.js';
 export * from './serving/engine-session-executor.js';
+export * from './serving/batched-engine-executor.js';
 export * from './engine.js';
 export * from './engine-manifest.js';
 export * from './engine-manifest-schema.js';

@@ -47,6 +47,12 @@ export interface BatchExecutor {
   /** Most sequences that can hold KV state at once (Infinity when only the KV pool limits it). */
   readonly maxSequences: number;
   /**
+   * Whether a block the block manager shares between sequences is stored once by the executor too (default true).
+   * False (an engine with its own block tables): the scheduler runs without its prefix cache, which would count a
+   * shared block once while the executor stores it per sequence.
+   */
+  readonly sharesBlocks?: boolean;
+  /**
    * Runs one step and resolves to one id per entry, in entry order: the sampled token, or -1 for an entry without
    * `sampling`.
    */

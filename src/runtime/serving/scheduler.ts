@@ -58,7 +58,7 @@ export interface SchedulerOptions {
   readonly maxBatchTokens?: number;
   /** Most sequences running at once (default: what the executor allows). */
   readonly maxSequences?: number;
-  /** Keep full KV blocks in the automatic prefix cache (default true). */
+  /** Keep full KV blocks in the automatic prefix cache (default true; always off over an executor that does not share blocks). */
   readonly prefixCaching?: boolean;
   /** The clock deadlines are read on, in ms (default `performance.now`). */
   readonly clock?: () => number;
@@ -133,7 +133,7 @@ export class Scheduler {
     if (!(Number.isInteger(this.maxBatchTokens) && this.maxBatchTokens > 0)) throw new InputError(`maxBatchTokens must be a positive integer, got ${options.maxBatchTokens}`);
     this.maxSequences = Math.min(options.maxSequences ?? Infinity, executor.maxSequences);
     if (!(this.maxSequences >= 1)) throw new InputError(`maxSequences must be at least 1, got ${options.maxSequences}`);
-    this.blocks = new KvBlockManager({ numBlocks: executor.kv.numBlocks, blockSize: executor.kv.blockSize, prefixCaching: options.prefixCaching });
+    this.blocks = new KvBlockManager({ numBlocks: executor.kv.numBlocks, blockSize: executor.kv.blockSize, prefixCaching: (options.prefixCaching ?? true) && executor.sharesBlocks !== false });
     this.clock = options.clock ?? (() => performance.now());
   }
 
