@@ -18,6 +18,9 @@ import { goldens, stories260K } from './support/serving.js';
 import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
 import { acquireTestDevice } from './helpers/webgpu.js';
 import type { AddressInfo } from 'node:net';
+import { mkdtempSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 noteMissingShared('serve tests');
 
@@ -164,6 +167,27 @@ describe.skipIf(!hasShared)('serve (stories260K, CPU backend) with the openai cl
     const r = await runCli(['serve', '--port', '0']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/exactly one of --model/);
+  });
+});
+
+describe.skipIf(!hasShared)('serve --models DIR', () => {
+  it('lists the folder\'s models, loads one on first use, and 404s a name not in it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tw-models-'));
+    symlinkSync(MODEL, join(dir, 'tiny.bin'));
+    symlinkSync(TOKENIZER, join(dir, 'tok512.bin'));
+    const server = await startServer({ models: dir, port: 0, backend: 'cpu', maxBatchTokens: 64 });
+    try {
+      const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      expect((await client.models.list()).data.map((m) => m.id)).toEqual(['tiny']);
+      expect(server.models.loaded()).toEqual([]);
+      const g = goldens()[2];
+      const r = await client.completions.create({ model: 'tiny', prompt: g.prompt_ids, max_tokens: 6, temperature: 0 });
+      expect(r.usage?.completion_tokens).toBe(6);
+      expect(server.models.loaded().map((m) => m.id)).toEqual(['tiny']);
+      await expect(client.completions.create({ model: 'tok512', prompt: 'x' })).rejects.toMatchObject({ status: 404 });
+    } finally {
+      await server.close();
+    }
   });
 });
 

@@ -207,3 +207,38 @@ describe.skipIf(!hasShared)('Scheduler order, deadlines and budget (paged CPU ex
     expect(reports.some((r) => r.prefill > 0 && r.decode > 0)).toBe(true);
   });
 });
+
+describe.skipIf(!hasShared)('copy-on-write forks on the paged CPU executor (stories260K)', () => {
+  it('a fork shares the prompt blocks, copies the partial one on write, and both continue as if run alone', async () => {
+    const { KvBlockManager } = await import('../src/runtime/serving/kv-block-manager.js');
+    const s = await stories260K();
+    const ex = s.executor(32, 4);
+    const m = new KvBlockManager({ numBlocks: 32, blockSize: 4, prefixCaching: false });
+    const greedy = { temperature: 0, topp: 1, coin: 0 };
+    const prompt = goldens()[4].prompt_ids.slice(0, 6);
+    const run = async (seq: number, context: number[], count: number): Promise<number> => {
+      const copies = m.append(seq, count);
+      const start = context.length - count;
+      const [id] = await ex.step({ copies, entries: [{ seqId: seq, tokens: context.slice(start), start, context, blockTable: m.table(seq), sampling: greedy }] });
+      return id;
+    };
+    const a = m.createSequence();
+    const first = await run(a, prompt, prompt.length);
+    const b = m.fork(a);
+    expect(m.usedBlocks).toBe(2);
+    // the two branches continue from different tokens
+    const ctxA = [...prompt, first];
+    const ctxB = [...prompt, (first + 7) % 512];
+    for (let i = 0; i < 6; i++) {
+      ctxA.push(await run(a, ctxA, 1));
+      ctxB.push(await run(b, ctxB, 1));
+    }
+    expect(m.table(a)[0]).toBe(m.table(b)[0]);
+    expect(m.table(a)[1]).not.toBe(m.table(b)[1]);
+    for (const ctx of [ctxA, ctxB]) {
+      const lm = new CpuCausalLM(s.graph, s.maxPositions);
+      const ref = await generateTokens(lm, ctx.slice(0, prompt.length + 1), { steps: ctx.length, temperature: 0, topp: 1, seed: 0, stopTokens: [] });
+      expect(ctx.slice(prompt.length + 1)).toEqual(ref.generated.slice(0, 6));
+    }
+  });
+});
