@@ -55,6 +55,22 @@ describe.skipIf(!hasShared)('serving on the paged CPU executor (stories260K)', (
     process.stderr.write(`[serving] 64 requests on ${pool} blocks of ${blockSize}: ${m.preemptions} preemptions, prefix hit rate ${m.prefixHitRate.toFixed(3)}, up to ${maxRunning} running\n`);
   });
 
+  it('with the swap policy, preempted sequences go to host memory and come back golden-exact', async () => {
+    const s = await stories260K();
+    const g = goldens();
+    const executor = s.executor(40, 4);
+    const session = new ServingSession(executor, { maxBatchTokens: 64, preemption: 'swap' });
+    expect(session.scheduler.swapping).toBe(true);
+    const runs = Array.from({ length: 24 }, (_v, i) => session.generate({ promptIds: g[i % g.length].prompt_ids, maxTokens: 10 + (i % 7), temperature: 0 }));
+    const results = await Promise.all(runs);
+    results.forEach((r, i) => expect(r.ids, `request ${i}`).toEqual(g[i % g.length].generated_ids.slice(0, 10 + (i % 7))));
+    const m = session.metrics();
+    expect(m.swapOuts).toBeGreaterThan(0);
+    expect(m.swapOuts).toBe(m.preemptions);
+    expect(executor.swappedSequences).toBe(0);
+    expect(m.kvUsedBlocks).toBe(0);
+  });
+
   it('sampled requests (temperature, top-p, top-k, seeds) equal the CPU reference run alone, under preemption', async () => {
     const s = await stories260K();
     const g = goldens();

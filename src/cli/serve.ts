@@ -48,6 +48,8 @@ export interface ServeCommandOptions {
   kvBlockSize?: number;
   /** Most requests waiting; past it requests get 429 (default 256). */
   maxWaiting?: number;
+  /** What preemption does when the KV pool is full (default `recompute`; `swap` needs an executor that can). */
+  preemption?: 'recompute' | 'swap';
   /** Backend for model files. */
   backend: 'cpu' | 'webgpu' | 'auto';
   /** Engine sessions (resident sequences) per model on WebGPU, until the engine runs batches itself (default 4). */
@@ -104,8 +106,8 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
       }
     }
   }
-  const session = new ServingSession(executor, { tokenizer, maxBatchTokens: o.maxBatchTokens, maxWaiting: o.maxWaiting ?? 256 });
-  log(`serve: model '${id}' ready (${engineFolder ? 'engine, webgpu' : 'model file'}; context ${executor.maxPositions}, KV ${executor.kv.numBlocks} blocks of ${executor.kv.blockSize}, at most ${session.scheduler.maxSequences === Infinity ? 'pool-bound' : session.scheduler.maxSequences} sequences at once; chat template: ${chat.origin})`);
+  const session = new ServingSession(executor, { tokenizer, maxBatchTokens: o.maxBatchTokens, maxWaiting: o.maxWaiting ?? 256, preemption: o.preemption });
+  log(`serve: model '${id}' ready (${engineFolder ? 'engine, webgpu' : 'model file'}; context ${executor.maxPositions}, KV ${executor.kv.numBlocks} blocks of ${executor.kv.blockSize}, ${session.scheduler.maxSequences === Infinity ? 'sequences bounded by the pool' : `at most ${session.scheduler.maxSequences} sequences at once`}, preemption by ${session.scheduler.swapping ? 'swap' : 'recompute'}; chat template: ${chat.origin})`);
   return { id, session, tokenizer, chat, maxPositions: executor.maxPositions, vocabSize: executor.vocabSize };
 }
 

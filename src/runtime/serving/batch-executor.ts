@@ -26,8 +26,23 @@ export interface ExecutorEntry {
   readonly sampling?: SamplerStepSettings;
 }
 
-/** One scheduler step for the executor. */
+/** Blocks of a preempted sequence moved between the KV pool and host memory, under a key of the scheduler's. */
+export interface SwapBlocks {
+  /** Names the host copy (the scheduler's request id). */
+  readonly key: number;
+  /** Pool blocks, in the sequence's logical order. */
+  readonly blocks: readonly number[];
+}
+
+/**
+ * One scheduler step for the executor, done in this order: swap-outs (read before anything is written), swap-ins,
+ * copies, then the entries.
+ */
 export interface ExecutorBatch {
+  /** Blocks to copy to host memory (preemption by swapping; only for an executor with `canSwap`). */
+  readonly swapOut?: readonly SwapBlocks[];
+  /** Host copies to write back into these blocks (and forget). */
+  readonly swapIn?: readonly SwapBlocks[];
   /** Block copies to make before running (copy-on-write of shared blocks): contents of `src` into `dst`. */
   readonly copies: readonly { readonly src: number; readonly dst: number }[];
   /** The sequences to run. */
@@ -59,6 +74,10 @@ export interface BatchExecutor {
   step(batch: ExecutorBatch): Promise<number[]>;
   /** Forgets sequence `seqId` (finished, cancelled or preempted); its blocks are the block manager's to reuse. */
   release(seqId: number): void;
+  /** Whether the executor can swap blocks to host memory ({@link ExecutorBatch.swapOut}); default false. */
+  readonly canSwap?: boolean;
+  /** Forgets a host copy that will not be swapped in (its request ended while swapped out). */
+  discardSwapped?(key: number): void;
   /** Frees what the executor holds (device sessions). */
   destroy?(): Promise<void>;
 }

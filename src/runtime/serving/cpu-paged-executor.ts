@@ -70,11 +70,39 @@ export class CpuPagedExecutor implements BatchExecutor {
     if (this.pools.length === 0) throw new InputError('the graph has no past_* KV inputs');
   }
 
+  readonly canSwap = true;
+  /** Host copies of swapped-out blocks: per key, one array per pool. */
+  private readonly swapped = new Map<number, Float32Array[]>();
+
   async step(batch: ExecutorBatch): Promise<number[]> {
     const bs = this.kv.blockSize;
+    for (const { key, blocks } of batch.swapOut ?? [])
+      this.swapped.set(
+        key,
+        this.pools.map((p) => {
+          const host = new Float32Array(blocks.length * bs * p.row);
+          blocks.forEach((b, i) => host.set(p.data.subarray(b * bs * p.row, (b + 1) * bs * p.row), i * bs * p.row));
+          return host;
+        }),
+      );
+    for (const { key, blocks } of batch.swapIn ?? []) {
+      const host = this.swapped.get(key);
+      if (!host) throw new InputError(`nothing is swapped out under key ${key}`);
+      this.pools.forEach((p, j) => blocks.forEach((b, i) => p.data.set(host[j].subarray(i * bs * p.row, (i + 1) * bs * p.row), b * bs * p.row)));
+      this.swapped.delete(key);
+    }
     for (const { src, dst } of batch.copies)
       for (const p of this.pools) p.data.copyWithin(dst * bs * p.row, src * bs * p.row, (src + 1) * bs * p.row);
     return batch.entries.map((e) => this.run(e));
+  }
+
+  discardSwapped(key: number): void {
+    this.swapped.delete(key);
+  }
+
+  /** Host copies held (swapped-out sequences). */
+  get swappedSequences(): number {
+    return this.swapped.size;
   }
 
   release(_seqId: number): void {

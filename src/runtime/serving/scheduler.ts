@@ -4,7 +4,8 @@
  * decode), in order of priority, then deadline, then arrival. New sequences start on the longest prefix the KV
  * block manager has cached. When the KV pool runs out, the sequence that comes last in that order is preempted: its
  * blocks are released (full ones stay in the prefix cache) and it goes back to the queue to be recomputed, with its
- * generated tokens, when room returns. Sampling coins are drawn per generated token from the request's own seed, so
+ * generated tokens, when room returns (or, with the `swap` policy, its blocks are copied to host memory and back).
+ * Sampling coins are drawn per generated token from the request's own seed, so
  * a request's output does not depend on what else runs or on preemption.
  * @module
  */
@@ -62,6 +63,12 @@ export interface SchedulerOptions {
   readonly prefixCaching?: boolean;
   /** The clock deadlines are read on, in ms (default `performance.now`). */
   readonly clock?: () => number;
+  /**
+   * What preemption does with a sequence's K/V: `recompute` (default) drops it and runs the tokens again later;
+   * `swap` copies its blocks to host memory and back when it resumes (over an executor that can swap; else
+   * recompute).
+   */
+  readonly preemption?: 'recompute' | 'swap';
 }
 
 /** What one {@link Scheduler.step} did. */
@@ -76,6 +83,10 @@ export interface StepReport {
   readonly generated: number;
   /** Sequences preempted while scheduling this step. */
   readonly preempted: number;
+  /** Sequences swapped out to host memory this step. */
+  readonly swappedOut: number;
+  /** Sequences swapped back in this step. */
+  readonly swappedIn: number;
 }
 
 /** One request's state. */
@@ -93,6 +104,8 @@ interface Sequence {
   computed: number;
   /** KV sequence id while it holds blocks. */
   kvSeq?: number;
+  /** While swapped out: tokens whose K/V waits in host memory. */
+  swapped?: number;
   started: boolean;
   status: 'waiting' | 'running' | 'finished';
   cancel?: FinishReason;
@@ -117,6 +130,12 @@ export class Scheduler {
   readonly maxSequences: number;
   /** Preemptions so far. */
   preemptions = 0;
+  /** Preemptions that swapped to host memory (a subset of {@link Scheduler.preemptions}). */
+  swapOuts = 0;
+  /** Whether preemption swaps (the policy asks for it and the executor can). */
+  readonly swapping: boolean;
+  private swapOut: { key: number; blocks: readonly number[] }[] = [];
+  private swapIn: { key: number; blocks: readonly number[] }[] = [];
   private readonly clock: () => number;
   private readonly waiting: Sequence[] = [];
   private readonly running: Sequence[] = [];
@@ -135,6 +154,7 @@ export class Scheduler {
     if (!(this.maxSequences >= 1)) throw new InputError(`maxSequences must be at least 1, got ${options.maxSequences}`);
     this.blocks = new KvBlockManager({ numBlocks: executor.kv.numBlocks, blockSize: executor.kv.blockSize, prefixCaching: (options.prefixCaching ?? true) && executor.sharesBlocks !== false });
     this.clock = options.clock ?? (() => performance.now());
+    this.swapping = options.preemption === 'swap' && executor.canSwap === true;
   }
 
   /** Requests waiting for KV blocks or a turn. */
@@ -223,7 +243,12 @@ export class Scheduler {
     for (const s of [...this.running, ...this.waiting]) if (s.req.deadline !== undefined && s.req.deadline <= now) s.cancel ??= 'deadline';
     this.applyCancellations();
     const { plan, preempted } = this.schedule();
-    if (plan.length === 0) return { sequences: 0, prefillTokens: 0, decodeTokens: 0, generated: 0, preempted };
+    const swapOut = this.swapOut;
+    const swapIn = this.swapIn;
+    this.swapOut = [];
+    this.swapIn = [];
+    const swaps = { swappedOut: swapOut.length, swappedIn: swapIn.length };
+    if (plan.length === 0 && swapOut.length === 0) return { sequences: 0, prefillTokens: 0, decodeTokens: 0, generated: 0, preempted, ...swaps };
     const copies = plan.flatMap((p) => p.copies);
     const entries: ExecutorEntry[] = plan.map(({ seq, count }) => {
       const start = seq.computed;
@@ -239,7 +264,7 @@ export class Scheduler {
     });
     let ids: number[];
     try {
-      ids = await this.executor.step({ copies, entries });
+      ids = await this.executor.step({ swapOut, swapIn, copies, entries });
       if (ids.length !== entries.length) throw new InternalError(`the executor returned ${ids.length} ids for ${entries.length} entries`);
     } catch (e) {
       for (const { seq } of plan) this.finish(seq, 'error', e);
@@ -261,7 +286,7 @@ export class Scheduler {
     });
     const prefillTokens = plan.filter((p) => p.prefill).reduce((a, p) => a + p.count, 0);
     const decodeTokens = plan.filter((p) => !p.prefill).reduce((a, p) => a + p.count, 0);
-    return { sequences: plan.length, prefillTokens, decodeTokens, generated, preempted };
+    return { sequences: plan.length, prefillTokens, decodeTokens, generated, preempted, ...swaps };
   }
 
   /** Picks this step's entries: running sequences first (preempting the last ones when blocks run out), then new ones. */
@@ -292,6 +317,11 @@ export class Scheduler {
     let inflight: Set<number> | undefined;
     for (let i = 0; i < this.waiting.length && budget > 0 && this.running.length < this.maxSequences; ) {
       const seq = this.waiting[i];
+      if (seq.swapped !== undefined) {
+        if (!this.resume(seq, budget, plan)) break;
+        budget -= plan[plan.length - 1].count;
+        continue;
+      }
       const match: PrefixMatch = this.blocks.matchPrefix(seq.tokens, seq.tokens.length - 1);
       // a prefix a running sequence is computing right now: wait a step and share it instead of computing it again
       inflight ??= this.inflightHashes();
@@ -319,6 +349,23 @@ export class Scheduler {
     return { plan, preempted };
   }
 
+  /** Brings a swapped-out sequence back (blocks for its K/V and its next tokens); false when they do not fit. */
+  private resume(seq: Sequence, budget: number, plan: Planned[]): boolean {
+    const swapped = seq.swapped!;
+    const count = Math.min(seq.tokens.length - swapped, budget);
+    if (Math.ceil((swapped + count) / this.blocks.blockSize) > this.blocks.availableBlocks) return false;
+    remove(this.waiting, seq);
+    seq.kvSeq = this.blocks.createSequence();
+    const copies = this.blocks.append(seq.kvSeq, swapped + count);
+    this.swapIn.push({ key: seq.id, blocks: this.blocks.table(seq.kvSeq).slice(0, Math.ceil(swapped / this.blocks.blockSize)) });
+    seq.computed = swapped;
+    seq.swapped = undefined;
+    seq.status = 'running';
+    insertSorted(this.running, seq);
+    plan.push({ seq, count, prefill: count > 1, copies });
+    return true;
+  }
+
   /** Hashes of the full prompt blocks running sequences have still to compute. */
   private inflightHashes(): Set<number> {
     const out = new Set<number>();
@@ -335,8 +382,16 @@ export class Scheduler {
     return { temperature: r.temperature, topp: r.topP, topk: r.topK, coin: r.temperature === 0 ? 0 : seq.rng.nextF32() };
   }
 
-  /** Preemption by recompute: the sequence gives back its blocks and waits to be run again from its tokens. */
+  /**
+   * Preemption: the sequence gives back its blocks and waits, to be run again from its tokens (recompute) or to have
+   * its K/V copied back from host memory (swap).
+   */
   private preempt(seq: Sequence): void {
+    if (this.swapping && seq.computed > 0) {
+      this.swapOut.push({ key: seq.id, blocks: this.blocks.table(seq.kvSeq!).slice(0, Math.ceil(seq.computed / this.blocks.blockSize)) });
+      seq.swapped = seq.computed;
+      this.swapOuts++;
+    }
     this.releaseKv(seq);
     remove(this.running, seq);
     seq.status = 'waiting';
@@ -359,6 +414,13 @@ export class Scheduler {
     remove(this.waiting, seq);
     seq.status = 'finished';
     this.byId.delete(seq.id);
+    if (seq.swapped !== undefined) {
+      // swapped out this step (the copy has not run yet) or earlier
+      const pending = this.swapOut.findIndex((x) => x.key === seq.id);
+      if (pending >= 0) this.swapOut.splice(pending, 1);
+      else this.executor.discardSwapped?.(seq.id);
+      seq.swapped = undefined;
+    }
     seq.observer.onFinish(reason, error);
   }
 

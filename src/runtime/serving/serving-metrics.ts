@@ -54,6 +54,8 @@ export interface ServingMetricsSnapshot {
   readonly specAcceptanceRate: number;
   /** Preemptions so far. */
   readonly preemptions: number;
+  /** Of those, the ones that swapped the sequence's K/V to host memory. */
+  readonly swapOuts: number;
 }
 
 /** One finished request's timings, in ms. */
@@ -84,6 +86,8 @@ export interface ServingGauges {
   readonly prefixHitTokens: number;
   /** Preemptions. */
   readonly preemptions: number;
+  /** Preemptions that swapped to host memory. */
+  readonly swapOuts: number;
 }
 
 /** A fixed-size ring of the latest samples. */
@@ -191,6 +195,7 @@ export class ServingMetrics {
       prefixHitRate: g.prefixQueriedTokens ? g.prefixHitTokens / g.prefixQueriedTokens : NaN,
       specAcceptanceRate: this.drafted ? this.accepted / this.drafted : NaN,
       preemptions: g.preemptions,
+      swapOuts: g.swapOuts,
     };
   }
 }
@@ -241,5 +246,6 @@ export function metricsToPrometheus(snapshots: ServingMetricsSnapshot | readonly
   gauge('prefix_cache_hit_rate', 'gauge', 'Prompt tokens found in the prefix cache over prompt tokens looked up (NaN: none looked up).', (m) => m.prefixHitRate);
   gauge('spec_decode_acceptance_rate', 'gauge', 'Accepted over drafted speculative tokens (NaN: none drafted).', (m) => m.specAcceptanceRate);
   gauge('preemptions_total', 'counter', 'Sequences preempted (KV cache full).', (m) => m.preemptions);
+  gauge('preemptions_swapped_total', 'counter', 'Preemptions that swapped the K/V to host memory instead of dropping it.', (m) => m.swapOuts);
   return `${lines.join('\n')}\n`;
 }

@@ -267,6 +267,7 @@ export class ServingSession {
       prefixQueriedTokens: st.queriedTokens,
       prefixHitTokens: st.hitTokens,
       preemptions: s.preemptions,
+      swapOuts: s.swapOuts,
     });
   }
 
