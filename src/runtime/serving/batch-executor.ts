@@ -26,6 +26,22 @@ export interface ExecutorEntry {
   readonly sampling?: SamplerStepSettings;
 }
 
+/** The KV pool's shape. */
+export interface KvPoolShape {
+  /** Blocks in the pool. */
+  readonly numBlocks: number;
+  /** Tokens per block. */
+  readonly blockSize: number;
+}
+
+/** A block copy (copy-on-write): the contents of block `src` into block `dst`. */
+export interface BlockCopy {
+  /** Block copied from. */
+  readonly src: number;
+  /** Block copied to. */
+  readonly dst: number;
+}
+
 /** Blocks of a preempted sequence moved between the KV pool and host memory, under a key of the scheduler's. */
 export interface SwapBlocks {
   /** Names the host copy (the scheduler's request id). */
@@ -44,7 +60,7 @@ export interface ExecutorBatch {
   /** Host copies to write back into these blocks (and forget). */
   readonly swapIn?: readonly SwapBlocks[];
   /** Block copies to make before running (copy-on-write of shared blocks): contents of `src` into `dst`. */
-  readonly copies: readonly { readonly src: number; readonly dst: number }[];
+  readonly copies: readonly BlockCopy[];
   /** The sequences to run. */
   readonly entries: readonly ExecutorEntry[];
 }
@@ -58,7 +74,7 @@ export interface BatchExecutor {
   /** Ids that end generation when sampled (EOS; BOS for llama2.c models). */
   readonly stopTokens: readonly number[];
   /** The KV pool the executor holds: blocks and tokens per block; the scheduler's block manager uses the same. */
-  readonly kv: { readonly numBlocks: number; readonly blockSize: number };
+  readonly kv: KvPoolShape;
   /** Most sequences that can hold KV state at once (Infinity when only the KV pool limits it). */
   readonly maxSequences: number;
   /**

@@ -12,12 +12,20 @@
  */
 import { InputError } from '../../errors.js';
 import type { SamplerStepSettings } from '../sampler-params.js';
-import type { BatchExecutor, ExecutorBatch } from './batch-executor.js';
+import type { BatchExecutor, ExecutorBatch, KvPoolShape } from './batch-executor.js';
 
 /** A sequence of a {@link BatchedEngineSession} (compared by identity). */
 export interface BatchedSequence {
   /** Its id within the session. */
   readonly id: number;
+}
+
+/** The KV pool of a {@link BatchedEngineSession}. */
+export interface BatchedKvBlocks {
+  /** Blocks in the pool. */
+  readonly total: number;
+  /** Tokens per block. */
+  readonly blockSize: number;
 }
 
 /** The batched engine session API the executor drives. */
@@ -29,7 +37,7 @@ export interface BatchedEngineSession {
   /** Runs one ragged batch; per entry, the ids sampled (`[]` without `sampling`, else one). */
   stepBatch(entries: readonly { readonly seq: BatchedSequence; readonly tokens: readonly number[]; readonly sampling?: SamplerStepSettings }[]): Promise<number[][]>;
   /** The KV pool: blocks in all and tokens per block. */
-  kvBlocks(): { readonly total: number; readonly blockSize: number };
+  kvBlocks(): BatchedKvBlocks;
   /** Most tokens one step takes over all its sequences. */
   readonly maxTokens: number;
 }
@@ -50,7 +58,7 @@ export class BatchedEngineExecutor implements BatchExecutor {
   readonly vocabSize: number;
   readonly stopTokens: readonly number[];
   /** The engine's own pool (run the scheduler with prefix caching off: cached blocks are not shared on the engine). */
-  readonly kv: { readonly numBlocks: number; readonly blockSize: number };
+  readonly kv: KvPoolShape;
   readonly maxSequences = Infinity;
   /** The engine keeps its own block tables: the scheduler's prefix cache is off. */
   readonly sharesBlocks = false;

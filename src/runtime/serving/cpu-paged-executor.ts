@@ -10,7 +10,7 @@ import type { Graph } from '../../ir/graph.js';
 import { runGraph } from '../cpu/interpreter.js';
 import { Tensor } from '../cpu/tensor.js';
 import { sampleToken } from '../sampling.js';
-import type { BatchExecutor, ExecutorBatch, ExecutorEntry } from './batch-executor.js';
+import type { BatchExecutor, ExecutorBatch, KvPoolShape, ExecutorEntry } from './batch-executor.js';
 
 /** Options of {@link CpuPagedExecutor}. */
 export interface CpuPagedExecutorOptions {
@@ -40,7 +40,7 @@ export class CpuPagedExecutor implements BatchExecutor {
   readonly maxPositions: number;
   readonly vocabSize: number;
   readonly stopTokens: readonly number[];
-  readonly kv: { readonly numBlocks: number; readonly blockSize: number };
+  readonly kv: KvPoolShape;
   readonly maxSequences = Infinity;
   private readonly pools: KvPool[] = [];
 

@@ -12,7 +12,7 @@
 import { InputError } from '../../errors.js';
 import { requestGPUDevice, type GPUDeviceHandle } from '../device.js';
 import type { Engine, EngineSession } from '../engine.js';
-import type { BatchExecutor, ExecutorBatch } from './batch-executor.js';
+import type { BatchExecutor, ExecutorBatch, KvPoolShape } from './batch-executor.js';
 
 /** One session and the sequence it holds. */
 interface Slot {
@@ -39,7 +39,7 @@ export class EngineSessionExecutor implements BatchExecutor {
   readonly maxPositions: number;
   readonly vocabSize: number;
   readonly stopTokens: readonly number[];
-  readonly kv: { readonly numBlocks: number; readonly blockSize: number };
+  readonly kv: KvPoolShape;
   readonly maxSequences: number;
   private readonly slots: Slot[];
   private readonly bySeq = new Map<number, Slot>();

@@ -10,6 +10,7 @@
  */
 import { CacheFullError, InputError } from '../../errors.js';
 import { BlockAllocator } from '../block-allocator.js';
+import type { BlockCopy } from './batch-executor.js';
 
 /** One cached block: its content hash, what it holds (checked on a hit, so a hash collision is only a miss), its block. */
 interface CachedBlock {
@@ -203,14 +204,14 @@ export class KvBlockManager {
    * copies the write needs (copy-on-write of blocks it shares). Throws {@link CacheFullError}, changing nothing, when
    * the pool cannot hold them: check {@link KvBlockManager.blocksToAppend} against `availableBlocks` first.
    */
-  append(id: number, count: number): { src: number; dst: number }[] {
+  append(id: number, count: number): BlockCopy[] {
     const need = this.blocksToAppend(id, count);
     if (need > this.availableBlocks)
       throw new CacheFullError(`KV cache full: sequence ${id} needs ${need} block(s) for ${count} token(s), ${this.availableBlocks} available of ${this.numBlocks}`);
     this.reclaim(need);
     const s = this.allocator.sequence(id);
     const bs = this.blockSize;
-    const copies: { src: number; dst: number }[] = [];
+    const copies: BlockCopy[] = [];
     for (let i = Math.floor(s.length / bs); i < s.table.length && i * bs < s.length + count; i++) {
       const c = this.allocator.makeWritable(id, i);
       if (c) {

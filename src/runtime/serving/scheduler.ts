@@ -13,7 +13,7 @@ import { InputError, InternalError } from '../../errors.js';
 import { XorShiftRng } from '../../util/random.js';
 import type { SamplerStepSettings } from '../sampler-params.js';
 import { validateSampling } from '../sampling.js';
-import type { BatchExecutor, ExecutorEntry } from './batch-executor.js';
+import type { BatchExecutor, BlockCopy, ExecutorEntry } from './batch-executor.js';
 import { KvBlockManager, type PrefixMatch } from './kv-block-manager.js';
 
 /** Why a sequence ended: a stop token or stop string, its token limit or the context, cancellation, its deadline, an executor error. */
@@ -117,7 +117,7 @@ interface Planned {
   readonly count: number;
   readonly prefill: boolean;
   /** Block copies its write needs (copy-on-write). */
-  readonly copies: readonly { src: number; dst: number }[];
+  readonly copies: readonly BlockCopy[];
 }
 
 /** Continuous-batching scheduler over a {@link BatchExecutor} and a {@link KvBlockManager}. */

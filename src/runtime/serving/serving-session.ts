@@ -83,6 +83,16 @@ export interface ServingStream extends AsyncIterable<ServingEvent> {
   cancel(): void;
 }
 
+/** A request collected by {@link ServingSession.generate}. */
+export interface GenerateOutcome {
+  /** Generated token ids. */
+  readonly ids: number[];
+  /** Their text (released text only: a stop string and what follows it are cut). */
+  readonly text: string;
+  /** The finish event. */
+  readonly finish: FinishEvent;
+}
+
 /** Options of {@link ServingSession}. */
 export interface ServingSessionOptions extends SchedulerOptions {
   /** Tokenizer for text prompts, text in events, and stop strings. */
@@ -244,7 +254,7 @@ export class ServingSession {
   }
 
   /** Submits a request and collects it: token ids, text and the finish event. */
-  async generate(request: ServingRequest): Promise<{ ids: number[]; text: string; finish: FinishEvent }> {
+  async generate(request: ServingRequest): Promise<GenerateOutcome> {
     const ids: number[] = [];
     let text = '';
     for await (const e of this.submit(request)) {

@@ -4,6 +4,14 @@
  * @module
  */
 
+/** What {@link StopStringMatcher.push} returns. */
+export interface StopStringStep {
+  /** Text that can be released now. */
+  readonly text: string;
+  /** Whether a stop string matched (the text before it is released; nothing after it ever is). */
+  readonly stopped: boolean;
+}
+
 /** Tracks generated text against stop strings and says what can be released. */
 export class StopStringMatcher {
   private text = '';
@@ -19,7 +27,7 @@ export class StopStringMatcher {
   }
 
   /** Adds text; returns the text that can be released now and whether a stop string matched (then nothing follows). */
-  push(piece: string): { text: string; stopped: boolean } {
+  push(piece: string): StopStringStep {
     this.text += piece;
     if (this.stops.length === 0) return { text: this.release(this.text.length), stopped: false };
     const from = Math.max(0, this.sent - this.longest + 1);
