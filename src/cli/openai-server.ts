@@ -221,6 +221,7 @@ async function complete(req: IncomingMessage, res: ServerResponse, models: Model
     if (!res.writableFinished) ac.abort();
   });
   req.on('aborted', () => ac.abort());
+  if (res.destroyed) ac.abort();
   const id = `${chat ? 'chatcmpl' : 'cmpl'}-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
   const created = Math.floor(Date.now() / 1000);
   const usage = (prompt: number, completion: number): Record<string, number> => ({ prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion });
