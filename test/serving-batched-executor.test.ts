@@ -61,4 +61,15 @@ describe.skipIf(!hasShared)('BatchedEngineExecutor (scheduler over the batched e
     expect(session.metrics().preemptions).toBeGreaterThan(0);
     expect(engine.maxSeen).toBeGreaterThan(1);
   });
+
+  it('runs identical prompts side by side when the prefix cache is off (nothing to wait for)', async () => {
+    const s = await stories260K();
+    const g = goldens()[1];
+    const engine = cpuBatchedSession(s.graph, s.maxPositions, 64, 4, 64);
+    const session = new ServingSession(new BatchedEngineExecutor(engine, { maxPositions: s.maxPositions, vocabSize: 512, stopTokens: s.stopTokens }), { maxBatchTokens: 64 });
+    const results = await Promise.all(Array.from({ length: 8 }, () => session.generate({ promptIds: g.prompt_ids, maxTokens: 6, temperature: 0 })));
+    for (const r of results) expect(r.ids).toEqual(g.generated_ids.slice(0, 6));
+    expect(engine.maxSeen).toBe(8);
+    expect(engine.steps).toBe(6);
+  });
 });

@@ -324,8 +324,8 @@ export class Scheduler {
       }
       const match: PrefixMatch = this.blocks.matchPrefix(seq.tokens, seq.tokens.length - 1);
       // a prefix a running sequence is computing right now: wait a step and share it instead of computing it again
-      inflight ??= this.inflightHashes();
-      const next = this.blocks.hashes(seq.tokens, (match.blocks.length + 1) * this.blocks.blockSize)[match.blocks.length];
+      inflight ??= this.blocks.prefixCaching ? this.inflightHashes() : new Set<number>();
+      const next = inflight.size ? this.blocks.hashes(seq.tokens, (match.blocks.length + 1) * this.blocks.blockSize)[match.blocks.length] : undefined;
       if (next !== undefined && inflight.has(next)) {
         i++;
         continue;
@@ -344,7 +344,7 @@ export class Scheduler {
       }
       plan.push({ seq, count, prefill: true, copies: this.blocks.append(seq.kvSeq, count) });
       budget -= count;
-      for (const h of this.blocks.hashes(seq.tokens).slice(match.blocks.length)) inflight.add(h);
+      if (this.blocks.prefixCaching) for (const h of this.blocks.hashes(seq.tokens).slice(match.blocks.length)) inflight.add(h);
     }
     return { plan, preempted };
   }

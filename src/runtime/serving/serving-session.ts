@@ -309,6 +309,8 @@ export class ServingSession {
 
   private async loop(): Promise<void> {
     try {
+      // requests submitted in the same turn of the event loop start in the same step
+      await Promise.resolve();
       while (!this.scheduler.idle) {
         try {
           const r = await this.scheduler.step();
