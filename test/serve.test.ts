@@ -222,16 +222,22 @@ describe.skipIf(!hasShared)('serve overload', () => {
 describe.skipIf(!hasShared)('serve on WebGPU', async () => {
   const gpu = await acquireTestDevice();
   await gpu?.destroy();
-  it.skipIf(!gpu)('one greedy completion equals run.c', async () => {
-    const server = await startServer({ model: MODEL, tokenizer: TOKENIZER, port: 0, backend: 'webgpu', maxBatchTokens: 64, engineSessions: 1, maxContext: 64 });
+  it.skipIf(!gpu)('greedy completions equal run.c, three requests on two engine sessions', async () => {
+    const server = await startServer({ model: MODEL, tokenizer: TOKENIZER, port: 0, backend: 'webgpu', maxBatchTokens: 64, engineSessions: 2, maxContext: 64 });
     try {
-      const g = goldens()[1];
-      const res = await fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: g.prompt_ids, max_tokens: 8, temperature: 0 }) });
-      const body = (await res.json()) as { choices: { text: string }[]; usage: { completion_tokens: number } };
       const tok = await Llama2cTokenizer.fromFile(TOKENIZER, 512);
-      let prev = g.prompt_ids[g.prompt_ids.length - 1];
-      expect(body.choices[0].text).toBe(g.generated_ids.slice(0, 8).map((t) => tok.decodePiece(prev, (prev = t))).join(''));
-      expect(body.usage.completion_tokens).toBe(8);
+      const gs = goldens().slice(1, 4);
+      const bodies = await Promise.all(
+        gs.map(async (g) => {
+          const res = await fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: g.prompt_ids, max_tokens: 8, temperature: 0 }) });
+          return (await res.json()) as { choices: { text: string }[]; usage: { completion_tokens: number } };
+        }),
+      );
+      gs.forEach((g, i) => {
+        let prev = g.prompt_ids[g.prompt_ids.length - 1];
+        expect(bodies[i].choices[0].text).toBe(g.generated_ids.slice(0, 8).map((t) => tok.decodePiece(prev, (prev = t))).join(''));
+        expect(bodies[i].usage.completion_tokens).toBe(8);
+      });
     } finally {
       await server.close();
     }
