@@ -84,6 +84,13 @@ export class CacheFullError extends TensorwrightError {
   }
 }
 
+/** A serving queue is full: the request was refused, not queued (an HTTP server answers 429). */
+export class OverloadedError extends TensorwrightError {
+  constructor(message: string) {
+    super('OVERLOADED', message);
+  }
+}
+
 /** A command-line usage error (unknown flag, missing argument, bad value). */
 export class UsageError extends TensorwrightError {
   constructor(message: string) {

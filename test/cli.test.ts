@@ -53,7 +53,7 @@ describe('CLI manners', () => {
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/^Usage: tensorwright/);
-    for (const c of ['generate', 'compile', 'inspect', 'eval', 'bench', 'onnx-test', 'demo']) expect(r.stderr).toContain(c);
+    for (const c of ['generate', 'compile', 'inspect', 'eval', 'bench', 'serve', 'serve-bench', 'onnx-test', 'demo']) expect(r.stderr).toContain(c);
   });
   it('--help and `help <command>` print to stdout and exit 0', async () => {
     const r = await runCli(['--help']);

@@ -1,5 +1,6 @@
 /**
- * The `tensorwright` command line: `generate`, `compile`, `inspect`, `eval`, `quantize`, `bench`, `onnx-test`, `demo`. Exit codes
+ * The `tensorwright` command line: `generate`, `compile`, `inspect`, `eval`, `quantize`, `bench`, `serve`, `serve-bench`,
+ * `onnx-test`, `demo`. Exit codes
  * are the same for every command: 0 on success, {@link EXIT_USAGE} for usage errors (an unknown command or option, a
  * missing or bad option value, a {@link UsageError}), {@link EXIT_FAILURE} for everything else (missing files,
  * malformed models, device errors).
@@ -18,6 +19,8 @@ import { evalCommand } from './eval.js';
 import { benchCommand } from './bench.js';
 import { exportOnnxCommand } from './export-onnx.js';
 import { quantizeCommand } from './quantize.js';
+import { serveCommand } from './serve.js';
+import { serveBenchCommand } from './serve-bench.js';
 import { parseQuantScheme, QUANT_GRAMMAR, QUANT_SCHEMES } from '../ir/quant-scheme.js';
 import { parseSparsityScheme, SPARSITY_SCHEMES } from '../ir/sparsity-scheme.js';
 import { DEFAULT_MAX_CONTEXT, MAX_CONTEXT_LIMIT } from '../frontends/context.js';
@@ -229,6 +232,44 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--json', 'print only the JSON object (no summary line on stderr)', false)
     .action(async (o) => {
       await benchCommand(o);
+    });
+
+  program
+    .command('serve')
+    .description('serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /metrics, /health) with continuous batching')
+    .option('--model <file>', 'model file or Hugging Face folder')
+    .option('--engine <dir>', 'a saved engine (from `tensorwright compile`), on WebGPU')
+    .option('--models <dir>', 'a folder of models (files, Hugging Face folders, engine folders), each served under its name and loaded on first use')
+    .option('--tokenizer <file>', "tokenizer file (default: the model's own, or one beside the model or in the engine)")
+    .option('--port <n>', 'port to listen on (0: any free port)', num('--port', { int: true, min: 0, max: 65535 }), 8080)
+    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .addOption(new Option('--backend <name>', 'backend for model files (default: webgpu when an adapter exists, else cpu)').choices(['cpu', 'webgpu', 'auto']).default('auto'))
+    .option('--max-batch-tokens <n>', 'token budget of one scheduler step (prefill chunks and decode tokens together)', num('--max-batch-tokens', { int: true, min: 1 }), 512)
+    .option('--kv-blocks <n>', 'blocks of the KV pool (default: 8 full contexts on the CPU backend, one per engine session on WebGPU)', num('--kv-blocks', { int: true, min: 1 }))
+    .option('--kv-block-size <n>', 'tokens per KV block on the CPU backend (a power of two, 1..256)', kvBlockSize, 16)
+    .option('--max-waiting <n>', 'most requests queued; more get HTTP 429', num('--max-waiting', { int: true, min: 1 }), 256)
+    .addOption(new Option('--preemption <policy>', 'when the KV pool is full: recompute the preempted sequence later, or swap its KV to host memory (CPU backend; else recompute)').choices(['recompute', 'swap']).default('recompute'))
+    .option('--engine-sessions <n>', 'WebGPU: engine sessions (sequences running at once) per model', num('--engine-sessions', { int: true, min: 1 }), 4)
+    .option('--max-loaded-models <n>', 'with --models: most models loaded at once (idle ones unloaded, least recently used first)', num('--max-loaded-models', { int: true, min: 1 }), 2)
+    .option('--served-model-name <name>', 'the model name clients use (default: the file name)')
+    .addOption(maxContextOption())
+    .action(async (o) => {
+      await serveCommand(o);
+    });
+
+  program
+    .command('serve-bench')
+    .description('load-test an OpenAI-compatible server: throughput and TTFT/TPOT/end-to-end percentiles per concurrency level')
+    .requiredOption('--url <url>', 'base URL of the server, e.g. http://127.0.0.1:8080')
+    .option('--concurrency <list>', 'comma-separated concurrency levels', (v: string) => v.split(',').map((x) => num('--concurrency', { int: true, min: 1 })(x.trim())), [1, 4, 16, 64])
+    .option('--requests <n>', 'requests per concurrency level', num('--requests', { int: true, min: 1 }), 64)
+    .option('--prompt-tokens <n>', 'prompt length in tokens, BOS included', num('--prompt-tokens', { int: true, min: 1 }), 128)
+    .option('--gen-tokens <n>', 'tokens to generate per request', num('--gen-tokens', { int: true, min: 1 }), 64)
+    .option('--model <name>', "model name (default: the server's first)")
+    .option('--seed <s>', 'seed of the prompt token ids', num('--seed', { int: true, min: 0 }), 1)
+    .option('--json', 'one JSON object per concurrency level on stdout', false)
+    .action(async (o) => {
+      await serveBenchCommand(o);
     });
 
   program

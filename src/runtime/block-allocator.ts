@@ -50,11 +50,62 @@ export class BlockAllocator {
     return this.free.length;
   }
 
-  /** Starts an empty sequence and returns its id. */
-  createSequence(): number {
+  /**
+   * Starts a sequence and returns its id: empty, or (for a prefix found in a cache) holding `length` tokens in the
+   * given blocks, each of which gains a reference (they must be owned already, by a sequence or by a holder that
+   * called {@link BlockAllocator.retainBlock}).
+   */
+  createSequence(shared: readonly number[] = [], length = 0): number {
+    if (!(Number.isInteger(length) && length >= 0 && Math.ceil(length / this.blockSize) === shared.length))
+      throw new InputError(`a sequence of ${length} tokens needs ${Math.ceil(length / this.blockSize)} block(s), got ${shared.length}`);
+    for (const b of shared) if (!(b >= 0 && b < this.numBlocks && this.refs[b] > 0)) throw new InputError(`block ${b} is not allocated, so it cannot be shared`);
+    for (const b of shared) this.refs[b]++;
     const id = this.nextSeq++;
-    this.seqs.set(id, { table: [], length: 0 });
+    this.seqs.set(id, { table: [...shared], length });
     return id;
+  }
+
+  /** A new sequence sharing every block of sequence `id` (copy-on-write: see {@link BlockAllocator.makeWritable}). */
+  fork(id: number): number {
+    const s = this.seq(id);
+    return this.createSequence(s.table, s.length);
+  }
+
+  /** References held on block `b` (0 = free). */
+  refCount(b: number): number {
+    return this.refs[b] ?? 0;
+  }
+
+  /** Adds a reference to an allocated block (for a holder other than a sequence, such as a prefix cache). */
+  retainBlock(b: number): void {
+    if (!(this.refs[b] > 0)) throw new InputError(`block ${b} is not allocated`);
+    this.refs[b]++;
+  }
+
+  /** Drops a reference taken with {@link BlockAllocator.retainBlock}; returns whether the block became free. */
+  releaseBlock(b: number): boolean {
+    if (!(this.refs[b] > 0)) throw new InputError(`block ${b} is not allocated`);
+    if (--this.refs[b] > 0) return false;
+    this.free.push(b);
+    return true;
+  }
+
+  /**
+   * Copy-on-write: makes the `index`-th block of sequence `id` its own. When another owner shares it, a fresh block
+   * takes its place in the table and `{ src, dst }` is returned (the caller copies the contents); otherwise nothing
+   * changes and undefined is returned. Throws {@link CacheFullError} when a copy is needed and no block is free.
+   */
+  makeWritable(id: number, index: number): { src: number; dst: number } | undefined {
+    const s = this.seq(id);
+    const src = s.table[index];
+    if (src === undefined) throw new InputError(`sequence ${id} has no block ${index}`);
+    if (this.refs[src] <= 1) return undefined;
+    const dst = this.free.pop();
+    if (dst === undefined) throw new CacheFullError(`KV cache full: copying shared block ${src} for sequence ${id} needs a free block, 0 free of ${this.numBlocks}`);
+    this.refs[dst] = 1;
+    this.refs[src]--;
+    s.table[index] = dst;
+    return { src, dst };
   }
 
   private seq(id: number): { table: number[]; length: number } {

@@ -1,6 +1,7 @@
 /**
  * The runtime entry point (`tensorwright/runtime`): host tensors, the CPU reference backend, generation and
- * sampling, WebGPU device acquisition, loading engines (from paths in Node; from URLs, responses and bytes anywhere)
+ * sampling, continuous-batching serving (scheduler, paged KV blocks with a prefix cache, metrics), WebGPU device
+ * acquisition, loading engines (from paths in Node; from URLs, responses and bytes anywhere)
  * and their tokenizers. It does not pull in the pass pipeline or codegen, and imports nothing of Node statically, so
  * it bundles for the browser; Node-only file access is in `tensorwright/runtime/node`.
  * @module
@@ -17,6 +18,15 @@ export * from './webgpu/one-shot.js';
 export * from './webgpu/gpu-wait.js';
 export * from './kernel-source.js';
 export * from './block-allocator.js';
+export * from './serving/batch-executor.js';
+export * from './serving/kv-block-manager.js';
+export * from './serving/scheduler.js';
+export * from './serving/serving-session.js';
+export * from './serving/serving-metrics.js';
+export * from './serving/stop-strings.js';
+export * from './serving/cpu-paged-executor.js';
+export * from './serving/engine-session-executor.js';
+export * from './serving/batched-engine-executor.js';
 export * from './engine.js';
 export * from './engine-manifest.js';
 export * from './engine-manifest-schema.js';

@@ -1,0 +1,246 @@
+/**
+ * `tensorwright serve`: loads a model (a model file on the CPU reference or WebGPU, or a saved engine on WebGPU), or a
+ * folder of models loaded on demand, puts each behind a continuous-batching {@link ServingSession}, and answers the
+ * OpenAI-compatible HTTP API of {@link createOpenAiServer} until SIGINT or SIGTERM.
+ * @module
+ */
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { basename, extname, join } from 'node:path';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { InputError, UsageError } from '../errors.js';
+import { cpuProfile } from '../ir/device-profile.js';
+import { runPasses } from '../passes/pipeline.js';
+import { compile } from '../compile.js';
+import { Engine } from '../runtime/engine.js';
+import { requestGPUDevice } from '../runtime/device.js';
+import { loadTokenizer } from '../runtime/tokenizer-loader.js';
+import { CpuPagedExecutor } from '../runtime/serving/cpu-paged-executor.js';
+import { EngineSessionExecutor } from '../runtime/serving/engine-session-executor.js';
+import { ServingSession } from '../runtime/serving/serving-session.js';
+import type { BatchExecutor } from '../runtime/serving/batch-executor.js';
+import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
+import { ChatTemplate } from './chat-template.js';
+import { requireEngineFolder, requireFile, requireFileOrFolder, requireFolder } from './file-arguments.js';
+import { openModel, pickBackend } from './model-input.js';
+import { createOpenAiServer, type ModelProvider, type ServedModel } from './openai-server.js';
+import { log } from './output.js';
+
+/** Options of the `serve` command (as parsed from the command line). */
+export interface ServeCommandOptions {
+  /** A model file or Hugging Face folder. */
+  model?: string;
+  /** A saved engine directory. */
+  engine?: string;
+  /** A folder of models (files, Hugging Face folders or engine folders), each served under its name, loaded on first use. */
+  models?: string;
+  /** Tokenizer file (default: the model's own, or one found beside it). */
+  tokenizer?: string;
+  /** Port to listen on (0 = any free port; default 8080). */
+  port: number;
+  /** Host to listen on (default 127.0.0.1). */
+  host?: string;
+  /** Token budget of one scheduler step. */
+  maxBatchTokens: number;
+  /** Blocks of the KV pool (default: 8 full contexts on the CPU backend, one per engine session on WebGPU). */
+  kvBlocks?: number;
+  /** Tokens per KV block (CPU backend; an engine's own block size is used on WebGPU). */
+  kvBlockSize?: number;
+  /** Most requests waiting; past it requests get 429 (default 256). */
+  maxWaiting?: number;
+  /** What preemption does when the KV pool is full (default `recompute`; `swap` needs an executor that can). */
+  preemption?: 'recompute' | 'swap';
+  /** Backend for model files. */
+  backend: 'cpu' | 'webgpu' | 'auto';
+  /** Engine sessions (resident sequences) per model on WebGPU, until the engine runs batches itself (default 4). */
+  engineSessions?: number;
+  /** With `--models`: most models loaded at once; idle ones are unloaded least recently used first (default 2). */
+  maxLoadedModels?: number;
+  /** Most positions to compile a model for. */
+  maxContext?: number;
+  /** The name clients use for a single `--model`/`--engine` (default: its file name). */
+  servedModelName?: string;
+}
+
+/** A running server. */
+export interface RunningServer {
+  /** Its base URL (`http://host:port`). */
+  readonly url: string;
+  /** The HTTP server. */
+  readonly server: Server;
+  /** The models. */
+  readonly models: ModelProvider;
+  /** Stops listening, cancels every request and frees the models. */
+  close(): Promise<void>;
+}
+
+/** Loads one model (file, folder or engine) behind a serving session. */
+export async function loadServedModel(id: string, path: string, o: ServeCommandOptions, engineFolder: boolean): Promise<ServedModel> {
+  let executor: BatchExecutor;
+  let tokenizer: TextTokenizer | undefined;
+  const chat = ChatTemplate.find(path, o.tokenizer);
+  if (engineFolder) {
+    const engine = await Engine.load(path);
+    const lm = engine.manifest.lm;
+    if (!lm) throw new InputError(`the engine ${path} is not a causal LM`);
+    const tokPath = o.tokenizer ?? (existsSync(join(path, 'tokenizer.bin')) ? join(path, 'tokenizer.bin') : undefined);
+    tokenizer = tokPath ? await loadTokenizer(tokPath, { vocabSize: lm.vocabSize, bosId: lm.bosId, eosIds: lm.stopTokens }) : undefined;
+    executor = await EngineSessionExecutor.create(engine, { sessions: o.engineSessions, numBlocks: o.kvBlocks });
+  } else {
+    const opened = await openModel(path, o.tokenizer, { maxContext: o.maxContext });
+    const model = opened.model;
+    tokenizer = opened.tokenizer;
+    const backend = await pickBackend(o.backend);
+    if (backend === 'cpu') {
+      const graph = runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile }).graph;
+      const blockSize = o.kvBlockSize ?? 16;
+      executor = new CpuPagedExecutor(graph, { numBlocks: o.kvBlocks ?? 8 * Math.ceil(model.maxPositions / blockSize), blockSize, maxPositions: model.maxPositions, stopTokens: model.stopTokens });
+    } else {
+      const handle = await requestGPUDevice();
+      try {
+        const engine = await compile(model, { device: handle.info, prefillChunk: 64, onProgress: log });
+        executor = await EngineSessionExecutor.create(engine, { sessions: o.engineSessions, numBlocks: o.kvBlocks, device: handle, destroyDevice: true });
+      } catch (e) {
+        await handle.destroy();
+        throw e;
+      }
+    }
+  }
+  const session = new ServingSession(executor, { tokenizer, maxBatchTokens: o.maxBatchTokens, maxWaiting: o.maxWaiting ?? 256, preemption: o.preemption });
+  log(`serve: model '${id}' ready (${engineFolder ? 'engine, webgpu' : 'model file'}; context ${executor.maxPositions}, KV ${executor.kv.numBlocks} blocks of ${executor.kv.blockSize}, ${session.scheduler.maxSequences === Infinity ? 'sequences bounded by the pool' : `at most ${session.scheduler.maxSequences} sequences at once`}, preemption by ${session.scheduler.swapping ? 'swap' : 'recompute'}; chat template: ${chat.origin})`);
+  return { id, session, tokenizer, chat, maxPositions: executor.maxPositions, vocabSize: executor.vocabSize };
+}
+
+/** The one model of `--model` or `--engine`. */
+class SingleModel implements ModelProvider {
+  constructor(private readonly model: ServedModel) {}
+  ids(): readonly string[] {
+    return [this.model.id];
+  }
+  async get(id: string): Promise<ServedModel | undefined> {
+    return id === this.model.id ? this.model : undefined;
+  }
+  loaded(): readonly ServedModel[] {
+    return [this.model];
+  }
+  async close(): Promise<void> {
+    await this.model.session.close();
+  }
+}
+
+/** The models of a `--models` folder, loaded on first use, idle ones unloaded past the limit (least recently used). */
+class ModelFolder implements ModelProvider {
+  private readonly entries = new Map<string, { path: string; engine: boolean }>();
+  private readonly live = new Map<string, Promise<ServedModel>>();
+  private readonly ready = new Map<string, ServedModel>();
+  constructor(
+    dir: string,
+    private readonly o: ServeCommandOptions,
+  ) {
+    for (const name of readdirSync(dir).sort()) {
+      const path = join(dir, name);
+      const isDir = statSync(path).isDirectory();
+      if (isDir && existsSync(join(path, 'engine.json'))) this.entries.set(name, { path, engine: true });
+      else if (isDir && existsSync(join(path, 'config.json'))) this.entries.set(name, { path, engine: false });
+      else if (!isDir && ['.bin', '.gguf', '.onnx'].includes(extname(name)) && !/^tok(enizer|\d+)/.test(name)) this.entries.set(basename(name, extname(name)), { path, engine: false });
+    }
+    if (this.entries.size === 0) throw new InputError(`--models ${dir} holds no models (model files, Hugging Face folders or engine folders)`);
+  }
+  ids(): readonly string[] {
+    return [...this.entries.keys()];
+  }
+  get(id: string): Promise<ServedModel | undefined> {
+    const e = this.entries.get(id);
+    if (!e) return Promise.resolve(undefined);
+    let p = this.live.get(id);
+    if (p) {
+      // most recently used last
+      this.live.delete(id);
+      this.live.set(id, p);
+      return p;
+    }
+    p = loadServedModel(id, e.path, this.o, e.engine).then((m) => {
+      this.ready.set(id, m);
+      return m;
+    });
+    p.catch(() => this.live.delete(id));
+    this.live.set(id, p);
+    void this.unloadIdle();
+    return p;
+  }
+  loaded(): readonly ServedModel[] {
+    return [...this.ready.values()];
+  }
+  private async unloadIdle(): Promise<void> {
+    const limit = this.o.maxLoadedModels ?? 2;
+    for (const id of [...this.live.keys()]) {
+      if (this.live.size <= limit) return;
+      const m = this.ready.get(id);
+      if (!m || !m.session.scheduler.idle) continue;
+      this.live.delete(id);
+      this.ready.delete(id);
+      log(`serve: unloading model '${id}' (more than ${limit} loaded)`);
+      await m.session.close();
+    }
+  }
+  async close(): Promise<void> {
+    for (const m of this.ready.values()) await m.session.close();
+  }
+}
+
+/** Checks the options, loads the model(s) and starts listening. */
+export async function startServer(o: ServeCommandOptions): Promise<RunningServer> {
+  if ([o.model, o.engine, o.models].filter((x) => x !== undefined).length !== 1) throw new UsageError('give exactly one of --model <file>, --engine <dir> and --models <dir>');
+  if (!['cpu', 'webgpu', 'auto'].includes(o.backend)) throw new UsageError(`--backend must be cpu, webgpu or auto, got ${o.backend}`);
+  if (o.engine && o.backend === 'cpu') throw new UsageError('a saved engine runs on WebGPU; use --model for the CPU backend');
+  if (o.model) requireFileOrFolder('--model', o.model);
+  if (o.engine) requireEngineFolder('--engine', o.engine);
+  if (o.models) requireFolder('--models', o.models);
+  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
+  let models: SingleModel | ModelFolder;
+  if (o.models) models = new ModelFolder(o.models, o);
+  else {
+    const path = (o.model ?? o.engine)!;
+    const id = o.servedModelName ?? basename(path, extname(path));
+    models = new SingleModel(await loadServedModel(id, path, o, o.engine !== undefined));
+  }
+  const server = createOpenAiServer(models);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(o.port, o.host ?? '127.0.0.1', () => resolve());
+    });
+  } catch (e) {
+    await models.close();
+    throw new InputError(`cannot listen on ${o.host ?? '127.0.0.1'}:${o.port}: ${(e as Error).message}`);
+  }
+  const addr = server.address() as AddressInfo;
+  const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  return {
+    url,
+    server,
+    models,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      await models.close();
+    },
+  };
+}
+
+/** Runs `tensorwright serve` until SIGINT or SIGTERM. */
+export async function serveCommand(o: ServeCommandOptions): Promise<void> {
+  const running = await startServer(o);
+  log(`serve: listening on ${running.url} (/v1/completions, /v1/chat/completions, /v1/models, /metrics, /health)`);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  log('serve: shutting down');
+  await running.close();
+}

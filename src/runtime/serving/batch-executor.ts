@@ -1,0 +1,99 @@
+/**
+ * The batch executor: what the serving scheduler needs from a model backend. One call runs one scheduler step, a
+ * ragged batch of sequences (each a prefill chunk or one decode token) over a paged KV cache whose blocks the
+ * scheduler's {@link KvBlockManager} assigns, and returns the token sampled after each entry that asked for one.
+ *
+ * Implementations: {@link CpuPagedExecutor} (the CPU reference, paged for real: the block tables decide where K/V
+ * live) and {@link EngineSessionExecutor} (the WebGPU engine, one sequence per session, until the engine runs
+ * batches itself).
+ * @module
+ */
+import type { SamplerStepSettings } from '../sampler-params.js';
+
+/** One sequence's share of a step. */
+export interface ExecutorEntry {
+  /** The scheduler's id of the sequence (stable across steps; a preempted sequence comes back with a new id). */
+  readonly seqId: number;
+  /** Tokens to run now, at positions `start, start + 1, …`. */
+  readonly tokens: readonly number[];
+  /** Position of `tokens[0]`: how many tokens of the sequence already have K/V in the cache. */
+  readonly start: number;
+  /** Every token of the sequence up to `start + tokens.length` (`context.slice(start)` equals `tokens`). */
+  readonly context: readonly number[];
+  /** Physical KV blocks of the sequence in logical order, covering positions `0 .. start + tokens.length - 1`. */
+  readonly blockTable: readonly number[];
+  /** Sample a token after the last of `tokens` with these settings; absent for a prefill chunk that is not the last. */
+  readonly sampling?: SamplerStepSettings;
+}
+
+/** The KV pool's shape. */
+export interface KvPoolShape {
+  /** Blocks in the pool. */
+  readonly numBlocks: number;
+  /** Tokens per block. */
+  readonly blockSize: number;
+}
+
+/** A block copy (copy-on-write): the contents of block `src` into block `dst`. */
+export interface BlockCopy {
+  /** Block copied from. */
+  readonly src: number;
+  /** Block copied to. */
+  readonly dst: number;
+}
+
+/** Blocks of a preempted sequence moved between the KV pool and host memory, under a key of the scheduler's. */
+export interface SwapBlocks {
+  /** Names the host copy (the scheduler's request id). */
+  readonly key: number;
+  /** Pool blocks, in the sequence's logical order. */
+  readonly blocks: readonly number[];
+}
+
+/**
+ * One scheduler step for the executor, done in this order: swap-outs (read before anything is written), swap-ins,
+ * copies, then the entries.
+ */
+export interface ExecutorBatch {
+  /** Blocks to copy to host memory (preemption by swapping; only for an executor with `canSwap`). */
+  readonly swapOut?: readonly SwapBlocks[];
+  /** Host copies to write back into these blocks (and forget). */
+  readonly swapIn?: readonly SwapBlocks[];
+  /** Block copies to make before running (copy-on-write of shared blocks): contents of `src` into `dst`. */
+  readonly copies: readonly BlockCopy[];
+  /** The sequences to run. */
+  readonly entries: readonly ExecutorEntry[];
+}
+
+/** A model backend the serving scheduler can drive. */
+export interface BatchExecutor {
+  /** Longest sequence (prompt and generation) the model supports. */
+  readonly maxPositions: number;
+  /** Vocabulary size (token ids are `0 .. vocabSize - 1`). */
+  readonly vocabSize: number;
+  /** Ids that end generation when sampled (EOS; BOS for llama2.c models). */
+  readonly stopTokens: readonly number[];
+  /** The KV pool the executor holds: blocks and tokens per block; the scheduler's block manager uses the same. */
+  readonly kv: KvPoolShape;
+  /** Most sequences that can hold KV state at once (Infinity when only the KV pool limits it). */
+  readonly maxSequences: number;
+  /**
+   * Whether a block the block manager shares between sequences is stored once by the executor too (default true).
+   * False (an engine with its own block tables): the scheduler runs without its prefix cache, which would count a
+   * shared block once while the executor stores it per sequence.
+   */
+  readonly sharesBlocks?: boolean;
+  /**
+   * Runs one step and resolves to one id per entry, in entry order: the sampled token, or -1 for an entry without
+   * `sampling`.
+   */
+  step(batch: ExecutorBatch): Promise<number[]>;
+  /** Forgets sequence `seqId` (finished, cancelled or preempted); its blocks are the block manager's to reuse. */
+  release(seqId: number): void;
+  /** Whether the executor can swap blocks to host memory ({@link ExecutorBatch.swapOut}); default false. */
+  readonly canSwap?: boolean;
+  /** Forgets a host copy that will not be swapped in (its request ended while swapped out). */
+  discardSwapped?(key: number): void;
+  /** Frees what the executor holds (device sessions). */
+  destroy?(): Promise<void>;
+}

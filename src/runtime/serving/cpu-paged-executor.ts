@@ -1,0 +1,146 @@
+/**
+ * The CPU reference backend as a {@link BatchExecutor}: runs each entry of a step through the interpreter, with K/V
+ * kept in a paged host pool laid out as the GPU's (per layer a K and a V pool of `[numBlocks, blockSize, heads,
+ * headDim]`). The block tables the scheduler sends decide where each position's K/V is read from and written to, so
+ * prefix sharing, copy-on-write and preemption are exercised for real, and the results are exact.
+ * @module
+ */
+import { InputError } from '../../errors.js';
+import type { Graph } from '../../ir/graph.js';
+import { runGraph } from '../cpu/interpreter.js';
+import { Tensor } from '../cpu/tensor.js';
+import { sampleToken } from '../sampling.js';
+import type { BatchExecutor, ExecutorBatch, KvPoolShape, ExecutorEntry } from './batch-executor.js';
+
+/** Options of {@link CpuPagedExecutor}. */
+export interface CpuPagedExecutorOptions {
+  /** Blocks in the KV pool. */
+  readonly numBlocks: number;
+  /** Tokens per block (default 16). */
+  readonly blockSize?: number;
+  /** Ids that end generation (the model's EOS, or BOS for llama2.c models). */
+  readonly stopTokens: readonly number[];
+  /** Longest sequence the model supports. */
+  readonly maxPositions: number;
+}
+
+/** One `past_*` input of the graph and its pool. */
+interface KvPool {
+  readonly input: string;
+  readonly output: string;
+  /** Floats per position (heads × head dim). */
+  readonly row: number;
+  /** KV heads. */
+  readonly heads: number;
+  readonly data: Float32Array;
+}
+
+/** A paged-KV {@link BatchExecutor} over the reference interpreter (exact; one sequence at a time inside a step). */
+export class CpuPagedExecutor implements BatchExecutor {
+  readonly maxPositions: number;
+  readonly vocabSize: number;
+  readonly stopTokens: readonly number[];
+  readonly kv: KvPoolShape;
+  readonly maxSequences = Infinity;
+  private readonly pools: KvPool[] = [];
+
+  constructor(
+    /** A decoder graph with `tokens`, `positions` and `past_k.L` / `past_v.L` inputs (`[1, past, heads, headDim]`). */
+    readonly graph: Graph,
+    options: CpuPagedExecutorOptions,
+  ) {
+    const blockSize = options.blockSize ?? 16;
+    if (!(Number.isInteger(options.numBlocks) && options.numBlocks > 0 && Number.isInteger(blockSize) && blockSize > 0))
+      throw new InputError(`the KV pool needs positive integer block count and size, got ${options.numBlocks} x ${blockSize}`);
+    this.kv = { numBlocks: options.numBlocks, blockSize };
+    this.maxPositions = options.maxPositions;
+    this.stopTokens = options.stopTokens;
+    const logits = graph.outputs.find((o) => o.name === 'logits')?.node;
+    const v = logits?.shape[logits.shape.length - 1];
+    if (typeof v !== 'number') throw new InputError('the graph has no logits output with a fixed vocabulary size');
+    this.vocabSize = v;
+    for (const inp of graph.inputs) {
+      const name = inp.attrs.name as string;
+      if (!name.startsWith('past_')) continue;
+      const [b, , h, d] = inp.shape;
+      if (inp.dtype !== 'f32' || inp.shape.length !== 4 || b !== 1 || typeof h !== 'number' || typeof d !== 'number')
+        throw new InputError(`KV input ${name} must be f32 [1, past, heads, headDim], got ${inp.dtype} [${inp.shape.join(', ')}]`);
+      this.pools.push({ input: name, output: name.replace('past_', 'present_'), row: h * d, heads: h, data: new Float32Array(options.numBlocks * blockSize * h * d) });
+    }
+    if (this.pools.length === 0) throw new InputError('the graph has no past_* KV inputs');
+  }
+
+  readonly canSwap = true;
+  /** Host copies of swapped-out blocks: per key, one array per pool. */
+  private readonly swapped = new Map<number, Float32Array[]>();
+
+  async step(batch: ExecutorBatch): Promise<number[]> {
+    const bs = this.kv.blockSize;
+    for (const { key, blocks } of batch.swapOut ?? [])
+      this.swapped.set(
+        key,
+        this.pools.map((p) => {
+          const host = new Float32Array(blocks.length * bs * p.row);
+          blocks.forEach((b, i) => host.set(p.data.subarray(b * bs * p.row, (b + 1) * bs * p.row), i * bs * p.row));
+          return host;
+        }),
+      );
+    for (const { key, blocks } of batch.swapIn ?? []) {
+      const host = this.swapped.get(key);
+      if (!host) throw new InputError(`nothing is swapped out under key ${key}`);
+      this.pools.forEach((p, j) => blocks.forEach((b, i) => p.data.set(host[j].subarray(i * bs * p.row, (i + 1) * bs * p.row), b * bs * p.row)));
+      this.swapped.delete(key);
+    }
+    for (const { src, dst } of batch.copies)
+      for (const p of this.pools) p.data.copyWithin(dst * bs * p.row, src * bs * p.row, (src + 1) * bs * p.row);
+    return batch.entries.map((e) => this.run(e));
+  }
+
+  discardSwapped(key: number): void {
+    this.swapped.delete(key);
+  }
+
+  /** Host copies held (swapped-out sequences). */
+  get swappedSequences(): number {
+    return this.swapped.size;
+  }
+
+  release(_seqId: number): void {
+    // all state is in the pool, which the block manager owns
+  }
+
+  private run(e: ExecutorEntry): number {
+    const n = e.tokens.length;
+    const end = e.start + n;
+    const bs = this.kv.blockSize;
+    if (n === 0) throw new InputError(`sequence ${e.seqId}: a step needs at least one token`);
+    if (end > this.maxPositions) throw new InputError(`sequence ${e.seqId} would reach ${end} positions, the model supports ${this.maxPositions}`);
+    if (e.blockTable.length * bs < end) throw new InputError(`sequence ${e.seqId}: ${e.blockTable.length} block(s) cannot hold ${end} positions`);
+    for (const b of e.blockTable) if (!(Number.isInteger(b) && b >= 0 && b < this.kv.numBlocks)) throw new InputError(`sequence ${e.seqId}: block ${b} is outside the pool`);
+    for (const t of e.tokens) if (!(Number.isInteger(t) && t >= 0 && t < this.vocabSize)) throw new InputError(`token id ${t} is outside the vocabulary (0..${this.vocabSize - 1})`);
+    const inputs: Record<string, Tensor> = {
+      tokens: Tensor.from('i32', [1, n], e.tokens),
+      positions: Tensor.from('i32', [n], e.tokens.map((_t, i) => e.start + i)),
+    };
+    for (const p of this.pools) {
+      const past = new Float32Array(e.start * p.row);
+      for (let pos = 0; pos < e.start; pos++) {
+        const at = (e.blockTable[Math.floor(pos / bs)] * bs + (pos % bs)) * p.row;
+        past.set(p.data.subarray(at, at + p.row), pos * p.row);
+      }
+      inputs[p.input] = new Tensor('f32', [1, e.start, p.heads, p.row / p.heads], past);
+    }
+    const out = runGraph(this.graph, inputs);
+    for (const p of this.pools) {
+      const present = out[p.output].data as Float32Array;
+      for (let pos = e.start; pos < end; pos++) {
+        const at = (e.blockTable[Math.floor(pos / bs)] * bs + (pos % bs)) * p.row;
+        p.data.set(present.subarray(pos * p.row, (pos + 1) * p.row), at);
+      }
+    }
+    if (!e.sampling) return -1;
+    const logits = out.logits.data as Float32Array;
+    const row = logits.subarray(logits.length - this.vocabSize);
+    return sampleToken(row, e.sampling, e.sampling.coin);
+  }
+}
