@@ -168,23 +168,6 @@ export class BlockAllocator {
     return this.reserve(id, tokens).start;
   }
 
-  /**
-   * Starts a sequence that shares all of sequence `id`'s blocks (reference counts go up) and returns its id: a
-   * copy-on-write fork. Whichever of the two writes first into a shared, partly filled block gets its own copy.
-   */
-  fork(id: number): number {
-    const s = this.seq(id);
-    for (const b of s.table) this.refs[b]++;
-    const child = this.nextSeq++;
-    this.seqs.set(child, { table: [...s.table], length: s.length });
-    return child;
-  }
-
-  /** The reference count of physical block `block` (sequences whose table holds it). */
-  refCount(block: number): number {
-    return this.refs[block] ?? 0;
-  }
-
   /** Releases a sequence's blocks (blocks shared with others stay until their last owner releases them). */
   release(id: number): void {
     const s = this.seq(id);
