@@ -141,9 +141,9 @@ export function compareTensors(a: Tensor, b: Tensor, tol: { rtol?: number; atol?
   const atol = tol.atol ?? 1e-6;
   if ((tol.checkDType ?? true) && a.dtype !== b.dtype) return `dtype ${a.dtype} vs ${b.dtype}`;
   if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) return `shape [${a.shape}] vs [${b.shape}]`;
-  for (let i = 0; i < a.data.length; i++) {
-    const x = a.data[i];
-    const y = b.data[i];
+  for (let i = 0; i < a.numbers.length; i++) {
+    const x = a.numbers[i];
+    const y = b.numbers[i];
     if (Number.isNaN(x) && Number.isNaN(y)) continue;
     let ok: boolean;
     if (!Number.isFinite(x) || !Number.isFinite(y)) ok = x === y;
