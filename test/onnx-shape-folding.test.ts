@@ -5,7 +5,7 @@
  * INT64_MAX) the importer folds as it builds, over known or symbolic dims.
  */
 import { describe, expect, it } from 'vitest';
-import { InputError, ModelFormatError, UnsupportedOpError } from '../src/errors.js';
+import { InputError, UnsupportedOpError } from '../src/errors.js';
 import { importOnnx, ShapeInputsRequiredError } from '../src/frontends/onnx/index.js';
 import { dimAdd, dimMul, sym, type Dim } from '../src/ir/dim.js';
 import { Graph } from '../src/ir/graph.js';
