@@ -230,14 +230,32 @@ describe('ops that cannot take int64 are typed errors naming the op', () => {
     expect(() => importOnnx(bytes)).toThrow(/MatMul 'mm'.*int64/);
   });
 
-  it('int64 Div runs exactly on the CPU and is an UnsupportedOpError naming the op when compiled for WebGPU', async () => {
-    const g = importOnnx(
-      modelBytes({ opset: 18, inputs: [valueInfo('a', T.INT64, [3]), valueInfo('b', T.INT64, [3])], outputs: [valueInfo('y', T.INT64, [3])], nodes: [node('Div', ['a', 'b'], ['y'])] }),
-    ).graph;
-    const feed = { a: i64([3], [2n ** 62n + 1n, -(2n ** 40n), 7n]), b: i64([3], [3n, 2n ** 20n, -2n]) };
-    expect(big(runGraph(g, feed).y)).toEqual([(2n ** 62n + 1n) / 3n, -(2n ** 20n), -3n]);
-    if (gpu) await expect(runGraphOnWebGPU(g, feed, { device: gpu })).rejects.toThrow(/div.*i64/);
-    if (gpu) await expect(runGraphOnWebGPU(g, feed, { device: gpu })).rejects.toBeInstanceOf(UnsupportedOpError);
+  it('float-only ops on int64 (Sqrt) are an UnsupportedOpError naming the node', () => {
+    const bytes = modelBytes({ opset: 18, inputs: [valueInfo('a', T.INT64, [2])], outputs: [valueInfo('y', T.INT64, [2])], nodes: [node('Sqrt', ['a'], ['y'], {}, 'root')] });
+    expect(() => importOnnx(bytes)).toThrow(UnsupportedOpError);
+    expect(() => importOnnx(bytes)).toThrow(/Sqrt 'root'.*i64/);
+  });
+});
+
+describe('int64 Div and Mod (truncating; x / 0 = x)', () => {
+  const a = [2n ** 62n + 1n, -(2n ** 40n) - 1n, 7n, -(2n ** 63n), -(2n ** 63n), 5n, -9n, 2n ** 63n - 1n];
+  const b = [3n, 2n ** 20n, -2n, -1n, 2n ** 32n + 3n, 0n, 4n, -(2n ** 35n) + 7n];
+  const div = a.map((x, i) => (b[i] === 0n ? x : wrap(x / b[i])));
+  const divModel = (): Graph =>
+    importOnnx(modelBytes({ opset: 18, inputs: [valueInfo('a', T.INT64, [n]), valueInfo('b', T.INT64, [n])], outputs: [valueInfo('y', T.INT64, [n])], nodes: [node('Div', ['a', 'b'], ['y'])] })).graph;
+  const feed = { a: i64([n], a), b: i64([n], b) };
+  it('on the CPU reference', () => expect(big(runGraph(divModel(), feed).y)).toEqual(div));
+  it.skipIf(!gpu)('on WebGPU', async () => expect(big((await runGraphOnWebGPU(divModel(), feed, { device: gpu! })).y)).toEqual(div));
+  it.skipIf(!gpu)('Mod (sign of the divisor) on WebGPU as on the CPU', async () => {
+    const nz = b.map((v) => (v === 0n ? 3n : v));
+    const want = a.map((x, i) => {
+      const r = x % nz[i];
+      return r !== 0n && r < 0n !== nz[i] < 0n ? wrap(r + nz[i]) : r;
+    });
+    const g = importOnnx(modelBytes({ opset: 18, inputs: [valueInfo('a', T.INT64, [n]), valueInfo('b', T.INT64, [n])], outputs: [valueInfo('y', T.INT64, [n])], nodes: [node('Mod', ['a', 'b'], ['y'])] })).graph;
+    const f = { a: i64([n], a), b: i64([n], nz) };
+    expect(big(runGraph(g, f).y)).toEqual(want);
+    expect(big((await runGraphOnWebGPU(g, f, { device: gpu! })).y)).toEqual(want);
   });
 });
 

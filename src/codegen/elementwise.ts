@@ -257,6 +257,7 @@ function int64Expr(n: Node, a: string[]): string {
     case 'add': return `tw_i64_add(${a[0]}, ${a[1]})`;
     case 'sub': return `tw_i64_sub(${a[0]}, ${a[1]})`;
     case 'mul': return `tw_i64_mul(${a[0]}, ${a[1]})`;
+    case 'div': return `tw_i64_div(${a[0]}, ${a[1]})`;
     case 'maximum': return `tw_i64_max(${a[0]}, ${a[1]})`;
     case 'minimum': return `tw_i64_min(${a[0]}, ${a[1]})`;
     case 'equal': return `tw_i64_eq(${a[0]}, ${a[1]})`;

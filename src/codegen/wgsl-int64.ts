@@ -2,7 +2,8 @@
  * WGSL for 64-bit integers, which WGSL lacks: an i64 value is a `vec2<u32>` (low word, high word; two's complement),
  * stored as two u32 words per element, and these helpers do its arithmetic, comparisons and conversions exactly
  * (wrapping like the reference's int64 arithmetic). Multiplication builds the 64-bit product of the low words from
- * 16-bit limbs. Division is not provided: kernels refuse an i64 `div`.
+ * 16-bit limbs; division is 64 steps of shift and subtract on the magnitudes (truncating toward zero; `x / 0 = x`,
+ * as the 32-bit integer division).
  * @module
  */
 
@@ -12,7 +13,7 @@ export const I64_TYPE = 'vec2<u32>';
 /** Name of the WGSL helper block (for {@link WGSL_HELPERS}) holding every `tw_i64_*` function. */
 export const I64_HELPER = 'i64';
 
-/** The `tw_i64_*` functions: add, neg, sub, mul, abs, eq, lt, gt, min, max and conversions from and to 32-bit types. */
+/** The `tw_i64_*` functions: add, neg, sub, mul, div, abs, eq, lt, gt, min, max and conversions from and to 32-bit types. */
 export const I64_HELPER_SOURCE = `// i64 as vec2<u32> (low, high), two's complement, wrapping
 fn tw_i64_add(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
   let lo = a.x + b.x;
@@ -48,6 +49,26 @@ fn tw_i64_lt(a: vec2<u32>, b: vec2<u32>) -> bool {
   return ah < bh || (ah == bh && a.x < b.x);
 }
 fn tw_i64_gt(a: vec2<u32>, b: vec2<u32>) -> bool { return tw_i64_lt(b, a); }
+fn tw_u64_lt(a: vec2<u32>, b: vec2<u32>) -> bool { return a.y < b.y || (a.y == b.y && a.x < b.x); }
+// unsigned quotient by restoring division, one bit per step from the top
+fn tw_u64_div(n: vec2<u32>, d: vec2<u32>) -> vec2<u32> {
+  var q = vec2<u32>(0u, 0u);
+  var r = vec2<u32>(0u, 0u);
+  for (var i = 63u; i < 64u; i = i - 1u) {
+    let word = select(n.x, n.y, i >= 32u);
+    r = vec2<u32>((r.x << 1u) | ((word >> (i & 31u)) & 1u), (r.y << 1u) | (r.x >> 31u));
+    if (!tw_u64_lt(r, d)) {
+      r = tw_i64_sub(r, d);
+      if (i >= 32u) { q.y = q.y | (1u << (i - 32u)); } else { q.x = q.x | (1u << i); }
+    }
+  }
+  return q;
+}
+fn tw_i64_div(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+  if (b.x == 0u && b.y == 0u) { return a; }
+  let q = tw_u64_div(tw_i64_abs(a), tw_i64_abs(b));
+  return select(q, tw_i64_neg(q), tw_i64_negative(a) != tw_i64_negative(b));
+}
 fn tw_i64_min(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> { return select(a, b, tw_i64_lt(b, a)); }
 fn tw_i64_max(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> { return select(a, b, tw_i64_lt(a, b)); }
 fn tw_i64_from_i32(v: i32) -> vec2<u32> { return vec2<u32>(bitcast<u32>(v), select(0u, 0xffffffffu, v < 0)); }
