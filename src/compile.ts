@@ -175,7 +175,12 @@ function weightIndexFor(g: Graph, packer: WeightPacker, constants: Map<Node, Wei
       const shape = n.shape as number[];
       const count = shape.reduce((a, b) => a * b, 1);
       const full = vals.length === 1 ? new Array<number>(count).fill(vals[0]) : vals;
-      const data = n.dtype === 'f32' ? Float32Array.from(full) : n.dtype === 'i32' ? Int32Array.from(full) : n.dtype === 'u32' || n.dtype === 'bool' ? Uint32Array.from(full) : undefined;
+      const data =
+        n.dtype === 'f32' ? Float32Array.from(full)
+        : n.dtype === 'i32' ? Int32Array.from(full)
+        : n.dtype === 'u32' || n.dtype === 'bool' ? Uint32Array.from(full)
+        : n.dtype === 'i64' ? new Int32Array(BigInt64Array.from(full, (v) => BigInt(v)).buffer) // (low, high) words
+        : undefined;
       if (!data) throw new UnsupportedOpError(['constant'], `${n.dtype} constants cannot be bound yet`);
       e = WeightStore.entry(`constant#${n.id}`, n.dtype === 'bool' ? 'u32' : n.dtype, shape, { values: data });
       constants.set(n, e);

@@ -39,7 +39,7 @@ function randn(dtype: AttentionDType, shape: number[], rng: Rng, scale = 1): Ten
 function maxErr(ref: Tensor, got: Tensor): number {
   let e = 0;
   for (let i = 0; i < ref.size; i++) {
-    const d = Math.abs(ref.data[i] - got.data[i]) / Math.max(1, Math.abs(ref.data[i]));
+    const d = Math.abs(ref.numbers[i] - got.numbers[i]) / Math.max(1, Math.abs(ref.numbers[i]));
     e = Number.isNaN(d) ? Infinity : Math.max(e, d);
   }
   return e;
@@ -124,8 +124,8 @@ async function runPaged(c: PagedCase): Promise<{ err: number; kernel: KernelSour
   const pools = await runNamed(gpu!.device, write, { k_new: kNew, v_new: vNew, block_table: table, k_pool: kPool, v_pool: vPool }, dims, ['k_pool', 'v_pool']);
   const gotK = fromDeviceBytes(kvDt, kPool.shape, pools.k_pool);
   const gotV = fromDeviceBytes(kvDt, vPool.shape, pools.v_pool);
-  expect(Array.from(gotK.data)).toEqual(Array.from(expectK.data));
-  expect(Array.from(gotV.data)).toEqual(Array.from(expectV.data));
+  expect(Array.from(gotK.numbers)).toEqual(Array.from(expectK.numbers));
+  expect(Array.from(gotV.numbers)).toEqual(Array.from(expectV.numbers));
 
   const staticLoops = c.staticLoops ?? false;
   const ks = cached(['paged', c.Hq, c.Hkv, c.D, Dv, c.blockSize, c.causal, dt, kvDt, c.variant, staticLoops], () =>
@@ -181,8 +181,8 @@ describe('paged attention through a shuffled block table (with the KV-cache writ
     const write = generateKvCacheWriteKernel({ numKvHeads: Hkv, headDim: D, blockSize, dtype: 'f32', keySource: { numHeads: Htot, firstHead: 5 }, valueSource: { numHeads: Htot, firstHead: 8 } });
     expect(write.variant).toContain('window');
     const pools = await runNamed(gpu!.device, write, { k_new: qkv, v_new: qkv, block_table: table, k_pool: kPool, v_pool: vPool }, { seq: S, past }, ['k_pool', 'v_pool']);
-    expect(Array.from(fromDeviceBytes('f32', kPool.shape, pools.k_pool).data)).toEqual(Array.from(expectK));
-    expect(Array.from(fromDeviceBytes('f32', vPool.shape, pools.v_pool).data)).toEqual(Array.from(expectV));
+    expect(Array.from(fromDeviceBytes('f32', kPool.shape, pools.k_pool).numbers)).toEqual(Array.from(expectK));
+    expect(Array.from(fromDeviceBytes('f32', vPool.shape, pools.v_pool).numbers)).toEqual(Array.from(expectV));
     expect(() => generateKvCacheWriteKernel({ numKvHeads: 3, headDim: 8, blockSize: 4, dtype: 'f32', valueSource: { numHeads: 4, firstHead: 2 } })).toThrow(/not inside a source of 4 heads/);
   });
 

@@ -30,8 +30,8 @@ async function check(b: GraphBuilder, root: Node, inputs: Record<string, Tensor>
   const [got] = await runKernelOnce(gpu!.device, k, [...operandValues, { dtype: root.dtype, shape: ref.shape }], bindings);
   let maxErr = 0;
   for (let i = 0; i < ref.size; i++) {
-    const r = ref.data[i];
-    const g = got.data[i];
+    const r = ref.numbers[i];
+    const g = got.numbers[i];
     const err = Math.abs(r - g) / Math.max(1, Math.abs(r));
     if (!(err <= maxErr) && !(Number.isNaN(r) && Number.isNaN(g))) maxErr = Number.isNaN(err) ? Infinity : Math.max(maxErr, err);
   }

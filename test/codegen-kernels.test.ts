@@ -44,7 +44,7 @@ function maxErr(a: Tensor, b: Tensor): number {
   let e = 0;
   for (let i = 0; i < a.size; i++) {
     if (Number.isNaN(a.data[i]) && Number.isNaN(b.data[i])) continue;
-    const d = Math.abs(a.data[i] - b.data[i]) / Math.max(1, Math.abs(a.data[i]));
+    const d = Math.abs(a.numbers[i] - b.numbers[i]) / Math.max(1, Math.abs(a.numbers[i]));
     e = Number.isNaN(d) ? Infinity : Math.max(e, d);
   }
   return e;
@@ -110,7 +110,7 @@ describe('rmsnorm and layernorm', () => {
     const res = rand('f32', [rows, cols], 13);
     const got = await run(k, { x, weight: w, scale, residual: res }, {}, 'f32', [rows, cols]);
     const n = ref.rmsnorm(x, w, 1e-5);
-    const want = Tensor.from('f32', [rows, cols], Array.from(n.data, (v, i) => v * scale.data[i % cols] + res.data[i]));
+    const want = Tensor.from('f32', [rows, cols], Array.from(n.numbers, (v, i) => v * scale.numbers[i % cols] + res.numbers[i]));
     expect(maxErr(want, got)).toBeLessThan(1e-5);
   });
 
@@ -280,14 +280,14 @@ describe('embedding gather and layout copies', () => {
     const ids = Tensor.from('i32', [7], [0, 49, 3, -1, -50, 17, 17]);
     const zero = generateEmbeddingKernel({ vocab: 50, dim: 13, count: 'seq', dtype: 'f32' });
     const got = await run(zero, { table, ids }, { seq: 7 }, 'f32', [7, 13]);
-    expect(Array.from(got.data)).toEqual(Array.from(ref.gather(table, ids, 0).data));
+    expect(Array.from(got.numbers)).toEqual(Array.from(ref.gather(table, ids, 0).numbers));
     const bad = Tensor.from('i32', [3], [50, -51, 2]);
     const gotZero = await run(zero, { table, ids: bad }, { seq: 3 }, 'f32', [3, 13]);
-    expect(Array.from(gotZero.data.subarray(0, 26))).toEqual(new Array(26).fill(0));
-    expect(Array.from(gotZero.data.subarray(26))).toEqual(Array.from(table.data.subarray(26, 39)));
+    expect(Array.from(gotZero.numbers.subarray(0, 26))).toEqual(new Array(26).fill(0));
+    expect(Array.from(gotZero.numbers.subarray(26))).toEqual(Array.from(table.numbers.subarray(26, 39)));
     const clamp = generateEmbeddingKernel({ vocab: 50, dim: 13, count: 'seq', dtype: 'f32', outOfRange: 'clamp', indexDType: 'u32' });
     const gotClamp = await run(clamp, { table, ids: Uint32Array.of(70, 1) }, { seq: 2 }, 'f32', [2, 13]);
-    expect(Array.from(gotClamp.data)).toEqual([...table.data.subarray(49 * 13, 50 * 13), ...table.data.subarray(13, 26)]);
+    expect(Array.from(gotClamp.numbers)).toEqual([...table.numbers.subarray(49 * 13, 50 * 13), ...table.numbers.subarray(13, 26)]);
   });
 
   it('f16 tables copy bit for bit', async (ctx) => {
@@ -296,19 +296,19 @@ describe('embedding gather and layout copies', () => {
     const ids = Tensor.from('i32', [3], [8, 0, 4]);
     const k = generateEmbeddingKernel({ vocab: 9, dim: 5, count: 3, dtype: 'f16' });
     const got = await run(k, { table, ids }, {}, 'f16', [3, 5]);
-    expect(Array.from(got.data)).toEqual(Array.from(ref.gather(table, ids, 0).data));
+    expect(Array.from(got.numbers)).toEqual(Array.from(ref.gather(table, ids, 0).numbers));
   });
 
   it('transpose: static rank 4 and a dynamic-dim rank 3 (i32)', async (ctx) => {
     if (!gpu) return ctx.skip();
     const x = rand('f32', [2, 3, 5, 7], 42);
     const k = generateTransposeKernel({ shape: [2, 3, 5, 7], perm: [0, 2, 1, 3], dtype: 'f32' });
-    expect(Array.from((await run(k, { x }, {}, 'f32', [2, 5, 3, 7])).data)).toEqual(Array.from(ref.transpose(x, [0, 2, 1, 3]).data));
+    expect(Array.from((await run(k, { x }, {}, 'f32', [2, 5, 3, 7])).numbers)).toEqual(Array.from(ref.transpose(x, [0, 2, 1, 3]).numbers));
     const d = generateTransposeKernel({ shape: ['seq', 4, 6], perm: [2, 0, 1], dtype: 'i32' });
     for (const seq of [1, 5]) {
       const xi = Tensor.from('i32', [seq, 4, 6], Array.from({ length: seq * 24 }, (_v, i) => i * 7 - 50));
       const got = await run(d, { x: xi }, { seq }, 'i32', [6, seq, 4]);
-      expect(Array.from(got.data)).toEqual(Array.from(ref.transpose(xi, [2, 0, 1]).data));
+      expect(Array.from(got.numbers)).toEqual(Array.from(ref.transpose(xi, [2, 0, 1]).numbers));
     }
   });
 
@@ -317,10 +317,10 @@ describe('embedding gather and layout copies', () => {
     const x = rand('f32', [4, 10, 6], 43);
     const k = generateSliceKernel({ shape: [4, 10, 6], starts: [1, 'past', 0], outShape: [2, 'seq', 6], dtype: 'f32' });
     const got = await run(k, { x }, { past: 3, seq: 5 }, 'f32', [2, 5, 6]);
-    expect(Array.from(got.data)).toEqual(Array.from(ref.slice(x, [0, 1], [1, 3], [3, 8], [1, 1]).data));
+    expect(Array.from(got.numbers)).toEqual(Array.from(ref.slice(x, [0, 1], [1, 3], [3, 8], [1, 1]).numbers));
     const r = generateSliceKernel({ shape: [10], starts: [9], steps: [-2], outShape: [5], dtype: 'f32' });
     const x1 = rand('f32', [10], 44);
-    expect(Array.from((await run(r, { x: x1 }, {}, 'f32', [5])).data)).toEqual(Array.from(ref.slice(x1, [0], [9], [-1], [-2]).data));
+    expect(Array.from((await run(r, { x: x1 }, {}, 'f32', [5])).numbers)).toEqual(Array.from(ref.slice(x1, [0], [9], [-1], [-2]).numbers));
   });
 
   it('concat: three static inputs, and a KV-style [past, H] + [seq, H] with a dynamic axis', async (ctx) => {
@@ -329,7 +329,7 @@ describe('embedding gather and layout copies', () => {
     const b = rand('f32', [2, 1, 4], 46);
     const c = rand('f32', [2, 5, 4], 47);
     const k = generateConcatKernel({ shapes: [a.shape, b.shape, c.shape], axis: 1, dtype: 'f32' });
-    expect(Array.from((await run(k, { in_0: a, in_1: b, in_2: c }, {}, 'f32', [2, 9, 4])).data)).toEqual(Array.from(ref.concat([a, b, c], 1).data));
+    expect(Array.from((await run(k, { in_0: a, in_1: b, in_2: c }, {}, 'f32', [2, 9, 4])).numbers)).toEqual(Array.from(ref.concat([a, b, c], 1).numbers));
     const kv = generateConcatKernel({ shapes: [['past', 8], ['seq', 8]], axis: 0, dtype: 'f32' });
     for (const [past, seq] of [
       [0, 3],
@@ -338,7 +338,7 @@ describe('embedding gather and layout copies', () => {
       const p = rand('f32', [past, 8], 48 + past);
       const s = rand('f32', [seq, 8], 49 + seq);
       const got = await run(kv, { in_0: p.size ? p : { zeros: 4 }, in_1: s }, { past, seq }, 'f32', [past + seq, 8]);
-      expect(Array.from(got.data), `past=${past}`).toEqual(Array.from(ref.concat([p, s], 0).data));
+      expect(Array.from(got.numbers), `past=${past}`).toEqual(Array.from(ref.concat([p, s], 0).numbers));
     }
   });
 });
@@ -406,7 +406,7 @@ describe('GPU sampling matches the host sampler and the reference', () => {
       const rows = Tensor.from('f16', [3, 300], gaussianLogits(900, 61, 2));
       const k16 = generateSamplingKernel({ vocab: 300, dtype: 'f16', mode: 'argmax', row: 'seq-1' });
       expect(k16.params).toEqual(['seq-1']);
-      expect(await gpuToken(k16, rows, { seq: 3 })).toBe(argmax(rows.data.subarray(600)));
+      expect(await gpuToken(k16, rows, { seq: 3 })).toBe(argmax(rows.numbers.subarray(600)));
     }
   });
 

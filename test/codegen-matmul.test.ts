@@ -120,11 +120,11 @@ async function runCase(c: Case, ms: number[] = [c.M], seed = 1): Promise<{ worst
       for (let m = 0; m < M; m++)
         for (let n = 0; n < nOut; n++) {
           const row = (b * M + m) * c.N;
-          let v = acc.data[row + n];
+          let v = acc.numbers[row + n];
           if (c.gated) {
             const g = v;
             const act = c.gated.activation === 'silu' ? g * sigmoid(g) : c.gated.activation === 'gelu' ? gelu(g, 'none') : g;
-            v = act * acc.data[row + n + nOut];
+            v = act * acc.numbers[row + n + nOut];
           }
           const i = (b * M + m) * nOut + n;
           want[i] = c.epilogue ? c.epilogue.cpu(v, { m, n, i }, ops) : v;
@@ -132,8 +132,8 @@ async function runCase(c: Case, ms: number[] = [c.M], seed = 1): Promise<{ worst
     const ref = dt.out === 'f16' ? Tensor.from('f16', outShape, want) : new Tensor('f32', outShape, want);
     const tol = dt.out === 'f16' || dt.a === 'f16' || dt.b === 'f16' ? 1e-2 : 1e-3;
     for (let i = 0; i < ref.size; i++) {
-      const r = ref.data[i];
-      const err = Math.abs(got.data[i] - r) / Math.max(1, Math.abs(r));
+      const r = ref.numbers[i];
+      const err = Math.abs(got.numbers[i] - r) / Math.max(1, Math.abs(r));
       const e = Number.isNaN(err) ? Infinity : err / tol;
       if (e > worst) worst = e;
     }
@@ -227,7 +227,7 @@ describe('matmul kernels: f16 storage (f32 arithmetic)', () => {
 const biasGelu: EpilogueCase = {
   epilogue: { operands: [{ name: 'fc.bias', dtype: 'f32', broadcast: 'row' }], expr: (acc, load) => `tw_gelu_erf(${acc} + ${load(0)})`, helpers: ['erf', 'gelu_erf'] },
   operands: (_b, _m, n) => [rand([n], 77)],
-  cpu: (acc, at, ops) => gelu(acc + ops[0].data[at.n], 'none'),
+  cpu: (acc, at, ops) => gelu(acc + ops[0].numbers[at.n], 'none'),
 };
 const residualScale: EpilogueCase = {
   epilogue: {
@@ -239,7 +239,7 @@ const residualScale: EpilogueCase = {
     expr: (acc, load) => `${acc} * ${load(1)} + ${load(0)} + ${load(2)}`,
   },
   operands: (b, m, n) => [rand([b, m, n], 5), Tensor.from('f32', [1], [0.5]), rand([m], 6, 'f16')],
-  cpu: (acc, at, ops) => acc * 0.5 + ops[0].data[at.i] + ops[2].data[at.m],
+  cpu: (acc, at, ops) => acc * 0.5 + ops[0].numbers[at.i] + ops[2].numbers[at.m],
 };
 
 describe('matmul kernels: fused epilogues and the SwiGLU gate', () => {

@@ -29,7 +29,7 @@ describe('reduce WGSL kernels vs the CPU reference', () => {
           const ref = runGraph(b.build({ y }), { x }).y;
           const k = generateReduceKernel(y);
           const [got] = await runKernelOnce(gpu!.device, k, [x, { dtype: 'f32', shape: ref.shape }]);
-          for (let i = 0; i < ref.size; i++) expect(Math.abs(got.data[i] - ref.data[i])).toBeLessThan(1e-5 * Math.max(1, Math.abs(ref.data[i])));
+          for (let i = 0; i < ref.size; i++) expect(Math.abs(got.numbers[i] - ref.numbers[i])).toBeLessThan(1e-5 * Math.max(1, Math.abs(ref.numbers[i])));
         }
   });
 

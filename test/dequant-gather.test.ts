@@ -119,7 +119,7 @@ describe('dequant-embedding kernel against the CPU reference', () => {
               const e = randomTable('emb', V, D, f, seed++);
               const ids = [0, V - 1, 3, 3, -1, -V, Math.floor(V / 2), 1];
               const got = await runLookup(e, Int32Array.from(ids));
-              expectClose(got.data, lookup(e, ids), `${fmtName(f)}, [${V}, ${D}]`);
+              expectClose(got.numbers, lookup(e, ids), `${fmtName(f)}, [${V}, ${D}]`);
             }
       }, LONG);
 
@@ -128,11 +128,11 @@ describe('dequant-embedding kernel against the CPU reference', () => {
     const [V, D] = [11, 20];
     const e = randomTable('emb', V, D, { bits: 4, signed: false, groupSize: 10, hasZeroPoint: true, hasMin: false }, 5);
     const bad = [V, -V - 1, 2, 1 << 30, -(1 << 30)];
-    expectClose((await runLookup(e, Int32Array.from(bad))).data, lookup(e, bad), 'i32 ids, zero');
+    expectClose((await runLookup(e, Int32Array.from(bad))).numbers, lookup(e, bad), 'i32 ids, zero');
     const u = Uint32Array.of(V, 4, 0xffffffff);
-    expectClose((await runLookup(e, u)).data, lookup(e, [V, 4, V]), 'u32 ids, zero');
+    expectClose((await runLookup(e, u)).numbers, lookup(e, [V, 4, V]), 'u32 ids, zero');
     const clamped = await runLookup(e, Int32Array.of(V + 3, -V - 3, 6), { outOfRange: 'clamp' });
-    expectClose(clamped.data, lookup(e, [V - 1, 0, 6]), 'i32 ids, clamp');
+    expectClose(clamped.numbers, lookup(e, [V - 1, 0, 6]), 'i32 ids, clamp');
   }, LONG);
 
   it('f16 output: the f32 value rounded to f16', async (ctx) => {
@@ -148,7 +148,7 @@ describe('dequant-embedding kernel against the CPU reference', () => {
       const got = await runLookup(e, Int32Array.from(ids), { dtype: 'f16' });
       expect(got.dtype).toBe('f16');
       // WGSL may round f32 → f16 either way: within one f16 ulp
-      expectClose(got.data, lookup(e, ids).map((v) => halfToFloat(floatToHalf(v))), `f16, ${fmtName(f)}`, 2 ** -10);
+      expectClose(got.numbers, lookup(e, ids).map((v) => halfToFloat(floatToHalf(v))), `f16, ${fmtName(f)}`, 2 ** -10);
     }
   }, LONG);
 });
@@ -183,8 +183,8 @@ describe('dequant-gather through compileGraph', () => {
           const inputs = { ids: Tensor.from('i32', [ids.length], ids) };
           const got = await session.run(inputs);
           const want = runGraph(g, inputs);
-          expectClose(got.y.data, want.y.data, `tied ${tied}, ${ids.length} ids`);
-          if (tied) expectClose(got.logits.data, want.logits.data, `logits, ${ids.length} ids`, 1e-4);
+          expectClose(got.y.numbers, want.y.numbers, `tied ${tied}, ${ids.length} ids`);
+          if (tied) expectClose(got.logits.numbers, want.logits.numbers, `logits, ${ids.length} ids`, 1e-4);
         }
       } finally {
         await session.destroy();
@@ -206,7 +206,7 @@ describe('dequant-gather through compileGraph', () => {
     const session = await engine.createSession({ device: gpu });
     try {
       const inputs = { ids: Tensor.from('i32', [4], [29, 0, 13, 13]) };
-      expectClose((await session.run(inputs)).y.data, runGraph(g, inputs).y.data, 'f16 storage', 4e-3);
+      expectClose((await session.run(inputs)).y.numbers, runGraph(g, inputs).y.numbers, 'f16 storage', 4e-3);
     } finally {
       await session.destroy();
     }

@@ -217,7 +217,7 @@ describe('engines for other graphs', () => {
     const inputs = { tokens: Tensor.from('i32', [1, S], [1, 5, 9, 3, 44, 2, 8]), positions: Tensor.from('i32', [S], [0, 1, 2, 3, 4, 5, 6]) };
     const ref = runGraph(g, inputs).logits;
     const got = (await runGraphOnWebGPU(g, inputs, { device: gpu })).logits;
-    expect(maxAbsDiff(got.data, ref.data)).toBeLessThan(1e-3);
+    expect(maxAbsDiff(got.numbers, ref.numbers)).toBeLessThan(1e-3);
     const bcfg = { vocabSize: 40, hiddenSize: 32, numHiddenLayers: 2, numAttentionHeads: 4, intermediateSize: 64, maxPositionEmbeddings: 16 };
     const bg = buildBert(bcfg, randomBertWeights(bcfg, 5));
     const bin = {
@@ -228,7 +228,7 @@ describe('engines for other graphs', () => {
     };
     const bref = runGraph(bg, bin);
     const bgot = await runGraphOnWebGPU(bg, bin, { device: gpu });
-    expect(maxAbsDiff(bgot.last_hidden_state.data, bref.last_hidden_state.data)).toBeLessThan(1e-3);
+    expect(maxAbsDiff(bgot.last_hidden_state.numbers, bref.last_hidden_state.numbers)).toBeLessThan(1e-3);
   }, LONG);
 
   it('GQA ratios 1, 2, 4 and 8 through the paged-KV engine match the reference', async (ctx) => {

@@ -135,7 +135,7 @@ describe('elementwise ops', () => {
           const y = run1([{ t: a }, { t: bt }], (b, [x, z]) => b.binary(op as 'add', x, z));
           const shape = npBroadcast([sa, sb]);
           const cmp = op === 'less' || op === 'greater' || op === 'equal';
-          const want = Tensor.from(cmp ? 'bool' : 'f32', shape, indices(shape).map((idx) => F32_OPS[op](bget(a.data, sa, idx), bget(bt.data, sb, idx))));
+          const want = Tensor.from(cmp ? 'bool' : 'f32', shape, indices(shape).map((idx) => F32_OPS[op](bget(a.numbers, sa, idx), bget(bt.numbers, sb, idx))));
           expect(compareTensors(y, want, { rtol: 0, atol: 0 })).toBeNull();
         },
       ),
@@ -166,7 +166,7 @@ describe('elementwise ops', () => {
           const bt = Tensor.from('i32', sb, ints(prod(sb)));
           const y = run1([{ t: a }, { t: bt }], (b, [x, z]) => b.binary(op as 'add', x, z));
           const shape = npBroadcast([sa, sb]);
-          const want = Tensor.from('i32', shape, indices(shape).map((idx) => I32_OPS[op](bget(a.data, sa, idx), bget(bt.data, sb, idx))));
+          const want = Tensor.from('i32', shape, indices(shape).map((idx) => I32_OPS[op](bget(a.numbers, sa, idx), bget(bt.numbers, sb, idx))));
           expect(compareTensors(y, want, { rtol: 0, atol: 0 })).toBeNull();
         },
       ),
@@ -179,7 +179,7 @@ describe('elementwise ops', () => {
     const x = randTensor(rng, [3, 4], -3, 3);
     const un = (op: 'exp', f: (v: number) => number): void => {
       const y = run1([{ t: x }], (b, [v]) => b.unary(op, v));
-      expectClose(y, Tensor.from('f32', [3, 4], Array.from(x.data, f)), 1e-6, 1e-7);
+      expectClose(y, Tensor.from('f32', [3, 4], Array.from(x.numbers, f)), 1e-6, 1e-7);
     };
     un('exp', Math.exp);
     un('tanh' as 'exp', Math.tanh);
@@ -194,7 +194,7 @@ describe('elementwise ops', () => {
     expectClose(g, Tensor.from('f32', [2], [0.8413447460685429, -0.15865525393145707]));
     const c = Tensor.from('bool', [3, 1], [1, 0, 1]);
     const w = run1([{ t: c }, { t: x }], (b, [cc, v]) => b.where(cc, v, 0));
-    expectClose(w, Tensor.from('f32', [3, 4], indices([3, 4]).map(([i, j]) => (c.data[i] ? x.data[i * 4 + j] : 0))), 0, 0);
+    expectClose(w, Tensor.from('f32', [3, 4], indices([3, 4]).map(([i, j]) => (c.numbers[i] ? x.numbers[i * 4 + j] : 0))), 0, 0);
     const ci = run1([{ t: Tensor.from('f32', [5], [1.7, -1.7, 0.2, -0.9, 3]) }], (b, [v]) => b.cast(v, 'i32'));
     expect(ci.toArray()).toEqual([1, -1, 0, 0, 3]);
     const cb = run1([{ t: Tensor.from('f32', [3], [0, -0.5, 2]) }], (b, [v]) => b.cast(v, 'bool'));
@@ -227,7 +227,7 @@ describe('reductions and softmax', () => {
         const acc = new Float64Array(prod(kept)).fill(op === 'max' ? -Infinity : 0);
         for (const idx of indices(shape)) {
           const o = flat(idx.map((v, i) => (axes.includes(i) ? 0 : v)), kept);
-          const v = x.data[flat(idx, shape)];
+          const v = x.numbers[flat(idx, shape)];
           acc[o] = op === 'max' ? Math.max(acc[o], v) : acc[o] + v;
         }
         const count = prod(axes.map((a) => shape[a]));
@@ -252,13 +252,13 @@ describe('reductions and softmax', () => {
         for (const base of outer) {
           const at = (j: number): number => flat(base.map((v, i) => (i === axis ? j : v)), shape);
           let mx = -Infinity;
-          for (let j = 0; j < shape[axis]; j++) mx = Math.max(mx, x.data[at(j)]);
+          for (let j = 0; j < shape[axis]; j++) mx = Math.max(mx, x.numbers[at(j)]);
           let sum = 0;
-          for (let j = 0; j < shape[axis]; j++) sum += Math.exp(x.data[at(j)] - mx);
+          for (let j = 0; j < shape[axis]; j++) sum += Math.exp(x.numbers[at(j)] - mx);
           let total = 0;
           for (let j = 0; j < shape[axis]; j++) {
-            want[at(j)] = Math.exp(x.data[at(j)] - mx) / sum;
-            total += y.data[at(j)];
+            want[at(j)] = Math.exp(x.numbers[at(j)] - mx) / sum;
+            total += y.numbers[at(j)];
           }
           expect(Math.abs(total - 1)).toBeLessThan(1e-6);
         }
@@ -304,8 +304,8 @@ describe('matmul and layout ops', () => {
           const [i, j] = idx.slice(-2);
           let acc = 0;
           for (let kk = 0; kk < k; kk++) {
-            const a = bget(A.data, sA, [...bi, transA ? kk : i, transA ? i : kk]);
-            const bv = bget(B.data, sB, [...bi, transB ? j : kk, transB ? kk : j]);
+            const a = bget(A.numbers, sA, [...bi, transA ? kk : i, transA ? i : kk]);
+            const bv = bget(B.numbers, sB, [...bi, transB ? j : kk, transB ? kk : j]);
             acc += a * bv;
           }
           return acc;
@@ -328,7 +328,7 @@ describe('matmul and layout ops', () => {
           const want = indices(outShape).map((j) => {
             const i = new Array<number>(shape.length);
             perm.forEach((p, d) => (i[p] = j[d]));
-            return x.data[flat(i, shape)];
+            return x.numbers[flat(i, shape)];
           });
           expectClose(y, Tensor.from('f32', outShape, want), 0, 0);
         },
@@ -373,7 +373,7 @@ describe('matmul and layout ops', () => {
             return i < 0 ? [...Array(d).keys()] : onnxIndices(d, sp[i].start, sp[i].end, sp[i].step);
           });
           const outShape = picks.map((p) => p.length);
-          const want = indices(outShape).map((idx) => x.data[flat(idx.map((v, d) => picks[d][v]), shape)]);
+          const want = indices(outShape).map((idx) => x.numbers[flat(idx.map((v, d) => picks[d][v]), shape)]);
           expectClose(y, Tensor.from('f32', outShape, want), 0, 0);
         },
       ),
@@ -392,8 +392,8 @@ describe('matmul and layout ops', () => {
         const y = run1([{ t: x }, { t: idx }], (b, [v, i]) => b.gather(v, i, axis));
         const outShape = [...shape.slice(0, axis), ...ishape, ...shape.slice(axis + 1)];
         const want = indices(outShape).map((o) => {
-          const j = idx.data[flat(o.slice(axis, axis + ishape.length), ishape)];
-          return x.data[flat([...o.slice(0, axis), j < 0 ? j + len : j, ...o.slice(axis + ishape.length)], shape)];
+          const j = idx.numbers[flat(o.slice(axis, axis + ishape.length), ishape)];
+          return x.numbers[flat([...o.slice(0, axis), j < 0 ? j + len : j, ...o.slice(axis + ishape.length)], shape)];
         });
         expectClose(y, Tensor.from('f32', outShape, want), 0, 0);
       }),
@@ -409,10 +409,10 @@ describe('matmul and layout ops', () => {
     const a = randTensor(rng, [2, 1, 3]);
     const c = randTensor(rng, [2, 2, 3]);
     const y = run1([{ t: a }, { t: c }], (b, [p, q]) => b.concat([p, q, p], 1));
-    const want = indices([2, 4, 3]).map(([i, j, k]) => (j === 0 || j === 3 ? a.data[i * 3 + k] : c.data[i * 6 + (j - 1) * 3 + k]));
+    const want = indices([2, 4, 3]).map(([i, j, k]) => (j === 0 || j === 3 ? a.numbers[i * 3 + k] : c.numbers[i * 6 + (j - 1) * 3 + k]));
     expectClose(y, Tensor.from('f32', [2, 4, 3], want), 0, 0);
     const e = run1([{ t: a }], (b, [p]) => b.expand(p, [2, 2, 4, 3]));
-    expectClose(e, Tensor.from('f32', [2, 2, 4, 3], indices([2, 2, 4, 3]).map(([, i, , k]) => a.data[i * 3 + k])), 0, 0);
+    expectClose(e, Tensor.from('f32', [2, 2, 4, 3], indices([2, 2, 4, 3]).map(([, i, , k]) => a.numbers[i * 3 + k])), 0, 0);
     const r = run1([{ t: c }], (b, [p]) => b.reshape(p, [-1, 2]));
     expect(r.shape).toEqual([6, 2]);
     expect(r.toArray()).toEqual(c.toArray());
@@ -435,13 +435,13 @@ describe('norms, rope, attention', () => {
         const wantR = new Float64Array(x.size);
         const wantL = new Float64Array(x.size);
         for (let r = 0; r < x.size / d; r++) {
-          const row = Array.from(x.data.subarray(r * d, (r + 1) * d));
+          const row = Array.from(x.numbers.subarray(r * d, (r + 1) * d));
           const ms = row.reduce((a, v) => a + v * v, 0) / d;
           const mean = row.reduce((a, v) => a + v, 0) / d;
           const vr = row.reduce((a, v) => a + (v - mean) ** 2, 0) / d;
           row.forEach((v, i) => {
-            wantR[r * d + i] = (w.data[i] * v) / Math.sqrt(ms + eps);
-            wantL[r * d + i] = ((v - mean) / Math.sqrt(vr + eps)) * w.data[i] + (bias ? bb.data[i] : 0);
+            wantR[r * d + i] = (w.numbers[i] * v) / Math.sqrt(ms + eps);
+            wantL[r * d + i] = ((v - mean) / Math.sqrt(vr + eps)) * w.numbers[i] + (bias ? bb.numbers[i] : 0);
           });
         }
         expectClose(rms, Tensor.from('f32', shape, wantR), 1e-5, 1e-6);
@@ -472,18 +472,18 @@ describe('norms, rope, attention', () => {
         const pshape = posKind === 'S' ? [S] : posKind === 'BS' ? [B, S] : [1, S];
         const pos = randTensor(rng, pshape, 0, 63, 'i32');
         const y = run1([{ t: x }, { t: pos }], (b, [v, p]) => b.rope(v, p, { style, theta, ...(rd !== D ? { rotaryDim: rd } : {}) }));
-        const want = Float64Array.from(x.data);
+        const want = Float64Array.from(x.numbers);
         const half = rd / 2;
         for (let bb = 0; bb < B; bb++)
           for (let s = 0; s < S; s++) {
-            const p = posKind === 'S' ? pos.data[s] : pos.data[(posKind === 'BS' ? bb : 0) * S + s];
+            const p = posKind === 'S' ? pos.numbers[s] : pos.numbers[(posKind === 'BS' ? bb : 0) * S + s];
             for (let h = 0; h < H; h++) {
               const base = ((bb * S + s) * H + h) * D;
               for (let i = 0; i < half; i++) {
                 const ang = p * theta ** (-(2 * i) / rd);
                 const [i0, i1] = style === 'half' ? [base + i, base + i + half] : [base + 2 * i, base + 2 * i + 1];
-                const v0 = x.data[i0];
-                const v1 = x.data[i1];
+                const v0 = x.numbers[i0];
+                const v1 = x.numbers[i1];
                 want[i0] = v0 * Math.cos(ang) - v1 * Math.sin(ang);
                 want[i1] = v0 * Math.sin(ang) + v1 * Math.cos(ang);
               }
@@ -532,8 +532,8 @@ describe('norms, rope, attention', () => {
           b.attention(qq, kk, vv, { causal, ...(scale !== undefined ? { scale } : {}), ...(mask !== 'none' ? { mask: mm } : {}), ...(P ? { pastK: ppk, pastV: ppv } : {}) }).out,
         );
         const sc = Math.fround(scale ?? 1 / Math.sqrt(D));
-        const K = (bb: number, j: number, h: number, d: number): number => (j < P ? pk.data[((bb * P + j) * Hkv + h) * D + d] : k.data[((bb * S + j - P) * Hkv + h) * D + d]);
-        const V = (bb: number, j: number, h: number, d: number): number => (j < P ? pv.data[((bb * P + j) * Hkv + h) * Dv + d] : v.data[((bb * S + j - P) * Hkv + h) * Dv + d]);
+        const K = (bb: number, j: number, h: number, d: number): number => (j < P ? pk.numbers[((bb * P + j) * Hkv + h) * D + d] : k.numbers[((bb * S + j - P) * Hkv + h) * D + d]);
+        const V = (bb: number, j: number, h: number, d: number): number => (j < P ? pv.numbers[((bb * P + j) * Hkv + h) * Dv + d] : v.numbers[((bb * S + j - P) * Hkv + h) * Dv + d]);
         const want = new Float64Array(B * S * Hq * Dv);
         for (let bb = 0; bb < B; bb++)
           for (let h = 0; h < Hq; h++) {
@@ -544,9 +544,9 @@ describe('norms, rope, attention', () => {
               for (let j = 0; j < T; j++) {
                 if (causal && j > i + (T - S)) continue;
                 let dot = 0;
-                for (let d = 0; d < D; d++) dot += q.data[((bb * S + i) * Hq + h) * D + d] * K(bb, j, hk, d);
+                for (let d = 0; d < D; d++) dot += q.numbers[((bb * S + i) * Hq + h) * D + d] * K(bb, j, hk, d);
                 let score = dot * sc;
-                const mv = m.data[flat([maskB ? bb : 0, maskH ? h : 0, i, j], mshape)];
+                const mv = m.numbers[flat([maskB ? bb : 0, maskH ? h : 0, i, j], mshape)];
                 if (mask === 'bool' && !mv) continue;
                 if (mask === 'f32') score += mv;
                 keep.push(j);
@@ -578,12 +578,12 @@ describe('norms, rope, attention', () => {
     const base = f(v);
     // the last key is visible only to the last query: perturbing it changes query 1, not query 0
     const v2 = Tensor.from('f32', v.shape, v.data);
-    for (let d = 0; d < D; d++) v2.data[(P + S - 1) * D + d] += 10;
+    for (let d = 0; d < D; d++) v2.numbers[(P + S - 1) * D + d] += 10;
     const pert = f(v2);
     for (let i = 0; i < Hq * D; i++) expect(pert.data[i]).toBe(base.data[i]);
     expect(pert.data.slice(Hq * D).some((x, i) => x !== base.data[Hq * D + i])).toBe(true);
     // both query heads read KV head 0: identical queries give identical outputs
-    const qs = Tensor.from('f32', q.shape, indices(q.shape).map(([, s, , d]) => q.data[s * Hq * D + d]));
+    const qs = Tensor.from('f32', q.shape, indices(q.shape).map(([, s, , d]) => q.numbers[s * Hq * D + d]));
     const same = run1([{ t: qs }, { t: k }, { t: v }], (b, [a, c, d]) => b.attention(a, c, d).out);
     for (let s = 0; s < S; s++) for (let d = 0; d < D; d++) expect(same.data[(s * Hq + 1) * D + d]).toBe(same.data[s * Hq * D + d]);
   });

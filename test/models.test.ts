@@ -203,7 +203,7 @@ describe('GPT-2', () => {
       const out = runGraph(g, gpt2Inputs(c, tokens, 0));
       expect(out.logits.shape).toEqual([1, 7, c.vocabSize]);
       const ref = gpt2Reference(c, W, tokens);
-      expect(maxAbsDiff(out.logits.data, ref)).toBeLessThan(TOL);
+      expect(maxAbsDiff(out.logits.numbers, ref)).toBeLessThan(TOL);
       // the check has teeth: logits vary across positions and vocabulary
       expect(Math.max(...ref.flatMap((r) => Array.from(r)).map(Math.abs))).toBeGreaterThan(0.5);
       expect(out['present_k.1'].shape).toEqual([1, 7, 4, 8]);
@@ -212,8 +212,8 @@ describe('GPT-2', () => {
 
   it('gelu and gelu_new give different logits (the option is wired through)', () => {
     const W = randomGpt2Weights(base, 3);
-    const a = runGraph(buildGpt2({ ...base, activation: 'gelu' }, W), gpt2Inputs(base, tokens, 0)).logits.data;
-    const b = runGraph(buildGpt2({ ...base, activation: 'gelu_new' }, W), gpt2Inputs(base, tokens, 0)).logits.data;
+    const a = runGraph(buildGpt2({ ...base, activation: 'gelu' }, W), gpt2Inputs(base, tokens, 0)).logits.numbers;
+    const b = runGraph(buildGpt2({ ...base, activation: 'gelu_new' }, W), gpt2Inputs(base, tokens, 0)).logits.numbers;
     let m = 0;
     for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
     expect(m).toBeGreaterThan(1e-4);
@@ -225,14 +225,14 @@ describe('GPT-2', () => {
     const full = runGraph(g, gpt2Inputs(base, tokens, 0)).logits;
     const fullRows = rowsOf(full, base.vocabSize);
     let out = runGraph(g, gpt2Inputs(base, tokens.slice(0, 4), 0));
-    expect(maxAbsDiff(out.logits.data, fullRows.slice(0, 4))).toBeLessThan(TOL);
+    expect(maxAbsDiff(out.logits.numbers, fullRows.slice(0, 4))).toBeLessThan(TOL);
     for (let t = 4; t < 7; t++) {
       out = runGraph(g, gpt2Inputs(base, tokens.slice(t, t + 1), t, out));
       expect(out['present_k.0'].shape).toEqual([1, t + 1, base.nHead, base.nEmbd / base.nHead]);
-      expect(maxAbsDiff(out.logits.data, fullRows.slice(t, t + 1))).toBeLessThan(TOL);
+      expect(maxAbsDiff(out.logits.numbers, fullRows.slice(t, t + 1))).toBeLessThan(TOL);
     }
     // and against the reference directly
-    expect(maxAbsDiff(out.logits.data, gpt2Reference(base, W, tokens).slice(6))).toBeLessThan(TOL);
+    expect(maxAbsDiff(out.logits.numbers, gpt2Reference(base, W, tokens).slice(6))).toBeLessThan(TOL);
   });
 
   it('lastTokenLogitsOnly returns the last row; kvCache false drops the cache', () => {
@@ -241,12 +241,12 @@ describe('GPT-2', () => {
     const ref = gpt2Reference(c, W, tokens);
     const last = runGraph(buildGpt2(c, W, { lastTokenLogitsOnly: true }), gpt2Inputs(c, tokens, 0));
     expect(last.logits.shape).toEqual([1, 1, c.vocabSize]);
-    expect(maxAbsDiff(last.logits.data, ref.slice(6))).toBeLessThan(TOL);
+    expect(maxAbsDiff(last.logits.numbers, ref.slice(6))).toBeLessThan(TOL);
     const g = buildGpt2(c, W, { kvCache: false });
     expect(g.inputs.map((i) => i.attrs.name)).toEqual(['tokens', 'positions']);
     expect(g.outputs.map((o) => o.name)).toEqual(['logits']);
     const out = runGraph(g, { tokens: i32([1, 7], tokens), positions: i32([7], range(0, 7)) });
-    expect(maxAbsDiff(out.logits.data, ref)).toBeLessThan(TOL);
+    expect(maxAbsDiff(out.logits.numbers, ref)).toBeLessThan(TOL);
   });
 
   it('graph signature follows the llama convention', () => {
@@ -305,9 +305,9 @@ describe('BERT', () => {
       const out = runGraph(buildBert(c, W), bertInputs(tokens, types, mask));
       const ref = bertReference(c, W, tokens, types, mask);
       expect(out.last_hidden_state.shape).toEqual([1, 7, 32]);
-      expect(maxAbsDiff(out.last_hidden_state.data, ref.hidden)).toBeLessThan(TOL);
+      expect(maxAbsDiff(out.last_hidden_state.numbers, ref.hidden)).toBeLessThan(TOL);
       expect(out.pooler_output.shape).toEqual([1, 32]);
-      expect(maxAbsDiff(out.pooler_output.data, [ref.pooled!])).toBeLessThan(TOL);
+      expect(maxAbsDiff(out.pooler_output.numbers, [ref.pooled!])).toBeLessThan(TOL);
     });
   }
 
@@ -318,13 +318,13 @@ describe('BERT', () => {
     const padded = runGraph(g, bertInputs([...tokens.slice(0, 5), 7, 9], [...types.slice(0, 5), 0, 1], [1, 1, 1, 1, 1, 0, 0]));
     const unpadded = runGraph(g, bertInputs(tokens.slice(0, 5), types.slice(0, 5), [1, 1, 1, 1, 1]));
     const d = base.hiddenSize;
-    expect(maxAbsDiff(padded.last_hidden_state.data.subarray(0, 5 * d), rowsOf(unpadded.last_hidden_state, d))).toBeLessThan(TOL);
-    expect(maxAbsDiff(padded.pooler_output.data, rowsOf(unpadded.pooler_output, d))).toBeLessThan(TOL);
+    expect(maxAbsDiff(padded.last_hidden_state.numbers.subarray(0, 5 * d), rowsOf(unpadded.last_hidden_state, d))).toBeLessThan(TOL);
+    expect(maxAbsDiff(padded.pooler_output.numbers, rowsOf(unpadded.pooler_output, d))).toBeLessThan(TOL);
     // without the mask the padding changes the result
     const unmasked = runGraph(g, bertInputs([...tokens.slice(0, 5), 7, 9], [...types.slice(0, 5), 0, 1], [1, 1, 1, 1, 1, 1, 1]));
-    expect(maxAbsDiff(unmasked.last_hidden_state.data.subarray(0, 5 * d), rowsOf(unpadded.last_hidden_state, d))).toBeGreaterThan(1e-3);
+    expect(maxAbsDiff(unmasked.last_hidden_state.numbers.subarray(0, 5 * d), rowsOf(unpadded.last_hidden_state, d))).toBeGreaterThan(1e-3);
     // and the unpadded run matches the reference
-    expect(maxAbsDiff(unpadded.last_hidden_state.data, bertReference(base, W, tokens.slice(0, 5), types.slice(0, 5), [1, 1, 1, 1, 1]).hidden)).toBeLessThan(TOL);
+    expect(maxAbsDiff(unpadded.last_hidden_state.numbers, bertReference(base, W, tokens.slice(0, 5), types.slice(0, 5), [1, 1, 1, 1, 1]).hidden)).toBeLessThan(TOL);
   });
 
   it('without pooler weights there is no pooler output; signature and errors', () => {
@@ -421,7 +421,7 @@ describe('Llama', () => {
       expect(out.logits.shape).toEqual([1, 7, c.vocabSize]);
       expect(out['present_k.0'].shape).toEqual([1, 7, c.nKvHeads, c.dim / c.nHeads]);
       const ref = llamaReference(c, W, tokens);
-      expect(maxAbsDiff(out.logits.data, ref)).toBeLessThan(TOL);
+      expect(maxAbsDiff(out.logits.numbers, ref)).toBeLessThan(TOL);
       expect(Math.max(...ref.flatMap((r) => Array.from(r)).map(Math.abs))).toBeGreaterThan(0.5);
     });
   }
@@ -429,8 +429,8 @@ describe('Llama', () => {
   it('rope style and classifier choice matter (the reference is discriminating)', () => {
     const W = llamaWeights(base, 7);
     const out = runGraph(buildLlama(base, W), llamaInputs(base, tokens, 0));
-    expect(maxAbsDiff(out.logits.data, llamaReference({ ...base, ropeStyle: 'half' }, W, tokens))).toBeGreaterThan(1e-3);
-    expect(maxAbsDiff(out.logits.data, llamaReference({ ...base, sharedClassifier: true }, W, tokens))).toBeGreaterThan(1e-3);
+    expect(maxAbsDiff(out.logits.numbers, llamaReference({ ...base, ropeStyle: 'half' }, W, tokens))).toBeGreaterThan(1e-3);
+    expect(maxAbsDiff(out.logits.numbers, llamaReference({ ...base, sharedClassifier: true }, W, tokens))).toBeGreaterThan(1e-3);
   });
 
   it('GQA prefill 4 then decode 3 matches the reference', () => {
@@ -439,10 +439,10 @@ describe('Llama', () => {
     const g = buildLlama(c, W);
     const ref = llamaReference(c, W, tokens);
     let out = runGraph(g, llamaInputs(c, tokens.slice(0, 4), 0));
-    expect(maxAbsDiff(out.logits.data, ref.slice(0, 4))).toBeLessThan(TOL);
+    expect(maxAbsDiff(out.logits.numbers, ref.slice(0, 4))).toBeLessThan(TOL);
     for (let t = 4; t < 7; t++) {
       out = runGraph(g, llamaInputs(c, tokens.slice(t, t + 1), t, out));
-      expect(maxAbsDiff(out.logits.data, ref.slice(t, t + 1))).toBeLessThan(TOL);
+      expect(maxAbsDiff(out.logits.numbers, ref.slice(t, t + 1))).toBeLessThan(TOL);
     }
   });
 });

@@ -128,11 +128,13 @@ describe('malformed tensors', () => {
     expect(e.message).toMatch(/BFLOAT16/);
   });
 
-  it('a run input holding int64 values beyond int32 is an InputError (not truncated)', () => {
-    const pb = tensorBytes('x', T.INT64, [2], [1, 2 ** 40]);
-    const e = thrown(() => decodeTensor(decodeTensorProto(pb), { what: 'input 0', isInput: true }));
+  it('a run input holding int64 values beyond int32 is decoded exactly (i64); uint64 beyond uint32 is an InputError (not truncated)', () => {
+    const d = decodeTensor(decodeTensorProto(tensorBytes('x', T.INT64, [2], [1, 2 ** 40])), { what: 'input 0', isInput: true });
+    expect(d.tensor?.dtype).toBe('i64');
+    expect(Array.from(d.tensor!.data as BigInt64Array)).toEqual([1n, 2n ** 40n]);
+    const e = thrown(() => decodeTensor(decodeTensorProto(tensorBytes('x', T.UINT64, [2], new Uint8Array(BigUint64Array.of(1n, 2n ** 40n).buffer))), { what: 'input 0', isInput: true }));
     expect(e).toBeInstanceOf(InputError);
-    expect((e as Error).message).toMatch(/1099511627776 \(element 1\) does not fit in int32/);
+    expect((e as Error).message).toMatch(/1099511627776 \(element 1\) does not fit in uint32/);
   });
 });
 

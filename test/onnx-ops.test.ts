@@ -111,7 +111,7 @@ describe('ONNX op semantics', () => {
     for (let r = 0; r < 2; r++)
       for (let j = 0; j < n; j++) {
         let acc = 0;
-        for (let i = 0; i < k; i++) acc += x.data[r * k + i] * (q[i * n + j] - zps[j]) * scales[j];
+        for (let i = 0; i < k; i++) acc += x.numbers[r * k + i] * (q[i * n + j] - zps[j]) * scales[j];
         want.push(acc);
       }
     close(runGraph(g, { x }).y.toArray(), want);
@@ -205,7 +205,7 @@ describe('ONNX op semantics', () => {
     expect(out.ck.shape).toEqual([bt, hkv, p + s, d]);
     // reference: query i (of s) sees keys j <= p + i of the p + s; query head h reads KV head floor(h / 2)
     const key = (hk: number, j: number, c: number, which: 'k' | 'v'): number =>
-      j < p ? inputs[which === 'k' ? 'pk' : 'pv'].data[(hk * p + j) * d + c] : inputs[which].data[(j - p) * hkv * d + hk * d + c];
+      j < p ? inputs[which === 'k' ? 'pk' : 'pv'].numbers[(hk * p + j) * d + c] : inputs[which].numbers[(j - p) * hkv * d + hk * d + c];
     const want: number[] = [];
     for (let i = 0; i < s; i++)
       for (let h = 0; h < hq; h++) {
@@ -213,7 +213,7 @@ describe('ONNX op semantics', () => {
         const scores: number[] = [];
         for (let j = 0; j <= p + i; j++) {
           let dot = 0;
-          for (let c = 0; c < d; c++) dot += inputs.q.data[i * hq * d + h * d + c] * key(hk, j, c, 'k');
+          for (let c = 0; c < d; c++) dot += inputs.q.numbers[i * hq * d + h * d + c] * key(hk, j, c, 'k');
           scores.push(dot / Math.sqrt(d));
         }
         const m = Math.max(...scores);

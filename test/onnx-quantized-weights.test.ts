@@ -217,7 +217,7 @@ describe.skipIf(!gpu)('MatMulNBits (webgpu)', () => {
         const c = nbitsCase(s, s.K + s.N);
         const g = importOnnx(c.bytes).graph;
         const { outputs, manifest } = await runOnGpu(g, { A: c.x });
-        close(outputs.Y.data, c.want, what);
+        close(outputs.Y.numbers, c.want, what);
         expect(families(manifest), what).toContain('dequant-matmul');
         expect(families(manifest), what).not.toContain('matmul');
       }
@@ -304,7 +304,7 @@ describe.skipIf(!gpu)('DequantizeLinear → MatMul (webgpu)', () => {
         expect(g.weights.all().map((e) => (e.encoding as QuantizedEncoding).bits), what).toEqual([s.type === 'int4' ? 4 : 8]);
         const want = runGraph(g, { x }).y;
         const { outputs, manifest } = await runOnGpu(g, { x });
-        close(outputs.y.data, want.data, what);
+        close(outputs.y.numbers, want.numbers, what);
         expect(families(manifest), what).toContain('dequant-matmul');
         expect(families(manifest), what).not.toContain('matmul');
         expect(manifest.weights.map((w) => w.encoding.kind), what).toEqual(['quantized']);

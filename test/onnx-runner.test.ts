@@ -54,13 +54,17 @@ describe('onnx-test', () => {
     const ints = modelBytes({ inputs: [valueInfo('x', T.INT64, [3])], outputs: [valueInfo('y', T.INT64, [3])], nodes: [node('Add', ['x', 'x'], ['y'])] });
     folder(root, 'c_int64', { model: ints, input: tensorBytes('x', T.INT64, [3], [1, 2, 2 ** 33]), output: tensorBytes('y', T.INT64, [3], [2, 4, 2 ** 34]) });
     mkdirSync(join(root, 'd_empty'));
-    const { code, results } = await run([join(root, 'a_op'), join(root, 'b_bf16'), join(root, 'c_int64'), join(root, 'd_empty')]);
+    const u64 = modelBytes({ inputs: [valueInfo('x', T.UINT64, [3])], outputs: [valueInfo('y', T.UINT64, [3])], nodes: [node('Add', ['x', 'x'], ['y'])] });
+    const u64Bytes = (v: bigint[]): Uint8Array => new Uint8Array(BigUint64Array.from(v).buffer);
+    folder(root, 'e_uint64', { model: u64, input: tensorBytes('x', T.UINT64, [3], u64Bytes([1n, 2n, 2n ** 33n])), output: tensorBytes('y', T.UINT64, [3], u64Bytes([2n, 4n, 2n ** 34n])) });
+    const { code, results } = await run([join(root, 'a_op'), join(root, 'b_bf16'), join(root, 'c_int64'), join(root, 'd_empty'), join(root, 'e_uint64')]);
     expect(code).toBe(1);
-    expect(results.map((r) => r.status)).toEqual(['unsupported', 'unsupported', 'fail', 'fail']);
+    // int64 beyond int32 is held exactly (i64); uint64 beyond uint32 is refused, never truncated
+    expect(results.map((r) => r.status)).toEqual(['unsupported', 'unsupported', 'pass', 'fail', 'fail']);
     expect(results[0].detail).toMatch(/Hardmax #0: no converter/);
     expect(results[1].detail).toMatch(/BFLOAT16/);
-    expect(results[2].detail).toMatch(/^InputError: .*8589934592 \(element 2\) does not fit in int32/);
     expect(results[3].detail).toMatch(/no model.onnx/);
+    expect(results[4].detail).toMatch(/^InputError: .*8589934592 \(element 2\) does not fit in uint32/);
   });
 
   it('narrow integers wrap like ONNX computes them (uint8 200 + 100 = 44, int8 100 + 100 = -56)', async () => {

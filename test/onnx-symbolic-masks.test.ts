@@ -51,7 +51,7 @@ function trilu(x: Tensor, upper: boolean, k: number): number[] {
   const out: number[] = [];
   for (let p = 0; p < b; p++)
     for (let i = 0; i < n; i++)
-      for (let j = 0; j < m; j++) out.push((upper ? j - i >= k : j - i <= k) ? x.data[(p * n + i) * m + j] : 0);
+      for (let j = 0; j < m; j++) out.push((upper ? j - i >= k : j - i <= k) ? x.numbers[(p * n + i) * m + j] : 0);
   return out;
 }
 
@@ -84,11 +84,11 @@ describe('the IR range op', () => {
     const b = new GraphBuilder();
     const x = b.input('x', 'f32', ['seq']);
     const g = b.build({ r: b.range('seq'), d: b.range(dimSub(sym('seq'), 2)), x: b.add(x, 1) });
-    expect(Array.from(runGraph(g, { x: Tensor.zeros('f32', [4]) }).r.data)).toEqual([0, 1, 2, 3]);
+    expect(Array.from(runGraph(g, { x: Tensor.zeros('f32', [4]) }).r.numbers)).toEqual([0, 1, 2, 3]);
     expect(() => runGraph(g, { x: Tensor.zeros('f32', [1]) })).toThrow(InputError);
     const folded = runPasses(new GraphBuilder().build({ r: new GraphBuilder().range(5) }), 'O1').graph;
     expect(folded.output('r').op).toBe('constant');
-    expect(Array.from(runGraph(folded, {}).r.data)).toEqual([0, 1, 2, 3, 4]);
+    expect(Array.from(runGraph(folded, {}).r.numbers)).toEqual([0, 1, 2, 3, 4]);
   });
 });
 
@@ -104,7 +104,7 @@ describe('Trilu and Range over symbolic dims', () => {
     for (const seq of [3, 6]) {
       const x = Tensor.from('f32', [2, seq, seq], new Rng(seq).normals(2 * seq * seq));
       const out = runGraph(g, { x });
-      CASES.forEach(([upper, k], i) => expect(Array.from(out[`y${i}`].data), `seq=${seq} upper=${upper} k=${k}`).toEqual(trilu(x, upper, k)));
+      CASES.forEach(([upper, k], i) => expect(Array.from(out[`y${i}`].numbers), `seq=${seq} upper=${upper} k=${k}`).toEqual(trilu(x, upper, k)));
     }
   });
 
@@ -113,8 +113,8 @@ describe('Trilu and Range over symbolic dims', () => {
     for (const seq of [1, 5]) {
       const out = runGraph(g, { input_ids: Tensor.from('i32', [1, seq], Array.from({ length: seq }, (_v, i) => 100 + i)) });
       const mask = Array.from({ length: seq * seq }, (_v, e) => (e % seq > Math.floor(e / seq) ? -10000 : 0));
-      expect(Array.from(out.mask.data)).toEqual(mask);
-      expect(Array.from(out.position_ids.data)).toEqual(Array.from({ length: seq }, (_v, i) => i));
+      expect(Array.from(out.mask.numbers)).toEqual(mask);
+      expect(Array.from(out.position_ids.numbers)).toEqual(Array.from({ length: seq }, (_v, i) => i));
     }
   });
 
@@ -125,10 +125,10 @@ describe('Trilu and Range over symbolic dims', () => {
     for (const seq of [3, 6]) {
       const x = Tensor.from('f32', [2, seq, seq], new Rng(10 + seq).normals(2 * seq * seq));
       const out = await runGraphOnWebGPU(g, { x }, { device: gpu });
-      CASES.forEach(([upper, k], i) => expect(Array.from(out[`y${i}`].data), `seq=${seq} upper=${upper} k=${k}`).toEqual(trilu(x, upper, k)));
+      CASES.forEach(([upper, k], i) => expect(Array.from(out[`y${i}`].numbers), `seq=${seq} upper=${upper} k=${k}`).toEqual(trilu(x, upper, k)));
       const m = await runGraphOnWebGPU(masks, { input_ids: Tensor.from('i32', [1, seq], Array.from({ length: seq }, () => 7)) }, { device: gpu });
-      expect(Array.from(m.mask.data)).toEqual(Array.from({ length: seq * seq }, (_v, e) => (e % seq > Math.floor(e / seq) ? -10000 : 0)));
-      expect(Array.from(m.position_ids.data)).toEqual(Array.from({ length: seq }, (_v, i) => i));
+      expect(Array.from(m.mask.numbers)).toEqual(Array.from({ length: seq * seq }, (_v, e) => (e % seq > Math.floor(e / seq) ? -10000 : 0)));
+      expect(Array.from(m.position_ids.numbers)).toEqual(Array.from({ length: seq }, (_v, i) => i));
     }
   });
 });

@@ -30,7 +30,7 @@ function assertSeeded<T>(property: fc.IProperty<T>, numRuns: number): void {
 function f16Mismatch(f32: Tensor, f16: Tensor): string | null {
   if (f32.dtype !== 'f32' && f32.dtype !== 'f16') return compareTensors(f16, f32, { rtol: 0, atol: 0 });
   let scale = 1;
-  for (let i = 0; i < f32.data.length; i++) if (Number.isFinite(f32.data[i])) scale = Math.max(scale, Math.abs(f32.data[i]));
+  for (let i = 0; i < f32.numbers.length; i++) if (Number.isFinite(f32.numbers[i])) scale = Math.max(scale, Math.abs(f32.numbers[i]));
   return compareTensors(f16, f32, { rtol: 0, atol: 2e-2 * scale });
 }
 

@@ -54,8 +54,8 @@ function relativeError(before: Graph, after: Graph, inputs: Record<string, Tenso
     let diff = 0;
     let scale = 0;
     for (let i = 0; i < y.data.length; i++) {
-      diff = Math.max(diff, Math.abs(x.data[i] - y.data[i]));
-      scale = Math.max(scale, Math.abs(y.data[i]));
+      diff = Math.max(diff, Math.abs(x.numbers[i] - y.numbers[i]));
+      scale = Math.max(scale, Math.abs(y.numbers[i]));
     }
     worst = Math.max(worst, scale ? diff / scale : diff);
   }

@@ -123,7 +123,7 @@ describe('quantize-weights on other layouts', () => {
     // reference: x · decode(q)ᵀ
     const d = decodeWeight(q);
     const want = new Float32Array(3 * 40);
-    for (let i = 0; i < 3; i++) for (let n = 0; n < 40; n++) for (let k = 0; k < 64; k++) want[i * 40 + n] += xs.data[i * 64 + k] * d[n * 64 + k];
+    for (let i = 0; i < 3; i++) for (let n = 0; n < 40; n++) for (let k = 0; k < 64; k++) want[i * 40 + n] += xs.numbers[i * 64 + k] * d[n * 64 + k];
     expect(maxAbsDiff(got, want)).toBeLessThan(1e-4);
   });
 

@@ -94,7 +94,7 @@ describe('sparsify-weights', () => {
     for (let i = 0; i < 2; i++)
       for (let n = 0; n < 12; n++) {
         let want = 0;
-        for (let k = 0; k < 16; k++) want += xs.data[i * 16 + k] * d[n * 16 + k];
+        for (let k = 0; k < 16; k++) want += xs.numbers[i * 16 + k] * d[n * 16 + k];
         expect(got[i * 12 + n]).toBeCloseTo(want, 4);
       }
   });

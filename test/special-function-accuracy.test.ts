@@ -154,7 +154,7 @@ describe('erf and GELU accuracy', () => {
   it.for(FNS.map((f) => [f.name, f] as const))('%s on the CPU backend: correctly rounded (≤ 0.501 ulp)', ([, f]) => {
     const b = new GraphBuilder();
     const x = b.input('x', 'f32', [xs.length]);
-    const got = runGraph(b.build({ y: f.build(b, x) }), { x: new Tensor('f32', [xs.length], xs) }).y.data;
+    const got = runGraph(b.build({ y: f.build(b, x) }), { x: new Tensor('f32', [xs.length], xs) }).y.numbers;
     const w = worst(xs, got, exact(f));
     expect(w.err, `worst at x = ${w.x}: got ${w.got}, exact ${w.exact}`).toBeLessThanOrEqual(0.501);
   });
@@ -166,7 +166,7 @@ describe('erf and GELU accuracy', () => {
     const y = f.build(b, x);
     const kernel = generateElementwiseKernel(y);
     const [got] = await runKernelOnce(gpu.device, kernel, [new Tensor('f32', [xs.length], xs), { dtype: 'f32', shape: [xs.length] }]);
-    const w = worst(xs, got.data, exact(f));
+    const w = worst(xs, got.numbers, exact(f));
     expect(w.err, `worst at x = ${w.x}: got ${w.got}, exact ${w.exact}`).toBeLessThanOrEqual(2);
   });
 
@@ -182,7 +182,7 @@ describe('erf and GELU accuracy', () => {
       });
       const got = await runOutput(gpu.device, kernel, readBindings(kernel, [new Tensor('f32', [rows.length, 1], rows), ones]), { dtype: 'f32', shape: [rows.length, 4], fill: 'nan' });
       const inputs = Float32Array.from({ length: rows.length * 4 }, (_v, i) => rows[i >> 2]);
-      const w = worst(inputs, got.data, Float64Array.from(inputs, ref));
+      const w = worst(inputs, got.numbers, Float64Array.from(inputs, ref));
       expect(w.err, `${helper}: worst at x = ${w.x}: got ${w.got}, exact ${w.exact}`).toBeLessThanOrEqual(2);
     }
   });

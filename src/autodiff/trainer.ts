@@ -55,11 +55,11 @@ export class Trainer {
     const grads: Record<string, ArrayLike<number>> = {};
     for (const [name, t] of Object.entries(this.params)) {
       values[name] = t.data as Float32Array;
-      grads[name] = out[gradientName(name)].data;
+      grads[name] = out[gradientName(name)].numbers;
     }
     this.optimizer.step(values, grads);
     let loss = 0;
-    for (const v of out[this.loss].data) loss += v;
+    for (const v of out[this.loss].numbers) loss += v;
     return loss;
   }
 

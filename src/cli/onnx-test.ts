@@ -68,6 +68,8 @@ export function tolerances(dtype: Tensor['dtype']): Tolerance | undefined {
 
 /** Why `actual` does not match `expected` (shapes, dtypes, values within {@link tolerances}), or `undefined`. */
 export function compareOutput(actual: Tensor, expected: Tensor): string | undefined {
+  // ONNX INT64 values are i32 where the importer knows they fit, i64 otherwise: those compare exactly, as int64
+  if (actual.data instanceof BigInt64Array || expected.data instanceof BigInt64Array) return compareInt64(actual, expected);
   if (actual.dtype !== expected.dtype) return `dtype ${actual.dtype}, expected ${expected.dtype}`;
   if (actual.shape.length !== expected.shape.length || actual.shape.some((d, i) => d !== expected.shape[i]))
     return `shape [${actual.shape}], expected [${expected.shape}]`;
@@ -76,8 +78,8 @@ export function compareOutput(actual: Tensor, expected: Tensor): string | undefi
   let first = -1;
   let worst = 0;
   for (let i = 0; i < expected.data.length; i++) {
-    const a = actual.data[i];
-    const e = expected.data[i];
+    const a = actual.numbers[i];
+    const e = expected.numbers[i];
     let ok: boolean;
     if (!tol) ok = a === e;
     else if (Number.isNaN(e)) ok = Number.isNaN(a);
@@ -94,6 +96,24 @@ export function compareOutput(actual: Tensor, expected: Tensor): string | undefi
   }
   if (!bad) return undefined;
   return `${bad}/${expected.data.length} elements differ; first at ${first}: got ${actual.data[first]}, expected ${expected.data[first]}${worst ? `; worst abs error ${worst.toExponential(3)}` : ''}`;
+}
+
+/** {@link compareOutput} for int64 outputs (an i32 or i64 tensor against an i32 or i64 one): exact. */
+function compareInt64(actual: Tensor, expected: Tensor): string | undefined {
+  const ints = (t: Tensor): boolean => t.dtype === 'i32' || t.dtype === 'i64';
+  if (!ints(actual) || !ints(expected)) return `dtype ${actual.dtype}, expected ${expected.dtype}`;
+  if (actual.shape.length !== expected.shape.length || actual.shape.some((d, i) => d !== expected.shape[i]))
+    return `shape [${actual.shape}], expected [${expected.shape}]`;
+  const a = actual.data as ArrayLike<number | bigint>;
+  const e = expected.data as ArrayLike<number | bigint>;
+  let bad = 0;
+  let first = -1;
+  for (let i = 0; i < e.length; i++)
+    if (BigInt(a[i]) !== BigInt(e[i])) {
+      bad++;
+      if (first < 0) first = i;
+    }
+  return bad ? `${bad}/${e.length} elements differ; first at ${first}: got ${a[first]}, expected ${e[first]}` : undefined;
 }
 
 /** The test data sets of a folder (`test_data_set_0`, …), sorted. */

@@ -47,7 +47,7 @@ export function generateDequantEmbeddingKernel(spec: DequantEmbeddingSpec): Kern
   const decls: string[] = [];
   const bindings: KernelBinding[] = [];
   addDequantBindings(w, decls, bindings);
-  decls.push(`@group(0) @binding(${bindings.length}) var<storage, read> ids: array<${idt}>; // [count]`);
+  decls.push(`@group(0) @binding(${bindings.length}) var<storage, read> ids: array<${storageType(idt)}>; // [count]`);
   bindings.push({ name: 'ids', access: 'read' });
   decls.push(`@group(0) @binding(${bindings.length}) var<storage, read_write> out: array<${st}>; // [count, DIM]`);
   bindings.push({ name: 'out', access: 'read_write' });

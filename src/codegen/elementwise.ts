@@ -16,6 +16,7 @@ import { isOp } from '../ir/attrs.js';
 import type { Node } from '../ir/node.js';
 import { printNode } from '../ir/printer.js';
 import { KernelParams, type GridExpr, type KernelSource } from './kernel.js';
+import { I64_HELPER } from './wgsl-int64.js';
 import { computeType, enableDirectives, kernelFeatures, literal, storageType, usesBitsHelper, WGSL_HELPERS, wgslComment, wgslHelperSources } from './wgsl.js';
 
 /** Ops this family can compute inside a kernel: the IR's pointwise ops. */
@@ -192,6 +193,10 @@ function loaderFn(k: number, operand: Node, outShape: readonly Dim[], dims: Kern
  */
 export function scalarExpr(n: Node, a: string[], helpers: Set<string>): string {
   const T = computeType(n.dtype);
+  if (n.dtype === 'i64' || n.inputs.some((x) => x.dtype === 'i64')) {
+    helpers.add(I64_HELPER);
+    return int64Expr(n, a);
+  }
   switch (n.op) {
     case 'expand': return a[0]; // a broadcast: the operand's loader already maps output indices to its elements
     case 'neg': return `-(${a[0]})`;
@@ -239,5 +244,40 @@ export function scalarExpr(n: Node, a: string[], helpers: Set<string>): string {
     }
     default:
       throw new UnsupportedOpError([n.op], `elementwise codegen cannot compute '${n.op}'`);
+  }
+}
+
+/** {@link scalarExpr} for an op with i64 operands or result (the `tw_i64_*` helpers). */
+function int64Expr(n: Node, a: string[]): string {
+  const from = n.inputs[0]?.dtype;
+  switch (n.op) {
+    case 'expand': return a[0];
+    case 'neg': return `tw_i64_neg(${a[0]})`;
+    case 'abs': return `tw_i64_abs(${a[0]})`;
+    case 'add': return `tw_i64_add(${a[0]}, ${a[1]})`;
+    case 'sub': return `tw_i64_sub(${a[0]}, ${a[1]})`;
+    case 'mul': return `tw_i64_mul(${a[0]}, ${a[1]})`;
+    case 'div': return `tw_i64_div(${a[0]}, ${a[1]})`;
+    case 'maximum': return `tw_i64_max(${a[0]}, ${a[1]})`;
+    case 'minimum': return `tw_i64_min(${a[0]}, ${a[1]})`;
+    case 'equal': return `tw_i64_eq(${a[0]}, ${a[1]})`;
+    case 'less': return `tw_i64_lt(${a[0]}, ${a[1]})`;
+    case 'greater': return `tw_i64_gt(${a[0]}, ${a[1]})`;
+    case 'where': return `select(${a[2]}, ${a[1]}, ${a[0]})`;
+    case 'cast':
+      if (n.dtype === 'i64') {
+        if (from === 'i64') return a[0];
+        if (from === 'i32') return `tw_i64_from_i32(${a[0]})`;
+        if (from === 'u32') return `tw_i64_from_u32(${a[0]})`;
+        if (from === 'bool') return `tw_i64_from_bool(${a[0]})`;
+        return `tw_i64_from_f32(${a[0]})`; // f32, and f16 (computed in f32)
+      }
+      if (n.dtype === 'i32') return `bitcast<i32>((${a[0]}).x)`;
+      if (n.dtype === 'u32') return `(${a[0]}).x`;
+      if (n.dtype === 'bool') return `any((${a[0]}) != vec2<u32>(0u, 0u))`;
+      if (n.dtype === 'f16') return `tw_round_f16(tw_i64_to_f32(${a[0]}))`;
+      return `tw_i64_to_f32(${a[0]})`;
+    default:
+      throw new UnsupportedOpError([n.op], `WebGPU kernels cannot compute '${n.op}' on i64 values (${printNode(n)})`);
   }
 }

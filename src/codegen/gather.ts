@@ -27,7 +27,7 @@ export interface EmbeddingSpec {
   /** Storage type of the table and out. */
   readonly dtype: DType;
   /** Storage type of the ids (default i32). */
-  readonly indexDType?: 'i32' | 'u32';
+  readonly indexDType?: 'i32' | 'u32' | 'i64';
   /** What an id outside `[-V, V)` reads: a zero row (default) or the nearest valid row. */
   readonly outOfRange?: 'zero' | 'clamp';
   /** Lanes per workgroup (default 64). */
@@ -117,7 +117,7 @@ export function generateEmbeddingKernel(spec: EmbeddingSpec): KernelSource {
     dtypes: [spec.dtype],
     decls: [
       `@group(0) @binding(0) var<storage, read> table: array<${st}>; // [VOCAB, DIM]`,
-      `@group(0) @binding(1) var<storage, read> ids: array<${idt}>; // [count]`,
+      `@group(0) @binding(1) var<storage, read> ids: array<${storageType(idt)}>; // [count]`,
       `@group(0) @binding(2) var<storage, read_write> out: array<${st}>; // [count, DIM]`,
     ],
     bindings: [
@@ -139,13 +139,22 @@ export function generateEmbeddingKernel(spec: EmbeddingSpec): KernelSource {
  * `out`): negative i32 ids count from the end, as the reference; an id still outside `[0, VOCAB)` reads the nearest
  * row (`clamp`) or stores `zero` to `out[i]` and returns (`zero`). Every embedding kernel reads its ids this way.
  */
-export function embeddingRowLines(indexDType: 'i32' | 'u32', outOfRange: 'zero' | 'clamp', zero: string): string[] {
+export function embeddingRowLines(indexDType: 'i32' | 'u32' | 'i64', outOfRange: 'zero' | 'clamp', zero: string): string[] {
   const id =
-    indexDType === 'i32'
-      ? ['  var id = ids[t];', '  if (id < 0) { id += i32(VOCAB); } // negative ids count from the end, as the reference']
+    indexDType !== 'u32'
+      ? [...signedIdLines(indexDType, 'ids[t]'), '  if (id < 0) { id += i32(VOCAB); } // negative ids count from the end, as the reference']
       : ['  let id = i32(min(ids[t], VOCAB));'];
   if (outOfRange === 'clamp') return [...id, '  let row = u32(clamp(id, 0, i32(VOCAB) - 1));'];
   return [...id, '  if (id < 0 || id >= i32(VOCAB)) {', `    out[i] = ${zero};`, '    return;', '  }', '  let row = u32(id);'];
+}
+
+/**
+ * WGSL lines declaring `var id: i32` from a signed id read by `read`: an i32 as it is, an i64 (`vec2<u32>`) as its
+ * low word when it fits i32, else the most negative i32 (out of range for every dim, negative ids included).
+ */
+function signedIdLines(indexDType: 'i32' | 'i64', read: string): string[] {
+  if (indexDType === 'i32') return [`  var id = ${read};`];
+  return [`  let wide = ${read};`, '  var id = bitcast<i32>(wide.x);', '  if (wide.y != select(0u, 0xffffffffu, id < 0)) { id = i32(-2147483647 - 1); } // beyond i32: out of range'];
 }
 
 /** What {@link generateGatherKernel} builds. */
@@ -159,7 +168,7 @@ export interface GatherSpec {
   /** Storage type of the data and out. */
   readonly dtype: DType;
   /** Storage type of the ids (default i32). */
-  readonly indexDType?: 'i32' | 'u32';
+  readonly indexDType?: 'i32' | 'u32' | 'i64';
   /** Lanes per workgroup (default 64). */
   readonly workgroupSize?: 64 | 128 | 256;
   /** The graph nodes implemented (printed form), for profiles and errors; never written into the WGSL. */
@@ -195,7 +204,7 @@ export function generateGatherKernel(spec: GatherSpec): KernelSource {
     dtypes: [spec.dtype],
     decls: [
       `@group(0) @binding(0) var<storage, read> x: array<${st}>;`,
-      `@group(0) @binding(1) var<storage, read> ids: array<${idt}>;`,
+      `@group(0) @binding(1) var<storage, read> ids: array<${storageType(idt)}>;`,
       `@group(0) @binding(2) var<storage, read_write> out: array<${st}>;`,
     ],
     bindings: [
@@ -212,7 +221,7 @@ export function generateGatherKernel(spec: GatherSpec): KernelSource {
       `  let r = i % inner;`,
       `  let j = (i / inner) % ${countRef};`,
       `  let o = i / (inner * ${countRef});`,
-      ...(idt === 'i32' ? [`  var id = ids[j];`, `  if (id < 0) { id += i32(${axisLen}); } // negative ids count from the end`] : [`  let id = i32(min(ids[j], ${axisLen}));`]),
+      ...(idt !== 'u32' ? [...signedIdLines(idt, 'ids[j]'), `  if (id < 0) { id += i32(${axisLen}); } // negative ids count from the end`] : [`  let id = i32(min(ids[j], ${axisLen}));`]),
       `  if (id < 0 || id >= i32(${axisLen})) {`,
       `    out[i] = ${st}(0);`,
       `    return;`,

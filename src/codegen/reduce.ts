@@ -14,7 +14,8 @@ import { attrsOf } from '../ir/attrs.js';
 import type { Node } from '../ir/node.js';
 import { printNode } from '../ir/printer.js';
 import { KernelParams, type GridExpr, type KernelSource } from './kernel.js';
-import { computeType, enableDirectives, kernelFeatures, storageType, wgslComment } from './wgsl.js';
+import { computeType, enableDirectives, kernelFeatures, storageType, wgslComment, wgslHelperSources } from './wgsl.js';
+import { I64_HELPER } from './wgsl-int64.js';
 
 /** Generates the kernel for a `sum`/`mean`/`max` node. Bindings: `x`, `out`. */
 export function generateReduceKernel(node: Node, opts: { workgroupSize?: 64 | 128 | 256; maxWorkgroupsPerDimension?: number } = {}): KernelSource {
@@ -45,8 +46,10 @@ export function generateReduceKernel(node: Node, opts: { workgroupSize?: 64 | 12
   }
   const outCount = numel(node.shape);
   const redCount = redStride;
-  const init = node.op === 'max' ? (T === 'f32' ? '-3.402823466e+38' : T === 'i32' ? 'i32(-2147483648)' : '0u') : `${T}(0)`;
-  const combine = node.op === 'max' ? 'acc = max(acc, v);' : 'acc = acc + v;';
+  const i64 = x.dtype === 'i64';
+  if (i64 && node.op === 'mean') throw new UnsupportedOpError([node.op], `reduce codegen cannot compute 'mean' of i64 values: ${printNode(node)}`);
+  const init = i64 ? (node.op === 'max' ? 'vec2<u32>(0u, 0x80000000u)' : 'vec2<u32>(0u, 0u)') : node.op === 'max' ? (T === 'f32' ? '-3.402823466e+38' : T === 'i32' ? 'i32(-2147483648)' : '0u') : `${T}(0)`;
+  const combine = i64 ? `acc = tw_i64_${node.op === 'max' ? 'max' : 'add'}(acc, v);` : node.op === 'max' ? 'acc = max(acc, v);' : 'acc = acc + v;';
   const finish = node.op === 'mean' ? `acc / f32(${dimRef(dims, redCount)})` : 'acc';
   const store = node.dtype === 'f16' ? `f16(${finish})` : finish;
   const groups: GridExpr = typeof outCount === 'number' ? Math.max(1, Math.ceil(outCount / wg)) : { max: [1, { ceilDiv: [outCount.text, wg] }] };
@@ -63,6 +66,7 @@ export function generateReduceKernel(node: Node, opts: { workgroupSize?: 64 | 12
     '',
     `@group(0) @binding(0) var<storage, read> x: array<${storageType(x.dtype)}>;`,
     `@group(0) @binding(1) var<storage, read_write> out: array<${storageType(node.dtype)}>;`,
+    ...(i64 ? wgslHelperSources([I64_HELPER]) : []),
   ];
   const main = [
     '@compute @workgroup_size(WORKGROUP_SIZE)',

@@ -8,8 +8,9 @@ import type { DType } from '../ir/dtype.js';
 import type { Dim } from '../ir/dim.js';
 import type { KernelParams } from './kernel.js';
 import { SPECIAL_FUNCTION_HELPERS } from './wgsl-math.js';
+import { I64_HELPER, I64_HELPER_SOURCE, I64_TYPE } from './wgsl-int64.js';
 
-/** The WGSL storage element type of a dtype (bool is stored as u32). */
+/** The WGSL storage element type of a dtype (bool is stored as u32, i64 as a `vec2<u32>` of low and high words). */
 export function storageType(dtype: DType): string {
   switch (dtype) {
     case 'f32': return 'f32';
@@ -17,10 +18,11 @@ export function storageType(dtype: DType): string {
     case 'i32': return 'i32';
     case 'u32': return 'u32';
     case 'bool': return 'u32';
+    case 'i64': return I64_TYPE;
   }
 }
 
-/** The WGSL type a value of `dtype` is computed in (f16 is computed in f32; bool as `bool`). */
+/** The WGSL type a value of `dtype` is computed in (f16 is computed in f32; bool as `bool`; i64 as `vec2<u32>`). */
 export function computeType(dtype: DType): string {
   switch (dtype) {
     case 'f32':
@@ -28,6 +30,7 @@ export function computeType(dtype: DType): string {
     case 'i32': return 'i32';
     case 'u32': return 'u32';
     case 'bool': return 'bool';
+    case 'i64': return I64_TYPE;
   }
 }
 
@@ -50,6 +53,10 @@ export function literal(dtype: DType, v: number): string {
     }
     case 'i32': return `i32(${v | 0})`;
     case 'u32': return `${v >>> 0}u`;
+    case I64_TYPE: {
+      const b = BigInt.asUintN(64, BigInt(v));
+      return `vec2<u32>(${b & 0xffffffffn}u, ${b >> 32n}u)`;
+    }
     default: return v ? 'true' : 'false';
   }
 }
@@ -100,6 +107,7 @@ fn tw_bits_f32(bits: u32) -> f32 { return bitcast<f32>(bits); }`,
   let e = exp(-2.0 * abs(clamp(u, -15.0, 15.0)));
   return sign(u) * (1.0 - e) / (1.0 + e);
 }`,
+  [I64_HELPER]: I64_HELPER_SOURCE,
   sigmoid: `fn tw_sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }`,
   round_f16: `// x rounded to the nearest f16 value (ties to even), as an f32; |x| >= 65520 becomes ±inf, as IEEE 754 says.
 // Integer arithmetic on the bits, because WGSL leaves f32 -> f16 rounding and overflow below 2^16 to the implementation.

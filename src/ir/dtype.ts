@@ -7,11 +7,14 @@
  * @module
  */
 
-/** Logical element types a graph value can have. */
-export type DType = 'f32' | 'f16' | 'i32' | 'u32' | 'bool';
+/**
+ * Logical element types a graph value can have. `i64` is a signed 64-bit integer held exactly: a BigInt64Array on
+ * the host, a pair of u32 words (low, high) on the GPU, which has no 64-bit integers.
+ */
+export type DType = 'f32' | 'f16' | 'i32' | 'u32' | 'bool' | 'i64';
 
 /** Every logical dtype, in a fixed order. */
-export const DTYPES: readonly DType[] = ['f32', 'f16', 'i32', 'u32', 'bool'];
+export const DTYPES: readonly DType[] = ['f32', 'f16', 'i32', 'u32', 'bool', 'i64'];
 
 /** True for the floating-point dtypes. */
 export function isFloat(dtype: DType): boolean {
@@ -20,12 +23,12 @@ export function isFloat(dtype: DType): boolean {
 
 /** True for the integer dtypes (not bool). */
 export function isInteger(dtype: DType): boolean {
-  return dtype === 'i32' || dtype === 'u32';
+  return dtype === 'i32' || dtype === 'u32' || dtype === 'i64';
 }
 
-/** Bytes one element occupies in a GPU buffer (bool is stored as a u32 there). */
+/** Bytes one element occupies in a GPU buffer (bool is stored as a u32 there, i64 as two u32 words). */
 export function byteSize(dtype: DType): number {
-  return dtype === 'f16' ? 2 : 4;
+  return dtype === 'f16' ? 2 : dtype === 'i64' ? 8 : 4;
 }
 
 /** True when `s` names a logical dtype. */

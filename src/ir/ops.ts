@@ -249,6 +249,10 @@ function canonValue(dtype: DType, v: number | SymDim): number | SymDim {
       return v >>> 0;
     case 'bool':
       return v ? 1 : 0;
+    case 'i64':
+      // inline i64 values are exact doubles: beyond ±2^53 they go to the weight store (two words per element)
+      if (!Number.isSafeInteger(v)) throw new ShapeError('constant', `i64 value ${v} is not an integer within ±2^53 (put wider values in the weight store)`);
+      return v === 0 ? 0 : v;
     default:
       return v;
   }
@@ -315,6 +319,7 @@ define('matmul', 'matmul', [2], {
   infer: ([A, B], a) => {
     const dt = sameDType('matmul', [A, B]);
     if (dt === 'bool') throw new ShapeError('matmul', 'bool operands');
+    if (dt === 'i64') throw new ShapeError('matmul', `int64 operands are not supported (${A.dtype}${s(A.shape)} x ${B.dtype}${s(B.shape)})`);
     if (A.shape.length < 2 || B.shape.length < 2) throw new ShapeError('matmul', `operands need rank >= 2, got ${s(A.shape)} and ${s(B.shape)}`);
     const { m, k: ka, kB: kb, n } = matmulMNK(A.shape, B.shape, !!a.transA, !!a.transB);
     if (ka !== kb)
@@ -537,7 +542,7 @@ define('slice', 'layout', [1], {
 define('gather', 'gather', [2], {
   normalize: ([x], a) => ({ axis: normAxis('gather', num(a, 'axis', 0), x.shape.length) }),
   infer: ([x, idx], a) => {
-    if (idx.dtype !== 'i32' && idx.dtype !== 'u32') throw new ShapeError('gather', `indices must be i32 or u32, got ${idx.dtype}${s(idx.shape)}`);
+    if (idx.dtype !== 'i32' && idx.dtype !== 'u32' && idx.dtype !== 'i64') throw new ShapeError('gather', `indices must be i32, u32 or i64, got ${idx.dtype}${s(idx.shape)}`);
     const axis = a.axis;
     return { dtype: x.dtype, shape: [...x.shape.slice(0, axis), ...idx.shape, ...x.shape.slice(axis + 1)] };
   },

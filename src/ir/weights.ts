@@ -125,7 +125,7 @@ export interface WeightEntry {
   readonly encoding: WeightEncoding;
   /**
    * Payload. Dense: `values` (Float32Array for f32, Uint16Array of half bits for f16, Int32Array/Uint32Array,
-   * Uint8Array for bool). Quantized: `packed`, `scales` (Float32Array), optional `zeroPoints` (Int32Array), optional
+   * Uint8Array for bool; for i64 an Int32Array of two words per element, low then high, as the GPU stores it). Quantized: `packed`, `scales` (Float32Array), optional `zeroPoints` (Int32Array), optional
    * `mins` (Float32Array, with `hasMin`).
    * Codebook: `indices` (packed), `codebook` (Float32Array), `scales` (Float32Array, with `scaleGroupSize`). N:M:
    * `values` (Float32Array), or with `quantizedValues` the quantized parts (`packed`, `scales`, …) of the kept
@@ -219,7 +219,7 @@ export function validateEntry(e: WeightEntry): void {
   const enc = e.encoding;
   switch (enc.kind) {
     case 'dense':
-      need(e, 'values', n);
+      need(e, 'values', e.dtype === 'i64' ? 2 * n : n);
       return;
     case 'quantized': {
       if (!(enc.groupSize > 0 && (last % enc.groupSize === 0 || enc.groupSize === n)))
@@ -377,6 +377,7 @@ export function decodeWeight(e: WeightEntry): Float32Array {
       if (v instanceof Float32Array) return v.length === n ? v : v.subarray(0, n);
       const out = new Float32Array(n);
       if (e.dtype === 'f16') for (let i = 0; i < n; i++) out[i] = halfToFloat(v[i]);
+      else if (e.dtype === 'i64') for (let i = 0; i < n; i++) out[i] = (v[2 * i] >>> 0) + v[2 * i + 1] * 2 ** 32;
       else for (let i = 0; i < n; i++) out[i] = v[i];
       return out;
     }

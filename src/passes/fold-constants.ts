@@ -25,7 +25,7 @@ import { getOpDef, MAX_INLINE_CONSTANT, OP_NAMES, type OpName } from '../ir/ops.
 import { foldShapeArithmetic, isSymbolicConstant } from '../ir/shape-arith.js';
 import { WeightStore } from '../ir/weights.js';
 import { evaluateNode, weightTensor } from '../runtime/cpu/interpreter.js';
-import { weightPayload, type Tensor } from '../runtime/cpu/tensor.js';
+import { inlineValues, weightPayload, type Tensor } from '../runtime/cpu/tensor.js';
 import { rewritePass, type Pass } from './pass.js';
 import { isSplatConstant } from './pattern.js';
 import type { RewriteContext, RewriteRule } from './rewrite.js';
@@ -103,11 +103,12 @@ function fold(node: Node, ctx: RewriteContext): Node | undefined {
     if (e instanceof TensorwrightError) return undefined; // e.g. an out-of-range gather index: leave it to run time
     throw e;
   }
-  const data = value.data;
+  const data = inlineValues(value);
   const shape = value.shape;
+  if (data === undefined) return storeWouldGrow() ? undefined : ctx.addWeight(WeightStore.entry(foldedName(node), node.dtype, shape, { values: weightPayload(node.dtype, value) }));
   if (isSplat(data) && (inline || size === 0)) return makeNode('constant', [], { dtype: node.dtype, shape: [...shape], values: size ? [data[0]] : [0] });
   if (isSplat(data)) return makeNode('expand', [makeNode('constant', [], { dtype: node.dtype, shape: [], values: [data[0]] })], { shape: [...shape] });
-  if (inline) return makeNode('constant', [], { dtype: node.dtype, shape: [...shape], values: Array.from(data) });
+  if (inline) return makeNode('constant', [], { dtype: node.dtype, shape: [...shape], values: data });
   if (storeWouldGrow()) return undefined;
   return ctx.addWeight(WeightStore.entry(foldedName(node), node.dtype, shape, { values: weightPayload(node.dtype, value) }));
 }

@@ -14,7 +14,7 @@ import type { DimBindings } from '../ir/dim.js';
 import { byteSize } from '../ir/dtype.js';
 import { evalDim, parseDim } from '../ir/dim.js';
 import { BlockAllocator } from './block-allocator.js';
-import { Tensor } from './cpu/tensor.js';
+import { asInputDType, Tensor } from './cpu/tensor.js';
 import { requestGPUDevice, type GPUDeviceHandle } from './device.js';
 import { encodeEngineContainer } from './engine-container.js';
 import { resolveEngineSource, type EngineLoadOptions, type EngineSource, type FetchLike } from './engine-load.js';
@@ -675,8 +675,9 @@ export class EngineSession {
     const bindings: Record<string, number> = {};
     for (const io of this.m.inputs) {
       if (io.values) continue; // computed below
-      const t = inputs[io.name];
-      if (!t) throw new InputError(`missing engine input '${io.name}'`);
+      const given = inputs[io.name];
+      if (!given) throw new InputError(`missing engine input '${io.name}'`);
+      const t = asInputDType(given, io.dtype);
       if (t.dtype !== io.dtype) throw new InputError(`input '${io.name}' must be ${io.dtype}, got ${t.dtype}`);
       if (t.shape.length !== io.shape.length) throw new InputError(`input '${io.name}' must have rank ${io.shape.length}, got [${t.shape}]`);
       io.shape.forEach((d, i) => {

@@ -114,8 +114,8 @@ function coverage(nodes: readonly Node[], leaves: ReadonlySet<Node>, graph: Grap
 function weightedSum(outs: Record<string, Tensor>, names: readonly string[], rs: readonly Tensor[]): number {
   let s = 0;
   names.forEach((name, i) => {
-    const o = outs[name].data;
-    const r = rs[i].data;
+    const o = outs[name].numbers;
+    const r = rs[i].numbers;
     for (let k = 0; k < o.length; k++) s += o[k] * r[k];
   });
   return s;
@@ -125,7 +125,7 @@ function weightedSum(outs: Record<string, Tensor>, names: readonly string[], rs:
 function redraw(t: Tensor, rng: Rng): Tensor {
   let lo = Infinity;
   let hi = -Infinity;
-  for (const v of t.data) {
+  for (const v of t.numbers) {
     lo = Math.min(lo, v);
     hi = Math.max(hi, v);
   }
@@ -167,8 +167,8 @@ export function checkGradients(c: GraphCase, opts: GradientCheckOptions = {}): G
   const direct = runGraph(gradientGraph(lossGraph, { wrt: leaves, loss: 'loss', encodedWeights: 'ste' }), { ...c.inputs, ...rFeed }, { bindings: c.bindings });
   const viaInputs = runGraph(ad, { ...c.inputs, ...promoted.values, ...rFeed }, { bindings: c.bindings });
   for (const name of leaves) {
-    const a = direct[gradientName(name)].data;
-    const b = viaInputs[gradientName(name)].data;
+    const a = direct[gradientName(name)].numbers;
+    const b = viaInputs[gradientName(name)].numbers;
     for (let k = 0; k < a.length; k++)
       if (Math.abs(a[k] - b[k]) > 1e-5 * (1 + Math.abs(b[k]))) {
         report.failures.push(`grad of weight '${name}'[${k}] as a weight ${a[k]} vs as an input ${b[k]}`);
@@ -194,7 +194,7 @@ export function checkGradients(c: GraphCase, opts: GradientCheckOptions = {}): G
     const grads = runGraph(ad, { ...values, ...rFeed }, { bindings: c.bindings });
     // the size of the loss's terms, which bounds the f32 rounding noise in it
     let scale = 1;
-    outNames.forEach((name, i) => centre[name].data.forEach((v: number, k: number) => (scale += Math.abs(v * rs[i].data[k]))));
+    outNames.forEach((name, i) => centre[name].numbers.forEach((v: number, k: number) => (scale += Math.abs(v * rs[i].numbers[k]))));
     const atol = 1e-4 * scale;
     let kinked = false;
     const failures: string[] = [];
@@ -207,8 +207,8 @@ export function checkGradients(c: GraphCase, opts: GradientCheckOptions = {}): G
       for (let k = 0; k < x.length; k++) moved[k] = x[k] + t * direction[k];
       const out = runGraph(fdGraph, { ...values, [leaf]: new Tensor('f32', values[leaf].shape, moved) }, { bindings: c.bindings });
       for (let i = 0; i < decisionNodes.length; i++) {
-        const a = out[`__d${i}`].data;
-        const b = centre[`__d${i}`].data;
+        const a = out[`__d${i}`].numbers;
+        const b = centre[`__d${i}`].numbers;
         for (let k = 0; k < a.length; k++) if (a[k] !== b[k] && !(Number.isNaN(a[k]) && Number.isNaN(b[k]))) return undefined;
       }
       return weightedSum(out, outNames, rs);
@@ -222,7 +222,7 @@ export function checkGradients(c: GraphCase, opts: GradientCheckOptions = {}): G
       // bends too sharply within the stencil (a norm over one or two elements near its singular point, a softened
       // step) for any finite difference at this h to mean anything, the smooth analogue of a kink
       if (Math.abs((p1 - m1) / (2 * H) - (p2 - m2) / (4 * H)) > RTOL * Math.abs(fd) + atol) return false;
-      const gr = grads[gradientName(leaf)].data;
+      const gr = grads[gradientName(leaf)].numbers;
       let adv = 0;
       for (let k = 0; k < direction.length; k++) adv += gr[k] * direction[k];
       comparisons++;

@@ -146,9 +146,9 @@ export function compareTensors(a: Tensor, b: Tensor, tol: { rtol?: number; atol?
   const atol = tol.atol ?? 1e-6;
   if ((tol.checkDType ?? true) && a.dtype !== b.dtype) return `dtype ${a.dtype} vs ${b.dtype}`;
   if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) return `shape [${a.shape}] vs [${b.shape}]`;
-  for (let i = 0; i < a.data.length; i++) {
-    const x = a.data[i];
-    const y = b.data[i];
+  for (let i = 0; i < a.numbers.length; i++) {
+    const x = a.numbers[i];
+    const y = b.numbers[i];
     if (Number.isNaN(x) && Number.isNaN(y)) continue;
     let ok: boolean;
     if (!Number.isFinite(x) || !Number.isFinite(y)) ok = x === y;
@@ -967,7 +967,10 @@ class Gen {
       const d = this.dim();
       return { node: b.range(d), bound: Math.max(this.conc(d) - 1, 0), exact: true };
     }
-    const x = this.intVal();
+    // one in five computes in i64 (widened from i32, narrowed back below: i64 stays inside the graph)
+    const wide = this.chance(0.2);
+    const widen = (v: Val): Val => (wide ? { ...v, node: b.cast(v.node, 'i64') } : v);
+    const x = widen(this.intVal());
     const op = this.pick(['add', 'sub', 'mul', 'maximum', 'minimum', 'neg', 'abs', 'div'] as const);
     let r: Val;
     if (op === 'neg' || op === 'abs') r = { node: b.unary(op, x.node), bound: x.bound, exact: true };
@@ -975,7 +978,7 @@ class Gen {
       const ys = this.broadcastPartner(x.node.shape);
       if (!this.fits(this.bshape([x.node.shape, ys]))) return undefined;
       const pooled = this.pool.filter((v) => v.node.dtype === 'i32' && v.node.rank === ys.length && v.node.shape.every((d, i) => d === ys[i]));
-      const y = pooled.length && this.chance(0.5) ? this.pick(pooled) : this.chance(0.2) ? this.splat(this.int(-3, 3), 'i32') : this.intInput(ys, -4, 4);
+      const y = widen(pooled.length && this.chance(0.5) ? this.pick(pooled) : this.chance(0.2) ? this.splat(this.int(-3, 3), 'i32') : this.intInput(ys, -4, 4));
       if (op === 'div') {
         const den = b.add(b.abs(y.node), 1);
         r = { node: b.div(x.node, den), bound: x.bound, exact: true };
@@ -985,7 +988,7 @@ class Gen {
       } else r = { node: b.binary(op, x.node, y.node), bound: op === 'add' || op === 'sub' ? x.bound + y.bound : Math.max(x.bound, y.bound), exact: true };
     }
     if (this.chance(0.5)) return { node: b.cast(r.node, 'f32'), bound: r.bound, exact: true };
-    return r;
+    return wide ? { ...r, node: b.cast(r.node, 'i32') } : r;
   }
 }
 

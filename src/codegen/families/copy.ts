@@ -19,7 +19,7 @@ function lowerCopy(node: Node): Launch[] {
     case 'gather': {
       const [table, ids] = node.inputs;
       const { axis } = attrsOf(node, 'gather');
-      const indexDType = ids.dtype === 'u32' ? 'u32' : 'i32';
+      const indexDType = ids.dtype === 'u32' ? 'u32' : ids.dtype === 'i64' ? 'i64' : 'i32';
       const count = dimText(numel(ids.shape));
       const k =
         axis === 0 && table.rank === 2 && typeof table.shape[0] === 'number' && typeof table.shape[1] === 'number'

@@ -42,7 +42,7 @@ function lower(node: Node, ctx: LowerContext): Launch[] {
     dim,
     count: dimText(numel(ids.shape)),
     dtype: floatStorage(node),
-    indexDType: ids.dtype === 'u32' ? 'u32' : 'i32',
+    indexDType: ids.dtype === 'u32' ? 'u32' : ids.dtype === 'i64' ? 'i64' : 'i32',
     weight,
     nodes: [printNode(node)],
   });

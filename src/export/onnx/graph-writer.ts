@@ -29,6 +29,8 @@ export function onnxDataType(dtype: DType): number {
       return OnnxDataType.UINT32;
     case 'bool':
       return OnnxDataType.BOOL;
+    case 'i64':
+      return OnnxDataType.INT64;
   }
 }
 
@@ -237,6 +239,8 @@ export function typedArrayOf(dtype: DType, values: readonly number[]): ArrayBuff
       return Uint32Array.from(values);
     case 'bool':
       return Uint8Array.from(values, (v) => (v ? 1 : 0));
+    case 'i64':
+      return BigInt64Array.from(values, (v) => BigInt(v));
   }
 }
 

@@ -12,21 +12,24 @@ import { isStaticShape, numel, shapeEquals, SymDim, type Dim } from '../../ir/di
 import type { DType } from '../../ir/dtype.js';
 import { Graph, topoOrder } from '../../ir/graph.js';
 import { makeNode, type AttrValue, type Attrs, type Node } from '../../ir/node.js';
-import { MAX_INLINE_CONSTANT, type OpName } from '../../ir/ops.js';
+import { BINARY_OPS, COMPARE_OPS, MAX_INLINE_CONSTANT, type OpName } from '../../ir/ops.js';
 import { decodeWeight, WeightStore, type WeightEntry } from '../../ir/weights.js';
 import { constantDims, foldShapeArithmetic, isSymbolicConstant } from '../../ir/shape-arith.js';
 import { evaluateNode } from '../../runtime/cpu/interpreter.js';
-import { weightPayload, type Tensor } from '../../runtime/cpu/tensor.js';
+import { inlineValues, weightPayload, type Tensor } from '../../runtime/cpu/tensor.js';
 import type { AttributeMsg, NodeMsg } from './schema.js';
 import { decodeTensor, defaultOnnxType, int64ToBigInt, int64ToNumber, type TensorSource } from './tensor.js';
 
 /** A value of the ONNX graph as the importer holds it. */
 export interface OnnxValue {
-  /** The IR node computing it (absent for an int64 constant whose values do not fit int32: see `wide`). */
+  /** The IR node computing it (absent only for a uint64 constant whose values do not fit 32 bits: see `wide`). */
   readonly node?: Node;
-  /** The ONNX element type (several ONNX types share one IR dtype: INT64/INT32/INT8 are all i32). */
+  /**
+   * The ONNX element type (several ONNX types share one IR dtype: INT32/INT8 are i32; INT64 is i32 where its values
+   * are known to fit, shapes and small constants, and i64 otherwise: graph inputs, wide constants and what they reach).
+   */
   readonly type: number;
-  /** An int64 constant with values outside int32, kept as numbers for the inputs that clamp them (Slice bounds). */
+  /** A 64-bit constant with values outside 32 bits, also kept as numbers for the inputs that clamp them (Slice bounds). */
   readonly wide?: { readonly shape: readonly number[]; readonly values: readonly number[] };
   /** Set on QuantizeLinear results, so a DequantizeLinear of them can become a float fake-quant composite. */
   readonly quantized?: { readonly x: Node; readonly scale: Node; readonly zeroPoint: Node | undefined; readonly axis: number; readonly blockSize: number };
@@ -75,7 +78,9 @@ export function foldEagerly(node: Node): Node {
     if (e instanceof TensorwrightError) return node; // e.g. an out-of-range gather index: the interpreter reports it at run time
     throw e;
   }
-  return makeNode('constant', [], { dtype: node.dtype, shape: [...t.shape], values: Array.from(t.data) });
+  const values = inlineValues(t);
+  if (!values) return node; // i64 values beyond ±2^53: computed at run time
+  return makeNode('constant', [], { dtype: node.dtype, shape: [...t.shape], values });
 }
 
 /** What the graph import shares with every op converter. */
@@ -185,6 +190,12 @@ export class OpContext {
     return a ? a.ints.map((v) => int64ToNumber(v) ?? Number(int64ToBigInt(v))) : undefined;
   }
 
+  /** An INTS attribute as exact int64 values (`undefined` when absent). */
+  ints64(name: string): bigint[] | undefined {
+    const a = this.attr(name);
+    return a ? a.ints.map((v) => BigInt.asIntN(64, int64ToBigInt(v))) : undefined;
+  }
+
   /** A FLOATS attribute (`undefined` when absent). */
   floats(name: string): number[] | undefined {
     return this.attr(name)?.floats;
@@ -201,15 +212,16 @@ export class OpContext {
   /** A decoded tensor as a value: a constant (or a weight named `name` when it is a large float tensor). */
   tensorValue(msg: Parameters<typeof decodeTensor>[0], what: string, name = what): OnnxValue {
     const d = decodeTensor(msg, { ...this.services.source, what }, { allowWide: true });
-    if (d.wide) return { type: d.type, wide: { shape: d.shape, values: d.wide } };
+    if (d.wide) return { type: d.type, wide: { shape: d.shape, values: d.wide }, ...(d.tensor ? { node: this.fromHost(d.tensor, name) } : {}) };
     return { type: d.type, node: this.fromHost(d.tensor!, name) };
   }
 
   /** A node holding host values: an inline constant when small enough, else a weight. */
   fromHost(t: Tensor, name: string): Node {
     const inlineLimit = t.dtype === 'f32' || t.dtype === 'f16' ? INLINE_FLOAT_LIMIT : MAX_INLINE_CONSTANT;
-    if (t.size <= inlineLimit || isUniform(t)) {
-      const values = t.size === 0 ? [0] : isUniform(t) ? [t.data[0]] : Array.from(t.data);
+    const exact = inlineValues(t); // undefined for i64 values beyond ±2^53, which only the weight store holds
+    if (exact && (t.size <= inlineLimit || isUniform(t))) {
+      const values = t.size === 0 ? [0] : isUniform(t) ? [exact[0]] : exact;
       if (t.size <= MAX_INLINE_CONSTANT) return makeNode('constant', [], { dtype: t.dtype, shape: [...t.shape], values });
       return makeNode('expand', [makeNode('constant', [], { dtype: t.dtype, shape: [], values })], { shape: [...t.shape] });
     }
@@ -264,7 +276,7 @@ export class OpContext {
   /** The node of input `i` (required). */
   x(i: number): Node {
     const v = this.value(i);
-    if (!v.node) throw this.malformed(`input ${i} ('${this.node.input[i]}') holds int64 values outside the int32 range tensorwright computes int64 in`);
+    if (!v.node) throw this.malformed(`input ${i} ('${this.node.input[i]}') holds uint64 values outside the uint32 range tensorwright computes uint64 in`);
     return v.node;
   }
 
@@ -296,9 +308,13 @@ export class OpContext {
 
   // ----- building
 
-  /** Builds an IR node (folding it when its operands are constants). */
+  /**
+   * Builds an IR node (folding it when its operands are constants). Operands that must share a dtype and mix i32 and
+   * i64 (both ONNX INT64) are unified: i64 constants that fit int32 become i32 (so shape arithmetic keeps folding),
+   * else the i32 operands widen to i64.
+   */
   op(op: OpName, inputs: readonly Node[], attrs: Attrs = {}): Node {
-    return foldEagerly(makeNode(op, inputs, attrs));
+    return foldEagerly(makeNode(op, unifyInt64(op, inputs), attrs));
   }
 
   /** A constant of `dtype` (a scalar unless `shape` is given). */
@@ -332,6 +348,24 @@ export class OpContext {
   out(node: Node, type?: number): OnnxValue {
     return { node, type: type ?? defaultOnnxType(node.dtype) };
   }
+}
+
+/** Operand positions that must share one dtype, per op. */
+function sameTypeOperands(op: OpName, n: number): number[] {
+  if (op === 'where') return [1, 2];
+  if (op === 'concat' || POINTWISE_SAME.has(op)) return Array.from({ length: n }, (_v, i) => i);
+  return [];
+}
+
+const POINTWISE_SAME: ReadonlySet<string> = new Set<string>([...BINARY_OPS, ...COMPARE_OPS]);
+
+/** `inputs` with i32 and i64 operands that must agree unified (see {@link OpContext.op}). */
+function unifyInt64(op: OpName, inputs: readonly Node[]): readonly Node[] {
+  const same = sameTypeOperands(op, inputs.length);
+  if (!same.some((i) => inputs[i].dtype === 'i64') || !same.some((i) => inputs[i].dtype === 'i32')) return inputs;
+  const narrowable = (x: Node): boolean => x.op === 'constant' && (x.attrs.values as readonly number[]).every((v) => v === (v | 0));
+  const to = same.every((i) => inputs[i].dtype !== 'i64' || narrowable(inputs[i])) ? 'i32' : 'i64';
+  return inputs.map((x, i) => (same.includes(i) && (x.dtype === 'i32' || x.dtype === 'i64') && x.dtype !== to ? foldEagerly(makeNode('cast', [x], { to })) : x));
 }
 
 function isUniform(t: Tensor): boolean {

@@ -25,7 +25,7 @@ import type { Tensor } from '../../runtime/cpu/tensor.js';
 import { NodeUnsupported, OpContext, type ImportServices, type OnnxValue } from './context.js';
 import { CONVERTERS, DOMAIN_CONVERTERS } from './ops/index.js';
 import { decodeModelProto, type GraphMsg, type ModelMsg, type NodeMsg, type TensorMsg, type ValueInfoMsg } from './schema.js';
-import { int64ToNumber, irDType, onnxTypeName, type TensorSource } from './tensor.js';
+import { int64ToNumber, irDType, OnnxType, onnxTypeName, type TensorSource } from './tensor.js';
 
 /** A graph input or output as the model declares it. */
 export interface OnnxValueInfo {
@@ -290,7 +290,8 @@ class GraphImport {
       this.poisoned.add(vi.name);
       return;
     }
-    const dtype = irDType(tt.elemType);
+    // INT64 data from outside is held exactly (i64); constants that fit int32 (shapes) stay i32
+    const dtype = tt.elemType === OnnxType.INT64 ? 'i64' : irDType(tt.elemType);
     if (!dtype) {
       this.problems.push({ op: `dtype ${onnxTypeName(tt.elemType)}`, text: `input '${vi.name}' has element type ${onnxTypeName(tt.elemType)}, which tensorwright does not support` });
       this.poisoned.add(vi.name);
@@ -313,7 +314,7 @@ class GraphImport {
     const given = Object.prototype.hasOwnProperty.call(this.shapeInputs, vi.name) ? this.shapeInputs[vi.name] : undefined;
     if (given) {
       // a shape input: a constant of the value given, which must fit the declaration
-      const fits = given.dtype === dtype && given.shape.length === shape.length && shape.every((d, i) => typeof d !== 'number' || d === given.shape[i]);
+      const fits = (given.dtype === dtype || (dtype === 'i64' && given.dtype === 'i32')) && given.shape.length === shape.length && shape.every((d, i) => typeof d !== 'number' || d === given.shape[i]);
       if (!fits) throw new InputError(`shape input '${vi.name}' must be ${onnxTypeName(tt.elemType)}[${shape.join(', ')}], got ${given.dtype}[${given.shape.join(', ')}]`);
       const ctx = new OpContext({ input: [], output: [], name: vi.name, opType: 'input', domain: '', attribute: [] }, `input '${vi.name}'`, [], this.services());
       this.values.set(vi.name, { node: ctx.fromHost(given, vi.name), type: tt.elemType });

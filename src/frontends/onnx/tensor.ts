@@ -4,8 +4,9 @@
  *
  * Element types map onto the IR's: FLOAT → f32, FLOAT16 → f16, DOUBLE → f32 (the IR and WGSL have no f64; values
  * are rounded to float32), INT64/INT32/INT16/INT8/INT4/INT2 → i32, UINT64/UINT32/UINT16/UINT8/UINT4/UINT2 → u32,
- * BOOL → bool. 64-bit integers must fit in 32 bits: a value that does not is an error naming the tensor, never
- * truncated. Other types (BFLOAT16, the float8/float4 types, STRING, complex) are unsupported.
+ * BOOL → bool. An INT64 tensor whose values do not fit int32 is held exactly, as i64 (graph inputs and outputs of type
+ * INT64 are i64 too: see the importer); UINT64 values must fit in 32 bits: a value that does not is an error naming
+ * the tensor, never truncated. Other types (BFLOAT16, the float8/float4 types, STRING, complex) are unsupported.
  * @module
  */
 import { closeSync, fstatSync, openSync, readSync, realpathSync } from 'node:fs';
@@ -91,6 +92,7 @@ export function defaultOnnxType(dtype: DType): number {
     case 'i32': return OnnxType.INT64;
     case 'u32': return OnnxType.UINT32;
     case 'bool': return OnnxType.BOOL;
+    case 'i64': return OnnxType.INT64;
   }
 }
 
@@ -127,7 +129,7 @@ export interface TensorSource {
 }
 
 /**
- * A decoded tensor: the host tensor, or, for an int64 tensor with values outside int32, those values as numbers.
+ * A decoded tensor: the host tensor and, for an int64 tensor with values outside int32, those values as numbers.
  * @internal
  */
 export interface DecodedTensor {
@@ -135,9 +137,9 @@ export interface DecodedTensor {
   readonly type: number;
   /** Dims. */
   readonly shape: readonly number[];
-  /** The values in the IR dtype (absent when {@link DecodedTensor.wide} is set). */
+  /** The values in the IR dtype (i64 for int64 values beyond int32; absent for such uint64 values). */
   readonly tensor?: Tensor;
-  /** int64/uint64 values that do not fit 32 bits (only with `allowWide`), as doubles. */
+  /** int64/uint64 values that do not fit 32 bits (only with `allowWide`), as doubles (for bounds that clamp them). */
   readonly wide?: readonly number[];
 }
 
@@ -332,12 +334,17 @@ export function decodeTensor(msg: TensorMsg, src: TensorSource, opts: { allowWid
   }
 }
 
-/** 64-bit integers to i32/u32, checking the range (or returning them as `wide` numbers when allowed). */
+/**
+ * 64-bit integers to i32/u32 when they fit; int64 values that do not fit are an i64 tensor, uint64 ones an error (or
+ * `wide` numbers when allowed).
+ */
 function wideInts(vals: bigint[], type: number, shape: number[], src: TensorSource, opts: { allowWide?: boolean }, off: number): DecodedTensor {
   const signed = type === OnnxType.INT64;
   const [lo, hi] = signed ? [I32_MIN, I32_MAX] : [0n, U32_MAX];
   const at = vals.findIndex((v) => v < lo || v > hi);
   if (at >= 0) {
+    // int64 beyond int32: held exactly as i64 (and, for the inputs that clamp them, Slice bounds, as numbers)
+    if (signed) return { type, shape, tensor: new Tensor('i64', shape, BigInt64Array.from(vals)), ...(opts.allowWide ? { wide: vals.map(Number) } : {}) };
     if (opts.allowWide) return { type, shape, wide: vals.map(Number) };
     throw bad(src, `${onnxTypeName(type)} value ${vals[at]} (element ${at}) does not fit in ${signed ? 'int32' : 'uint32'}, which tensorwright computes ${onnxTypeName(type)} in`, off);
   }

@@ -11,7 +11,7 @@ import { decodeWeight, type WeightEntry } from '../../ir/weights.js';
 import { inferFusedSteps } from '../../ir/ops.js';
 import { attrsOf, typedOp } from '../../ir/attrs.js';
 import * as K from './kernels.js';
-import { Tensor, roundToHalf } from './tensor.js';
+import { asInputDType, Tensor, roundToHalf } from './tensor.js';
 
 const decoded = new WeakMap<WeightEntry, Tensor>();
 
@@ -22,7 +22,10 @@ const decoded = new WeakMap<WeightEntry, Tensor>();
 export function weightTensor(e: WeightEntry): Tensor {
   let t = decoded.get(e);
   if (!t) {
-    if (e.encoding.kind === 'dense' && e.dtype !== 'f32' && e.dtype !== 'f16') {
+    if (e.encoding.kind === 'dense' && e.dtype === 'i64') {
+      const n = e.shape.reduce((a, b) => a * b, 1);
+      t = new Tensor('i64', e.shape, new BigInt64Array(Int32Array.from(e.data.values.subarray(0, 2 * n)).buffer));
+    } else if (e.encoding.kind === 'dense' && e.dtype !== 'f32' && e.dtype !== 'f16') {
       const v = e.data.values;
       t = Tensor.from(e.dtype, e.shape, v);
     } else {
@@ -44,7 +47,7 @@ export function bindInputs(g: Graph, inputs: Readonly<Record<string, Tensor>>, g
   const pending: [string, number, Dim, number][] = [];
   for (const inp of g.inputs) {
     const name = inp.attrs.name;
-    const t = inputs[name];
+    const t = inputs[name] && asInputDType(inputs[name], inp.dtype);
     if (!t) throw new InputError(`missing graph input '${name}' (${inp.typeString()})`);
     if (t.dtype !== inp.dtype) throw new InputError(`input '${name}' must be ${inp.dtype}, got ${t.dtype}`);
     if (t.shape.length !== inp.shape.length) throw new InputError(`input '${name}' must have rank ${inp.shape.length} (${inp.typeString()}), got [${t.shape}]`);
@@ -125,7 +128,7 @@ export function evaluateNode(n: OpInstance, args: Tensor[], g: Graph, inputs: Re
   const t = typedOp(n);
   switch (t.op) {
     case 'input':
-      return inputs[t.attrs.name];
+      return asInputDType(inputs[t.attrs.name], n.dtype);
     case 'weight':
       return weightTensor(g.weights.get(t.attrs.id));
     case 'constant':

@@ -12,7 +12,12 @@ import { broadcastShapes, matmulMNK } from '../../ir/ops.js';
 import { ropeFrequency } from '../../ir/rope.js';
 import { shapeEquals, stridesOf } from '../../ir/dim.js';
 import { arrayTypeFor, roundToHalf, Tensor, type TensorData } from './tensor.js';
-import { binaryFn, unaryFn } from './math.js';
+import { binaryFn, binaryFn64, unaryFn } from './math.js';
+
+/** The elements of a tensor that is not i64 (every op but the integer ones and data movement refuses i64). */
+function nums(t: Tensor): Exclude<TensorData, BigInt64Array> {
+  return t.numbers;
+}
 
 function alloc(dtype: DType, shape: readonly number[]): Tensor {
   return Tensor.zeros(dtype, shape);
@@ -57,6 +62,13 @@ function broadcastOffsets(outShape: readonly number[], inShape: readonly number[
 
 /** Unary elementwise ops. */
 export function unary(op: string, attrs: Attrs, x: Tensor): Tensor {
+  if (x.data instanceof BigInt64Array) {
+    if (op !== 'neg' && op !== 'abs') throw new InputError(`unary op '${op}' cannot take i64 values`);
+    const a = x.data;
+    const o = new BigInt64Array(a.length);
+    for (let i = 0; i < a.length; i++) o[i] = op === 'abs' && a[i] >= 0n ? a[i] : BigInt.asIntN(64, -a[i]);
+    return new Tensor('i64', x.shape, o);
+  }
   const f = unaryFn(op, attrs);
   const out = alloc(x.dtype, x.shape);
   const a = x.data;
@@ -70,12 +82,18 @@ export function unary(op: string, attrs: Attrs, x: Tensor): Tensor {
 export function binary(op: string, x: Tensor, y: Tensor, outDType: DType): Tensor {
   const shape = broadcast(op, [x.shape, y.shape]);
   const out = alloc(outDType, shape);
-  const f = binaryFn(op, !isFloat(x.dtype));
   const ox = broadcastOffsets(shape, x.shape);
   const oy = broadcastOffsets(shape, y.shape);
-  const a = x.data;
-  const b = y.data;
-  const o = out.data;
+  if (x.data instanceof BigInt64Array && y.data instanceof BigInt64Array) {
+    const f64 = binaryFn64(op);
+    const [a, b, o] = [x.data, y.data, out.data as { [i: number]: number | bigint }];
+    for (let i = 0; i < out.size; i++) o[i] = f64(a[ox ? ox[i] : i], b[oy ? oy[i] : i]);
+    return out;
+  }
+  const f = binaryFn(op, !isFloat(x.dtype));
+  const a = nums(x);
+  const b = nums(y);
+  const o = nums(out);
   for (let i = 0; i < o.length; i++) o[i] = f(a[ox ? ox[i] : i], b[oy ? oy[i] : i]);
   return finish(out);
 }
@@ -96,6 +114,7 @@ export function where(c: Tensor, x: Tensor, y: Tensor): Tensor {
  * target's range (NaN becomes 0); integers convert between i32 and u32 by reinterpreting bits.
  */
 export function cast(x: Tensor, to: DType): Tensor {
+  if (x.data instanceof BigInt64Array || to === 'i64') return cast64(x, to);
   const out = alloc(to, x.shape);
   const a = x.data;
   const o = out.data;
@@ -108,6 +127,52 @@ export function cast(x: Tensor, to: DType): Tensor {
   return finish(out);
 }
 
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/**
+ * Casts to or from i64: integers widen exactly and narrow by wrapping (keeping the low bits, as ONNX and C casts do);
+ * floats truncate toward zero and saturate to the int64 range (NaN becomes 0); i64 to a float rounds to nearest.
+ */
+function cast64(x: Tensor, to: DType): Tensor {
+  const a = x.data;
+  const n = a.length;
+  if (to === 'i64') {
+    const o = new BigInt64Array(n);
+    if (a instanceof BigInt64Array) o.set(a);
+    else if (isFloat(x.dtype))
+      for (let i = 0; i < n; i++) {
+        const v = a[i];
+        o[i] = Number.isNaN(v) ? 0n : v >= 2 ** 63 ? INT64_MAX : v <= -(2 ** 63) ? INT64_MIN : BigInt(Math.trunc(v));
+      }
+    else for (let i = 0; i < n; i++) o[i] = BigInt(a[i]);
+    return new Tensor('i64', x.shape, o);
+  }
+  const v = a as BigInt64Array;
+  const out = alloc(to, x.shape);
+  const o = out.data as Exclude<TensorData, BigInt64Array>;
+  for (let i = 0; i < n; i++)
+    o[i] = to === 'bool' ? (v[i] !== 0n ? 1 : 0) : to === 'i32' ? Number(BigInt.asIntN(32, v[i])) : to === 'u32' ? Number(BigInt.asUintN(32, v[i])) : int64ToF32(v[i]);
+  return finish(out);
+}
+
+/**
+ * An int64 rounded once to the nearest f32 (ties to even): a magnitude of 2^32 or more keeps its top 32 bits plus a
+ * sticky bit for the rest (so rounding those 32 bits to 24 rounds the whole value), as the WGSL `tw_i64_to_f32` does.
+ */
+function int64ToF32(v: bigint): number {
+  const m = v < 0n ? -v : v;
+  const bits = m.toString(2).length;
+  let r: number;
+  if (bits <= 32) r = Math.fround(Number(m));
+  else {
+    const s = BigInt(bits - 32);
+    const top = (m >> s) | ((m & ((1n << s) - 1n)) !== 0n ? 1n : 0n);
+    r = Math.fround(Number(top)) * 2 ** Number(s);
+  }
+  return v < 0n ? -r : r;
+}
+
 /** Batched matmul with broadcasting batch dims and optional transposes; float64 accumulation. */
 export function matmul(A: Tensor, B: Tensor, transA: boolean, transB: boolean): Tensor {
   const { m: M, k: K, n: N } = matmulMNK(A.shape, B.shape, transA, transB);
@@ -116,9 +181,9 @@ export function matmul(A: Tensor, B: Tensor, transA: boolean, transB: boolean): 
   const out = alloc(A.dtype, [...batchShape, M, N]);
   const aOff = broadcastOffsets(batchShape, A.shape.slice(0, -2));
   const bOff = broadcastOffsets(batchShape, B.shape.slice(0, -2));
-  const a = A.data;
-  const b = B.data;
-  const o = out.data;
+  const a = nums(A);
+  const b = nums(B);
+  const o = nums(out);
   // strides of the logical (possibly transposed) operands
   const [aM, aK] = transA ? [1, M] : [K, 1];
   const [bK, bN] = transB ? [1, K] : [N, 1];
@@ -145,6 +210,7 @@ export function reduce(op: string, x: Tensor, axes: readonly number[], keepDims:
   const keptShape = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
   const outShape = keepDims ? keptShape : x.shape.filter((_d, i) => !axes.includes(i));
   const out = alloc(x.dtype, outShape);
+  if (x.data instanceof BigInt64Array) return reduce64(op, x, out, axes);
   const n = out.data.length;
   const acc = new Float64Array(n).fill(op === 'max' ? -Infinity : 0);
   const count = x.shape.reduce((p, d, i) => (axes.includes(i) ? p * d : p), 1);
@@ -153,7 +219,7 @@ export function reduce(op: string, x: Tensor, axes: readonly number[], keepDims:
   const rank = x.shape.length;
   const idx = new Array<number>(rank).fill(0);
   let off = 0;
-  const a = x.data;
+  const a = nums(x);
   for (let k = 0; k < a.length; k++) {
     const v = a[k];
     if (op === 'max') {
@@ -171,6 +237,30 @@ export function reduce(op: string, x: Tensor, axes: readonly number[], keepDims:
   return finish(out);
 }
 
+/** sum / max of i64 values (wrapping sums), into `out`. */
+function reduce64(op: string, x: Tensor, out: Tensor, axes: readonly number[]): Tensor {
+  if (op !== 'sum' && op !== 'max') throw new InputError(`reduction '${op}' cannot take i64 values`);
+  const o = out.data as BigInt64Array;
+  if (op === 'max') o.fill(INT64_MIN);
+  const keptShape = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+  const outStr = stridesOf(keptShape);
+  const rank = x.shape.length;
+  const idx = new Array<number>(rank).fill(0);
+  let off = 0;
+  const a = x.data as BigInt64Array;
+  for (let k = 0; k < a.length; k++) {
+    o[off] = op === 'max' ? (a[k] > o[off] ? a[k] : o[off]) : BigInt.asIntN(64, o[off] + a[k]);
+    for (let d = rank - 1; d >= 0; d--) {
+      idx[d]++;
+      if (!axes.includes(d)) off += outStr[d];
+      if (idx[d] < x.shape[d]) break;
+      if (!axes.includes(d)) off -= outStr[d] * idx[d];
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
 function outerInner(shape: readonly number[], axis: number): [number, number, number] {
   const outer = shape.slice(0, axis).reduce((a, b) => a * b, 1);
   const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
@@ -181,7 +271,7 @@ function outerInner(shape: readonly number[], axis: number): [number, number, nu
 export function softmax(x: Tensor, axis: number): Tensor {
   const [outer, len, inner] = outerInner(x.shape, axis);
   const out = alloc(x.dtype, x.shape);
-  const a = x.data;
+  const a = nums(x);
   const o = out.data;
   const e = new Float64Array(len);
   for (let p = 0; p < outer; p++)
@@ -201,13 +291,13 @@ export function rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
   const d = x.shape[x.shape.length - 1];
   const rows = x.data.length / Math.max(d, 1);
   const out = alloc(x.dtype, x.shape);
-  const a = x.data;
+  const a = nums(x);
   const o = out.data;
   for (let r = 0; r < rows; r++) {
     let ss = 0;
     for (let i = 0; i < d; i++) ss += a[r * d + i] * a[r * d + i];
     const scale = Math.fround(1 / Math.sqrt(Math.fround(Math.fround(ss / d) + eps)));
-    for (let i = 0; i < d; i++) o[r * d + i] = w.data[i] * Math.fround(scale * a[r * d + i]);
+    for (let i = 0; i < d; i++) o[r * d + i] = nums(w)[i] * Math.fround(scale * a[r * d + i]);
   }
   return finish(out);
 }
@@ -217,7 +307,7 @@ export function layernorm(x: Tensor, w: Tensor, b: Tensor | undefined, eps: numb
   const d = x.shape[x.shape.length - 1];
   const rows = x.data.length / Math.max(d, 1);
   const out = alloc(x.dtype, x.shape);
-  const a = x.data;
+  const a = nums(x);
   for (let r = 0; r < rows; r++) {
     let mean = 0;
     for (let i = 0; i < d; i++) mean += a[r * d + i];
@@ -225,7 +315,7 @@ export function layernorm(x: Tensor, w: Tensor, b: Tensor | undefined, eps: numb
     let v = 0;
     for (let i = 0; i < d; i++) v += (a[r * d + i] - mean) ** 2;
     const inv = 1 / Math.sqrt(v / d + eps);
-    for (let i = 0; i < d; i++) out.data[r * d + i] = (a[r * d + i] - mean) * inv * w.data[i] + (b ? b.data[i] : 0);
+    for (let i = 0; i < d; i++) out.data[r * d + i] = (a[r * d + i] - mean) * inv * nums(w)[i] + (b ? nums(b)[i] : 0);
   }
   return finish(out);
 }
@@ -246,7 +336,7 @@ export function rope(x: Tensor, pos: Tensor, theta: number, style: string, rotar
   const sin = new Float32Array(half);
   for (let b = 0; b < B; b++)
     for (let s = 0; s < S; s++) {
-      const p = pos.shape.length === 1 ? pos.data[s] : pos.data[(pos.shape[0] === 1 ? 0 : b) * S + s];
+      const p = pos.shape.length === 1 ? nums(pos)[s] : nums(pos)[(pos.shape[0] === 1 ? 0 : b) * S + s];
       for (let i = 0; i < half; i++) {
         const val = Math.fround(p * ropeFrequency(theta, i, rotaryDim));
         cos[i] = Math.cos(val);
@@ -345,7 +435,7 @@ export function gather(x: Tensor, indices: Tensor, axis: number, what = 'gather'
   const ni = indices.data.length;
   for (let p = 0; p < outer; p++)
     for (let j = 0; j < ni; j++) {
-      let ix = indices.data[j];
+      let ix = Number(indices.data[j]);
       if (ix < 0) ix += len;
       if (ix < 0 || ix >= len) throw new InputError(`${what}: index ${indices.data[j]} is out of range for a dim of ${len}`);
       const src = (p * len + ix) * inner;
@@ -376,9 +466,9 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | undefi
   const mOff = mask ? broadcastOffsets([B, Hq, S, T], mask.shape) : null;
   const scores = new Float64Array(T);
   const acc = new Float64Array(Dv);
-  const qd = q.data;
-  const kd = k.data;
-  const vd = v.data;
+  const qd = nums(q);
+  const kd = nums(k);
+  const vd = nums(v);
   for (let b = 0; b < B; b++)
     for (let h = 0; h < Hq; h++) {
       const hk = Math.floor(h / group);
@@ -395,7 +485,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | undefi
             sc = dot * scale;
             if (mask) {
               const flat = ((b * Hq + h) * S + i) * T + j;
-              const mv = mask.data[mOff ? mOff[flat] : flat];
+              const mv = nums(mask)[mOff ? mOff[flat] : flat];
               if (mask.dtype === 'bool') sc = mv ? sc : -Infinity;
               else sc += mv;
             }
@@ -423,7 +513,13 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | undefi
 export function constant(dtype: DType, shape: readonly number[], values: readonly number[]): Tensor {
   const T = arrayTypeFor(dtype);
   const n = shape.reduce((a, b) => a * b, 1);
-  const data: TensorData = new T(n);
+  if (dtype === 'i64') {
+    const v = new BigInt64Array(n);
+    if (values.length === 1) v.fill(BigInt(values[0]));
+    else for (let i = 0; i < n; i++) v[i] = BigInt(values[i]);
+    return new Tensor(dtype, shape, v);
+  }
+  const data = new T(n) as Exclude<TensorData, BigInt64Array>;
   if (values.length === 1) data.fill(values[0]);
   else for (let i = 0; i < n; i++) data[i] = values[i];
   return finish(new Tensor(dtype, shape, data));

@@ -118,3 +118,23 @@ export function binaryFn(op: string, integer: boolean): (a: number, b: number) =
     default: throw new Error(`no scalar function for binary op ${op}`);
   }
 }
+
+/**
+ * The scalar function of a binary op on int64 values (wrapping two's-complement arithmetic, `x / 0 = x`, as the
+ * 32-bit integer ops; comparisons give 1 or 0).
+ */
+export function binaryFn64(op: string): (a: bigint, b: bigint) => bigint | number {
+  const wrap = (v: bigint): bigint => BigInt.asIntN(64, v);
+  switch (op) {
+    case 'add': return (a, b) => wrap(a + b);
+    case 'sub': return (a, b) => wrap(a - b);
+    case 'mul': return (a, b) => wrap(a * b);
+    case 'div': return (a, b) => (b === 0n ? a : wrap(a / b));
+    case 'maximum': return (a, b) => (a > b ? a : b);
+    case 'minimum': return (a, b) => (a < b ? a : b);
+    case 'equal': return (a, b) => (a === b ? 1 : 0);
+    case 'less': return (a, b) => (a < b ? 1 : 0);
+    case 'greater': return (a, b) => (a > b ? 1 : 0);
+    default: throw new Error(`no int64 function for binary op ${op}`);
+  }
+}

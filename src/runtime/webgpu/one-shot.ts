@@ -13,14 +13,15 @@ import type { DimBindings } from '../../ir/dim.js';
 import { evalGrid, evalParams, kernelPipelineLayout, type KernelSource } from '../kernel-source.js';
 
 /**
- * Bytes of a host tensor in its GPU storage form (f16 as half bits, bool as u32), padded to 4 bytes.
+ * Bytes of a host tensor in its GPU storage form (f16 as half bits, bool as u32, i64 as (low, high) u32 pairs),
+ * padded to 4 bytes.
  * @internal
  */
 export function toDeviceBytes(t: Tensor): Uint8Array {
   let bytes: Uint8Array;
   if (t.dtype === 'f16') {
     const h = new Uint16Array(t.size + (t.size & 1));
-    for (let i = 0; i < t.size; i++) h[i] = floatToHalf(t.data[i]);
+    for (let i = 0; i < t.size; i++) h[i] = floatToHalf(t.numbers[i]);
     bytes = new Uint8Array(h.buffer);
   } else if (t.dtype === 'bool') bytes = new Uint8Array(Uint32Array.from(t.data as Uint8Array).buffer);
   else bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
@@ -38,6 +39,7 @@ export function fromDeviceBytes(dtype: DType, shape: readonly number[], bytes: A
     case 'i32': return new Tensor(dtype, shape, new Int32Array(bytes, 0, n).slice());
     case 'u32': return new Tensor(dtype, shape, new Uint32Array(bytes, 0, n).slice());
     case 'bool': return new Tensor(dtype, shape, Uint8Array.from(new Uint32Array(bytes, 0, n)));
+    case 'i64': return new Tensor(dtype, shape, new BigInt64Array(bytes.slice(0, 8 * n)));
     case 'f16': {
       const h = new Uint16Array(bytes, 0, n);
       const f = new Float32Array(n);

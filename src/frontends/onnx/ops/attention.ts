@@ -162,7 +162,7 @@ const rotaryEmbedding: Converter = (c: OpContext) => {
   }
   // composed: cos/sin [B, S, rd/2] broadcast over heads
   const table = (cache: Node): Node => {
-    const rows = positions ? c.op('gather', [cache, c.cast(positions, 'i32')], { axis: 0 }) : cache;
+    const rows = positions ? c.op('gather', [cache, positions.dtype === 'i64' ? positions : c.cast(positions, 'i32')], { axis: 0 }) : cache;
     const sliced = rows.shape[rows.rank - 1] === rd / 2 ? rows : c.op('slice', [rows], { axes: [rows.rank - 1], starts: [0], ends: [rd / 2], steps: [1] });
     return c.cast(c.reshape(sliced, [sliced.shape[0], sliced.shape[1], 1, rd / 2]), x.dtype);
   };

@@ -109,6 +109,13 @@ function castTarget(c: OpContext, type: number): DType {
 }
 
 function castValue(c: OpContext, x: Node, fromType: number, toType: number): OnnxValue {
+  // to INT64: floats and int64 data become i64 (exact); integers that fit 32 bits, and floats whose cast folds to
+  // int32-sized constants, stay i32 (shape arithmetic)
+  if (toType === OnnxType.INT64 && (isFloat(x.dtype) || x.dtype === 'i64')) {
+    const wide = c.cast(x, 'i64');
+    const fits = wide.op === 'constant' && (wide.attrs.values as readonly number[]).every((v) => v === (v | 0));
+    return c.out(fits ? c.cast(x, 'i32') : wide, toType);
+  }
   const to = castTarget(c, toType);
   if (!irDType(fromType)) c.unsupported(`cast from ${onnxTypeName(fromType)} is not supported`);
   // floats to a narrow integer: truncate in i32 first, then wrap (as C casts do)

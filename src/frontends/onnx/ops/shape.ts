@@ -363,7 +363,10 @@ const constant: Converter = (c: OpContext) => {
   if (floats) return [c.out(c.fromHost(Tensor.from('f32', [floats.length], floats), 'constant'), OnnxType.FLOAT)];
   const ints = c.ints('value_ints');
   if (ints) {
-    if (ints.some((v) => v < -(2 ** 31) || v >= 2 ** 31)) return [{ type: OnnxType.INT64, wide: { shape: [ints.length], values: ints } }];
+    if (ints.some((v) => v < -(2 ** 31) || v >= 2 ** 31)) {
+      const exact = c.ints64('value_ints')!;
+      return [{ type: OnnxType.INT64, wide: { shape: [ints.length], values: ints }, node: c.fromHost(Tensor.from('i64', [ints.length], exact), 'constant') }];
+    }
     return [c.out(c.fromHost(Tensor.from('i32', [ints.length], ints), 'constant'), OnnxType.INT64)];
   }
   return c.unsupported('Constant without a tensor, float or int value (strings and sparse tensors are unsupported)');
