@@ -11,10 +11,26 @@ import { Graph, topoOrder } from '../../src/ir/graph.js';
 import { makeNode, withInputs, type Node } from '../../src/ir/node.js';
 import { printGraph } from '../../src/ir/printer.js';
 import type { GPUDeviceHandle } from '../../src/runtime/device.js';
+import type { Target } from '../../src/ir/target.js';
+import { createTarget } from '../../src/codegen/target.js';
 import { bindInputs, runGraph } from '../../src/runtime/cpu/interpreter.js';
 import type { Tensor } from '../../src/runtime/cpu/tensor.js';
 import { mergeGraphCases } from './merge-graphs.js';
 import { buildRandomGraph, compareTensors, type GraphCase, type RandomGraphOptions } from './random-graph.js';
+
+/**
+ * What the engines are compiled for: the device's own target (`device`: lavapipe in CI, a software GPU), or a
+ * GPU-class target with the device's features and limits (`gpu-class`: the schedule rules of real GPUs, f16 storage
+ * where the precision rules allow), run on the same device.
+ */
+export type EngineKind = 'device' | 'gpu-class';
+
+/** The target of an engine kind on `gpu`. */
+export function targetFor(kind: EngineKind, gpu: GPUDeviceHandle): Target {
+  if (kind === 'device') return createTarget(gpu.info);
+  const a = gpu.info.adapter;
+  return createTarget({ ...gpu.info, adapter: { ...a, vendor: 'gpu-class', architecture: 'gpu-class', device: `gpu-class profile on ${a.device}`, description: 'gpu-class', isFallbackAdapter: false } });
+}
 
 /** A graph with inputs and symbol values: what one differential run needs. */
 export interface DiffSubject {
@@ -24,6 +40,8 @@ export interface DiffSubject {
   inputs: Record<string, Tensor>;
   /** Values of symbolic dims no input binds (and of the others). */
   bindings: Record<string, number>;
+  /** The target the graph is compiled for. */
+  target: Target;
 }
 
 /** How a run went wrong: an output differs from the reference, or compiling or running threw. */
@@ -36,19 +54,23 @@ export interface DiffFailure {
   message: string;
 }
 
-/** Float dtypes and the tolerance their outputs are compared with, relative to the output's largest magnitude. */
-const FLOAT_TOLERANCE: Partial<Record<DType, { rtol: number; atol: number }>> = {
-  f32: { rtol: 1e-4, atol: 1e-5 },
-  f16: { rtol: 2e-3, atol: 2e-3 },
-};
+/**
+ * Tolerances of float outputs, relative to the output's largest magnitude: f32 values computed in f32 agree to a few
+ * ulp per op; f16 values, or f32 values computed through f16 storage (a target with f16 precision), to some f16
+ * roundings (f16's epsilon is 9.8e-4).
+ */
+const F32_TOLERANCE = { rtol: 1e-4, atol: 1e-5 };
+const F16_TOLERANCE = { rtol: 1e-2, atol: 1e-2 };
 
 /**
- * The tolerance an output is compared with: integers and bools exactly; floats by dtype, with `atol` scaled by the
- * largest magnitude of the reference output (a value computed from large intermediates carries their absolute error).
+ * The tolerance an output is compared with: integers and bools exactly; floats by dtype and by whether the engine
+ * stores activations in f16 (`f16Storage`), with `atol` scaled by the largest magnitude of the reference output (a
+ * value computed from large intermediates carries their absolute error).
  */
-export function toleranceFor(ref: Tensor): { rtol: number; atol: number } {
-  const t = FLOAT_TOLERANCE[ref.dtype];
-  if (!t) return { rtol: 0, atol: 0 };
+export function toleranceFor(ref: Tensor, f16Storage = false): { rtol: number; atol: number } {
+  const float: readonly DType[] = ['f32', 'f16'];
+  if (!float.includes(ref.dtype)) return { rtol: 0, atol: 0 };
+  const t = ref.dtype === 'f16' || f16Storage ? F16_TOLERANCE : F32_TOLERANCE;
   let scale = 1;
   for (let i = 0; i < ref.data.length; i++) if (Number.isFinite(ref.data[i])) scale = Math.max(scale, Math.abs(ref.data[i]));
   return { rtol: t.rtol, atol: t.atol * scale };
@@ -61,7 +83,7 @@ function bindingsOf(s: DiffSubject): Record<string, number> {
 
 /** Compiles `s` for the device and runs it once; returns its outputs. */
 export async function runOnDevice(s: DiffSubject, gpu: GPUDeviceHandle): Promise<Record<string, Tensor>> {
-  const engine = await compileGraph(s.graph, bindingsOf(s), { device: gpu.info });
+  const engine = await compileGraph(s.graph, bindingsOf(s), { target: s.target });
   const session = await engine.createSession({ device: gpu });
   try {
     const used = new Set(engine.manifest.inputs.map((i) => i.name));
@@ -72,11 +94,11 @@ export async function runOnDevice(s: DiffSubject, gpu: GPUDeviceHandle): Promise
 }
 
 /** The first output of `got` that differs from `want` (reference), or null. */
-export function firstMismatch(got: Record<string, Tensor>, want: Record<string, Tensor>, names: Record<string, string> = {}): DiffFailure | null {
+export function firstMismatch(got: Record<string, Tensor>, want: Record<string, Tensor>, f16Storage: boolean, names: Record<string, string> = {}): DiffFailure | null {
   for (const [name, ref] of Object.entries(want)) {
     const out = got[names[name] ?? name];
     if (!out) return { kind: 'mismatch', where: name, message: 'missing from the device outputs' };
-    const d = compareTensors(out, ref, toleranceFor(ref));
+    const d = compareTensors(out, ref, toleranceFor(ref, f16Storage));
     if (d) return { kind: 'mismatch', where: name, message: `device vs reference: ${d}` };
   }
   return null;
@@ -97,16 +119,21 @@ export async function diffOne(s: DiffSubject, gpu: GPUDeviceHandle): Promise<Dif
     return { ...f, message: `the CPU reference failed: ${f.message}` };
   }
   try {
-    return firstMismatch(await runOnDevice(s, gpu), want);
+    return firstMismatch(await runOnDevice(s, gpu), want, usesF16Storage(s.target));
   } catch (e) {
     return errorFailure(e);
   }
 }
 
-/** Whether compiling the case for the device is refused with a typed {@link UnsupportedOpError} (its message), or null. */
-export function unsupportedReason(c: DiffSubject, gpu: GPUDeviceHandle): string | null {
+/** Whether a target may store activations in f16. */
+function usesF16Storage(t: Target): boolean {
+  return t.profile.hasF16 && t.precision !== 'f32';
+}
+
+/** Whether compiling the case is refused with a typed {@link UnsupportedOpError} (its message), or null. */
+export function unsupportedReason(c: DiffSubject): string | null {
   try {
-    compileGraphEngine(c.graph, bindingsOf(c), { device: gpu.info });
+    compileGraphEngine(c.graph, bindingsOf(c), { target: c.target });
     return null;
   } catch (e) {
     if (e instanceof UnsupportedOpError) return e.message;
@@ -221,12 +248,17 @@ export interface BatchOptions {
   gen: RandomGraphOptions;
   /** Where a failure report says the batch came from (reproduction hints). */
   origin: string;
+  /** What the engine is compiled for. */
+  engine: EngineKind;
 }
+
+/** A generated case and the target it is compiled for. */
+type Case = GraphCase & { target: Target };
 
 /** A failure report: the seed, how to rebuild the case, the failure, and the minimized graph. */
 function report(c: GraphCase, o: BatchOptions, failure: DiffFailure, min: { subject: DiffSubject; failure: DiffFailure; tries: number }): string {
   return [
-    `case seed=${c.seed} steps=${c.steps} bindings=${JSON.stringify(c.bindings)} (${o.origin}; rebuild: buildRandomGraph(${c.seed}, ${JSON.stringify({ ...o.gen, steps: c.steps })}))`,
+    `case seed=${c.seed} steps=${c.steps} bindings=${JSON.stringify(c.bindings)}, engine for the ${o.engine} target (${o.origin}; rebuild: buildRandomGraph(${c.seed}, ${JSON.stringify({ ...o.gen, steps: c.steps })}))`,
     `  ${failure.kind} at ${failure.where}: ${failure.message}`,
     `  minimized in ${min.tries} tries to ${min.subject.graph.size} nodes, ${min.failure.kind} at ${min.failure.where}: ${min.failure.message}`,
     `  inputs: ${Object.entries(min.subject.inputs).map(([k, t]) => `${k}=${t.dtype}[${t.shape}]`).join(' ')} bindings=${JSON.stringify(min.subject.bindings)}`,
@@ -240,11 +272,13 @@ function report(c: GraphCase, o: BatchOptions, failure: DiffFailure, min: { subj
  */
 export async function runDifferentialBatch(seeds: readonly number[], gpu: GPUDeviceHandle, o: BatchOptions): Promise<CaseOutcome[]> {
   const outcomes = new Map<number, CaseOutcome>();
-  const cases = seeds.map((seed) => buildRandomGraph(seed, o.gen));
-  const refs = new Map<GraphCase, Record<string, Tensor>>();
-  const runnable: GraphCase[] = [];
+  const target = targetFor(o.engine, gpu);
+  const f16 = usesF16Storage(target);
+  const cases = seeds.map((seed) => ({ ...buildRandomGraph(seed, o.gen), target }));
+  const refs = new Map<Case, Record<string, Tensor>>();
+  const runnable: Case[] = [];
   for (const c of cases) {
-    const why = unsupportedReason(c, gpu);
+    const why = unsupportedReason(c);
     if (why !== null) {
       outcomes.set(c.seed, { seed: c.seed, status: 'unsupported', detail: why });
       continue;
@@ -256,16 +290,16 @@ export async function runDifferentialBatch(seeds: readonly number[], gpu: GPUDev
       outcomes.set(c.seed, { seed: c.seed, status: 'fail', detail: `case seed=${c.seed}: the CPU reference failed: ${(e as Error).message}` });
     }
   }
-  const suspects: GraphCase[] = [];
+  const suspects: Case[] = [];
   if (runnable.length) {
     const merged = mergeGraphCases(runnable);
     let got: Record<string, Tensor> | undefined;
     try {
-      got = await runOnDevice(merged, gpu);
+      got = await runOnDevice({ ...merged, target }, gpu);
     } catch {
       suspects.push(...runnable);
     }
-    if (got) runnable.forEach((c, i) => (firstMismatch(got, refs.get(c)!, merged.outputNames[i]) ? suspects.push(c) : outcomes.set(c.seed, { seed: c.seed, status: 'pass' })));
+    if (got) runnable.forEach((c, i) => (firstMismatch(got, refs.get(c)!, f16, merged.outputNames[i]) ? suspects.push(c) : outcomes.set(c.seed, { seed: c.seed, status: 'pass' })));
   }
   for (const c of suspects) {
     const alone = await diffOne(c, gpu);
