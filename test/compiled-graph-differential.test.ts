@@ -15,7 +15,9 @@ import { acquireTestDevice } from './helpers/webgpu.js';
 import { runDifferentialBatch, type CaseOutcome } from './support/compiled-differential.js';
 import type { RandomGraphOptions } from './support/random-graph.js';
 
-const RUNS = Number(process.env.FUZZ_RUNS ?? 200);
+// FUZZ_CASE=<seed> reruns one case alone, compiled for both targets (what a failure report says to run)
+const ONLY = process.env.FUZZ_CASE === undefined ? undefined : Number(process.env.FUZZ_CASE);
+const RUNS = ONLY !== undefined ? 1 : Number(process.env.FUZZ_RUNS ?? 200);
 const BATCH = Number(process.env.FUZZ_BATCH ?? 10);
 const SEED = Number(process.env.FUZZ_SEED ?? 20261205);
 const GEN: RandomGraphOptions = { maxSteps: 10 };
@@ -25,6 +27,7 @@ afterAll(() => gpu?.destroy());
 
 /** The case seeds of a run: FUZZ_RUNS draws from FUZZ_SEED. */
 function caseSeeds(): number[] {
+  if (ONLY !== undefined) return [ONLY];
   const rng = new Rng(SEED);
   return Array.from({ length: RUNS }, () => Math.floor(rng.next() * 0x7fffffff));
 }
@@ -36,8 +39,12 @@ describe('compiled graphs on WebGPU agree with the CPU reference (differential)'
     for (let at = 0; at < seeds.length; at += BATCH) {
       const batch = seeds.slice(at, at + BATCH);
       // every other batch is compiled for a GPU-class target (its kernel variants, f16 storage) and run on the device
-      const engine = (at / BATCH) % 2 === 0 ? 'device' : 'gpu-class';
-      const done = await runDifferentialBatch(batch, gpu!, { gen: GEN, engine, origin: `FUZZ_SEED=${SEED} batch ${at / BATCH} of ${BATCH}` });
+      const engines = ONLY !== undefined ? (['device', 'gpu-class'] as const) : [(at / BATCH) % 2 === 0 ? ('device' as const) : ('gpu-class' as const)];
+      const done: CaseOutcome[] = [];
+      for (const engine of engines) {
+        const origin = `FUZZ_SEED=${SEED} batch ${at / BATCH} of ${BATCH}; rerun alone: FUZZ_CASE=<seed> npx vitest run test/compiled-graph-differential.test.ts`;
+        done.push(...(await runDifferentialBatch(batch, gpu!, { gen: GEN, engine, origin })));
+      }
       // failures as they are found (a long FUZZ_RUNS run shows them before it ends)
       for (const f of done) if (f.status === 'fail') process.stderr.write(`[compiled-graph-differential] FAIL ${f.detail}\n`);
       outcomes.push(...done);
@@ -56,7 +63,7 @@ describe('compiled graphs on WebGPU agree with the CPU reference (differential)'
     );
     expect(failed.map((f) => f.detail)).toEqual([]);
     // most cases run: refusals are the exception
-    expect(unsupported.length).toBeLessThan(outcomes.length / 4);
+    if (ONLY === undefined) expect(unsupported.length).toBeLessThan(outcomes.length / 4);
   });
 });
 
