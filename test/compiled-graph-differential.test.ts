@@ -12,8 +12,10 @@ import { GraphBuilder } from '../src/ir/builder.js';
 import { quantizeWeight } from '../src/ir/weights.js';
 import { Rng } from '../src/util/random.js';
 import { acquireTestDevice } from './helpers/webgpu.js';
+import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { runDifferentialBatch, type CaseOutcome } from './support/compiled-differential.js';
-import type { RandomGraphOptions } from './support/random-graph.js';
+import { mergeGraphCases } from './support/merge-graphs.js';
+import { buildRandomGraph, compareTensors, type RandomGraphOptions } from './support/random-graph.js';
 
 // FUZZ_CASE=<seed> reruns one case alone, compiled for both targets (what a failure report says to run)
 const ONLY = process.env.FUZZ_CASE === undefined ? undefined : Number(process.env.FUZZ_CASE);
@@ -94,5 +96,26 @@ describe('what the compiler refuses for WebGPU, it refuses with UnsupportedOpErr
     const err = compileFor(g, { batch: 2 });
     expect(err).toBeInstanceOf(UnsupportedOpError);
     expect((err as Error).message).toMatch(/static last axis.*layernorm/);
+  });
+});
+
+// Batching cannot hide a failure or make one up: a merged batch computes, output by output, what its cases compute alone.
+describe('merged batches', () => {
+  it('the union of random cases (static and symbolic, renamed symbols) gives each case its own outputs on the CPU reference', () => {
+    const rng = new Rng(SEED + 1);
+    let symbolic = 0;
+    for (let batch = 0; batch < 6; batch++) {
+      const cases = Array.from({ length: 8 }, () => buildRandomGraph(Math.floor(rng.next() * 0x7fffffff), GEN));
+      symbolic += cases.filter((c) => Object.keys(c.bindings).length).length;
+      const m = mergeGraphCases(cases);
+      expect(m.graph.outputs.length).toBe(cases.reduce((a, c) => a + c.graph.outputs.length, 0));
+      const got = runGraph(m.graph, m.inputs, { bindings: m.bindings });
+      cases.forEach((c, i) => {
+        const want = runGraph(c.graph, c.inputs, { bindings: c.bindings });
+        for (const [name, t] of Object.entries(want)) expect(compareTensors(got[m.outputNames[i][name]], t, { rtol: 0, atol: 0 }), `seed ${c.seed} ${name}`).toBeNull();
+      });
+    }
+    // more than one symbolic case per batch on average: the renaming is exercised
+    expect(symbolic).toBeGreaterThan(6);
   });
 });
