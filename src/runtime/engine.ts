@@ -668,11 +668,16 @@ export class EngineSession {
 
   /**
    * Runs the engine once on host inputs (for graphs without a KV cache: encoders, ONNX models) and reads back every
-   * output. Symbolic dims are bound from the inputs' shapes.
+   * output. Symbolic dims are bound from the inputs' shapes; `bindings` gives the values of dims no input binds (a
+   * `range` over a symbol, as the reference interpreter's `runGraph` takes them), and must agree with the inputs.
    */
-  async run(inputs: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>> {
+  async run(inputs: Readonly<Record<string, Tensor>>, opts: { readonly bindings?: DimBindings } = {}): Promise<Record<string, Tensor>> {
     this.check();
     const bindings: Record<string, number> = {};
+    for (const [k, v] of Object.entries(opts.bindings ?? {})) {
+      if (!Number.isInteger(v) || v < 0) throw new InputError(`dim '${k}' = ${v} is not a size`);
+      bindings[k] = v;
+    }
     for (const io of this.m.inputs) {
       if (io.values) continue; // computed below
       const given = inputs[io.name];
