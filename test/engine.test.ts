@@ -117,8 +117,9 @@ describe.skipIf(!hasShared)('stories260K on WebGPU', () => {
   it('holds each distinct kernel once: layers share kernels, no node ids in WGSL, features declared', (ctx) => {
     if (!gpu) return ctx.skip();
     const m = engine.manifest;
-    // kernels differing only in comments would be the same pipeline twice
-    const code = m.kernels.map((k) => k.wgsl.replace(/\/\/.*$/gm, '').replace(/\s+/g, ' '));
+    // kernels differing only in comments, and launched with the same params, would be the same pipeline twice (the
+    // final norm's rows are the logit rows, `outs`, the layers' are `seq`: same code, other params)
+    const code = m.kernels.map((k) => JSON.stringify([k.wgsl.replace(/\/\/.*$/gm, '').replace(/\s+/g, ' '), k.params]));
     expect(new Set(code).size).toBe(m.kernels.length);
     const dispatches = m.plans.reduce((a, p) => a + p.dispatches.length, 0) + 2;
     console.log(`stories260K: ${m.kernels.length} distinct kernels for ${dispatches} dispatches`);

@@ -464,7 +464,8 @@ export class EngineSession {
       this.cowScratch = d.createBuffer({ label: 'copy-on-write block', size: Math.max(16, this.kvBlockBytes()), usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
       this.allocator = new BlockAllocator(this.kvBlockCount, kv.blockSize);
     }
-    const sampleBytes = Math.max(16, align(this.maxTokens * 4, 16));
+    // one sampled id per token a step may run (engines that are not language models sample nothing)
+    const sampleBytes = this.m.lm ? Math.max(16, align(this.maxTokens * 4, 16)) : 16;
     this.sampleBuffer = d.createBuffer({ label: 'sampled tokens', size: sampleBytes, usage: storage });
     this.sampleRead = d.createBuffer({ label: 'sampled tokens readback', size: sampleBytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     // parameter slots: one per dispatch that has params, in every plan, plus the two samplers
