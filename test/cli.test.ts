@@ -305,7 +305,7 @@ describe.skipIf(!hasShared)('inspect: an ONNX graph (gpt2_megatron, an exported 
     expect(o.after.peak_bytes_planned).toBeLessThanOrEqual(o.after.peak_bytes_naive);
     const text = await runCli(['inspect', '--model', model]);
     expect(text.code, text.stderr).toBe(0);
-    expect(text.stdout).toMatch(/^model .*model\.onnx \(onnx, graph\)\nconfig +opset=\d+ .*inputs=input_ids:i32\[batch_size,seq_len\]/);
+    expect(text.stdout).toMatch(/^model .*model\.onnx \(onnx, graph\)\nconfig +opset=\d+ .*inputs=input_ids:i64\[batch_size,seq_len\]/);
     expect(text.stdout).toMatch(/\ndims +batch_size, past_seq_len, seq_len: no value given, assumed 1\n/);
   });
   it('inspect --target webgpu compiles the graph for a device profile (one plan, run)', async () => {

@@ -17,6 +17,7 @@ import { requestGPUDevice } from '../runtime/device.js';
 import { loadTokenizer } from '../runtime/tokenizer-loader.js';
 import { CpuPagedExecutor } from '../runtime/serving/cpu-paged-executor.js';
 import { EngineSessionExecutor } from '../runtime/serving/engine-session-executor.js';
+import { BatchedEngineExecutor } from '../runtime/serving/batched-engine-executor.js';
 import { ServingSession } from '../runtime/serving/serving-session.js';
 import type { BatchExecutor } from '../runtime/serving/batch-executor.js';
 import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
@@ -98,8 +99,13 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
     } else {
       const handle = await requestGPUDevice();
       try {
-        const engine = await compile(model, { device: handle.info, prefillChunk: 64, onProgress: log });
-        executor = await EngineSessionExecutor.create(engine, { sessions: o.engineSessions, numBlocks: o.kvBlocks, device: handle, destroyDevice: true });
+        // batch-invariant kernels: a request's tokens do not depend on what else the step runs
+        const engine = await compile(model, { device: handle.info, prefillChunk: 64, batchInvariant: true, onProgress: log });
+        const session = await engine.createSession({ device: handle, kvBlocks: o.kvBlocks });
+        executor = new BatchedEngineExecutor(session, { maxPositions: model.maxPositions, vocabSize: model.config.vocabSize, stopTokens: model.stopTokens }, async () => {
+          await session.destroy();
+          await handle.destroy();
+        });
       } catch (e) {
         await handle.destroy();
         throw e;

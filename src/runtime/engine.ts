@@ -465,14 +465,14 @@ export class EngineSession {
       this.allocator = new BlockAllocator(this.kvBlockCount, kv.blockSize);
     }
     // one sampled id per token a step may run (engines that are not language models sample nothing)
-    const sampleBytes = this.m.lm ? Math.max(16, align(this.maxTokens * 4, 16)) : 16;
+    const sampleBytes = Math.max(16, align(this.sampledRowsMax * 4, 16));
     this.sampleBuffer = d.createBuffer({ label: 'sampled tokens', size: sampleBytes, usage: storage });
     this.sampleRead = d.createBuffer({ label: 'sampled tokens readback', size: sampleBytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     // parameter slots: one per dispatch that has params, in every plan, plus the two samplers
     const kernels = this.m.kernels;
     // parameter slots: one per dispatch that has params, in every plan, plus an argmax and a sampler launch per
     // row a step may sample
-    const dispatchesWithParams = this.m.plans.reduce((a, p) => a + p.dispatches.filter((x) => kernels[x.kernel].params.length).length, 0) + 2 * this.maxTokens;
+    const dispatchesWithParams = this.m.plans.reduce((a, p) => a + p.dispatches.filter((x) => kernels[x.kernel].params.length).length, 0) + 2 * this.sampledRowsMax;
     this.paramsBuffer = d.createBuffer({ label: 'kernel params', size: Math.max(PARAMS_STRIDE, dispatchesWithParams * PARAMS_STRIDE), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     stageDone('buffers', 'buffersMs');
     // weights: one buffer per payload part, streamed from the engine's weight source in chunks
@@ -542,7 +542,7 @@ export class EngineSession {
       this.samplerRow(0, false);
     }
     if (this.profile && d.features.has('timestamp-query')) {
-      const maxD = Math.max(...this.plans.map((p) => p.dispatches.length)) + this.maxTokens;
+      const maxD = Math.max(...this.plans.map((p) => p.dispatches.length)) + this.sampledRowsMax;
       this.querySet = d.createQuerySet({ type: 'timestamp', count: 2 * maxD });
     }
     const invalid = await d.popErrorScope();
@@ -755,6 +755,11 @@ export class EngineSession {
   }
 
   /** The argmax (`greedy`) or sampler launch of sampled row `row`, made on first use. */
+  /** Most rows one step samples: a token per row of a language model's step; none for other engines (their plans may be unbounded). */
+  private get sampledRowsMax(): number {
+    return this.m.lm ? this.maxTokens : 0;
+  }
+
   private samplerRow(row: number, greedy: boolean): PreparedDispatch {
     const list = greedy ? this.argmaxRows : this.samplerRows;
     list[row] ??= this.prepareDispatch!(greedy ? this.m.lm!.argmax : this.m.lm!.sampler);
