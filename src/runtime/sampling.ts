@@ -99,23 +99,8 @@ export function samplingProbabilities(logits: ArrayLike<number>, o: Omit<Samplin
   const topk = o.topk ?? 0;
   if (topk > 0 && topk < n) keepTopK(probs, topk);
   if (topp <= 0 || topp >= 1) return probs;
-  // run.c's nucleus: candidates above the cutoff by probability (index order on ties) until the sum passes top-p
-  const cutoff = (1 - topp) / (n - 1);
-  const idx: number[] = [];
-  for (let i = 0; i < n; i++) if (probs[i] >= cutoff) idx.push(i);
-  idx.sort((a, b) => probs[b] - probs[a] || a - b);
-  let cum = 0;
-  let last = idx.length - 1;
-  for (let i = 0; i < idx.length; i++) {
-    cum += probs[idx[i]];
-    if (cum > topp) {
-      last = i;
-      break;
-    }
-  }
+  const { idx, last, kept } = nucleus(probs, topp);
   const out = new Float32Array(n);
-  let kept = 0;
-  for (let i = 0; i <= last; i++) kept += probs[idx[i]];
   for (let i = 0; i <= last; i++) out[idx[i]] = probs[idx[i]] / kept;
   return out;
 }
@@ -157,22 +142,31 @@ function sampleMult(probs: Float32Array, coin: number): number {
   return last;
 }
 
-function sampleTopp(probs: Float32Array, topp: number, coin: number): number {
+/**
+ * run.c's nucleus: the candidates above the cutoff `(1 - topp) / (n - 1)`, by probability (index order on ties), and
+ * how many of them (`last + 1`) it takes for the sum (`kept`) to pass top-p.
+ */
+function nucleus(probs: Float32Array, topp: number): { idx: number[]; last: number; kept: number } {
   const n = probs.length;
   const cutoff = (1 - topp) / (n - 1);
   const idx: number[] = [];
   for (let i = 0; i < n; i++) if (probs[i] >= cutoff) idx.push(i);
   idx.sort((a, b) => probs[b] - probs[a] || a - b);
-  let cum = 0;
+  let kept = 0;
   let last = idx.length - 1;
   for (let i = 0; i < idx.length; i++) {
-    cum += probs[idx[i]];
-    if (cum > topp) {
+    kept += probs[idx[i]];
+    if (kept > topp) {
       last = i;
       break;
     }
   }
-  const r = coin * cum;
+  return { idx, last, kept };
+}
+
+function sampleTopp(probs: Float32Array, topp: number, coin: number): number {
+  const { idx, last, kept } = nucleus(probs, topp);
+  const r = coin * kept;
   let cdf = 0;
   for (let i = 0; i <= last; i++) {
     cdf += probs[idx[i]];
