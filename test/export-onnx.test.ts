@@ -115,7 +115,7 @@ describe.skipIf(!hasShared)('stories260K exported to ONNX', async () => {
       const quant = parseQuantScheme(scheme);
       const { graph, exported } = exportCausalLmOnnx(model, quant ? { quant } : {});
       const back = importOnnx(exported.model);
-      expect(back.inputs.map((i) => [i.name, i.onnxType, i.dtype])).toEqual([['input_ids', 'INT64', 'i32']]);
+      expect(back.inputs.map((i) => [i.name, i.onnxType, i.dtype])).toEqual([['input_ids', 'INT64', 'i64']]);
       for (const n of [2, 12]) {
         const ids = tokenIds(n, 512, 3);
         const got = runGraph(back.graph, { input_ids: Tensor.from('i32', [1, n], ids) }).logits.data as Float32Array;

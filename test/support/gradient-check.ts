@@ -207,8 +207,9 @@ export function checkGradients(c: GraphCase, opts: GradientCheckOptions = {}): G
       for (let k = 0; k < x.length; k++) moved[k] = x[k] + t * direction[k];
       const out = runGraph(fdGraph, { ...values, [leaf]: new Tensor('f32', values[leaf].shape, moved) }, { bindings: c.bindings });
       for (let i = 0; i < decisionNodes.length; i++) {
-        const a = out[`__d${i}`].numbers;
-        const b = centre[`__d${i}`].numbers;
+        // decisions may be i64 (bigints): compared as they are
+        const a = out[`__d${i}`].data;
+        const b = centre[`__d${i}`].data;
         for (let k = 0; k < a.length; k++) if (a[k] !== b[k] && !(Number.isNaN(a[k]) && Number.isNaN(b[k]))) return undefined;
       }
       return weightedSum(out, outNames, rs);

@@ -156,10 +156,12 @@ export function exportOnnx(graph: Graph, opts: ExportOnnxOptions = {}): OnnxExpo
   for (const inp of graph.inputs) {
     const spec = inputSpec(inp.attrs.name);
     const name = onnxInputName(inp.attrs.name);
-    if (spec.int64 && inp.dtype !== 'i32') throw new InputError(`export: input '${inp.attrs.name}' is ${inp.dtype}; only i32 inputs can be declared int64`);
-    inputs.push({ name, dataType: spec.int64 ? OnnxDataType.INT64 : onnxDataType(inp.dtype), shape: inp.shape });
+    // an i64 input is INT64 already; `int64` declares an i32 input as INT64 (token ids), narrowed by a Cast inside
+    const widened = spec.int64 && inp.dtype !== 'i64';
+    if (widened && inp.dtype !== 'i32') throw new InputError(`export: input '${inp.attrs.name}' is ${inp.dtype}; only i32 inputs can be declared int64`);
+    inputs.push({ name, dataType: widened ? OnnxDataType.INT64 : onnxDataType(inp.dtype), shape: inp.shape });
     let cast: string | undefined;
-    values.set(inp, { type: inp, name: () => (spec.int64 ? (cast ??= w.op('Cast', [name], { to: OnnxDataType.INT32 })) : name) });
+    values.set(inp, { type: inp, name: () => (widened ? (cast ??= w.op('Cast', [name], { to: OnnxDataType.INT32 })) : name) });
   }
 
   for (const n of graph.nodes()) {
