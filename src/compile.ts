@@ -76,7 +76,7 @@ export interface CompileOptions {
   /** Kernel variants to force over the schedule rules (tuning, debugging). */
   variants?: LowerVariants;
   /**
-   * Measured picks of tunable kernels (a timing table from {@link tuneModel} or a timing cache), or a tuner round;
+   * Measured picks of tunable kernels (a timing table from {@link tune!tuneModel} or a timing cache), or a tuner round;
    * absent: the schedule rules decide.
    */
   tuning?: TuningRequest;

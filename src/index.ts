@@ -112,6 +112,8 @@ export type { LowerVariants, Launch, LaunchOperand, KvOperand, KvPoolOperand, Bl
 export type { AttentionVariant, DecodeAttentionVariant, FlashAttentionVariant } from './codegen/attention.js';
 export * from './webgpu-pipeline.js';
 export { compile, compileModel, compileGraph, runGraphOnWebGPU, type CompileOptions, type CompiledEngine } from './compile.js';
+export { type TuningRequest } from './codegen/schedule/tuning.js';
+export * from './tune/index.js';
 
 // runtime: what `tensorwright/runtime` exports, less its internals
 export { Tensor, type TensorData } from './runtime/cpu/tensor.js';

@@ -7,7 +7,7 @@
  * format, the plan's token count). Each entry keeps the winner, its time, and every candidate's time, so a report can
  * say why.
  *
- * The file is data from disk: {@link TimingCache.parse} checks every field and throws {@link ModelFormatError} naming
+ * The file is data from disk: {@link TimingCache.parse} checks every field and throws `ModelFormatError` naming
  * the field; a variant it holds can only pick among the candidates the schedule rules allow for the signature
  * (`chooseScheduledVariant`), so a hostile or stale cache costs speed, never correctness.
  * @module
@@ -89,7 +89,7 @@ export class TimingCache {
   /**
    * Reads a cache file's text, checking every field.
    * @param source What the text is (a path), for error messages.
-   * @throws {@link ModelFormatError} naming the field that is wrong.
+   * @throws {@link errors!ModelFormatError | ModelFormatError} naming the field that is wrong.
    */
   static parse(text: string, source: string): TimingCache {
     let v: unknown;

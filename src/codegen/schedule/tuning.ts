@@ -11,6 +11,7 @@
  *
  * A table entry naming a variant that is no longer a candidate (the generator changed, a stale cache) is ignored:
  * the heuristic pick stands, so a timing cache can never select a kernel the rules would not allow.
+ * @mergeModuleWith compile
  * @module
  */
 import type { KernelSchedule } from '../../runtime/kernel-source.js';
@@ -45,12 +46,20 @@ export function kernelSignature(family: string, spec: object): string {
   return `${family}:${variantKey(plain(spec))}`;
 }
 
+/** A tunable kernel's chosen variant and how it was chosen. */
+export interface ScheduledVariant<V> {
+  /** The variant with its tuning. */
+  readonly variant: V;
+  /** Who chose it, recorded in the kernel. */
+  readonly schedule: KernelSchedule;
+}
+
 /**
  * Picks the variant of a tunable kernel: `heuristic` is the schedule rule's pick and `candidates` lists the others its
  * rules allow (the heuristic is made candidate 0 and duplicates are dropped). The list is only built when `tuning`
  * asks for anything, so a plain compile pays nothing for it.
  */
-export function chooseScheduledVariant<V>(signature: string, heuristic: V, candidates: () => readonly V[], tuning: TuningRequest | undefined): { variant: V; schedule: KernelSchedule } {
+export function chooseScheduledVariant<V>(signature: string, heuristic: V, candidates: () => readonly V[], tuning: TuningRequest | undefined): ScheduledVariant<V> {
   if (!tuning || (tuning.explore === undefined && !tuning.table?.has(signature))) return { variant: heuristic, schedule: { source: 'heuristic', signature, variant: variantKey(heuristic), candidate: 0 } };
   const list: V[] = [heuristic];
   const keys = [variantKey(heuristic)];
@@ -61,7 +70,7 @@ export function chooseScheduledVariant<V>(signature: string, heuristic: V, candi
       list.push(c);
     }
   }
-  const at = (i: number, source: KernelSchedule['source']): { variant: V; schedule: KernelSchedule } => ({ variant: list[i], schedule: { source, signature, variant: keys[i], candidate: i, candidates: list.length } });
+  const at = (i: number, source: KernelSchedule['source']): ScheduledVariant<V> => ({ variant: list[i], schedule: { source, signature, variant: keys[i], candidate: i, candidates: list.length } });
   const tuned = tuning.table?.get(signature);
   if (tuned !== undefined) {
     const i = keys.indexOf(tuned);
