@@ -66,15 +66,7 @@ export class Sampler {
 export function sampleToken(logits: ArrayLike<number>, o: Omit<SamplingOptions, 'seed'>, coin: number): number {
   const { temperature, topp } = o;
   if (temperature === 0) return argmax(logits);
-  const n = logits.length;
-  const probs = new Float32Array(n);
-  let mx = -Infinity;
-  for (let i = 0; i < n; i++) mx = Math.max(mx, Math.fround(logits[i] / temperature));
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += probs[i] = Math.exp(Math.fround(logits[i] / temperature) - mx);
-  for (let i = 0; i < n; i++) probs[i] /= sum;
-  const topk = o.topk ?? 0;
-  if (topk > 0 && topk < n) keepTopK(probs, topk);
+  const probs = temperedTopK(logits, temperature, o.topk ?? 0);
   return topp <= 0 || topp >= 1 ? sampleMult(probs, coin) : sampleTopp(probs, topp, coin);
 }
 
@@ -91,13 +83,7 @@ export function samplingProbabilities(logits: ArrayLike<number>, o: Omit<Samplin
     return probs;
   }
   const { temperature, topp } = o;
-  let mx = -Infinity;
-  for (let i = 0; i < n; i++) mx = Math.max(mx, Math.fround(logits[i] / temperature));
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += probs[i] = Math.exp(Math.fround(logits[i] / temperature) - mx);
-  for (let i = 0; i < n; i++) probs[i] /= sum;
-  const topk = o.topk ?? 0;
-  if (topk > 0 && topk < n) keepTopK(probs, topk);
+  temperedTopK(logits, temperature, o.topk ?? 0, probs);
   if (topp <= 0 || topp >= 1) return probs;
   const { idx, last, kept } = nucleus(probs, topp);
   const out = new Float32Array(n);
@@ -111,6 +97,18 @@ export function samplingProbabilities(logits: ArrayLike<number>, o: Omit<Samplin
  */
 export function sampleFromProbabilities(probs: Float32Array, coin: number): number {
   return sampleMult(probs, coin);
+}
+
+/** The softmax of `logits / temperature` (run.c's f32 rounding), cut to the top `topk` by value when 0 < topk < n. */
+function temperedTopK(logits: ArrayLike<number>, temperature: number, topk: number, probs = new Float32Array(logits.length)): Float32Array {
+  const n = logits.length;
+  let mx = -Infinity;
+  for (let i = 0; i < n; i++) mx = Math.max(mx, Math.fround(logits[i] / temperature));
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += probs[i] = Math.exp(Math.fround(logits[i] / temperature) - mx);
+  for (let i = 0; i < n; i++) probs[i] /= sum;
+  if (topk > 0 && topk < n) keepTopK(probs, topk);
+  return probs;
 }
 
 /**
