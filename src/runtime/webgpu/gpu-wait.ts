@@ -8,9 +8,12 @@
  *
  * {@link GpuWaiter} keeps, per kind of work, an estimate of how long a submit takes to finish; it sleeps on a plain
  * timer (no GPU promise pending, so no polling, and the event loop stays free) for most of that time and only then
- * awaits the GPU promise. The estimate follows what it observes: a wait that finds the work already done on waking
- * lowers it (timers fire late, so sleeping longer than needed must not feed back into the estimate), and a wait that
- * has to poll sets it to the time observed. On a real GPU, or in a browser, nothing
+ * awaits the GPU promise. The estimate follows what it observes: the first wait of a kind teaches nothing (it
+ * includes what the driver does on a pipeline's first use: lavapipe compiles shaders then, which took seconds where
+ * the step itself takes milliseconds, and an estimate learned from it made every later step sleep seconds); a wait
+ * that finds the work already done on waking halves it (timers fire late, so sleeping longer than needed must not
+ * feed back into the estimate, and how much earlier the work finished is unknown); a wait that has to poll sets it
+ * to the time observed. On a real GPU, or in a browser, nothing
  * competes for the GPU's time and waits are short, so the default there is to await at once.
  * @module
  */
@@ -55,6 +58,7 @@ export class GpuWaiter {
   private readonly fraction: number;
   private readonly minSleepMs: number;
   private readonly expectedMs = new Map<string, number>();
+  private readonly seen = new Set<string>();
 
   constructor(options: GpuWaiterOptions = {}) {
     this.mode = options.mode ?? 'poll';
@@ -82,17 +86,21 @@ export class GpuWaiter {
     }
     const result = await done();
     const took = performance.now() - submittedAt;
+    if (!this.seen.has(key)) {
+      this.seen.add(key); // the first wait of a kind is a warm-up (see the module comment): learn nothing from it
+      return result;
+    }
     // Work found finished on waking took at most `woke` (timers fire late, so the sleep itself says little): probe
-    // lower. Work that had to be polled for took about `took`: a shorter time is taken at once, a longer one only a
+    // at half of it. Work that had to be polled for took about `took`: a shorter time is taken at once, a longer one only a
     // quarter of the way (one slow step on a busy machine must not make the next steps oversleep; sleeping too long
     // costs latency, polling only costs some throughput).
     const alreadyDone = woke >= 0 && took - woke < ALREADY_DONE_MS;
-    const next = alreadyDone ? this.fraction * Math.min(expected!, woke) : expected === undefined || took < expected ? took : expected + (took - expected) / 4;
+    const next = alreadyDone ? 0.5 * Math.min(expected!, woke) : expected === undefined || took < expected ? took : expected + (took - expected) / 4;
     this.expectedMs.set(key, next);
     return result;
   }
 
-  /** The learned time of `key` in milliseconds (undefined before its first wait). */
+  /** The learned time of `key` in milliseconds (undefined before its second wait: the first is a warm-up). */
   expected(key: string): number | undefined {
     return this.expectedMs.get(key);
   }
