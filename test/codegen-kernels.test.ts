@@ -13,6 +13,8 @@ import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { generateSamplingKernel } from '../src/codegen/sampling.js';
 import { generateSoftmaxKernel } from '../src/codegen/softmax.js';
 import { workgroupReduction } from '../src/codegen/workgroup.js';
+import { createTarget } from '../src/codegen/target.js';
+import { fixedSubgroupSize } from '../src/ir/target.js';
 import type { DType } from '../src/ir/dtype.js';
 import * as ref from '../src/runtime/cpu/kernels.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
@@ -135,6 +137,28 @@ describe('rmsnorm and layernorm', () => {
     expect(maxErr(ref.layernorm(x, w, b, 1e-5), got)).toBeLessThan(1e-5);
     const s = generateSoftmaxKernel({ cols: 'cols', rows: 'rows', dtype: 'f32', subgroups: true, staticLoops: false });
     const sx = rand('f32', [2, 777], 19, 3);
+    expect(maxErr(ref.softmax(sx, 1), await run(s, { x: sx }, { rows: 2, cols: 777 }, 'f32', [2, 777]))).toBeLessThan(1e-6);
+  });
+
+  it('one-subgroup workgroups (a device with one fixed subgroup size) reduce with no barrier and give the same results', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const t = createTarget(gpu.info);
+    const sg = fixedSubgroupSize(t);
+    if (!gpuHas(gpu, 'subgroups', t.features.includes('subgroups') && sg !== undefined)) return ctx.skip();
+    for (const cols of [5, 300]) {
+      const k = generateNormKernel({ kind: 'rmsnorm', cols, rows: 'rows', dtype: 'f32', subgroups: true, fixedSubgroupSize: sg, staticLoops: false });
+      expect(k.variant).toBe(`row-wg${sg}-subgroup`);
+      expect(k.wgsl).not.toMatch(/workgroupBarrier|var<workgroup>/);
+      const x = rand('f32', [3, cols], 30 + cols);
+      const w = rand('f32', [cols], 31);
+      expect(maxErr(ref.rmsnorm(x, w, 1e-5), await run(k, { x, weight: w }, { rows: 3 }, 'f32', [3, cols])), `rmsnorm ${cols}`).toBeLessThan(1e-5);
+      const l = generateNormKernel({ kind: 'layernorm', cols, rows: 'rows', dtype: 'f32', subgroups: true, fixedSubgroupSize: sg });
+      const b = rand('f32', [cols], 32);
+      expect(maxErr(ref.layernorm(x, w, b, 1e-5), await run(l, { x, weight: w, bias: b }, { rows: 3 }, 'f32', [3, cols])), `layernorm ${cols}`).toBeLessThan(1e-5);
+    }
+    const s = generateSoftmaxKernel({ cols: 'cols', rows: 'rows', dtype: 'f32', subgroups: true, fixedSubgroupSize: sg, staticLoops: false });
+    expect(s.wgsl).not.toMatch(/workgroupBarrier/);
+    const sx = rand('f32', [2, 777], 33, 3);
     expect(maxErr(ref.softmax(sx, 1), await run(s, { x: sx }, { rows: 2, cols: 777 }, 'f32', [2, 777]))).toBeLessThan(1e-6);
   });
 

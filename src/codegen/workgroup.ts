@@ -22,6 +22,13 @@ export interface WorkgroupReductionOptions {
   readonly staticLoops?: boolean;
   /** Name of the kernel's own `@builtin(num_workgroups)` parameter, if it has one (a builtin may appear only once). */
   readonly numWorkgroups?: string;
+  /**
+   * The device's fixed subgroup size, when it has one. A workgroup of exactly that size is one subgroup, so with
+   * `subgroups` its reductions are one `subgroupAdd`/`subgroupMax` each: no workgroup memory and no barrier (on
+   * software rasterizers a barrier switches between the workgroup's subgroups, which costs more than a small row's
+   * arithmetic).
+   */
+  readonly fixedSubgroupSize?: number;
 }
 
 /** WGSL pieces of a workgroup reduction: declarations, functions, entry-point builtins, prologue, call syntax. */
@@ -50,6 +57,7 @@ export function workgroupReduction(o: WorkgroupReductionOptions): WorkgroupReduc
   const hidden = o.staticLoops === false;
   const extra = hidden ? ', red_half: u32' : '';
   if (!Number.isInteger(WG) || WG < 1 || (WG & (WG - 1)) !== 0) throw new InputError(`workgroup reductions need a power-of-two workgroup size, got ${WG}`);
+  if (o.subgroups && o.fixedSubgroupSize === WG) return singleSubgroupReduction(WG);
   const fn = (op: 'sum' | 'max'): string => {
     const comb = (a: string, b: string): string => (op === 'sum' ? `${a} + ${b}` : `max(${a}, ${b})`);
     const sg = o.subgroups
@@ -123,12 +131,35 @@ export function workgroupReduction(o: WorkgroupReductionOptions): WorkgroupReduc
   };
 }
 
+/** The reduction of a workgroup that is one subgroup (see {@link WorkgroupReductionOptions.fixedSubgroupSize}). */
+function singleSubgroupReduction(WG: number): WorkgroupReduction {
+  return {
+    subgroups: true,
+    module: [
+      `const REDUCE_SIZE: u32 = ${WG}u; // lanes taking part in reductions: the workgroup, which is one subgroup`,
+      'fn reduce_sum(v: f32) -> f32 { return subgroupAdd(v); }',
+      'fn reduce_max(v: f32) -> f32 { return subgroupMax(v); }',
+    ].join('\n'),
+    entryParams: '',
+    prologue: '',
+    call: (op, value) => `reduce_${op}(${value})`,
+  };
+}
+
 /** Options shared by kernels that run one workgroup per row of a `[rows, cols]` view. */
 export interface RowKernelOptions {
   /** Number of rows (product of the leading dims); default `'rows'`. */
   readonly rows?: DimLike;
-  /** Lanes per workgroup (default: 64 when `cols` is static and <= 256, else 256). */
-  readonly workgroupSize?: 64 | 128 | 256;
+  /**
+   * Lanes per workgroup, a power of two (default: 64 when `cols` is static and <= 256, else 256; or the device's fixed
+   * subgroup size when {@link RowKernelOptions.fixedSubgroupSize} is given).
+   */
+  readonly workgroupSize?: number;
+  /**
+   * The device's fixed subgroup size (with `subgroups`): the default workgroup is then one subgroup, and the row's
+   * reductions need no barrier (see {@link WorkgroupReductionOptions.fixedSubgroupSize}).
+   */
+  readonly fixedSubgroupSize?: number;
   /** Reduce with subgroup operations (device `subgroups` feature). */
   readonly subgroups?: boolean;
   /** Constant reduction trip counts (default true); `false` compiles faster on lavapipe (see {@link WorkgroupReductionOptions}). */
@@ -160,8 +191,9 @@ export class RowKernel {
 
   /** Scaffolding for rows of `cols` values (a number, or a canonical dim expression when dynamic). */
   constructor(o: RowKernelOptions, cols: number | string) {
-    this.workgroupSize = o.workgroupSize ?? (typeof cols === 'number' && cols <= 256 ? 64 : 256);
-    this.red = workgroupReduction({ workgroupSize: this.workgroupSize, subgroups: o.subgroups ?? false, staticLoops: o.staticLoops, numWorkgroups: 'nwg' });
+    const oneSubgroup = o.subgroups && o.fixedSubgroupSize !== undefined ? o.fixedSubgroupSize : undefined;
+    this.workgroupSize = o.workgroupSize ?? oneSubgroup ?? (typeof cols === 'number' && cols <= 256 ? 64 : 256);
+    this.red = workgroupReduction({ workgroupSize: this.workgroupSize, subgroups: o.subgroups ?? false, staticLoops: o.staticLoops, numWorkgroups: 'nwg', fixedSubgroupSize: o.fixedSubgroupSize });
     this.rows = o.rows ?? 'rows';
     this.rowsRef = this.params.ref(this.rows);
     this.nodes = o.nodes ?? [];

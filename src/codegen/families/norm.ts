@@ -6,7 +6,7 @@
 import { attrsOf } from '../../ir/attrs.js';
 import { UnsupportedOpError } from '../../errors.js';
 import { dimProduct } from '../../ir/dim.js';
-import { hasFeature } from '../../ir/target.js';
+import { fixedSubgroupSize, hasFeature } from '../../ir/target.js';
 import { printNode } from '../../ir/printer.js';
 import type { KernelFamily } from '../family.js';
 import { generateNormKernel } from '../norm.js';
@@ -30,6 +30,9 @@ export const normFamily: KernelFamily = {
       eps: attrsOf(node, node.op as 'rmsnorm' | 'layernorm').eps,
       bias: node.inputs.length > 2,
       subgroups: hasFeature(ctx.target, 'subgroups'),
+      // a CPU rasterizer runs a workgroup on one thread, switching between its subgroups at every barrier: one
+      // subgroup per row does the same work with no barrier
+      fixedSubgroupSize: ctx.target.deviceClass === 'software-gpu' ? fixedSubgroupSize(ctx.target) : undefined,
       staticLoops: ctx.target.deviceClass !== 'software-gpu',
       nodes: [printNode(node)],
     });

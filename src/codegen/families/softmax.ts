@@ -6,7 +6,7 @@ import { attrsOf } from '../../ir/attrs.js';
 import { UnsupportedOpError } from '../../errors.js';
 import { dimProduct } from '../../ir/dim.js';
 import { printNode } from '../../ir/printer.js';
-import { hasFeature } from '../../ir/target.js';
+import { fixedSubgroupSize, hasFeature } from '../../ir/target.js';
 import type { KernelFamily } from '../family.js';
 import { generateSoftmaxKernel } from '../softmax.js';
 import { dimText, floatStorage, launchOf } from './common.js';
@@ -25,6 +25,9 @@ export const softmaxFamily: KernelFamily = {
       rows: dimText(dimProduct(x.shape.slice(0, -1))),
       dtype: floatStorage(node),
       subgroups: hasFeature(ctx.target, 'subgroups'),
+      // a CPU rasterizer runs a workgroup on one thread, switching between its subgroups at every barrier: one
+      // subgroup per row does the same work with no barrier
+      fixedSubgroupSize: ctx.target.deviceClass === 'software-gpu' ? fixedSubgroupSize(ctx.target) : undefined,
       staticLoops: ctx.target.deviceClass !== 'software-gpu',
       nodes: [printNode(node)],
     });
