@@ -284,6 +284,8 @@ interface PreparedDispatch {
   readonly pipeline: GPUComputePipeline;
   readonly bindGroup: GPUBindGroup;
   readonly paramsIndex: number; // -1 when the kernel has no params
+  /** Its params and grid at the last bindings it was encoded with (steps of a decode loop repeat them). */
+  last?: { readonly key: string; readonly values: Uint32Array; readonly grid: [number, number, number] };
 }
 
 interface PreparedPlan {
@@ -386,6 +388,8 @@ export class EngineSession {
   private sampleRead!: GPUBuffer;
   private paramsBuffer!: GPUBuffer;
   private paramsSlots = 0;
+  /** The host copy of every dispatch's params, written to {@link EngineSession.paramsBuffer} each step. */
+  private paramsStaging = new Uint32Array(0);
   private plans: PreparedPlan[] = [];
   /** Per sampled row of a step: its argmax launch and its sampler launch (each with its own params slot). */
   private argmaxRows: PreparedDispatch[] = [];
@@ -599,13 +603,28 @@ export class EngineSession {
   private encode(enc: GPUCommandEncoder, plan: PreparedPlan, bindings: DimBindings, extra: { d: PreparedDispatch; params: Uint32Array }[] = []): void {
     const kernels = this.m.kernels;
     const all = [...plan.dispatches.map((d) => ({ d, params: undefined as Uint32Array | undefined })), ...extra];
-    const slots = new Uint32Array((this.paramsSlots * PARAMS_STRIDE) / 4);
+    const words = (this.paramsSlots * PARAMS_STRIDE) / 4;
+    if (this.paramsStaging.length !== words) this.paramsStaging = new Uint32Array(words);
+    const slots = this.paramsStaging; // writeBuffer copies it: one array serves every step
     const grids: [number, number, number][] = [];
+    // a decode loop encodes the same plan at the same bindings step after step: evaluate each dispatch's params and
+    // grid once per distinct bindings, not per step
+    const key = Object.keys(bindings)
+      .sort()
+      .map((k) => `${k}=${bindings[k]}`)
+      .join(',');
     for (const { d, params } of all) {
       const k = kernels[d.manifest.kernel];
-      const values = params ?? (k.params.length ? evalParams(k.params, bindings) : new Uint32Array(0));
+      let values: Uint32Array;
+      let grid: [number, number, number];
+      if (!params && d.last?.key === key) ({ values, grid } = d.last);
+      else {
+        values = params ?? (k.params.length ? evalParams(k.params, bindings) : new Uint32Array(0));
+        grid = this.checkedGrid(d.manifest.kernel, k.grid.map((g) => evalGrid(g, k.params, values.length ? values : bindings)), bindings);
+        if (!params) d.last = { key, values, grid };
+      }
       if (d.paramsIndex >= 0) slots.set(values, (d.paramsIndex * PARAMS_STRIDE) / 4);
-      grids.push(this.checkedGrid(d.manifest.kernel, k.grid.map((g) => evalGrid(g, k.params, values.length ? values : bindings)), bindings));
+      grids.push(grid);
     }
     this.device.queue.writeBuffer(this.paramsBuffer, 0, slots.buffer as ArrayBuffer, 0, slots.byteLength);
     const timed = this.querySet !== undefined;
@@ -630,10 +649,10 @@ export class EngineSession {
    */
   private checkedGrid(kernel: number, grid: number[], bindings: DimBindings): [number, number, number] {
     const limit = this.handle.info.limits.maxComputeWorkgroupsPerDimension ?? 65535;
-    const at = Object.entries(bindings).map(([k, v]) => `${k}=${v}`).join(' ');
+    const at = (): string => Object.entries(bindings).map(([k, v]) => `${k}=${v}`).join(' ');
     grid.forEach((n, axis) => {
-      if (!Number.isInteger(n) || n < 0) throw new ModelFormatError(`kernels[${kernel}].grid[${axis}]`, 0, `the dispatch grid evaluates to ${n} at ${at}`);
-      if (n > limit) throw new DeviceError('LIMIT_EXCEEDED', `kernel ${kernel}'s dispatch grid needs ${n} workgroups along ${'xyz'[axis]} at ${at}, more than maxComputeWorkgroupsPerDimension ${limit}`);
+      if (!Number.isInteger(n) || n < 0) throw new ModelFormatError(`kernels[${kernel}].grid[${axis}]`, 0, `the dispatch grid evaluates to ${n} at ${at()}`);
+      if (n > limit) throw new DeviceError('LIMIT_EXCEEDED', `kernel ${kernel}'s dispatch grid needs ${n} workgroups along ${'xyz'[axis]} at ${at()}, more than maxComputeWorkgroupsPerDimension ${limit}`);
     });
     return grid as [number, number, number];
   }
