@@ -1,7 +1,8 @@
 // Pruning (src/compress): masks keep exactly the pattern's share of the best-scoring weights in each unit; Wanda's
 // input norms against a hand computation; SNIP's gradient against finite differences of the loss; GraSP's
 // Hessian-gradient product and the Fisher scores against closed forms on a quadratic loss; masked fine-tuning keeps
-// pruned weights at zero and lowers the loss; typed errors for bad sparsities and shapes.
+// pruned weights at zero and lowers the loss; structured pruning computes what the original model computes with the
+// removed channels' and heads' outputs zeroed; typed errors for bad sparsities, shapes and head counts.
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../src/errors.js';
 import { GraphBuilder } from '../src/ir/builder.js';
@@ -13,6 +14,9 @@ import { gradientSaliencies, hessianGradientProduct } from '../src/compress/grad
 import { maskedFinetune } from '../src/compress/masked-finetune.js';
 import { nextTokenBatches, nextTokenLossGraph, ParameterGradients } from '../src/compress/parameter-gradients.js';
 import { prunableWeights, pruneGraph } from '../src/compress/prune-graph.js';
+import { pruneStructured } from '../src/compress/structured-prune.js';
+import { runGraph } from '../src/runtime/cpu/interpreter.js';
+import { windowInputs } from '../src/compress/capture.js';
 import { parsePrunePattern, patternSparsity, selectMasks, type ScoredMatrix } from '../src/compress/prune-mask.js';
 import { inputChannelNorms, wandaSaliency } from '../src/compress/saliency.js';
 import { expectThrown } from './support/expect-thrown.js';
@@ -231,5 +235,55 @@ describe('pruneGraph and masked fine-tuning on a tiny Llama', () => {
     // the kept weights did move
     const wq = r.masks.get('layers.0.wq')!;
     expect(ft.values['layers.0.wq'].some((v, i) => wq[i] && v !== pg.initial['layers.0.wq'][i])).toBe(true);
+  });
+});
+
+describe('structured pruning', () => {
+  const gqa: LlamaConfig = { dim: 16, hiddenDim: 12, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 12, seqLen: 16, sharedClassifier: false };
+
+  it('the shrunk model computes what the original computes with the removed FFN channels and GQA groups zeroed', () => {
+    const weights = randomLlamaWeights(gqa, 8);
+    const g = buildLlama(gqa, weights);
+    for (const method of ['magnitude', 'wanda'] as const) {
+      const r = pruneStructured(g, tinyWindows, { method, ffnChannels: 5, heads: 2 });
+      expect(r.config).toMatchObject({ hiddenDim: 7, nHeads: 2, nKvHeads: 1, headDim: 4, dim: 16 });
+      expect(r.report.layers.every((l) => l.removedChannels.length === 5 && l.removedKvHeads.length === 1)).toBe(true);
+      // the reference: the original weights with the down projection's removed columns and the output projection's
+      // columns of the removed query heads set to zero (a removed KV head then feeds nothing)
+      const hs = 4;
+      const zeroed = {
+        ...weights,
+        layers: weights.layers.map((L, l) => {
+          const { removedChannels, removedKvHeads } = r.report.layers[l];
+          const w2 = Float32Array.from(L.w2 as Float32Array);
+          const wo = Float32Array.from(L.wo as Float32Array);
+          for (let row = 0; row < gqa.dim; row++) {
+            for (const c of removedChannels) w2[row * gqa.hiddenDim + c] = 0;
+            for (const kv of removedKvHeads) for (let j = kv * 2 * hs; j < (kv + 1) * 2 * hs; j++) wo[row * gqa.dim + j] = 0;
+          }
+          return { ...L, w2, wo };
+        }),
+      };
+      const ref = buildLlama(gqa, zeroed);
+      for (const w of tinyWindows) {
+        const want = runGraph(ref, windowInputs(ref, w)).logits.toArray();
+        const got = runGraph(r.graph, windowInputs(r.graph, w)).logits.toArray();
+        got.forEach((v, i) => expect(v).toBeCloseTo(want[i], 4));
+      }
+      // the matmuls did shrink
+      const shapes = new Map(r.graph.weights.all().map((e) => [e.name, e.shape]));
+      expect(shapes.get('layers.0.w1')).toEqual([7, 16]);
+      expect(shapes.get('layers.0.w2')).toEqual([16, 7]);
+      expect(shapes.get('layers.0.wq')).toEqual([8, 16]);
+      expect(shapes.get('layers.0.wk')).toEqual([4, 16]);
+      expect(shapes.get('layers.0.wo')).toEqual([16, 8]);
+    }
+  });
+
+  it('head counts that split a GQA group, or remove everything, are typed errors', () => {
+    const g = buildLlama(gqa, randomLlamaWeights(gqa, 8));
+    expect(expectThrown(() => pruneStructured(g, tinyWindows, { method: 'magnitude', heads: 1 }), InputError).message).toMatch(/whole GQA groups of 2 query heads.*multiple of 2/);
+    expect(expectThrown(() => pruneStructured(g, tinyWindows, { method: 'magnitude', heads: 4 }), InputError).message).toMatch(/--heads 4: must remove 0\.\.3 of the 4 query heads/);
+    expect(expectThrown(() => pruneStructured(g, tinyWindows, { method: 'magnitude', ffnChannels: 12 }), InputError).message).toMatch(/--ffn-channels 12: must remove 0\.\.11/);
   });
 });

@@ -7,14 +7,16 @@
  *
  * The output's N:M pattern is recoverable: `compile --sparsity N:M` (magnitude N:M) of the file keeps exactly the
  * weights the mask kept, and a `block<B>` file compiles with `--sparsity block<B>-<1 − S>` keeping exactly its blocks.
- * Structured pruning (`--heads`, `--ffn-channels`) is not implemented yet and is refused.
+ * `--heads K` and `--ffn-channels K` remove K query heads (whole GQA groups) and K FFN channels from every layer first
+ * ({@link pruneStructured}: the matmuls shrink, the config follows); a `--pattern` then prunes the smaller model.
  * @module
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
 import { tokenWindows } from '../compress/capture.js';
-import { pruneGraph, type PrunedLayer } from '../compress/prune-graph.js';
+import { finetuneOnly, pruneGraph, type PrunedLayer, type PruneResult } from '../compress/prune-graph.js';
+import { pruneStructured, type StructuredPruneReport } from '../compress/structured-prune.js';
 import { parsePrunePattern, patternName, patternSparsity, type PrunePattern, type PruneScope } from '../compress/prune-mask.js';
 import { SALIENCY_METHODS, type SaliencyMethod } from '../compress/saliency.js';
 import { ggufFileBytes, type GgufKeyValue } from '../export/gguf/writer.js';
@@ -38,15 +40,15 @@ export interface PruneCommandOptions {
   tokenizer?: string;
   /** Saliency method. */
   method: string;
-  /** Pattern: `unstructured`, `N:M`, `block<B>`. */
-  pattern: string;
+  /** Pattern: `unstructured`, `N:M`, `block<B>` (optional with `heads` or `ffnChannels` alone). */
+  pattern?: string;
   /** Share of weights pruned (implied by N:M). */
   sparsity?: number;
   /** Which weights compete: `row`, `layer`, `global` (default: `row` for Wanda unstructured, else `layer`). */
   scope?: string;
-  /** Structured pruning of attention heads (not implemented yet). */
+  /** Query heads removed per layer (whole GQA groups). */
   heads?: number;
-  /** Structured pruning of FFN channels (not implemented yet). */
+  /** FFN channels removed per layer. */
   ffnChannels?: number;
   /** Fine-tuning steps after pruning. */
   finetune?: number;
@@ -76,14 +78,16 @@ export interface PruneResultJson {
   output: string;
   /** Method. */
   method: SaliencyMethod;
-  /** Pattern as written (`unstructured`, `2:4`, `block4`). */
+  /** Pattern as written (`unstructured`, `2:4`, `block4`), or `none` (structured pruning alone). */
   pattern: string;
-  /** Which weights competed. */
-  scope: PruneScope;
-  /** Requested sparsity. */
+  /** Which weights competed (absent without a pattern). */
+  scope?: PruneScope;
+  /** Requested sparsity (0 without a pattern). */
   sparsity: number;
-  /** Achieved sparsity over every pruned weight. */
+  /** Achieved sparsity over every pruned weight (0 without a pattern). */
   achieved_sparsity: number;
+  /** Structured pruning: what was removed (with `--heads` or `--ffn-channels`). */
+  structured?: StructuredPruneReport;
   /** Calibration positions (over every window). */
   calibration_tokens: number;
   /** Fine-tuning steps. */
@@ -128,14 +132,19 @@ function positiveInt(flag: string, v: number | undefined, fallback: number, min 
 }
 
 /** Flag checks that need no file: method, pattern, sparsity, scope, structured flags. */
-function checkFlags(o: PruneCommandOptions): { method: SaliencyMethod; pattern: PrunePattern; sparsity: number; scope?: PruneScope } {
-  if (o.heads !== undefined || o.ffnChannels !== undefined)
-    throw new UsageError(`structured pruning (${[o.heads !== undefined ? '--heads' : '', o.ffnChannels !== undefined ? '--ffn-channels' : ''].filter(Boolean).join(', ')}) is not implemented yet; prune supports unstructured, N:M and block patterns`);
+function checkFlags(o: PruneCommandOptions): { method: SaliencyMethod; pattern?: PrunePattern; sparsity: number; scope?: PruneScope; structured: boolean } {
   if (!SALIENCY_METHODS.includes(o.method as SaliencyMethod)) throw new UsageError(`--method must be one of ${SALIENCY_METHODS.join(', ')}, got '${o.method}'`);
+  const structured = !!(o.heads || o.ffnChannels);
+  if (structured && o.method !== 'magnitude' && o.method !== 'wanda') throw new UsageError(`structured pruning (--heads, --ffn-channels) scores channels and heads with --method magnitude or wanda, not ${o.method}`);
   if (o.scope !== undefined && !SCOPES.includes(o.scope as PruneScope)) throw new UsageError(`--scope must be one of ${SCOPES.join(', ')}, got '${o.scope}'`);
+  if (o.pattern === undefined) {
+    if (!structured) throw new UsageError('--pattern is required (unstructured, N:M, block<B>) unless --heads or --ffn-channels asks for structured pruning alone');
+    if (o.sparsity !== undefined) throw new UsageError('--sparsity needs a --pattern');
+    return { method: o.method as SaliencyMethod, sparsity: 0, structured };
+  }
   try {
     const pattern = parsePrunePattern(o.pattern);
-    return { method: o.method as SaliencyMethod, pattern, sparsity: patternSparsity(pattern, o.sparsity), scope: o.scope as PruneScope | undefined };
+    return { method: o.method as SaliencyMethod, pattern, sparsity: patternSparsity(pattern, o.sparsity), scope: o.scope as PruneScope | undefined, structured };
   } catch (e) {
     if (e instanceof InputError) throw new UsageError(e.message);
     throw e;
@@ -144,7 +153,7 @@ function checkFlags(o: PruneCommandOptions): { method: SaliencyMethod; pattern: 
 
 /** Runs the command; resolves to the result (also printed, as a table or as JSON). */
 export async function pruneCommand(o: PruneCommandOptions): Promise<PruneResultJson> {
-  const { method, pattern, sparsity, scope } = checkFlags(o);
+  const { method, pattern, sparsity, scope, structured } = checkFlags(o);
   const steps = positiveInt('--finetune', o.finetune, 0, 0);
   const windowLength = positiveInt('--window', o.window, 128, 2);
   if (o.lr !== undefined && !(o.lr > 0)) throw new UsageError(`--lr must be positive, got ${o.lr}`);
@@ -162,10 +171,17 @@ export async function pruneCommand(o: PruneCommandOptions): Promise<PruneResultJ
   const windows = tokenWindows(calibIds, model.bosId, Math.min(windowLength, model.maxPositions), o.calibTokens ?? Infinity);
   if (!windows.length || windows[0].length < 2) throw new UsageError(`--calib ${o.calib} has no tokens to calibrate on`);
   const f32 = model.build({ lastTokenLogitsOnly: false });
-  const r = pruneGraph(f32, windows, { method, pattern, sparsity, scope, finetuneSteps: steps, adam: o.lr ? { lr: o.lr } : undefined, onProgress: log });
+  const s = structured ? pruneStructured(f32, windows, { method: method as 'magnitude' | 'wanda', heads: o.heads, ffnChannels: o.ffnChannels, onProgress: log }) : undefined;
+  if (s) log(`prune: structured: FFN channels ${s.report.hiddenDim.join(' -> ')}, query heads ${s.report.heads.join(' -> ')}, KV heads ${s.report.kvHeads.join(' -> ')} per layer`);
+  const shrunk = s?.graph ?? f32;
+  const adam = o.lr ? { lr: o.lr } : undefined;
+  const r: PruneResult = pattern
+    ? pruneGraph(shrunk, windows, { method, pattern, sparsity, scope, finetuneSteps: steps, adam, onProgress: log })
+    : { ...finetuneOnly(shrunk, windows, steps, adam), masks: new Map(), layers: [], sparsity: 0, calibrationTokens: windows.reduce((a, w) => a + w.length, 0) };
 
   const extra: GgufKeyValue[] = model.format === 'gguf' ? [...(model as GgufLlamaModel).gguf.header.metadata.values()].filter((kv) => kv.key.startsWith('tokenizer.')) : [];
-  const { metadata, tensors } = llamaGguf(r.graph, { name: `${basename(o.model)} ${method} ${patternName(pattern)} ${sparsity.toFixed(2)}`, contextLength: model.declaredContext ?? model.maxPositions, extra });
+  const what = [s ? `ffn ${s.report.hiddenDim[1]} heads ${s.report.heads[1]}` : '', pattern ? `${patternName(pattern)} ${sparsity.toFixed(2)}` : ''].filter(Boolean).join(' ');
+  const { metadata, tensors } = llamaGguf(r.graph, { name: `${basename(o.model)} ${method} ${what}`, contextLength: model.declaredContext ?? model.maxPositions, extra });
   const bytes = ggufFileBytes(metadata, tensors);
   await writeFile(o.output, bytes);
   // the file must decode to exactly the weights pruned here
@@ -181,10 +197,11 @@ export async function pruneCommand(o: PruneCommandOptions): Promise<PruneResultJ
   const result: PruneResultJson = {
     output: o.output,
     method,
-    pattern: patternName(pattern),
-    scope: r.scope,
+    pattern: pattern ? patternName(pattern) : 'none',
+    ...(r.scope ? { scope: r.scope } : {}),
     sparsity,
     achieved_sparsity: r.sparsity,
+    ...(s ? { structured: s.report } : {}),
     calibration_tokens: r.calibrationTokens,
     finetune_steps: steps,
     ...(losses?.length ? { finetune_loss: { first: meanOf(losses.slice(0, 10)), last: meanOf(losses.slice(-10)) } } : {}),
@@ -199,7 +216,8 @@ export async function pruneCommand(o: PruneCommandOptions): Promise<PruneResultJ
   if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
   else {
     process.stdout.write(`${pruneTable(r.layers).join('\n')}\n`);
-    process.stdout.write(`${method} ${patternName(pattern)} (${r.scope} scope): sparsity ${r.sparsity.toFixed(4)} over ${r.layers.length} weights${losses?.length ? `; fine-tuned ${steps} steps, loss ${result.finetune_loss!.first.toFixed(4)} -> ${result.finetune_loss!.last.toFixed(4)}` : ''}\n`);
+    if (s) process.stdout.write(`structured (${method}): FFN channels ${s.report.hiddenDim.join(' -> ')}, query heads ${s.report.heads.join(' -> ')}, KV heads ${s.report.kvHeads.join(' -> ')} per layer\n`);
+    process.stdout.write(`${method} ${pattern ? `${patternName(pattern)} (${r.scope} scope)` : 'no pattern'}: sparsity ${r.sparsity.toFixed(4)} over ${r.layers.length} weights${losses?.length ? `; fine-tuned ${steps} steps, loss ${result.finetune_loss!.first.toFixed(4)} -> ${result.finetune_loss!.last.toFixed(4)}` : ''}\n`);
     if (result.eval) {
       const e = result.eval;
       process.stdout.write(`eval on ${o.eval}: ${e.tokens} tokens, ppl ${e.ppl.toFixed(4)} (f32 ${e.ppl_f32.toFixed(4)}), KL mean ${e.kl_mean.toExponential(4)} p99 ${e.kl_p99.toExponential(3)}, top-1 agreement ${(100 * e.top1_agreement).toFixed(2)}%\n`);

@@ -71,8 +71,8 @@ export interface PruneResult {
   readonly masks: ReadonlyMap<string, Uint8Array>;
   /** One row per pruned weight, in graph order. */
   readonly layers: readonly PrunedLayer[];
-  /** The scope the masks were selected in. */
-  readonly scope: PruneScope;
+  /** The scope the masks were selected in (absent when nothing was masked). */
+  readonly scope?: PruneScope;
   /** Achieved sparsity over every pruned weight together. */
   readonly sparsity: number;
   /** Calibration positions (tokens fed, over every window). */
@@ -164,15 +164,25 @@ export function pruneGraph(graph: Graph, windows: readonly (readonly number[])[]
   let out = withLiveWeights(replaceWeights(graph, replacements));
   progress(`prune: kept ${keptAll} of ${totalAll} weights (sparsity ${(1 - keptAll / totalAll).toFixed(4)})`);
 
-  let finetuneLosses: number[] | undefined;
-  if (opts.finetuneSteps) {
-    const params = out.weights.all().filter((e) => e.dtype === 'f32' && e.encoding.kind === 'dense').map((e) => e.name);
-    const pg = new ParameterGradients(nextTokenLossGraph(out), { loss: 'loss', params });
-    const r = maskedFinetune(pg, nextTokenBatches(out, windows), pg.initial, maskByName, { steps: opts.finetuneSteps, adam: opts.adam, onProgress: progress });
-    const tensors: Record<string, Tensor> = {};
-    for (const name of params) tensors[name] = new Tensor('f32', pg.graph.inputs.find((x) => x.attrs.name === name)!.shape as number[], r.values[name]);
-    out = withLiveWeights(withWeightValues(out, tensors));
-    finetuneLosses = [...r.losses];
-  }
-  return { graph: out, masks: maskByName, layers, scope, sparsity: 1 - keptAll / totalAll, calibrationTokens, ...(finetuneLosses ? { finetuneLosses } : {}) };
+  const tuned = opts.finetuneSteps ? finetuneMasked(out, windows, maskByName, opts.finetuneSteps, opts.adam, progress) : undefined;
+  return { graph: tuned?.graph ?? out, masks: maskByName, layers, scope, sparsity: 1 - keptAll / totalAll, calibrationTokens, ...(tuned ? { finetuneLosses: tuned.finetuneLosses } : {}) };
+}
+
+/** Fine-tunes every dense f32 weight of `graph` on `windows`, holding the weights in `masks` to their masks. */
+function finetuneMasked(graph: Graph, windows: readonly (readonly number[])[], masks: ReadonlyMap<string, Uint8Array>, steps: number, adam: AdamOptions | undefined, progress: (l: string) => void): { graph: Graph; finetuneLosses: number[] } {
+  const params = graph.weights.all().filter((e) => e.dtype === 'f32' && e.encoding.kind === 'dense').map((e) => e.name);
+  const pg = new ParameterGradients(nextTokenLossGraph(graph), { loss: 'loss', params });
+  const r = maskedFinetune(pg, nextTokenBatches(graph, windows), pg.initial, masks, { steps, adam, onProgress: progress });
+  const tensors: Record<string, Tensor> = {};
+  for (const name of params) tensors[name] = new Tensor('f32', pg.graph.inputs.find((x) => x.attrs.name === name)!.shape as number[], r.values[name]);
+  return { graph: withLiveWeights(withWeightValues(graph, tensors)), finetuneLosses: [...r.losses] };
+}
+
+/**
+ * Fine-tunes every dense f32 weight of `graph` (a causal LM as {@link pruneGraph} takes) on `windows` with no masks:
+ * what structured pruning alone is followed by. Zero steps return the graph as it is.
+ */
+export function finetuneOnly(graph: Graph, windows: readonly (readonly number[])[], steps: number, adam?: AdamOptions, onProgress?: (line: string) => void): { graph: Graph; finetuneLosses?: readonly number[] } {
+  if (!steps) return { graph };
+  return finetuneMasked(withLiveWeights(graph), windows, new Map(), steps, adam, onProgress ?? ((): void => {}));
 }
