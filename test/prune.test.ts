@@ -14,7 +14,7 @@ import { gradientSaliencies, hessianGradientProduct } from '../src/compress/grad
 import { maskedFinetune } from '../src/compress/masked-finetune.js';
 import { nextTokenBatches, nextTokenLossGraph, ParameterGradients } from '../src/compress/parameter-gradients.js';
 import { prunableWeights, pruneGraph } from '../src/compress/prune-graph.js';
-import { pruneStructured } from '../src/compress/structured-prune.js';
+import { pruneStructured } from '../src/models/llama-structured-prune.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { windowInputs } from '../src/compress/capture.js';
 import { parsePrunePattern, patternSparsity, selectMasks, type ScoredMatrix } from '../src/compress/prune-mask.js';

@@ -16,7 +16,7 @@ import { basename } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
 import { tokenWindows } from '../compress/capture.js';
 import { finetuneOnly, pruneGraph, type PrunedLayer, type PruneResult } from '../compress/prune-graph.js';
-import { pruneStructured, type StructuredPruneReport } from '../compress/structured-prune.js';
+import { pruneStructured, type StructuredPruneReport } from '../models/llama-structured-prune.js';
 import { parsePrunePattern, patternName, patternSparsity, type PrunePattern, type PruneScope } from '../compress/prune-mask.js';
 import { SALIENCY_METHODS, type SaliencyMethod } from '../compress/saliency.js';
 import { ggufFileBytes, type GgufKeyValue } from '../export/gguf/writer.js';

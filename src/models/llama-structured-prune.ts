@@ -19,6 +19,8 @@
  * | `wanda` | `‖h_c‖ · ‖w2[:,c]‖`, `h` = w2's input on the calibration text | `sqrt(Σ_{j∈C_g} ‖a_j‖² · ‖wo[:,j]‖²)`, `a` = wo's input |
  *
  * (norms `‖x_j‖` of a matmul input over every calibration position, from {@link captureMatmulInputs}.)
+ *
+ * It lives with the Llama builder rather than in `src/compress` because it rebuilds a Llama at new sizes.
  * @module
  */
 import { InputError } from '../errors.js';
@@ -26,9 +28,9 @@ import { attrsOf, isOp } from '../ir/attrs.js';
 import type { Graph } from '../ir/graph.js';
 import { ggufLlamaTensorName } from '../export/gguf/llama.js';
 import { decodeWeight } from '../ir/weights.js';
-import { buildLlama, llamaHeadSize, type LlamaConfig, type LlamaLayerWeights, type LlamaWeights } from '../models/llama.js';
-import { captureMatmulInputs } from './capture.js';
-import { inputChannelNorms } from './saliency.js';
+import { buildLlama, llamaHeadSize, type LlamaConfig, type LlamaLayerWeights, type LlamaWeights } from './llama.js';
+import { captureMatmulInputs } from '../compress/capture.js';
+import { inputChannelNorms } from '../compress/saliency.js';
 
 /** Options of {@link pruneStructured}. */
 export interface StructuredPruneOptions {
