@@ -132,7 +132,7 @@ describe.skipIf(!hasShared)('pruning stories260K', () => {
       [['--method', 'magnitude', '--pattern', 'unstructured', '--sparsity', '-0.5'], 2, /--sparsity must be in \[0, 1\)/],
       [['--method', 'magnitude', '--pattern', 'unstructured'], 2, /--pattern unstructured needs --sparsity/],
       [['--method', 'magnitude', '--pattern', '4:8'], 1, /BAD_INPUT.*'layers\.0\.w2' has rows of 172 \(K\), not a multiple of M = 8/],
-      [['--method', 'obd', '--pattern', '2:4'], 2, /--method must be one of magnitude, wanda, snip, grasp, fisher, got 'obd'/],
+      [['--method', 'obd', '--pattern', '2:4'], 2, /--method must be one of magnitude, wanda, snip, grasp, fisher, sparsegpt, got 'obd'/],
       [['--method', 'wanda', '--pattern', 'diagonal', '--sparsity', '0.5'], 2, /--pattern 'diagonal' is no pruning pattern/],
       [['--method', 'wanda', '--heads', '1'], 1, /BAD_INPUT.*--heads 1: heads go in whole GQA groups of 2 query heads/],
       [['--method', 'snip', '--ffn-channels', '32'], 2, /structured pruning .* --method magnitude or wanda, not snip/],

@@ -1,7 +1,7 @@
 // Pruning (src/compress): masks keep exactly the pattern's share of the best-scoring weights in each unit; Wanda's
 // input norms against a hand computation; SNIP's gradient against finite differences of the loss; GraSP's
 // Hessian-gradient product and the Fisher scores against closed forms on a quadratic loss; masked fine-tuning keeps
-// pruned weights at zero and lowers the loss; structured pruning computes what the original model computes with the
+// pruned weights at zero and lowers the loss; SparseGPT's reconstruction has lower output error than Wanda's mask alone; structured pruning computes what the original model computes with the
 // removed channels' and heads' outputs zeroed; typed errors for bad sparsities, shapes and head counts.
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../src/errors.js';
@@ -14,6 +14,8 @@ import { gradientSaliencies, hessianGradientProduct } from '../src/compress/grad
 import { maskedFinetune } from '../src/compress/masked-finetune.js';
 import { nextTokenBatches, nextTokenLossGraph, ParameterGradients } from '../src/compress/parameter-gradients.js';
 import { prunableWeights, pruneGraph } from '../src/compress/prune-graph.js';
+import { sparseGptPrune } from '../src/compress/sparsegpt.js';
+import { relativeOutputError } from '../src/compress/layer-error.js';
 import { pruneStructured } from '../src/models/llama-structured-prune.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
 import { windowInputs } from '../src/compress/capture.js';
@@ -217,7 +219,7 @@ describe('pruneGraph and masked fine-tuning on a tiny Llama', () => {
   it('prunes the layer matmuls only, to the pattern, and fine-tuning keeps pruned weights at zero while the loss falls', () => {
     const g = buildLlama(tiny, randomLlamaWeights(tiny, 5));
     expect(prunableWeights(g).map((w) => w.attrs.name)).toEqual(['layers.0.wq', 'layers.0.wk', 'layers.0.wv', 'layers.0.wo', 'layers.0.w1', 'layers.0.w3', 'layers.0.w2']);
-    for (const method of ['magnitude', 'wanda', 'snip', 'grasp', 'fisher'] as const) {
+    for (const method of ['magnitude', 'wanda', 'snip', 'grasp', 'fisher', 'sparsegpt'] as const) {
       const r = pruneGraph(g, tinyWindows, { method, pattern: { kind: 'nm', n: 2, m: 4 } });
       expect(r.layers.every((l) => l.sparsity === 0.5), method).toBe(true);
       expect(r.sparsity).toBe(0.5);
@@ -285,5 +287,40 @@ describe('structured pruning', () => {
     expect(expectThrown(() => pruneStructured(g, tinyWindows, { method: 'magnitude', heads: 1 }), InputError).message).toMatch(/whole GQA groups of 2 query heads.*multiple of 2/);
     expect(expectThrown(() => pruneStructured(g, tinyWindows, { method: 'magnitude', heads: 4 }), InputError).message).toMatch(/--heads 4: must remove 0\.\.3 of the 4 query heads/);
     expect(expectThrown(() => pruneStructured(g, tinyWindows, { method: 'magnitude', ffnChannels: 12 }), InputError).message).toMatch(/--ffn-channels 12: must remove 0\.\.11/);
+  });
+});
+
+describe('SparseGPT', () => {
+  it('keeps the pattern exactly and has a lower output error on the calibration inputs than Wanda and magnitude masks', () => {
+    const [rows, cols, n] = [16, 32, 200];
+    const r = new Rng(21);
+    // correlated inputs with uneven channel scales, as activations are
+    const base = r.normals(n * 4);
+    const mix = r.normals(4 * cols);
+    const scale = Float32Array.from({ length: cols }, (_v, j) => 0.2 + 3 * ((j * 7) % 5));
+    const x = new Float64Array(n * cols);
+    for (let t = 0; t < n; t++) for (let j = 0; j < cols; j++) x[t * cols + j] = scale[j] * (0.3 * r.normal() + mix.reduce((a, _m, k) => (k < 4 ? a + base[t * 4 + k] * mix[k * cols + j] : a), 0));
+    const h = new Float64Array(cols * cols);
+    for (let t = 0; t < n; t++) for (let i = 0; i < cols; i++) for (let j = 0; j < cols; j++) h[i * cols + j] += x[t * cols + i] * x[t * cols + j];
+    const w = r.normals(rows * cols);
+    const norms = Float64Array.from({ length: cols }, (_v, j) => Math.sqrt(h[j * cols + j]));
+    for (const pattern of [{ kind: 'nm', n: 2, m: 4 }, { kind: 'unstructured' }] as const) {
+      const sg = sparseGptPrune('w', w, rows, cols, h, pattern, 0.5);
+      if (pattern.kind === 'nm') for (let g = 0; g < w.length; g += 4) expect(count(sg.mask, g, g + 4)).toBe(2);
+      else expect(count(sg.mask)).toBe(rows * cols * 0.5);
+      sg.values.forEach((v, k) => (sg.mask[k] ? undefined : expect(v).toBe(0)));
+      const masked = (scores: ArrayLike<number>): Float32Array => {
+        const [m] = selectMasks([{ name: 'w', rows, cols, scores }], pattern, 0.5, 'layer');
+        return Float32Array.from(w, (v, k) => (m[k] ? v : 0));
+      };
+      const err = (v: ArrayLike<number>): number => relativeOutputError(w, v, rows, cols, h);
+      const [eSg, eWanda, eMag] = [err(sg.values), err(masked(wandaSaliency(w, rows, cols, norms))), err(masked(Float64Array.from(w, Math.abs)))];
+      expect(eSg, pattern.kind).toBeLessThan(eWanda);
+      expect(eWanda, pattern.kind).toBeLessThan(eMag);
+    }
+    // nothing to prune: the weights come back as they were
+    const none = sparseGptPrune('w', w, rows, cols, h, { kind: 'unstructured' }, 0);
+    expect(Array.from(none.values)).toEqual(Array.from(w));
+    expect(() => sparseGptPrune('w', w, rows, cols, h, { kind: 'block', block: 4 }, 0.5)).toThrow(/sparsegpt prunes unstructured or N:M patterns, not block4/);
   });
 });

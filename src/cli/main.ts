@@ -222,7 +222,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .description('prune a Llama model\'s matmul weights (magnitude, Wanda, SNIP, GraSP, Fisher; unstructured, N:M, block), or remove whole heads and FFN channels, optionally fine-tune with the masks fixed, and write GGUF F32 (zeros where pruned)')
     .requiredOption('--model <file>', 'model file')
     .option('--tokenizer <file>', "tokenizer file (default: the model's own, or one beside it)")
-    .requiredOption('--method <name>', 'saliency: magnitude, wanda (|W|·‖x‖), snip (|W·g|), grasp (W·Hg), fisher (½·F·W²)')
+    .requiredOption('--method <name>', 'saliency: magnitude, wanda (|W|·‖x‖), snip (|W·g|), grasp (W·Hg), fisher (½·F·W²); or sparsegpt (Hessian-based reconstruction)')
     .option('--pattern <p>', 'unstructured, N:M along K (2:4), or block<B> (B×B blocks, e.g. block4); optional with --heads/--ffn-channels alone')
     .option('--sparsity <s>', 'share of weights pruned, in [0, 1) (implied by N:M)', num('--sparsity'))
     .option('--scope <s>', 'which weights compete: row, layer or global (default: row for wanda unstructured, else layer)')

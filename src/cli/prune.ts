@@ -15,10 +15,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
 import { tokenWindows } from '../compress/capture.js';
-import { finetuneOnly, pruneGraph, type PrunedLayer, type PruneResult } from '../compress/prune-graph.js';
+import { finetuneOnly, PRUNE_METHODS, pruneGraph, type PruneMethod, type PrunedLayer, type PruneResult } from '../compress/prune-graph.js';
 import { pruneStructured, type StructuredPruneReport } from '../models/llama-structured-prune.js';
 import { parsePrunePattern, patternName, patternSparsity, type PrunePattern, type PruneScope } from '../compress/prune-mask.js';
-import { SALIENCY_METHODS, type SaliencyMethod } from '../compress/saliency.js';
 import { ggufFileBytes, type GgufKeyValue } from '../export/gguf/writer.js';
 import { ggufLlamaTensorName, llamaGguf } from '../export/gguf/llama.js';
 import type { GgufLlamaModel } from '../frontends/gguf/model.js';
@@ -77,7 +76,7 @@ export interface PruneResultJson {
   /** The output file. */
   output: string;
   /** Method. */
-  method: SaliencyMethod;
+  method: PruneMethod;
   /** Pattern as written (`unstructured`, `2:4`, `block4`), or `none` (structured pruning alone). */
   pattern: string;
   /** Which weights competed (absent without a pattern). */
@@ -132,19 +131,19 @@ function positiveInt(flag: string, v: number | undefined, fallback: number, min 
 }
 
 /** Flag checks that need no file: method, pattern, sparsity, scope, structured flags. */
-function checkFlags(o: PruneCommandOptions): { method: SaliencyMethod; pattern?: PrunePattern; sparsity: number; scope?: PruneScope; structured: boolean } {
-  if (!SALIENCY_METHODS.includes(o.method as SaliencyMethod)) throw new UsageError(`--method must be one of ${SALIENCY_METHODS.join(', ')}, got '${o.method}'`);
+function checkFlags(o: PruneCommandOptions): { method: PruneMethod; pattern?: PrunePattern; sparsity: number; scope?: PruneScope; structured: boolean } {
+  if (!PRUNE_METHODS.includes(o.method as PruneMethod)) throw new UsageError(`--method must be one of ${PRUNE_METHODS.join(', ')}, got '${o.method}'`);
   const structured = !!(o.heads || o.ffnChannels);
   if (structured && o.method !== 'magnitude' && o.method !== 'wanda') throw new UsageError(`structured pruning (--heads, --ffn-channels) scores channels and heads with --method magnitude or wanda, not ${o.method}`);
   if (o.scope !== undefined && !SCOPES.includes(o.scope as PruneScope)) throw new UsageError(`--scope must be one of ${SCOPES.join(', ')}, got '${o.scope}'`);
   if (o.pattern === undefined) {
     if (!structured) throw new UsageError('--pattern is required (unstructured, N:M, block<B>) unless --heads or --ffn-channels asks for structured pruning alone');
     if (o.sparsity !== undefined) throw new UsageError('--sparsity needs a --pattern');
-    return { method: o.method as SaliencyMethod, sparsity: 0, structured };
+    return { method: o.method as PruneMethod, sparsity: 0, structured };
   }
   try {
     const pattern = parsePrunePattern(o.pattern);
-    return { method: o.method as SaliencyMethod, pattern, sparsity: patternSparsity(pattern, o.sparsity), scope: o.scope as PruneScope | undefined, structured };
+    return { method: o.method as PruneMethod, pattern, sparsity: patternSparsity(pattern, o.sparsity), scope: o.scope as PruneScope | undefined, structured };
   } catch (e) {
     if (e instanceof InputError) throw new UsageError(e.message);
     throw e;

@@ -1,7 +1,8 @@
 /**
  * Pruning a whole causal-LM graph: scores every prunable matmul weight with one saliency (`saliency.ts`,
  * `gradient-saliency.ts`) on calibration token windows, selects masks under a pattern ({@link selectMasks}), zeroes
- * the pruned weights (they stay dense f32: a `--sparsity` compile of the result re-encodes them), and optionally
+ * the pruned weights (they stay dense f32: a `--sparsity` compile of the result re-encodes them), or prunes and
+ * reconstructs with SparseGPT ({@link sparseGptPrune}, `method: 'sparsegpt'`), and optionally
  * fine-tunes with the masks fixed ({@link maskedFinetune}).
  *
  * **Pruned weights**: the 2-D f32 weights read by `matmul(x, W)` with `transB` (`[N, K]`), except embedding tables
@@ -27,12 +28,19 @@ import { gradientSaliencies } from './gradient-saliency.js';
 import { maskedFinetune } from './masked-finetune.js';
 import { nextTokenBatches, nextTokenLossGraph, ParameterGradients } from './parameter-gradients.js';
 import { patternName, patternSparsity, selectMasks, type PrunePattern, type PruneScope } from './prune-mask.js';
-import { inputChannelNorms, magnitudeSaliency, needsGradients, wandaSaliency, type SaliencyMethod } from './saliency.js';
+import { inputChannelNorms, magnitudeSaliency, needsGradients, SALIENCY_METHODS, wandaSaliency, type SaliencyMethod } from './saliency.js';
+import { sparseGptPrune } from './sparsegpt.js';
+
+/** A pruning method: a saliency, or SparseGPT. */
+export type PruneMethod = SaliencyMethod | 'sparsegpt';
+
+/** The methods, for help texts. */
+export const PRUNE_METHODS: readonly PruneMethod[] = [...SALIENCY_METHODS, 'sparsegpt'];
 
 /** Options of {@link pruneGraph}. */
 export interface PruneOptions {
-  /** The saliency. */
-  readonly method: SaliencyMethod;
+  /** The saliency, or `sparsegpt` (mask and reconstruction: {@link sparseGptPrune}). */
+  readonly method: PruneMethod;
   /** The pattern. */
   readonly pattern: PrunePattern;
   /** Share of weights pruned, in [0, 1) (implied by an N:M pattern). */
@@ -118,16 +126,28 @@ export function pruneGraph(graph: Graph, windows: readonly (readonly number[])[]
   const sparsity = patternSparsity(opts.pattern, opts.pattern.kind === 'nm' ? undefined : opts.sparsity);
   if (opts.pattern.kind === 'nm' && opts.sparsity !== undefined) patternSparsity(opts.pattern, opts.sparsity);
   const scope: PruneScope = opts.scope ?? (opts.method === 'wanda' && opts.pattern.kind === 'unstructured' ? 'row' : 'layer');
+  if (opts.method === 'sparsegpt' && opts.scope && opts.scope !== 'layer') throw new InputError(`sparsegpt chooses its mask per layer, in blocks of columns; --scope ${opts.scope} does not apply`);
   if (!windows.length || windows.every((w) => w.length < 2)) throw new InputError('pruning needs calibration windows of at least 2 tokens');
   const targets = prunableWeights(graph);
   if (!targets.length) throw new InputError('the model has no matmul weight to prune (embedding tables and the classifier stay dense)');
   const entries: WeightEntry[] = targets.map((w) => graph.weights.get(attrsOf(w, 'weight').id));
-  const values = entries.map((e) => Float32Array.from(decodeWeight(e)));
+  const values: Float32Array[] = entries.map((e) => Float32Array.from(decodeWeight(e)));
   const calibrationTokens = windows.reduce((a, w) => a + w.length, 0);
   progress(`prune: ${opts.method}, ${patternName(opts.pattern)}, sparsity ${sparsity.toFixed(4)} (${scope} scope), ${targets.length} weights, ${calibrationTokens} calibration positions`);
 
-  let scores: ArrayLike<number>[];
-  if (opts.method === 'magnitude') scores = values.map((v) => magnitudeSaliency(v));
+  let scores: ArrayLike<number>[] = [];
+  let masks: Uint8Array[];
+  if (opts.method === 'sparsegpt') {
+    // mask and reconstructed values at once, from each weight's input Hessian
+    const captured = captureMatmulInputs(graph, windows, { onProgress: progress });
+    masks = targets.map((w, i) => {
+      const [rows, cols] = w.shape as number[];
+      const r = sparseGptPrune(entries[i].name, values[i], rows, cols, captured.get(attrsOf(w, 'weight').id)!.stats.hessian, opts.pattern, sparsity);
+      values[i] = r.values;
+      progress(`sparsegpt: ${i + 1}/${targets.length} ${entries[i].name} [${rows}x${cols}]`);
+      return r.mask;
+    });
+  } else if (opts.method === 'magnitude') scores = values.map((v) => magnitudeSaliency(v));
   else if (opts.method === 'wanda') {
     const captured = captureMatmulInputs(graph, windows, { onProgress: progress });
     scores = targets.map((w, i) => {
@@ -140,12 +160,13 @@ export function pruneGraph(graph: Graph, windows: readonly (readonly number[])[]
     scores = entries.map((e) => byName[e.name]);
   } else throw new InputError(`unknown pruning method '${opts.method as string}'`);
 
-  const masks = selectMasks(
-    targets.map((w, i) => ({ name: entries[i].name, rows: w.shape[0] as number, cols: w.shape[1] as number, scores: scores[i] })),
-    opts.pattern,
-    sparsity,
-    scope,
-  );
+  if (opts.method !== 'sparsegpt')
+    masks = selectMasks(
+      targets.map((w, i) => ({ name: entries[i].name, rows: w.shape[0] as number, cols: w.shape[1] as number, scores: scores[i] })),
+      opts.pattern,
+      sparsity,
+      scope,
+    );
   const replacements = new Map<string, WeightEntry>();
   const layers: PrunedLayer[] = [];
   const maskByName = new Map<string, Uint8Array>();
