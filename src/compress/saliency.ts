@@ -4,9 +4,9 @@
  *
  * | method | score of `W[i][j]` | needs |
  * | --- | --- | --- |
- * | magnitude | `|W|` | the weights |
- * | Wanda (Sun et al., 2023) | `|W[i][j]| · ‖X[:, j]‖₂` | the L2 norm of input channel j over every calibration position |
- * | SNIP (Lee et al., 2019) | `|W ⊙ g|` | `g = ∂L/∂W`, the mean over calibration batches |
+ * | magnitude | `\|W\|` | the weights |
+ * | Wanda (Sun et al., 2023) | `\|W[i][j]\| · ‖X[:, j]‖₂` | the L2 norm of input channel j over every calibration position |
+ * | SNIP (Lee et al., 2019) | `\|W ⊙ g\|` | `g = ∂L/∂W`, the mean over calibration batches |
  * | GraSP (Wang et al., 2020) | `W ⊙ (H g)` | `H g`, the Hessian times the mean gradient ({@link gradientSaliencies}) |
  * | Fisher (OBD with the empirical Fisher) | `½ · F ⊙ W²`, `F = mean_b g_b²` | per-batch gradients |
  *
