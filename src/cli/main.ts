@@ -1,5 +1,5 @@
 /**
- * The `tensorwright` command line: `generate`, `compile`, `inspect`, `eval`, `quantize`, `bench`, `serve`, `serve-bench`,
+ * The `tensorwright` command line: `generate`, `compile`, `inspect`, `eval`, `quantize`, `prune`, `bench`, `serve`, `serve-bench`,
  * `onnx-test`, `demo`. Exit codes
  * are the same for every command: 0 on success, {@link EXIT_USAGE} for usage errors (an unknown command or option, a
  * missing or bad option value, a {@link UsageError}), {@link EXIT_FAILURE} for everything else (missing files,
@@ -19,6 +19,7 @@ import { evalCommand } from './eval.js';
 import { benchCommand } from './bench.js';
 import { exportOnnxCommand } from './export-onnx.js';
 import { quantizeCommand } from './quantize.js';
+import { pruneCommand } from './prune.js';
 import { serveCommand } from './serve.js';
 import { serveBenchCommand } from './serve-bench.js';
 import { parseQuantScheme, QUANT_GRAMMAR, QUANT_SCHEMES } from '../ir/quant-scheme.js';
@@ -214,6 +215,31 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--json', 'print one JSON object on stdout instead of the table', false)
     .action(async (o) => {
       await quantizeCommand(o);
+    });
+
+  program
+    .command('prune')
+    .description('prune a Llama model\'s matmul weights (magnitude, Wanda, SNIP, GraSP, Fisher; unstructured, N:M, block), or remove whole heads and FFN channels, optionally fine-tune with the masks fixed, and write GGUF F32 (zeros where pruned)')
+    .requiredOption('--model <file>', 'model file')
+    .option('--tokenizer <file>', "tokenizer file (default: the model's own, or one beside it)")
+    .requiredOption('--method <name>', 'saliency: magnitude, wanda (|W|·‖x‖), snip (|W·g|), grasp (W·Hg), fisher (½·F·W²); or sparsegpt (Hessian-based reconstruction)')
+    .option('--pattern <p>', 'unstructured, N:M along K (2:4), or block<B> (B×B blocks, e.g. block4); optional with --heads/--ffn-channels alone')
+    .option('--sparsity <s>', 'share of weights pruned, in [0, 1) (implied by N:M)', num('--sparsity'))
+    .option('--scope <s>', 'which weights compete: row, layer or global (default: row for wanda unstructured, else layer)')
+    .option('--heads <k>', 'structured: remove K query heads per layer (whole GQA groups; --method magnitude or wanda)', num('--heads', { int: true, min: 0 }))
+    .option('--ffn-channels <k>', 'structured: remove K FFN channels per layer (--method magnitude or wanda)', num('--ffn-channels', { int: true, min: 0 }))
+    .option('--finetune <steps>', 'Adam steps on the calibration text after pruning, masks fixed', num('--finetune', { int: true, min: 0 }))
+    .option('--lr <x>', 'fine-tuning learning rate (default 5e-4)', num('--lr'))
+    .requiredOption('--calib <file>', 'calibration text (never the evaluation text)')
+    .option('--calib-tokens <n>', 'calibrate on at most this many tokens', num('--calib-tokens', { int: true, min: 1 }))
+    .option('--window <n>', 'positions per calibration window (default 128)', num('--window', { int: true, min: 2 }))
+    .requiredOption('-o, --output <file>', 'GGUF file to write')
+    .option('--eval <file>', 'score this text against the f32 model afterwards (as `eval`)')
+    .option('--eval-tokens <n>', 'score at most this many tokens', num('--eval-tokens', { int: true, min: 1 }))
+    .addOption(maxContextOption())
+    .option('--json', 'print one JSON object on stdout instead of the table', false)
+    .action(async (o) => {
+      await pruneCommand(o);
     });
 
   program

@@ -58,8 +58,13 @@ export const LAYER_RULES: readonly LayerRule[] = [
     from: 'src/export/',
     only: ['src/ir/', 'src/passes/', 'src/export/', 'src/frontends/onnx/schema.ts'],
   },
-  // weight compression (calibration, GPTQ, AWQ) sits at the passes' level and calibrates on the CPU reference
-  { name: 'compress imports only ir, passes and the CPU reference', from: 'src/compress/', only: ['src/ir/', 'src/passes/', 'src/runtime/cpu/', 'src/compress/'] },
+  // weight compression (calibration, GPTQ, AWQ, pruning) sits at the passes' level, calibrates on the CPU reference
+  // and takes gradients (SNIP, GraSP, Fisher, fine-tuning) from autodiff, which sits at the same level below it
+  {
+    name: 'compress imports only ir, passes, autodiff and the CPU reference',
+    from: 'src/compress/',
+    only: ['src/ir/', 'src/passes/', 'src/autodiff/', 'src/runtime/cpu/', 'src/compress/'],
+  },
   // the build plugin's browser side ends up in apps' bundles: it may use the runtime, never the compiler
   { name: 'the plugin client imports only the runtime', from: 'src/plugin/client.ts', only: ['src/runtime/', 'src/plugin/import-query.ts', 'src/plugin/engine-requirements.ts'] },
   { name: 'the plugin client imports only the runtime', from: 'src/plugin/engine-requirements.ts', only: ['src/runtime/'] },
