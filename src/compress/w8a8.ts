@@ -38,6 +38,12 @@ export interface W8A8Options {
   readonly smoothQuantAlpha?: number;
   /** Progress lines. */
   readonly onProgress?: (line: string) => void;
+  /**
+   * Only smooth: the plan keeps every weight f32 (smoothed) and quantizes nothing, so the graph computes the same
+   * function as before (up to rounding); for checking the folds.
+   * @internal
+   */
+  readonly smoothOnly?: boolean;
 }
 
 /** One quantized matmul in the report. */
@@ -93,15 +99,57 @@ function tableWeights(graph: Graph): Set<Node> {
   return new Set(graph.nodes().flatMap((n) => (isOp(n, 'gather') && isOp(n.inputs[0], 'weight') ? [n.inputs[0]] : [])));
 }
 
+/** Per input channel `max|x_j|` of each matmul input over the calibration rows ({@link captureInputMaxima}). */
+export interface InputMaxima {
+  /** By input node (the node the matmuls read). */
+  readonly byInput: ReadonlyMap<Node, Float64Array>;
+  /** Calibration rows seen. */
+  readonly rows: number;
+}
+
+/**
+ * Runs `windows` of token ids (each from position 0) through `graph` on the CPU reference backend and returns, per
+ * input of a weight matmul, the per-channel `max|x_j|` over every row. One capture serves several plans.
+ * @throws InputError when there are no windows or one is empty.
+ */
+export function captureInputMaxima(graph: Graph, windows: readonly (readonly number[])[], onProgress?: (line: string) => void): InputMaxima {
+  if (!windows.length || windows.some((w) => !w.length)) throw new InputError('calibration needs at least one non-empty token window');
+  const byInput = new Map<Node, Float64Array>();
+  for (const { input, weight } of weightMatmuls(graph)) if (!byInput.has(input)) byInput.set(input, new Float64Array(weight.shape[1] as number));
+  let rows = 0;
+  windows.forEach((w, i) => {
+    runGraph(graph, windowInputs(graph, w), {
+      observe: (node, value) => {
+        const m = byInput.get(node);
+        if (!m) return;
+        const x = value.numbers;
+        const k = m.length;
+        for (let r = 0; r < x.length / k; r++) for (let j = 0; j < k; j++) m[j] = Math.max(m[j], Math.abs(x[r * k + j]));
+      },
+    });
+    rows += w.length;
+    onProgress?.(`calibration: window ${i + 1}/${windows.length} (${w.length} tokens)`);
+  });
+  return { byInput, rows };
+}
+
 /**
  * Calibrates W8A8 (and SmoothQuant when `opts.smoothQuantAlpha` is set) for `graph`, a causal LM taking `tokens`,
- * `positions` and optional `past_*` caches, on `windows` of token ids (each from position 0).
+ * `positions` and optional `past_*` caches, on `windows` of token ids (each from position 0): {@link captureInputMaxima}
+ * then {@link planW8A8}.
  * @throws InputError for no windows, an α outside [0, 1], or a graph with no matmul to quantize.
  */
 export function calibrateW8A8(graph: Graph, windows: readonly (readonly number[])[], opts: W8A8Options): W8A8Plan {
+  return planW8A8(graph, captureInputMaxima(graph, windows, opts.onProgress), opts);
+}
+
+/**
+ * The W8A8 plan of `graph` from its calibration maxima (see the module comment).
+ * @throws InputError for an α outside [0, 1] or a graph with no matmul to quantize.
+ */
+export function planW8A8(graph: Graph, maxima: InputMaxima, opts: W8A8Options): W8A8Plan {
   const alpha = opts.smoothQuantAlpha;
   if (alpha !== undefined && !(alpha >= 0 && alpha <= 1)) throw new InputError(`SmoothQuant's alpha must be in [0, 1], got ${alpha}`);
-  if (!windows.length || windows.some((w) => !w.length)) throw new InputError('calibration needs at least one non-empty token window');
   const progress = opts.onProgress ?? ((): void => {});
   const classifier = outputMatmuls(graph);
   const tables = tableWeights(graph);
@@ -116,25 +164,12 @@ export function calibrateW8A8(graph: Graph, windows: readonly (readonly number[]
     return true;
   });
   if (!chosen.length) throw new InputError('W8A8: the graph has no matmul weight to quantize (2-D float weights read with transB, other than the classifier)');
-
-  // per input node: max |x_j| over every calibration row
   const inputMax = new Map<Node, Float64Array>();
-  for (const { input, weight } of chosen) if (!inputMax.has(input)) inputMax.set(input, new Float64Array(weight.shape[1] as number));
-  let rows = 0;
-  const firstInput = chosen[0].input;
-  windows.forEach((w, i) => {
-    runGraph(graph, windowInputs(graph, w), {
-      observe: (node, value) => {
-        const m = inputMax.get(node);
-        if (!m) return;
-        const x = value.numbers;
-        const k = m.length;
-        for (let r = 0; r < x.length / k; r++) for (let j = 0; j < k; j++) m[j] = Math.max(m[j], Math.abs(x[r * k + j]));
-        if (node === firstInput) rows += x.length / k;
-      },
-    });
-    progress(`calibration: window ${i + 1}/${windows.length} (${w.length} tokens)`);
-  });
+  for (const { input } of chosen) {
+    const m = maxima.byInput.get(input);
+    if (!m) throw new InputError('W8A8: the calibration maxima are not of this graph');
+    inputMax.set(input, m);
+  }
 
   // f32 values by weight name, changed in place by smoothing
   const values = new Map<string, Float32Array>();
@@ -200,8 +235,8 @@ export function calibrateW8A8(graph: Graph, windows: readonly (readonly number[]
     const sorted = [...xMax].sort((a, b) => a - b);
     const median = sorted[Math.floor(sorted.length / 2)];
     const q: ActivationQuant = opts.activations === 'per-token' ? { scale: 'per-token' } : { scale: Math.fround(Math.max(maxAll, 1e-8) / 127) };
-    actQuant.set(name, q);
-    weights.set(name, quantizeWeight(name, [n, k], valueOf(weight), { bits: 8, groupSize: k }));
+    if (!opts.smoothOnly) actQuant.set(name, q);
+    weights.set(name, opts.smoothOnly ? WeightStore.entry(name, 'f32', [n, k], { values: valueOf(weight) }) : quantizeWeight(name, [n, k], valueOf(weight), { bits: 8, groupSize: k }));
     layers.push({
       name,
       shape: [n, k],
@@ -213,7 +248,7 @@ export function calibrateW8A8(graph: Graph, windows: readonly (readonly number[]
   }
   // smoothed norms and producers that stay f32
   for (const [name, node] of changed) if (!weights.has(name)) weights.set(name, WeightStore.entry(name, 'f32', node.shape as number[], { values: values.get(name)! }));
-  return { weights, actQuant, inputScales, layers, kept, calibrationTokens: rows };
+  return { weights, actQuant, inputScales, layers, kept, calibrationTokens: maxima.rows };
 }
 
 /**
@@ -223,7 +258,7 @@ export function calibrateW8A8(graph: Graph, windows: readonly (readonly number[]
  */
 export function applyW8A8(graph: Graph, plan: W8A8Plan): Graph {
   const names = new Set(graph.nodes().flatMap((n) => (isOp(n, 'weight') ? [attrsOf(n, 'weight').name] : [])));
-  for (const name of plan.actQuant.keys()) if (!names.has(name)) throw new InputError(`W8A8 plan: the graph has no weight '${name}' (was it built from the model the plan was calibrated on?)`);
+  for (const name of [...plan.actQuant.keys(), ...plan.inputScales.keys()]) if (!names.has(name)) throw new InputError(`W8A8 plan: the graph has no weight '${name}' (was it built from the model the plan was calibrated on?)`);
   const replaced = rewriteGraph(graph, [
     {
       name: 'w8a8-replace-weight',
@@ -241,12 +276,14 @@ export function applyW8A8(graph: Graph, plan: W8A8Plan): Graph {
       apply({ node }, ctx) {
         const a = attrsOf(node, 'matmul');
         const [x, w] = node.inputs;
-        if (a.actQuant || !a.transB || !isOp(w, 'weight')) return undefined;
+        if (!a.transB || !isOp(w, 'weight')) return undefined;
         const name = attrsOf(w, 'weight').name;
-        const q = plan.actQuant.get(name);
-        if (!q) return undefined;
+        const q = a.actQuant ? undefined : plan.actQuant.get(name);
         const inv = plan.inputScales.get(name);
-        return makeNode('matmul', [inv ? makeNode('mul', [x, ctx.addWeight(inv)]) : x, w], { ...a, actQuant: q });
+        // the explicit 1/s goes in once: the input is then mul(x, 1/s)
+        const scaled = inv && !(isOp(x, 'mul') && isOp(x.inputs[1], 'weight') && attrsOf(x.inputs[1], 'weight').id === inv.id);
+        if (!q && !scaled) return undefined;
+        return makeNode('matmul', [scaled ? makeNode('mul', [x, ctx.addWeight(inv)]) : x, w], { ...a, ...(q ? { actQuant: q } : {}) });
       },
     },
   ]).graph;
