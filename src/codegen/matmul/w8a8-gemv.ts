@@ -6,7 +6,8 @@
  * 1. the row's scale: calibrated (a constant) or per token (`max|A[row, :]| / 127`, a workgroup reduction);
  * 2. the row quantized to int8, four values per `u32` word (little-endian bytes), into workgroup memory; words past
  *    K hold zeros;
- * 3. `LANES` lanes per column split the words; each word of B meets its word of A in one packed 4×8 integer dot
+ * 3. groups of `LANES` lanes split the words, each group computing `CPT` columns (one load of an A word serves
+ *    them all); each word of B meets its word of A in one packed 4×8 integer dot
  *    product — WGSL's `dot4I8Packed` where the adapter has the `packed_4x8_integer_dot_product` language feature
  *    (`packedDot`), else unpacked into `vec4<i32>` and dotted; the lanes' i32 sums meet in workgroup memory;
  * 4. `f32(acc) · (s_a · s_w[col])`, then the gate and epilogue (`store_out`), as every matmul kernel stores.
@@ -36,6 +37,8 @@ export interface W8A8GemvVariant {
   readonly workgroupSize: number;
   /** Lanes splitting K for one column (a power of two dividing the workgroup size). */
   readonly lanesPerColumn: number;
+  /** Output columns each lane group computes, each A word loaded once for all of them (1 to 8). */
+  readonly colsPerThread: number;
   /** Whether the dot uses `dot4I8Packed` (and `pack4xI8`): needs the `packed_4x8_integer_dot_product` WGSL language feature. */
   readonly packedDot: boolean;
 }
@@ -96,8 +99,11 @@ function weightWordFn(c: Ctx): string[] {
 export function generateW8A8GemvKernel(spec: W8A8MatmulSpec, v: W8A8GemvVariant): KernelSource {
   const WG = v.workgroupSize;
   const LANES = v.lanesPerColumn;
+  const CPT = v.colsPerThread;
   checkPositiveInt('workgroupSize', WG);
   checkPositiveInt('lanesPerColumn', LANES);
+  checkPositiveInt('colsPerThread', CPT);
+  if (CPT > 8) throw new InputError(`w8a8-gemv: colsPerThread must be at most 8, got ${CPT}`);
   if (!isPow2(WG) || !isPow2(LANES) || LANES > WG) throw new InputError(`w8a8-gemv: workgroupSize (${WG}) and lanesPerColumn (${LANES}) must be powers of two, lanes at most the workgroup`);
   if (!spec.transB || spec.transA) throw new InputError('w8a8-gemv: B must be stored [N, K] (transB) and A untransposed');
   if (spec.K > W8A8_MAX_K) throw new InputError(`w8a8-gemv: K = ${spec.K} exceeds ${W8A8_MAX_K} (the quantized row lives in workgroup memory)`);
@@ -106,7 +112,7 @@ export function generateW8A8GemvKernel(spec: W8A8MatmulSpec, v: W8A8GemvVariant)
   const c = makeCtx({ ...spec, dtypes: { ...spec.dtypes, a: spec.dtypes?.a ?? spec.dtype, out: spec.dtypes?.out ?? spec.dtype, b: 'f32' }, variant: 'gemv' });
   if (c.batch.value !== 1 && c.spec.batchStrides?.b !== 0) throw new InputError('w8a8-gemv: B is one [N, K] matrix shared by every batch');
   if (c.batch.value !== 1 && (spec.epilogue?.operands ?? []).some((o) => o.broadcast === 'col')) throw new InputError('w8a8-gemv: a per-row epilogue operand needs a single batch');
-  const COLS = WG / LANES;
+  const COLS = (WG / LANES) * CPT;
   const kWords = Math.ceil(c.K / 4);
   const nTiles = Math.ceil(c.nOut / COLS);
   const gated = c.G === 2;
@@ -117,7 +123,9 @@ export function generateW8A8GemvKernel(spec: W8A8MatmulSpec, v: W8A8GemvVariant)
   ];
   const { decls, list } = encodedWeightBindings(c, false, parts);
   const a = (i: string): string => toF32(c.dt.a, `a[${i}]`);
-  const name = `w8a8-gemv-${dynamic ? 'token' : 'tensor'}-${v.packedDot ? 'dot4' : 'unpacked'}-l${LANES}-wg${WG}`;
+  const name = `w8a8-gemv-${dynamic ? 'token' : 'tensor'}-${v.packedDot ? 'dot4' : 'unpacked'}-l${LANES}-c${CPT}-wg${WG}`;
+  const cs = Array.from({ length: CPT }, (_v, i) => i);
+  const halves = gated ? ['acc', 'up'] : ['acc'];
 
   const main: string[] = [
     `@compute @workgroup_size(WG)`,
@@ -158,26 +166,30 @@ export function generateW8A8GemvKernel(spec: W8A8MatmulSpec, v: W8A8GemvVariant)
     `  }`,
     `  workgroupBarrier();`,
     `  let lane = lid % LANES;`,
-    `  let col = tile_n * COLS + lid / LANES;`,
-    `  let colc = min(col, N_OUT - 1u); // columns past N_OUT compute on the last one and store nothing`,
-    `  var acc = 0i;`,
-    ...(gated ? [`  var up = 0i; // the gate's second half: row colc + N_OUT of B`] : []),
+    `  let col0 = tile_n * COLS + (lid / LANES) * CPT; // this lane group's first column`,
+    `  // columns past N_OUT compute on the last one and store nothing`,
+    ...cs.map((c) => `  let colc${c} = min(col0 + ${c}u, N_OUT - 1u);`),
+    `  ${halves.flatMap((h) => cs.map((c) => `var ${h}${c} = 0i;`)).join(' ')}${gated ? ' // up: the gate\'s second half, rows + N_OUT of B' : ''}`,
     `  for (var j = lane; j < K_WORDS * one; j += LANES) {`,
-    `    let x = xq[j];`,
-    `    acc += dot_i8(x, w_word(colc, j));`,
-    ...(gated ? [`    up += dot_i8(x, w_word(colc + N_OUT, j));`] : []),
+    `    let x = xq[j]; // one load of A's word serves CPT columns`,
+    ...cs.map((c) => `    acc${c} += dot_i8(x, w_word(colc${c}, j));`),
+    ...(gated ? cs.map((c) => `    up${c} += dot_i8(x, w_word(colc${c} + N_OUT, j));`) : []),
     `  }`,
-    `  red_i[lid] = acc;`,
-    ...(gated ? [`  red_up[lid] = up;`] : []),
+    `  // the lanes' sums: red[h][c * WG + lid], a tree over the LANES lanes of each group`,
+    ...halves.flatMap((h) => cs.map((c) => `  red_${h}[${c}u * WG + lid] = ${h}${c};`)),
     `  workgroupBarrier();`,
     `  for (var s = LANES / 2u; s > 0u; s >>= 1u) {`,
-    `    if (lane < s) { red_i[lid] += red_i[lid + s];${gated ? ' red_up[lid] += red_up[lid + s];' : ''} }`,
+    `    if (lane < s) {`,
+    `      for (var c = 0u; c < CPT; c++) {`,
+    ...halves.map((h) => `        red_${h}[c * WG + lid] += red_${h}[c * WG + lid + s];`),
+    `      }`,
+    `    }`,
     `    workgroupBarrier();`,
     `  }`,
     `  if (lane == 0u) {`,
-    `    let y = f32(red_i[lid]) * (a_scale * scales[colc]);`,
-    ...(gated ? [`    let y_up = f32(red_up[lid]) * (a_scale * scales[colc + N_OUT]);`] : []),
-    `    store_out(0u, row, col, rows, y${gated ? ', y_up' : ''});`,
+    ...cs.flatMap((c) => [
+      `    store_out(0u, row, col0 + ${c}u, rows, f32(red_acc[${c}u * WG + lid]) * (a_scale * scales[colc${c}])${gated ? `, f32(red_up[${c}u * WG + lid]) * (a_scale * scales[colc${c} + N_OUT])` : ''});`,
+    ]),
     `  }`,
     `}`,
   );
@@ -185,7 +197,7 @@ export function generateW8A8GemvKernel(spec: W8A8MatmulSpec, v: W8A8GemvVariant)
     `// tensorwright kernel: w8a8-matmul (${name})`,
     `//   out[m, n] = f32(sum_k qa[m, k] * qw[n, k]) * (sa * sw[n])${gated ? `, gated: ${spec.gated!.activation}(out[m, n]) * out[m, n + ${c.nOut}]` : ''}${spec.epilogue ? ', then the epilogue' : ''}`,
     `//   qa = clamp(round(A * (1 / sa)), -127, 127), sa ${dynamic ? 'per row: max|A[m, :]| / 127' : 'calibrated per tensor'}; qw int8 per output channel`,
-    `//   A ${c.dt.a} [rows, ${c.K}], B int8 [${c.N}, ${c.K}], out ${c.dt.out}; ${COLS} columns per workgroup, ${LANES} lanes each; i32 accumulation`,
+    `//   A ${c.dt.a} [rows, ${c.K}], B int8 [${c.N}, ${c.K}], out ${c.dt.out}; ${COLS} columns per workgroup (${CPT} per lane group of ${LANES}); i32 accumulation`,
   ];
   const wgsl = assemble(c, {
     subgroups: false,
@@ -193,6 +205,7 @@ export function generateW8A8GemvKernel(spec: W8A8MatmulSpec, v: W8A8GemvVariant)
     consts: [
       `const WG: u32 = ${WG}u;`,
       `const LANES: u32 = ${LANES}u; // lanes per column`,
+      `const CPT: u32 = ${CPT}u; // output columns per lane group`,
       `const COLS: u32 = ${COLS}u; // output columns per workgroup`,
       `const N_TILES: u32 = ${nTiles}u; // workgroups along N`,
       `const K_WORDS: u32 = ${kWords}u; // words of four int8 per row`,
@@ -201,8 +214,7 @@ export function generateW8A8GemvKernel(spec: W8A8MatmulSpec, v: W8A8GemvVariant)
     decls,
     workgroupVars: [
       `var<workgroup> xq: array<u32, ${kWords}>; // the row of A as int8`,
-      `var<workgroup> red_i: array<i32, ${WG}>;`,
-      ...(gated ? [`var<workgroup> red_up: array<i32, ${WG}>;`] : []),
+      ...halves.map((h) => `var<workgroup> red_${h}: array<i32, ${WG * CPT}>; // lane sums, column c of the group at c * WG`),
       ...(dynamic ? [`var<workgroup> red_f: array<f32, ${WG}>;`] : []),
     ],
     fns: [...dotFns(v.packedDot), '', ...weightWordFn(c), '', ...storeFn(c)],
