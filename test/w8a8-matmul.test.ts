@@ -9,6 +9,9 @@ import { chooseW8A8Variant } from '../src/codegen/schedule/w8a8-matmul.js';
 import { ShapeError, UnsupportedOpError } from '../src/errors.js';
 import type { ActivationQuant } from '../src/ir/attrs.js';
 import { GraphBuilder } from '../src/ir/builder.js';
+import { isOp } from '../src/ir/attrs.js';
+import { runPasses } from '../src/passes/pipeline.js';
+import { unfuse } from '../src/codegen/families/common.js';
 import type { Graph } from '../src/ir/graph.js';
 import type { Target } from '../src/ir/target.js';
 import { decodeWeight, quantizeWeight } from '../src/ir/weights.js';
@@ -75,6 +78,19 @@ describe('W8A8 on the CPU reference', () => {
     // x / 0.5 = 300 -> 127, 2.5 -> 2 (half to even), 3 -> 3, 7
     const y = runGraph(g, { x: Tensor.from('f32', [1, 4], [150, 1.25, 1.5, 3.5]) }).y.data[0];
     expect(y).toBeCloseTo((127 * 127 - 2 * 127 + 3 * 64) * 0.5 * (1 / 127), 5);
+  });
+
+  it('the optimizer keeps actQuant (a transposed B folded into transB, layouts, fusion): same values, same W8A8 count', () => {
+    const b = new GraphBuilder();
+    // B an input: rounded per output channel on the fly; its transpose folds into transB
+    const y = b.silu(b.matmul(b.input('x', 'f32', [3, 40]), b.transpose(b.input('w', 'f32', [24, 40]), [1, 0]), { actQuant: { scale: 'per-token' } }));
+    const g = b.build({ y });
+    const opt = runPasses(g, 'O3').graph;
+    const quantized = (h: Graph): number => h.nodes().map((n) => (n.op === 'fused' ? unfuse(n)[0] : n)).filter((n) => isOp(n, 'matmul') && n.attrs.actQuant).length;
+    expect(quantized(opt)).toBe(1);
+    expect(opt.nodes().some((n) => n.op === 'transpose')).toBe(false);
+    const inputs = { x: xOf(3, 40, 5), w: Tensor.from('f32', [24, 40], new Rng(4).normals(960, 0.5)) };
+    expectClose(runGraph(opt, inputs).y.data as Float32Array, runGraph(g, inputs).y.data as Float32Array, 'optimized W8A8');
   });
 
   it('refuses a bad activation scale, naming the attribute', () => {
