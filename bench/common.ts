@@ -48,9 +48,10 @@ export function splitRows(n: number, k: number, limit: number): number[] {
 
 /**
  * The compiler's {@link Target} for `device` (what `compile({ device })` builds from the handle's info): the
- * adapter, enabled features, every numeric limit and the subgroup sizes, read off the device.
+ * adapter, enabled features, every numeric limit and the subgroup sizes, read off the device, and the WGSL language
+ * features (the GPU object's, not the device's: pass the handle's `info.wgslLanguageFeatures`).
  */
-export function targetOf(device: GPUDevice): Target {
+export function targetOf(device: GPUDevice, languageFeatures?: readonly string[]): Target {
   const ai = (device as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
   const limits: Record<string, number> = {};
   // the limits are accessors on the prototype, so for…in (not Object.keys) lists them
@@ -67,6 +68,8 @@ export function targetOf(device: GPUDevice): Target {
     missingFeatures: [],
     limits,
     ...(typeof min === 'number' && typeof max === 'number' && min > 0 ? { subgroupSize: { min, max } } : {}),
+    // the WGSL language features are the GPU object's (the `webgpu` package installs navigator.gpu only in browsers)
+    ...(languageFeatures ? { wgslLanguageFeatures: [...languageFeatures].sort() } : {}),
   };
   return createTarget(info);
 }
@@ -76,7 +79,7 @@ export interface StandaloneBench<Row> {
   /** The device label, e.g. `quant-matmul-bench`. */
   readonly label: string;
   /** Runs the bench; `quick`, the host wait and a progress logger come from the command line. */
-  run(device: GPUDevice, o: { quick: boolean; wait: GpuWaitMode; log: (line: string) => void; args: readonly string[] }): Promise<Row[]>;
+  run(device: GPUDevice, o: { quick: boolean; wait: GpuWaitMode; log: (line: string) => void; args: readonly string[]; languageFeatures: readonly string[] }): Promise<Row[]>;
   /** The rows as a table (without `--json`). */
   format(rows: Row[]): string;
 }
@@ -96,7 +99,7 @@ export function runStandalone<Row>(moduleUrl: string, bench: StandaloneBench<Row
       const waitArg = args.includes('--wait') ? args[args.indexOf('--wait') + 1] : undefined;
       if (waitArg !== undefined && waitArg !== 'poll' && waitArg !== 'sleep-then-poll') throw new Error(`--wait must be poll or sleep-then-poll, got ${waitArg}`);
       const wait = (waitArg as GpuWaitMode | undefined) ?? defaultGpuWaitMode(handle.info);
-      const rows = await bench.run(handle.device, { quick: args.includes('--quick'), wait, log: (l) => process.stderr.write(`  ${l}\n`), args });
+      const rows = await bench.run(handle.device, { quick: args.includes('--quick'), wait, log: (l) => process.stderr.write(`  ${l}\n`), args, languageFeatures: handle.info.wgslLanguageFeatures ?? [] });
       process.stdout.write(args.includes('--json') ? `${JSON.stringify(rows, null, 2)}\n` : `${bench.format(rows)}\n`);
     } finally {
       await handle.destroy();

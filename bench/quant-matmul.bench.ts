@@ -2,7 +2,8 @@
  * Quantized matmul kernel benchmarks on a WebGPU device: matmuls over weights stored `[N, K]` (4096x4096 and
  * 11008x4096, N rows of K as bench/matmul.bench.ts stores its GEMV weights) quantized to int8, int4 and int2 (groups
  * of 32, zero points: `--quant int8`, `int4-g32`, `int2-g32`) and to codebooks (`nf4`, `codebook16`,
- * `codebook256`), at decode M = 1, 4, 16 and at a prefill M (128; 32 with `--quick`), next to the dense f32 matmul of
+ * `codebook256`) and to W8A8 (`w8a8`: int8 per output channel, int8 activations with per-token scales, the
+ * `w8a8-matmul` family's kernel), at decode M = 1, 4, 16 and at a prefill M (128; 32 with `--quick`), next to the dense f32 matmul of
  * the same shape and M, all in one run on one device with the same host wait (see bench/matmul.bench.ts for how a
  * cycle is measured).
  *
@@ -24,12 +25,12 @@
  * dense f32 only, in bench/sparse-matmul.bench.ts.
  *
  * Run directly with `npx tsx bench/quant-matmul.bench.ts` (flags: `--quick`, `--json`, `--wait
- * poll|sleep-then-poll`), or call {@link runQuantMatmulBench} from the bench runner.
+ * poll|sleep-then-poll`, and to run a part: `--formats int8,w8a8`, `--shape 4096x4096`, `--m 1`), or call {@link runQuantMatmulBench} from the bench runner.
  * @module
  */
 import { familyOf } from '../src/codegen/families/index.js';
 import { isGraphOperand, type Launch, type LowerContext } from '../src/codegen/family.js';
-import { isOp } from '../src/ir/attrs.js';
+import { isOp, type ActivationQuant } from '../src/ir/attrs.js';
 import { GraphBuilder } from '../src/ir/builder.js';
 import { quantizeCodebook } from '../src/ir/codebook.js';
 import type { Node } from '../src/ir/node.js';
@@ -38,11 +39,22 @@ import type { Target } from '../src/ir/target.js';
 import { decodeWeight, quantizeWeight, WeightStore, type WeightEntry } from '../src/ir/weights.js';
 import { defaultGpuWaitMode, GpuWaiter, type GpuWaitMode } from '../src/runtime/webgpu/gpu-wait.js';
 import { Rng } from '../src/util/random.js';
+import { Tensor } from '../src/runtime/cpu/tensor.js';
+import { int8WeightOfEntry, w8a8Matmul } from '../src/runtime/cpu/w8a8.js';
 import { bufferOf, payloadBytes, readF32, runStandalone, splitRows, targetOf } from './common.js';
 import { measureCycle, prepareKernel, submitOnce, type MatmulBenchRow, type Prepared } from './matmul.bench.js';
 
 /** The quantization schemes benchmarked by default (`--quant` names). */
-export const QUANT_BENCH_FORMATS: readonly string[] = ['int8', 'int4-g32', 'int2-g32', 'nf4', 'codebook16', 'codebook256'];
+export const QUANT_BENCH_FORMATS: readonly string[] = ['int8', 'int4-g32', 'int2-g32', 'nf4', 'codebook16', 'codebook256', 'w8a8'];
+
+/**
+ * The W8A8 format: int8 weights per output channel (symmetric) and int8 activations with per-token scales, the
+ * `w8a8-matmul` family's kernel (checked against the CPU reference's W8A8 arithmetic, not against `x · Wᵀ`).
+ */
+export const W8A8_BENCH_FORMAT = 'w8a8';
+
+/** A benchmarked weight format: a `--quant` scheme or W8A8. */
+type BenchFormat = QuantScheme | typeof W8A8_BENCH_FORMAT;
 
 /** Options of {@link runQuantMatmulBench}. */
 export interface QuantMatmulBenchOptions {
@@ -60,6 +72,8 @@ export interface QuantMatmulBenchOptions {
   readonly formats?: readonly string[];
   /** Progress lines (default: none). */
   readonly log?: (line: string) => void;
+  /** The WGSL language features of the device's GPU object (`handle.info.wgslLanguageFeatures`; W8A8 uses dot4I8Packed with `packed_4x8_integer_dot_product`). */
+  readonly languageFeatures?: readonly string[];
   /** How each cycle awaits the GPU (default `poll`; the bench runners pass the device's {@link defaultGpuWaitMode}). */
   readonly wait?: GpuWaitMode;
 }
@@ -86,8 +100,9 @@ export interface QuantMatmulBenchRow extends MatmulBenchRow {
   readonly checkError: number;
 }
 
-/** Encodes `values` ([N, K]) under `s` exactly as the `quantize-weights` pass's encoder does. */
-function encode(s: QuantScheme, name: string, N: number, K: number, values: Float32Array): WeightEntry {
+/** Encodes `values` ([N, K]) under `s` exactly as the `quantize-weights` pass's encoder does (W8A8: as `calibrateW8A8` does). */
+function encode(s: BenchFormat, name: string, N: number, K: number, values: Float32Array): WeightEntry {
+  if (s === W8A8_BENCH_FORMAT) return quantizeWeight(`${name}@w8a8`, [N, K], values, { bits: 8, groupSize: K });
   const group = s.groupSize === 'channel' ? K : s.groupSize;
   if (group !== undefined && K % group !== 0) throw new Error(`${s.name}: K = ${K} is no multiple of group ${group}`);
   return s.kind === 'codebook'
@@ -96,11 +111,11 @@ function encode(s: QuantScheme, name: string, N: number, K: number, values: Floa
 }
 
 /** The launch the compiler would make for `y = x · Wᵀ` (x `[M, K]`, W the entry) on `target`, with its nodes. */
-function lowerLinear(entry: WeightEntry, M: number, target: Target): { launch: Launch; x: Node; y: Node } {
+function lowerLinear(entry: WeightEntry, M: number, target: Target, actQuant?: ActivationQuant): { launch: Launch; x: Node; y: Node } {
   const b = new GraphBuilder();
   const x = b.input('x', 'f32', [M, entry.shape[1]]);
   const w = b.weight(entry);
-  const y = b.linear(x, w);
+  const y = b.matmul(x, w, { transB: true, actQuant });
   const ctx: LowerContext = {
     target,
     expectedSeq: M,
@@ -171,6 +186,23 @@ export function checkMatmulOutput(what: string, out: Float32Array, x: Float32Arr
 }
 
 /**
+ * Checks a W8A8 kernel's output (`out`, [M, N]) against the CPU reference's W8A8 product of `x` and the int8 weight
+ * `w`: every element finite and within 1e-5 of |reference| + 1e-6 (the integer dots are exact; only the f32 rescale
+ * and a rounding tie can differ). Returns the largest error / tolerance; throws above 1.
+ */
+export function checkW8A8Output(what: string, out: Float32Array, x: Float32Array, w: WeightEntry, M: number, q: ActivationQuant): number {
+  const want = w8a8Matmul(Tensor.from('f32', [M, w.shape[1]], x), int8WeightOfEntry(w), q).data as Float32Array;
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) {
+    const tol = 1e-5 * Math.abs(want[i]) + 1e-6;
+    const err = Math.abs(out[i] - want[i]) / tol;
+    if (!(err <= 1)) throw new Error(`${what}: output [${Math.floor(i / w.shape[0])}, ${i % w.shape[0]}] is ${out[i]}, want ${want[i]}`);
+    worst = Math.max(worst, err);
+  }
+  return worst;
+}
+
+/**
  * Runs the quantized matmul benchmarks on `device` and returns one row per case: per shape, per format (f32 first),
  * per M. Each kernel is checked against the host reference before it is timed (see the module comment).
  */
@@ -180,12 +212,13 @@ export async function runQuantMatmulBench(device: GPUDevice, options: QuantMatmu
   const log = options.log ?? (() => {});
   const waiter = new GpuWaiter({ mode: options.wait ?? 'poll' });
   const firstUse = new GpuWaiter({ mode: 'poll' });
-  const target = targetOf(device);
+  const target = targetOf(device, options.languageFeatures);
   const limit = device.limits.maxStorageBufferBindingSize;
   const prefill = options.prefillM ?? (quick ? 32 : 128);
   const decodeMs = options.decodeMs ?? [1, 4, 16];
   const ms = [...decodeMs, ...(prefill && !decodeMs.includes(prefill) ? [prefill] : [])];
-  const schemes = (options.formats ?? QUANT_BENCH_FORMATS).map((f) => {
+  const schemes = (options.formats ?? QUANT_BENCH_FORMATS).map((f): BenchFormat => {
+    if (f === W8A8_BENCH_FORMAT) return f;
     const s = parseQuantScheme(f);
     if (!s) throw new Error(`quant bench: '${f}' is no quantization scheme`);
     return s;
@@ -196,7 +229,8 @@ export async function runQuantMatmulBench(device: GPUDevice, options: QuantMatmu
     const xs = new Map(ms.map((M) => [M, new Rng(1000 + M).normals(M * K, 1)]));
     const f32Median = new Map<number, number>();
     for (const s of [undefined, ...schemes]) {
-      const format = s?.name ?? 'f32';
+      const format = s === undefined ? 'f32' : s === W8A8_BENCH_FORMAT ? s : s.name;
+      const actQuant: ActivationQuant | undefined = s === W8A8_BENCH_FORMAT ? { scale: 'per-token' } : undefined;
       const t0 = performance.now();
       let entries: WeightEntry[];
       if (s) entries = [encode(s, 'w', N, K, dense)];
@@ -209,7 +243,7 @@ export async function runQuantMatmulBench(device: GPUDevice, options: QuantMatmu
         });
       }
       const weight = uploadWeight(device, entries);
-      const decoded = s ? decodeWeight(entries[0]) : dense;
+      const decoded = s && !actQuant ? decodeWeight(entries[0]) : dense;
       log(`${N}x${K} ${format}: encoded in ${((performance.now() - t0) / 1000).toFixed(1)} s, ${(weight.bytes / 2 ** 20).toFixed(2)} MiB`);
       for (const M of ms) {
         const shape = `${decodeMs.includes(M) ? 'gemv' : 'gemm'} M=${M} ${N}x${K}`;
@@ -217,7 +251,7 @@ export async function runQuantMatmulBench(device: GPUDevice, options: QuantMatmu
         const xv = xs.get(M)!;
         const x = bufferOf(device, xv);
         const parts = weight.parts.map((p) => {
-          const { launch, x: xn, y } = lowerLinear(p.entry, M, target);
+          const { launch, x: xn, y } = lowerLinear(p.entry, M, target, actQuant);
           const out = bufferOf(device, new Float32Array(M * p.rows).fill(NaN));
           return { launch, out, rows: p.rows, bindings: bindingsOf(launch, xn, y, { x, out, weight: p.buffers }) };
         });
@@ -232,7 +266,8 @@ export async function runQuantMatmulBench(device: GPUDevice, options: QuantMatmu
           for (let m = 0; m < M; m++) got.set(o.subarray(m * p.rows, (m + 1) * p.rows), m * N + col);
           col += p.rows;
         }
-        const checkError = checkMatmulOutput(`${what} (${parts[0].launch.kernel.variant})`, got, xv, decoded, M, N, K);
+        const checkWhat = `${what} (${parts[0].launch.kernel.variant})`;
+        const checkError = actQuant ? checkW8A8Output(checkWhat, got, xv, entries[0], M, actQuant) : checkMatmulOutput(checkWhat, got, xv, decoded, M, N, K);
         const m = await measureCycle(what, () => submitOnce(device, run, waiter, what), maxTime);
         if (!s) f32Median.set(M, m.median);
         const speedup = (f32Median.get(M) ?? m.median) / m.median;
@@ -274,4 +309,18 @@ export function formatQuantMatmulBench(rows: readonly QuantMatmulBenchRow[]): st
   return [head, ...body].map((cells) => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
 }
 
-runStandalone(import.meta.url, { label: 'quant-matmul-bench', run: (device, o) => runQuantMatmulBench(device, { quick: o.quick, wait: o.wait, log: o.log }), format: formatQuantMatmulBench });
+/** The value after `--flag` in `args`, if any. */
+function flagValue(args: readonly string[], flag: string): string | undefined {
+  const i = args.indexOf(flag);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+/** Command-line selections: `--formats int8,w8a8`, `--shape 4096x4096`, `--m 1,4` (decode Ms; no prefill row then). */
+function selection(args: readonly string[]): Pick<QuantMatmulBenchOptions, 'formats' | 'shapes' | 'decodeMs' | 'prefillM'> {
+  const formats = flagValue(args, '--formats')?.split(',');
+  const shape = flagValue(args, '--shape')?.split('x').map(Number) as [number, number] | undefined;
+  const ms = flagValue(args, '--m')?.split(',').map(Number);
+  return { ...(formats ? { formats } : {}), ...(shape ? { shapes: [shape] } : {}), ...(ms ? { decodeMs: ms, prefillM: 0 } : {}) };
+}
+
+runStandalone(import.meta.url, { label: 'quant-matmul-bench', run: (device, o) => runQuantMatmulBench(device, { quick: o.quick, wait: o.wait, log: o.log, languageFeatures: o.languageFeatures, ...selection(o.args) }), format: formatQuantMatmulBench });

@@ -102,7 +102,7 @@ async function main(): Promise<void> {
   if (want('matmul')) out.matmul = mm;
   const sparse = want('sparse') ? await runSparseMatmulBench(device, { quick, log, wait }) : [];
   if (want('sparse')) out.sparse_matmul = sparse;
-  const quant = want('quant') ? await runQuantMatmulBench(device, { quick, log, wait }) : [];
+  const quant = want('quant') ? await runQuantMatmulBench(device, { quick, log, wait, languageFeatures: handle.info.wgslLanguageFeatures }) : [];
   if (want('quant')) out.quant_matmul = quant;
   const att: MatmulBenchRow[] = [];
   for (const seq of want('attention') ? [512, 2048] : []) {

@@ -60,7 +60,7 @@ describe('quant matmul bench on WebGPU', () => {
       for (const v of [r.seconds, r.median, r.weightGbps, r.gflops!, r.speedup]) expect(v, r.case).toBeGreaterThan(0);
       expect(r.samples).toBeGreaterThanOrEqual(3);
       expect(r.checkError, r.case).toBeLessThan(1);
-      const family = r.format === 'f32' ? 'matmul/' : /^int/.test(r.format) ? 'dequant-matmul/' : 'codebook-matmul/';
+      const family = r.format === 'f32' ? 'matmul/' : r.format === 'w8a8' ? 'w8a8-matmul/' : /^int/.test(r.format) ? 'dequant-matmul/' : 'codebook-matmul/';
       expect(r.impl.startsWith(family), `${r.case}: ${r.impl}`).toBe(true);
       expect(r.weightGbps).toBeCloseTo(r.weightBytes / r.median / 1e9, 6);
     }
@@ -79,6 +79,7 @@ describe('quant matmul bench on WebGPU', () => {
       nf4: el / 2 + (el / 64) * 4 + 16 * 4,
       codebook16: el / 2 + 16 * 4,
       codebook256: el + 256 * 4,
+      w8a8: el + N * 4, // int8 per output channel: one f32 scale per row
     };
     for (const r of rows) expect(r.weightBytes, r.format).toBe(bytes[r.format]);
     const table = formatQuantMatmulBench(rows).split('\n');

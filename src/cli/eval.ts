@@ -30,6 +30,7 @@ import type { PrecisionPolicy } from '../ir/target.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
 import { requireFile, requireFileOrFolder } from './file-arguments.js';
+import { calibrateModelW8A8, w8a8Model } from './w8a8-model.js';
 
 /** Options of the `eval` command. */
 export interface EvalCommandOptions {
@@ -58,6 +59,14 @@ export interface EvalCommandOptions {
    * as `quantize` writes. It must have the same vocabulary; it runs on the CPU reference backend.
    */
   reference?: string;
+  /** W8A8 activation scales (`static` or `per-token`): calibrate on `calib` and score the W8A8 model. */
+  w8a8?: string;
+  /** With `w8a8`: SmoothQuant's migration strength α first. */
+  smoothquant?: number;
+  /** With `w8a8`: the calibration text (never the evaluation text). */
+  calib?: string;
+  /** With `w8a8`: most calibration tokens. */
+  calibTokens?: number;
 }
 
 /** The JSON object `eval` prints. */
@@ -237,16 +246,23 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   const passes = 'O3';
 
   const refModel = o.reference ? await openReference(o.reference, model, o.maxContext) : model;
+  let tested = model;
+  if (o.w8a8 !== undefined) {
+    if (o.w8a8 !== 'static' && o.w8a8 !== 'per-token') throw new UsageError(`--w8a8 must be static or per-token, got '${o.w8a8}'`);
+    if (!o.calib) throw new UsageError('--w8a8 needs --calib <file>: a calibration text (never the evaluation text)');
+    requireFile('--calib', o.calib);
+    tested = w8a8Model(model, await calibrateModelW8A8(model, tokenizer, { activations: o.w8a8, alpha: o.smoothquant, calib: o.calib, calibTokens: o.calibTokens }));
+  } else if (o.smoothquant !== undefined || o.calib) throw new UsageError('--smoothquant and --calib go with --w8a8');
   const reference = cpuScorer(refModel, passes, {});
   const compression = compressionOf(o);
   let underTest: WindowScorer;
   let weightBytes: number;
   if (backend === 'cpu') {
-    const c = Object.keys(compression).length || refModel !== model ? cpuScorer(model, passes, compression) : reference;
+    const c = Object.keys(compression).length || refModel !== model || tested !== model ? cpuScorer(tested, passes, compression) : reference;
     underTest = c.scorer;
     weightBytes = weightTotals(c.graph).bytes;
   } else {
-    const w = await webgpuScorer(model, o);
+    const w = await webgpuScorer(tested, o);
     underTest = w.scorer;
     weightBytes = w.weightBytes;
     log(`eval: webgpu on ${w.device}`);
@@ -260,6 +276,7 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
     await underTest.close();
   }
   process.stdout.write(`${JSON.stringify(r)}\n`);
-  if (!o.json) log(`eval [${[backend, ...Object.values(compression).map((x) => x.name)].join(', ')}]: ${targets} tokens, ppl ${r.ppl.toFixed(4)} (f32 ${r.ppl_f32.toFixed(4)}), KL mean ${r.kl_mean.toExponential(3)} p99 ${r.kl_p99.toExponential(3)}, top-1 agreement ${(100 * r.top1_agreement).toFixed(2)}%`);
+  const w8a8 = o.w8a8 ? [`w8a8 ${o.w8a8}${o.smoothquant !== undefined ? `, smoothquant ${o.smoothquant}` : ''}`] : [];
+  if (!o.json) log(`eval [${[backend, ...Object.values(compression).map((x) => x.name), ...w8a8].join(', ')}]: ${targets} tokens, ppl ${r.ppl.toFixed(4)} (f32 ${r.ppl_f32.toFixed(4)}), KL mean ${r.kl_mean.toExponential(3)} p99 ${r.kl_p99.toExponential(3)}, top-1 agreement ${(100 * r.top1_agreement).toFixed(2)}%`);
   return r;
 }

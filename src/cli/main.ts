@@ -191,6 +191,10 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(new Option('--backend <name>', 'backend of the model under test (the f32 reference runs on the CPU)').choices(['cpu', 'webgpu', 'auto']).default('auto'))
     .option('--max-tokens <n>', 'score at most this many tokens', num('--max-tokens', { int: true, min: 1 }))
     .addOption(new Option('--precision <policy>', 'precision policy of the WebGPU engine').choices(['auto', 'f32', 'f16']).default('auto'))
+    .addOption(new Option('--w8a8 <scales>', 'W8A8 (int8 weights per channel, int8 activations): calibrate on --calib and score that model').choices(['static', 'per-token']))
+    .option('--smoothquant <alpha>', 'with --w8a8: SmoothQuant first, with this migration strength (0.5 is usual)', num('--smoothquant', { min: 0, max: 1 }))
+    .option('--calib <file>', 'with --w8a8: calibration text (never the evaluation text)')
+    .option('--calib-tokens <n>', 'with --w8a8: calibrate on at most this many tokens', num('--calib-tokens', { int: true, min: 1 }))
     .option('--json', 'print only the JSON object (no summary line on stderr)', false)
     .action(async (o) => {
       await evalCommand(o);
@@ -198,17 +202,19 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
 
   program
     .command('quantize')
-    .description('compress a Llama model\'s weights with calibration (RTN, GPTQ, AWQ) and write GGUF (Q8_0, Q4_1, Q4_0; 3- and 2-bit grids in 4-bit blocks)')
+    .description('compress a Llama model\'s weights with calibration (RTN, GPTQ, AWQ) and write GGUF (Q8_0, Q4_1, Q4_0; 3- and 2-bit grids in 4-bit blocks); or calibrate W8A8 (smoothquant, w8a8) and report it')
     .requiredOption('--model <file>', 'model file')
     .option('--tokenizer <file>', "tokenizer file (default: the model's own, or one beside it)")
-    .addOption(new Option('--method <name>', 'rtn: round to nearest; gptq: Hessian-based error feedback; awq: activation-aware scales').choices(['rtn', 'gptq', 'awq']).makeOptionMandatory())
+    .addOption(new Option('--method <name>', 'rtn: round to nearest; gptq: Hessian-based error feedback; awq: activation-aware scales; smoothquant, w8a8: int8 weights and activations (with or without SmoothQuant; no file yet: report and --eval)').choices(['rtn', 'gptq', 'awq', 'smoothquant', 'w8a8']).makeOptionMandatory())
     .addOption(new Option('--bits <n>', 'grid bits (8: Q8_0; 4: Q4_1; 3, 2: grids in Q4_1 blocks)').choices(['8', '4', '3', '2']).argParser(Number).makeOptionMandatory())
     .option('--group <n>', 'elements of a row sharing a scale (a multiple of 32)', num('--group', { int: true, min: 32 }), 32)
     .option('--sym', 'symmetric grids (Q4_0 blocks); 8 bits are always symmetric', false)
     .option('--act-order', 'GPTQ: round columns by decreasing Hessian diagonal (static groups)', false)
     .requiredOption('--calib <file>', 'calibration text (never the evaluation text)')
     .option('--calib-tokens <n>', 'calibrate on at most this many tokens', num('--calib-tokens', { int: true, min: 1 }))
-    .requiredOption('-o, --output <file>', 'GGUF file to write')
+    .option('--alpha <a>', 'smoothquant: migration strength in [0, 1]', num('--alpha', { min: 0, max: 1 }), 0.5)
+    .addOption(new Option('--activations <scales>', 'smoothquant, w8a8: activation scales, calibrated per tensor or per token at run time').choices(['static', 'per-token']).default('static'))
+    .option('-o, --output <file>', 'GGUF file to write (rtn, gptq, awq)')
     .option('--eval <file>', 'score this text against the f32 model afterwards (as `eval`)')
     .option('--eval-tokens <n>', 'score at most this many tokens', num('--eval-tokens', { int: true, min: 1 }))
     .addOption(maxContextOption())

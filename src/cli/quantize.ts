@@ -9,6 +9,9 @@
  * repeating their group's scale. Matrices whose rows are no multiple of the group stay F32, as llama.cpp keeps them.
  * A GGUF input's tokenizer is copied into the output; a llama2.c model's tokenizer is not (pass `--tokenizer` when
  * loading the output).
+ *
+ * `--method smoothquant|w8a8 --bits 8` (int8 weights and activations) is `quantize-w8a8.ts`: it calibrates, reports
+ * and evaluates, and writes no file (no format holds W8A8 yet).
  * @module
  */
 import { readFile, writeFile } from 'node:fs/promises';
@@ -29,6 +32,7 @@ import { evalGraphs, type EvalResult } from './eval.js';
 import { openModel } from './model-input.js';
 import { log } from './output.js';
 import { requireFile, requireFileOrFolder } from './file-arguments.js';
+import { quantizeW8A8Command, type QuantizeW8A8Result } from './quantize-w8a8.js';
 
 /** Options of the `quantize` command. */
 export interface QuantizeCommandOptions {
@@ -50,8 +54,12 @@ export interface QuantizeCommandOptions {
   calib: string;
   /** Most calibration tokens (default: the whole text). */
   calibTokens?: number;
-  /** Output GGUF file. */
-  output: string;
+  /** Output GGUF file (the GGUF methods; the W8A8 methods write none). */
+  output?: string;
+  /** `smoothquant`: migration strength α (default 0.5). */
+  alpha?: number;
+  /** `smoothquant`, `w8a8`: activation scales, `static` (default) or `per-token`. */
+  activations?: string;
   /** Text to score the result on (as `eval`). */
   eval?: string;
   /** Most tokens of `eval` to score. */
@@ -132,8 +140,11 @@ function toInt(flag: string, v: number | undefined, fallback: number): number {
 }
 
 /** Runs the command; resolves to the result (also printed, as a table or as JSON). */
-export async function quantizeCommand(o: QuantizeCommandOptions): Promise<QuantizeResult> {
-  if (!COMPRESS_METHODS.includes(o.method as CompressMethod)) throw new UsageError(`--method must be one of ${COMPRESS_METHODS.join(', ')}, got '${o.method}'`);
+export async function quantizeCommand(o: QuantizeCommandOptions): Promise<QuantizeResult | QuantizeW8A8Result> {
+  if (o.method === 'smoothquant' || o.method === 'w8a8') return quantizeW8A8Command(o);
+  if (!o.output) throw new UsageError(`--method ${o.method} writes a GGUF file: pass -o <file>`);
+  const output = o.output;
+  if (!COMPRESS_METHODS.includes(o.method as CompressMethod)) throw new UsageError(`--method must be one of ${[...COMPRESS_METHODS, 'smoothquant', 'w8a8'].join(', ')}, got '${o.method}'`);
   const method = o.method as CompressMethod;
   if (![8, 4, 3, 2].includes(o.bits)) throw new UsageError(`--bits must be 8, 4, 3 or 2, got ${o.bits}`);
   const group = toInt('--group', o.group, 32);
@@ -160,13 +171,13 @@ export async function quantizeCommand(o: QuantizeCommandOptions): Promise<Quanti
   const extra: GgufKeyValue[] = model.format === 'gguf' ? [...(model as GgufLlamaModel).gguf.header.metadata.values()].filter((kv) => kv.key.startsWith('tokenizer.')) : [];
   const { metadata, tensors } = llamaGguf(r.graph, { name: `${basename(o.model)} ${method} ${o.bits}-bit g${group}`, contextLength: model.declaredContext ?? model.maxPositions, extra });
   const bytes = ggufFileBytes(metadata, tensors);
-  await writeFile(o.output, bytes);
-  await verifyWritten(o.output, r.graph, o.maxContext);
-  log(`quantize: wrote ${o.output} (${(bytes.length / 2 ** 20).toFixed(2)} MiB); it decodes to the weights evaluated here${extra.length ? '' : '; it holds no tokenizer (pass --tokenizer when loading it)'}`);
+  await writeFile(output, bytes);
+  await verifyWritten(output, r.graph, o.maxContext);
+  log(`quantize: wrote ${output} (${(bytes.length / 2 ** 20).toFixed(2)} MiB); it decodes to the weights evaluated here${extra.length ? '' : '; it holds no tokenizer (pass --tokenizer when loading it)'}`);
   const types: Record<string, number> = {};
   for (const t of tensors) types[GGML_NAMES[t.type]] = (types[GGML_NAMES[t.type]] ?? 0) + 1;
 
-  const result: QuantizeResult = { output: o.output, method, grid: spec, act_order: !!o.actOrder, calibration_tokens: r.calibrationTokens, file_bytes: bytes.length, tensor_types: types, layers: r.layers };
+  const result: QuantizeResult = { output, method, grid: spec, act_order: !!o.actOrder, calibration_tokens: r.calibrationTokens, file_bytes: bytes.length, tensor_types: types, layers: r.layers };
   if (o.eval) {
     const ids = tokenizer.encode(await readFile(o.eval, 'utf8'));
     if (ids[0] !== model.bosId) ids.unshift(model.bosId);

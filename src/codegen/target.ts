@@ -45,6 +45,7 @@ const PROFILE_DEVICES: Readonly<Record<TargetProfileName, DeviceInfo>> = {
     missingFeatures: [],
     limits: { maxStorageBufferBindingSize: 128 * 1024 * 1024, maxComputeInvocationsPerWorkgroup: 1024, maxComputeWorkgroupStorageSize: 32768, maxComputeWorkgroupsPerDimension: 65535 },
     subgroupSize: { min: 8, max: 8 },
+    wgslLanguageFeatures: ['packed_4x8_integer_dot_product'],
   },
   discrete: {
     backend: 'node-dawn',
@@ -53,6 +54,7 @@ const PROFILE_DEVICES: Readonly<Record<TargetProfileName, DeviceInfo>> = {
     missingFeatures: [],
     limits: { maxStorageBufferBindingSize: 1024 * 1024 * 1024, maxComputeInvocationsPerWorkgroup: 1024, maxComputeWorkgroupStorageSize: 32768, maxComputeWorkgroupsPerDimension: 65535 },
     subgroupSize: { min: 32, max: 32 },
+    wgslLanguageFeatures: ['packed_4x8_integer_dot_product'],
   },
   swiftshader: {
     backend: 'browser',
@@ -107,6 +109,7 @@ export function createTarget(device: DeviceInfo | TargetProfileName, o: TargetOp
     features: [...info.features].sort(),
     limits: { ...info.limits, maxStorageBufferBindingSize: maxBinding },
     ...(info.subgroupSize ? { subgroupSize: { ...info.subgroupSize } } : {}),
+    ...(info.wgslLanguageFeatures ? { wgslLanguageFeatures: [...info.wgslLanguageFeatures].sort() } : {}),
     profile: { ...base, hasF16: hasF16 && base.hasF16, maxStorageBufferBindingSize: maxBinding },
     precision,
     kv,

@@ -57,12 +57,25 @@ export type CastAttrs = {
   readonly to: DType;
 };
 
-/** `matmul`: operand transposes (of the last two axes). */
+/**
+ * Activation quantization of a W8A8 matmul (`matmul` with {@link MatmulAttrs.actQuant}): the rows of A are rounded to
+ * int8 with a scale per tensor (`scale`, calibrated) or per row (`'per-token'`: `max|row| / 127`), B to int8 per
+ * output channel (symmetric), and the product is an integer dot rescaled by both scales. The exact arithmetic is the
+ * CPU reference's (`src/runtime/cpu/w8a8.ts`).
+ */
+export type ActivationQuant = {
+  /** The activations' scale: a calibrated per-tensor value, or `'per-token'` (absmax of each row / 127). */
+  readonly scale: number | 'per-token';
+};
+
+/** `matmul`: operand transposes (of the last two axes), and optionally W8A8 activation quantization. */
 export type MatmulAttrs = {
   /** Whether A is read transposed. */
   readonly transA: boolean;
   /** Whether B is read transposed. */
   readonly transB: boolean;
+  /** W8A8: A and B are rounded to int8 and multiplied as integers (absent: a float matmul). */
+  readonly actQuant?: ActivationQuant;
 };
 
 /** `sum`, `mean`, `max`: the reduced axes. */

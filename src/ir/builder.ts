@@ -17,6 +17,7 @@ import type { DType } from './dtype.js';
 import { Graph, type GraphMeta } from './graph.js';
 import { makeNode, type AttrValue, type Attrs, type Node } from './node.js';
 import type { BinaryOp, CompareOp, OpName, ReduceOp, UnaryOp } from './ops.js';
+import type { ActivationQuant } from './attrs.js';
 import { WeightStore, type WeightData, type WeightEncoding, type WeightEntry } from './weights.js';
 
 /** A dim as the builder accepts it: a number, a symbol name, or a {@link SymDim}. */
@@ -170,9 +171,9 @@ export class GraphBuilder {
   /** Converts the element type. */
   cast(x: Node, to: DType): Node { return makeNode('cast', [x], { to }); }
 
-  /** Batched matrix product with optional transposed operands. */
-  matmul(a: Node, b: Node, opts: { transA?: boolean; transB?: boolean } = {}): Node {
-    return makeNode('matmul', [a, b], { transA: opts.transA ?? false, transB: opts.transB ?? false });
+  /** Batched matrix product with optional transposed operands (and W8A8 activation quantization, `actQuant`). */
+  matmul(a: Node, b: Node, opts: { transA?: boolean; transB?: boolean; actQuant?: ActivationQuant } = {}): Node {
+    return makeNode('matmul', [a, b], { transA: opts.transA ?? false, transB: opts.transB ?? false, ...(opts.actQuant ? { actQuant: opts.actQuant } : {}) });
   }
   /** `x · Wᵀ (+ bias)` for a weight stored `[out, in]`, as PyTorch's `nn.Linear` and llama2.c store them. */
   linear(x: Node, w: Node, bias?: Node): Node {

@@ -11,7 +11,7 @@ import { ShapeError, UnsupportedOpError } from '../errors.js';
 import { isDType, isFloat, type DType } from './dtype.js';
 import { dimAdd, dimDivExact, dimMul, dimProduct, dimSub, dimToString, numel, SymDim, shapeToString, type Dim, type Shape } from './dim.js';
 import type { Attrs, AttrValue, Node, TensorType } from './node.js';
-import type { AttrsOf } from './attrs.js';
+import type { ActivationQuant, AttrsOf } from './attrs.js';
 
 /** Unary elementwise ops on floats. */
 export const UNARY_OPS = ['neg', 'abs', 'exp', 'log', 'sqrt', 'rsqrt', 'reciprocal', 'tanh', 'erf', 'sin', 'cos', 'silu', 'gelu', 'relu', 'sigmoid'] as const;
@@ -314,10 +314,27 @@ define('cast', 'elementwise', [1], {
 // ---------------------------------------------------------------------------------------------------------------
 // matmul
 
+/** The canonical `actQuant` of a matmul: absent, `{scale: 'per-token'}`, or `{scale}` with a positive f32 scale. */
+function activationQuant(a: Attrs): ActivationQuant | undefined {
+  const q = a.actQuant;
+  if (q === undefined || q === null) return undefined;
+  const scale = typeof q === 'object' && !Array.isArray(q) ? (q as { scale?: unknown }).scale : undefined;
+  if (scale === 'per-token') return { scale };
+  if (typeof scale === 'number' && Number.isFinite(scale) && scale > 0) return { scale: Math.fround(scale) };
+  throw new ShapeError('matmul', `attribute 'actQuant' must be {scale: 'per-token'} or {scale: <positive number>}, got ${JSON.stringify(q)}`);
+}
+
 define('matmul', 'matmul', [2], {
-  normalize: (_i, a) => ({ transA: bool(a, 'transA', false), transB: bool(a, 'transB', false) }),
+  normalize: (_i, a) => {
+    const actQuant = activationQuant(a);
+    return { transA: bool(a, 'transA', false), transB: bool(a, 'transB', false), ...(actQuant ? { actQuant } : {}) };
+  },
   infer: ([A, B], a) => {
     const dt = sameDType('matmul', [A, B]);
+    if (a.actQuant) {
+      if (!isFloat(dt)) throw new ShapeError('matmul', `a W8A8 matmul (actQuant) takes float operands, got ${dt}${s(A.shape)} x ${dt}${s(B.shape)}`);
+      if (B.shape.length !== 2 || a.transA) throw new ShapeError('matmul', `a W8A8 matmul (actQuant) takes a 2-D B and an untransposed A, got ${s(A.shape)}${a.transA ? 'ᵀ' : ''} x ${s(B.shape)}`);
+    }
     if (dt === 'bool') throw new ShapeError('matmul', 'bool operands');
     if (dt === 'i64') throw new ShapeError('matmul', `int64 operands are not supported (${A.dtype}${s(A.shape)} x ${B.dtype}${s(B.shape)})`);
     if (A.shape.length < 2 || B.shape.length < 2) throw new ShapeError('matmul', `operands need rank >= 2, got ${s(A.shape)} and ${s(B.shape)}`);

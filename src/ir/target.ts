@@ -81,6 +81,8 @@ export interface Target {
   readonly limits: Readonly<Record<string, number>>;
   /** Subgroup sizes the device may use, when known. */
   readonly subgroupSize?: SubgroupSizes;
+  /** WGSL language features the implementation supports (`packed_4x8_integer_dot_product`, …), sorted; absent when unknown. */
+  readonly wgslLanguageFeatures?: readonly string[];
   /** The cost profile graph passes read. */
   readonly profile: DeviceProfile;
   /** The precision policy. */
@@ -94,6 +96,11 @@ export interface Target {
 /** Whether `target` has a WebGPU feature. */
 export function hasFeature(target: Pick<Target, 'features'>, feature: string): boolean {
   return target.features.includes(feature);
+}
+
+/** Whether `target`'s WGSL has a language feature (`navigator.gpu.wgslLanguageFeatures`). */
+export function hasLanguageFeature(target: Pick<Target, 'wgslLanguageFeatures'>, feature: string): boolean {
+  return target.wgslLanguageFeatures?.includes(feature) ?? false;
 }
 
 /** The one subgroup size the device always uses, when it reports a fixed one. */

@@ -208,7 +208,7 @@ function layoutRules(run: LayoutRun): RewriteRule[] {
         if (storedLayout(transB) === run.layout) return undefined;
         const e = matmulWeight(b, ctx, run);
         if (!e) return undefined;
-        return makeNode('matmul', [a, permutedWeight(e, [1, 0], reasonFor(run.layout), ctx, run)], { transA, transB: !transB });
+        return makeNode('matmul', [a, permutedWeight(e, [1, 0], reasonFor(run.layout), ctx, run)], { ...node.attrs, transA, transB: !transB });
       },
     },
     {

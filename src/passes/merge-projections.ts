@@ -100,7 +100,8 @@ export function findProjectionGroups(graph: Graph): ProjectionPlan {
     const [a, w] = n.inputs;
     if (!denseF32(graph, w, 2)) continue;
     const { transA, transB } = attrsOf(n, 'matmul');
-    const key = `${a.id}:${transA}:${transB}`;
+    // W8A8 matmuls merge only with matmuls quantizing their A the same way
+    const key = `${a.id}:${transA}:${transB}:${JSON.stringify(attrsOf(n, 'matmul').actQuant ?? null)}`;
     let entry = byKey.get(key);
     if (!entry) byKey.set(key, (entry = { a, transA, transB, mms: [], shared: [] }));
     (onlyUsedBy(w, n) ? entry.mms : entry.shared).push(n);

@@ -119,10 +119,12 @@ export const simplifyRules: readonly RewriteRule[] = [
     apply: ({ node }) => {
       let [a, b] = node.inputs;
       let { transA, transB } = attrsOf(node, 'matmul');
-      if (!swapsLastTwo(a) && !swapsLastTwo(b)) return undefined;
-      if (swapsLastTwo(a)) [a, transA] = [a.inputs[0], !transA];
+      const quantized = attrsOf(node, 'matmul').actQuant !== undefined;
+      // a W8A8 matmul quantizes the rows of an untransposed A: only B's transpose folds
+      if (!(swapsLastTwo(a) && !quantized) && !swapsLastTwo(b)) return undefined;
+      if (swapsLastTwo(a) && !quantized) [a, transA] = [a.inputs[0], !transA];
       if (swapsLastTwo(b)) [b, transB] = [b.inputs[0], !transB];
-      return makeNode('matmul', [a, b], { transA, transB });
+      return makeNode('matmul', [a, b], { ...node.attrs, transA, transB });
     },
   },
   {

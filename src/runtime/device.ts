@@ -51,6 +51,11 @@ export interface DeviceInfo {
   missingFeatures: string[];
   /** Every numeric limit of the device (for a probe: the adapter's maxima), by WebGPU limit name. */
   limits: Record<string, number>;
+  /**
+   * WGSL language features the implementation supports (`navigator.gpu.wgslLanguageFeatures`, sorted), such as
+   * `packed_4x8_integer_dot_product`; absent when unknown. Kernels that need one say so with a `requires` directive.
+   */
+  wgslLanguageFeatures?: string[];
   /** Subgroup sizes the adapter may use, when it reports them (with the `subgroups` feature). */
   subgroupSize?: {
     /** Smallest subgroup size. */
@@ -188,7 +193,13 @@ async function dawnGPU(flags: readonly string[]): Promise<GPU> {
 }
 
 /** An adapter, or why there is none. */
-type AdapterResult = { ok: true; adapter: GPUAdapter; backend: WebGPUBackend } | { ok: false; reason: string };
+type AdapterResult = { ok: true; adapter: GPUAdapter; backend: WebGPUBackend; languageFeatures: string[] } | { ok: false; reason: string };
+
+/** The WGSL language features a `GPU` object reports (`navigator.gpu.wgslLanguageFeatures`), sorted; none when it has no such set. */
+function languageFeaturesOf(gpu: GPU): string[] {
+  const set = (gpu as GPU & { wgslLanguageFeatures?: Iterable<string> }).wgslLanguageFeatures;
+  return set ? [...set].sort() : [];
+}
 
 async function findAdapter(powerPreference: GPUPowerPreference | undefined, dawnFlags: readonly string[]): Promise<AdapterResult> {
   const opts: GPURequestAdapterOptions = powerPreference ? { powerPreference } : {};
@@ -207,7 +218,7 @@ async function findAdapter(powerPreference: GPUPowerPreference | undefined, dawn
           'navigator.gpu.requestAdapter() found no adapter: WebGPU is disabled or this GPU/driver is blocklisted ' +
           '(check chrome://gpu, enable WebGPU, or update the GPU driver)',
       };
-    return { ok: true, adapter, backend: 'browser' };
+    return { ok: true, adapter, backend: 'browser', languageFeatures: languageFeaturesOf(navGpu) };
   }
   if (!isNode())
     return {
@@ -228,7 +239,7 @@ async function findAdapter(powerPreference: GPUPowerPreference | undefined, dawn
     failure = `: ${errorText(e)}`;
   }
   if (!adapter) return { ok: false, reason: `Dawn (the \`webgpu\` package) found no WebGPU adapter${failure}. ${SETUP_HINT}` };
-  return { ok: true, adapter, backend: 'node-dawn' };
+  return { ok: true, adapter, backend: 'node-dawn', languageFeatures: languageFeaturesOf(gpu) };
 }
 
 function limitsOf(limits: GPUSupportedLimits): Record<string, number> {
@@ -255,6 +266,7 @@ function buildInfo(
   features: Iterable<string>,
   limits: GPUSupportedLimits,
   wanted: readonly string[],
+  languageFeatures: readonly string[],
 ): DeviceInfo {
   const feats = [...features].sort();
   const info: DeviceInfo = {
@@ -269,6 +281,7 @@ function buildInfo(
     features: feats,
     missingFeatures: [...new Set(wanted)].filter((f) => !adapter.features.has(f)).sort(),
     limits: limitsOf(limits),
+    wgslLanguageFeatures: [...languageFeatures],
   };
   const min = ai?.subgroupMinSize;
   const max = ai?.subgroupMaxSize;
@@ -308,7 +321,7 @@ export async function requestGPUDevice(options: RequestGPUDeviceOptions = {}): P
       device = await adapter.requestDevice(base);
     }
     const ai = (device as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo ?? (await adapterInfoOf(adapter));
-    const info = buildInfo(backend, adapter, ai, device.features, device.limits, wanted);
+    const info = buildInfo(backend, adapter, ai, device.features, device.limits, wanted, found.languageFeatures);
     return makeHandle(device, info, options.onLost);
   } catch (e) {
     if (e instanceof DeviceError) throw e;
@@ -367,7 +380,7 @@ export async function probeWebGPU(options: { powerPreference?: GPUPowerPreferenc
   if (!found.ok) return { available: false, reason: found.reason };
   try {
     const ai = await adapterInfoOf(found.adapter);
-    return buildInfo(found.backend, found.adapter, ai, found.adapter.features, found.adapter.limits, options.wantFeatures ?? DEFAULT_WANTED_FEATURES);
+    return buildInfo(found.backend, found.adapter, ai, found.adapter.features, found.adapter.limits, options.wantFeatures ?? DEFAULT_WANTED_FEATURES, found.languageFeatures);
   } catch (e) {
     return { available: false, reason: `reading the WebGPU adapter failed: ${errorText(e)}` };
   }

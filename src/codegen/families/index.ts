@@ -11,6 +11,7 @@ import { codebookGatherFamily } from './codebook-gather.js';
 import { codebookMatmulFamily } from './codebook-matmul.js';
 import { dequantGatherFamily } from './dequant-gather.js';
 import { dequantMatmulFamily } from './dequant-matmul.js';
+import { w8a8MatmulFamily } from './w8a8-matmul.js';
 import { sparseNMMatmulFamily } from './sparse-nm-matmul.js';
 import { blockSparseMatmulFamily } from './block-sparse-matmul.js';
 import { attentionFamily } from './attention.js';
@@ -24,7 +25,7 @@ import { ropeFamily } from './rope.js';
 import { softmaxFamily } from './softmax.js';
 
 /** Every kernel family, one line each. */
-export const KERNEL_FAMILIES: readonly KernelFamily[] = [dequantMatmulFamily, codebookMatmulFamily, sparseNMMatmulFamily, blockSparseMatmulFamily, matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, dequantGatherFamily, codebookGatherFamily, copyFamily, rangeFamily, elementwiseFamily];
+export const KERNEL_FAMILIES: readonly KernelFamily[] = [w8a8MatmulFamily, dequantMatmulFamily, codebookMatmulFamily, sparseNMMatmulFamily, blockSparseMatmulFamily, matmulFamily, attentionFamily, normFamily, softmaxFamily, ropeFamily, reduceFamily, dequantGatherFamily, codebookGatherFamily, copyFamily, rangeFamily, elementwiseFamily];
 
 /** What a node's family is looked up by: its op, or `fused:<kind>`. */
 function formOf(node: Node): string {

@@ -106,6 +106,8 @@ export function emitOp(c: EmitContext, op: OpLike, args: readonly ExportValue[],
     case 'cast':
       return w.op('Cast', [x(0)], { to: onnxDataType(t.attrs.to) });
     case 'matmul':
+      // int8 activations have no ONNX form here (QLinearMatMul's per-tensor scales do not cover per-token ones)
+      if (t.attrs.actQuant) throw new UnsupportedOpError(['matmul'], 'ONNX export of a W8A8 matmul (int8 activations, actQuant) is not supported');
       return matmul(c, args, t.attrs.transA, t.attrs.transB);
     case 'sum': case 'mean': case 'max': {
       const axes = t.attrs.axes;

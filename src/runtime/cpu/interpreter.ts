@@ -12,8 +12,24 @@ import { inferFusedSteps } from '../../ir/ops.js';
 import { attrsOf, typedOp } from '../../ir/attrs.js';
 import * as K from './kernels.js';
 import { asInputDType, Tensor, roundToHalf } from './tensor.js';
+import { int8WeightOfEntry, int8WeightOfValues, isInt8PerChannel, w8a8Matmul, type Int8Weight } from './w8a8.js';
 
 const decoded = new WeakMap<WeightEntry, Tensor>();
+/** The entry each decoded weight tensor came from (W8A8 matmuls read an int8 weight's stored integers). */
+const entryOf = new WeakMap<Tensor, WeightEntry>();
+/** Int8 views of B operands of W8A8 matmuls, by tensor (a weight's, computed once). */
+const int8Of = new WeakMap<Tensor, Int8Weight>();
+
+/** B of a W8A8 matmul as int8 per output channel: a weight's stored integers, or its values rounded. */
+function int8Operand(b: Tensor, transB: boolean): Int8Weight {
+  let w = int8Of.get(b);
+  if (!w) {
+    const e = entryOf.get(b);
+    w = e && transB && isInt8PerChannel(e) ? int8WeightOfEntry(e) : int8WeightOfValues(b, transB);
+    if (e) int8Of.set(b, w);
+  }
+  return w;
+}
 
 /**
  * The host tensor for a weight (decoded once per entry and cached).
@@ -33,6 +49,7 @@ export function weightTensor(e: WeightEntry): Tensor {
       t = new Tensor(e.dtype === 'f16' ? 'f16' : e.dtype, e.shape, e.dtype === 'f16' ? roundToHalf(Float32Array.from(f)) : f);
     }
     decoded.set(e, t);
+    entryOf.set(t, e);
   }
   return t;
 }
@@ -145,6 +162,7 @@ export function evaluateNode(n: OpInstance, args: Tensor[], g: Graph, inputs: Re
     case 'cast':
       return K.cast(args[0], n.dtype);
     case 'matmul':
+      if (t.attrs.actQuant) return w8a8Matmul(args[0], int8Operand(args[1], t.attrs.transB), t.attrs.actQuant);
       return K.matmul(args[0], args[1], t.attrs.transA, t.attrs.transB);
     case 'sum': case 'mean': case 'max':
       return K.reduce(t.op, args[0], t.attrs.axes, t.attrs.keepDims);

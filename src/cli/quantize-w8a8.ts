@@ -1,0 +1,84 @@
+/**
+ * `tensorwright quantize --method smoothquant|w8a8 --bits 8`: calibrates W8A8 (int8 weights per output channel,
+ * int8 activations with calibrated per-tensor or per-token scales; SmoothQuant first for `smoothquant`) on `--calib`,
+ * prints the per-layer table (activation scale, where SmoothQuant's `1/s` went, the input's range and how much its
+ * largest channel dominates it) and with `--eval` scores a text against the f32 model as `eval` does.
+ *
+ * No file format holds W8A8 yet (GGUF has no int8-activation type): the command writes nothing, and `eval --w8a8`
+ * runs the same calibration on the CPU reference or WebGPU.
+ * @module
+ */
+import { readFile } from 'node:fs/promises';
+import { UsageError } from '../errors.js';
+import type { W8A8Layer } from '../compress/w8a8.js';
+import { evalGraphs, type EvalResult } from './eval.js';
+import { openModel } from './model-input.js';
+import { requireFile, requireFileOrFolder } from './file-arguments.js';
+import { calibrateModelW8A8, w8a8Model } from './w8a8-model.js';
+import type { QuantizeCommandOptions } from './quantize.js';
+
+/** The JSON object `quantize --method smoothquant|w8a8 --json` prints. */
+export interface QuantizeW8A8Result {
+  /** Method. */
+  method: 'smoothquant' | 'w8a8';
+  /** Activation scales. */
+  activations: 'static' | 'per-token';
+  /** SmoothQuant's α (smoothquant only). */
+  alpha?: number;
+  /** Calibration positions seen. */
+  calibration_tokens: number;
+  /** The per-layer report. */
+  layers: readonly W8A8Layer[];
+  /** Weights kept f32, with why. */
+  kept: readonly { readonly name: string; readonly why: string }[];
+  /** `eval` figures against the f32 model (with `--eval`). */
+  eval?: EvalResult;
+}
+
+/** The per-layer table as text lines. */
+export function w8a8Table(layers: readonly W8A8Layer[]): string[] {
+  const width = Math.max(5, ...layers.map((l) => l.name.length));
+  const pad = (s: string, n: number): string => (s.length >= n ? s : s + ' '.repeat(n - s.length));
+  return [
+    `${pad('layer', width)}  ${pad('shape', 9)}  ${pad('act.scale', 10)}  ${pad('input max', 9)}  ${pad('max/median', 10)}  smoothing`,
+    ...layers.map(
+      (l) =>
+        `${pad(l.name, width)}  ${pad(l.shape.join('x'), 9)}  ${pad(l.activationScale === 'per-token' ? 'per-token' : l.activationScale.toExponential(3), 10)}  ${pad(l.inputMax.toFixed(3), 9)}  ${pad(l.outlierRatio.toFixed(2), 10)}  ${l.smoothing ? `${l.smoothing} (s ${l.factorRange![1].toFixed(3)}..${l.factorRange![0].toFixed(3)})` : '-'}`,
+    ),
+    '(input max, max/median: of the smoothed input over the calibration rows; max/median = its largest channel max over the median channel max)',
+  ];
+}
+
+/** Runs the W8A8 methods of `quantize`; resolves to the result (also printed, as a table or as JSON). */
+export async function quantizeW8A8Command(o: QuantizeCommandOptions): Promise<QuantizeW8A8Result> {
+  const method = o.method as 'smoothquant' | 'w8a8';
+  if (o.bits !== 8) throw new UsageError(`--method ${method} quantizes weights and activations to int8: --bits must be 8, got ${o.bits}`);
+  if (o.output) throw new UsageError(`--method ${method}: no file format holds W8A8 yet (GGUF has no int8-activation type); drop -o and use --eval, or \`eval --w8a8\` to run it on cpu or webgpu`);
+  const activations = o.activations ?? 'static';
+  if (activations !== 'static' && activations !== 'per-token') throw new UsageError(`--activations must be static or per-token, got '${activations}'`);
+  requireFileOrFolder('--model', o.model);
+  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
+  requireFile('--calib', o.calib);
+  if (o.eval) requireFile('--eval', o.eval);
+  const { model, tokenizer } = await openModel(o.model, o.tokenizer, { maxContext: o.maxContext });
+  if (!tokenizer) throw new UsageError(`quantize needs a tokenizer for the calibration text: pass --tokenizer <file> (none found for ${o.model})`);
+  const alpha = method === 'smoothquant' ? (o.alpha ?? 0.5) : undefined;
+  const plan = await calibrateModelW8A8(model, tokenizer, { activations, alpha, calib: o.calib, calibTokens: o.calibTokens });
+  const result: QuantizeW8A8Result = { method, activations, ...(alpha !== undefined ? { alpha } : {}), calibration_tokens: plan.calibrationTokens, layers: plan.layers, kept: plan.kept };
+  if (o.eval) {
+    const ids = tokenizer.encode(await readFile(o.eval, 'utf8'));
+    if (ids[0] !== model.bosId) ids.unshift(model.bosId);
+    const f32 = model.build({ lastTokenLogitsOnly: false });
+    result.eval = await evalGraphs(model, ids, f32, w8a8Model(model, plan).build({ lastTokenLogitsOnly: false }), o.evalTokens ?? Number.MAX_SAFE_INTEGER);
+  }
+  if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else {
+    process.stdout.write(`${w8a8Table(plan.layers).join('\n')}\n`);
+    if (plan.kept.length) process.stdout.write(`kept f32: ${plan.kept.map((k) => `${k.name} (${k.why})`).join(', ')}\n`);
+    if (result.eval) {
+      const e = result.eval;
+      process.stdout.write(`eval on ${o.eval}: ${e.tokens} tokens, ppl ${e.ppl.toFixed(4)} (f32 ${e.ppl_f32.toFixed(4)}), KL mean ${e.kl_mean.toExponential(4)} p99 ${e.kl_p99.toExponential(3)}, top-1 agreement ${(100 * e.top1_agreement).toFixed(2)}%\n`);
+    }
+  }
+  return result;
+}
