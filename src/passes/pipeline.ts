@@ -25,6 +25,7 @@ import { recognizeAttentionPass } from './recognize-attention.js';
 import { mergeProjectionsPass } from './merge-projections.js';
 import { mixedPrecisionPass } from './mixed-precision.js';
 import { quantizeWeightsPass } from './quantize-weights.js';
+import { quantizeKvCachePass } from './quantize-kv-cache.js';
 import { sparsifyWeightsPass } from './sparsify-weights.js';
 import { layoutPass } from './layout.js';
 import { fuseEpiloguesPass } from './fuse-epilogues.js';
@@ -52,6 +53,7 @@ export const ALL_PASSES: readonly Pass[] = [
   mergeProjectionsPass,
   sparsifyWeightsPass,
   quantizeWeightsPass,
+  quantizeKvCachePass,
   mixedPrecisionPass,
   layoutPass,
   fuseEpiloguesPass,
@@ -80,9 +82,9 @@ export const PRESETS: Readonly<Record<'O0' | 'O1' | 'O2' | 'O3', readonly string
   O0: [],
   // O1: exact clean-ups; O2: + recognition of norms/activations/rope/attention, projection merging, precision and
   // layouts; O3: + fusion and memory planning
-  O1: ['fold-constants', 'simplify', 'cse', 'sparsify-weights', 'quantize-weights', 'layout', 'dce'],
-  O2: [...RECOGNIZE, 'merge-projections', 'sparsify-weights', 'quantize-weights', 'mixed-precision', 'layout', 'dce'],
-  O3: [...RECOGNIZE, 'merge-projections', 'sparsify-weights', 'quantize-weights', 'mixed-precision', 'layout', 'fuse-epilogues', 'fuse-elementwise', 'cse', 'dce', 'plan-memory'],
+  O1: ['fold-constants', 'simplify', 'cse', 'sparsify-weights', 'quantize-weights', 'quantize-kv-cache', 'layout', 'dce'],
+  O2: [...RECOGNIZE, 'merge-projections', 'sparsify-weights', 'quantize-weights', 'quantize-kv-cache', 'mixed-precision', 'layout', 'dce'],
+  O3: [...RECOGNIZE, 'merge-projections', 'sparsify-weights', 'quantize-weights', 'quantize-kv-cache', 'mixed-precision', 'layout', 'fuse-epilogues', 'fuse-elementwise', 'cse', 'dce', 'plan-memory'],
 });
 
 function isPreset(spec: string): spec is keyof typeof PRESETS {
