@@ -169,6 +169,9 @@ export function runPasses(graph: Graph, passes: readonly Pass[] | string, opts: 
   for (const [option, pass] of [['quant', 'quantize-weights'], ['sparsity', 'sparsify-weights']] as const)
     if (opts.options?.[option] && !list.some((p) => p.name === pass))
       throw new UsageError(`a ${option === 'quant' ? 'quantization scheme' : 'sparsity pattern'} was given but the pipeline (${list.map((p) => p.name).join(', ') || 'empty'}) has no '${pass}' pass to apply it`);
+  const kv = opts.options?.kvCache;
+  if ((kv === 'int8' || kv === 'int4') && !list.some((p) => p.name === 'quantize-kv-cache'))
+    throw new UsageError(`an ${kv} KV cache was asked for but the pipeline (${list.map((p) => p.name).join(', ') || 'empty'}) has no 'quantize-kv-cache' pass to apply it`);
   const target = opts.target;
   const device = opts.device ?? target?.profile ?? cpuProfile;
   const precision = opts.options?.precision ?? (target ? { default: target.precision } : undefined);
