@@ -258,7 +258,7 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
     const numBlocks = c.int('kv.numBlocks', kv.numBlocks, 1, B.numBlocks);
     const dtype = c.oneOf('kv.dtype', kv.dtype, KV_CACHE_DTYPES);
     const pool = numBlocks * kvPoolLayout(dtype, blockSize, heads, headDim).blockBytes;
-    if (pool > B.bufferBytes) c.fail('kv.numBlocks', `a ${dtype} KV pool of ${numBlocks} blocks x ${blockSize} tokens x ${heads} heads x ${headDim} is ${pool} bytes, more than ${B.bufferBytes}`);
+    if (pool > B.bufferBytes) c.fail('kv.numBlocks', `a KV pool of ${numBlocks} blocks x ${blockSize} tokens x ${heads} heads x ${headDim} (${dtype}) is ${pool} bytes, more than ${B.bufferBytes}`);
   }
 
   // inputs and outputs
