@@ -136,13 +136,21 @@ export function kvPoolLayout(dtype: KvCacheDType, blockSize: number, heads: numb
   return { rowWords, scaleWords, blockWords, blockBytes: blockWords * 4 };
 }
 
+/** One token's words in an integer pool block (see {@link packKvToken}). */
+export interface PackedKvToken {
+  /** The packed values, `[heads][rowWords]`. */
+  readonly data: Uint32Array;
+  /** The bfloat16 scales, two heads per word. */
+  readonly scales: Uint32Array;
+}
+
 /**
  * The words one token occupies in a pool block, as the KV-cache write kernel stores them: `data`, its `heads`
  * vectors of `dim` values (`[heads][rowWords]`, at word `t * heads * rowWords` of the block for slot `t`), and
  * `scales` (`scaleWords` words, at word `blockSize * heads * rowWords + t * scaleWords`). Tests and host-side tools
  * use it.
  */
-export function packKvToken(values: ArrayLike<number>, heads: number, dim: number, dtype: QuantizedKvDType): { data: Uint32Array; scales: Uint32Array } {
+export function packKvToken(values: ArrayLike<number>, heads: number, dim: number, dtype: QuantizedKvDType): PackedKvToken {
   const L = kvPoolLayout(dtype, 1, heads, dim);
   const { bits, perWord } = kvQuantFormat(dtype);
   const mask = (1 << bits) - 1;
