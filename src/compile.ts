@@ -11,6 +11,7 @@ import type { DimBindings } from './ir/dim.js';
 import type { Graph } from './ir/graph.js';
 import type { Node } from './ir/node.js';
 import { pagedAttentionOf } from './ir/paged-kv.js';
+import { kvCacheBytes } from './ir/kv-cache-quant.js';
 import type { KvCacheLayout, PrecisionPolicy, Target } from './ir/target.js';
 import { parseQuantScheme, type QuantScheme } from './ir/quant-scheme.js';
 import { parseSparsityScheme, type SparsityScheme } from './ir/sparsity-scheme.js';
@@ -42,7 +43,10 @@ export interface CompileOptions {
   device?: DeviceInfo;
   /** Precision policy (default `auto`): `f32` keeps every weight and activation f32, `f16` stores in f16 where the precision rules allow. */
   precision?: PrecisionPolicy;
-  /** KV-cache layout (default 16 tokens per block, f32). */
+  /**
+   * KV-cache layout (default 16 tokens per block, f32): `dtype` `f16` halves the cache, `int8` and `int4` store integers
+   * with a scale per token and head (see `src/ir/kv-cache-quant.ts`).
+   */
   kv?: Partial<KvCacheLayout>;
   /**
    * Weight quantization (round to nearest): a scheme name as `--quant` takes it (`int8`, `int4-g32`, …; `none`) or a
@@ -361,6 +365,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
     requiredFeatures: kernels.requiredFeatures(),
   };
   o.onProgress?.(`compile: ${kernels.kernels.length} kernels, ${packer.manifest.length} weights, in ${(performance.now() - t0).toFixed(0)} ms`);
+  o.onProgress?.(`compile: KV cache ${kvDType}, ${kvCacheBytes(manifest.kv!, maxPositions)} bytes for one sequence of ${maxPositions} positions (${pastK.length} layers, K and V)`);
   const weights = packer.bin();
   return { manifest: { ...manifest, weightsByteLength: weights.byteLength }, weights, pipeline, target };
 }

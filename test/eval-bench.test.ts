@@ -10,8 +10,8 @@ noteMissingShared('eval and bench on stories260K');
 const LONG = 600_000;
 const model = sharedPath('models/stories260K/stories260K.bin');
 const text = sharedPath('data/stories260K-eval-public.txt');
-const EVAL_FIELDS = ['tokens', 'ppl', 'ppl_f32', 'kl_mean', 'kl_p99', 'top1_agreement', 'weight_bytes', 'weight_bytes_f32'];
-const BENCH_FIELDS = ['model', 'backend', 'device', 'quant', 'sparsity', 'prompt_tokens', 'gen_tokens', 'prefill_tokens_per_s', 'decode_tokens_per_s', 'ttft_ms', 'tpot_ms_p50', 'tpot_ms_p95', 'weight_bytes', 'compile_ms', 'load_ms', 'device_copy_read_gbps', 'weight_read_fraction', 'host_ms_per_token', 'gpu_ms_per_token', 'load_ms_by_stage'];
+const EVAL_FIELDS = ['tokens', 'ppl', 'ppl_f32', 'kl_mean', 'kl_p99', 'top1_agreement', 'weight_bytes', 'weight_bytes_f32', 'kv_dtype'];
+const BENCH_FIELDS = ['model', 'backend', 'device', 'quant', 'sparsity', 'prompt_tokens', 'gen_tokens', 'prefill_tokens_per_s', 'decode_tokens_per_s', 'ttft_ms', 'tpot_ms_p50', 'tpot_ms_p95', 'weight_bytes', 'kv_dtype', 'kv_bytes', 'compile_ms', 'load_ms', 'device_copy_read_gbps', 'weight_read_fraction', 'host_ms_per_token', 'gpu_ms_per_token', 'load_ms_by_stage'];
 const LOAD_STAGES = ['download', 'device', 'buffers', 'weights', 'shader_modules', 'pipelines', 'bind_groups'];
 
 /** The measurement contract's fields agree with each other (no timing thresholds: only presence and formulas). */

@@ -40,7 +40,8 @@ import { measureCopyBandwidth } from '../runtime/webgpu/copy-bandwidth.js';
 import { defaultGpuWaitMode } from '../runtime/webgpu/gpu-wait.js';
 import { XorShiftRng } from '../util/random.js';
 import { compile, compressionOf } from '../compile.js';
-import type { PrecisionPolicy } from '../ir/target.js';
+import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
+import { kvCacheBytes } from '../ir/kv-cache-quant.js';
 import { quantile } from './eval.js';
 import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { openModel, pickBackend } from './model-input.js';
@@ -67,6 +68,8 @@ export interface BenchCommandOptions {
   repeat: number;
   /** Precision policy of the WebGPU engine (default `auto`). */
   precision?: PrecisionPolicy;
+  /** Element type of the KV cache (default f32). */
+  kvDtype?: KvCacheDType;
   /** Print the JSON object only (without it a summary line goes to stderr too). */
   json: boolean;
   /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
@@ -88,6 +91,13 @@ export interface BenchResult {
   tpot_ms_p50: number;
   tpot_ms_p95: number;
   weight_bytes: number;
+  /** Element type of the KV cache. */
+  kv_dtype: KvCacheDType;
+  /**
+   * Bytes of the WebGPU engine's KV cache for one sequence of the whole context (all layers, K and V, whole blocks);
+   * null on the CPU, whose reference backend holds f32 whatever `kv_dtype` says.
+   */
+  kv_bytes: number | null;
   compile_ms: number;
   load_ms: number;
   /** Bytes read plus bytes written per second by a plain WGSL copy kernel on the device, in GB/s (null on the CPU). */
@@ -165,6 +175,7 @@ export async function runBench(o: BenchCommandOptions): Promise<BenchResult> {
   let close = async (): Promise<void> => {};
   let device: string;
   let weightBytes: number;
+  let kvBytes: number | null = null;
   let compileMs: number;
   let copyGbps: number | null = null;
   let loadMs: number;
@@ -174,7 +185,7 @@ export async function runBench(o: BenchCommandOptions): Promise<BenchResult> {
   /** The copy bandwidth measured again after the timed runs (on a busy machine the bandwidth drifts). */
   let remeasureCopy: (() => Promise<number>) | undefined;
   if (backend === 'cpu') {
-    const optimized = runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile, options: compressionOf(o) });
+    const optimized = runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile, options: { ...compressionOf(o), kvCache: o.kvDtype } });
     compileMs = performance.now() - t0;
     const tl = performance.now();
     const lm = new CpuCausalLM(optimized.graph, model.maxPositions);
@@ -209,7 +220,8 @@ export async function runBench(o: BenchCommandOptions): Promise<BenchResult> {
       return best;
     };
     const tc = performance.now();
-    const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, prefillChunk: Math.min(128, o.promptTokens), onProgress: log });
+    const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { dtype: o.kvDtype }, prefillChunk: Math.min(128, o.promptTokens), onProgress: log });
+    kvBytes = kvCacheBytes(engine.manifest.kv!, model.maxPositions);
     compileMs = requestMs + (performance.now() - tc);
     const tl = performance.now();
     let session = await engine.createSession({ device: handle });
@@ -295,6 +307,8 @@ export async function runBench(o: BenchCommandOptions): Promise<BenchResult> {
     tpot_ms_p50: tpotP50,
     tpot_ms_p95: round2(median(runs.map((r) => r.p95))),
     weight_bytes: weightBytes,
+    kv_dtype: o.kvDtype ?? 'f32',
+    kv_bytes: kvBytes,
     compile_ms: Math.round(compileMs),
     load_ms: Math.round(loadMs),
     // from the rounded figures above, so that the formula holds for the printed numbers

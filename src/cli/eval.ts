@@ -7,7 +7,8 @@
  * - `ppl`, `ppl_f32`: perplexity of the text under each;
  * - `kl_mean`, `kl_p99`: KL(f32 ‖ model) per position, its mean and 99th percentile (nats);
  * - `top1_agreement`: the share of positions where both pick the same most likely token;
- * - `weight_bytes`, `weight_bytes_f32`: stored weight bytes of the model as run and of the f32 model.
+ * - `weight_bytes`, `weight_bytes_f32`: stored weight bytes of the model as run and of the f32 model;
+ * - `kv_dtype`: the KV cache's element type (`--kv-dtype int8` scores a quantized KV cache against the f32 model).
  *
  * With `--reference`, the f32 model is another file (the original of a compressed file that `quantize` wrote), and
  * the model under test runs as loaded. {@link evalGraphs} computes the same figures for two graphs in memory.
@@ -26,7 +27,7 @@ import { runPasses } from '../passes/pipeline.js';
 import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { compile, compressionOf } from '../compile.js';
-import type { PrecisionPolicy } from '../ir/target.js';
+import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
 import { requireFile, requireFileOrFolder } from './file-arguments.js';
@@ -50,6 +51,8 @@ export interface EvalCommandOptions {
   maxTokens?: number;
   /** Precision policy of the WebGPU engine (default `auto`). */
   precision?: PrecisionPolicy;
+  /** Element type of the model's KV cache (default f32; `int8`/`int4` on the CPU: the same semantics, f32 storage). */
+  kvDtype?: KvCacheDType;
   /** Print the JSON object only (it is printed either way; without this a summary line goes to stderr too). */
   json: boolean;
   /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
@@ -87,6 +90,8 @@ export interface EvalResult {
   weight_bytes: number;
   /** Stored bytes of the f32 weights. */
   weight_bytes_f32: number;
+  /** Element type of the model's KV cache. */
+  kv_dtype: KvCacheDType;
 }
 
 /** Per-position log-probabilities of a causal LM over a window (rows of `vocab`). */
@@ -116,7 +121,7 @@ function cpuScorer(model: LoadedModel, passes: string, options: Record<string, u
 /** A scorer on WebGPU: the engine decodes the window one token at a time and the logits are read back each step. */
 async function webgpuScorer(model: LoadedModel, o: EvalCommandOptions): Promise<{ scorer: WindowScorer; weightBytes: number; device: string }> {
   const handle = await requestGPUDevice();
-  const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, prefillChunk: 8, onProgress: log });
+  const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { dtype: o.kvDtype }, prefillChunk: 8, onProgress: log });
   const session = await engine.createSession({ device: handle });
   const vocab = model.config.vocabSize;
   const weightBytes = engine.manifest.weights.reduce((a, w) => a + w.parts.reduce((b, p) => b + p.byteLength, 0), 0);
@@ -155,7 +160,7 @@ export function quantile(xs: readonly number[], q: number): number {
 }
 
 /** The figures of {@link EvalResult} that compare two scorers (all but the byte counts). */
-type Comparison = Omit<EvalResult, 'weight_bytes' | 'weight_bytes_f32'>;
+type Comparison = Omit<EvalResult, 'weight_bytes' | 'weight_bytes_f32' | 'kv_dtype'>;
 
 /** Scores `targets` tokens of `ids` (BOS first) under both scorers, window by window. */
 async function compareScorers(model: LoadedModel, ids: readonly number[], targets: number, reference: WindowScorer, underTest: WindowScorer): Promise<Comparison> {
@@ -203,7 +208,7 @@ export async function evalGraphs(model: LoadedModel, ids: readonly number[], ref
   if (targets < 1) throw new InputError('the text has no tokens to score');
   const scorer = (g: Graph): WindowScorer => graphScorer(runPasses(g, 'O3', { device: cpuProfile }).graph, model);
   const c = await compareScorers(model, ids, targets, scorer(reference), scorer(underTest));
-  return { ...c, weight_bytes: weightTotals(underTest).bytes, weight_bytes_f32: weightTotals(reference).bytes };
+  return { ...c, weight_bytes: weightTotals(underTest).bytes, weight_bytes_f32: weightTotals(reference).bytes, kv_dtype: 'f32' };
 }
 
 /** A scorer over an already optimized graph on the CPU reference backend. */
@@ -258,7 +263,8 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   let underTest: WindowScorer;
   let weightBytes: number;
   if (backend === 'cpu') {
-    const c = Object.keys(compression).length || refModel !== model || tested !== model ? cpuScorer(tested, passes, compression) : reference;
+    const kvQuantized = o.kvDtype === 'int8' || o.kvDtype === 'int4';
+    const c = Object.keys(compression).length || refModel !== model || tested !== model || kvQuantized ? cpuScorer(tested, passes, { ...compression, kvCache: o.kvDtype }) : reference;
     underTest = c.scorer;
     weightBytes = weightTotals(c.graph).bytes;
   } else {
@@ -271,12 +277,13 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
 
   let r: EvalResult;
   try {
-    r = { ...(await compareScorers(model, ids, targets, reference.scorer, underTest)), weight_bytes: weightBytes, weight_bytes_f32: f32.parameters * 4 };
+    r = { ...(await compareScorers(model, ids, targets, reference.scorer, underTest)), weight_bytes: weightBytes, weight_bytes_f32: f32.parameters * 4, kv_dtype: o.kvDtype ?? 'f32' };
   } finally {
     await underTest.close();
   }
   process.stdout.write(`${JSON.stringify(r)}\n`);
   const w8a8 = o.w8a8 ? [`w8a8 ${o.w8a8}${o.smoothquant !== undefined ? `, smoothquant ${o.smoothquant}` : ''}`] : [];
-  if (!o.json) log(`eval [${[backend, ...Object.values(compression).map((x) => x.name), ...w8a8].join(', ')}]: ${targets} tokens, ppl ${r.ppl.toFixed(4)} (f32 ${r.ppl_f32.toFixed(4)}), KL mean ${r.kl_mean.toExponential(3)} p99 ${r.kl_p99.toExponential(3)}, top-1 agreement ${(100 * r.top1_agreement).toFixed(2)}%`);
+  const kv = o.kvDtype && o.kvDtype !== 'f32' ? [`kv ${o.kvDtype}`] : [];
+  if (!o.json) log(`eval [${[backend, ...Object.values(compression).map((x) => x.name), ...w8a8, ...kv].join(', ')}]: ${targets} tokens, ppl ${r.ppl.toFixed(4)} (f32 ${r.ppl_f32.toFixed(4)}), KL mean ${r.kl_mean.toExponential(3)} p99 ${r.kl_p99.toExponential(3)}, top-1 agreement ${(100 * r.top1_agreement).toFixed(2)}%`);
   return r;
 }

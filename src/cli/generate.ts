@@ -197,12 +197,12 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
     if (draftSource.config.vocabSize !== vocab) throw new InputError(`the draft model's vocabulary has ${draftSource.config.vocabSize} tokens, the target's ${vocab}: they must share the tokenizer`);
   }
   if (spec && backend === 'cpu') {
-    const target = runPasses(model!.build({}), passes, { device: cpuProfile, options: compressionOf(o) });
+    const target = runPasses(model!.build({}), passes, { device: cpuProfile, options: { ...compressionOf(o), kvCache: o.kvDtype } });
     extra.compile_ms = round(target.timings.reduce((a, t) => a + t.ms, 0));
     const stopTokens = model!.stopTokens;
     let drafter: Drafter = new NgramDrafter();
     if (spec.kind === 'draft') {
-      const draft = runPasses(draftSource!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: compressionOf({ quant: spec.draftQuant }) });
+      const draft = runPasses(draftSource!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: { ...compressionOf({ quant: spec.draftQuant }), kvCache: o.kvDtype } });
       drafter = new ModelDrafter(cpuDraftModel(new CpuCausalLM(draft.graph, draftSource!.maxPositions)));
     }
     extra.load_ms = round(performance.now() - t0);
@@ -210,7 +210,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
     r = sr;
     specStats = sr.stats;
   } else if (backend === 'cpu') {
-    const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: compressionOf(o), printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
+    const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: { ...compressionOf(o), kvCache: o.kvDtype }, printIrAfter: o.printIrAfter, print: (text) => process.stderr.write(`${text}\n`) });
     extra.compile_ms = round(optimized.timings.reduce((a, t) => a + t.ms, 0));
     extra.kernels_per_forward = countKernels(optimized.graph);
     const lm = new CpuCausalLM(optimized.graph, model!.maxPositions);

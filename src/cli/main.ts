@@ -46,6 +46,14 @@ function num(name: string, opts: { int?: boolean; min?: number; max?: number } =
   };
 }
 
+/**
+ * `--kv-dtype <type>`: the KV cache's element type (`compile`'s `kv.dtype`). On the CPU reference backend `int8`/`int4`
+ * run the same quantize/dequantize semantics (the `quantize-kv-cache` pass) with f32 storage.
+ */
+function kvDtypeOption(): Option {
+  return new Option('--kv-dtype <type>', 'element type of the KV cache: f16 halves it (needs shader-f16); int8 and int4 store integers with a scale per token and head').choices(['f32', 'f16', 'int8', 'int4']).default('f32');
+}
+
 /** `--kv-block-size <n>`'s parser: a power of two from 1 to 256 (what the Target accepts), else a usage error. */
 function kvBlockSize(v: string): number {
   const x = Number(v);
@@ -124,7 +132,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--print-ir-after <pass>', "print the IR (to stderr) after this pass, or 'all' (repeatable)", collect, [])
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
-    .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
+    .addOption(kvDtypeOption())
     .addOption(quantOption())
     .addOption(maxContextOption())
     .addOption(sparsityOption())
@@ -147,7 +155,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(new Option('--device-profile <name>', 'with --target webgpu: the device to compile for (default: the local adapter, else lavapipe)').choices(['lavapipe', 'discrete']))
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
-    .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
+    .addOption(kvDtypeOption())
     .addOption(quantOption())
     .addOption(maxContextOption())
     .addOption(sparsityOption())
@@ -166,7 +174,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--passes <preset>', 'pass pipeline: O0..O3 or a comma-separated list of pass names', 'O3')
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
-    .addOption(new Option('--kv-dtype <type>', 'element type of the KV cache (f16 halves its memory; needs shader-f16)').choices(['f32', 'f16']).default('f32'))
+    .addOption(kvDtypeOption())
     .addOption(quantOption())
     .addOption(maxContextOption())
     .addOption(sparsityOption())
@@ -195,6 +203,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--smoothquant <alpha>', 'with --w8a8: SmoothQuant first, with this migration strength (0.5 is usual)', num('--smoothquant', { min: 0, max: 1 }))
     .option('--calib <file>', 'with --w8a8: calibration text (never the evaluation text)')
     .option('--calib-tokens <n>', 'with --w8a8: calibrate on at most this many tokens', num('--calib-tokens', { int: true, min: 1 }))
+    .addOption(kvDtypeOption())
     .option('--json', 'print only the JSON object (no summary line on stderr)', false)
     .action(async (o) => {
       await evalCommand(o);
@@ -261,6 +270,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--gen-tokens <n>', 'tokens to generate per run', num('--gen-tokens', { int: true, min: 1 }), 64)
     .option('--repeat <n>', 'timed runs', num('--repeat', { int: true, min: 1 }), 3)
     .addOption(new Option('--precision <policy>', 'precision policy of the WebGPU engine').choices(['auto', 'f32', 'f16']).default('auto'))
+    .addOption(kvDtypeOption())
     .option('--json', 'print only the JSON object (no summary line on stderr)', false)
     .action(async (o) => {
       await benchCommand(o);
@@ -279,6 +289,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--max-batch-tokens <n>', 'token budget of one scheduler step (prefill chunks and decode tokens together)', num('--max-batch-tokens', { int: true, min: 1 }), 512)
     .option('--kv-blocks <n>', 'blocks of the KV pool (default: 8 full contexts on the CPU backend, one per engine session on WebGPU)', num('--kv-blocks', { int: true, min: 1 }))
     .option('--kv-block-size <n>', 'tokens per KV block on the CPU backend (a power of two, 1..256)', kvBlockSize, 16)
+    .addOption(kvDtypeOption())
     .option('--max-waiting <n>', 'most requests queued; more get HTTP 429', num('--max-waiting', { int: true, min: 1 }), 256)
     .addOption(new Option('--preemption <policy>', 'when the KV pool is full: recompute the preempted sequence later, or swap its KV to host memory (CPU backend; else recompute)').choices(['recompute', 'swap']).default('recompute'))
     .option('--engine-sessions <n>', 'WebGPU: engine sessions (sequences running at once) per model', num('--engine-sessions', { int: true, min: 1 }), 4)

@@ -4,6 +4,7 @@
  * OpenAI-compatible HTTP API of {@link createOpenAiServer} until SIGINT or SIGTERM.
  * @module
  */
+import type { KvCacheDType } from '../ir/target.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import type { Server } from 'node:http';
@@ -47,6 +48,8 @@ export interface ServeCommandOptions {
   kvBlocks?: number;
   /** Tokens per KV block (CPU backend; an engine's own block size is used on WebGPU). */
   kvBlockSize?: number;
+  /** Element type of the KV cache of model files (default f32; a saved engine keeps its own). */
+  kvDtype?: KvCacheDType;
   /** Most requests waiting; past it requests get 429 (default 256). */
   maxWaiting?: number;
   /** What preemption does when the KV pool is full (default `recompute`; `swap` needs an executor that can). */
@@ -93,14 +96,14 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
     tokenizer = opened.tokenizer;
     const backend = await pickBackend(o.backend);
     if (backend === 'cpu') {
-      const graph = runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile }).graph;
+      const graph = runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile, options: { kvCache: o.kvDtype } }).graph;
       const blockSize = o.kvBlockSize ?? 16;
       executor = new CpuPagedExecutor(graph, { numBlocks: o.kvBlocks ?? 8 * Math.ceil(model.maxPositions / blockSize), blockSize, maxPositions: model.maxPositions, stopTokens: model.stopTokens });
     } else {
       const handle = await requestGPUDevice();
       try {
         // batch-invariant kernels: a request's tokens do not depend on what else the step runs
-        const engine = await compile(model, { device: handle.info, prefillChunk: 64, batchInvariant: true, onProgress: log });
+        const engine = await compile(model, { device: handle.info, prefillChunk: 64, batchInvariant: true, kv: { dtype: o.kvDtype }, onProgress: log });
         const session = await engine.createSession({ device: handle, kvBlocks: o.kvBlocks });
         executor = new BatchedEngineExecutor(session, { maxPositions: model.maxPositions, vocabSize: model.config.vocabSize, stopTokens: model.stopTokens }, async () => {
           await session.destroy();

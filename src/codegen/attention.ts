@@ -40,12 +40,20 @@ import { InputError, ShapeError } from '../errors.js';
 import { KernelParams, paramsStruct, type DimLike, type GridExpr, type HeadWindow, type KernelBinding, type KernelSource } from './kernel.js';
 import { enableDirectives, kernelFeatures, literal, type KernelFeature } from './wgsl.js';
 import { chooseAttentionVariant } from './schedule/attention.js';
+import { isQuantizedKv, kvPoolLayout, kvQuantFormat, type QuantizedKvDType } from '../ir/kv-cache-quant.js';
 
 /**
  * Storage type of attention tensors (arithmetic is always f32).
  * @internal
  */
 export type AttentionDType = 'f32' | 'f16';
+
+/**
+ * Storage type of a paged KV pool: a float type, or integers with a scale per (token, head) in the layout of
+ * `src/ir/kv-cache-quant.ts` (the pool is then an array of u32 words).
+ * @internal
+ */
+export type KvPoolDType = AttentionDType | QuantizedKvDType;
 
 /** Tuning of the `decode` variant. */
 export interface DecodeAttentionVariant {
@@ -117,8 +125,8 @@ export interface AttentionHeadsSpec {
 export interface PagedAttentionSpec extends AttentionHeadsSpec {
   /** Tokens per cache block. */
   readonly blockSize: number;
-  /** Storage type of the K/V pools (default: `dtype`, the type of q and out). */
-  readonly kvDType?: AttentionDType;
+  /** Storage type of the K/V pools (default: `dtype`, the type of q and out); `int8`/`int4` are dequantized on load. */
+  readonly kvDType?: KvPoolDType;
   /** New tokens S (default `'seq'`). */
   readonly seq?: DimLike;
   /** Tokens already cached (default `'past'`). */
@@ -177,9 +185,9 @@ export interface KvCacheWriteSpec {
   readonly valueDim?: number;
   /** Tokens per cache block. */
   readonly blockSize: number;
-  /** Storage type of the pools. */
-  readonly dtype: AttentionDType;
-  /** Storage type of the new keys/values (default: the pools'); converted on store. */
+  /** Storage type of the pools: a float type (converted on store), or `int8`/`int4` (quantized on store). */
+  readonly dtype: KvPoolDType;
+  /** Storage type of the new keys/values (default: the pools', f32 for integer pools). */
   readonly sourceDType?: AttentionDType;
   /** New tokens S (default `'seq'`). */
   readonly seq?: DimLike;
@@ -262,8 +270,8 @@ interface Core {
   /** Mask kind, when there is a mask. */
   readonly mask?: 'bool' | 'additive';
   readonly maskDType?: 'bool' | AttentionDType;
-  /** Storage type of K and V (paged pools may differ from q/out). */
-  readonly kvDType: AttentionDType;
+  /** Storage type of K and V (paged pools may differ from q/out; integer pools are dequantized on load). */
+  readonly kvDType: KvPoolDType;
   /** Tokens per cache block (paged only). */
   readonly blockSize?: number;
   /** Ragged batch of sequences (paged only): per-row positions and sequence index, per-sequence block tables. */
@@ -286,7 +294,7 @@ function toF32(dtype: string, e: string): string {
 }
 
 /** Common constants and helper functions. */
-function coreFunctions(c: { dtype: AttentionDType; kvDType: AttentionDType; causal: boolean; mode: 'paged' | 'contiguous'; kName: string; vName: string; ragged?: boolean }): string[] {
+function coreFunctions(c: { dtype: AttentionDType; kvDType: KvPoolDType; causal: boolean; mode: 'paged' | 'contiguous'; kName: string; vName: string; ragged?: boolean; blockSize?: number; heads?: number; dims?: [number, number] }): string[] {
   const kv = c.ragged
     ? [
         '// first block-table entry of this workgroup\'s sequence (set in main)',
@@ -311,8 +319,9 @@ function coreFunctions(c: { dtype: AttentionDType; kvDType: AttentionDType; caus
       ];
   return [
     ...kv,
-    `fn load_k(i: u32) -> f32 { return ${toF32(c.kvDType, `${c.kName}[i]`)}; }`,
-    `fn load_v(i: u32) -> f32 { return ${toF32(c.kvDType, `${c.vName}[i]`)}; }`,
+    ...(isQuantizedKv(c.kvDType)
+      ? quantizedPoolLoads(c.kvDType, c.blockSize!, c.heads!, c.dims!)
+      : [`fn load_k(i: u32) -> f32 { return ${toF32(c.kvDType, `${c.kName}[i]`)}; }`, `fn load_v(i: u32) -> f32 { return ${toF32(c.kvDType, `${c.vName}[i]`)}; }`]),
     `fn load_q(batch: u32, row: u32, head: u32, d: u32, seq_len: u32) -> f32 {`,
     `  return ${toF32(c.dtype, 'q[((batch * seq_len + row) * NUM_HEADS + head) * HEAD_DIM + d]')};`,
     `}`,
@@ -330,6 +339,40 @@ function coreFunctions(c: { dtype: AttentionDType; kvDType: AttentionDType; caus
         ].join('\n')
       : ['// not causal: every key is visible', 'fn row_end(i: u32, seq_len: u32, kv_len: u32) -> u32 { return kv_len; }'].join('\n'),
   ];
+}
+
+/** Constants of an integer pool's layout (see `src/ir/kv-cache-quant.ts`), shared by the write and attention kernels. */
+function quantizedPoolConstants(dtype: QuantizedKvDType, blockSize: number, heads: number, [D, Dv]: [number, number]): string[] {
+  const { bits, perWord, qmax } = kvQuantFormat(dtype);
+  const k = kvPoolLayout(dtype, blockSize, heads, D);
+  const v = kvPoolLayout(dtype, blockSize, heads, Dv);
+  return [
+    `// ${dtype} KV pools: per block [BLOCK_SIZE][Hkv][*_ROW_WORDS] words of ${bits}-bit values, then [BLOCK_SIZE][SCALE_WORDS]`,
+    '// words of bfloat16 scales (two heads per word, even head in the low half): one scale per (token, head)',
+    `const KV_BITS: u32 = ${bits}u; // bits per stored value`,
+    `const KV_PER_WORD: u32 = ${perWord}u; // values per u32 word`,
+    `const KV_QMAX: f32 = ${qmax}.0; // stored values are in [-KV_QMAX, KV_QMAX]`,
+    `const K_ROW_WORDS: u32 = ${k.rowWords}u; // words of one (token, head) key vector`,
+    `const V_ROW_WORDS: u32 = ${v.rowWords}u; // words of one (token, head) value vector`,
+    `const SCALE_WORDS: u32 = ${k.scaleWords}u; // scale words per token`,
+    `const K_BLOCK_WORDS: u32 = ${k.blockWords}u; // words per key-pool block`,
+    `const V_BLOCK_WORDS: u32 = ${v.blockWords}u; // words per value-pool block`,
+  ];
+}
+
+/** `load_k(slot, head, d)` / `load_v(...)`: element d of a cached (token, head) vector of an integer pool, dequantized. */
+function quantizedPoolLoads(dtype: QuantizedKvDType, blockSize: number, heads: number, dims: [number, number]): string[] {
+  const load = (fn: string, pool: string, P: 'K' | 'V'): string[] => [
+    `fn ${fn}(slot: u32, head: u32, d: u32) -> f32 {`,
+    `  let base = (slot / BLOCK_SIZE) * ${P}_BLOCK_WORDS;`,
+    '  let t = slot % BLOCK_SIZE;',
+    `  let w = ${pool}[base + (t * NUM_KV_HEADS + head) * ${P}_ROW_WORDS + d / KV_PER_WORD];`,
+    '  let q = extractBits(bitcast<i32>(w), (d % KV_PER_WORD) * KV_BITS, KV_BITS); // sign-extended',
+    `  let sw = ${pool}[base + BLOCK_SIZE * NUM_KV_HEADS * ${P}_ROW_WORDS + t * SCALE_WORDS + head / 2u];`,
+    '  return f32(q) * bitcast<f32>((sw >> ((head & 1u) * 16u)) << 16u); // q * scale (bfloat16 bits as f32)',
+    '}',
+  ];
+  return [...quantizedPoolConstants(dtype, blockSize, heads, dims), ...load('load_k', 'k_pool', 'K'), ...load('load_v', 'v_pool', 'V')];
 }
 
 /** Mask helpers for the contiguous kernel. */
@@ -599,7 +642,7 @@ function tiledKernel(c: Core, L: RowLayout): { wgsl: string; grid: [GridExpr, Gr
     '    for (var e = lid; e < KEY_TILE * HEAD_DIM; e += WORKGROUP_SIZE) {',
     '      let j = base + e / HEAD_DIM;',
     '      var x = 0.0;',
-    '      if (j < tile_end) { x = load_k((kv_slot(batch, j, kv_len) * NUM_KV_HEADS + kv_head) * HEAD_DIM + e % HEAD_DIM); }',
+    `      if (j < tile_end) { x = ${isQuantizedKv(c.kvDType) ? 'load_k(kv_slot(batch, j, kv_len), kv_head, e % HEAD_DIM)' : 'load_k((kv_slot(batch, j, kv_len) * NUM_KV_HEADS + kv_head) * HEAD_DIM + e % HEAD_DIM)'}; }`,
     '      sh_kv[e] = x;',
     '    }',
     '    workgroupBarrier();',
@@ -634,7 +677,7 @@ function tiledKernel(c: Core, L: RowLayout): { wgsl: string; grid: [GridExpr, Gr
     '    for (var e = lid; e < KEY_TILE * VALUE_DIM; e += WORKGROUP_SIZE) {',
     '      let j = base + e / VALUE_DIM;',
     '      var x = 0.0;',
-    '      if (j < tile_end) { x = load_v((kv_slot(batch, j, kv_len) * NUM_KV_HEADS + kv_head) * VALUE_DIM + e % VALUE_DIM); }',
+    `      if (j < tile_end) { x = ${isQuantizedKv(c.kvDType) ? 'load_v(kv_slot(batch, j, kv_len), kv_head, e % VALUE_DIM)' : 'load_v((kv_slot(batch, j, kv_len) * NUM_KV_HEADS + kv_head) * VALUE_DIM + e % VALUE_DIM)'}; }`,
     '      sh_kv[e] = x;',
     '    }',
     '    workgroupBarrier();',
@@ -707,7 +750,8 @@ export function generatePagedAttentionKernel(spec: PagedAttentionSpec): KernelSo
   const strideRef = stride === undefined ? '' : params.ref(stride);
   const el = spec.dtype;
   const kvEl = spec.kvDType ?? el;
-  if (kvEl !== 'f32' && kvEl !== 'f16') throw new InputError(`paged attention: pool storage must be f32 or f16, got ${String(kvEl)}`);
+  if (kvEl !== 'f32' && kvEl !== 'f16' && !isQuantizedKv(kvEl)) throw new InputError(`paged attention: pool storage must be f32, f16, int8 or int4, got ${String(kvEl)}`);
+  const poolEl = isQuantizedKv(kvEl) ? 'u32' : kvEl;
   const variant = resolveVariant(spec, seq);
   if (ragged && variant.kind !== 'decode') throw new InputError(`paged attention over a ragged batch takes only the 'decode' layout (one query position per workgroup), not '${variant.kind}'`);
   const bindings: KernelBinding[] = [
@@ -720,8 +764,8 @@ export function generatePagedAttentionKernel(spec: PagedAttentionSpec): KernelSo
   ];
   const decls = [
     storageDecl(0, 'q', el, 'read', `[S, Hq, D] queries`),
-    storageDecl(1, 'k_pool', kvEl, 'read', '[numBlocks, BLOCK_SIZE, Hkv, D] key pool'),
-    storageDecl(2, 'v_pool', kvEl, 'read', '[numBlocks, BLOCK_SIZE, Hkv, Dv] value pool'),
+    storageDecl(1, 'k_pool', poolEl, 'read', isQuantizedKv(kvEl) ? `[numBlocks, K_BLOCK_WORDS] ${kvEl} key pool` : '[numBlocks, BLOCK_SIZE, Hkv, D] key pool'),
+    storageDecl(2, 'v_pool', poolEl, 'read', isQuantizedKv(kvEl) ? `[numBlocks, V_BLOCK_WORDS] ${kvEl} value pool` : '[numBlocks, BLOCK_SIZE, Hkv, Dv] value pool'),
     storageDecl(3, 'block_table', 'u32', 'read', ragged ? '[B, table_stride]: per sequence, logical block -> physical block' : 'logical block -> physical block'),
     ...(ragged ? [storageDecl(4, 'positions', 'i32', 'read', '[S] position of each row in its sequence'), storageDecl(5, 'row_seq', 'i32', 'read', '[S] sequence (block-table row) of each row')] : []),
     storageDecl(ragged ? 6 : 4, 'out', el, 'read_write', '[S, Hq, Dv]'),
@@ -740,7 +784,7 @@ export function generatePagedAttentionKernel(spec: PagedAttentionSpec): KernelSo
     batchGrid: 1,
     decls,
     bindings,
-    functions: coreFunctions({ dtype: el, kvDType: kvEl, causal: spec.causal, mode: 'paged', kName: 'k_pool', vName: 'v_pool', ragged }),
+    functions: coreFunctions({ dtype: el, kvDType: kvEl, causal: spec.causal, mode: 'paged', kName: 'k_pool', vName: 'v_pool', ragged, blockSize: spec.blockSize, heads: h.Hkv, dims: [h.D, h.Dv] }),
     budget: spec.maxWorkgroupStorage ?? DEFAULT_WORKGROUP_STORAGE,
     nodes: spec.nodes ?? [],
     blockSize: spec.blockSize,
@@ -826,7 +870,7 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
   for (const [n, v] of [['KV heads', Hkv], ['head dim', D], ['value dim', Dv], ['block size', blockSize]] as const)
     if (!Number.isInteger(v) || v < 1) throw new ShapeError('kv-cache-write', `${n} must be a positive integer, got ${v}`);
   const WG = spec.workgroupSize ?? 64;
-  const src = spec.sourceDType ?? spec.dtype;
+  const src: AttentionDType = spec.sourceDType ?? (isQuantizedKv(spec.dtype) ? 'f32' : spec.dtype);
   const params = new KernelParams();
   const seq = KernelParams.canon(spec.seq ?? 'seq', 'seq');
   const past = KernelParams.canon(spec.past ?? 'past', 'past');
@@ -846,6 +890,7 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
   };
   const kRow = sourceRow('key', 'K', spec.keySource);
   const vRow = sourceRow('value', 'V', spec.valueSource);
+  const quantized = isQuantizedKv(spec.dtype);
   const conv = (e: string): string => (spec.dtype === src ? e : spec.dtype === 'f16' ? `f16(${e})` : `f32(${e})`);
   const bindings: KernelBinding[] = [
     { name: 'k_new', access: 'read' },
@@ -858,6 +903,82 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
   const pools = ragged ? 5 : 3;
   const nodes = spec.nodes ?? [];
   const features = kernelFeatures({ f16: spec.dtype === 'f16' || src === 'f16' });
+  const slotLines = ragged
+    ? ['  let pos = u32(positions[s]);', `  let slot = block_table[u32(row_seq[s]) * ${strideRef} + pos / BLOCK_SIZE] * BLOCK_SIZE + pos % BLOCK_SIZE;`]
+    : [`  let pos = ${pastRef} + s;`, '  let slot = block_table[pos / BLOCK_SIZE] * BLOCK_SIZE + pos % BLOCK_SIZE;'];
+  const poolEl = quantized ? 'u32' : (spec.dtype as AttentionDType);
+  // integer pools: one invocation per (token, pair of KV heads) quantizes both heads' vectors and writes their words
+  // and their shared scale word, so no two invocations write the same word
+  const pairs = Math.ceil(Hkv / 2);
+  const body = quantized
+    ? [
+        '  let e = wid.x * WORKGROUP_SIZE + lid; // pair of KV heads within the token',
+        '  if (e >= SCALE_WORDS) { return; }',
+        '  let s = wid.y;',
+        ...slotLines,
+        '  let base_k = (slot / BLOCK_SIZE) * K_BLOCK_WORDS;',
+        '  let base_v = (slot / BLOCK_SIZE) * V_BLOCK_WORDS;',
+        '  let t = slot % BLOCK_SIZE;',
+        '  var scales_k = 0u;',
+        '  var scales_v = 0u;',
+        '  for (var hh = 0u; hh < 2u; hh++) {',
+        '    let head = e * 2u + hh;',
+        '    if (head >= NUM_KV_HEADS) { break; }',
+        `    let sk = kv_scale(row_absmax_k(${kRow}));`,
+        `    let sv = kv_scale(row_absmax_v(${vRow}));`,
+        '    for (var w = 0u; w < K_ROW_WORDS; w++) {',
+        '      var word = 0u;',
+        '      for (var i = 0u; i < KV_PER_WORD; i++) {',
+        '        let d = w * KV_PER_WORD + i;',
+        `        if (d < HEAD_DIM) { word |= kv_bits(${toF32(src, `k_new[(${kRow}) * HEAD_DIM + d]`)}, sk) << (i * KV_BITS); }`,
+        '      }',
+        '      k_pool[base_k + (t * NUM_KV_HEADS + head) * K_ROW_WORDS + w] = word;',
+        '    }',
+        '    for (var w = 0u; w < V_ROW_WORDS; w++) {',
+        '      var word = 0u;',
+        '      for (var i = 0u; i < KV_PER_WORD; i++) {',
+        '        let d = w * KV_PER_WORD + i;',
+        `        if (d < VALUE_DIM) { word |= kv_bits(${toF32(src, `v_new[(${vRow}) * VALUE_DIM + d]`)}, sv) << (i * KV_BITS); }`,
+        '      }',
+        '      v_pool[base_v + (t * NUM_KV_HEADS + head) * V_ROW_WORDS + w] = word;',
+        '    }',
+        '    scales_k |= (bitcast<u32>(sk) >> 16u) << (hh * 16u);',
+        '    scales_v |= (bitcast<u32>(sv) >> 16u) << (hh * 16u);',
+        '  }',
+        '  k_pool[base_k + BLOCK_SIZE * NUM_KV_HEADS * K_ROW_WORDS + t * SCALE_WORDS + e] = scales_k;',
+        '  v_pool[base_v + BLOCK_SIZE * NUM_KV_HEADS * V_ROW_WORDS + t * SCALE_WORDS + e] = scales_v;',
+      ]
+    : [
+        '  let e = wid.x * WORKGROUP_SIZE + lid; // (head, dim) within the token',
+        '  if (e >= NUM_KV_HEADS * ROW_WIDTH) { return; }',
+        '  let s = wid.y;',
+        '  let head = e / ROW_WIDTH;',
+        '  let d = e % ROW_WIDTH;',
+        ...slotLines,
+        `  if (d < HEAD_DIM) { k_pool[(slot * NUM_KV_HEADS + head) * HEAD_DIM + d] = ${conv(`k_new[(${kRow}) * HEAD_DIM + d]`)}; }`,
+        `  if (d < VALUE_DIM) { v_pool[(slot * NUM_KV_HEADS + head) * VALUE_DIM + d] = ${conv(`v_new[(${vRow}) * VALUE_DIM + d]`)}; }`,
+      ];
+  const quantFunctions = quantized
+    ? [
+        ...quantizedPoolConstants(spec.dtype as QuantizedKvDType, blockSize, Hkv, [D, Dv]),
+        `const KV_INV_QMAX: f32 = bitcast<f32>(0x${(new Uint32Array(new Float32Array([1 / kvQuantFormat(spec.dtype as QuantizedKvDType).qmax]).buffer)[0]).toString(16)}u); // f32(1 / KV_QMAX)`,
+        '',
+        '// the scale of a vector: f32(absmax * f32(1 / KV_QMAX)) rounded up to a bfloat16 (its upper 16 bits)',
+        'fn kv_scale(absmax: f32) -> f32 {',
+        '  let b = bitcast<u32>(absmax * KV_INV_QMAX);',
+        '  return bitcast<f32>(select((b & 0xffff0000u) + 0x10000u, b, (b & 0xffffu) == 0u));',
+        '}',
+        '// the stored bits of x under scale s: clamp(round_half_even(x / s)), two\'s complement in KV_BITS bits',
+        'fn kv_bits(x: f32, s: f32) -> u32 {',
+        '  var q = 0.0;',
+        '  if (s > 0.0) { q = clamp(round(x / s), -KV_QMAX, KV_QMAX); }',
+        '  return bitcast<u32>(i32(q)) & ((1u << KV_BITS) - 1u);',
+        '}',
+        `fn row_absmax_k(row: u32) -> f32 { var m = 0.0; for (var d = 0u; d < HEAD_DIM; d++) { m = max(m, abs(${toF32(src, 'k_new[row * HEAD_DIM + d]')})); } return m; }`,
+        `fn row_absmax_v(row: u32) -> f32 { var m = 0.0; for (var d = 0u; d < VALUE_DIM; d++) { m = max(m, abs(${toF32(src, 'v_new[row * VALUE_DIM + d]')})); } return m; }`,
+        '',
+      ]
+    : [];
   const wgsl = [
     ...enableDirectives(features),
     ...(features.length ? [''] : []),
@@ -865,6 +986,7 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
     ragged
       ? `//   copies row s of k_new [S, Hkv, D] and v_new [S, Hkv, Dv] to position positions[s] of sequence row_seq[s]`
       : `//   copies k_new [S, Hkv, D] and v_new [S, Hkv, Dv] to positions past .. past+S-1 of the paged pools`,
+    ...(quantized ? [`//   as ${spec.dtype} with a scale per (token, head): q = clamp(round(x / s)), s = bf16_round_up(absmax / KV_QMAX)`] : []),
     '',
     `const NUM_KV_HEADS: u32 = ${Hkv}u;`,
     `const HEAD_DIM: u32 = ${D}u;`,
@@ -878,32 +1000,24 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
     storageDecl(1, 'v_new', src, 'read', spec.valueSource ? '[S, V_SRC_HEADS, Dv]: heads V_FIRST_HEAD .. are the new values' : '[S, Hkv, Dv]'),
     storageDecl(2, 'block_table', 'u32', 'read', ragged ? '[B, table_stride]: per sequence, logical block -> physical block' : 'logical block -> physical block'),
     ...(ragged ? [storageDecl(3, 'positions', 'i32', 'read', '[S] position of each row in its sequence'), storageDecl(4, 'row_seq', 'i32', 'read', '[S] sequence (block-table row) of each row')] : []),
-    storageDecl(pools, 'k_pool', spec.dtype, 'read_write', '[numBlocks, BLOCK_SIZE, Hkv, D]'),
-    storageDecl(pools + 1, 'v_pool', spec.dtype, 'read_write', '[numBlocks, BLOCK_SIZE, Hkv, Dv]'),
+    storageDecl(pools, 'k_pool', poolEl, 'read_write', quantized ? `[numBlocks, K_BLOCK_WORDS] ${spec.dtype} keys and scales` : '[numBlocks, BLOCK_SIZE, Hkv, D]'),
+    storageDecl(pools + 1, 'v_pool', poolEl, 'read_write', quantized ? `[numBlocks, V_BLOCK_WORDS] ${spec.dtype} values and scales` : '[numBlocks, BLOCK_SIZE, Hkv, Dv]'),
     paramsStruct(params.list, bindings.length),
+    ...quantFunctions,
     '@compute @workgroup_size(WORKGROUP_SIZE)',
     'fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {',
-    '  let e = wid.x * WORKGROUP_SIZE + lid; // (head, dim) within the token',
-    '  if (e >= NUM_KV_HEADS * ROW_WIDTH) { return; }',
-    '  let s = wid.y;',
-    '  let head = e / ROW_WIDTH;',
-    '  let d = e % ROW_WIDTH;',
-    ...(ragged
-      ? ['  let pos = u32(positions[s]);', `  let slot = block_table[u32(row_seq[s]) * ${strideRef} + pos / BLOCK_SIZE] * BLOCK_SIZE + pos % BLOCK_SIZE;`]
-      : [`  let pos = ${pastRef} + s;`, '  let slot = block_table[pos / BLOCK_SIZE] * BLOCK_SIZE + pos % BLOCK_SIZE;']),
-    `  if (d < HEAD_DIM) { k_pool[(slot * NUM_KV_HEADS + head) * HEAD_DIM + d] = ${conv(`k_new[(${kRow}) * HEAD_DIM + d]`)}; }`,
-    `  if (d < VALUE_DIM) { v_pool[(slot * NUM_KV_HEADS + head) * VALUE_DIM + d] = ${conv(`v_new[(${vRow}) * VALUE_DIM + d]`)}; }`,
+    ...body,
     `  _ = ${seqRef};`,
     '}',
     '',
   ].join('\n');
   return {
     family: 'kv-cache-write',
-    variant: `scatter${ragged ? '-ragged' : ''}${spec.keySource || spec.valueSource ? '-window' : ''}-wg${WG}`,
+    variant: `${quantized ? `quantize-${spec.dtype}` : 'scatter'}${ragged ? '-ragged' : ''}${spec.keySource || spec.valueSource ? '-window' : ''}-wg${WG}`,
     wgsl,
     bindings,
     params: [...params.list],
-    grid: [Math.ceil((Hkv * W) / WG), params.grid(seq), 1],
+    grid: [Math.ceil((quantized ? pairs : Hkv * W) / WG), params.grid(seq), 1],
     nodes: [...nodes],
     features,
   };

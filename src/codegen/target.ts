@@ -7,6 +7,7 @@
  */
 import { InputError } from '../errors.js';
 import { discreteGpuProfile, lavapipeProfile } from '../ir/device-profile.js';
+import { KV_CACHE_DTYPES } from '../ir/kv-cache-quant.js';
 import type { DeviceClass, KvCacheLayout, PrecisionPolicy, Target } from '../ir/target.js';
 import { isSoftwareAdapter, type DeviceInfo } from '../runtime/device.js';
 import { fusionPatternsOf } from './families/index.js';
@@ -82,7 +83,7 @@ export function profileDevice(name: string): DeviceInfo {
 function checkKv(kv: KvCacheLayout): KvCacheLayout {
   const b = kv.blockSize;
   if (!Number.isInteger(b) || b < 1 || b > 256 || (b & (b - 1)) !== 0) throw new InputError(`kv.blockSize must be a power of two from 1 to 256, got ${b}`);
-  if (kv.dtype !== 'f32' && kv.dtype !== 'f16') throw new InputError(`kv.dtype must be 'f32' or 'f16', got ${JSON.stringify(kv.dtype)}`);
+  if (!KV_CACHE_DTYPES.includes(kv.dtype)) throw new InputError(`kv.dtype must be one of ${KV_CACHE_DTYPES.map((d) => `'${d}'`).join(', ')}, got ${JSON.stringify(kv.dtype)}`);
   return kv;
 }
 

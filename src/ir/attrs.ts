@@ -108,6 +108,12 @@ export type RopeAttrs = {
   readonly rotaryDim: number;
 };
 
+/** `kv_quantize`: the integer type of the quantized KV cache whose stored values the op computes. */
+export type KvQuantizeAttrs = {
+  /** `int8` or `int4` (see `src/ir/kv-cache-quant.ts`). */
+  readonly dtype: 'int8' | 'int4';
+};
+
 /** `range`: how many values. */
 export type RangeAttrs = {
   /** The length of `[0, 1, …, length - 1]` (static or symbolic). */
@@ -184,6 +190,8 @@ export interface OpAttrs {
   layernorm: NormAttrs;
   /** Rotary embedding. */
   rope: RopeAttrs;
+  /** What a quantized KV cache stores of each vector. */
+  kv_quantize: KvQuantizeAttrs;
   /** Reshape. */
   reshape: ShapeAttrs;
   /** Transpose. */

@@ -18,6 +18,7 @@ export * from './device-profile.js';
 export * from './target.js';
 export * from './head-window.js';
 export * from './paged-kv.js';
+export * from './kv-cache-quant.js';
 export * from './shape-arith.js';
 export * from './rope.js';
 export * from './quant-scheme.js';

@@ -44,6 +44,7 @@ export const OP_NAMES = [
   'rmsnorm',
   'layernorm',
   'rope',
+  'kv_quantize',
   'reshape',
   'transpose',
   'concat',
@@ -418,6 +419,23 @@ define('rope', 'elementwise', [2], {
     if (pos.dtype !== 'i32') throw new ShapeError('rope', `positions must be i32, got ${pos.dtype}${s(pos.shape)}`);
     const okPos = (pos.shape.length === 1 && pos.shape[0] === seq) || (pos.shape.length === 2 && pos.shape[1] === seq && (pos.shape[0] === b || pos.shape[0] === 1));
     if (!okPos) throw new ShapeError('rope', `positions ${s(pos.shape)} must be [seq] or [batch, seq] for input ${s(x.shape)}`);
+    return x;
+  },
+});
+
+/**
+ * `kv_quantize(x)`: what a quantized KV cache reads back of `x` `[..., D]`: each vector along the last axis quantized
+ * to `dtype` (int8/int4) with its own scale and dequantized (see `src/ir/kv-cache-quant.ts`). The CPU reference of a
+ * quantized KV cache applies it to the keys and values a step appends; WebGPU engines store the integers.
+ */
+define('kv_quantize', 'normalization', [1], {
+  normalize: (_i, a) => {
+    if (a.dtype !== 'int8' && a.dtype !== 'int4') throw new ShapeError('kv_quantize', `dtype must be 'int8' or 'int4', got ${JSON.stringify(a.dtype)}`);
+    return { dtype: a.dtype };
+  },
+  infer: ([x]) => {
+    if (x.dtype !== 'f32') throw new ShapeError('kv_quantize', `input must be f32, got ${x.dtype}${s(x.shape)}`);
+    if (x.shape.length < 1) throw new ShapeError('kv_quantize', 'input must have a last axis');
     return x;
   },
 });

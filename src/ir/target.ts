@@ -9,8 +9,10 @@
  */
 import type { DeviceProfile } from './device-profile.js';
 import type { Node } from './node.js';
+import type { KvCacheDType } from './kv-cache-quant.js';
 
 export type { DeviceProfile } from './device-profile.js';
+export type { KvCacheDType } from './kv-cache-quant.js';
 
 /**
  * The kind of device: `cpu` (the reference backend), `software-gpu` (a CPU rasterizer behind WebGPU: lavapipe,
@@ -21,14 +23,11 @@ export type DeviceClass = 'cpu' | 'software-gpu' | 'gpu';
 /** The precision policy: `auto` follows the cost profile, `f32` keeps everything f32, `f16` stores in f16 where the rules allow. */
 export type PrecisionPolicy = 'auto' | 'f32' | 'f16';
 
-/** Element types a KV cache can be stored in. */
-export type KvCacheDType = 'f32' | 'f16';
-
 /** The paged KV cache's layout: tokens per block and the element type of keys and values. */
 export interface KvCacheLayout {
   /** Tokens per KV-cache block (a power of two from 1 to 256). */
   readonly blockSize: number;
-  /** Element type of the cached keys and values. */
+  /** Element type of the cached keys and values (`int8`/`int4`: with a scale per token and head, see `kv-cache-quant`). */
   readonly dtype: KvCacheDType;
 }
 

@@ -17,6 +17,7 @@ export * from './recognize-attention.js';
 export * from './merge-projections.js';
 export * from './mixed-precision.js';
 export * from './quantize-weights.js';
+export * from './quantize-kv-cache.js';
 export * from './sparsify-weights.js';
 export * from './reencode-weights.js';
 export * from './layout.js';

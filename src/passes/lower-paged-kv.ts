@@ -7,6 +7,7 @@
  * A graph without past keys (an encoder, an ONNX model) is left as it is.
  * @module
  */
+import { UnsupportedOpError } from '../errors.js';
 import { isOp } from '../ir/attrs.js';
 import { Graph } from '../ir/graph.js';
 import { headSliceWindow } from '../ir/head-window.js';
@@ -42,7 +43,14 @@ export const lowerPagedKvPass: Pass = {
             const lk = pastLayer(kc.inputs[0], 'past_k');
             const lv = pastLayer(vc.inputs[0], 'past_v');
             if (lk === undefined || lk !== lv || q.shape[0] !== 1) return undefined;
-            const [k, v] = [kc.inputs[1], vc.inputs[1]];
+            // keys/values already in quantized-cache form (the quantize-kv-cache pass): the KV-cache write quantizes them
+            const stored = (x: Node): Node => {
+              if (!isOp(x, 'kv_quantize')) return x;
+              const kv = ctx.target?.kv.dtype;
+              if (kv !== x.attrs.dtype) throw new UnsupportedOpError(['kv_quantize'], `layer ${lk} caches ${x.attrs.dtype} keys/values but the target's KV cache is ${kv ?? 'absent'}: compile with kv.dtype '${x.attrs.dtype}'`);
+              return x.inputs[0];
+            };
+            const [k, v] = [stored(kc.inputs[1]), stored(vc.inputs[1])];
             const rep = makeNode('attention', [q, k, v], node.attrs);
             const window = headSliceWindow(v);
             if (window && (users.get(v) ?? []).every((u) => u === vc)) {

@@ -25,6 +25,7 @@ import { recognizeAttentionPass } from './recognize-attention.js';
 import { mergeProjectionsPass } from './merge-projections.js';
 import { mixedPrecisionPass } from './mixed-precision.js';
 import { quantizeWeightsPass } from './quantize-weights.js';
+import { quantizeKvCachePass } from './quantize-kv-cache.js';
 import { sparsifyWeightsPass } from './sparsify-weights.js';
 import { layoutPass } from './layout.js';
 import { fuseEpiloguesPass } from './fuse-epilogues.js';
@@ -52,6 +53,7 @@ export const ALL_PASSES: readonly Pass[] = [
   mergeProjectionsPass,
   sparsifyWeightsPass,
   quantizeWeightsPass,
+  quantizeKvCachePass,
   mixedPrecisionPass,
   layoutPass,
   fuseEpiloguesPass,
@@ -80,9 +82,9 @@ export const PRESETS: Readonly<Record<'O0' | 'O1' | 'O2' | 'O3', readonly string
   O0: [],
   // O1: exact clean-ups; O2: + recognition of norms/activations/rope/attention, projection merging, precision and
   // layouts; O3: + fusion and memory planning
-  O1: ['fold-constants', 'simplify', 'cse', 'sparsify-weights', 'quantize-weights', 'layout', 'dce'],
-  O2: [...RECOGNIZE, 'merge-projections', 'sparsify-weights', 'quantize-weights', 'mixed-precision', 'layout', 'dce'],
-  O3: [...RECOGNIZE, 'merge-projections', 'sparsify-weights', 'quantize-weights', 'mixed-precision', 'layout', 'fuse-epilogues', 'fuse-elementwise', 'cse', 'dce', 'plan-memory'],
+  O1: ['fold-constants', 'simplify', 'cse', 'sparsify-weights', 'quantize-weights', 'quantize-kv-cache', 'layout', 'dce'],
+  O2: [...RECOGNIZE, 'merge-projections', 'sparsify-weights', 'quantize-weights', 'quantize-kv-cache', 'mixed-precision', 'layout', 'dce'],
+  O3: [...RECOGNIZE, 'merge-projections', 'sparsify-weights', 'quantize-weights', 'quantize-kv-cache', 'mixed-precision', 'layout', 'fuse-epilogues', 'fuse-elementwise', 'cse', 'dce', 'plan-memory'],
 });
 
 function isPreset(spec: string): spec is keyof typeof PRESETS {
@@ -167,6 +169,9 @@ export function runPasses(graph: Graph, passes: readonly Pass[] | string, opts: 
   for (const [option, pass] of [['quant', 'quantize-weights'], ['sparsity', 'sparsify-weights']] as const)
     if (opts.options?.[option] && !list.some((p) => p.name === pass))
       throw new UsageError(`a ${option === 'quant' ? 'quantization scheme' : 'sparsity pattern'} was given but the pipeline (${list.map((p) => p.name).join(', ') || 'empty'}) has no '${pass}' pass to apply it`);
+  const kv = opts.options?.kvCache;
+  if ((kv === 'int8' || kv === 'int4') && !list.some((p) => p.name === 'quantize-kv-cache'))
+    throw new UsageError(`an ${kv} KV cache was asked for but the pipeline (${list.map((p) => p.name).join(', ') || 'empty'}) has no 'quantize-kv-cache' pass to apply it`);
   const target = opts.target;
   const device = opts.device ?? target?.profile ?? cpuProfile;
   const precision = opts.options?.precision ?? (target ? { default: target.precision } : undefined);

@@ -35,7 +35,7 @@ export interface ModelImportOptions {
   /** Tokens per paged-KV block (a power of two). */
   kvBlockSize?: number;
   /** KV-cache element type. */
-  kvDtype?: 'f32' | 'f16';
+  kvDtype?: 'f32' | 'f16' | 'int8' | 'int4';
   /** Pass pipeline (`O0`–`O3`). */
   passes?: string;
   /** Largest prompt chunk one prefill step takes. */
@@ -111,7 +111,7 @@ export function parseImportOptions(query: string): ModelImportOptions {
         o.precision = oneOf(key, value, ['auto', 'f32', 'f16'] as const);
         break;
       case 'kvDtype':
-        o.kvDtype = oneOf(key, value, ['f32', 'f16'] as const);
+        o.kvDtype = oneOf(key, value, ['f32', 'f16', 'int8', 'int4'] as const);
         break;
       case 'kvBlockSize':
         o.kvBlockSize = integer(key, value, 1);

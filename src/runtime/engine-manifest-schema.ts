@@ -25,6 +25,7 @@
 import { DeviceError, ModelFormatError } from '../errors.js';
 import { DTYPES } from '../ir/dtype.js';
 import { parseDim } from '../ir/dim.js';
+import { KV_CACHE_DTYPES, kvPoolLayout } from '../ir/kv-cache-quant.js';
 import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest } from './engine-manifest.js';
 
 /** Bounds a manifest is held to before any device is known (far above what any real engine needs). */
@@ -255,9 +256,9 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
     const blockSize = c.int('kv.blockSize', kv.blockSize, 1, B.blockSize);
     if ((blockSize & (blockSize - 1)) !== 0) c.fail('kv.blockSize', `must be a power of two, got ${blockSize}`);
     const numBlocks = c.int('kv.numBlocks', kv.numBlocks, 1, B.numBlocks);
-    const dtype = c.oneOf('kv.dtype', kv.dtype, ['f32', 'f16']);
-    const pool = numBlocks * blockSize * heads * headDim * (dtype === 'f16' ? 2 : 4);
-    if (pool > B.bufferBytes) c.fail('kv.numBlocks', `a KV pool of ${numBlocks} blocks x ${blockSize} tokens x ${heads} heads x ${headDim} is ${pool} bytes, more than ${B.bufferBytes}`);
+    const dtype = c.oneOf('kv.dtype', kv.dtype, KV_CACHE_DTYPES);
+    const pool = numBlocks * kvPoolLayout(dtype, blockSize, heads, headDim).blockBytes;
+    if (pool > B.bufferBytes) c.fail('kv.numBlocks', `a KV pool of ${numBlocks} blocks x ${blockSize} tokens x ${heads} heads x ${headDim} (${dtype}) is ${pool} bytes, more than ${B.bufferBytes}`);
   }
 
   // inputs and outputs
@@ -394,7 +395,7 @@ export function checkEngineLimits(m: EngineManifest, limits: EngineDeviceLimits)
   for (const w of m.weights) for (const p of w.parts) fits(`weight '${w.name}' (${p.role})`, p.byteLength);
   if (m.kv) {
     const kv = m.kv;
-    fits('each KV-cache pool (kv.numBlocks x kv.blockSize x kv.numKvHeads x kv.headDim)', kv.numBlocks * kv.blockSize * kv.numKvHeads * kv.headDim * (kv.dtype === 'f16' ? 2 : 4));
+    fits('each KV-cache pool (kv.numBlocks blocks of kv.blockSize x kv.numKvHeads x kv.headDim as kv.dtype)', kv.numBlocks * kvPoolLayout(kv.dtype, kv.blockSize, kv.numKvHeads, kv.headDim).blockBytes);
     // one table row per sequence of a step: at most one sequence per token of the largest plan
     const rows = Math.max(1, ...m.plans.map((p) => p.maxSeq));
     fits('the KV block tables', 4 * rows * Math.ceil((m.lm?.maxPositions ?? kv.numBlocks * kv.blockSize) / kv.blockSize));

@@ -8,6 +8,7 @@
  */
 import { ModelFormatError } from '../errors.js';
 import type { DType } from '../ir/dtype.js';
+import type { KvCacheDType } from '../ir/kv-cache-quant.js';
 import type { WeightEncoding } from '../ir/weights.js';
 import type { KernelSource } from './kernel-source.js';
 import { validateEngineManifest } from './engine-manifest-schema.js';
@@ -172,8 +173,12 @@ export interface KvManifest {
   readonly blockSize: number;
   /** Blocks per layer pool. */
   readonly numBlocks: number;
-  /** Storage dtype. */
-  readonly dtype: 'f32' | 'f16';
+  /**
+   * Storage dtype: `f32`, `f16`, or `int8`/`int4` with a scale per (token, head) in the block layout of
+   * `src/ir/kv-cache-quant.ts` (added in version 3 without a version change: runtimes that predate it refuse such
+   * engines by this field, and read every engine they could read before).
+   */
+  readonly dtype: KvCacheDType;
 }
 
 /** Causal-LM facts the generation loop needs. */

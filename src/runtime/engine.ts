@@ -12,6 +12,7 @@
 import { CacheFullError, DeviceError, InputError, ModelFormatError } from '../errors.js';
 import type { DimBindings } from '../ir/dim.js';
 import { byteSize } from '../ir/dtype.js';
+import { kvPoolLayout } from '../ir/kv-cache-quant.js';
 import { evalDim, parseDim } from '../ir/dim.js';
 import { BlockAllocator } from './block-allocator.js';
 import { asInputDType, Tensor } from './cpu/tensor.js';
@@ -770,7 +771,7 @@ export class EngineSession {
   /** Bytes of one KV block in one layer's K (or V) pool. */
   private kvBlockBytes(): number {
     const kv = this.m.kv;
-    return kv ? kv.blockSize * kv.numKvHeads * kv.headDim * (kv.dtype === 'f16' ? 2 : 4) : 0;
+    return kv ? kvPoolLayout(kv.dtype, kv.blockSize, kv.numKvHeads, kv.headDim).blockBytes : 0;
   }
 
   /** The argmax (`greedy`) or sampler launch of sampled row `row`, made on first use. */

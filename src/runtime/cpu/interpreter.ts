@@ -174,6 +174,8 @@ export function evaluateNode(n: OpInstance, args: Tensor[], g: Graph, inputs: Re
       return K.layernorm(args[0], args[1], args[2], t.attrs.eps);
     case 'rope':
       return K.rope(args[0], args[1], t.attrs.theta, t.attrs.style, t.attrs.rotaryDim);
+    case 'kv_quantize':
+      return K.kvQuantize(args[0], t.attrs.dtype);
     case 'reshape':
       return args[0].reshape(evalShape(n.shape, bindings));
     case 'transpose':

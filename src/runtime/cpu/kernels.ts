@@ -10,6 +10,7 @@ import { isFloat } from '../../ir/dtype.js';
 import type { Attrs } from '../../ir/node.js';
 import { broadcastShapes, matmulMNK } from '../../ir/ops.js';
 import { ropeFrequency } from '../../ir/rope.js';
+import { fakeQuantizeKvRows, type QuantizedKvDType } from '../../ir/kv-cache-quant.js';
 import { shapeEquals, stridesOf } from '../../ir/dim.js';
 import { arrayTypeFor, roundToHalf, Tensor, type TensorData } from './tensor.js';
 import { binaryFn, binaryFn64, unaryFn } from './math.js';
@@ -300,6 +301,18 @@ export function rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
     for (let i = 0; i < d; i++) o[r * d + i] = nums(w)[i] * Math.fround(scale * a[r * d + i]);
   }
   return finish(out);
+}
+
+/**
+ * What a quantized KV cache reads back of `x` (f32): each vector along the last axis quantized with its own scale and
+ * dequantized (the semantics of `src/ir/kv-cache-quant.ts`, which the WebGPU KV-cache kernels implement).
+ */
+export function kvQuantize(x: Tensor, dtype: QuantizedKvDType): Tensor {
+  if (x.dtype !== 'f32') throw new InputError(`kv_quantize takes f32, got ${x.dtype}`);
+  const d = x.shape[x.shape.length - 1];
+  const data = Float32Array.from(x.data as Float32Array);
+  if (d > 0) fakeQuantizeKvRows(data, 0, data.length / d, d, dtype);
+  return new Tensor('f32', [...x.shape], data);
 }
 
 /** LayerNorm over the last axis. */
