@@ -348,7 +348,7 @@ export interface SequenceHandle {
 export interface KvBlockCounts {
   /** Blocks in the pool. */
   readonly total: number;
-  /** Blocks no sequence holds. */
+  /** Blocks none of the session's own sequences holds (after {@link EngineSession.stepPaged}: the whole pool). */
   readonly free: number;
   /** Tokens per block. */
   readonly blockSize: number;
@@ -370,6 +370,52 @@ export interface BatchEntry {
    * last: what speculative decoding's verification needs (default false).
    */
   readonly allRows?: boolean;
+}
+
+/**
+ * One sequence's part of a step whose KV blocks the caller manages ({@link EngineSession.stepPaged}): a serving
+ * scheduler with its own block manager (reference counts, copy-on-write, a prefix cache) hands the engine each
+ * sequence's block table instead of letting the engine allocate.
+ */
+export interface PagedBatchEntry {
+  /** Tokens to run at positions `start, start + 1, …` (at least one). */
+  readonly tokens: readonly number[];
+  /** Position of `tokens[0]`: how many tokens of the sequence already have K/V in the blocks of `blockTable`. */
+  readonly start: number;
+  /** Physical KV blocks of the sequence in logical order, covering positions `0 .. start + tokens.length - 1`. */
+  readonly blockTable: readonly number[];
+  /** As {@link BatchEntry.sampling}. */
+  readonly sampling?: SamplerStepSettings;
+  /** As {@link BatchEntry.allRows}. */
+  readonly allRows?: boolean;
+}
+
+/** A KV block copy made before a {@link EngineSession.stepPaged} step (copy-on-write): block `src` into block `dst`. */
+export interface KvBlockCopy {
+  /** Block copied from. */
+  readonly src: number;
+  /** Block copied to. */
+  readonly dst: number;
+}
+
+/** One step laid out for the GPU: its rows, per-entry block tables and sampled rows, and the block copies before it. */
+interface StepRows {
+  /** Rows (tokens) in all. */
+  readonly T: number;
+  readonly tokens: Int32Array<ArrayBuffer>;
+  readonly positions: Int32Array<ArrayBuffer>;
+  /** Per row, its entry. */
+  readonly rowSeq: Int32Array<ArrayBuffer>;
+  /** `[entries, maxBlocks]` block tables. */
+  readonly tables: Uint32Array<ArrayBuffer>;
+  /** Rows whose logits are computed. */
+  readonly logitRows: readonly number[];
+  /** Per logit row, its entry and sampler settings. */
+  readonly sampled: readonly { entry: number; sampling: SamplerStepSettings }[];
+  /** Per entry, its indices into `logitRows`. */
+  readonly rowsOf: number[][];
+  /** Copy-on-write copies to make first. */
+  readonly copies: readonly { from: number; to: number }[];
 }
 
 /**
@@ -403,6 +449,8 @@ export class EngineSession {
   private readonly sequences = new Map<number, SequenceHandle>();
   private maxBlocks = 0;
   private cowScratch?: GPUBuffer;
+  /** Set by the first {@link EngineSession.stepPaged}: the caller owns the KV blocks, the session's allocator is unused. */
+  private callerPaged = false;
   /** @internal Blocks in the KV pool (set before `init`). */
   kvBlockCount = 0;
   /** What the last step sampled: per entry, the rows of the logits output that belong to it. */
@@ -789,6 +837,7 @@ export class EngineSession {
   private lmAllocator(): { lm: NonNullable<EngineManifest['lm']>; allocator: BlockAllocator } {
     const lm = this.m.lm;
     if (!lm || !this.allocator) throw new InputError('this engine is not a causal LM');
+    if (this.callerPaged) throw new InputError("this session's KV blocks are managed by its caller (stepPaged): the session's own sequences are not available");
     return { lm, allocator: this.allocator };
   }
 
@@ -911,7 +960,9 @@ export class EngineSession {
 
   /** The KV cache's blocks: how many there are, how many are free, and the tokens each holds. */
   kvBlocks(): KvBlockCounts {
-    const { allocator } = this.lmAllocator();
+    // after stepPaged the caller's block manager knows which blocks hold what; `free` counts the session's own
+    const allocator = this.allocator;
+    if (!this.m.lm || !allocator) throw new InputError('this engine is not a causal LM');
     return { total: allocator.numBlocks, free: allocator.freeBlocks, blockSize: allocator.blockSize };
   }
 
@@ -947,6 +998,139 @@ export class EngineSession {
     return this.runBatch(entries);
   }
 
+  /**
+   * Runs one step over sequences whose KV blocks the caller manages (a serving scheduler's block manager): each
+   * entry brings its block table and start position, and `copies` (copy-on-write) are made before anything runs.
+   * Otherwise as {@link EngineSession.stepBatch}: one ragged batch, one readback, batch-invariant rows.
+   *
+   * The first call hands the KV pool to the caller for the rest of the session: the session's own sequences
+   * ({@link EngineSession.createSequence}, {@link EngineSession.step}) are refused after it, and it is refused while
+   * any of them holds blocks. Throws `InputError` (before anything runs) for a bad entry: no tokens, an id outside the
+   * vocabulary, a table that does not cover its positions or names a block outside the pool, a position past the
+   * engine's context, bad sampling settings, or more tokens in all than {@link EngineSession.maxTokens}.
+   */
+  async stepPaged(entries: readonly PagedBatchEntry[], copies: readonly KvBlockCopy[] = []): Promise<number[][]> {
+    this.check();
+    const lm = this.m.lm;
+    if (!lm || !this.allocator || !this.m.kv) throw new InputError('this engine is not a causal LM');
+    if (!this.callerPaged) {
+      if (this.allocator.freeBlocks !== this.allocator.numBlocks)
+        throw new InputError(`stepPaged: ${this.allocator.numBlocks - this.allocator.freeBlocks} KV block(s) are held by the session's own sequences; release them first`);
+      this.callerPaged = true;
+    }
+    if (!Array.isArray(entries) || entries.length === 0) throw new InputError('stepPaged needs at least one entry');
+    const { blockSize } = this.m.kv;
+    const pool = this.kvBlockCount;
+    const block = (b: unknown, what: string): number => {
+      if (!(Number.isInteger(b) && (b as number) >= 0 && (b as number) < pool)) throw new InputError(`stepPaged: ${what} names block ${String(b)}, outside the pool of ${pool}`);
+      return b as number;
+    };
+    const cowCopies = copies.map((c, i) => ({ from: block(c?.src, `copy ${i}'s src`), to: block(c?.dst, `copy ${i}'s dst`) }));
+    let T = 0;
+    for (const [i, e] of entries.entries()) {
+      if (!Array.isArray(e?.tokens) || e.tokens.length === 0) throw new InputError(`stepPaged: entry ${i} has no tokens`);
+      for (const t of e.tokens) if (!Number.isInteger(t) || t < 0 || t >= lm.vocabSize) throw new InputError(`token id ${t} is outside the vocabulary (0..${lm.vocabSize - 1})`);
+      if (!(Number.isInteger(e.start) && e.start >= 0)) throw new InputError(`stepPaged: entry ${i}'s start must be a non-negative integer, got ${String(e.start)}`);
+      const end = e.start + e.tokens.length;
+      if (end > lm.maxPositions) throw new CacheFullError(`entry ${i} would reach ${end} positions; the engine supports ${lm.maxPositions}`);
+      const need = Math.ceil(end / blockSize);
+      if (!Array.isArray(e.blockTable) || e.blockTable.length < need || e.blockTable.length > this.maxBlocks)
+        throw new InputError(`stepPaged: entry ${i}'s block table has ${Array.isArray(e.blockTable) ? e.blockTable.length : 'no'} block(s); positions 0..${end - 1} need ${need} (at most ${this.maxBlocks})`);
+      e.blockTable.forEach((b: number, j: number) => block(b, `entry ${i}'s table[${j}]`));
+      if (e.sampling) checkSampling(e.sampling);
+      T += e.tokens.length;
+    }
+    if (T > this.maxTokens) throw new InputError(`a step takes at most ${this.maxTokens} tokens over all its sequences, got ${T}`);
+    const tables = new Uint32Array(entries.length * this.maxBlocks);
+    entries.forEach((e, b) => tables.set(e.blockTable, b * this.maxBlocks));
+    return this.submitStep({ T, ...this.layRows(entries), tables, copies: cowCopies });
+  }
+
+  /** Per-row tokens, positions and entries, and which rows are sampled, for entries starting at known positions. */
+  private layRows(entries: readonly { tokens: readonly number[]; start: number; sampling?: SamplerStepSettings; allRows?: boolean }[]): Pick<StepRows, 'tokens' | 'positions' | 'rowSeq' | 'logitRows' | 'sampled' | 'rowsOf'> {
+    const T = entries.reduce((a, e) => a + e.tokens.length, 0);
+    const tokens = new Int32Array(T);
+    const positions = new Int32Array(T);
+    const rowSeq = new Int32Array(T);
+    const logitRows: number[] = [];
+    const sampled: { entry: number; sampling: SamplerStepSettings }[] = [];
+    const rowsOf: number[][] = [];
+    let r = 0;
+    entries.forEach((e, b) => {
+      const mine: number[] = [];
+      e.tokens.forEach((t, i) => {
+        tokens[r] = t;
+        positions[r] = e.start + i;
+        rowSeq[r] = b;
+        if (e.sampling && (e.allRows || i === e.tokens.length - 1)) {
+          mine.push(logitRows.length);
+          logitRows.push(r);
+          sampled.push({ entry: b, sampling: e.sampling });
+        }
+        r++;
+      });
+      rowsOf.push(mine);
+    });
+    return { tokens, positions, rowSeq, logitRows, sampled, rowsOf };
+  }
+
+  /** Bytes of one KV block across every layer's K and V pools (what {@link EngineSession.readKvBlocks} returns per block). */
+  get kvBlockBytesAllLayers(): number {
+    return this.kvBlockBytes() * 2 * this.kvBuffers.length;
+  }
+
+  /**
+   * Reads KV blocks back to host memory (preemption by swapping, in caller-paged mode): per block, its bytes in every
+   * layer's K then V pool, {@link EngineSession.kvBlockBytesAllLayers} bytes each.
+   */
+  async readKvBlocks(blocks: readonly number[]): Promise<Uint8Array[]> {
+    this.check();
+    const bytes = this.kvBlockBytes();
+    const per = this.kvBlockBytesAllLayers;
+    for (const b of blocks) if (!(Number.isInteger(b) && b >= 0 && b < this.kvBlockCount)) throw new InputError(`readKvBlocks: block ${b} is outside the pool of ${this.kvBlockCount}`);
+    if (blocks.length === 0) return [];
+    const d = this.device;
+    const staging = d.createBuffer({ label: 'kv swap-out', size: per * blocks.length, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    try {
+      const enc = d.createCommandEncoder();
+      blocks.forEach((b, i) => {
+        let at = i * per;
+        for (const { k, v } of this.kvBuffers)
+          for (const pool of [k, v]) {
+            enc.copyBufferToBuffer(pool, b * bytes, staging, at, bytes);
+            at += bytes;
+          }
+      });
+      d.queue.submit([enc.finish()]);
+      await staging.mapAsync(GPUMapMode.READ).catch((e: unknown) => {
+        throw this.broken ?? new DeviceError('DEVICE_LOST', `reading KV blocks failed: ${(e as Error).message}`);
+      });
+      const all = new Uint8Array(staging.getMappedRange().slice(0));
+      staging.unmap();
+      return blocks.map((_b, i) => all.subarray(i * per, (i + 1) * per));
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /** Writes blocks read by {@link EngineSession.readKvBlocks} back into (possibly other) pool blocks. */
+  writeKvBlocks(blocks: readonly number[], data: readonly Uint8Array[]): void {
+    this.check();
+    const bytes = this.kvBlockBytes();
+    const per = this.kvBlockBytesAllLayers;
+    if (blocks.length !== data.length) throw new InputError(`writeKvBlocks: ${blocks.length} block(s) but ${data.length} payload(s)`);
+    blocks.forEach((b, i) => {
+      if (!(Number.isInteger(b) && b >= 0 && b < this.kvBlockCount)) throw new InputError(`writeKvBlocks: block ${b} is outside the pool of ${this.kvBlockCount}`);
+      if (data[i].byteLength !== per) throw new InputError(`writeKvBlocks: payload ${i} has ${data[i].byteLength} bytes; a block holds ${per}`);
+      let at = 0;
+      for (const { k, v } of this.kvBuffers)
+        for (const pool of [k, v]) {
+          this.device.queue.writeBuffer(pool, b * bytes, data[i].buffer as ArrayBuffer, data[i].byteOffset + at, bytes);
+          at += bytes;
+        }
+    });
+  }
+
   /** Runs a batch whose sequences are checked; validates tokens and room, then encodes and submits one step. */
   private async runBatch(entries: readonly BatchEntry[]): Promise<number[][]> {
     const { lm, allocator } = this.lmAllocator();
@@ -967,34 +1151,24 @@ export class EngineSession {
       if (need > allocator.freeBlocks)
         throw new CacheFullError(`KV cache full: sequence ${e.seq.id} needs ${allocator.blocksNeeded(e.seq.id, e.tokens.length)} more block(s) of ${allocator.blockSize} tokens for ${e.tokens.length} token(s) and the step's earlier entries ${need - allocator.blocksNeeded(e.seq.id, e.tokens.length)}; ${allocator.freeBlocks} free of ${allocator.numBlocks}`, e.seq.id);
     }
-    const B = entries.length;
-    const tokens = new Int32Array(T);
-    const positions = new Int32Array(T);
-    const rowSeq = new Int32Array(T);
-    const tables = new Uint32Array(B * this.maxBlocks);
+    const tables = new Uint32Array(entries.length * this.maxBlocks);
     const copies: { from: number; to: number }[] = [];
-    const logitRows: number[] = [];
-    const sampled: { entry: number; sampling: SamplerStepSettings }[] = [];
-    const rowsOf: number[][] = [];
-    let r = 0;
-    entries.forEach((e, b) => {
+    const placed = entries.map((e, b) => {
       const { start, copy } = allocator.reserve(e.seq.id, e.tokens.length);
       if (copy) copies.push(copy);
       tables.set(allocator.tableArray(e.seq.id, this.maxBlocks), b * this.maxBlocks);
-      const mine: number[] = [];
-      e.tokens.forEach((t, i) => {
-        tokens[r] = t;
-        positions[r] = start + i;
-        rowSeq[r] = b;
-        if (e.sampling && (e.allRows || i === e.tokens.length - 1)) {
-          mine.push(logitRows.length);
-          logitRows.push(r);
-          sampled.push({ entry: b, sampling: e.sampling });
-        }
-        r++;
-      });
-      rowsOf.push(mine);
+      return { tokens: e.tokens, start, sampling: e.sampling, allRows: e.allRows };
     });
+    return this.submitStep({ T, ...this.layRows(placed), tables, copies });
+  }
+
+  /**
+   * Encodes and submits one step whose rows, block tables and copy-on-write copies are laid out; reads back the
+   * sampled ids, per entry.
+   */
+  private async submitStep(step: StepRows): Promise<number[][]> {
+    const { T, tokens, positions, rowSeq, tables, logitRows, sampled, rowsOf, copies } = step;
+    const lm = this.m.lm!;
     this.lastRows = rowsOf;
     const d = this.device;
     const outs = Math.max(1, logitRows.length); // no sampled row: the logits of row 0 are computed and ignored

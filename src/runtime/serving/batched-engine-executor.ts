@@ -1,10 +1,13 @@
 /**
- * A {@link BatchExecutor} over an engine session that runs ragged batches itself (`createSequence`, `stepBatch`,
- * `releaseSequence`: the batched `EngineSession` API of issue #14). The engine keeps its own paged KV cache and
- * block tables, so the scheduler's tables are bookkeeping: each sequence is fed whatever of its `context` the engine
- * has not run yet (a prefix-cache hit is recomputed, not shared, until the engine can adopt cached blocks), and the
- * scheduler's pool is the engine's ({@link BatchedEngineExecutor.kv}) and its prefix cache is off
- * ({@link BatchedEngineExecutor.sharesBlocks}).
+ * A {@link BatchExecutor} over an engine session that runs ragged batches itself (the batched `EngineSession` API of
+ * issue #14). Two ways, by what the session offers:
+ * - **The scheduler's block tables** (a session with `stepPaged`, as `EngineSession` has): each step hands the engine
+ *   every entry's block table and start position and the copy-on-write copies, so the scheduler's block manager is
+ *   the one truth: its prefix cache shares blocks on the GPU, forks copy on write, and (with `readKvBlocks` /
+ *   `writeKvBlocks`) preemption can swap blocks to host memory.
+ * - **The engine's own tables** (`createSequence`, `stepBatch`, `releaseSequence` only): the scheduler's tables are
+ *   bookkeeping, each sequence is fed whatever of its `context` the engine has not run yet, and the scheduler's prefix
+ *   cache is off ({@link BatchedEngineExecutor.sharesBlocks}).
  *
  * The engine API is declared here structurally ({@link BatchedEngineSession}), so this file compiles before the
  * batched engine lands and needs no change when it does: pass the session to the constructor.
@@ -40,6 +43,15 @@ export interface BatchedEngineSession {
   kvBlocks(): BatchedKvBlocks;
   /** Most tokens one step takes over all its sequences. */
   readonly maxTokens: number;
+  /** Runs one ragged batch on the caller's block tables after the given copies; per entry, the ids sampled. */
+  stepPaged?(
+    entries: readonly { readonly tokens: readonly number[]; readonly start: number; readonly blockTable: readonly number[]; readonly sampling?: SamplerStepSettings }[],
+    copies?: readonly { readonly src: number; readonly dst: number }[],
+  ): Promise<number[][]>;
+  /** Per block, its bytes in every layer's K and V pools (swapping to host memory). */
+  readKvBlocks?(blocks: readonly number[]): Promise<Uint8Array[]>;
+  /** Writes what {@link BatchedEngineSession.readKvBlocks} read into these blocks. */
+  writeKvBlocks?(blocks: readonly number[], data: readonly Uint8Array[]): void;
 }
 
 /** What the executor needs to know of the model besides the session. */
@@ -57,12 +69,16 @@ export class BatchedEngineExecutor implements BatchExecutor {
   readonly maxPositions: number;
   readonly vocabSize: number;
   readonly stopTokens: readonly number[];
-  /** The engine's own pool (run the scheduler with prefix caching off: cached blocks are not shared on the engine). */
+  /** The engine's pool: the scheduler's block manager manages the same blocks. */
   readonly kv: KvPoolShape;
   readonly maxSequences = Infinity;
-  /** The engine keeps its own block tables: the scheduler's prefix cache is off. */
-  readonly sharesBlocks = false;
+  /** Whether the engine runs on the scheduler's block tables (`stepPaged`): then shared blocks are stored once. */
+  readonly sharesBlocks: boolean;
+  /** Whether preempted sequences can be swapped to host memory (`readKvBlocks` and `writeKvBlocks`, with `stepPaged`). */
+  readonly canSwap: boolean;
   private readonly seqs = new Map<number, { seq: BatchedSequence; fed: number }>();
+  /** Host copies of swapped-out blocks, by the scheduler's key. */
+  private readonly swapped = new Map<number, Uint8Array[]>();
 
   constructor(
     /** The engine session. */
@@ -75,9 +91,57 @@ export class BatchedEngineExecutor implements BatchExecutor {
     this.stopTokens = model.stopTokens;
     const kv = session.kvBlocks();
     this.kv = { numBlocks: kv.total, blockSize: kv.blockSize };
+    this.sharesBlocks = typeof session.stepPaged === 'function';
+    this.canSwap = this.sharesBlocks && typeof session.readKvBlocks === 'function' && typeof session.writeKvBlocks === 'function';
   }
 
   async step(batch: ExecutorBatch): Promise<number[]> {
+    return this.sharesBlocks ? this.stepOnTables(batch) : this.stepOnEngineTables(batch);
+  }
+
+  /** A step on the scheduler's block tables: swaps, copies, then the entries in groups of the engine's step size. */
+  private async stepOnTables(batch: ExecutorBatch): Promise<number[]> {
+    const session = this.session;
+    for (const { key, blocks } of batch.swapOut ?? []) this.swapped.set(key, await session.readKvBlocks!(blocks));
+    for (const { key, blocks } of batch.swapIn ?? []) {
+      const data = this.swapped.get(key);
+      if (!data) throw new InputError(`swap-in of ${key}: no host copy was made`);
+      session.writeKvBlocks!(blocks, data);
+      this.swapped.delete(key);
+    }
+    let copies = batch.copies;
+    const out: number[] = new Array<number>(batch.entries.length).fill(-1);
+    const cap = session.maxTokens;
+    type Part = { index: number; seqId: number; tokens: readonly number[]; start: number; blockTable: readonly number[]; sampling?: SamplerStepSettings };
+    let group: Part[] = [];
+    let size = 0;
+    const flush = async (): Promise<void> => {
+      if (!group.length) return;
+      const ids = await session.stepPaged!(group.map(({ tokens, start, blockTable, sampling }) => ({ tokens, start, blockTable, sampling })), copies);
+      copies = [];
+      group.forEach((g, i) => {
+        if (g.sampling) out[g.index] = ids[i][0];
+      });
+      group = [];
+      size = 0;
+    };
+    for (const [index, e] of batch.entries.entries()) {
+      if (e.tokens.length === 0) throw new InputError(`sequence ${e.seqId}: nothing to run`);
+      // a prompt longer than one engine step runs in chunks, in order (a sequence appears once per engine step)
+      for (let at = 0; at < e.tokens.length; at += cap) {
+        const tokens = e.tokens.slice(at, at + cap);
+        const last = at + cap >= e.tokens.length;
+        if (size + tokens.length > cap || group.some((g) => g.seqId === e.seqId)) await flush();
+        group.push({ index, seqId: e.seqId, tokens, start: e.start + at, blockTable: e.blockTable, sampling: last ? e.sampling : undefined });
+        size += tokens.length;
+      }
+    }
+    await flush();
+    return out;
+  }
+
+  /** A step on the engine's own block tables: each sequence gets what of its context the engine has not run. */
+  private async stepOnEngineTables(batch: ExecutorBatch): Promise<number[]> {
     // what each sequence still has to run: its context past what the engine holds
     const work = batch.entries.map((e) => {
       let s = this.seqs.get(e.seqId);
@@ -113,6 +177,10 @@ export class BatchedEngineExecutor implements BatchExecutor {
     }
     await flush();
     return out;
+  }
+
+  discardSwapped(key: number): void {
+    this.swapped.delete(key);
   }
 
   release(seqId: number): void {
