@@ -99,6 +99,31 @@ describe.skipIf(!hasShared)('serve (stories260K, CPU backend) with the openai cl
     expect(whole.usage?.prompt_tokens).toBe(ids.length);
   });
 
+  it('n > 1: n choices of one prompt, each seeded seed + i as a request alone would be, streamed and not', async () => {
+    const g = goldens()[4];
+    const one = async (seed: number): Promise<string> => (await client.completions.create({ model: 'stories260K', prompt: g.prompt_ids, max_tokens: 12, temperature: 1, seed })).choices[0].text;
+    const want = [await one(7), await one(8), await one(9)];
+    expect(new Set(want).size).toBeGreaterThan(1);
+    const r = await client.completions.create({ model: 'stories260K', prompt: g.prompt_ids, max_tokens: 12, temperature: 1, seed: 7, n: 3 });
+    expect(r.choices.map((c) => c.index)).toEqual([0, 1, 2]);
+    expect(r.choices.map((c) => c.text)).toEqual(want);
+    expect(r.usage).toEqual({ prompt_tokens: g.prompt_ids.length, completion_tokens: 36, total_tokens: g.prompt_ids.length + 36 });
+    const stream = await client.completions.create({ model: 'stories260K', prompt: g.prompt_ids, max_tokens: 12, temperature: 1, seed: 7, n: 3, stream: true, stream_options: { include_usage: true } });
+    const texts = ['', '', ''];
+    let usage: unknown;
+    for await (const c of stream) {
+      for (const ch of c.choices) texts[ch.index] += ch.text;
+      usage ??= c.usage ?? undefined;
+    }
+    expect(texts).toEqual(want);
+    expect(usage).toMatchObject({ completion_tokens: 36 });
+    const messages = [{ role: 'user' as const, content: 'Hi.' }];
+    const chat = await client.chat.completions.create({ model: 'stories260K', messages, max_tokens: 6, temperature: 0, n: 2 });
+    expect(chat.choices).toHaveLength(2);
+    expect(chat.choices[0].message.content).toBe(chat.choices[1].message.content);
+    await expect(client.completions.create({ model: 'stories260K', prompt: 'x', n: 17 })).rejects.toMatchObject({ status: 400, param: 'n' });
+  });
+
   it('a client that aborts a stream cancels its request and frees its KV blocks', async () => {
     const stream = await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 400, temperature: 0, stream: true });
     let n = 0;
@@ -139,7 +164,7 @@ describe.skipIf(!hasShared)('serve (stories260K, CPU backend) with the openai cl
     expect(await post('/v1/completions', JSON.stringify({ model: 'stories260K', prompt: 'x', max_tokens: 'ten' }))).toMatchObject({ status: 400, error: { type: 'invalid_request_error' } });
     expect(await post('/v1/completions', JSON.stringify({ model: 'stories260K', prompt: 'x', temperature: -1 }))).toMatchObject({ status: 400 });
     expect(await post('/v1/completions', JSON.stringify({ model: 'stories260K', prompt: [1, 99999] }))).toMatchObject({ status: 400, error: { code: 'BAD_INPUT' } });
-    expect(await post('/v1/completions', JSON.stringify({ model: 'stories260K', prompt: 'x', n: 2 }))).toMatchObject({ status: 400 });
+    expect(await post('/v1/completions', JSON.stringify({ model: 'stories260K', prompt: 'x', n: 0 }))).toMatchObject({ status: 400, error: { param: 'n' } });
     expect(await post('/v1/chat/completions', JSON.stringify({ model: 'stories260K', messages: [] }))).toMatchObject({ status: 400 });
     expect((await post('/v1/nothing', '{}')).status).toBe(404);
     expect((await fetch(`${server.url}/v1/completions`)).status).toBe(405);

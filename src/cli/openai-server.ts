@@ -168,14 +168,17 @@ function chatMessages(body: Record<string, unknown>): ChatMessage[] {
   });
 }
 
+/** Most choices (`n`) one request may ask for. */
+export const MAX_CHOICES = 16;
+
 async function complete(req: IncomingMessage, res: ServerResponse, models: ModelProvider, body: Record<string, unknown>, chat: boolean): Promise<void> {
   const ids = models.ids();
   const name = body.model === undefined && ids.length === 1 ? ids[0] : body.model;
   if (typeof name !== 'string') throw bad('model must be a string', 'model');
   const model = await models.get(name);
   if (!model) throw new HttpError(404, `the model '${name}' does not exist (models: ${ids.join(', ')})`, 'invalid_request_error', 'model_not_found', 'model');
-  const n = numberField(body, 'n', { int: true, min: 1 });
-  if (n !== undefined && n !== 1) throw bad('n must be 1', 'n');
+  // n > 1: n requests on one prompt (its blocks shared through the prefix cache), choice i seeded with seed + i
+  const n = numberField(body, 'n', { int: true, min: 1, max: MAX_CHOICES }) ?? 1;
   if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') throw bad('stream must be a boolean', 'stream');
   const stream = body.stream === true;
   const stop = body.stop;
@@ -209,10 +212,11 @@ async function complete(req: IncomingMessage, res: ServerResponse, models: Model
     signal: ac.signal,
   };
   if (request.stop !== undefined && !model.tokenizer) throw bad(`stop strings need a tokenizer; the model '${name}' has none`, 'stop');
-  let events: AsyncIterable<ServingEvent>;
+  const streams: AsyncIterable<ServingEvent>[] = [];
   try {
-    events = model.session.submit(request);
+    for (let i = 0; i < n; i++) streams.push(model.session.submit(i === 0 || request.seed === undefined ? request : { ...request, seed: request.seed + i }));
   } catch (e) {
+    ac.abort();
     if (e instanceof OverloadedError) throw new HttpError(429, e.message, 'rate_limit_error', 'server_overloaded');
     throw e;
   }
@@ -226,16 +230,24 @@ async function complete(req: IncomingMessage, res: ServerResponse, models: Model
   const created = Math.floor(Date.now() / 1000);
   const usage = (prompt: number, completion: number): Record<string, number> => ({ prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion });
   if (!stream) {
-    let text = '';
-    for await (const e of events) {
-      text += e.text;
-      if (e.type !== 'finish') continue;
-      if (e.reason === 'abort') return;
-      const reason = e.reason === 'deadline' ? 'length' : e.reason;
-      const choice = chat ? { index: 0, message: { role: 'assistant', content: text }, logprobs: null, finish_reason: reason } : { index: 0, text, logprobs: null, finish_reason: reason };
-      return sendJson(res, 200, { id, object: chat ? 'chat.completion' : 'text_completion', created, model: name, choices: [choice], usage: usage(e.promptTokens, e.completionTokens) });
-    }
-    return;
+    // every choice's text and finish; an aborted one (the client left) ends the response with nothing sent
+    const finished = await Promise.all(
+      streams.map(async (events) => {
+        let text = '';
+        for await (const e of events) {
+          text += e.text;
+          if (e.type === 'finish') return { text, finish: e };
+        }
+        return undefined;
+      }),
+    );
+    if (finished.some((f) => !f || f.finish.reason === 'abort')) return;
+    const choices = finished.map((f, index) => {
+      const reason = f!.finish.reason === 'deadline' ? 'length' : f!.finish.reason;
+      return chat ? { index, message: { role: 'assistant', content: f!.text }, logprobs: null, finish_reason: reason } : { index, text: f!.text, logprobs: null, finish_reason: reason };
+    });
+    const completion = finished.reduce((a, f) => a + f!.finish.completionTokens, 0);
+    return sendJson(res, 200, { id, object: chat ? 'chat.completion' : 'text_completion', created, model: name, choices, usage: usage(finished[0]!.finish.promptTokens, completion) });
   }
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
   const object = chat ? 'chat.completion.chunk' : 'text_completion';
@@ -243,19 +255,34 @@ async function complete(req: IncomingMessage, res: ServerResponse, models: Model
     if (!res.writableEnded) res.write(`data: ${JSON.stringify({ id, object, created, model: name, choices: [choice], ...extra })}\n\n`);
   };
   const includeUsage = !!(body.stream_options && typeof body.stream_options === 'object' && (body.stream_options as { include_usage?: unknown }).include_usage === true);
-  if (chat) send({ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null });
+  let promptTokens = 0;
+  let completionTokens = 0;
+  let aborted = false;
   try {
-    for await (const e of events) {
-      if (e.type === 'token') {
-        send(chat ? { index: 0, delta: { content: e.text }, logprobs: null, finish_reason: null } : { index: 0, text: e.text, logprobs: null, finish_reason: null });
-        continue;
-      }
-      if (e.reason === 'abort') return;
-      const reason = e.reason === 'deadline' ? 'length' : e.reason;
-      send(chat ? { index: 0, delta: e.text ? { content: e.text } : {}, logprobs: null, finish_reason: reason } : { index: 0, text: e.text, logprobs: null, finish_reason: reason });
-      if (includeUsage && !res.writableEnded) res.write(`data: ${JSON.stringify({ id, object, created, model: name, choices: [], usage: usage(e.promptTokens, e.completionTokens) })}\n\n`);
-    }
+    // the choices' chunks interleave as their tokens come, each with its index
+    await Promise.all(
+      streams.map(async (events, index) => {
+        if (chat) send({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null });
+        for await (const e of events) {
+          if (e.type === 'token') {
+            send(chat ? { index, delta: { content: e.text }, logprobs: null, finish_reason: null } : { index, text: e.text, logprobs: null, finish_reason: null });
+            continue;
+          }
+          if (e.reason === 'abort') {
+            aborted = true;
+            return;
+          }
+          const reason = e.reason === 'deadline' ? 'length' : e.reason;
+          send(chat ? { index, delta: e.text ? { content: e.text } : {}, logprobs: null, finish_reason: reason } : { index, text: e.text, logprobs: null, finish_reason: reason });
+          promptTokens = e.promptTokens;
+          completionTokens += e.completionTokens;
+        }
+      }),
+    );
+    if (aborted) return;
+    if (includeUsage && !res.writableEnded) res.write(`data: ${JSON.stringify({ id, object, created, model: name, choices: [], usage: usage(promptTokens, completionTokens) })}\n\n`);
   } catch (e) {
+    ac.abort();
     if (!res.writableEnded) res.write(`data: ${JSON.stringify(errorBody(e).body)}\n\n`);
   }
   if (!res.writableEnded) res.end('data: [DONE]\n\n');
