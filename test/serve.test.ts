@@ -216,6 +216,39 @@ describe.skipIf(!hasShared)('serve --models DIR', () => {
   });
 });
 
+describe.skipIf(!hasShared)('serve --models DIR --memory-budget', () => {
+  it('unloads idle models, least recently used first, to stay within the budget; a model larger than it gets 400', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tw-models-'));
+    symlinkSync(MODEL, join(dir, 'a.bin'));
+    symlinkSync(MODEL, join(dir, 'b.bin'));
+    symlinkSync(TOKENIZER, join(dir, 'tok512.bin'));
+    const g = goldens()[2];
+    // each model holds its weights (~1 MiB) and a KV pool of 64 blocks of 16 positions (~1.3 MiB) on the CPU backend
+    const server = await startServer({ models: dir, port: 0, backend: 'cpu', maxBatchTokens: 64, kvBlocks: 64, kvBlockSize: 16, maxLoadedModels: 4, memoryBudget: 3 });
+    try {
+      const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const a = await client.completions.create({ model: 'a', prompt: g.prompt_ids, max_tokens: 6, temperature: 0 });
+      const held = server.models.loaded()[0].memoryBytes!;
+      expect(held).toBeGreaterThan(2 * 1024 * 1024);
+      expect(held).toBeLessThan(3 * 1024 * 1024);
+      const b = await client.completions.create({ model: 'b', prompt: g.prompt_ids, max_tokens: 6, temperature: 0 });
+      expect(b.choices[0].text).toBe(a.choices[0].text);
+      // a and b together would pass 3 MiB: a (idle, least recently used) was unloaded
+      expect(server.models.loaded().map((m) => m.id)).toEqual(['b']);
+    } finally {
+      await server.close();
+    }
+    const small = await startServer({ models: dir, port: 0, backend: 'cpu', maxBatchTokens: 64, kvBlocks: 64, kvBlockSize: 16, memoryBudget: 1.5 });
+    try {
+      const client = new OpenAI({ baseURL: `${small.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      await expect(client.completions.create({ model: 'a', prompt: g.prompt_ids, max_tokens: 2 })).rejects.toMatchObject({ status: 400 });
+      expect(small.models.loaded()).toEqual([]);
+    } finally {
+      await small.close();
+    }
+  });
+});
+
 describe.skipIf(!hasShared)('serve overload', () => {
   it('answers 429 when the queue is full, then serves the queued requests', async () => {
     const s = await stories260K();

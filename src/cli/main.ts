@@ -291,9 +291,10 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--kv-block-size <n>', 'tokens per KV block on the CPU backend (a power of two, 1..256)', kvBlockSize, 16)
     .addOption(kvDtypeOption())
     .option('--max-waiting <n>', 'most requests queued; more get HTTP 429', num('--max-waiting', { int: true, min: 1 }), 256)
-    .addOption(new Option('--preemption <policy>', 'when the KV pool is full: recompute the preempted sequence later, or swap its KV to host memory (CPU backend; else recompute)').choices(['recompute', 'swap']).default('recompute'))
+    .addOption(new Option('--preemption <policy>', 'when the KV pool is full: recompute the preempted sequence later, or swap its KV to host memory (CPU backend and WebGPU model files; else recompute)').choices(['recompute', 'swap']).default('recompute'))
     .option('--engine-sessions <n>', 'WebGPU: engine sessions (sequences running at once) per model', num('--engine-sessions', { int: true, min: 1 }), 4)
     .option('--max-loaded-models <n>', 'with --models: most models loaded at once (idle ones unloaded, least recently used first)', num('--max-loaded-models', { int: true, min: 1 }), 2)
+    .option('--memory-budget <MiB>', 'with --models: most memory the loaded models hold together (GPU buffers; host memory on the CPU backend); idle ones are unloaded least recently used first', num('--memory-budget', { min: 1 }))
     .option('--served-model-name <name>', 'the model name clients use (default: the file name)')
     .addOption(maxContextOption())
     .action(async (o) => {

@@ -28,6 +28,8 @@ export interface ServedModel {
   readonly maxPositions: number;
   /** Its vocabulary size. */
   readonly vocabSize: number;
+  /** Memory it holds (GPU buffers, or host memory on the CPU backend), when known. */
+  readonly memoryBytes?: number;
 }
 
 /** Where the server gets its models (one loaded model, or a folder of them loaded on demand). */

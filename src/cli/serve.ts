@@ -9,7 +9,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { InputError, UsageError } from '../errors.js';
+import { InputError, OverloadedError, UsageError } from '../errors.js';
 import { cpuProfile } from '../ir/device-profile.js';
 import { runPasses } from '../passes/pipeline.js';
 import { compile } from '../compile.js';
@@ -60,6 +60,12 @@ export interface ServeCommandOptions {
   engineSessions?: number;
   /** With `--models`: most models loaded at once; idle ones are unloaded least recently used first (default 2). */
   maxLoadedModels?: number;
+  /**
+   * With `--models`: most MiB the loaded models hold together (their GPU buffers, or host memory on the CPU backend);
+   * idle ones are unloaded least recently used first to make room, and a model that cannot fit gets HTTP 429 (the
+   * others are busy) or 400 (larger than the budget alone). Default: no budget.
+   */
+  memoryBudget?: number;
   /** Most positions to compile a model for. */
   maxContext?: number;
   /** The name clients use for a single `--model`/`--engine` (default: its file name). */
@@ -117,7 +123,7 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
   }
   const session = new ServingSession(executor, { tokenizer, maxBatchTokens: o.maxBatchTokens, maxWaiting: o.maxWaiting ?? 256, preemption: o.preemption });
   log(`serve: model '${id}' ready (${engineFolder ? 'engine, webgpu' : 'model file'}; context ${executor.maxPositions}, KV ${executor.kv.numBlocks} blocks of ${executor.kv.blockSize}, ${session.scheduler.maxSequences === Infinity ? 'sequences bounded by the pool' : `at most ${session.scheduler.maxSequences} sequences at once`}, preemption by ${session.scheduler.swapping ? 'swap' : 'recompute'}; chat template: ${chat.origin})`);
-  return { id, session, tokenizer, chat, maxPositions: executor.maxPositions, vocabSize: executor.vocabSize };
+  return { id, session, tokenizer, chat, maxPositions: executor.maxPositions, vocabSize: executor.vocabSize, memoryBytes: executor.memoryBytes };
 }
 
 /** The one model of `--model` or `--engine`. */
@@ -137,11 +143,28 @@ class SingleModel implements ModelProvider {
   }
 }
 
-/** The models of a `--models` folder, loaded on first use, idle ones unloaded past the limit (least recently used). */
+/** On-disk bytes of a model file or folder: what loading it is expected to hold, before it is loaded. */
+function diskBytes(path: string): number {
+  const st = statSync(path);
+  if (!st.isDirectory()) return st.size;
+  return readdirSync(path).reduce((a, name) => a + diskBytes(join(path, name)), 0);
+}
+
+const MiB = 1024 * 1024;
+/** How long a model waits for busy models to go idle and make room under `--memory-budget`. */
+const MEMORY_WAIT_MS = 30_000;
+
+/**
+ * The models of a `--models` folder, loaded on first use. Idle ones are unloaded, least recently used first, past
+ * `--max-loaded-models` or to keep the loaded models' memory within `--memory-budget` (a model about to load counts
+ * its size on disk until it reports what it holds).
+ */
 class ModelFolder implements ModelProvider {
   private readonly entries = new Map<string, { path: string; engine: boolean }>();
   private readonly live = new Map<string, Promise<ServedModel>>();
   private readonly ready = new Map<string, ServedModel>();
+  /** Bytes each live model holds, or is expected to hold while it loads. */
+  private readonly bytes = new Map<string, number>();
   constructor(
     dir: string,
     private readonly o: ServeCommandOptions,
@@ -168,27 +191,73 @@ class ModelFolder implements ModelProvider {
       this.live.set(id, p);
       return p;
     }
-    p = loadServedModel(id, e.path, this.o, e.engine).then((m) => {
-      this.ready.set(id, m);
-      return m;
+    p = this.load(id, e);
+    p.catch(() => {
+      this.live.delete(id);
+      this.bytes.delete(id);
     });
-    p.catch(() => this.live.delete(id));
     this.live.set(id, p);
-    void this.unloadIdle();
     return p;
+  }
+  private async load(id: string, e: { path: string; engine: boolean }): Promise<ServedModel> {
+    const budget = this.o.memoryBudget;
+    if (budget !== undefined) {
+      const expected = diskBytes(e.path);
+      if (expected > budget * MiB) throw new InputError(`the model '${id}' is ${(expected / MiB).toFixed(1)} MiB on disk, more than the --memory-budget of ${budget} MiB`);
+      this.bytes.set(id, expected);
+      // unload idle models; while the others are busy, wait (a bounded time) for one to finish, then try again
+      const until = Date.now() + MEMORY_WAIT_MS;
+      for (;;) {
+        await this.unloadIdle(id);
+        if (this.heldBytes() <= budget * MiB || Date.now() >= until) break;
+        // busy models finishing, or models still loading (which may then be evicted when idle)
+        const busy = [...this.ready.entries()].filter(([other, m]) => other !== id && !m.session.scheduler.idle).map(([, m]) => m.session.idle());
+        const loading = [...this.live.entries()].filter(([other]) => other !== id && !this.ready.has(other)).map(([, p]) => p.then(() => undefined, () => undefined));
+        if (busy.length + loading.length === 0) {
+          await new Promise((r) => setImmediate(r));
+          continue;
+        }
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([...busy, ...loading, new Promise((r) => (timer = setTimeout(r, Math.max(0, until - Date.now()))))]);
+        clearTimeout(timer);
+        await new Promise((r) => setImmediate(r));
+      }
+      if (this.heldBytes() > budget * MiB)
+        throw new OverloadedError(`loading the model '${id}' (${(expected / MiB).toFixed(1)} MiB) would pass the --memory-budget of ${budget} MiB, and the loaded models stayed busy for ${MEMORY_WAIT_MS / 1000} s; retry later`);
+    }
+    const m = await loadServedModel(id, e.path, this.o, e.engine);
+    if (budget !== undefined && m.memoryBytes !== undefined) {
+      if (m.memoryBytes > budget * MiB) {
+        await m.session.close();
+        throw new InputError(`the model '${id}' holds ${(m.memoryBytes / MiB).toFixed(1)} MiB loaded, more than the --memory-budget of ${budget} MiB`);
+      }
+      this.bytes.set(id, m.memoryBytes);
+    }
+    this.ready.set(id, m);
+    await this.unloadIdle(id);
+    return m;
+  }
+  /** Bytes the live models hold (or are expected to). */
+  heldBytes(): number {
+    return [...this.live.keys()].reduce((a, id) => a + (this.bytes.get(id) ?? 0), 0);
   }
   loaded(): readonly ServedModel[] {
     return [...this.ready.values()];
   }
-  private async unloadIdle(): Promise<void> {
+  /** Unloads idle models other than `keep`, least recently used first, while past the count limit or the budget. */
+  private async unloadIdle(keep: string): Promise<void> {
     const limit = this.o.maxLoadedModels ?? 2;
+    const budget = this.o.memoryBudget === undefined ? Infinity : this.o.memoryBudget * MiB;
     for (const id of [...this.live.keys()]) {
-      if (this.live.size <= limit) return;
+      if (this.live.size <= limit && this.heldBytes() <= budget) return;
+      if (id === keep) continue;
       const m = this.ready.get(id);
       if (!m || !m.session.scheduler.idle) continue;
+      const why = this.live.size > limit ? `more than ${limit} loaded` : `${(this.heldBytes() / MiB).toFixed(1)} MiB held, over the memory budget of ${this.o.memoryBudget} MiB`;
       this.live.delete(id);
       this.ready.delete(id);
-      log(`serve: unloading model '${id}' (more than ${limit} loaded)`);
+      this.bytes.delete(id);
+      log(`serve: unloading model '${id}' (${why})`);
       await m.session.close();
     }
   }

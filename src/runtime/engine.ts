@@ -1283,11 +1283,25 @@ export class EngineSession {
   }
 
   /** Releases the session's GPU buffers (and its device, when the session created it). */
+  /** Every GPU buffer the session created. */
+  private buffers(): (GPUBuffer | undefined)[] {
+    return [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.cowScratch, this.sampleBuffer, this.sampleRead, this.paramsBuffer];
+  }
+
+  /**
+   * Bytes of GPU memory the session holds: weights, KV pool, activation slots and the rest of its buffers (what a
+   * memory budget over several models counts; 0 once destroyed).
+   */
+  get deviceBytes(): number {
+    if (this.destroyed) return 0;
+    // buffers shared between weight maps (one weight bound by several kernels) count once
+    return [...new Set(this.buffers())].reduce((a, b) => a + (b?.size ?? 0), 0);
+  }
+
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
-    for (const b of [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.cowScratch, this.sampleBuffer, this.sampleRead, this.paramsBuffer])
-      b?.destroy();
+    for (const b of new Set(this.buffers())) b?.destroy();
     this.querySet?.destroy();
     if (this.ownsDevice) await this.handle.destroy();
   }

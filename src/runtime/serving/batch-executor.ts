@@ -90,6 +90,11 @@ export interface BatchExecutor {
   step(batch: ExecutorBatch): Promise<number[]>;
   /** Forgets sequence `seqId` (finished, cancelled or preempted); its blocks are the block manager's to reuse. */
   release(seqId: number): void;
+  /**
+   * Bytes of memory the executor holds for the model on its device (GPU buffers for an engine; the KV pool and the
+   * weights in host memory for the CPU reference), for a memory budget over several models.
+   */
+  readonly memoryBytes?: number;
   /** Whether the executor can swap blocks to host memory ({@link ExecutorBatch.swapOut}); default false. */
   readonly canSwap?: boolean;
   /** Forgets a host copy that will not be swapped in (its request ended while swapped out). */

@@ -52,6 +52,8 @@ export interface BatchedEngineSession {
   readKvBlocks?(blocks: readonly number[]): Promise<Uint8Array[]>;
   /** Writes what {@link BatchedEngineSession.readKvBlocks} read into these blocks. */
   writeKvBlocks?(blocks: readonly number[], data: readonly Uint8Array[]): void;
+  /** GPU memory the session holds. */
+  readonly deviceBytes?: number;
 }
 
 /** What the executor needs to know of the model besides the session. */
@@ -93,6 +95,10 @@ export class BatchedEngineExecutor implements BatchExecutor {
     this.kv = { numBlocks: kv.total, blockSize: kv.blockSize };
     this.sharesBlocks = typeof session.stepPaged === 'function';
     this.canSwap = this.sharesBlocks && typeof session.readKvBlocks === 'function' && typeof session.writeKvBlocks === 'function';
+  }
+
+  get memoryBytes(): number | undefined {
+    return this.session.deviceBytes;
   }
 
   async step(batch: ExecutorBatch): Promise<number[]> {

@@ -71,6 +71,13 @@ export class CpuPagedExecutor implements BatchExecutor {
   }
 
   readonly canSwap = true;
+
+  /** The KV pool and the graph's stored weights, in host memory. */
+  get memoryBytes(): number {
+    const pools = this.pools.reduce((a, p) => a + p.data.byteLength, 0);
+    const weights = this.graph.weights.all().reduce((a, w) => a + Object.values(w.data).reduce((b, x) => b + x.byteLength, 0), 0);
+    return pools + weights;
+  }
   /** Host copies of swapped-out blocks: per key, one array per pool. */
   private readonly swapped = new Map<number, Float32Array[]>();
 

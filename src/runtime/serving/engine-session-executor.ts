@@ -44,6 +44,11 @@ export class EngineSessionExecutor implements BatchExecutor {
   private readonly slots: Slot[];
   private readonly bySeq = new Map<number, Slot>();
 
+  /** GPU memory of all the sessions. */
+  get memoryBytes(): number {
+    return this.slots.reduce((a, s) => a + s.session.deviceBytes, 0);
+  }
+
   constructor(
     /** The engine's manifest facts. */
     engine: Engine,
