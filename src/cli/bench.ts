@@ -168,7 +168,7 @@ export async function runBench(o: BenchCommandOptions): Promise<BenchResult> {
   if (o.promptTokens + o.genTokens > model.maxPositions)
     throw new InputError(`--prompt-tokens ${o.promptTokens} + --gen-tokens ${o.genTokens} exceed the model's ${model.maxPositions} positions`);
   const prompt = benchPrompt(o.promptTokens, model.config.vocabSize, model.bosId, tokenizer);
-  const backend = await pickBackend(o.backend);
+  const backend = await pickBackend(o.backend, { model, quant: o.quant, sparsity: o.sparsity, kvDtype: o.kvDtype });
   const t0 = performance.now();
   let step: GreedyStep;
   let reset: () => void;

@@ -169,7 +169,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   const positions = Math.min(o.steps, model ? model.maxPositions : engineFromDisk!.manifest.lm!.maxPositions);
   if (promptIds.length > positions) throw new InputError(`the prompt has ${promptIds.length} tokens, more than --steps allows (${positions} positions${positions < o.steps ? ", the model's context" : ''})`);
   // only now (the inputs are valid) look for a GPU, which may print driver notes
-  const backend = o.engine ? 'webgpu' : await pickBackend(o.backend);
+  const backend = o.engine ? 'webgpu' : await pickBackend(o.backend, { model: model!, quant: o.quant, sparsity: o.sparsity, kvDtype: o.kvDtype });
   const passes = o.passes ?? 'O3';
   // the prompt is echoed with the first generated token (or at the end, when none is): by then the model, the
   // engine and the settings have all been accepted, so nothing reaches stdout before an error could

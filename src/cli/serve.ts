@@ -100,7 +100,7 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
     const opened = await openModel(path, o.tokenizer, { maxContext: o.maxContext });
     const model = opened.model;
     tokenizer = opened.tokenizer;
-    const backend = await pickBackend(o.backend);
+    const backend = await pickBackend(o.backend, { model, kvDtype: o.kvDtype });
     if (backend === 'cpu') {
       const graph = runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile, options: { kvCache: o.kvDtype } }).graph;
       const blockSize = o.kvBlockSize ?? 16;
