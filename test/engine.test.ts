@@ -145,11 +145,15 @@ describe.skipIf(!hasShared)('stories260K on WebGPU', () => {
     const stages: string[] = [];
     const session = await old.createSession({ device: gpu, onProgress: (p) => stages.push(p.stage) });
     try {
-      expect(stages).toEqual(['device', 'buffers', 'weights', 'shader-modules', 'pipelines', 'bind-groups', 'done']);
+      // the shader modules and pipelines compile while the weights upload: those stages may finish in either order
+      expect(stages.slice(0, 2)).toEqual(['device', 'buffers']);
+      expect([...stages.slice(2, 5)].sort()).toEqual(['pipelines', 'shader-modules', 'weights']);
+      expect(stages.indexOf('shader-modules')).toBeLessThan(stages.indexOf('pipelines'));
+      expect(stages.slice(5)).toEqual(['bind-groups', 'done']);
       const t = session.loadTimings;
       expect(t.pipelines).toBe(engine.manifest.kernels.length);
       expect(t.bindGroups).toBe(engine.manifest.plans.reduce((a, p) => a + p.dispatches.length, 0) + 2);
-      const parts = t.deviceMs + t.buffersMs + t.weightsMs + t.shaderModulesMs + t.pipelinesMs + t.bindGroupsMs;
+      const parts = t.deviceMs + t.buffersMs + Math.max(t.weightsMs, t.shaderModulesMs + t.pipelinesMs) + t.bindGroupsMs;
       expect(parts).toBeLessThanOrEqual(t.totalMs + 1e-6);
       expect(parts).toBeGreaterThan(0.5 * t.totalMs);
       const r = await session.generate([1, 403, 407], { steps: 6, temperature: 0, topp: 0.9, seed: 1 });

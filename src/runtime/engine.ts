@@ -72,8 +72,9 @@ export interface SessionOptions {
 export type SessionLoadStage = 'download' | 'device' | 'buffers' | 'weights' | 'shader-modules' | 'pipelines' | 'bind-groups' | 'done';
 
 /**
- * Where the time of {@link Engine.createSession} went, in wall-clock milliseconds per stage (stages run one after
- * another, so they add up to about `totalMs`).
+ * Where the time of {@link Engine.createSession} went, in wall-clock milliseconds per stage. The shader modules and
+ * pipelines compile while the weights upload, so `shaderModulesMs + pipelinesMs` and `weightsMs` overlap (each is its
+ * own stage's wall time); the other stages run one after another.
  */
 export interface SessionLoadTimings {
   /** Downloading the weights into the cache (0 when there was nothing to download). */
@@ -86,7 +87,7 @@ export interface SessionLoadTimings {
   weightsMs: number;
   /** Creating one shader module per distinct kernel and waiting for its compilation messages (WGSL front end). */
   shaderModulesMs: number;
-  /** Creating one compute pipeline per distinct kernel, all in parallel (the driver's shader compiler: LLVM on lavapipe). */
+  /** Creating one compute pipeline per distinct kernel, all in parallel (the driver's shader compiler: LLVM on lavapipe), while the weights upload. */
   pipelinesMs: number;
   /** Creating one bind group per dispatch of every plan, then waiting for the device's validation of the setup. */
   bindGroupsMs: number;
@@ -528,6 +529,31 @@ export class EngineSession {
     const dispatchesWithParams = this.m.plans.reduce((a, p) => a + p.dispatches.filter((x) => kernels[x.kernel].params.length).length, 0) + 2 * this.sampledRowsMax;
     this.paramsBuffer = d.createBuffer({ label: 'kernel params', size: Math.max(PARAMS_STRIDE, dispatchesWithParams * PARAMS_STRIDE), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     stageDone('buffers', 'buffersMs');
+    // shader modules and pipelines, compiled once per distinct kernel (all in parallel within each stage), while the
+    // weights upload: the driver's compiler and the weight stream overlap
+    const compileStart = performance.now();
+    const compiling = (async (): Promise<GPUComputePipeline[]> => {
+      const modules = await Promise.all(
+        kernels.map(async (k) => {
+          const module = d.createShaderModule({ label: `${k.family}/${k.variant}`, code: k.wgsl });
+          const info = await module.getCompilationInfo();
+          const errs = info.messages.filter((x) => x.type === 'error');
+          if (errs.length) throw new DeviceError('DEVICE_ERROR', `WGSL of ${k.family}/${k.variant} does not compile: ${errs.map((e) => `line ${e.lineNum}: ${e.message}`).join('; ')}`);
+          return module;
+        }),
+      );
+      timings.pipelines = kernels.length;
+      const modulesDone = performance.now();
+      timings.shaderModulesMs += modulesDone - compileStart;
+      onProgress?.({ stage: 'shader-modules', ms: timings.shaderModulesMs, timings });
+      const created = await Promise.all(
+        kernels.map((k, i) => d.createComputePipelineAsync({ label: `${k.family}/${k.variant}`, layout: kernelPipelineLayout(d, k), compute: { module: modules[i], entryPoint: 'main' } })),
+      );
+      timings.pipelinesMs += performance.now() - modulesDone;
+      return created;
+    })();
+    // an upload error must not leave this promise's failure unhandled
+    compiling.catch(() => undefined);
     // weights: one buffer per payload part, streamed from the engine's weight source in chunks
     const targets: WeightUploadTarget[] = [];
     for (const w of this.m.weights) {
@@ -559,22 +585,9 @@ export class EngineSession {
       throw e;
     }
     stageDone('weights', 'weightsMs', bytes);
-    // shader modules and pipelines, compiled once per distinct kernel (all in parallel within each stage)
-    const modules = await Promise.all(
-      kernels.map(async (k) => {
-        const module = d.createShaderModule({ label: `${k.family}/${k.variant}`, code: k.wgsl });
-        const info = await module.getCompilationInfo();
-        const errs = info.messages.filter((x) => x.type === 'error');
-        if (errs.length) throw new DeviceError('DEVICE_ERROR', `WGSL of ${k.family}/${k.variant} does not compile: ${errs.map((e) => `line ${e.lineNum}: ${e.message}`).join('; ')}`);
-        return module;
-      }),
-    );
-    timings.pipelines = kernels.length;
-    stageDone('shader-modules', 'shaderModulesMs');
-    const pipelines = await Promise.all(
-      kernels.map((k, i) => d.createComputePipelineAsync({ label: `${k.family}/${k.variant}`, layout: kernelPipelineLayout(d, k), compute: { module: modules[i], entryPoint: 'main' } })),
-    );
-    stageDone('pipelines', 'pipelinesMs');
+    const pipelines = await compiling;
+    onProgress?.({ stage: 'pipelines', ms: timings.pipelinesMs, timings });
+    mark = performance.now();
     const prepare = (this.prepareDispatch = (x: DispatchManifest): PreparedDispatch => {
       const k = kernels[x.kernel];
       if (x.bindings.length !== k.bindings.length) throw new ModelFormatError('dispatch', 0, `dispatch '${x.label}' gives ${x.bindings.length} buffers to a kernel with ${k.bindings.length} bindings`);
