@@ -324,11 +324,21 @@ export function fragmentConsts(c: Ctx): string[] {
 }
 
 /**
+ * One output row's statements of {@link chunkMac}, inside `if (j < guard)` when a guard is given: the rows of a tile
+ * past the matrix then cost a compare instead of their multiply-adds (a uniform branch: the guard depends on M and
+ * the tile only), and the rows computed do exactly the same operations in the same order, whatever M is.
+ */
+function guardedRow(row: readonly string[], j: number, indent: string, guard?: string): string[] {
+  if (!guard) return row.map((x) => `${indent}${x}`);
+  return [`${indent}if (${j}u < ${guard}) {`, ...row.map((x) => `${indent}  ${x}`), `${indent}}`];
+}
+
+/**
  * Unrolled multiply-accumulate of one k chunk: `rowVals[j]` is the vec4 expression of row j's A chunk, the B
  * fragment is loaded here. Accumulators: `acc_j_c` (`up_j_c` for the gate's second half), scalars in the dot form,
  * vec4 over 4 columns (`acc_j_q`) in the axpy form.
  */
-export function chunkMac(c: Ctx, f: Fragments, rowVals: readonly string[], cols: number, tail: boolean, indent: string): string[] {
+export function chunkMac(c: Ctx, f: Fragments, rowVals: readonly string[], cols: number, tail: boolean, indent: string, rowGuard?: string): string[] {
   const L: string[] = [];
   const groups = c.G === 2 ? ['acc', 'up'] : ['acc'];
   if (f.bQuads) {
@@ -339,20 +349,22 @@ export function chunkMac(c: Ctx, f: Fragments, rowVals: readonly string[], cols:
         for (let i = 0; i < kn; i++)
           L.push(`${indent}let b${groups[g] === 'up' ? 'u' : ''}_${i}_${q} = b_quad(b_base, ${tail ? `${f.kChunks * 4 + i}u` : `k + ${i}u`}, quad_${q}${g ? ' + H_VEC4' : ''});`);
     rowVals.forEach((x, j) => {
-      L.push(`${indent}let x${j} = ${x};`);
+      const row: string[] = [`let x${j} = ${x};`];
       for (let g = 0; g < c.G; g++)
         for (let q = 0; q < quads; q++) {
           const terms = Array.from({ length: kn }, (_, i) => `x${j}.${'xyzw'[i]} * b${g ? 'u' : ''}_${i}_${q}`);
-          L.push(`${indent}${groups[g]}_${j}_${q} += ${terms.join(' + ')};`);
+          row.push(`${groups[g]}_${j}_${q} += ${terms.join(' + ')};`);
         }
+      L.push(...guardedRow(row, j, indent, rowGuard));
     });
   } else {
     for (let g = 0; g < c.G; g++)
       for (let cc = 0; cc < cols; cc++)
         L.push(`${indent}let b${g ? 'u' : ''}${cc} = ${tail ? `b_tail(b_base, col_${cc}${g ? ' + H' : ''})` : `b_chunk(b_base, col_${cc}${g ? ' + H' : ''}, kc)`};`);
     rowVals.forEach((x, j) => {
-      L.push(`${indent}let x${j} = ${x};`);
-      for (let g = 0; g < c.G; g++) for (let cc = 0; cc < cols; cc++) L.push(`${indent}${groups[g]}_${j}_${cc} += dot(x${j}, b${g ? 'u' : ''}${cc});`);
+      const row: string[] = [`let x${j} = ${x};`];
+      for (let g = 0; g < c.G; g++) for (let cc = 0; cc < cols; cc++) row.push(`${groups[g]}_${j}_${cc} += dot(x${j}, b${g ? 'u' : ''}${cc});`);
+      L.push(...guardedRow(row, j, indent, rowGuard));
     });
   }
   return L;

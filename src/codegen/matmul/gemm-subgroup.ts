@@ -30,6 +30,8 @@ export function genSubgroupGemm(c: Ctx, v: SubgroupGemmVariant): KernelSource {
     ...tileIndexLines(tileM),
     `  let sg = li / SUBGROUP_SIZE;`,
     `  let row0 = tile_m * TILE_M;`,
+    `  // rows of this tile inside the matrix: the others skip their multiply-adds (one row costs what a GEMV's does)`,
+    `  let rows_here = min(TILE_M, M - row0);`,
     `  // this lane's first output column; its columns are col0 .. col0 + COLS_PER_LANE - 1`,
     `  let col0 = (tile_n * SUBGROUPS + sg) * SUBGROUP_TILE_N + lane * COLS_PER_LANE;`,
     ...columnLines(f, C, '  '),
@@ -42,13 +44,13 @@ export function genSubgroupGemm(c: Ctx, v: SubgroupGemmVariant): KernelSource {
     body.push(`  for (var kc = 0u; kc < K_CHUNKS * one; kc++) {`);
     if (f.bQuads) body.push(`    let k = kc * 4u;`);
     body.push(...Array.from({ length: R }, (_, r) => `    let a_${r} = a_chunk(a_base, a_row_${r}, kc, M); // loaded once, shared by broadcast`));
-    body.push(...chunkMac(c, f, rowVals, C, false, '    '));
+    body.push(...chunkMac(c, f, rowVals, C, false, '    ', 'rows_here'));
     body.push(`  }`);
   }
   if (f.kTail > 0) {
     body.push(`  { // the last ${f.kTail} k`);
     body.push(...Array.from({ length: R }, (_, r) => `    let a_${r} = a_tail(a_base, a_row_${r}, M);`));
-    body.push(...chunkMac(c, f, rowVals, C, true, '    '));
+    body.push(...chunkMac(c, f, rowVals, C, true, '    ', 'rows_here'));
     body.push(`  }`);
   }
   for (let j = 0; j < R * SG; j++)

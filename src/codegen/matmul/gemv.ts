@@ -45,6 +45,7 @@ export function genGemv(c: Ctx, v: GemvVariant): KernelSource {
     `  let col0 = (tile_n * GROUPS + group) * COLS;`,
     ...columnLines(f, C, '  '),
     ...Array.from({ length: R }, (_, r) => `  let a_row_${r} = min(row0 + ${r}u, M - 1u);`),
+    ...(R > 1 ? [`  let rows_here = min(ROWS, M - row0); // rows of this block inside the matrix: the others skip their multiply-adds`] : []),
     ...accDecls(c, f, R, C, '  '),
   );
   const fullIters = Math.floor(f.kChunks / L);
@@ -52,16 +53,16 @@ export function genGemv(c: Ctx, v: GemvVariant): KernelSource {
   if (fullIters > 0) {
     body.push(`  for (var i = 0u; i < ${fullIters}u * one; i++) {`, `    let kc = i * LANES_PER_COLUMN + lane;`);
     if (f.bQuads) body.push(`    let k = kc * 4u;`);
-    body.push(...chunkMac(c, f, rowVals, C, false, '    '), `  }`);
+    body.push(...chunkMac(c, f, rowVals, C, false, '    ', R > 1 ? 'rows_here' : undefined), `  }`);
   }
   if (remChunks > 0) {
     body.push(`  if (lane < ${remChunks}u) { // the last ${remChunks} chunk(s)`, `    let kc = ${fullIters}u * LANES_PER_COLUMN + lane;`);
     if (f.bQuads) body.push(`    let k = kc * 4u;`);
-    body.push(...chunkMac(c, f, rowVals, C, false, '    '), `  }`);
+    body.push(...chunkMac(c, f, rowVals, C, false, '    ', R > 1 ? 'rows_here' : undefined), `  }`);
   }
   if (f.kTail > 0) {
     body.push(`  if (lane == ${f.kChunks % L}u) { // the last ${f.kTail} k (the lane whose turn the next chunk would be)`);
-    body.push(...chunkMac(c, f, tailVals, C, true, '    '), `  }`);
+    body.push(...chunkMac(c, f, tailVals, C, true, '    ', R > 1 ? 'rows_here' : undefined), `  }`);
   }
   // reduction across the lanes of a group
   const accNames: string[] = [];
