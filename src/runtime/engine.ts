@@ -1295,7 +1295,6 @@ export class EngineSession {
     return { generated, prefillSeconds: (t1 - t0) / 1000, decodeSeconds: (performance.now() - t1) / 1000, stopped };
   }
 
-  /** Releases the session's GPU buffers (and its device, when the session created it). */
   /** Every GPU buffer the session created. */
   private buffers(): (GPUBuffer | undefined)[] {
     return [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.cowScratch, this.sampleBuffer, this.sampleRead, this.paramsBuffer];
@@ -1311,6 +1310,7 @@ export class EngineSession {
     return [...new Set(this.buffers())].reduce((a, b) => a + (b?.size ?? 0), 0);
   }
 
+  /** Releases the session's GPU buffers (and its device, when the session created it). */
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
