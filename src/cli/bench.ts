@@ -46,6 +46,7 @@ import { quantile } from './eval.js';
 import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
+import { keyOffsetModel } from './key-offset-model.js';
 import { requireFile, requireFileOrFolder } from './file-arguments.js';
 
 /** Options of the `bench` command. */
@@ -70,6 +71,8 @@ export interface BenchCommandOptions {
   precision?: PrecisionPolicy;
   /** Element type of the KV cache (default f32). */
   kvDtype?: KvCacheDType;
+  /** Center the cached keys and values and balance the key channels on statistics of this text (`--kv-calib`; for int8/int4 KV caches). */
+  kvCalib?: string;
   /** Print the JSON object only (without it a summary line goes to stderr too). */
   json: boolean;
   /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
@@ -164,7 +167,9 @@ export async function runBench(o: BenchCommandOptions): Promise<BenchResult> {
     if (!(Number.isInteger(v) && v >= min)) throw new UsageError(`${flag} must be an integer >= ${min}, got ${v}`);
   requireFileOrFolder('--model', o.model);
   if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
-  const { model, tokenizer } = await openModel(o.model, o.tokenizer, { maxContext: o.maxContext });
+  const opened = await openModel(o.model, o.tokenizer, { maxContext: o.maxContext });
+  const tokenizer = opened.tokenizer;
+  const model = o.kvCalib ? await keyOffsetModel(opened.model, tokenizer, o.kvCalib) : opened.model;
   if (o.promptTokens + o.genTokens > model.maxPositions)
     throw new InputError(`--prompt-tokens ${o.promptTokens} + --gen-tokens ${o.genTokens} exceed the model's ${model.maxPositions} positions`);
   const prompt = benchPrompt(o.promptTokens, model.config.vocabSize, model.bosId, tokenizer);

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { compile } from '../compile.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { findTokenizerFor, loadModel } from '../frontends/load.js';
+import { Llama2cTokenizer } from '../tokenizers/llama2c.js';
+import { keyOffsetModel } from './key-offset-model.js';
 import { describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { log } from './output.js';
 import type { Engine } from '../runtime/engine.js';
@@ -34,6 +36,8 @@ export interface CompileCommandOptions {
   kvBlockSize?: number;
   /** Element type of the KV cache (default f32). */
   kvDtype?: KvCacheDType;
+  /** Center the cached keys and values and balance the key channels on statistics of this text (`--kv-calib`; for int8/int4 KV caches). */
+  kvCalib?: string;
   /** Weight quantization scheme (`none`, `int8`, `int4-g32`, …); the engine stores the quantized weights. */
   quant?: string;
   /** Weight sparsity pattern (`none`, `2:4`, `block32-0.1`, …). */
@@ -54,7 +58,12 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
   requireFileOrFolder('--model', o.model);
   if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
   requireOutputFolder('--output', o.output);
-  const model = await loadModel(o.model, { maxContext: o.maxContext });
+  const loaded = await loadModel(o.model, { maxContext: o.maxContext });
+  let model = loaded;
+  if (o.kvCalib) {
+    const tokPath = o.tokenizer ?? findTokenizerFor(o.model, loaded.config.vocabSize);
+    model = await keyOffsetModel(loaded, tokPath ? await Llama2cTokenizer.fromFile(tokPath, loaded.config.vocabSize) : loaded.tokenizer, o.kvCalib);
+  }
   const handle = await requestGPUDevice();
   try {
     log(`compiling for ${describeDevice(handle.info)}`);

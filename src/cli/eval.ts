@@ -32,6 +32,7 @@ import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
 import { requireFile, requireFileOrFolder } from './file-arguments.js';
 import { calibrateModelW8A8, w8a8Model } from './w8a8-model.js';
+import { keyOffsetModel } from './key-offset-model.js';
 
 /** Options of the `eval` command. */
 export interface EvalCommandOptions {
@@ -62,6 +63,8 @@ export interface EvalCommandOptions {
    * as `quantize` writes. It must have the same vocabulary; it runs on the CPU reference backend.
    */
   reference?: string;
+  /** Center the cached keys on offsets calibrated on this text (for an int8/int4 KV cache; never the evaluation text). */
+  kvCalib?: string;
   /** W8A8 activation scales (`static` or `per-token`): calibrate on `calib` and score the W8A8 model. */
   w8a8?: string;
   /** With `w8a8`: SmoothQuant's migration strength α first. */
@@ -258,6 +261,7 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
     requireFile('--calib', o.calib);
     tested = w8a8Model(model, await calibrateModelW8A8(model, tokenizer, { activations: o.w8a8, alpha: o.smoothquant, calib: o.calib, calibTokens: o.calibTokens }));
   } else if (o.smoothquant !== undefined || o.calib) throw new UsageError('--smoothquant and --calib go with --w8a8');
+  if (o.kvCalib) tested = await keyOffsetModel(tested, tokenizer, o.kvCalib);
   const reference = cpuScorer(refModel, passes, {});
   const compression = compressionOf(o);
   let underTest: WindowScorer;

@@ -24,6 +24,7 @@ import { openModel, pickBackend } from './model-input.js';
 import { compile, compressionOf } from '../compile.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { log } from './output.js';
+import { keyOffsetModel } from './key-offset-model.js';
 import { requireEngineFolder, requireFile, requireFileOrFolder } from './file-arguments.js';
 
 /** Options of the `generate` command (as parsed from the command line). */
@@ -62,6 +63,8 @@ export interface GenerateCommandOptions {
   kvBlockSize?: number;
   /** Element type of the KV cache (default f32). */
   kvDtype?: KvCacheDType;
+  /** Center the cached keys and values and balance the key channels on statistics of this text (`--kv-calib`; for int8/int4 KV caches). */
+  kvCalib?: string;
   /** Weight quantization scheme (`none`, `int8`, `int4-g32`, …). */
   quant?: string;
   /** Weight sparsity pattern (`none`, `2:4`, `block32-0.1`, …). */
@@ -159,7 +162,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   if (spec && engineFromDisk && engineFromDisk.manifest.plans.reduce((a, p) => Math.max(a, p.maxSeq), 1) < spec.verifyTokens)
     throw new UsageError(`--speculative verifies ${spec.verifyTokens} tokens a step; this engine's steps take at most ${engineFromDisk.manifest.plans.reduce((a, p) => Math.max(a, p.maxSeq), 1)} (compile it with a larger prefill chunk)`);
   const opened = o.model ? await openModel(o.model, o.tokenizer, { maxContext: o.maxContext }) : undefined;
-  const model = opened?.model;
+  const model = opened && o.kvCalib ? await keyOffsetModel(opened.model, opened.tokenizer, o.kvCalib) : opened?.model;
   const engineTokenizer = o.tokenizer ?? (existsSync(join(o.engine ?? '', 'tokenizer.bin')) ? join(o.engine!, 'tokenizer.bin') : undefined);
   const tokenizer: TextTokenizer | undefined = opened ? opened.tokenizer : engineTokenizer ? await loadTokenizer(engineTokenizer, { vocabSize: engineFromDisk!.manifest.lm!.vocabSize, bosId: engineFromDisk!.manifest.lm!.bosId, eosIds: engineFromDisk!.manifest.lm!.stopTokens }) : undefined;
   if (!tokenizer && o.prompt) throw new UsageError(`a --prompt needs a tokenizer: pass --tokenizer <file> (none found beside the ${o.model ? 'model' : 'engine'})`);

@@ -50,6 +50,11 @@ function num(name: string, opts: { int?: boolean; min?: number; max?: number } =
  * `--kv-dtype <type>`: the KV cache's element type (`compile`'s `kv.dtype`). On the CPU reference backend `int8`/`int4`
  * run the same quantize/dequantize semantics (the `quantize-kv-cache` pass) with f32 storage.
  */
+/** `--kv-calib <file>`: center the cached keys on per-layer offsets calibrated on a text (`src/compress/key-offsets.ts`). */
+function kvCalibOption(): Option {
+  return new Option('--kv-calib <file>', 'center the cached keys on per-layer, per-KV-head means measured on this text (more precise int8/int4 KV caches; attention is unchanged)');
+}
+
 function kvDtypeOption(): Option {
   return new Option('--kv-dtype <type>', 'element type of the KV cache: f16 halves it (needs shader-f16); int8 and int4 store integers with a scale per token and head').choices(['f32', 'f16', 'int8', 'int4']).default('f32');
 }
@@ -133,6 +138,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
     .addOption(kvDtypeOption())
+    .addOption(kvCalibOption())
     .addOption(quantOption())
     .addOption(maxContextOption())
     .addOption(sparsityOption())
@@ -175,6 +181,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
     .addOption(kvDtypeOption())
+    .addOption(kvCalibOption())
     .addOption(quantOption())
     .addOption(maxContextOption())
     .addOption(sparsityOption())
@@ -204,6 +211,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--calib <file>', 'with --w8a8: calibration text (never the evaluation text)')
     .option('--calib-tokens <n>', 'with --w8a8: calibrate on at most this many tokens', num('--calib-tokens', { int: true, min: 1 }))
     .addOption(kvDtypeOption())
+    .addOption(kvCalibOption())
     .option('--json', 'print only the JSON object (no summary line on stderr)', false)
     .action(async (o) => {
       await evalCommand(o);
@@ -271,6 +279,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--repeat <n>', 'timed runs', num('--repeat', { int: true, min: 1 }), 3)
     .addOption(new Option('--precision <policy>', 'precision policy of the WebGPU engine').choices(['auto', 'f32', 'f16']).default('auto'))
     .addOption(kvDtypeOption())
+    .addOption(kvCalibOption())
     .option('--json', 'print only the JSON object (no summary line on stderr)', false)
     .action(async (o) => {
       await benchCommand(o);
@@ -290,6 +299,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--kv-blocks <n>', 'blocks of the KV pool (default: 8 full contexts on the CPU backend, one per engine session on WebGPU)', num('--kv-blocks', { int: true, min: 1 }))
     .option('--kv-block-size <n>', 'tokens per KV block on the CPU backend (a power of two, 1..256)', kvBlockSize, 16)
     .addOption(kvDtypeOption())
+    .addOption(kvCalibOption())
     .option('--max-waiting <n>', 'most requests queued; more get HTTP 429', num('--max-waiting', { int: true, min: 1 }), 256)
     .addOption(new Option('--preemption <policy>', 'when the KV pool is full: recompute the preempted sequence later, or swap its KV to host memory (CPU backend and WebGPU model files; else recompute)').choices(['recompute', 'swap']).default('recompute'))
     .option('--engine-sessions <n>', 'WebGPU: engine sessions (sequences running at once) per model', num('--engine-sessions', { int: true, min: 1 }), 4)

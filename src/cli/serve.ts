@@ -27,6 +27,7 @@ import { requireEngineFolder, requireFile, requireFileOrFolder, requireFolder } 
 import { openModel, pickBackend } from './model-input.js';
 import { createOpenAiServer, type ModelProvider, type ServedModel } from './openai-server.js';
 import { log } from './output.js';
+import { keyOffsetModel } from './key-offset-model.js';
 
 /** Options of the `serve` command (as parsed from the command line). */
 export interface ServeCommandOptions {
@@ -50,6 +51,8 @@ export interface ServeCommandOptions {
   kvBlockSize?: number;
   /** Element type of the KV cache of model files (default f32; a saved engine keeps its own). */
   kvDtype?: KvCacheDType;
+  /** Center the cached keys and values and balance the key channels on statistics of this text (`--kv-calib`; for int8/int4 KV caches). */
+  kvCalib?: string;
   /** Most requests waiting; past it requests get 429 (default 256). */
   maxWaiting?: number;
   /** What preemption does when the KV pool is full (default `recompute`; `swap` needs an executor that can). */
@@ -98,7 +101,7 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
     executor = await EngineSessionExecutor.create(engine, { sessions: o.engineSessions, numBlocks: o.kvBlocks });
   } else {
     const opened = await openModel(path, o.tokenizer, { maxContext: o.maxContext });
-    const model = opened.model;
+    const model = o.kvCalib ? await keyOffsetModel(opened.model, opened.tokenizer, o.kvCalib) : opened.model;
     tokenizer = opened.tokenizer;
     const backend = await pickBackend(o.backend, { model, kvDtype: o.kvDtype });
     if (backend === 'cpu') {
