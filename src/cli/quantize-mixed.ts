@@ -138,6 +138,8 @@ export function mixedBitsCompress(
   o: MixedBitsOptions,
 ): CompressResult & { report: MixedBitsReport } {
   const progress = o.onProgress ?? ((): void => {});
+  const cheapest = Math.min(...o.candidates.map((b) => bitsPerWeight({ ...o.spec, bits: b as GridSpec['bits'] }, o.count)));
+  if (o.budgetBits < cheapest) throw new UsageError(`--budget-bits ${o.budgetBits} is below the cheapest choice (${cheapest} bits per weight counted as '${o.count}')`);
   const runs = new Map<number, { result: CompressResult; weights: Map<string, { id: string; entry: WeightEntry }> }>();
   for (const b of o.candidates) {
     progress(`mixed bits: ${o.method} at ${b} bits for every layer`);

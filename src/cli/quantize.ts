@@ -198,7 +198,7 @@ export async function quantizeCommand(o: QuantizeCommandOptions): Promise<Quanti
   const r = mixed ?? compressGraph(f32, windows, { method, spec, actOrder: o.actOrder, onProgress: log });
 
   const extra: GgufKeyValue[] = model.format === 'gguf' ? [...(model as GgufLlamaModel).gguf.header.metadata.values()].filter((kv) => kv.key.startsWith('tokenizer.')) : [];
-  const { metadata, tensors } = llamaGguf(r.graph, { name: `${basename(o.model)} ${method} ${mixed ? `mixed ${o.budgetBits}-bit` : `${o.bits}-bit`} g${group}`, contextLength: model.declaredContext ?? model.maxPositions, extra });
+  const { metadata, tensors } = llamaGguf(r.graph, { name: `${basename(o.model)} ${method} ${mixed ? 'mixed' : `${o.bits}-bit`} g${group}`, contextLength: model.declaredContext ?? model.maxPositions, extra });
   const bytes = ggufFileBytes(metadata, tensors);
   await writeFile(output, bytes);
   await verifyWritten(output, r.graph, o.maxContext);
