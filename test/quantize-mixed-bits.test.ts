@@ -1,5 +1,5 @@
 // `tensorwright quantize --budget-bits` on stories260K (the README's claim, on a fixed window): sensitivity-chosen mixed
-// bits (Q4_0 and Q8_0 blocks per layer, 4.5 grid bits on average) have lower KL to f32 than uniform RTN int4 (Q4_1,
+// bits (Q4_0 and Q8_0 blocks per layer, at most 4.45 grid bits on average) have lower KL to f32 than uniform RTN int4 (Q4_1,
 // 4 grid bits) with a file no larger; the sensitivities are measured on the calibration text, the chosen average is
 // within the budget, and the written file scores under `eval --reference` exactly as quantize measured it.
 import { mkdtempSync, statSync } from 'node:fs';
@@ -34,13 +34,13 @@ async function quantize(args: string[]): Promise<Result> {
 }
 
 describe.skipIf(!hasShared)('quantize --budget-bits on stories260K', () => {
-  it('mixed Q4_0/Q8_0 at 4.5 grid bits has lower KL than uniform int4 (Q4_1) in a file no larger', async () => {
+  it('mixed Q4_0/Q8_0 at 4.45 grid bits has lower KL than uniform int4 (Q4_1) in a file no larger', async () => {
     const [uniformOut, mixedOut] = [join(dir, 'int4.gguf'), join(dir, 'mixed.gguf')];
     const uniform = await quantize(['--bits', '4', '-o', uniformOut]);
-    const mixed = await quantize(['--sym', '--budget-bits', '4.5', '--budget-count', 'grid', '--candidate-bits', '4,8', '-o', mixedOut]);
+    const mixed = await quantize(['--sym', '--budget-bits', '4.45', '--budget-count', 'grid', '--candidate-bits', '4,8', '-o', mixedOut]);
     const m = mixed.mixed_bits!;
     expect(m.exact).toBe(true);
-    expect(m.average_bits.grid).toBeLessThanOrEqual(4.5);
+    expect(m.average_bits.grid).toBeLessThanOrEqual(4.45);
     expect(m.average_bits.file).toBeLessThanOrEqual(5); // Q4_1 is 5 bits per weight as written
     expect(mixed.tensor_types.Q8_0).toBeGreaterThan(0);
     expect(mixed.tensor_types.Q4_0).toBeGreaterThan(0);
