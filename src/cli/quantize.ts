@@ -10,6 +10,9 @@
  * A GGUF input's tokenizer is copied into the output; a llama2.c model's tokenizer is not (pass `--tokenizer` when
  * loading the output).
  *
+ * `--budget-bits AVG` (RTN, GPTQ) measures each layer's sensitivity and mixes grids per layer under an average-bit
+ * budget: `quantize-mixed.ts`.
+ *
  * `--method smoothquant|w8a8 --bits 8` (int8 weights and activations) is `quantize-w8a8.ts`: it calibrates, reports
  * and evaluates, and writes no file (no format holds W8A8 yet).
  * @module
@@ -86,7 +89,7 @@ export interface QuantizeResult {
   output: string;
   /** Method. */
   method: CompressMethod;
-  /** Grid. */
+  /** Grid (with `--budget-bits`: group and symmetry; `bits` is the largest candidate, the per-layer bits are in `mixed_bits`). */
   grid: GridSpec;
   /** Whether act-order was used. */
   act_order: boolean;
