@@ -10,6 +10,9 @@
  * A GGUF input's tokenizer is copied into the output; a llama2.c model's tokenizer is not (pass `--tokenizer` when
  * loading the output).
  *
+ * `--budget-bits AVG` (RTN, GPTQ) measures each layer's sensitivity and mixes grids per layer under an average-bit
+ * budget: `quantize-mixed.ts`.
+ *
  * `--method smoothquant|w8a8 --bits 8` (int8 weights and activations) is `quantize-w8a8.ts`: it calibrates, reports
  * and evaluates, and writes no file (no format holds W8A8 yet).
  * @module
@@ -33,6 +36,8 @@ import { openModel } from './model-input.js';
 import { log } from './output.js';
 import { requireFile, requireFileOrFolder } from './file-arguments.js';
 import { quantizeW8A8Command, type QuantizeW8A8Result } from './quantize-w8a8.js';
+import { checkMixedBitsFlags, mixedBitsCompress, mixedBitsTable, type MixedBitsReport } from './quantize-mixed.js';
+import type { BitCount } from '../compress/mixed-bits.js';
 
 /** Options of the `quantize` command. */
 export interface QuantizeCommandOptions {
@@ -68,6 +73,14 @@ export interface QuantizeCommandOptions {
   json: boolean;
   /** Most positions the model is compiled for (default 8192). */
   maxContext?: number;
+  /** Mixed bits per layer: the average bits per weight allowed (`quantize-mixed.ts`); `bits` is then ignored. */
+  budgetBits?: number;
+  /** With `budgetBits`: how bits are counted, `grid`, `packed` (default: grid + f16 scales) or `file`. */
+  budgetCount?: string;
+  /** With `budgetBits`: the candidate grid bits (default 2,3,4,8). */
+  candidateBits?: string;
+  /** With `budgetBits`: calibration positions to measure sensitivities on (default 1024). */
+  sensitivityTokens?: number;
 }
 
 /** The JSON object `quantize --json` prints. */
@@ -76,7 +89,7 @@ export interface QuantizeResult {
   output: string;
   /** Method. */
   method: CompressMethod;
-  /** Grid. */
+  /** Grid (with `--budget-bits`: group and symmetry; `bits` is the largest candidate, the per-layer bits are in `mixed_bits`). */
   grid: GridSpec;
   /** Whether act-order was used. */
   act_order: boolean;
@@ -90,6 +103,8 @@ export interface QuantizeResult {
   layers: readonly LayerReport[];
   /** `eval` figures of the compressed model against the f32 model (with `--eval`). */
   eval?: EvalResult;
+  /** With `--budget-bits`: sensitivities and the bits chosen per layer. */
+  mixed_bits?: MixedBitsReport;
 }
 
 const GGML_NAMES: Record<number, string> = { 0: 'F32', 2: 'Q4_0', 3: 'Q4_1', 8: 'Q8_0' };
@@ -146,6 +161,11 @@ export async function quantizeCommand(o: QuantizeCommandOptions): Promise<Quanti
   const output = o.output;
   if (!COMPRESS_METHODS.includes(o.method as CompressMethod)) throw new UsageError(`--method must be one of ${[...COMPRESS_METHODS, 'smoothquant', 'w8a8'].join(', ')}, got '${o.method}'`);
   const method = o.method as CompressMethod;
+  const candidates = (o.candidateBits ?? '2,3,4,8').split(',').map(Number);
+  if (o.budgetBits !== undefined) {
+    checkMixedBitsFlags(method, candidates, o.budgetCount ?? 'packed');
+    o = { ...o, bits: o.bits ?? Math.max(...candidates) };
+  }
   if (![8, 4, 3, 2].includes(o.bits)) throw new UsageError(`--bits must be 8, 4, 3 or 2, got ${o.bits}`);
   const group = toInt('--group', o.group, 32);
   if (group % 32 !== 0) throw new UsageError(`--group must be a multiple of 32 (GGUF blocks), got ${group}`);
@@ -166,10 +186,22 @@ export async function quantizeCommand(o: QuantizeCommandOptions): Promise<Quanti
   if (!windows.length || windows[0].length < 2) throw new UsageError(`--calib ${o.calib} has no tokens to calibrate on`);
   log(`quantize: ${method} ${o.bits}-bit, groups of ${group}${spec.symmetric || o.bits === 8 ? ', symmetric' : ''}${o.actOrder ? ', act-order' : ''}; calibrating on ${windows.reduce((a, w) => a + w.length, 0)} positions of ${o.calib}`);
   const f32 = model.build({ lastTokenLogitsOnly: false });
-  const r = compressGraph(f32, windows, { method, spec, actOrder: o.actOrder, onProgress: log });
+  const mixed =
+    o.budgetBits === undefined
+      ? undefined
+      : mixedBitsCompress(f32, model, windows, tokenWindows(calibIds, model.bosId, model.maxPositions, toInt('--sensitivity-tokens', o.sensitivityTokens, 1024)), {
+          method,
+          spec,
+          candidates,
+          budgetBits: o.budgetBits,
+          count: (o.budgetCount ?? 'packed') as BitCount,
+          actOrder: o.actOrder,
+          onProgress: log,
+        });
+  const r = mixed ?? compressGraph(f32, windows, { method, spec, actOrder: o.actOrder, onProgress: log });
 
   const extra: GgufKeyValue[] = model.format === 'gguf' ? [...(model as GgufLlamaModel).gguf.header.metadata.values()].filter((kv) => kv.key.startsWith('tokenizer.')) : [];
-  const { metadata, tensors } = llamaGguf(r.graph, { name: `${basename(o.model)} ${method} ${o.bits}-bit g${group}`, contextLength: model.declaredContext ?? model.maxPositions, extra });
+  const { metadata, tensors } = llamaGguf(r.graph, { name: `${basename(o.model)} ${method} ${mixed ? 'mixed' : `${o.bits}-bit`} g${group}`, contextLength: model.declaredContext ?? model.maxPositions, extra });
   const bytes = ggufFileBytes(metadata, tensors);
   await writeFile(output, bytes);
   await verifyWritten(output, r.graph, o.maxContext);
@@ -177,7 +209,7 @@ export async function quantizeCommand(o: QuantizeCommandOptions): Promise<Quanti
   const types: Record<string, number> = {};
   for (const t of tensors) types[GGML_NAMES[t.type]] = (types[GGML_NAMES[t.type]] ?? 0) + 1;
 
-  const result: QuantizeResult = { output, method, grid: spec, act_order: !!o.actOrder, calibration_tokens: r.calibrationTokens, file_bytes: bytes.length, tensor_types: types, layers: r.layers };
+  const result: QuantizeResult = { output, method, grid: spec, act_order: !!o.actOrder, calibration_tokens: r.calibrationTokens, file_bytes: bytes.length, tensor_types: types, layers: r.layers, ...(mixed ? { mixed_bits: mixed.report } : {}) };
   if (o.eval) {
     const ids = tokenizer.encode(await readFile(o.eval, 'utf8'));
     if (ids[0] !== model.bosId) ids.unshift(model.bosId);
@@ -186,6 +218,7 @@ export async function quantizeCommand(o: QuantizeCommandOptions): Promise<Quanti
   if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
   else {
     process.stdout.write(`${layerTable(r.layers).join('\n')}\n`);
+    if (mixed) process.stdout.write(`${mixedBitsTable(mixed.report).join('\n')}\n`);
     if (result.eval) {
       const e = result.eval;
       process.stdout.write(`eval on ${o.eval}: ${e.tokens} tokens, ppl ${e.ppl.toFixed(4)} (f32 ${e.ppl_f32.toFixed(4)}), KL mean ${e.kl_mean.toExponential(4)} p99 ${e.kl_p99.toExponential(3)}, top-1 agreement ${(100 * e.top1_agreement).toFixed(2)}%\n`);
