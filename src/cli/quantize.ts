@@ -19,6 +19,7 @@ import { basename } from 'node:path';
 import { UsageError } from '../errors.js';
 import { compressGraph, COMPRESS_METHODS, type CompressMethod, type LayerReport } from '../compress/compress-graph.js';
 import { tokenWindows } from '../compress/capture.js';
+import { compressWithOutliers } from '../compress/outliers.js';
 import type { GridSpec } from '../compress/grid.js';
 import { ggufFileBytes, type GgufKeyValue } from '../export/gguf/writer.js';
 import { ggufLlamaTensorName, llamaGguf } from '../export/gguf/llama.js';
@@ -68,6 +69,8 @@ export interface QuantizeCommandOptions {
   json: boolean;
   /** Most positions the model is compiled for (default 8192). */
   maxContext?: number;
+  /** Keep outlier input channels in f32: those whose activation RMS exceeds this many times the median channel's. */
+  outliers?: number;
 }
 
 /** The JSON object `quantize --json` prints. */
@@ -101,13 +104,20 @@ function pad(s: string, n: number): string {
 /** The per-layer table as text lines. */
 export function layerTable(layers: readonly LayerReport[]): string[] {
   const width = Math.max(5, ...layers.map((l) => l.name.length));
-  const head = `${pad('layer', width)}  ${pad('shape', 9)}  ${pad('method', 6)}  bits  group  rel.error  rtn.error  alpha`;
+  const outl = layers.some((l) => l.outlierChannels !== undefined);
+  const outlierCell = (l: LayerReport): string => (outl ? `${pad(String(l.outlierChannels ?? '-'), 8)}  ` : '');
+  const head = `${pad('layer', width)}  ${pad('shape', 9)}  ${pad('method', 6)}  bits  group  ${outl ? 'outliers  ' : ''}rel.error  rtn.error  alpha`;
   const rows = layers.map((l) => {
     const err = l.relativeError === undefined ? '-' : `${l.relativeError.toFixed(5)}${l.errorKind === 'weight' ? '*' : ''}`;
     const rtn = l.rtnRelativeError === undefined ? '-' : l.rtnRelativeError.toFixed(5);
-    return `${pad(l.name, width)}  ${pad(l.shape.join('x'), 9)}  ${pad(l.method, 6)}  ${pad(String(l.bits ?? '-'), 4)}  ${pad(String(l.groupSize ?? '-'), 5)}  ${pad(err, 9)}  ${pad(rtn, 9)}  ${l.alpha === undefined ? '' : l.alpha.toFixed(2)}${l.note ? `  (${l.note})` : ''}`;
+    return `${pad(l.name, width)}  ${pad(l.shape.join('x'), 9)}  ${pad(l.method, 6)}  ${pad(String(l.bits ?? '-'), 4)}  ${pad(String(l.groupSize ?? '-'), 5)}  ${outlierCell(l)}${pad(err, 9)}  ${pad(rtn, 9)}  ${l.alpha === undefined ? '' : l.alpha.toFixed(2)}${l.note ? `  (${l.note})` : ''}`;
   });
-  return [head, ...rows, '(rel.error: ‖(W_q − W)Xᵀ‖/‖WXᵀ‖ on the calibration inputs; * = ‖W_q − W‖/‖W‖ for tables no matmul reads)'];
+  return [
+    head,
+    ...rows,
+    '(rel.error: ‖(W_q − W)Xᵀ‖/‖WXᵀ‖ on the calibration inputs; * = ‖W_q − W‖/‖W‖ for tables no matmul reads)',
+    ...(outl ? ['(outliers: input channels kept in f32, activation RMS > T × the median channel\'s; rel.error counts them exact)'] : []),
+  ];
 }
 
 /** Weights of a graph by llama.cpp tensor name, decoded. */
@@ -166,7 +176,10 @@ export async function quantizeCommand(o: QuantizeCommandOptions): Promise<Quanti
   if (!windows.length || windows[0].length < 2) throw new UsageError(`--calib ${o.calib} has no tokens to calibrate on`);
   log(`quantize: ${method} ${o.bits}-bit, groups of ${group}${spec.symmetric || o.bits === 8 ? ', symmetric' : ''}${o.actOrder ? ', act-order' : ''}; calibrating on ${windows.reduce((a, w) => a + w.length, 0)} positions of ${o.calib}`);
   const f32 = model.build({ lastTokenLogitsOnly: false });
-  const r = compressGraph(f32, windows, { method, spec, actOrder: o.actOrder, onProgress: log });
+  if (o.outliers !== undefined && !(o.outliers > 0 && Number.isFinite(o.outliers))) throw new UsageError(`--outliers must be a positive number, got ${o.outliers}`);
+  if (o.outliers !== undefined && method === 'awq') throw new UsageError('--outliers is not combined with --method awq (its matmuls read rescaled activations): use rtn or gptq');
+  const r0 = compressGraph(f32, windows, { method, spec, actOrder: o.actOrder, onProgress: log });
+  const r = o.outliers === undefined ? r0 : compressWithOutliers(f32, r0, method, { threshold: o.outliers });
 
   const extra: GgufKeyValue[] = model.format === 'gguf' ? [...(model as GgufLlamaModel).gguf.header.metadata.values()].filter((kv) => kv.key.startsWith('tokenizer.')) : [];
   const { metadata, tensors } = llamaGguf(r.graph, { name: `${basename(o.model)} ${method} ${o.bits}-bit g${group}`, contextLength: model.declaredContext ?? model.maxPositions, extra });

@@ -77,6 +77,8 @@ export interface LayerReport {
   readonly alpha?: number;
   /** Why the weight stays f32, or where AWQ could not fold its scales. */
   readonly note?: string;
+  /** Outlier input channels kept in f32 beside the weight (`src/compress/outliers.ts`); absent without `--outliers`. */
+  readonly outlierChannels?: number;
 }
 
 /** The result of {@link compressGraph}. */
@@ -87,6 +89,8 @@ export interface CompressResult {
   readonly layers: readonly LayerReport[];
   /** Calibration positions seen. */
   readonly calibrationTokens: number;
+  /** The calibration statistics of the input graph's matmuls, by weight id (what `src/compress/outliers.ts` uses). */
+  readonly captured: ReadonlyMap<string, CapturedMatmul>;
 }
 
 /** Replaces the weight nodes whose ids are keys of `replacements`. */
@@ -241,5 +245,5 @@ export function compressGraph(graph: Graph, windows: readonly (readonly number[]
       const e = graph.weights.get(id);
       replacements.set(id, WeightStore.entry(e.name, 'f32', e.shape, { values: values.get(id)! }));
     }
-  return { graph: replaceWeights(graph, replacements), layers, calibrationTokens };
+  return { graph: replaceWeights(graph, replacements), layers, calibrationTokens, captured };
 }
