@@ -18,8 +18,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { UsageError } from '../errors.js';
 import { compressGraph, COMPRESS_METHODS, type CompressMethod, type LayerReport } from '../compress/compress-graph.js';
-import { tokenWindows } from '../compress/capture.js';
-import { compressWithOutliers } from '../compress/outliers.js';
+import { tokenWindows, type CapturedMatmul } from '../compress/capture.js';
+import { compressWithOutliers, outlierChannelsOf } from '../compress/outliers.js';
 import type { GridSpec } from '../compress/grid.js';
 import { ggufFileBytes, type GgufKeyValue } from '../export/gguf/writer.js';
 import { ggufLlamaTensorName, llamaGguf } from '../export/gguf/llama.js';
@@ -178,8 +178,9 @@ export async function quantizeCommand(o: QuantizeCommandOptions): Promise<Quanti
   const f32 = model.build({ lastTokenLogitsOnly: false });
   if (o.outliers !== undefined && !(o.outliers > 0 && Number.isFinite(o.outliers))) throw new UsageError(`--outliers must be a positive number, got ${o.outliers}`);
   if (o.outliers !== undefined && method === 'awq') throw new UsageError('--outliers is not combined with --method awq (its matmuls read rescaled activations): use rtn or gptq');
-  const r0 = compressGraph(f32, windows, { method, spec, actOrder: o.actOrder, onProgress: log });
-  const r = o.outliers === undefined ? r0 : compressWithOutliers(f32, r0, method, { threshold: o.outliers });
+  const outliers = o.outliers === undefined ? undefined : { threshold: o.outliers };
+  const r0 = compressGraph(f32, windows, { method, spec, actOrder: o.actOrder, onProgress: log, ...(outliers ? { exactColumns: (m: CapturedMatmul) => outlierChannelsOf(m, outliers) } : {}) });
+  const r = outliers ? compressWithOutliers(f32, r0, method, outliers) : r0;
 
   const extra: GgufKeyValue[] = model.format === 'gguf' ? [...(model as GgufLlamaModel).gguf.header.metadata.values()].filter((kv) => kv.key.startsWith('tokenizer.')) : [];
   const { metadata, tensors } = llamaGguf(r.graph, { name: `${basename(o.model)} ${method} ${o.bits}-bit g${group}`, contextLength: model.declaredContext ?? model.maxPositions, extra });

@@ -48,6 +48,12 @@ export interface CompressOptions {
   /** Progress lines. */
   readonly onProgress?: (line: string) => void;
   /**
+   * GPTQ: input channels of a matmul that will be kept exact beside the rounded weight (outlier channels,
+   * `src/compress/outliers.ts`): their Hessian rows and columns are decoupled from the others (off-diagonal entries
+   * zeroed), so the other columns are rounded for the error that remains and spread none of it onto these.
+   */
+  readonly exactColumns?: (m: CapturedMatmul) => readonly number[];
+  /**
    * AWQ only: return the graph with the scales applied and folded but nothing rounded (weights stay f32), which
    * computes the same function as the input graph; for checking the folds.
    * @internal
@@ -106,6 +112,18 @@ export function replaceWeights(graph: Graph, replacements: ReadonlyMap<string, W
       },
     },
   ]).graph;
+}
+
+/** A copy of the `k × k` Hessian `h` whose rows and columns `cols` keep only their diagonal entry. */
+function decoupledHessian(h: Float64Array, k: number, cols: readonly number[]): Float64Array {
+  const out = Float64Array.from(h);
+  for (const c of cols)
+    for (let j = 0; j < k; j++)
+      if (j !== c) {
+        out[c * k + j] = 0;
+        out[j * k + c] = 0;
+      }
+  return out;
 }
 
 function relativeWeightError(exact: Float32Array, approx: Float32Array): number {
@@ -214,7 +232,11 @@ export function compressGraph(graph: Graph, windows: readonly (readonly number[]
     }
     let gw: GridWeight;
     let method: CompressMethod = opts.method;
-    if (opts.method === 'gptq' && m) gw = gptqQuantize(exact, rows, cols, m.stats.hessian, spec, { actOrder: opts.actOrder, dampening: opts.dampening });
+    if (opts.method === 'gptq' && m) {
+      const exactCols = opts.exactColumns?.(m) ?? [];
+      const hessian = exactCols.length ? decoupledHessian(m.stats.hessian, cols, exactCols) : m.stats.hessian;
+      gw = gptqQuantize(exact, rows, cols, hessian, spec, { actOrder: opts.actOrder, dampening: opts.dampening });
+    }
     else {
       if (opts.method !== 'rtn' && !(opts.method === 'awq' && m)) method = 'rtn';
       const scaled = s ? scaleColumns(exact, rows, cols, s) : exact;

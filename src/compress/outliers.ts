@@ -55,6 +55,11 @@ export function selectOutlierChannels(stats: InputStatistics, threshold: number,
   return over.slice(0, maxCount).map(([, i]) => i).sort((a, b) => a - b);
 }
 
+/** The outlier channels of a captured matmul under `opts` (what {@link addOutlierChannels} keeps). */
+export function outlierChannelsOf(m: CapturedMatmul, opts: OutlierOptions): number[] {
+  return selectOutlierChannels(m.stats, opts.threshold, Math.ceil((opts.maxFraction ?? 0.02) * m.cols));
+}
+
 /** The suffix of the f32 side weight's name (`layers.0.wq.outlier_weight`). */
 export const OUTLIER_WEIGHT_SUFFIX = '.outlier_weight';
 
@@ -86,7 +91,8 @@ export function addOutlierChannels(
     const m = byName.get(e.name);
     if (sides.has(id) || !m || e.encoding.kind === 'dense') continue;
     const [rows, cols] = e.shape as [number, number];
-    const indices = selectOutlierChannels(m.stats, threshold, Math.ceil(maxFraction * cols));
+    if (m.cols !== cols) continue;
+    const indices = outlierChannelsOf(m, opts);
     if (!indices.length) continue;
     const exact = decodeWeight(f32.weights.get(attrsOf(m.weight, 'weight').id));
     const effective = Float32Array.from(decodeWeight(e));
