@@ -10,6 +10,11 @@
  * A GGUF input's tokenizer is copied into the output; a llama2.c model's tokenizer is not (pass `--tokenizer` when
  * loading the output).
  *
+ * `--outliers T` (RTN, GPTQ) keeps the input channels whose calibration activation RMS exceeds `T ×` the median
+ * channel's (at most 2% of K per matrix) in f32 beside the rounded weight, as a mixed decomposition
+ * (`src/compress/outliers.ts`), written as the GGUF tensors `<name>.outlier_idx` (I32) and `<name>.outlier_weight` (F32)
+ * next to the usual quantized `<name>`; the table gets an `outliers` column.
+ *
  * `--method smoothquant|w8a8 --bits 8` (int8 weights and activations) is `quantize-w8a8.ts`: it calibrates, reports
  * and evaluates, and writes no file (no format holds W8A8 yet).
  * @module

@@ -10,6 +10,11 @@
  * | 4-bit unsigned, groups of 32, zero point 8 | Q4_0 |
  * | 4-bit unsigned, groups of 32, offset (`mins`), no zero point | Q4_1 |
  *
+ * A linear layer with outlier channels (`src/ir/outlier-linear.ts`: `matmul(x, W) + matmul(gather(x, I), W_out)`)
+ * adds two tensors beside its weight `<name>`: `<name>.outlier_idx` (I32 `[n]`, the constant `I`) and
+ * `<name>.outlier_weight` (F32 `[N, n]`); readers that know nothing of them still read the file, and the GGUF importer
+ * rebuilds the decomposition from them.
+ *
  * Scales and offsets must be f16 values (GGUF stores them as f16), so that the file decodes to exactly the graph's
  * weights; `src/compress` produces such weights. Anything else is an {@link InputError} naming the weight.
  *
