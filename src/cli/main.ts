@@ -235,6 +235,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--calib-tokens <n>', 'calibrate on at most this many tokens', num('--calib-tokens', { int: true, min: 1 }))
     .option('--alpha <a>', 'smoothquant: migration strength in [0, 1]', num('--alpha', { min: 0, max: 1 }), 0.5)
     .addOption(new Option('--activations <scales>', 'smoothquant, w8a8: activation scales, calibrated per tensor or per token at run time').choices(['static', 'per-token']).default('static'))
+    .option('--outliers <T>', 'rtn, gptq: keep in f32 the input channels whose calibration activation RMS exceeds T × the median channel\'s (at most 2% of K per matrix; GGUF tensors <name>.outlier_idx and .outlier_weight)', num('--outliers', { min: 0 }))
     .option('-o, --output <file>', 'GGUF file to write (rtn, gptq, awq)')
     .option('--eval <file>', 'score this text against the f32 model afterwards (as `eval`)')
     .option('--eval-tokens <n>', 'score at most this many tokens', num('--eval-tokens', { int: true, min: 1 }))

@@ -184,7 +184,7 @@ export function mixedBitsCompress(
     average_bits: average,
     layers: first.layers.map((l) => ({ name: l.name, shape: l.shape, params: l.shape[0] * l.shape[1], kl: sens.get(l.name) ?? {}, ...(chosen.has(l.name) ? { bits: chosen.get(l.name) } : {}) })),
   };
-  return { graph: replaceWeights(f32, replacements), layers, calibrationTokens: first.calibrationTokens, report };
+  return { graph: replaceWeights(f32, replacements), layers, calibrationTokens: first.calibrationTokens, captured: first.captured, report };
 }
 
 function pad(s: string, n: number): string {

@@ -13,6 +13,11 @@
  * `--budget-bits AVG` (RTN, GPTQ) measures each layer's sensitivity and mixes grids per layer under an average-bit
  * budget: `quantize-mixed.ts`.
  *
+ * `--outliers T` (RTN, GPTQ) keeps the input channels whose calibration activation RMS exceeds `T ×` the median
+ * channel's (at most 2% of K per matrix) in f32 beside the rounded weight, as a mixed decomposition
+ * (`src/compress/outliers.ts`), written as the GGUF tensors `<name>.outlier_idx` (I32) and `<name>.outlier_weight` (F32)
+ * next to the usual quantized `<name>`; the table gets an `outliers` column.
+ *
  * `--method smoothquant|w8a8 --bits 8` (int8 weights and activations) is `quantize-w8a8.ts`: it calibrates, reports
  * and evaluates, and writes no file (no format holds W8A8 yet).
  * @module
@@ -21,7 +26,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { UsageError } from '../errors.js';
 import { compressGraph, COMPRESS_METHODS, type CompressMethod, type LayerReport } from '../compress/compress-graph.js';
-import { tokenWindows } from '../compress/capture.js';
+import { tokenWindows, type CapturedMatmul } from '../compress/capture.js';
+import { compressWithOutliers, outlierChannelsOf } from '../compress/outliers.js';
 import type { GridSpec } from '../compress/grid.js';
 import { ggufFileBytes, type GgufKeyValue } from '../export/gguf/writer.js';
 import { ggufLlamaTensorName, llamaGguf } from '../export/gguf/llama.js';
@@ -81,6 +87,8 @@ export interface QuantizeCommandOptions {
   candidateBits?: string;
   /** With `budgetBits`: calibration positions to measure sensitivities on (default 1024). */
   sensitivityTokens?: number;
+  /** Keep outlier input channels in f32: those whose activation RMS exceeds this many times the median channel's. */
+  outliers?: number;
 }
 
 /** The JSON object `quantize --json` prints. */
@@ -116,13 +124,20 @@ function pad(s: string, n: number): string {
 /** The per-layer table as text lines. */
 export function layerTable(layers: readonly LayerReport[]): string[] {
   const width = Math.max(5, ...layers.map((l) => l.name.length));
-  const head = `${pad('layer', width)}  ${pad('shape', 9)}  ${pad('method', 6)}  bits  group  rel.error  rtn.error  alpha`;
+  const outl = layers.some((l) => l.outlierChannels !== undefined);
+  const outlierCell = (l: LayerReport): string => (outl ? `${pad(String(l.outlierChannels ?? '-'), 8)}  ` : '');
+  const head = `${pad('layer', width)}  ${pad('shape', 9)}  ${pad('method', 6)}  bits  group  ${outl ? 'outliers  ' : ''}rel.error  rtn.error  alpha`;
   const rows = layers.map((l) => {
     const err = l.relativeError === undefined ? '-' : `${l.relativeError.toFixed(5)}${l.errorKind === 'weight' ? '*' : ''}`;
     const rtn = l.rtnRelativeError === undefined ? '-' : l.rtnRelativeError.toFixed(5);
-    return `${pad(l.name, width)}  ${pad(l.shape.join('x'), 9)}  ${pad(l.method, 6)}  ${pad(String(l.bits ?? '-'), 4)}  ${pad(String(l.groupSize ?? '-'), 5)}  ${pad(err, 9)}  ${pad(rtn, 9)}  ${l.alpha === undefined ? '' : l.alpha.toFixed(2)}${l.note ? `  (${l.note})` : ''}`;
+    return `${pad(l.name, width)}  ${pad(l.shape.join('x'), 9)}  ${pad(l.method, 6)}  ${pad(String(l.bits ?? '-'), 4)}  ${pad(String(l.groupSize ?? '-'), 5)}  ${outlierCell(l)}${pad(err, 9)}  ${pad(rtn, 9)}  ${l.alpha === undefined ? '' : l.alpha.toFixed(2)}${l.note ? `  (${l.note})` : ''}`;
   });
-  return [head, ...rows, '(rel.error: ‖(W_q − W)Xᵀ‖/‖WXᵀ‖ on the calibration inputs; * = ‖W_q − W‖/‖W‖ for tables no matmul reads)'];
+  return [
+    head,
+    ...rows,
+    '(rel.error: ‖(W_q − W)Xᵀ‖/‖WXᵀ‖ on the calibration inputs; * = ‖W_q − W‖/‖W‖ for tables no matmul reads)',
+    ...(outl ? ['(outliers: input channels kept in f32, activation RMS > T × the median channel\'s; rel.error counts them exact)'] : []),
+  ];
 }
 
 /** Weights of a graph by llama.cpp tensor name, decoded. */
@@ -186,6 +201,10 @@ export async function quantizeCommand(o: QuantizeCommandOptions): Promise<Quanti
   if (!windows.length || windows[0].length < 2) throw new UsageError(`--calib ${o.calib} has no tokens to calibrate on`);
   log(`quantize: ${method} ${o.bits}-bit, groups of ${group}${spec.symmetric || o.bits === 8 ? ', symmetric' : ''}${o.actOrder ? ', act-order' : ''}; calibrating on ${windows.reduce((a, w) => a + w.length, 0)} positions of ${o.calib}`);
   const f32 = model.build({ lastTokenLogitsOnly: false });
+  if (o.outliers !== undefined && !(o.outliers > 0 && Number.isFinite(o.outliers))) throw new UsageError(`--outliers must be a positive number, got ${o.outliers}`);
+  if (o.outliers !== undefined && method === 'awq') throw new UsageError('--outliers is not combined with --method awq (its matmuls read rescaled activations): use rtn or gptq');
+  if (o.outliers !== undefined && o.budgetBits !== undefined) throw new UsageError('--outliers and --budget-bits are not combined (yet): choose one');
+  const outliers = o.outliers === undefined ? undefined : { threshold: o.outliers };
   const mixed =
     o.budgetBits === undefined
       ? undefined
@@ -198,7 +217,8 @@ export async function quantizeCommand(o: QuantizeCommandOptions): Promise<Quanti
           actOrder: o.actOrder,
           onProgress: log,
         });
-  const r = mixed ?? compressGraph(f32, windows, { method, spec, actOrder: o.actOrder, onProgress: log });
+  const r0 = mixed ?? compressGraph(f32, windows, { method, spec, actOrder: o.actOrder, onProgress: log, ...(outliers ? { exactColumns: (m: CapturedMatmul) => outlierChannelsOf(m, outliers) } : {}) });
+  const r = outliers ? compressWithOutliers(f32, r0, method, outliers) : r0;
 
   const extra: GgufKeyValue[] = model.format === 'gguf' ? [...(model as GgufLlamaModel).gguf.header.metadata.values()].filter((kv) => kv.key.startsWith('tokenizer.')) : [];
   const { metadata, tensors } = llamaGguf(r.graph, { name: `${basename(o.model)} ${method} ${mixed ? 'mixed' : `${o.bits}-bit`} g${group}`, contextLength: model.declaredContext ?? model.maxPositions, extra });

@@ -48,6 +48,12 @@ export interface CompressOptions {
   /** Progress lines. */
   readonly onProgress?: (line: string) => void;
   /**
+   * GPTQ: input channels of a matmul that will be kept exact beside the rounded weight (outlier channels,
+   * `src/compress/outliers.ts`): their Hessian rows and columns are decoupled from the others (off-diagonal entries
+   * zeroed), so the other columns are rounded for the error that remains and spread none of it onto these.
+   */
+  readonly exactColumns?: (m: CapturedMatmul) => readonly number[];
+  /**
    * AWQ only: return the graph with the scales applied and folded but nothing rounded (weights stay f32), which
    * computes the same function as the input graph; for checking the folds.
    * @internal
@@ -77,6 +83,8 @@ export interface LayerReport {
   readonly alpha?: number;
   /** Why the weight stays f32, or where AWQ could not fold its scales. */
   readonly note?: string;
+  /** Outlier input channels kept in f32 beside the weight (`src/compress/outliers.ts`); absent without `--outliers`. */
+  readonly outlierChannels?: number;
 }
 
 /** The result of {@link compressGraph}. */
@@ -87,6 +95,8 @@ export interface CompressResult {
   readonly layers: readonly LayerReport[];
   /** Calibration positions seen. */
   readonly calibrationTokens: number;
+  /** The calibration statistics of the input graph's matmuls, by weight id (what `src/compress/outliers.ts` uses). */
+  readonly captured: ReadonlyMap<string, CapturedMatmul>;
 }
 
 /** Replaces the weight nodes whose ids are keys of `replacements`. */
@@ -102,6 +112,18 @@ export function replaceWeights(graph: Graph, replacements: ReadonlyMap<string, W
       },
     },
   ]).graph;
+}
+
+/** A copy of the `k × k` Hessian `h` whose rows and columns `cols` keep only their diagonal entry. */
+function decoupledHessian(h: Float64Array, k: number, cols: readonly number[]): Float64Array {
+  const out = Float64Array.from(h);
+  for (const c of cols)
+    for (let j = 0; j < k; j++)
+      if (j !== c) {
+        out[c * k + j] = 0;
+        out[j * k + c] = 0;
+      }
+  return out;
 }
 
 function relativeWeightError(exact: Float32Array, approx: Float32Array): number {
@@ -210,7 +232,11 @@ export function compressGraph(graph: Graph, windows: readonly (readonly number[]
     }
     let gw: GridWeight;
     let method: CompressMethod = opts.method;
-    if (opts.method === 'gptq' && m) gw = gptqQuantize(exact, rows, cols, m.stats.hessian, spec, { actOrder: opts.actOrder, dampening: opts.dampening });
+    if (opts.method === 'gptq' && m) {
+      const exactCols = opts.exactColumns?.(m) ?? [];
+      const hessian = exactCols.length ? decoupledHessian(m.stats.hessian, cols, exactCols) : m.stats.hessian;
+      gw = gptqQuantize(exact, rows, cols, hessian, spec, { actOrder: opts.actOrder, dampening: opts.dampening });
+    }
     else {
       if (opts.method !== 'rtn' && !(opts.method === 'awq' && m)) method = 'rtn';
       const scaled = s ? scaleColumns(exact, rows, cols, s) : exact;
@@ -241,5 +267,5 @@ export function compressGraph(graph: Graph, windows: readonly (readonly number[]
       const e = graph.weights.get(id);
       replacements.set(id, WeightStore.entry(e.name, 'f32', e.shape, { values: values.get(id)! }));
     }
-  return { graph: replaceWeights(graph, replacements), layers, calibrationTokens };
+  return { graph: replaceWeights(graph, replacements), layers, calibrationTokens, captured };
 }

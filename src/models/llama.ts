@@ -11,6 +11,7 @@ import { InputError } from '../errors.js';
 import { GraphBuilder } from '../ir/builder.js';
 import type { Graph } from '../ir/graph.js';
 import type { Node } from '../ir/node.js';
+import { outlierLinear } from '../ir/outlier-linear.js';
 import { dimSub, sym, type SymDim } from '../ir/dim.js';
 import { ropeFrequency } from '../ir/rope.js';
 import { WeightStore, type WeightEntry } from '../ir/weights.js';
@@ -130,6 +131,24 @@ export interface LlamaWeights {
   rmsFinal: WeightSource;
   /** Classifier `[vocab, dim]` (absent or ignored when shared). */
   wcls?: WeightSource;
+  /**
+   * Outlier input channels kept in f32 beside a (quantized) matmul weight, by the builder's weight name
+   * (`layers.3.wq`, `output`, or `tok_embeddings` for a shared classifier): see {@link OutlierChannels}.
+   */
+  outliers?: Readonly<Record<string, OutlierChannels>>;
+}
+
+/**
+ * A mixed decomposition of one linear layer (LLM.int8-style): `y = x·Wᵀ + x[:, indices]·W_outᵀ`, where `W` is the
+ * layer's stored (typically quantized) weight `[N, K]` and `W_out` is `[N, indices.length]` in f32. The graph gathers
+ * the outlier channels of the activations along their last axis and adds a small f32 matmul to the main one (before
+ * any bias). `W_out` is built as the weight `<name>.outlier_weight`.
+ */
+export interface OutlierChannels {
+  /** Input channels (K indices), strictly increasing. */
+  readonly indices: readonly number[];
+  /** `[N, indices.length]`, row-major. */
+  readonly weight: WeightSource;
 }
 
 /** Options for {@link buildLlama}. */
@@ -208,7 +227,13 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
   const kvDim = hs * c.nKvHeads;
   const qDim = hs * c.nHeads;
   const b = new GraphBuilder(new WeightStore());
+  const builderNames = new Map<Node, string>();
   const w = (name: string, shape: number[], src: WeightSource): Node => {
+    const node = weightOf(name, shape, src);
+    builderNames.set(node, name);
+    return node;
+  };
+  const weightOf = (name: string, shape: number[], src: WeightSource): Node => {
     if (src instanceof Float32Array) {
       const n = shape.reduce((p, q) => p * q, 1);
       if (src.length !== n) throw new InputError(`llama weight ${name}: expected ${n} values for [${shape}], got ${src.length}`);
@@ -216,6 +241,17 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
     }
     if (src.shape.join(',') !== shape.join(',')) throw new InputError(`llama weight ${name}: expected shape [${shape}], got [${src.shape}]`);
     return b.weight(src);
+  };
+  const linear = (x: Node, weight: Node, bias?: Node): Node => {
+    const name = builderNames.get(weight) ?? '';
+    const out = weights.outliers && Object.hasOwn(weights.outliers, name) ? weights.outliers[name] : undefined;
+    if (!out) return b.linear(x, weight, bias);
+    const [n, k] = weight.shape as number[];
+    if (!out.indices.length || out.indices.some((i, j) => !Number.isInteger(i) || i < 0 || i >= k || (j > 0 && i <= out.indices[j - 1])))
+      throw new InputError(`llama weight ${name}: outlier indices must be strictly increasing channels in [0, ${k}), got [${out.indices.slice(0, 8)}${out.indices.length > 8 ? ', …' : ''}]`);
+    const side = w(`${name}.outlier_weight`, [n, out.indices.length], out.weight);
+    const y = outlierLinear(x, weight, side, out.indices);
+    return bias ? b.add(y, bias) : y;
   };
   const kvCache = opts.kvCache ?? true;
   const seq = sym('seq');
@@ -234,9 +270,9 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
   weights.layers.forEach((L, l) => {
     const p = `layers.${l}.`;
     const h = b.rmsnorm(x, w(`${p}attention_norm`, [c.dim], L.rmsAtt), eps);
-    let q = b.linear(h, w(`${p}wq`, [qDim, c.dim], L.wq), L.bq ? w(`${p}bq`, [qDim], L.bq) : undefined);
-    let k = b.linear(h, w(`${p}wk`, [kvDim, c.dim], L.wk), L.bk ? w(`${p}bk`, [kvDim], L.bk) : undefined);
-    const v0 = b.linear(h, w(`${p}wv`, [kvDim, c.dim], L.wv), L.bv ? w(`${p}bv`, [kvDim], L.bv) : undefined);
+    let q = linear(h, w(`${p}wq`, [qDim, c.dim], L.wq), L.bq ? w(`${p}bq`, [qDim], L.bq) : undefined);
+    let k = linear(h, w(`${p}wk`, [kvDim, c.dim], L.wk), L.bk ? w(`${p}bk`, [kvDim], L.bk) : undefined);
+    const v0 = linear(h, w(`${p}wv`, [kvDim, c.dim], L.wv), L.bv ? w(`${p}bv`, [kvDim], L.bv) : undefined);
     q = rotary(b.reshape(q, [1, seq, c.nHeads, hs]));
     k = rotary(b.reshape(k, [1, seq, c.nKvHeads, hs]));
     const v = b.reshape(v0, [1, seq, c.nKvHeads, hs]);
@@ -245,18 +281,18 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
       : {};
     const att = b.attention(q, k, v, { causal: true, ...cache });
     if (kvCache) presents.push({ name: `present_k.${l}`, node: att.presentK }, { name: `present_v.${l}`, node: att.presentV });
-    const o = b.linear(b.reshape(att.out, [1, seq, qDim]), w(`${p}wo`, [c.dim, qDim], L.wo));
+    const o = linear(b.reshape(att.out, [1, seq, qDim]), w(`${p}wo`, [c.dim, qDim], L.wo));
     x = b.add(x, o);
     const h2 = b.rmsnorm(x, w(`${p}ffn_norm`, [c.dim], L.rmsFfn), eps);
-    const gate = b.silu(b.linear(h2, w(`${p}w1`, [c.hiddenDim, c.dim], L.w1)));
-    const up = b.linear(h2, w(`${p}w3`, [c.hiddenDim, c.dim], L.w3));
-    x = b.add(x, b.linear(b.mul(gate, up), w(`${p}w2`, [c.dim, c.hiddenDim], L.w2)));
+    const gate = b.silu(linear(h2, w(`${p}w1`, [c.hiddenDim, c.dim], L.w1)));
+    const up = linear(h2, w(`${p}w3`, [c.hiddenDim, c.dim], L.w3));
+    x = b.add(x, linear(b.mul(gate, up), w(`${p}w2`, [c.dim, c.hiddenDim], L.w2)));
   });
   if (opts.lastTokenLogitsOnly) x = b.sliceAxis(x, 1, dimSub(seq, 1) as SymDim, null);
   else if (opts.logitRows) x = b.gather(x, b.input('logit_rows', 'i32', [sym('outs')]), 1);
   x = b.rmsnorm(x, w('norm', [c.dim], weights.rmsFinal), eps);
   const cls = c.sharedClassifier ? emb : w('output', [c.vocabSize, c.dim], weights.wcls ?? missing('output (classifier)'));
-  outputs.push({ name: 'logits', node: b.linear(x, cls) });
+  outputs.push({ name: 'logits', node: linear(x, cls) });
   return b.build([...outputs, ...presents], { family: 'llama', config: { ...c } });
 }
 

@@ -10,6 +10,11 @@
  * | 4-bit unsigned, groups of 32, zero point 8 | Q4_0 |
  * | 4-bit unsigned, groups of 32, offset (`mins`), no zero point | Q4_1 |
  *
+ * A linear layer with outlier channels (`src/ir/outlier-linear.ts`: `matmul(x, W) + matmul(gather(x, I), W_out)`)
+ * adds two tensors beside its weight `<name>`: `<name>.outlier_idx` (I32 `[n]`, the constant `I`) and
+ * `<name>.outlier_weight` (F32 `[N, n]`); readers that know nothing of them still read the file, and the GGUF importer
+ * rebuilds the decomposition from them.
+ *
  * Scales and offsets must be f16 values (GGUF stores them as f16), so that the file decodes to exactly the graph's
  * weights; `src/compress` produces such weights. Anything else is an {@link InputError} naming the weight.
  *
@@ -20,11 +25,15 @@
 import { InputError } from '../../errors.js';
 import { attrsOf, isOp } from '../../ir/attrs.js';
 import type { Graph } from '../../ir/graph.js';
+import type { Node } from '../../ir/node.js';
 import { decodeWeight, floatToHalf, halfToFloat, unpackBits, type WeightEntry } from '../../ir/weights.js';
 import { GgufValueType as T, type GgufKeyValue, type GgufTensorToWrite } from './writer.js';
 
 /** ggml type ids written here. */
-const GGML = { F32: 0, Q4_0: 2, Q4_1: 3, Q8_0: 8 } as const;
+const GGML = { F32: 0, Q4_0: 2, Q4_1: 3, Q8_0: 8, I32: 26 } as const;
+
+/** Suffixes of the tensors of a linear layer's outlier channels (`src/ir/outlier-linear.ts`). */
+const OUTLIER_SUFFIXES = ['.outlier_weight', '.outlier_idx'] as const;
 
 /** The config fields read from `graph.meta.config` (what `buildLlama` records). */
 interface LlamaMetaConfig {
@@ -43,6 +52,11 @@ interface LlamaMetaConfig {
 
 /** llama.cpp's name of a weight named by the Llama builder (`layers.3.wq`) or already by llama.cpp. */
 export function ggufLlamaTensorName(name: string): string | undefined {
+  const suffix = OUTLIER_SUFFIXES.find((x) => name.endsWith(x));
+  if (suffix) {
+    const base = ggufLlamaTensorName(name.slice(0, -suffix.length));
+    return base && !OUTLIER_SUFFIXES.some((x) => base.endsWith(x)) ? base + suffix : undefined;
+  }
   if (/^(token_embd|output_norm|output)\.weight$/.test(name) || /^blk\.\d+\.(attn_(norm|q|k|v|output)|ffn_(norm|gate|down|up))\.(weight|bias)$/.test(name)) return name;
   const top: Record<string, string> = { tok_embeddings: 'token_embd.weight', norm: 'output_norm.weight', output: 'output.weight' };
   if (Object.hasOwn(top, name)) return top[name];
@@ -148,6 +162,8 @@ export function llamaGguf(graph: Graph, opts: LlamaGgufOptions = {}): { metadata
   const tensors: GgufTensorToWrite[] = [];
   const written = new Set<string>();
   for (const n of graph.nodes()) {
+    const side = outlierIndexTensor(n);
+    if (side) tensors.push(side);
     if (!isOp(n, 'weight')) continue;
     const id = attrsOf(n, 'weight').id;
     if (written.has(id)) continue;
@@ -158,4 +174,21 @@ export function llamaGguf(graph: Graph, opts: LlamaGgufOptions = {}): { metadata
     tensors.push({ name, shape: e.shape, ...ggufTensorBytes(e) });
   }
   return { metadata, tensors };
+}
+
+/**
+ * The I32 tensor `<name>.outlier_idx` of an outlier matmul `matmul(gather(x, constant indices), <name>.outlier_weight)`
+ * (`outlierLinear`), or undefined for any other node.
+ */
+function outlierIndexTensor(n: Node): GgufTensorToWrite | undefined {
+  if (!isOp(n, 'matmul') || !isOp(n.inputs[1], 'weight')) return undefined;
+  const wname = attrsOf(n.inputs[1], 'weight').name;
+  if (!wname.endsWith(OUTLIER_SUFFIXES[0])) return undefined;
+  const g = n.inputs[0];
+  const idx = isOp(g, 'gather') ? g.inputs[1] : undefined;
+  if (!idx || !isOp(idx, 'constant') || idx.dtype !== 'i32') throw new InputError(`weight '${wname}' is not read through a gather of constant i32 indices (outlier channels)`);
+  const name = ggufLlamaTensorName(wname.slice(0, -OUTLIER_SUFFIXES[0].length) + OUTLIER_SUFFIXES[1]);
+  if (!name) throw new InputError(`weight '${wname}' has no llama.cpp tensor name (GGUF output writes the Llama builder's weights)`);
+  const values = attrsOf(idx, 'constant').values as readonly number[];
+  return { name, shape: [values.length], type: GGML.I32, data: new Uint8Array(Int32Array.from(values).buffer) };
 }

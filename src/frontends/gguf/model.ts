@@ -11,7 +11,7 @@
 import { ModelFormatError } from '../../errors.js';
 import type { Graph } from '../../ir/graph.js';
 import { decodeWeight } from '../../ir/weights.js';
-import { buildLlama, type LlamaBuildOptions, type LlamaConfig, type LlamaLayerWeights, type LlamaRopeScaling, type LlamaWeights, type WeightSource } from '../../models/llama.js';
+import { buildLlama, type LlamaBuildOptions, type LlamaConfig, type LlamaLayerWeights, type LlamaRopeScaling, type LlamaWeights, type OutlierChannels, type WeightSource } from '../../models/llama.js';
 import { UnsupportedModelError } from '../hf/errors.js';
 import { GgufFile, type GgufTensorInfo } from './reader.js';
 import { ggufTensorToWeight } from './quant.js';
@@ -159,10 +159,70 @@ export function ggufLlamaWeights(f: GgufFile, c: LlamaConfig): GgufLlamaWeightsR
   const weights: LlamaWeights = { tokenEmbedding: take('token_embd.weight', [c.vocabSize, c.dim]), layers, rmsFinal: take('output_norm.weight', [c.dim]) };
   if (!c.sharedClassifier) weights.wcls = take('output.weight', [c.vocabSize, c.dim]);
   if (f.has('rope_freqs.weight')) used.add('rope_freqs.weight');
+  const outliers = ggufOutlierChannels(f, c, (t) => {
+    used.add(t.name);
+    parameters += t.numel;
+    weightBytes += t.byteLength;
+    typeCounts[t.typeInfo.name] = (typeCounts[t.typeInfo.name] ?? 0) + 1;
+  });
+  if (Object.keys(outliers).length) weights.outliers = outliers;
   const extra = f.tensors.filter((t) => !used.has(t.name) && !/^blk\.\d+\.attn_rot_embd$/.test(t.name));
   if (extra.length)
     throw new UnsupportedModelError(`tensor '${extra[0].name}'`, `${extra.length} tensor(s) the llama builder has no place for (${extra.slice(0, 5).map((t) => t.name).join(', ')})`, f.file);
   return { weights, qkvBias, parameters, weightBytes, typeCounts };
+}
+
+/** The builder's name of a llama.cpp matmul tensor that may carry outlier channels. */
+function builderLinearName(name: string, c: LlamaConfig): string | undefined {
+  if (name === 'output.weight' && !c.sharedClassifier) return 'output';
+  if (name === 'token_embd.weight' && c.sharedClassifier) return 'tok_embeddings';
+  const m = /^blk\.(\d+)\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_down|ffn_up)\.weight$/.exec(name);
+  const per: Record<string, string> = { attn_q: 'wq', attn_k: 'wk', attn_v: 'wv', attn_output: 'wo', ffn_gate: 'w1', ffn_down: 'w2', ffn_up: 'w3' };
+  return m && Number(m[1]) < c.nLayers ? `layers.${m[1]}.${per[m[2]]}` : undefined;
+}
+
+/**
+ * The outlier channels of the file's linear layers: for a matmul tensor `X`, `X.outlier_idx` (I32 `[n]`, strictly
+ * increasing input channels) and `X.outlier_weight` (F32 `[N, n]` in our shape order, ggml `ne = [n, N]`), which the
+ * builder adds as `x·Wᵀ + x[…, idx]·W_outᵀ` (`src/ir/outlier-linear.ts`). `onRead` is called for every tensor read.
+ * @throws ModelFormatError naming the tensor and what is wrong with it (a partner missing, a type, a shape, an index).
+ */
+function ggufOutlierChannels(f: GgufFile, c: LlamaConfig, onRead: (t: GgufTensorInfo) => void): Record<string, OutlierChannels> {
+  const out: Record<string, OutlierChannels> = {};
+  const bases = new Set<string>();
+  for (const t of f.tensors) {
+    const m = /^(.+)\.outlier_(idx|weight)$/.exec(t.name);
+    if (m) bases.add(m[1]);
+  }
+  for (const base of bases) {
+    const [iname, wname] = [`${base}.outlier_idx`, `${base}.outlier_weight`];
+    const bad = (name: string, field: string, why: string): ModelFormatError =>
+      new ModelFormatError(`tensor '${name}' ${field}`, f.has(name) ? f.info(name).infoOffset : 0, why, f.file);
+    const key = builderLinearName(base, c);
+    if (!key || !f.has(base)) throw bad(f.has(iname) ? iname : wname, 'name', `'${base}' is no linear layer of this model that outlier channels can belong to`);
+    for (const n of [iname, wname]) if (!f.has(n)) throw bad(n, 'presence', `missing: outlier channels need both ${iname} and ${wname}`);
+    const main = f.info(base);
+    const [rows, cols] = main.shape;
+    const ti = f.info(iname);
+    const tw = f.info(wname);
+    if (ti.typeInfo.name !== 'I32') throw bad(iname, 'type', `is ${ti.typeInfo.name}, expected I32`);
+    if (ti.shape.length !== 1 || ti.shape[0] < 1 || ti.shape[0] > cols) throw bad(iname, 'shape', `[${ti.shape}] must be [n] with 1 ≤ n ≤ ${cols} (the input channels of ${base})`);
+    if (tw.typeInfo.name !== 'F32') throw bad(wname, 'type', `is ${tw.typeInfo.name}, expected F32`);
+    const n = ti.shape[0];
+    if (tw.shape.length !== 2 || tw.shape[0] !== rows || tw.shape[1] !== n) throw bad(wname, 'shape', `[${tw.shape}] does not match [${rows}, ${n}] (rows of ${base}, entries of ${iname})`);
+    const ib = f.bytes(iname);
+    if (ib.byteLength !== 4 * n) throw bad(iname, 'data', `has ${ib.byteLength} bytes, expected ${4 * n}`);
+    const dv = new DataView(ib.buffer, ib.byteOffset, ib.byteLength);
+    const indices = Array.from({ length: n }, (_, j) => dv.getInt32(4 * j, true));
+    indices.forEach((v, j) => {
+      if (v < 0 || v >= cols) throw bad(iname, `value ${j}`, `channel ${v} is outside [0, ${cols})`);
+      if (j > 0 && v <= indices[j - 1]) throw bad(iname, `value ${j}`, `channel ${v} does not follow ${indices[j - 1]} (indices must be strictly increasing)`);
+    });
+    onRead(ti);
+    onRead(tw);
+    out[key] = { indices, weight: ggufTensorToWeight(tw, f.bytes(wname), f.file) };
+  }
+  return out;
 }
 
 /** A loaded GGUF Llama-family model (compatible with `LoadedModel`). */
