@@ -8,6 +8,7 @@
  * @module
  */
 import { InputError } from '../errors.js';
+import { attrsOf, type ActivationQuant } from '../ir/attrs.js';
 import { GraphBuilder } from '../ir/builder.js';
 import type { Graph } from '../ir/graph.js';
 import type { Node } from '../ir/node.js';
@@ -130,6 +131,11 @@ export interface LlamaWeights {
   rmsFinal: WeightSource;
   /** Classifier `[vocab, dim]` (absent or ignored when shared). */
   wcls?: WeightSource;
+  /**
+   * W8A8: the `actQuant` of the matmul reading each weight, by the builder's weight name (`layers.0.wq`, …), as a
+   * W8A8 file (compressed-tensors `int-quantized`) declares it; the weights themselves are then int8 entries.
+   */
+  actQuant?: Readonly<Record<string, ActivationQuant>>;
 }
 
 /** Options for {@link buildLlama}. */
@@ -217,6 +223,13 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
     if (src.shape.join(',') !== shape.join(',')) throw new InputError(`llama weight ${name}: expected shape [${shape}], got [${src.shape}]`);
     return b.weight(src);
   };
+  // x · Wᵀ (+ bias), W8A8 where the weights declare an activation quantization for W
+  const linear = (x: Node, wn: Node, bias?: Node): Node => {
+    const q = weights.actQuant?.[attrsOf(wn, 'weight').name];
+    if (!q) return b.linear(x, wn, bias);
+    const y = b.matmul(x, wn, { transB: true, actQuant: q });
+    return bias ? b.add(y, bias) : y;
+  };
   const kvCache = opts.kvCache ?? true;
   const seq = sym('seq');
   const past = sym('past');
@@ -234,9 +247,9 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
   weights.layers.forEach((L, l) => {
     const p = `layers.${l}.`;
     const h = b.rmsnorm(x, w(`${p}attention_norm`, [c.dim], L.rmsAtt), eps);
-    let q = b.linear(h, w(`${p}wq`, [qDim, c.dim], L.wq), L.bq ? w(`${p}bq`, [qDim], L.bq) : undefined);
-    let k = b.linear(h, w(`${p}wk`, [kvDim, c.dim], L.wk), L.bk ? w(`${p}bk`, [kvDim], L.bk) : undefined);
-    const v0 = b.linear(h, w(`${p}wv`, [kvDim, c.dim], L.wv), L.bv ? w(`${p}bv`, [kvDim], L.bv) : undefined);
+    let q = linear(h, w(`${p}wq`, [qDim, c.dim], L.wq), L.bq ? w(`${p}bq`, [qDim], L.bq) : undefined);
+    let k = linear(h, w(`${p}wk`, [kvDim, c.dim], L.wk), L.bk ? w(`${p}bk`, [kvDim], L.bk) : undefined);
+    const v0 = linear(h, w(`${p}wv`, [kvDim, c.dim], L.wv), L.bv ? w(`${p}bv`, [kvDim], L.bv) : undefined);
     q = rotary(b.reshape(q, [1, seq, c.nHeads, hs]));
     k = rotary(b.reshape(k, [1, seq, c.nKvHeads, hs]));
     const v = b.reshape(v0, [1, seq, c.nKvHeads, hs]);
@@ -245,12 +258,12 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
       : {};
     const att = b.attention(q, k, v, { causal: true, ...cache });
     if (kvCache) presents.push({ name: `present_k.${l}`, node: att.presentK }, { name: `present_v.${l}`, node: att.presentV });
-    const o = b.linear(b.reshape(att.out, [1, seq, qDim]), w(`${p}wo`, [c.dim, qDim], L.wo));
+    const o = linear(b.reshape(att.out, [1, seq, qDim]), w(`${p}wo`, [c.dim, qDim], L.wo));
     x = b.add(x, o);
     const h2 = b.rmsnorm(x, w(`${p}ffn_norm`, [c.dim], L.rmsFfn), eps);
-    const gate = b.silu(b.linear(h2, w(`${p}w1`, [c.hiddenDim, c.dim], L.w1)));
-    const up = b.linear(h2, w(`${p}w3`, [c.hiddenDim, c.dim], L.w3));
-    x = b.add(x, b.linear(b.mul(gate, up), w(`${p}w2`, [c.dim, c.hiddenDim], L.w2)));
+    const gate = b.silu(linear(h2, w(`${p}w1`, [c.hiddenDim, c.dim], L.w1)));
+    const up = linear(h2, w(`${p}w3`, [c.hiddenDim, c.dim], L.w3));
+    x = b.add(x, linear(b.mul(gate, up), w(`${p}w2`, [c.dim, c.hiddenDim], L.w2)));
   });
   if (opts.lastTokenLogitsOnly) x = b.sliceAxis(x, 1, dimSub(seq, 1) as SymDim, null);
   else if (opts.logitRows) x = b.gather(x, b.input('logit_rows', 'i32', [sym('outs')]), 1);
