@@ -13,6 +13,8 @@ import { loadHfModelSync } from '../src/frontends/hf/model.js';
 import { UnsupportedModelError } from '../src/frontends/hf/errors.js';
 import { ModelFormatError } from '../src/errors.js';
 import { isOp, attrsOf } from '../src/ir/attrs.js';
+import { loadModel } from '../src/frontends/load.js';
+import { decodeWeight } from '../src/ir/weights.js';
 
 noteMissingShared('W8A8 compressed-tensors files of stories260K');
 
@@ -69,8 +71,14 @@ describe.skipIf(!hasShared)('W8A8 compressed-tensors folders', () => {
     expect(f.info('model.layers.0.self_attn.q_proj.weight')).toMatchObject({ dtype: 'I8', shape: [64, 64] });
     expect(f.info('model.layers.0.self_attn.q_proj.weight_scale')).toMatchObject({ dtype: 'F32', shape: [64, 1] });
     expect(f.info('model.layers.0.mlp.down_proj.input_scale')).toMatchObject({ dtype: 'F32', shape: [1] });
-    // SmoothQuant's 1/s is folded into the norm gains: they differ from the checkpoint's
+    // SmoothQuant's 1/s is folded into the norm gains: they differ from the checkpoint's (by positive factors)
     expect(f.info('model.layers.0.input_layernorm.weight')).toMatchObject({ dtype: 'F32', shape: [64] });
+    const gain = f.float32('model.layers.0.input_layernorm.weight');
+    const f32Graph = (await loadModel(model)).build({ lastTokenLogitsOnly: false });
+    const normNode = f32Graph.nodes().find((n) => isOp(n, 'weight') && attrsOf(n, 'weight').name === 'layers.0.attention_norm')!;
+    const g0 = decodeWeight(f32Graph.weights.get(attrsOf(normNode, 'weight').id));
+    expect([...gain].some((x, i) => Math.abs(x - g0[i]) > 1e-3 * Math.abs(g0[i]))).toBe(true);
+    for (let i = 0; i < gain.length; i++) expect(Math.sign(gain[i])).toBe(Math.sign(g0[i]));
     // the loaded graph: every decoder matmul W8A8 over an int8 weight, the classifier f32
     const m = loadHfModelSync(sq);
     const g = m.build({ lastTokenLogitsOnly: false });
