@@ -4,25 +4,47 @@
  * prints the per-layer table (activation scale, where SmoothQuant's `1/s` went, the input's range and how much its
  * largest channel dominates it) and with `--eval` scores a text against the f32 model as `eval` does.
  *
- * No file format holds W8A8 yet (GGUF has no int8-activation type): the command writes nothing, and `eval --w8a8`
- * runs the same calibration on the CPU reference or WebGPU.
+ * `--method minmax|percentile|mse|entropy` is `w8a8` with static activation scales by that calibrator
+ * (`src/compress/calibrators.ts`); `--calibrator` chooses it for `smoothquant` and `w8a8` (default min-max). With `-o DIR`
+ * it writes a Hugging Face folder in the compressed-tensors layout ({@link writeW8A8Folder}), which `eval --model DIR`
+ * reads back into the same W8A8 model; `eval --w8a8` runs the same calibration on the CPU reference or WebGPU.
  * @module
  */
 import { readFile } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
+import type { Calibrator } from '../compress/calibrators.js';
 import type { W8A8Layer } from '../compress/w8a8.js';
 import { evalGraphs, type EvalResult } from './eval.js';
 import { openModel } from './model-input.js';
 import { requireFile, requireFileOrFolder } from './file-arguments.js';
 import { calibrateModelW8A8, w8a8Model } from './w8a8-model.js';
+import { writeW8A8Folder } from './w8a8-file.js';
 import type { QuantizeCommandOptions } from './quantize.js';
 
-/** The JSON object `quantize --method smoothquant|w8a8 --json` prints. */
+/** The calibrators of static activation scales; each is also a `--method` meaning W8A8 with it (`--bits 8`). */
+export const W8A8_CALIBRATORS: readonly Calibrator[] = ['minmax', 'percentile', 'mse', 'entropy'];
+
+/** The `quantize` methods this command runs. */
+export const W8A8_METHODS: readonly string[] = ['smoothquant', 'w8a8', ...W8A8_CALIBRATORS];
+
+/** `quantize` options of the W8A8 methods beyond {@link QuantizeCommandOptions}. */
+export interface QuantizeW8A8Options extends QuantizeCommandOptions {
+  /** `smoothquant`, `w8a8` with static scales: the calibrator (default `minmax`). */
+  calibrator?: string;
+  /** The `percentile` calibrator's percentile (default 99.99). */
+  percentile?: number;
+}
+
+/** The JSON object `quantize --method smoothquant|w8a8|minmax|percentile|mse|entropy --json` prints. */
 export interface QuantizeW8A8Result {
-  /** Method. */
-  method: 'smoothquant' | 'w8a8';
+  /** Method: a calibrator name is `w8a8` with static scales by it. */
+  method: 'smoothquant' | 'w8a8' | Calibrator;
   /** Activation scales. */
   activations: 'static' | 'per-token';
+  /** Static scales: the calibrator. */
+  calibrator?: Calibrator;
+  /** The percentile calibrator's percentile. */
+  percentile?: number;
   /** SmoothQuant's α (smoothquant only). */
   alpha?: number;
   /** Calibration positions seen. */
@@ -31,6 +53,12 @@ export interface QuantizeW8A8Result {
   layers: readonly W8A8Layer[];
   /** Weights kept f32, with why. */
   kept: readonly { readonly name: string; readonly why: string }[];
+  /** The folder written (with `-o`): `model.safetensors` (compressed-tensors int-quantized) and `config.json`. */
+  output?: string;
+  /** Bytes of its `model.safetensors`. */
+  file_bytes?: number;
+  /** Its tensors by safetensors dtype. */
+  tensor_types?: Record<string, number>;
   /** `eval` figures against the f32 model (with `--eval`). */
   eval?: EvalResult;
 }
@@ -50,12 +78,20 @@ export function w8a8Table(layers: readonly W8A8Layer[]): string[] {
 }
 
 /** Runs the W8A8 methods of `quantize`; resolves to the result (also printed, as a table or as JSON). */
-export async function quantizeW8A8Command(o: QuantizeCommandOptions): Promise<QuantizeW8A8Result> {
-  const method = o.method as 'smoothquant' | 'w8a8';
-  if (o.bits !== 8) throw new UsageError(`--method ${method} quantizes weights and activations to int8: --bits must be 8, got ${o.bits}`);
-  if (o.output) throw new UsageError(`--method ${method}: no file format holds W8A8 yet (GGUF has no int8-activation type); drop -o and use --eval, or \`eval --w8a8\` to run it on cpu or webgpu`);
-  const activations = o.activations ?? 'static';
+export async function quantizeW8A8Command(o: QuantizeW8A8Options): Promise<QuantizeW8A8Result> {
+  const method = o.method as QuantizeW8A8Result['method'];
+  if (!W8A8_METHODS.includes(method)) throw new UsageError(`--method must be one of ${W8A8_METHODS.join(', ')} here, got '${method}'`);
+  const byCalibrator = (W8A8_CALIBRATORS as readonly string[]).includes(method);
+  if (o.bits !== 8) throw new UsageError(`--method ${method} quantizes weights and activations to int8${byCalibrator ? ' (activation scales by this calibrator)' : ''}: --bits must be 8, got ${o.bits}`);
+  const activations = byCalibrator ? 'static' : (o.activations ?? 'static');
   if (activations !== 'static' && activations !== 'per-token') throw new UsageError(`--activations must be static or per-token, got '${activations}'`);
+  if (byCalibrator && o.activations !== undefined && o.activations !== 'static') throw new UsageError(`--method ${method} calibrates static activation scales: --activations must be static`);
+  if (byCalibrator && o.calibrator !== undefined && o.calibrator !== method) throw new UsageError(`--method ${method} is the calibrator; --calibrator ${o.calibrator} contradicts it`);
+  const calibrator = (byCalibrator ? method : (o.calibrator ?? 'minmax')) as Calibrator;
+  if (!W8A8_CALIBRATORS.includes(calibrator)) throw new UsageError(`--calibrator must be one of ${W8A8_CALIBRATORS.join(', ')}, got '${calibrator}'`);
+  if (activations === 'per-token' && o.calibrator !== undefined) throw new UsageError('--calibrator chooses static activation scales; per-token scales need none');
+  if (o.percentile !== undefined && calibrator !== 'percentile') throw new UsageError('--percentile goes with the percentile calibrator');
+  if (o.percentile !== undefined && !(o.percentile > 0 && o.percentile <= 100)) throw new UsageError(`--percentile must be in (0, 100], got ${o.percentile}`);
   requireFileOrFolder('--model', o.model);
   if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
   requireFile('--calib', o.calib);
@@ -63,8 +99,14 @@ export async function quantizeW8A8Command(o: QuantizeCommandOptions): Promise<Qu
   const { model, tokenizer } = await openModel(o.model, o.tokenizer, { maxContext: o.maxContext });
   if (!tokenizer) throw new UsageError(`quantize needs a tokenizer for the calibration text: pass --tokenizer <file> (none found for ${o.model})`);
   const alpha = method === 'smoothquant' ? (o.alpha ?? 0.5) : undefined;
-  const plan = await calibrateModelW8A8(model, tokenizer, { activations, alpha, calib: o.calib, calibTokens: o.calibTokens });
-  const result: QuantizeW8A8Result = { method, activations, ...(alpha !== undefined ? { alpha } : {}), calibration_tokens: plan.calibrationTokens, layers: plan.layers, kept: plan.kept };
+  const percentile = calibrator === 'percentile' ? (o.percentile ?? 99.99) : undefined;
+  const stat = activations === 'static' ? { calibrator, ...(percentile !== undefined ? { percentile } : {}) } : {};
+  const plan = await calibrateModelW8A8(model, tokenizer, { activations, alpha, ...stat, calib: o.calib, calibTokens: o.calibTokens });
+  const result: QuantizeW8A8Result = { method, activations, ...stat, ...(alpha !== undefined ? { alpha } : {}), calibration_tokens: plan.calibrationTokens, layers: plan.layers, kept: plan.kept };
+  if (o.output) {
+    const w = writeW8A8Folder(o.output, model, plan);
+    Object.assign(result, { output: o.output, file_bytes: w.fileBytes, tensor_types: w.tensorTypes });
+  }
   if (o.eval) {
     const ids = tokenizer.encode(await readFile(o.eval, 'utf8'));
     if (ids[0] !== model.bosId) ids.unshift(model.bosId);
@@ -75,6 +117,7 @@ export async function quantizeW8A8Command(o: QuantizeCommandOptions): Promise<Qu
   else {
     process.stdout.write(`${w8a8Table(plan.layers).join('\n')}\n`);
     if (plan.kept.length) process.stdout.write(`kept f32: ${plan.kept.map((k) => `${k.name} (${k.why})`).join(', ')}\n`);
+    if (result.output) process.stdout.write(`wrote ${result.output}/model.safetensors (${result.file_bytes} bytes; ${Object.entries(result.tensor_types!).map(([k, v]) => `${v} ${k}`).join(', ')}) and config.json (compressed-tensors int-quantized)\n`);
     if (result.eval) {
       const e = result.eval;
       process.stdout.write(`eval on ${o.eval}: ${e.tokens} tokens, ppl ${e.ppl.toFixed(4)} (f32 ${e.ppl_f32.toFixed(4)}), KL mean ${e.kl_mean.toExponential(4)} p99 ${e.kl_p99.toExponential(3)}, top-1 agreement ${(100 * e.top1_agreement).toFixed(2)}%\n`);

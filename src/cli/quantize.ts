@@ -41,7 +41,7 @@ import { evalGraphs, type EvalResult } from './eval.js';
 import { openModel } from './model-input.js';
 import { log } from './output.js';
 import { requireFile, requireFileOrFolder } from './file-arguments.js';
-import { quantizeW8A8Command, type QuantizeW8A8Result } from './quantize-w8a8.js';
+import { quantizeW8A8Command, W8A8_METHODS, type QuantizeW8A8Result } from './quantize-w8a8.js';
 import { checkMixedBitsFlags, mixedBitsCompress, mixedBitsTable, type MixedBitsReport } from './quantize-mixed.js';
 import type { BitCount } from '../compress/mixed-bits.js';
 
@@ -171,10 +171,10 @@ function toInt(flag: string, v: number | undefined, fallback: number): number {
 
 /** Runs the command; resolves to the result (also printed, as a table or as JSON). */
 export async function quantizeCommand(o: QuantizeCommandOptions): Promise<QuantizeResult | QuantizeW8A8Result> {
-  if (o.method === 'smoothquant' || o.method === 'w8a8') return quantizeW8A8Command(o);
+  if (W8A8_METHODS.includes(o.method)) return quantizeW8A8Command(o);
   if (!o.output) throw new UsageError(`--method ${o.method} writes a GGUF file: pass -o <file>`);
   const output = o.output;
-  if (!COMPRESS_METHODS.includes(o.method as CompressMethod)) throw new UsageError(`--method must be one of ${[...COMPRESS_METHODS, 'smoothquant', 'w8a8'].join(', ')}, got '${o.method}'`);
+  if (!COMPRESS_METHODS.includes(o.method as CompressMethod)) throw new UsageError(`--method must be one of ${[...COMPRESS_METHODS, ...W8A8_METHODS].join(', ')}, got '${o.method}'`);
   const method = o.method as CompressMethod;
   const candidates = (o.candidateBits ?? '2,3,4,8').split(',').map(Number);
   if (o.budgetBits !== undefined) {

@@ -24,6 +24,7 @@ import { decodeWeight, quantizeWeight, WeightStore, type WeightEntry } from '../
 import { rewriteGraph } from '../passes/rewrite.js';
 import { runGraph } from '../runtime/cpu/interpreter.js';
 import { findAwqFold } from './awq.js';
+import { ActivationHistogram, calibrate, type Calibrator } from './calibrators.js';
 import { weightMatmuls, windowInputs, type CapturedMatmul } from './capture.js';
 import { columnAbsMax, smoothingFactors } from './smoothquant.js';
 
@@ -34,6 +35,14 @@ export type W8A8Activations = 'per-token' | 'static';
 export interface W8A8Options {
   /** Per-token (dynamic) or per-tensor (static, calibrated) activation scales. */
   readonly activations: W8A8Activations;
+  /**
+   * Static scales: the calibrator choosing each input's clip `t` (scale `t / 127`) from the histogram of its
+   * (smoothed) `|x|` over the calibration rows ({@link calibrate}); default `'minmax'` (`t = max|x|`, no histogram).
+   * Any other needs the calibration windows ({@link calibrateW8A8}, or `windows` of {@link planW8A8}).
+   */
+  readonly calibrator?: Calibrator;
+  /** `calibrator: 'percentile'`: the percentile of `|x|` (default 99.99). */
+  readonly percentile?: number;
   /** SmoothQuant's migration strength α in [0, 1]; absent: no smoothing. */
   readonly smoothQuantAlpha?: number;
   /** Progress lines. */
@@ -60,6 +69,8 @@ export interface W8A8Layer {
   readonly factorRange?: readonly [number, number];
   /** `max|X|` of the (smoothed) input over the calibration rows, and the ratio to its median channel's. */
   readonly inputMax: number;
+  /** Static scales: the calibrated clip `t` (`inputMax` for min-max); the scale is `t / 127`. */
+  readonly clip?: number;
   /** `max_j max|X_j|` / median_j max|X_j|: how much one channel's outliers dominate the per-tensor range. */
   readonly outlierRatio: number;
 }
@@ -140,14 +151,55 @@ export function captureInputMaxima(graph: Graph, windows: readonly (readonly num
  * @throws InputError for no windows, an α outside [0, 1], or a graph with no matmul to quantize.
  */
 export function calibrateW8A8(graph: Graph, windows: readonly (readonly number[])[], opts: W8A8Options): W8A8Plan {
-  return planW8A8(graph, captureInputMaxima(graph, windows, opts.onProgress), opts);
+  return planW8A8(graph, captureInputMaxima(graph, windows, opts.onProgress), opts, windows);
 }
 
 /**
- * The W8A8 plan of `graph` from its calibration maxima (see the module comment).
- * @throws InputError for an α outside [0, 1] or a graph with no matmul to quantize.
+ * Runs `windows` through `graph` on the CPU reference backend and returns, per input node in `divisors`, the
+ * {@link ActivationHistogram} of `|x_j / d_j|` (`d` the input's SmoothQuant factors, or all ones), its range set
+ * from the known `max` so no bins merge.
  */
-export function planW8A8(graph: Graph, maxima: InputMaxima, opts: W8A8Options): W8A8Plan {
+export function captureInputHistograms(
+  graph: Graph,
+  windows: readonly (readonly number[])[],
+  inputs: ReadonlyMap<Node, { readonly divisor?: ArrayLike<number>; readonly max: number }>,
+  onProgress?: (line: string) => void,
+): Map<Node, ActivationHistogram> {
+  const hists = new Map<Node, ActivationHistogram>();
+  for (const [node, { max }] of inputs) {
+    const h = new ActivationHistogram();
+    h.range = Math.max(max, 1e-30) * (1 + 1e-6);
+    hists.set(node, h);
+  }
+  windows.forEach((w, i) => {
+    runGraph(graph, windowInputs(graph, w), {
+      observe: (node, value) => {
+        const h = hists.get(node);
+        if (!h) return;
+        const d = inputs.get(node)!.divisor;
+        const x = value.numbers;
+        if (!d) return h.add(x);
+        const k = d.length;
+        const y = new Float64Array(x.length);
+        for (let j = 0; j < x.length; j++) y[j] = x[j] / d[j % k];
+        h.add(y);
+      },
+    });
+    onProgress?.(`calibration histograms: window ${i + 1}/${windows.length} (${w.length} tokens)`);
+  });
+  return hists;
+}
+
+/**
+ * The W8A8 plan of `graph` from its calibration maxima (see the module comment). A static calibrator other than
+ * min-max runs `windows` (the calibration windows the maxima came from) once more for the histograms.
+ * @throws InputError for an α outside [0, 1], a graph with no matmul to quantize, or a histogram calibrator without
+ *   `windows`.
+ */
+export function planW8A8(graph: Graph, maxima: InputMaxima, opts: W8A8Options, windows?: readonly (readonly number[])[]): W8A8Plan {
+  const calibrator = opts.calibrator ?? 'minmax';
+  const histogramScales = opts.activations === 'static' && calibrator !== 'minmax' && !opts.smoothOnly;
+  if (histogramScales && !windows?.length) throw new InputError(`W8A8: the ${calibrator} calibrator needs the calibration windows for its histograms`);
   const alpha = opts.smoothQuantAlpha;
   if (alpha !== undefined && !(alpha >= 0 && alpha <= 1)) throw new InputError(`SmoothQuant's alpha must be in [0, 1], got ${alpha}`);
   const progress = opts.onProgress ?? ((): void => {});
@@ -222,6 +274,22 @@ export function planW8A8(graph: Graph, maxima: InputMaxima, opts: W8A8Options): 
       progress(`smoothquant: ${group.map((m) => attrsOf(m.weight, 'weight').name).join(', ')}: 1/s into ${fold ? `${fold.kind} ${attrsOf(fold.weight, 'weight').name}` : 'an explicit per-channel multiply'}`);
     }
 
+  // static scales from a histogram calibrator: one more pass for the histograms of the smoothed inputs
+  let clips: Map<Node, number> | undefined;
+  if (histogramScales) {
+    const inputs = new Map<Node, { divisor?: Float32Array; max: number }>();
+    for (const input of groups.keys()) {
+      const s = smoothing.get(input)?.s;
+      const m = inputMax.get(input)!;
+      let max = 0;
+      for (let j = 0; j < m.length; j++) max = Math.max(max, s ? m[j] / s[j] : m[j]);
+      inputs.set(input, { ...(s ? { divisor: s } : {}), max });
+    }
+    const hists = captureInputHistograms(graph, windows!, inputs, opts.onProgress);
+    clips = new Map([...hists].map(([node, h]) => [node, h.total && h.absMax > 0 ? calibrate(h, calibrator, { bits: 8, percentile: opts.percentile }) : 0]));
+    progress(`w8a8: static scales by ${calibrator}${calibrator === 'percentile' ? ` (${opts.percentile ?? 99.99})` : ''} calibration`);
+  }
+
   const weights = new Map<string, WeightEntry>();
   const actQuant = new Map<string, ActivationQuant>();
   const layers: W8A8Layer[] = [];
@@ -234,7 +302,8 @@ export function planW8A8(graph: Graph, maxima: InputMaxima, opts: W8A8Options): 
     const maxAll = Math.max(...xMax);
     const sorted = [...xMax].sort((a, b) => a - b);
     const median = sorted[Math.floor(sorted.length / 2)];
-    const q: ActivationQuant = opts.activations === 'per-token' ? { scale: 'per-token' } : { scale: Math.fround(Math.max(maxAll, 1e-8) / 127) };
+    const clip = clips ? clips.get(input)! : maxAll;
+    const q: ActivationQuant = opts.activations === 'per-token' ? { scale: 'per-token' } : { scale: Math.fround(Math.max(clip, 1e-8) / 127) };
     if (!opts.smoothOnly) actQuant.set(name, q);
     weights.set(name, opts.smoothOnly ? WeightStore.entry(name, 'f32', [n, k], { values: valueOf(weight) }) : quantizeWeight(name, [n, k], valueOf(weight), { bits: 8, groupSize: k }));
     layers.push({
@@ -243,6 +312,7 @@ export function planW8A8(graph: Graph, maxima: InputMaxima, opts: W8A8Options): 
       activationScale: q.scale,
       ...(sm ? { smoothing: sm.kind, factorRange: [Math.max(...sm.s), Math.min(...sm.s)] as const } : {}),
       inputMax: maxAll,
+      ...(opts.activations === 'static' ? { clip } : {}),
       outlierRatio: median > 0 ? maxAll / median : Infinity,
     });
   }

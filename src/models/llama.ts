@@ -8,6 +8,7 @@
  * @module
  */
 import { InputError } from '../errors.js';
+import { attrsOf, type ActivationQuant } from '../ir/attrs.js';
 import { GraphBuilder } from '../ir/builder.js';
 import type { Graph } from '../ir/graph.js';
 import type { Node } from '../ir/node.js';
@@ -136,6 +137,11 @@ export interface LlamaWeights {
    * (`layers.3.wq`, `output`, or `tok_embeddings` for a shared classifier): see {@link OutlierChannels}.
    */
   outliers?: Readonly<Record<string, OutlierChannels>>;
+  /**
+   * W8A8: the `actQuant` of the matmul reading each weight, by the builder's weight name (`layers.0.wq`, …), as a
+   * W8A8 file (compressed-tensors `int-quantized`) declares it; the weights themselves are then int8 entries.
+   */
+  actQuant?: Readonly<Record<string, ActivationQuant>>;
 }
 
 /**
@@ -242,9 +248,17 @@ export function buildLlama(config: LlamaConfig, weights: LlamaWeights, opts: Lla
     if (src.shape.join(',') !== shape.join(',')) throw new InputError(`llama weight ${name}: expected shape [${shape}], got [${src.shape}]`);
     return b.weight(src);
   };
+  // x · Wᵀ (+ bias): W8A8 where the weights declare an activation quantization for W, a mixed decomposition where
+  // they declare outlier channels
   const linear = (x: Node, weight: Node, bias?: Node): Node => {
     const name = builderNames.get(weight) ?? '';
     const out = weights.outliers && Object.hasOwn(weights.outliers, name) ? weights.outliers[name] : undefined;
+    const q = weights.actQuant?.[attrsOf(weight, 'weight').name];
+    if (out && q) throw new InputError(`llama weight ${name}: outlier channels and W8A8 activations are not combined`);
+    if (q) {
+      const y = b.matmul(x, weight, { transB: true, actQuant: q });
+      return bias ? b.add(y, bias) : y;
+    }
     if (!out) return b.linear(x, weight, bias);
     const [n, k] = weight.shape as number[];
     if (!out.indices.length || out.indices.some((i, j) => !Number.isInteger(i) || i < 0 || i >= k || (j > 0 && i <= out.indices[j - 1])))

@@ -13,6 +13,8 @@ import { buildLlama, type LlamaBuildOptions, type LlamaConfig, type LlamaWeights
 import { SafetensorsCheckpoint } from '../safetensors/checkpoint.js';
 import { hfGpt2Config, hfLlamaConfig, hfModelType, parseHfConfig, type HfLlamaModelType } from './config.js';
 import { hfGpt2Weights, hfLlamaWeights } from './weights.js';
+import { hfW8A8Scheme } from './quantization.js';
+import { UnsupportedModelError } from './errors.js';
 import { hfSpecialTokenIds, hfTokenizerFromFolder, type HfTokenizer } from './tokenizer.js';
 import { contextCap, type LoadModelOptions } from '../context.js';
 
@@ -113,6 +115,8 @@ export function loadHfModelSync(path: string, opts: HfLoadOptions = {}): HfModel
   const special = hfSpecialTokenIds(dir);
   const stopTokens = Object.freeze([...new Set([...special.eosIds, ...(tokenizer?.eosIds ?? [])])]);
   const bosId = tokenizer?.bosId ?? special.bosId ?? stopTokens[0] ?? 0;
+  const w8a8 = hfW8A8Scheme(json, cfgPath);
+  if (w8a8 && type === 'gpt2') throw new UnsupportedModelError('quantization_config', 'a quantized GPT-2 checkpoint is not read (W8A8 is read for the Llama family)', cfgPath);
   const ck = SafetensorsCheckpoint.open(weightsPath);
   try {
     const base = { format: 'safetensors' as const, path: dir, weightBytes: ck.dataBytes, bosId, stopTokens, tokenizer, hfConfig: json };
@@ -125,7 +129,7 @@ export function loadHfModelSync(path: string, opts: HfLoadOptions = {}): HfModel
     const config = hfLlamaConfig(json, cfgPath);
     const declaredContext = config.seqLen;
     config.seqLen = Math.min(declaredContext, maxContext); // max_position_embeddings is capped, never trusted
-    const { weights, qkvBias, parameters } = hfLlamaWeights(ck, config);
+    const { weights, qkvBias, parameters } = hfLlamaWeights(ck, config, w8a8);
     if (qkvBias) config.qkvBias = true;
     return { ...base, family: 'llama', modelType: type, config, weights, parameters, maxPositions: config.seqLen, declaredContext, build: (o) => buildLlama(config, weights, o) };
   } finally {

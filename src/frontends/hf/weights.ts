@@ -7,10 +7,13 @@
  * @module
  */
 import { ModelFormatError } from '../../errors.js';
+import type { ActivationQuant } from '../../ir/attrs.js';
+import { packBits, WeightStore, type WeightEntry } from '../../ir/weights.js';
 import { gpt2InnerSize, type Gpt2Config, type Gpt2LayerWeights, type Gpt2Weights } from '../../models/gpt2.js';
 import { llamaHeadSize, type LlamaConfig, type LlamaLayerWeights, type LlamaWeights } from '../../models/llama.js';
 import type { SafetensorsCheckpoint } from '../safetensors/checkpoint.js';
 import { UnsupportedModelError } from './errors.js';
+import type { HfW8A8Scheme } from './quantization.js';
 
 /** Reads tensors by name, checking shapes and recording which were used. */
 class TensorTaker {
@@ -28,6 +31,37 @@ class TensorTaker {
     this.used.add(name);
     this.parameters += info.numel;
     return this.ck.float32(name);
+  }
+  /**
+   * A compressed-tensors INT8 projection `base` (`base.weight` I8 `[n, k]`, `base.weight_scale` `[n, 1]` or `[n]`,
+   * and for static activations `base.input_scale` with one value) as an int8-per-channel weight entry named `name`,
+   * and its activation quantization.
+   */
+  takeW8A8(base: string, name: string, shape: readonly [number, number], activations: HfW8A8Scheme['activations']): { entry: WeightEntry; actQuant: ActivationQuant } {
+    const [n, k] = shape;
+    const wName = `${base}.weight`;
+    if (!this.ck.has(wName)) throw new ModelFormatError(`tensor '${wName}'`, 0, `missing tensor (expected I8 [${shape}])`, this.ck.path);
+    const info = this.ck.info(wName);
+    if (info.dtype !== 'I8') throw new ModelFormatError(`tensor '${wName}'`, info.byteOffset, `a compressed-tensors int-quantized weight must be I8, got ${info.dtype}`, this.ck.path);
+    if (info.shape.length !== 2 || info.shape[0] !== n || info.shape[1] !== k) throw new ModelFormatError(`tensor '${wName}'`, info.byteOffset, `shape [${info.shape}] does not match the config's [${shape}]`, this.ck.path);
+    const ints = this.ck.values(wName) as Int8Array;
+    this.used.add(wName);
+    this.parameters += info.numel;
+    const scaleOf = (tensor: string, count: number, shapes: readonly (readonly number[])[]): Float32Array => {
+      if (!this.ck.has(tensor)) throw new ModelFormatError(`tensor '${tensor}'`, 0, `missing tensor (the quantization_config needs it: ${count} value${count > 1 ? 's' : ''})`, this.ck.path);
+      const si = this.ck.info(tensor);
+      if (!shapes.some((sh) => sh.length === si.shape.length && sh.every((d, i) => d === si.shape[i])))
+        throw new ModelFormatError(`tensor '${tensor}'`, si.byteOffset, `shape [${si.shape}] is not one of ${shapes.map((sh) => `[${sh}]`).join(', ')}`, this.ck.path);
+      this.used.add(tensor);
+      const v = this.ck.float32(tensor);
+      if (!v.every((x) => x > 0 && Number.isFinite(x))) throw new ModelFormatError(`tensor '${tensor}'`, si.byteOffset, 'scales must be positive and finite', this.ck.path);
+      return Float32Array.from(v);
+    };
+    const scales = scaleOf(`${base}.weight_scale`, n, [[n, 1], [n]]);
+    if (ints.some((q) => q === -128)) throw new ModelFormatError(`tensor '${wName}'`, info.byteOffset, 'symmetric int8 weights lie in [-127, 127]; -128 found', this.ck.path);
+    const entry = WeightStore.entry(name, 'f32', [n, k], { packed: packBits(ints, 8), scales }, { kind: 'quantized', bits: 8, signed: true, groupSize: k, hasZeroPoint: false, scaleDType: 'f32' });
+    const actQuant: ActivationQuant = activations === 'per-token' ? { scale: 'per-token' } : { scale: scaleOf(`${base}.input_scale`, 1, [[1], []])[0] };
+    return { entry, actQuant };
   }
   /** Throws for any tensor neither used nor matched by `ignore`. */
   checkAllUsed(ignore: RegExp, family: string): void {
@@ -66,8 +100,17 @@ export interface HfLlamaWeightsResult {
  * With `config.sharedClassifier` (`tie_word_embeddings`) any `lm_head.weight` is ignored, as `transformers` ties it.
  * @internal
  */
-export function hfLlamaWeights(ck: SafetensorsCheckpoint, c: LlamaConfig): HfLlamaWeightsResult {
+export function hfLlamaWeights(ck: SafetensorsCheckpoint, c: LlamaConfig, w8a8?: HfW8A8Scheme): HfLlamaWeightsResult {
   const t = new TensorTaker(ck);
+  const actQuant: Record<string, ActivationQuant> = {};
+  // a projection: f32, or with a W8A8 quantization_config (and not in its ignore list) int8 with its activation scale
+  const proj = (hf: string, name: string, shape: [number, number]): Float32Array | WeightEntry => {
+    const base = hf.replace(/\.weight$/, '');
+    if (!w8a8 || w8a8.ignore.some((m) => m === base || m === base.replace(/^model\./, ''))) return t.take(hf, shape);
+    const { entry, actQuant: q } = t.takeW8A8(base, name, shape, w8a8.activations);
+    actQuant[name] = q;
+    return entry;
+  };
   const pre = t.has('model.embed_tokens.weight') || !t.has('embed_tokens.weight') ? 'model.' : '';
   const hs = llamaHeadSize(c);
   const qDim = hs * c.nHeads;
@@ -78,14 +121,14 @@ export function hfLlamaWeights(ck: SafetensorsCheckpoint, c: LlamaConfig): HfLla
     const p = `${pre}layers.${l}.`;
     const L: LlamaLayerWeights = {
       rmsAtt: t.take(`${p}input_layernorm.weight`, [c.dim]),
-      wq: t.take(`${p}self_attn.q_proj.weight`, [qDim, c.dim]),
-      wk: t.take(`${p}self_attn.k_proj.weight`, [kvDim, c.dim]),
-      wv: t.take(`${p}self_attn.v_proj.weight`, [kvDim, c.dim]),
-      wo: t.take(`${p}self_attn.o_proj.weight`, [c.dim, qDim]),
+      wq: proj(`${p}self_attn.q_proj.weight`, `layers.${l}.wq`, [qDim, c.dim]),
+      wk: proj(`${p}self_attn.k_proj.weight`, `layers.${l}.wk`, [kvDim, c.dim]),
+      wv: proj(`${p}self_attn.v_proj.weight`, `layers.${l}.wv`, [kvDim, c.dim]),
+      wo: proj(`${p}self_attn.o_proj.weight`, `layers.${l}.wo`, [c.dim, qDim]),
       rmsFfn: t.take(`${p}post_attention_layernorm.weight`, [c.dim]),
-      w1: t.take(`${p}mlp.gate_proj.weight`, [c.hiddenDim, c.dim]),
-      w2: t.take(`${p}mlp.down_proj.weight`, [c.dim, c.hiddenDim]),
-      w3: t.take(`${p}mlp.up_proj.weight`, [c.hiddenDim, c.dim]),
+      w1: proj(`${p}mlp.gate_proj.weight`, `layers.${l}.w1`, [c.hiddenDim, c.dim]),
+      w2: proj(`${p}mlp.down_proj.weight`, `layers.${l}.w2`, [c.dim, c.hiddenDim]),
+      w3: proj(`${p}mlp.up_proj.weight`, `layers.${l}.w3`, [c.hiddenDim, c.dim]),
     };
     if (qkvBias) {
       L.bq = t.take(`${p}self_attn.q_proj.bias`, [qDim]);
@@ -99,7 +142,8 @@ export function hfLlamaWeights(ck: SafetensorsCheckpoint, c: LlamaConfig): HfLla
     layers,
     rmsFinal: t.take(`${pre}norm.weight`, [c.dim]),
   };
-  if (!c.sharedClassifier) weights.wcls = t.take('lm_head.weight', [c.vocabSize, c.dim]);
+  if (!c.sharedClassifier) weights.wcls = w8a8 && !w8a8.ignore.includes('lm_head') ? proj('lm_head.weight', 'output', [c.vocabSize, c.dim]) : t.take('lm_head.weight', [c.vocabSize, c.dim]);
+  if (Object.keys(actQuant).length) weights.actQuant = actQuant;
   t.checkAllUsed(c.sharedClassifier ? /(^|\.)rotary_emb\.inv_freq$|^lm_head\.weight$/ : /(^|\.)rotary_emb\.inv_freq$/, 'llama');
   return { weights, qkvBias, parameters: t.parameters };
 }
