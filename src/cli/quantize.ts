@@ -33,6 +33,7 @@ import { openModel } from './model-input.js';
 import { log } from './output.js';
 import { requireFile, requireFileOrFolder } from './file-arguments.js';
 import { quantizeW8A8Command, type QuantizeW8A8Result } from './quantize-w8a8.js';
+import { quantizeQatCommand, type QuantizeQatResult } from './quantize-qat.js';
 
 /** Options of the `quantize` command. */
 export interface QuantizeCommandOptions {
@@ -68,6 +69,9 @@ export interface QuantizeCommandOptions {
   json: boolean;
   /** Most positions the model is compiled for (default 8192). */
   maxContext?: number;
+  /** `qat`: training steps (default 100) and Adam's learning rate (default 1e-3); see `quantize-qat.ts`. */
+  steps?: number;
+  lr?: number;
 }
 
 /** The JSON object `quantize --json` prints. */
@@ -122,7 +126,7 @@ function decodedByName(g: Graph): Map<string, Float32Array> {
 }
 
 /** Checks that the written file's weights decode to exactly the compressed graph's. */
-async function verifyWritten(path: string, compressed: Graph, maxContext?: number): Promise<LoadedModel> {
+export async function verifyWritten(path: string, compressed: Graph, maxContext?: number): Promise<LoadedModel> {
   const back = await loadModel(path, { maxContext });
   const want = decodedByName(compressed);
   const got = decodedByName(back.build({ lastTokenLogitsOnly: false }));
@@ -140,8 +144,9 @@ function toInt(flag: string, v: number | undefined, fallback: number): number {
 }
 
 /** Runs the command; resolves to the result (also printed, as a table or as JSON). */
-export async function quantizeCommand(o: QuantizeCommandOptions): Promise<QuantizeResult | QuantizeW8A8Result> {
+export async function quantizeCommand(o: QuantizeCommandOptions): Promise<QuantizeResult | QuantizeW8A8Result | QuantizeQatResult> {
   if (o.method === 'smoothquant' || o.method === 'w8a8') return quantizeW8A8Command(o);
+  if (o.method === 'qat') return quantizeQatCommand(o);
   if (!o.output) throw new UsageError(`--method ${o.method} writes a GGUF file: pass -o <file>`);
   const output = o.output;
   if (!COMPRESS_METHODS.includes(o.method as CompressMethod)) throw new UsageError(`--method must be one of ${[...COMPRESS_METHODS, 'smoothquant', 'w8a8'].join(', ')}, got '${o.method}'`);
