@@ -148,11 +148,22 @@ describe.skipIf(!hasShared)('quantize --method qat on stories260K', () => {
     expect(rr.code, rr.stderr).toBe(0);
     const rtn = JSON.parse(rr.stdout.trim());
     expect(q.eval_rtn.kl_mean).toBe(rtn.eval.kl_mean);
-    expect(q.eval.kl_mean).toBeLessThan(0.8 * rtn.eval.kl_mean);
+    expect(q.eval.kl_mean, `QAT ${q.eval.kl_mean}, RTN ${rtn.eval.kl_mean}`).toBeLessThan(0.8 * rtn.eval.kl_mean);
     const e = await runCli(['eval', '--model', out, '--tokenizer', tokenizer, '--reference', model, '--text', evalText, '--max-tokens', '128', '--backend', 'cpu', '--json']);
     expect(e.code, e.stderr).toBe(0);
     const scored = JSON.parse(e.stdout.trim());
     expect(scored.kl_mean).toBe(q.eval.kl_mean);
     expect(scored.ppl).toBe(q.eval.ppl);
   }, 600_000);
+
+  it('rejects impossible requests with usage errors', async () => {
+    const order = await runCli(['quantize', '--model', model, '--calib', calib, '--method', 'qat', '--bits', '2', '--act-order', '-o', join(dir, 'x.gguf')]);
+    expect(order.code).toBe(2);
+    expect(order.stderr).toMatch(/GPTQ option/);
+    const noOut = await runCli(['quantize', '--model', model, '--calib', calib, '--method', 'qat', '--bits', '2']);
+    expect(noOut.code).toBe(2);
+    expect(noOut.stderr).toMatch(/-o <file>/);
+    const steps = await runCli(['quantize', '--model', model, '--calib', calib, '--method', 'qat', '--bits', '2', '--steps', '-3', '-o', join(dir, 'x.gguf')]);
+    expect(steps.code).toBe(2);
+  });
 });

@@ -12,6 +12,7 @@
  *
  * `--method smoothquant|w8a8 --bits 8` (int8 weights and activations) is `quantize-w8a8.ts`: it calibrates, reports
  * and evaluates, and writes no file (no format holds W8A8 yet).
+ * `--method qat` (quantization-aware training onto the RTN grid, `--steps`, `--lr`) is `quantize-qat.ts`.
  * @module
  */
 import { readFile, writeFile } from 'node:fs/promises';
