@@ -18,8 +18,9 @@
  * (`src/compress/outliers.ts`), written as the GGUF tensors `<name>.outlier_idx` (I32) and `<name>.outlier_weight` (F32)
  * next to the usual quantized `<name>`; the table gets an `outliers` column.
  *
- * `--method smoothquant|w8a8 --bits 8` (int8 weights and activations) is `quantize-w8a8.ts`: it calibrates, reports
- * and evaluates, and writes no file (no format holds W8A8 yet).
+ * `--method smoothquant|w8a8|minmax|percentile|mse|entropy --bits 8` (int8 weights and activations) is
+ * `quantize-w8a8.ts`: it calibrates, reports, evaluates, and with `-o` writes a compressed-tensors folder.
+ * `--method qat` (quantization-aware training onto the RTN grid, `--steps`, `--lr`) is `quantize-qat.ts`.
  * @module
  */
 import { readFile, writeFile } from 'node:fs/promises';
@@ -44,6 +45,7 @@ import { requireFile, requireFileOrFolder } from './file-arguments.js';
 import { quantizeW8A8Command, W8A8_METHODS, type QuantizeW8A8Result } from './quantize-w8a8.js';
 import { checkMixedBitsFlags, mixedBitsCompress, mixedBitsTable, type MixedBitsReport } from './quantize-mixed.js';
 import type { BitCount } from '../compress/mixed-bits.js';
+import { quantizeQatCommand, type QuantizeQatResult } from './quantize-qat.js';
 
 /** Options of the `quantize` command. */
 export interface QuantizeCommandOptions {
@@ -89,6 +91,9 @@ export interface QuantizeCommandOptions {
   sensitivityTokens?: number;
   /** Keep outlier input channels in f32: those whose activation RMS exceeds this many times the median channel's. */
   outliers?: number;
+  /** `qat`: training steps (default 100) and Adam's learning rate (default 1e-3); see `quantize-qat.ts`. */
+  steps?: number;
+  lr?: number;
 }
 
 /** The JSON object `quantize --json` prints. */
@@ -152,7 +157,7 @@ function decodedByName(g: Graph): Map<string, Float32Array> {
 }
 
 /** Checks that the written file's weights decode to exactly the compressed graph's. */
-async function verifyWritten(path: string, compressed: Graph, maxContext?: number): Promise<LoadedModel> {
+export async function verifyWritten(path: string, compressed: Graph, maxContext?: number): Promise<LoadedModel> {
   const back = await loadModel(path, { maxContext });
   const want = decodedByName(compressed);
   const got = decodedByName(back.build({ lastTokenLogitsOnly: false }));
@@ -170,8 +175,9 @@ function toInt(flag: string, v: number | undefined, fallback: number): number {
 }
 
 /** Runs the command; resolves to the result (also printed, as a table or as JSON). */
-export async function quantizeCommand(o: QuantizeCommandOptions): Promise<QuantizeResult | QuantizeW8A8Result> {
+export async function quantizeCommand(o: QuantizeCommandOptions): Promise<QuantizeResult | QuantizeW8A8Result | QuantizeQatResult> {
   if (W8A8_METHODS.includes(o.method)) return quantizeW8A8Command(o);
+  if (o.method === 'qat') return quantizeQatCommand(o);
   if (!o.output) throw new UsageError(`--method ${o.method} writes a GGUF file: pass -o <file>`);
   const output = o.output;
   if (!COMPRESS_METHODS.includes(o.method as CompressMethod)) throw new UsageError(`--method must be one of ${[...COMPRESS_METHODS, ...W8A8_METHODS].join(', ')}, got '${o.method}'`);

@@ -67,8 +67,8 @@ export interface LayerReport {
   readonly name: string;
   /** `[N, K]`. */
   readonly shape: readonly [number, number];
-  /** What was done: the method, `rtn` where the method had no inputs to use, or `f32` (kept, see `kept`). */
-  readonly method: CompressMethod | 'f32';
+  /** What was done: the method, `rtn` where the method had no inputs to use, `qat` (`src/compress/qat.ts`), or `f32` (kept, see `kept`). */
+  readonly method: CompressMethod | 'qat' | 'f32';
   /** Grid bits (absent when kept). */
   readonly bits?: number;
   /** Group size (absent when kept). */
