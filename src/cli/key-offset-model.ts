@@ -25,7 +25,7 @@ export async function keyOffsetModel(model: LoadedModel, tokenizer: TextTokenize
   requireFile('--kv-calib', path);
   if (!tokenizer) throw new UsageError('--kv-calib needs a tokenizer to read the calibration text: pass --tokenizer <file>');
   const ids = tokenizer.encode(await readFile(path, 'utf8'));
-  const windows = tokenWindows(ids, model.bosId, Math.min(model.maxPositions, 256), maxTokens);
+  const windows = tokenWindows(ids, model.bosId, model.maxPositions, maxTokens);
   if (!windows.length || windows[0].length < 2) throw new UsageError(`--kv-calib ${path} has no tokens to calibrate on`);
   const t0 = performance.now();
   const offsets = calibrateKvOffsets(model.build({ lastTokenLogitsOnly: true }), windows);

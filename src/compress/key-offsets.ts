@@ -36,8 +36,9 @@ export interface KvOffsets {
   /** Per layer, the mean cached value (`heads × valueDim`). */
   readonly values: ReadonlyMap<number, Float32Array>;
   /**
-   * Per layer, each key channel's spread (standard deviation of the cached keys) over the mean spread of its head's
-   * channels (`heads × headDim`): what {@link CenterOptions.scaleKeys} divides centered keys by.
+   * Per layer, each key channel's spread (its largest deviation from its mean on the calibration text) over the mean
+   * spread of its head's channels (`heads × headDim`): what {@link CenterOptions.scaleKeys} divides centered keys by, so
+   * that every channel of a centered key spans about the same range.
    */
   readonly keySpread: ReadonlyMap<number, Float32Array>;
   /** Tokens averaged per layer. */
@@ -87,19 +88,21 @@ export function calibrateKvOffsets(graph: Graph, windows: readonly (readonly num
   const keys = appended(graph, 'k');
   const values = appended(graph, 'v');
   if (keys.size === 0 || values.size !== keys.size) throw new InputError('KV offsets: the graph does not cache keys and values (concat(past_k.L, k), concat(past_v.L, v))');
-  if (!windows.length || windows.some((w) => !w.length)) throw new InputError('KV offsets need at least one non-empty token window');
+  if (!windows.length || windows.some((w) => w.length < 2)) throw new InputError('KV offsets need at least one token window of two or more tokens (its BOS is not counted)');
   const [heads, headDim] = staticDims([...keys.values()][0].fresh, 'keys');
   const [, valueDim] = staticDims([...values.values()][0].fresh, 'values');
-  const watched = new Map<Node, { sum: Float64Array; sq?: Float64Array }>();
-  const squares = new Map<number, Float64Array>();
+  const watched = new Map<Node, { sum: Float64Array; lo?: Float64Array; hi?: Float64Array }>();
+  const ranges = new Map<number, { lo: Float64Array; hi: Float64Array }>();
   const sums = { k: new Map<number, Float64Array>(), v: new Map<number, Float64Array>() };
   for (const [kind, map, row] of [['k', keys, heads * headDim], ['v', values, heads * valueDim]] as const)
     for (const [l, { fresh }] of map) {
       const sum = new Float64Array(row);
       sums[kind].set(l, sum);
-      const sq = kind === 'k' ? new Float64Array(row) : undefined;
-      if (sq) squares.set(l, sq);
-      watched.set(fresh, { sum, sq });
+      if (kind === 'k') {
+        const range = { lo: new Float64Array(row).fill(Infinity), hi: new Float64Array(row).fill(-Infinity) };
+        ranges.set(l, range);
+        watched.set(fresh, { sum, ...range });
+      } else watched.set(fresh, { sum });
     }
   let tokens = 0;
   windows.forEach((w, i) => {
@@ -107,29 +110,35 @@ export function calibrateKvOffsets(graph: Graph, windows: readonly (readonly num
       observe: (node, value) => {
         const w = watched.get(node);
         if (!w) return;
-        const { sum: s, sq } = w;
+        const { sum: s, lo, hi } = w;
         const x = value.data as ArrayLike<number>;
-        for (let o = 0; o < x.length; o += s.length)
+        // the window's first position is BOS, whose keys and values are outliers (an attention sink): not counted
+        for (let o = s.length; o < x.length; o += s.length)
           for (let j = 0; j < s.length; j++) {
-            s[j] += x[o + j];
-            if (sq) sq[j] += x[o + j] * x[o + j];
+            const v = x[o + j];
+            s[j] += v;
+            if (lo && hi) {
+              if (v < lo[j]) lo[j] = v;
+              if (v > hi[j]) hi[j] = v;
+            }
           }
       },
     });
-    tokens += w.length;
+    tokens += w.length - 1;
     onProgress?.(`KV offsets: window ${i + 1}/${windows.length} (${w.length} tokens)`);
   });
   const mean = (m: Map<number, Float64Array>): Map<number, Float32Array> => new Map([...m].map(([l, s]) => [l, Float32Array.from(s, (x) => x / tokens)]));
   const keySpread = new Map<number, Float32Array>();
-  for (const [l, sq] of squares) {
+  for (const [l, { lo, hi }] of ranges) {
     const m = sums.k.get(l)!;
-    const sd = Float64Array.from(sq, (x, j) => Math.sqrt(Math.max(0, x / tokens - (m[j] / tokens) ** 2)));
-    const spread = new Float32Array(sd.length);
+    // each channel's largest deviation from its mean, over the mean of its head's channels
+    const dev = Float64Array.from(lo, (x, j) => Math.max(hi[j] - m[j] / tokens, m[j] / tokens - x, 0));
+    const spread = new Float32Array(dev.length);
     for (let h = 0; h < heads; h++) {
       let avg = 0;
-      for (let d = 0; d < headDim; d++) avg += sd[h * headDim + d] / headDim;
-      // a channel that never moves keeps factor 1/1000 of its head's spread at least
-      for (let d = 0; d < headDim; d++) spread[h * headDim + d] = avg > 0 ? Math.max(sd[h * headDim + d] / avg, 1e-3) : 1;
+      for (let d = 0; d < headDim; d++) avg += dev[h * headDim + d] / headDim;
+      // a channel that never moves keeps at least 1/1000 of its head's mean deviation
+      for (let d = 0; d < headDim; d++) spread[h * headDim + d] = avg > 0 ? Math.max(dev[h * headDim + d] / avg, 1e-3) : 1;
     }
     keySpread.set(l, spread);
   }

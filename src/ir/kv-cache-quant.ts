@@ -24,8 +24,8 @@
  *
  * Known limit: keys carry a large, nearly constant component in their slowest RoPE pairs, which sets each key
  * vector's scale and leaves few steps for the other channels (stories260K: int8 top-1 agreement 0.978 against f32,
- * with nearly all of the loss from the keys). Subtracting a fixed per-(layer, head) key offset before quantizing —
- * exact for attention, which ignores a shift common to all keys — or per-channel key scales would address it.
+ * with nearly all of the loss from the keys). `src/compress/key-offsets.ts` (`--kv-calib`) centers the cached keys and
+ * values on calibrated means and balances the key channels, which attention does not see (0.991).
  *
  * **Pool layout.** A pool block (blockSize tokens, H heads, head dim D) is `BLOCK_WORDS` u32 words: first the data,
  * `[blockSize][H][ROW_WORDS]` with `ROW_WORDS = ceil(D / PER_WORD)` words per vector (PER_WORD = 4 int8 or 8 int4
