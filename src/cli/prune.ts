@@ -14,7 +14,6 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
-import { tokenWindows } from '../compress/capture.js';
 import { finetuneOnly, PRUNE_METHODS, pruneGraph, type PruneMethod, type PrunedLayer, type PruneResult } from '../compress/prune-graph.js';
 import { pruneStructured, type StructuredPruneReport } from '../models/llama-structured-prune.js';
 import { parsePrunePattern, patternName, patternSparsity, type PrunePattern, type PruneScope } from '../compress/prune-mask.js';
@@ -25,11 +24,9 @@ import { loadModel } from '../frontends/load.js';
 import { attrsOf, isOp } from '../ir/attrs.js';
 import type { Graph } from '../ir/graph.js';
 import { decodeWeight } from '../ir/weights.js';
-import type { LlamaConfig } from '../models/llama.js';
 import { evalGraphs, type EvalResult } from './eval.js';
-import { requireFile, requireFileOrFolder } from './file-arguments.js';
-import { openModel } from './model-input.js';
 import { log } from './output.js';
+import { calibrationWindows, openForCalibration } from './calibration-input.js';
 
 /** Options of the `prune` command. */
 export interface PruneCommandOptions {
@@ -156,18 +153,9 @@ export async function pruneCommand(o: PruneCommandOptions): Promise<PruneResultJ
   const steps = positiveInt('--finetune', o.finetune, 0, 0);
   const windowLength = positiveInt('--window', o.window, 128, 2);
   if (o.lr !== undefined && !(o.lr > 0)) throw new UsageError(`--lr must be positive, got ${o.lr}`);
-  requireFileOrFolder('--model', o.model);
-  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
-  requireFile('--calib', o.calib);
-  if (o.eval) requireFile('--eval', o.eval);
-  const { model, tokenizer } = await openModel(o.model, o.tokenizer, { maxContext: o.maxContext });
-  if (!tokenizer) throw new UsageError(`prune needs a tokenizer for the calibration text: pass --tokenizer <file> (none found for ${o.model})`);
-  if (model.family !== 'llama') throw new UsageError(`prune writes GGUF llama models; ${o.model} is a ${model.family} model`);
-  if (((model.config as LlamaConfig).ropeStyle ?? 'interleaved') !== 'interleaved')
-    throw new UsageError(`prune writes GGUF llama models with interleaved RoPE (llama2.c, GGUF llama); ${o.model} uses half-split RoPE`);
+  const { model, tokenizer } = await openForCalibration('prune', o, { ggufLlama: true });
 
-  const calibIds = tokenizer.encode(await readFile(o.calib, 'utf8'));
-  const windows = tokenWindows(calibIds, model.bosId, Math.min(windowLength, model.maxPositions), o.calibTokens ?? Infinity);
+  const { windows } = await calibrationWindows(o.calib, model, tokenizer, windowLength, o.calibTokens ?? Infinity);
   if (!windows.length || windows[0].length < 2) throw new UsageError(`--calib ${o.calib} has no tokens to calibrate on`);
   const f32 = model.build({ lastTokenLogitsOnly: false });
   const s = structured ? pruneStructured(f32, windows, { method: method as 'magnitude' | 'wanda', heads: o.heads, ffnChannels: o.ffnChannels, onProgress: log }) : undefined;

@@ -12,18 +12,15 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { UsageError } from '../errors.js';
-import { tokenWindows } from '../compress/capture.js';
 import type { GridSpec } from '../compress/grid.js';
 import { qatGraph } from '../compress/qat.js';
 import type { LayerReport } from '../compress/compress-graph.js';
 import { ggufFileBytes, type GgufKeyValue } from '../export/gguf/writer.js';
 import { llamaGguf } from '../export/gguf/llama.js';
 import type { GgufLlamaModel } from '../frontends/gguf/model.js';
-import type { LlamaConfig } from '../models/llama.js';
 import { evalGraphs, type EvalResult } from './eval.js';
-import { openModel } from './model-input.js';
 import { log } from './output.js';
-import { requireFile, requireFileOrFolder } from './file-arguments.js';
+import { calibrationWindows, openForCalibration } from './calibration-input.js';
 import { layerTable, verifyWritten, type QuantizeCommandOptions } from './quantize.js';
 
 /** Positions of a QAT training window (BOS and 127 tokens of the calibration text). */
@@ -73,20 +70,10 @@ export async function quantizeQatCommand(o: QuantizeCommandOptions): Promise<Qua
   if (!(Number.isInteger(steps) && steps >= 0)) throw new UsageError(`--steps must be a non-negative integer, got ${o.steps}`);
   const lr = o.lr ?? 1e-3;
   if (!(Number.isFinite(lr) && lr > 0)) throw new UsageError(`--lr must be a positive number, got ${o.lr}`);
-  requireFileOrFolder('--model', o.model);
-  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
-  requireFile('--calib', o.calib);
-  if (o.eval) requireFile('--eval', o.eval);
-  const { model, tokenizer } = await openModel(o.model, o.tokenizer, { maxContext: o.maxContext });
-  if (!tokenizer) throw new UsageError(`quantize needs a tokenizer for the calibration text: pass --tokenizer <file> (none found for ${o.model})`);
-  if (model.family !== 'llama') throw new UsageError(`quantize writes GGUF llama models; ${o.model} is a ${model.family} model`);
-  if (((model.config as LlamaConfig).ropeStyle ?? 'interleaved') !== 'interleaved')
-    throw new UsageError(`quantize writes GGUF llama models with interleaved RoPE (llama2.c, GGUF llama); ${o.model} uses half-split RoPE`);
+  const { model, tokenizer } = await openForCalibration('quantize', o, { ggufLlama: true });
   const spec: GridSpec = { bits: o.bits as GridSpec['bits'], groupSize: group, symmetric: !!o.sym };
 
-  const calibIds = tokenizer.encode(await readFile(o.calib, 'utf8'));
-  const windows = tokenWindows(calibIds, model.bosId, Math.min(QAT_WINDOW, model.maxPositions), o.calibTokens ?? Infinity);
-  if (!windows.length || windows[0].length < 2) throw new UsageError(`--calib ${o.calib} has no tokens to train on`);
+  const { windows } = await calibrationWindows(o.calib, model, tokenizer, QAT_WINDOW, o.calibTokens ?? Infinity);
   log(`quantize: qat ${o.bits}-bit, groups of ${group}${spec.symmetric || o.bits === 8 ? ', symmetric' : ''}; ${steps} steps at lr ${lr} on ${windows.length} windows of ${o.calib}`);
   const f32 = model.build({ lastTokenLogitsOnly: false });
   const r = qatGraph(f32, windows, { spec, steps, adam: { lr }, onProgress: log });

@@ -11,12 +11,11 @@
  * @module
  */
 import { readFile } from 'node:fs/promises';
+import { openForCalibration } from './calibration-input.js';
 import { UsageError } from '../errors.js';
 import type { Calibrator } from '../compress/calibrators.js';
 import type { W8A8Layer } from '../compress/w8a8.js';
 import { evalGraphs, type EvalResult } from './eval.js';
-import { openModel } from './model-input.js';
-import { requireFile, requireFileOrFolder } from './file-arguments.js';
 import { calibrateModelW8A8, w8a8Model } from './w8a8-model.js';
 import { writeW8A8Folder } from './w8a8-file.js';
 import type { QuantizeCommandOptions } from './quantize.js';
@@ -92,12 +91,7 @@ export async function quantizeW8A8Command(o: QuantizeW8A8Options): Promise<Quant
   if (activations === 'per-token' && o.calibrator !== undefined) throw new UsageError('--calibrator chooses static activation scales; per-token scales need none');
   if (o.percentile !== undefined && calibrator !== 'percentile') throw new UsageError('--percentile goes with the percentile calibrator');
   if (o.percentile !== undefined && !(o.percentile > 0 && o.percentile <= 100)) throw new UsageError(`--percentile must be in (0, 100], got ${o.percentile}`);
-  requireFileOrFolder('--model', o.model);
-  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
-  requireFile('--calib', o.calib);
-  if (o.eval) requireFile('--eval', o.eval);
-  const { model, tokenizer } = await openModel(o.model, o.tokenizer, { maxContext: o.maxContext });
-  if (!tokenizer) throw new UsageError(`quantize needs a tokenizer for the calibration text: pass --tokenizer <file> (none found for ${o.model})`);
+  const { model, tokenizer } = await openForCalibration('quantize', o);
   const alpha = method === 'smoothquant' ? (o.alpha ?? 0.5) : undefined;
   const percentile = calibrator === 'percentile' ? (o.percentile ?? 99.99) : undefined;
   const stat = activations === 'static' ? { calibrator, ...(percentile !== undefined ? { percentile } : {}) } : {};

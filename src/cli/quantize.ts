@@ -36,12 +36,10 @@ import type { GgufLlamaModel } from '../frontends/gguf/model.js';
 import { loadModel, type LoadedModel } from '../frontends/load.js';
 import { attrsOf, isOp } from '../ir/attrs.js';
 import type { Graph } from '../ir/graph.js';
-import type { LlamaConfig } from '../models/llama.js';
 import { decodeWeight } from '../ir/weights.js';
 import { evalGraphs, type EvalResult } from './eval.js';
-import { openModel } from './model-input.js';
 import { log } from './output.js';
-import { requireFile, requireFileOrFolder } from './file-arguments.js';
+import { calibrationWindows, openForCalibration } from './calibration-input.js';
 import { quantizeW8A8Command, W8A8_METHODS, type QuantizeW8A8Result } from './quantize-w8a8.js';
 import { checkMixedBitsFlags, mixedBitsCompress, mixedBitsTable, type MixedBitsReport } from './quantize-mixed.js';
 import type { BitCount } from '../compress/mixed-bits.js';
@@ -191,20 +189,10 @@ export async function quantizeCommand(o: QuantizeCommandOptions): Promise<Quanti
   const group = toInt('--group', o.group, 32);
   if (group % 32 !== 0) throw new UsageError(`--group must be a multiple of 32 (GGUF blocks), got ${group}`);
   if (o.actOrder && method !== 'gptq') throw new UsageError('--act-order is a GPTQ option (--method gptq)');
-  requireFileOrFolder('--model', o.model);
-  if (o.tokenizer) requireFile('--tokenizer', o.tokenizer);
-  requireFile('--calib', o.calib);
-  if (o.eval) requireFile('--eval', o.eval);
-  const { model, tokenizer } = await openModel(o.model, o.tokenizer, { maxContext: o.maxContext });
-  if (!tokenizer) throw new UsageError(`quantize needs a tokenizer for the calibration text: pass --tokenizer <file> (none found for ${o.model})`);
-  if (model.family !== 'llama') throw new UsageError(`quantize writes GGUF llama models; ${o.model} is a ${model.family} model`);
-  if (((model.config as LlamaConfig).ropeStyle ?? 'interleaved') !== 'interleaved')
-    throw new UsageError(`quantize writes GGUF llama models with interleaved RoPE (llama2.c, GGUF llama); ${o.model} uses half-split RoPE`);
+  const { model, tokenizer } = await openForCalibration('quantize', o, { ggufLlama: true });
   const spec: GridSpec = { bits: o.bits as GridSpec['bits'], groupSize: group, symmetric: !!o.sym };
 
-  const calibIds = tokenizer.encode(await readFile(o.calib, 'utf8'));
-  const windows = tokenWindows(calibIds, model.bosId, model.maxPositions, o.calibTokens ?? Infinity);
-  if (!windows.length || windows[0].length < 2) throw new UsageError(`--calib ${o.calib} has no tokens to calibrate on`);
+  const { ids: calibIds, windows } = await calibrationWindows(o.calib, model, tokenizer, model.maxPositions, o.calibTokens ?? Infinity);
   log(`quantize: ${method} ${o.bits}-bit, groups of ${group}${spec.symmetric || o.bits === 8 ? ', symmetric' : ''}${o.actOrder ? ', act-order' : ''}; calibrating on ${windows.reduce((a, w) => a + w.length, 0)} positions of ${o.calib}`);
   const f32 = model.build({ lastTokenLogitsOnly: false });
   if (o.outliers !== undefined && !(o.outliers > 0 && Number.isFinite(o.outliers))) throw new UsageError(`--outliers must be a positive number, got ${o.outliers}`);

@@ -126,7 +126,8 @@ function decoupledHessian(h: Float64Array, k: number, cols: readonly number[]): 
   return out;
 }
 
-function relativeWeightError(exact: Float32Array, approx: Float32Array): number {
+/** `‖approx − exact‖ / ‖exact‖` (0 for an all-zero `exact`). */
+export function relativeWeightError(exact: Float32Array, approx: Float32Array): number {
   let [num, den] = [0, 0];
   for (let i = 0; i < exact.length; i++) {
     num += (approx[i] - exact[i]) ** 2;

@@ -28,7 +28,7 @@ import { WeightStore, type WeightEntry } from '../ir/weights.js';
 import { runGraph } from '../runtime/cpu/interpreter.js';
 import { Tensor } from '../runtime/cpu/tensor.js';
 import { captureMatmulInputs, windowInputs } from './capture.js';
-import { compressGraph, replaceWeights, type LayerReport } from './compress-graph.js';
+import { compressGraph, relativeWeightError, replaceWeights, type LayerReport } from './compress-graph.js';
 import { dequantizeGridWeight, encodeGridWeight, roundToNearest, type GridSpec, type GridWeight } from './grid.js';
 import { relativeOutputError } from './layer-error.js';
 import { nextTokenBatches, nextTokenLossGraph, ParameterGradients, type Batch } from './parameter-gradients.js';
@@ -74,15 +74,6 @@ export interface QatResult {
 }
 
 const b = new GraphBuilder();
-
-function relativeWeightError(exact: Float32Array, approx: Float32Array): number {
-  let [num, den] = [0, 0];
-  for (let i = 0; i < exact.length; i++) {
-    num += (approx[i] - exact[i]) ** 2;
-    den += exact[i] ** 2;
-  }
-  return den > 0 ? Math.sqrt(num / den) : 0;
-}
 
 /**
  * `graph` (logits `[1, T, V]`) with an input `teacher` (probabilities, the logits' shape) and a scalar output `loss`:
