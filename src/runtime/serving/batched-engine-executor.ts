@@ -97,8 +97,9 @@ export class BatchedEngineExecutor implements BatchExecutor {
     this.canSwap = this.sharesBlocks && typeof session.readKvBlocks === 'function' && typeof session.writeKvBlocks === 'function';
   }
 
-  get memoryBytes(): number | undefined {
-    return this.session.deviceBytes;
+  /** GPU memory the session holds (0 for a session that does not say). */
+  get memoryBytes(): number {
+    return this.session.deviceBytes ?? 0;
   }
 
   async step(batch: ExecutorBatch): Promise<number[]> {
