@@ -14,14 +14,11 @@ import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { requireFile } from './file-arguments.js';
 import { log } from './output.js';
 
-/** Most calibration tokens the offsets are measured on by default (they are means: a few thousand tokens settle them). */
-export const KEY_OFFSET_CALIB_TOKENS = Infinity;
-
 /**
  * `model` with centered cached keys and values and balanced key channels, the statistics measured on the text at `path` (never an evaluation text) through the
  * CPU reference. Throws `UsageError` without a tokenizer or when the text has no tokens.
  */
-export async function keyOffsetModel(model: LoadedModel, tokenizer: TextTokenizer | undefined, path: string, maxTokens = KEY_OFFSET_CALIB_TOKENS): Promise<LoadedModel> {
+export async function keyOffsetModel(model: LoadedModel, tokenizer: TextTokenizer | undefined, path: string, maxTokens = Infinity): Promise<LoadedModel> {
   requireFile('--kv-calib', path);
   if (!tokenizer) throw new UsageError('--kv-calib needs a tokenizer to read the calibration text: pass --tokenizer <file>');
   const ids = tokenizer.encode(await readFile(path, 'utf8'));
