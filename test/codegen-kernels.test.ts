@@ -288,6 +288,44 @@ describe('rope', () => {
     }
   });
 
+  it('fuses an elementwise epilogue: (rope(k) − μ[H, D]) · s[H, D] + c[D] · 0.5 on a head window, ragged H and D', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const [B, S, H, D] = [2, 3, 3, 10]; // H·D = 30: not a multiple of the workgroup
+    const b = new GraphBuilder();
+    const qkv = b.input('qkv', 'f32', [B, S, 5, D]);
+    const pos = b.input('pos', 'i32', [B, S]);
+    const mu = b.weight('mu', [1, 1, H, D], rand('f32', [H * D], 51).data as Float32Array);
+    const sc = b.weight('sc', [H, D], rand('f32', [H * D], 52, 0.3, 1).data as Float32Array);
+    const c = b.weight('c', [D], rand('f32', [D], 53).data as Float32Array);
+    const heads = b.sliceAxis(qkv, 2, 1, 1 + H);
+    const rope = b.rope(heads, pos, { style: 'half', theta: 10000 });
+    const centered = b.sub(rope, mu);
+    const scaled = b.mul(centered, sc);
+    const y = b.add(scaled, b.mul(c, 0.5));
+    const inputs = { qkv: rand('f32', [B, S, 5, D], 54), pos: Tensor.from('i32', [B, S], [0, 1, 2, 7, 8, 9]) };
+    const want = runGraph(b.build({ y }), inputs).y;
+    const half = y.inputs[1];
+    const fused = buildFusedNode({ kind: 'rope', nodes: [heads, rope, centered, scaled, y], root: y })!;
+    const { spec, x, epilogueOperands } = ropeSpecOf(fused);
+    expect(x).toBe(qkv);
+    expect(spec.epilogue?.operands.map((o) => o.broadcast)).toEqual(['head', 'head', 'dim']);
+    expect(epilogueOperands).toEqual([mu, sc, half]);
+    const k = generateRopeKernel(spec);
+    const got = await run(k, { x: inputs.qkv, positions: inputs.pos, ep_0: runGraph(b.build({ mu }), inputs).mu, ep_1: runGraph(b.build({ sc }), inputs).sc, ep_2: runGraph(b.build({ half }), inputs).half }, {}, 'f32', [B, S, H, D]);
+    expect(maxErr(want, got)).toBeLessThan(1e-5);
+  });
+
+  it('rejects an epilogue operand that does not map onto [B, S, H, D] per (head, dim)', () => {
+    const b = new GraphBuilder();
+    const x = b.input('x', 'f32', [1, 4, 2, 8]);
+    const pos = b.input('pos', 'i32', [4]);
+    const perToken = b.input('t', 'f32', [1, 4, 1, 1]);
+    const rope = b.rope(x, pos);
+    const y = b.mul(rope, perToken);
+    const fused = buildFusedNode({ kind: 'rope', nodes: [rope, y], root: y })!;
+    expect(() => ropeSpecOf(fused)).toThrow(/does not map onto the rope output/);
+  });
+
   it('f16 storage with u32 positions', async (ctx) => {
     if (!gpu || !has('shader-f16')) return ctx.skip();
     const k = generateRopeKernel({ numHeads: 4, headDim: 16, dtype: 'f16', style: 'interleaved', positions: { kind: 'buffer', dtype: 'u32' } });

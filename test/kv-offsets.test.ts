@@ -26,6 +26,11 @@ const TOK = hasShared ? sharedPath('models/stories260K/tok512.bin') : '';
 const CALIB = hasShared ? sharedPath('data/stories260K-calib.txt') : '';
 const EVAL = hasShared ? sharedPath('data/stories260K-eval-public.txt') : '';
 
+interface EngineJson {
+  weights: { name: string }[];
+  plans: { dispatches: unknown[] }[];
+}
+
 interface EvalJson {
   tokens: number;
   kl_mean: number;
@@ -86,8 +91,14 @@ describe.skipIf(!hasShared)('centered KV caches (--kv-calib)', () => {
     const dir = join(mkdtempSync(join(tmpdir(), 'tw-kvc-')), 'engine');
     const c = await runCli(['compile', '--model', MODEL, '--tokenizer', TOK, '--kv-dtype', 'int8', '--kv-calib', CALIB, '-o', dir]);
     expect(c.code, c.stderr).toBe(0);
-    const manifest = JSON.parse(readFileSync(join(dir, 'engine.json'), 'utf8')) as { weights: { name: string }[] };
+    const manifest = JSON.parse(readFileSync(join(dir, 'engine.json'), 'utf8')) as EngineJson;
     expect(manifest.weights.some((w) => w.name === 'past_k.0.center')).toBe(true);
+    // the centering costs no kernels: rope epilogues and projection biases carry it
+    const plainDir = join(mkdtempSync(join(tmpdir(), 'tw-kvc-')), 'engine');
+    const p = await runCli(['compile', '--model', MODEL, '--tokenizer', TOK, '--kv-dtype', 'int8', '-o', plainDir]);
+    expect(p.code, p.stderr).toBe(0);
+    const plain = JSON.parse(readFileSync(join(plainDir, 'engine.json'), 'utf8')) as EngineJson;
+    expect(manifest.plans.map((pl) => pl.dispatches.length)).toEqual(plain.plans.map((pl) => pl.dispatches.length));
     const g = goldens()[3];
     const r = await runCli(['generate', '--engine', dir, '--prompt', g.prompt, '--steps', String(g.prompt_ids.length + 12), '--temperature', '0', '--json']);
     expect(r.code, r.stderr).toBe(0);

@@ -10,6 +10,8 @@
  * so GPUs whose cos/sin are only accurate on [-π, π] stay within ~1e-6 of `Math.cos`; WGSL's cos/sin may still
  * differ from JS in the last bits.
  *
+ * An optional elementwise epilogue ({@link RopeSpec.epilogue}) is applied to each rotated value before it is stored.
+ *
  * Supported shapes: any B and S (dynamic), H, D; even rotaryDim <= D. One invocation per output element; grid
  * `[ceil(H*D / workgroupSize), S, B]` (S and B at most 65535). f32 or f16 storage, f32 math.
  * @module
@@ -17,7 +19,7 @@
 import { InputError, ShapeError } from '../errors.js';
 import { ropeFrequency } from '../ir/rope.js';
 import { KernelParams, type DimLike, type HeadWindow, type KernelBinding, type KernelSource } from './kernel.js';
-import { enableDirectives, kernelFeatures, literal } from './wgsl.js';
+import { enableDirectives, kernelFeatures, literal, wgslHelperSources } from './wgsl.js';
 
 /** Positions read from a `positions` binding of `[S]` integers. */
 export interface RopeBufferPositions {
@@ -39,6 +41,27 @@ export interface RopeOffsetPositions {
 
 /** Where the positions come from. */
 export type RopePositions = RopeBufferPositions | RopeOffsetPositions;
+
+/** How a rope epilogue operand maps onto the output `[B, S, H, D]`. */
+export type RopeEpilogueBroadcast =
+  /** One value. */
+  | 'scalar'
+  /** `[D]`: indexed by the element's dim. */
+  | 'dim'
+  /** `[H, D]` (after leading 1s): one value per (head, dim), shared by every token. */
+  | 'head'
+  /** The output's own shape. */
+  | 'full';
+
+/** An elementwise epilogue fused into the rope's store (a per-channel shift or scale of the rotated values). */
+export interface RopeEpilogue {
+  /** Extra operands, bound after x and the positions, in this order. */
+  readonly operands: readonly { readonly dtype: 'f32' | 'f16'; readonly broadcast: RopeEpilogueBroadcast }[];
+  /** The stored value's f32 expression, given the rotated value's expression and a loader of operand `i` at the element. */
+  readonly expr: (y: string, load: (i: number) => string) => string;
+  /** Names of WGSL helpers the expression calls. */
+  readonly helpers?: readonly string[];
+}
 
 /** What {@link generateRopeKernel} builds. */
 export interface RopeSpec {
@@ -68,6 +91,8 @@ export interface RopeSpec {
    * The kernel reads them in place (a slice on the head axis folded into the load), so no copy runs first.
    */
   readonly source?: HeadWindow;
+  /** Elementwise ops applied to each rotated value before it is stored. */
+  readonly epilogue?: RopeEpilogue;
   /** The graph nodes implemented (printed form), for profiles and errors; never written into the WGSL. */
   readonly nodes?: readonly string[];
 }
@@ -116,6 +141,19 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
     bindings.push({ name: 'positions', access: 'read' });
     position = pos.perBatch ? 'f32(positions[row])' : 'f32(positions[s])';
   } else position = `f32(${params.ref(pos.past ?? 'past')} + s)`;
+  const epilogue = spec.epilogue;
+  const epIndex: Record<RopeEpilogueBroadcast, string> = { scalar: '0u', dim: 'd', head: 'e', full: 'base + d' };
+  (epilogue?.operands ?? []).forEach((o, i) => {
+    decls.push(`@group(0) @binding(${bindings.length}) var<storage, read> ep_${i}: array<${o.dtype}>; // epilogue operand ${i} (${o.broadcast})`);
+    bindings.push({ name: `ep_${i}`, access: 'read' });
+  });
+  const stored = epilogue
+    ? epilogue.expr('y', (i) => {
+        const o = epilogue.operands[i];
+        if (!o) throw new InputError(`rope epilogue reads operand ${i} of ${epilogue.operands.length}`);
+        return `f32(ep_${i}[${epIndex[o.broadcast]}])`;
+      })
+    : 'y';
   decls.push(`@group(0) @binding(${bindings.length}) var<storage, read_write> out: array<${dt}>; // [B, S, H, D]`);
   bindings.push({ name: 'out', access: 'read_write' });
   const load = (e: string): string => (dt === 'f32' ? `x[${e}]` : `f32(x[${e}])`);
@@ -125,7 +163,8 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
       ? ['    let i = d / 2u;', '    let first = src + (d & ~1u);', '    let second = first + 1u;', '    let is_first = (d & 1u) == 0u;']
       : ['    let i = d % HALF;', '    let first = src + i;', '    let second = first + HALF;', '    let is_first = d < HALF;'];
   const nodes = spec.nodes ?? [];
-  const features = kernelFeatures({ f16: dt === 'f16' });
+  const features = kernelFeatures({ f16: dt === 'f16' || (epilogue?.operands ?? []).some((o) => o.dtype === 'f16') });
+  const helpers = wgslHelperSources(epilogue?.helpers ?? []);
   const wgsl = [
     ...enableDirectives(features),
     ...(features.length ? [''] : []),
@@ -147,6 +186,7 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
     '',
     ...decls,
     params.decl(bindings.length),
+    ...(helpers.length ? [...helpers, ''] : []),
     '// a - k * 2π with |result| <= π (k = round(a / 2π))',
     'fn reduce_angle(a: f32) -> f32 {',
     '  let k = round(a * INV_TWO_PI);',
@@ -178,13 +218,13 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
     '  } else {',
     `    y = ${load('src + d')};`,
     '  }',
-    `  out[base + d] = ${dt === 'f16' ? 'f16(y)' : 'y'};`,
+    `  out[base + d] = ${dt === 'f16' ? `f16(${stored})` : stored};`,
     '}',
     '',
   ].join('\n');
   return {
     family: 'rope',
-    variant: `${style}-${pos.kind}${pos.kind === 'buffer' && pos.perBatch ? '-per-batch' : ''}${windowed ? '-window' : ''}${batched ? '-batched' : ''}-wg${WG}`,
+    variant: `${style}-${pos.kind}${pos.kind === 'buffer' && pos.perBatch ? '-per-batch' : ''}${windowed ? '-window' : ''}${batched ? '-batched' : ''}${epilogue ? `-ep${epilogue.operands.length}` : ''}-wg${WG}`,
     wgsl,
     bindings,
     params: [...params.list],

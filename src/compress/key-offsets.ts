@@ -12,14 +12,19 @@
  * weight), and with values `attention(q, K, concat(past_v.L, v))` becomes
  * `attention(q, K, concat(past_v.L, v − ν_L)) + ν_L` (ν repeated over each KV head's query heads). Every backend
  * then caches and attends to the same centered tensors; saved engines carry the means as weights.
+ *
+ * So that none of this costs a kernel of its own, the rewrite prefers forms the fusion passes absorb: when `v` is a
+ * reshaped projection, `−ν` is that projection's bias (merged with q and k's, a matmul epilogue); when the attention
+ * output is reshaped into the output projection alone, `ν` moves past it as the bias `ν·W_oᵀ`; the keys' shift and
+ * scale and the queries' scale follow the rope (a rope epilogue).
  * @module
  */
 import { InputError } from '../errors.js';
 import { attrsOf, isOp } from '../ir/attrs.js';
 import type { Graph } from '../ir/graph.js';
 import { makeNode, type Node } from '../ir/node.js';
-import { WeightStore } from '../ir/weights.js';
-import { rewriteGraph } from '../passes/rewrite.js';
+import { decodeWeight, WeightStore } from '../ir/weights.js';
+import { rewriteGraph, type RewriteContext } from '../passes/rewrite.js';
 import { runGraph } from '../runtime/cpu/interpreter.js';
 import { windowInputs } from './capture.js';
 
@@ -150,9 +155,16 @@ function centerName(kind: 'k' | 'v', l: number): string {
   return `past_${kind}.${l}.center`;
 }
 
-/** Whether `fresh` is already `x − <the center weight of layer l>`. */
+/** Whether `fresh` is already `x − <the center weight of layer l>`, or (values) `reshape(matmul + <−ν bias>)`. */
 function isCentered(fresh: Node, kind: 'k' | 'v', l: number): boolean {
-  return isOp(fresh, 'sub') && isOp(fresh.inputs[1], 'weight') && attrsOf(fresh.inputs[1], 'weight').name === centerName(kind, l);
+  if (isOp(fresh, 'sub') && isOp(fresh.inputs[1], 'weight') && attrsOf(fresh.inputs[1], 'weight').name === centerName(kind, l)) return true;
+  const add = isOp(fresh, 'reshape') ? fresh.inputs[0] : undefined;
+  return !!add && isOp(add, 'add') && isOp(add.inputs[1], 'weight') && attrsOf(add.inputs[1], 'weight').name === `${centerName(kind, l)}.bias`;
+}
+
+/** The dense (decoded) values of a `weight` node's entry. */
+function weightValues(w: Node, ctx: RewriteContext): Float32Array {
+  return decodeWeight(ctx.weights.get(attrsOf(w, 'weight').id));
 }
 
 /** Whether `fresh` is already `(x − μ) · 1/spread` of layer l. */
@@ -200,7 +212,8 @@ export function centerCachedKv(graph: Graph, offsets: KvOffsets, opts: CenterOpt
       },
     },
     {
-      // the cache appends v − ν (what the present_v output carries to the next step too)
+      // the cache appends v − ν (what the present_v output carries to the next step too); when v is a reshaped
+      // projection read by nothing else, −ν becomes the projection's bias (a matmul epilogue, merged with q and k's)
       name: 'center-cached-values',
       root: 'concat',
       apply({ node }, ctx) {
@@ -208,6 +221,11 @@ export function centerCachedKv(graph: Graph, offsets: KvOffsets, opts: CenterOpt
         const l = layerOf(node, 'v');
         const fresh = node.inputs[1];
         if (l === undefined || fresh.dtype !== 'f32' || isCentered(fresh, 'v', l)) return undefined;
+        const mm = isOp(fresh, 'reshape') ? fresh.inputs[0] : undefined;
+        if (mm && isOp(mm, 'matmul') && mm.shape[mm.rank - 1] === offsets.heads * Dv && ctx.useCount(mm) === 1 && !ctx.isOutput(mm)) {
+          const bias = WeightStore.entry(`${centerName('v', l)}.bias`, 'f32', [offsets.heads * Dv], { values: Float32Array.from(offsets.values.get(l)!, (x) => -x) });
+          return makeNode('concat', [node.inputs[0], makeNode('reshape', [makeNode('add', [mm, ctx.addWeight(bias)])], fresh.attrs)], node.attrs);
+        }
         return makeNode('concat', [node.inputs[0], makeNode('sub', [fresh, ctx.addWeight(weightOf('v', l))])], node.attrs);
       },
     },
@@ -231,6 +249,34 @@ export function centerCachedKv(graph: Graph, offsets: KvOffsets, opts: CenterOpt
         if (!opts.values || lv === undefined || !isCentered(v.inputs[1], 'v', lv)) return out;
         const addBack = WeightStore.entry(`${centerName('v', lv)}.add_back`, 'f32', [1, 1, hq, Dv], { values: perQueryHead(offsets.values.get(lv)!, hq, Dv) });
         return makeNode('add', [out, ctx.addWeight(addBack)]);
+      },
+    },
+    {
+      // ν added back after the attention, when its output is reshaped into the output projection alone: moved past
+      // the projection as a bias, (a + ν)·Wᵀ = a·Wᵀ + ν·Wᵀ (a matmul epilogue instead of a kernel of its own)
+      name: 'fold-value-add-back',
+      root: 'matmul',
+      apply({ node }, ctx) {
+        const [a, w] = node.inputs;
+        const add = isOp(a, 'reshape') ? a.inputs[0] : undefined;
+        const nu = add && isOp(add, 'add') ? add.inputs[1] : undefined;
+        if (!add || !nu || !isOp(nu, 'weight') || !attrsOf(nu, 'weight').name.endsWith('.add_back') || !isOp(w, 'weight') || w.rank !== 2) return undefined;
+        if (ctx.useCount(add) !== 1 || ctx.useCount(a) !== 1 || ctx.isOutput(add) || ctx.isOutput(a)) return undefined;
+        const { transA, transB } = attrsOf(node, 'matmul');
+        const [r, c] = w.shape as [number, number];
+        const k = transB ? c : r;
+        const n = transB ? r : c;
+        const v = weightValues(nu, ctx);
+        if (transA || v.length !== k || a.shape[a.rank - 1] !== k) return undefined;
+        const wv = weightValues(w, ctx);
+        const bias = new Float32Array(n);
+        for (let j = 0; j < n; j++) {
+          let acc = 0;
+          for (let i = 0; i < k; i++) acc += v[i] * wv[transB ? j * k + i : i * n + j];
+          bias[j] = acc;
+        }
+        const b = ctx.addWeight(WeightStore.entry(`${attrsOf(nu, 'weight').name}.projected`, 'f32', [n], { values: bias }));
+        return makeNode('add', [makeNode('matmul', [makeNode('reshape', [add.inputs[0]], a.attrs), w], node.attrs), b]);
       },
     },
   ]).graph;

@@ -10,8 +10,9 @@
  * ```
  *
  * With `transB` the weights are `[N_i, K]` and are stacked along their first axis; without it they are `[K, N_i]` and
- * are joined along their last. When every branch is followed by the add of a 1-D dense f32 bias `[N_i]` (its only
- * user; the bias used nowhere else), the biases are concatenated too and the slices replace the adds.
+ * are joined along their last. When branches are followed by the add of a 1-D dense f32 bias `[N_i]` (its only
+ * user; the bias used nowhere else), the biases are concatenated too (zeros for a branch without one, such as a value
+ * projection given a bias alone) and the slices replace the adds.
  *
  * What is not merged:
  * - matmuls whose B operand is not a `weight` (activations are not known at compile time), or is a rank ≠ 2, non-f32
@@ -41,9 +42,9 @@ export interface ProjectionBranch {
   readonly matmul: Node;
   /** Its weight operand. */
   readonly weight: Node;
-  /** The bias add following it, when the group merges biases. */
+  /** The bias add following it, when the group merges biases and this branch has one. */
   readonly biasAdd?: Node;
-  /** The bias weight, when the group merges biases. */
+  /** The bias weight, when the group merges biases and this branch has one. */
   readonly bias?: Node;
   /** Output columns (`N_i`). */
   readonly columns: number;
@@ -122,12 +123,13 @@ export function findProjectionGroups(graph: Graph): ProjectionPlan {
       return onlyUsedBy(bias, add) ? { add, bias } : undefined;
     };
     const biases = mms.map(biasOf);
-    const withBias = biases.every((b) => b !== undefined) && new Set(biases.map((b) => b!.bias)).size === biases.length;
+    const given = biases.filter((b) => b !== undefined);
+    const withBias = given.length > 0 && new Set(given.map((b) => b.bias)).size === given.length;
     let offset = 0;
     const branches = mms.map((mm, i): ProjectionBranch => {
       const w = mm.inputs[1];
       const columns = (transB ? w.shape[0] : w.shape[1]) as number;
-      const b: ProjectionBranch = { matmul: mm, weight: w, columns, offset, ...(withBias ? { biasAdd: biases[i]!.add, bias: biases[i]!.bias } : {}) };
+      const b: ProjectionBranch = { matmul: mm, weight: w, columns, offset, ...(withBias && biases[i] ? { biasAdd: biases[i].add, bias: biases[i].bias } : {}) };
       offset += columns;
       return b;
     });
@@ -160,13 +162,18 @@ function mergedWeight(graph: Graph, g: ProjectionGroup): WeightEntry {
   return WeightStore.entry(name, 'f32', [k, total], { values });
 }
 
-/** The concatenated bias of a group. */
+/** The concatenated bias of a group (zeros where a branch has none). */
 function mergedBias(graph: Graph, g: ProjectionGroup): WeightEntry {
-  const parts = g.branches.map((b) => graph.weights.get(attrsOf(b.bias!, 'weight').id));
   const total = g.branches.reduce((acc, b) => acc + b.columns, 0);
   const values = new Float32Array(total);
-  g.branches.forEach((b, i) => values.set((parts[i].data.values as Float32Array).subarray(0, b.columns), b.offset));
-  return WeightStore.entry(`merged(${parts.map((p) => p.name).join(',')})`, 'f32', [total], { values });
+  const names: string[] = [];
+  for (const b of g.branches) {
+    if (!b.bias) continue;
+    const part = graph.weights.get(attrsOf(b.bias, 'weight').id);
+    values.set((part.data.values as Float32Array).subarray(0, b.columns), b.offset);
+    names.push(part.name);
+  }
+  return WeightStore.entry(`merged(${names.join(',')})`, 'f32', [total], { values });
 }
 
 /** How to rebuild one branch: keyed by its weight's id (each planned weight has exactly one user). */
@@ -216,8 +223,10 @@ export const mergeProjectionsPass: Pass = {
         root: 'matmul',
         apply: ({ node }, rc) => {
           const p = planFor(node);
-          if (!p || p.bias) return undefined;
-          const merged = makeNode('matmul', [node.inputs[0], rc.addWeight(p.weight)], node.attrs);
+          if (!p || p.branch.bias) return undefined;
+          const mm = makeNode('matmul', [node.inputs[0], rc.addWeight(p.weight)], node.attrs);
+          // in a group with biases, a branch without one reads the same biased matmul (its columns of the bias are 0)
+          const merged = p.bias ? makeNode('add', [mm, rc.addWeight(p.bias)]) : mm;
           return lastAxisSlice(merged, p.branch.offset, p.branch.columns);
         },
       },

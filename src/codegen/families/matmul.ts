@@ -10,14 +10,13 @@ import { UnsupportedOpError } from '../../errors.js';
 import { dimMul, dimProduct, numel, type Dim } from '../../ir/dim.js';
 import type { Node } from '../../ir/node.js';
 import { printNode } from '../../ir/printer.js';
-import { ELEMENTWISE_KERNEL_OPS, scalarExpr } from '../elementwise.js';
 import type { KernelFamily, Launch, LowerContext } from '../family.js';
 import { generateGeneralMatmulKernel, generateMatmulKernel, type MatmulActivation, type MatmulEpilogueOperand, type MatmulSpec } from '../matmul/index.js';
 import { chooseMatmulVariant, matmulCandidates } from '../schedule/matmul.js';
 import { chooseScheduledVariant, kernelSignature } from '../schedule/tuning.js';
 import type { KernelSource } from '../kernel.js';
 import type { MatmulVariant, MatmulVariantKind } from '../matmul/spec.js';
-import { literal, usesBitsHelper } from '../wgsl.js';
+import { epilogueExpr, pointwiseEpilogue } from './epilogue.js';
 import { acceptsWhenSpecBuilds, dimText, floatStorage, generatesFor, launchOf, unfuse } from './common.js';
 
 /** How an epilogue operand of shape `s` maps onto an output `[..., M, N]`. */
@@ -96,46 +95,13 @@ export function matmulSpecOf(node: Node): { spec: MatmulSpec; operands: Node[] }
     }
   }
   if (rest.length) {
-    const outShape = value.shape;
-    const epOperands: Node[] = [];
-    const exprOf = new Map<Node, string>();
-    const helpers = new Set<string>();
-    const loads: string[] = [];
-    exprOf.set(value, 'ACC');
-    for (const st of rest) {
-      const splat = isOp(st, 'constant') ? st.attrs.values : undefined;
-      if (splat && splat.length === 1 && typeof splat[0] === 'number') {
-        const lit = literal(st.dtype, splat[0]);
-        if (usesBitsHelper(lit)) helpers.add('bits_f32');
-        exprOf.set(st, lit);
-        continue;
-      }
-      if (!ELEMENTWISE_KERNEL_OPS.has(st.op) || st.shape.length !== outShape.length || !st.shape.every((d, i) => d === outShape[i]))
-        throw new UnsupportedOpError([st.op], `matmul epilogues are elementwise over the output: ${printNode(st)}`);
-      const args = st.inputs.map((x) => {
-        const e = exprOf.get(x);
-        if (e !== undefined) return e;
-        const xs = isOp(x, 'constant') ? x.attrs.values : undefined;
-        if (xs && xs.length === 1 && typeof xs[0] === 'number') {
-          const lit = literal(x.dtype, xs[0]);
-          if (usesBitsHelper(lit)) helpers.add('bits_f32');
-          return lit;
-        }
-        const kind = broadcastKind(x.shape, outShape);
-        if (!kind || (x.dtype !== 'f32' && x.dtype !== 'f16')) throw new UnsupportedOpError([st.op], `epilogue operand ${printNode(x)} does not map onto the matmul output`);
-        const i = epOperands.indexOf(x) >= 0 ? epOperands.indexOf(x) : epOperands.push(x) - 1;
-        loads[i] = kind;
-        return `LOAD${i}`;
-      });
-      exprOf.set(st, `(${scalarExpr(st, args, helpers)})`);
-    }
-    const body = exprOf.get(rest[rest.length - 1])!;
+    const ep = pointwiseEpilogue('matmul', value, rest, broadcastKind);
     spec.epilogue = {
-      operands: epOperands.map((x, i) => ({ name: `ep_${i}`, dtype: x.dtype as 'f32' | 'f16', broadcast: loads[i] as MatmulEpilogueOperand['broadcast'] })),
-      expr: (acc, load) => body.replace(/ACC/g, `(${acc})`).replace(/LOAD(\d+)/g, (_m, i) => load(Number(i))),
-      helpers: [...helpers],
+      operands: ep.operands.map((x, i) => ({ name: `ep_${i}`, dtype: x.dtype as 'f32' | 'f16', broadcast: ep.broadcasts[i] })),
+      expr: (acc, load) => epilogueExpr(ep.body, acc, load),
+      helpers: ep.helpers,
     };
-    operands.push(...epOperands);
+    operands.push(...ep.operands);
   }
   return { spec, operands };
 }
