@@ -184,6 +184,21 @@ export class BlockAllocator {
     s.length = length;
   }
 
+  /**
+   * Removes `count` whole blocks of sequence `id` starting at block index `from` (sliding-window eviction): the
+   * blocks after them move up in the table and the sequence holds `count · blockSize` fewer tokens. Only blocks
+   * wholly before the sequence's end can go. Returns the blocks removed (freed unless another owner holds them).
+   */
+  dropBlocks(id: number, from: number, count: number): number[] {
+    const s = this.seq(id);
+    if (!(Number.isInteger(from) && Number.isInteger(count) && from >= 0 && count >= 0 && (from + count) * this.blockSize <= s.length))
+      throw new InputError(`cannot drop blocks ${from}..${from + count - 1} of sequence ${id}, which holds ${s.length} tokens in blocks of ${this.blockSize}`);
+    const gone = s.table.splice(from, count);
+    for (const b of gone) if (--this.refs[b] === 0) this.free.push(b);
+    s.length -= count * this.blockSize;
+    return gone;
+  }
+
   /** Sequence `id`'s blocks and length. */
   sequence(id: number): SequenceBlocks {
     const s = this.seq(id);

@@ -18,7 +18,10 @@ export interface ExecutorEntry {
   readonly tokens: readonly number[];
   /** Position of `tokens[0]`: how many tokens of the sequence already have K/V in the cache. */
   readonly start: number;
-  /** Every token of the sequence up to `start + tokens.length` (`context.slice(start)` equals `tokens`). */
+  /**
+   * Every token of the sequence up to `start + tokens.length` (`context.slice(start)` equals `tokens`); for a windowed
+   * sequence that dropped blocks, the tokens the cache holds, in cache order (sinks, then the recent ones).
+   */
   readonly context: readonly number[];
   /** Physical KV blocks of the sequence in logical order, covering positions `0 .. start + tokens.length - 1`. */
   readonly blockTable: readonly number[];
@@ -51,8 +54,22 @@ export interface SwapBlocks {
 }
 
 /**
+ * A key shift of a windowed sequence (StreamingLLM, see `kv-window.ts`): after blocks before these were dropped from
+ * its table, the keys stored in `blocks` (every slot) are rotated back by `delta` positions, so that the key of the
+ * token at cache position `p + delta` becomes the key RoPE gives at position `p`. Values do not change.
+ */
+export interface KvShift {
+  /** The sequence (for error messages). */
+  readonly seqId: number;
+  /** Pool blocks whose keys to rotate. */
+  readonly blocks: readonly number[];
+  /** Positions to rotate back by (positive). */
+  readonly delta: number;
+}
+
+/**
  * One scheduler step for the executor, done in this order: swap-outs (read before anything is written), swap-ins,
- * copies, then the entries.
+ * copies, key shifts, then the entries.
  */
 export interface ExecutorBatch {
   /** Blocks to copy to host memory (preemption by swapping; only for an executor with `canSwap`). */
@@ -61,6 +78,8 @@ export interface ExecutorBatch {
   readonly swapIn?: readonly SwapBlocks[];
   /** Block copies to make before running (copy-on-write of shared blocks): contents of `src` into `dst`. */
   readonly copies: readonly BlockCopy[];
+  /** Key shifts of windowed sequences (only for an executor with `canShiftKeys`). */
+  readonly shifts?: readonly KvShift[];
   /** The sequences to run. */
   readonly entries: readonly ExecutorEntry[];
 }
@@ -97,6 +116,11 @@ export interface BatchExecutor {
   readonly memoryBytes?: number;
   /** Whether the executor can swap blocks to host memory ({@link ExecutorBatch.swapOut}); default false. */
   readonly canSwap?: boolean;
+  /**
+   * Whether the executor can rotate cached keys to new positions ({@link ExecutorBatch.shifts}), which sliding-window
+   * requests with attention sinks need; default false.
+   */
+  readonly canShiftKeys?: boolean;
   /** Forgets a host copy that will not be swapped in (its request ended while swapped out). */
   discardSwapped?(key: number): void;
   /** Frees what the executor holds (device sessions). */

@@ -6,11 +6,13 @@
  * @module
  */
 import { InputError } from '../../errors.js';
+import { attrsOf, type OpLike, type RopeAttrs } from '../../ir/attrs.js';
 import type { Graph } from '../../ir/graph.js';
 import { runGraph } from '../cpu/interpreter.js';
+import { rope } from '../cpu/kernels.js';
 import { Tensor } from '../cpu/tensor.js';
 import { sampleToken } from '../sampling.js';
-import type { BatchExecutor, ExecutorBatch, KvPoolShape, ExecutorEntry } from './batch-executor.js';
+import type { BatchExecutor, ExecutorBatch, KvPoolShape, ExecutorEntry, KvShift } from './batch-executor.js';
 
 /** Options of {@link CpuPagedExecutor}. */
 export interface CpuPagedExecutorOptions {
@@ -68,6 +70,15 @@ export class CpuPagedExecutor implements BatchExecutor {
       this.pools.push({ input: name, output: name.replace('past_', 'present_'), row: h * d, heads: h, data: new Float32Array(options.numBlocks * blockSize * h * d) });
     }
     if (this.pools.length === 0) throw new InputError('the graph has no past_* KV inputs');
+    this.rope = graphRope(graph);
+  }
+
+  /** The graph's one rotary embedding, which key shifts apply (absent: keys cannot be shifted). */
+  private readonly rope?: RopeAttrs;
+
+  /** Whether the graph has one `rope` configuration, so windowed sequences can shift their keys. */
+  get canShiftKeys(): boolean {
+    return this.rope !== undefined;
   }
 
   readonly canSwap = true;
@@ -100,6 +111,7 @@ export class CpuPagedExecutor implements BatchExecutor {
     }
     for (const { src, dst } of batch.copies)
       for (const p of this.pools) p.data.copyWithin(dst * bs * p.row, src * bs * p.row, (src + 1) * bs * p.row);
+    for (const s of batch.shifts ?? []) this.shiftKeys(s);
     return batch.entries.map((e) => this.run(e));
   }
 
@@ -110,6 +122,45 @@ export class CpuPagedExecutor implements BatchExecutor {
   /** Host copies held (swapped-out sequences). */
   get swappedSequences(): number {
     return this.swapped.size;
+  }
+
+  /**
+   * Rotates the keys of `s.blocks` back by `s.delta` positions with the interpreter's own rope kernel at position
+   * `−delta` (`R(p − d) = R(−d) R(p)`; equal to a fresh rope at `p − d` up to float32 rounding of the angles).
+   */
+  private shiftKeys(s: KvShift): void {
+    const r = this.rope;
+    if (!r) throw new InputError(`sequence ${s.seqId}: the graph has no single rope configuration, so its keys cannot be shifted`);
+    if (!(Number.isInteger(s.delta) && s.delta > 0)) throw new InputError(`sequence ${s.seqId}: a key shift needs a positive integer delta, got ${s.delta}`);
+    const bs = this.kv.blockSize;
+    for (const b of s.blocks) if (!(Number.isInteger(b) && b >= 0 && b < this.kv.numBlocks)) throw new InputError(`sequence ${s.seqId}: block ${b} is outside the pool`);
+    for (const p of this.pools) {
+      if (!p.input.startsWith('past_k')) continue;
+      const d = p.row / p.heads;
+      for (const b of s.blocks) {
+        const at = b * bs * p.row;
+        const keys = new Tensor('f32', [1, bs, p.heads, d], p.data.slice(at, at + bs * p.row));
+        const rotated = rope(keys, Tensor.from('i32', [bs], new Array<number>(bs).fill(-s.delta)), r.theta, r.style, r.rotaryDim);
+        p.data.set(rotated.data as Float32Array, at);
+      }
+    }
+  }
+
+  /**
+   * What the pool holds for positions `0 .. length - 1` of a block table: per `past_*` input (in graph order, with its
+   * name), the rows `[length, heads × headDim]` gathered in position order. For tests and inspection.
+   */
+  readPositions(table: readonly number[], length: number): { input: string; data: Float32Array }[] {
+    const bs = this.kv.blockSize;
+    if (table.length * bs < length) throw new InputError(`${table.length} block(s) cannot hold ${length} positions`);
+    return this.pools.map((p) => {
+      const out = new Float32Array(length * p.row);
+      for (let pos = 0; pos < length; pos++) {
+        const at = (table[Math.floor(pos / bs)] * bs + (pos % bs)) * p.row;
+        out.set(p.data.subarray(at, at + p.row), pos * p.row);
+      }
+      return { input: p.input, data: out };
+    });
   }
 
   release(_seqId: number): void {
@@ -150,4 +201,22 @@ export class CpuPagedExecutor implements BatchExecutor {
     const row = logits.subarray(logits.length - this.vocabSize);
     return sampleToken(row, e.sampling, e.sampling.coin);
   }
+}
+
+/**
+ * The attributes of the graph's `rope` ops (nodes, or steps of fused kernels) when they all agree (on queries and keys
+ * alike); else undefined (no rope, several configurations, or a rotary embedding built from primitive ops).
+ */
+function graphRope(graph: Graph): RopeAttrs | undefined {
+  let found: RopeAttrs | undefined;
+  let agree = true;
+  const visit = (x: OpLike): void => {
+    if (x.op === 'fused') for (const st of attrsOf(x, 'fused').steps) visit(st);
+    if (x.op !== 'rope') return;
+    const a = attrsOf(x, 'rope');
+    if (found && (found.theta !== a.theta || found.style !== a.style || found.rotaryDim !== a.rotaryDim)) agree = false;
+    found = a;
+  };
+  for (const n of graph.nodes()) visit(n);
+  return agree ? found : undefined;
 }

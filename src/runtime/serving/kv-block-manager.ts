@@ -24,6 +24,8 @@ interface CachedBlock {
 interface SequenceState {
   /** Content hashes of the sequence's full blocks, in order, as far as they are computed. */
   hashes: number[];
+  /** Blocks were dropped from its table (sliding window): its blocks are not committed to the prefix cache. */
+  shifted?: boolean;
 }
 
 /** A prefix found in the cache. */
@@ -230,6 +232,7 @@ export class KvBlockManager {
   commit(id: number, tokens: readonly number[], computed: number): void {
     if (!this.prefixCaching) return;
     const st = this.state(id);
+    if (st.shifted) return;
     const table = this.table(id);
     const bs = this.blockSize;
     if (computed > this.length(id)) throw new InputError(`sequence ${id} holds ${this.length(id)} tokens, fewer than the ${computed} committed`);
@@ -245,6 +248,20 @@ export class KvBlockManager {
       this.byBlock.set(b, c);
       this.allocator.retainBlock(b);
     }
+  }
+
+  /**
+   * Sliding-window eviction: removes `count` whole blocks of sequence `id` from block index `from` (see
+   * {@link BlockAllocator.dropBlocks}); blocks it alone held become free, cached ones stay cached. The sequence's
+   * later blocks no longer hold what their prefix hashes name, so it leaves the prefix cache's bookkeeping: nothing
+   * it computes from now on is committed.
+   */
+  dropBlocks(id: number, from: number, count: number): void {
+    const st = this.state(id);
+    const gone = this.allocator.dropBlocks(id, from, count);
+    st.hashes = st.hashes.slice(0, from);
+    st.shifted = true;
+    for (const b of gone) this.noteReleased(b);
   }
 
   /** Releases sequence `id`: blocks it alone held are freed, cached ones stay cached (evictable, tail blocks first). */

@@ -13,8 +13,9 @@ import { InputError, InternalError } from '../../errors.js';
 import { XorShiftRng } from '../../util/random.js';
 import type { SamplerStepSettings } from '../sampler-params.js';
 import { validateSampling } from '../sampling.js';
-import type { BatchExecutor, BlockCopy, ExecutorEntry } from './batch-executor.js';
+import type { BatchExecutor, BlockCopy, ExecutorEntry, KvShift } from './batch-executor.js';
 import { KvBlockManager, type PrefixMatch } from './kv-block-manager.js';
+import { kvWindowBlocks, planWindowStep, type KvWindow, type KvWindowBlocks } from './kv-window.js';
 
 /** Why a sequence ended: a stop token or stop string, its token limit or the context, cancellation, its deadline, an executor error. */
 export type FinishReason = 'stop' | 'length' | 'abort' | 'deadline' | 'error';
@@ -41,6 +42,12 @@ export interface SchedulerRequest {
   readonly priority?: number;
   /** Time (on the scheduler's clock, ms) by which the request must finish; past it, it ends with reason `deadline`. */
   readonly deadline?: number;
+  /**
+   * Sliding window with attention sinks (StreamingLLM, see `kv-window.ts`): the sequence keeps its first and its most
+   * recent tokens' K/V and may run past the model's context. `false` turns off the scheduler's default window. Needs
+   * an executor that can shift keys; a windowed sequence neither takes nor feeds the prefix cache.
+   */
+  readonly kvWindow?: KvWindow | false;
 }
 
 /** What the scheduler tells the owner of a request. */
@@ -69,6 +76,8 @@ export interface SchedulerOptions {
    * recompute).
    */
   readonly preemption?: 'recompute' | 'swap';
+  /** The sliding window every request gets unless it names its own (see {@link SchedulerRequest.kvWindow}). */
+  readonly kvWindow?: KvWindow;
 }
 
 /** What one {@link Scheduler.step} did. */
@@ -104,6 +113,10 @@ interface Sequence {
   computed: number;
   /** KV sequence id while it holds blocks. */
   kvSeq?: number;
+  /** Its sliding window, in blocks (absent: it keeps all its K/V). */
+  readonly window?: KvWindowBlocks;
+  /** Tokens whose K/V the window dropped: the cache holds `computed − evicted`, text token `i ≥ sinks` at `i − evicted`. */
+  evicted: number;
   /** While swapped out: tokens whose K/V waits in host memory. */
   swapped?: number;
   started: boolean;
@@ -118,6 +131,8 @@ interface Planned {
   readonly prefill: boolean;
   /** Block copies its write needs (copy-on-write). */
   readonly copies: readonly BlockCopy[];
+  /** Key shift after the window dropped blocks. */
+  readonly shift?: KvShift;
 }
 
 /** Continuous-batching scheduler over a {@link BatchExecutor} and a {@link KvBlockManager}. */
@@ -142,6 +157,7 @@ export class Scheduler {
   private readonly byId = new Map<number, Sequence>();
   private nextId = 0;
   private stepping = false;
+  private readonly kvWindow?: KvWindow;
 
   constructor(
     /** The backend. */
@@ -155,6 +171,16 @@ export class Scheduler {
     this.blocks = new KvBlockManager({ numBlocks: executor.kv.numBlocks, blockSize: executor.kv.blockSize, prefixCaching: (options.prefixCaching ?? true) && executor.sharesBlocks !== false });
     this.clock = options.clock ?? (() => performance.now());
     this.swapping = options.preemption === 'swap' && executor.canSwap === true;
+    this.kvWindow = options.kvWindow;
+    if (this.kvWindow) this.windowOf({ kvWindow: this.kvWindow });
+  }
+
+  /** A request's window in blocks (its own, else the default), checked against the executor and the pool. */
+  private windowOf(req: Pick<SchedulerRequest, 'kvWindow'>): KvWindowBlocks | undefined {
+    const w = req.kvWindow === false ? undefined : (req.kvWindow ?? this.kvWindow);
+    if (!w) return undefined;
+    if (this.executor.canShiftKeys !== true) throw new InputError('this model backend cannot shift cached keys, so it cannot run a sliding KV window with attention sinks');
+    return kvWindowBlocks(w, this.blocks.blockSize, this.executor.maxPositions);
   }
 
   /** Requests waiting for KV blocks or a turn. */
@@ -177,14 +203,15 @@ export class Scheduler {
   validate(req: SchedulerRequest): void {
     const ex = this.executor;
     if (req.promptIds.length === 0) throw new InputError('the prompt has no tokens (it needs at least BOS)');
-    if (req.promptIds.length > ex.maxPositions) throw new InputError(`the prompt has ${req.promptIds.length} tokens, more than the model's context of ${ex.maxPositions}`);
+    const window = this.windowOf(req);
+    if (!window && req.promptIds.length > ex.maxPositions) throw new InputError(`the prompt has ${req.promptIds.length} tokens, more than the model's context of ${ex.maxPositions}`);
     for (const t of req.promptIds) if (!(Number.isInteger(t) && t >= 0 && t < ex.vocabSize)) throw new InputError(`token id ${t} is outside the vocabulary (0..${ex.vocabSize - 1})`);
     if (!(Number.isInteger(req.maxTokens) && req.maxTokens > 0)) throw new InputError(`maxTokens must be a positive integer, got ${req.maxTokens}`);
     if (!Number.isSafeInteger(req.seed)) throw new InputError(`seed must be an integer, got ${req.seed}`);
     validateSampling({ temperature: req.temperature, topp: req.topP, topk: req.topK, seed: req.seed });
     for (const t of req.stopTokenIds ?? []) if (!Number.isInteger(t)) throw new InputError(`stop token id ${t} is not an integer`);
     if (req.priority !== undefined && !Number.isFinite(req.priority)) throw new InputError(`priority must be a finite number, got ${req.priority}`);
-    const positions = Math.min(req.promptIds.length + req.maxTokens - 1, ex.maxPositions);
+    const positions = Math.min(req.promptIds.length + req.maxTokens - 1, window ? window.capacity : ex.maxPositions);
     const need = Math.ceil(positions / this.blocks.blockSize);
     if (need > this.blocks.numBlocks)
       throw new InputError(`the request needs up to ${need} KV blocks of ${this.blocks.blockSize} tokens (${positions} positions), more than the ${this.blocks.numBlocks} in the pool`);
@@ -204,6 +231,8 @@ export class Scheduler {
       tokens: [...req.promptIds],
       generated: 0,
       computed: 0,
+      window: this.windowOf(req),
+      evicted: 0,
       started: false,
       status: 'waiting',
     };
@@ -250,21 +279,22 @@ export class Scheduler {
     const swaps = { swappedOut: swapOut.length, swappedIn: swapIn.length };
     if (plan.length === 0 && swapOut.length === 0) return { sequences: 0, prefillTokens: 0, decodeTokens: 0, generated: 0, preempted, ...swaps };
     const copies = plan.flatMap((p) => p.copies);
+    const shifts = plan.flatMap((p) => (p.shift ? [p.shift] : []));
     const entries: ExecutorEntry[] = plan.map(({ seq, count }) => {
-      const start = seq.computed;
-      const last = start + count === seq.tokens.length;
+      const from = seq.computed;
+      const last = from + count === seq.tokens.length;
       return {
         seqId: seq.kvSeq!,
-        tokens: seq.tokens.slice(start, start + count),
-        start,
-        context: seq.tokens.slice(0, start + count),
+        tokens: seq.tokens.slice(from, from + count),
+        start: from - seq.evicted,
+        context: cacheTokens(seq, from + count),
         blockTable: this.blocks.table(seq.kvSeq!),
         sampling: last ? this.sampling(seq) : undefined,
       };
     });
     let ids: number[];
     try {
-      ids = await this.executor.step({ swapOut, swapIn, copies, entries });
+      ids = await this.executor.step(shifts.length ? { swapOut, swapIn, copies, shifts, entries } : { swapOut, swapIn, copies, entries });
       if (ids.length !== entries.length) throw new InternalError(`the executor returned ${ids.length} ids for ${entries.length} entries`);
     } catch (e) {
       for (const { seq } of plan) this.finish(seq, 'error', e);
@@ -274,7 +304,7 @@ export class Scheduler {
     plan.forEach(({ seq, count }, i) => {
       if (seq.status !== 'running') return;
       seq.computed += count;
-      this.blocks.commit(seq.kvSeq!, seq.tokens, seq.computed);
+      if (!seq.window) this.blocks.commit(seq.kvSeq!, seq.tokens, seq.computed);
       if (!entries[i].sampling || seq.cancel) return;
       const id = ids[i];
       if (seq.stops.has(id)) return this.finish(seq, 'stop');
@@ -282,7 +312,7 @@ export class Scheduler {
       const index = seq.generated++;
       generated++;
       if (seq.observer.onToken(id, index) === 'stop') return this.finish(seq, 'stop');
-      if (seq.generated >= seq.req.maxTokens || seq.tokens.length > this.executor.maxPositions) this.finish(seq, 'length');
+      if (seq.generated >= seq.req.maxTokens || (!seq.window && seq.tokens.length > this.executor.maxPositions)) this.finish(seq, 'length');
     });
     const prefillTokens = plan.filter((p) => p.prefill).reduce((a, p) => a + p.count, 0);
     const decodeTokens = plan.filter((p) => !p.prefill).reduce((a, p) => a + p.count, 0);
@@ -297,7 +327,9 @@ export class Scheduler {
     let preempted = 0;
     for (let i = 0; i < this.running.length && budget > 0; i++) {
       const seq = this.running[i];
-      const count = Math.min(seq.tokens.length - seq.computed, budget);
+      let count = Math.min(seq.tokens.length - seq.computed, budget);
+      let shift: KvShift | undefined;
+      if (seq.window) ({ count, shift } = this.slideWindow(seq, count));
       let fits = true;
       while (this.blocks.blocksToAppend(seq.kvSeq!, count) > this.blocks.availableBlocks) {
         const victim = [...this.running].reverse().find((s) => !planned.has(s))!;
@@ -309,7 +341,7 @@ export class Scheduler {
         }
       }
       if (!fits) break;
-      plan.push({ seq, count, prefill: seq.tokens.length - seq.computed > 1 || seq.generated === 0, copies: this.blocks.append(seq.kvSeq!, count) });
+      plan.push({ seq, count, prefill: seq.tokens.length - seq.computed > 1 || seq.generated === 0, copies: this.blocks.append(seq.kvSeq!, count), shift });
       planned.add(seq);
       budget -= count;
     }
@@ -322,7 +354,7 @@ export class Scheduler {
         budget -= plan[plan.length - 1].count;
         continue;
       }
-      const match: PrefixMatch = this.blocks.matchPrefix(seq.tokens, seq.tokens.length - 1);
+      const match: PrefixMatch = seq.window ? { blocks: [], tokens: 0, hashes: [] } : this.blocks.matchPrefix(seq.tokens, seq.tokens.length - 1);
       // a prefix a running sequence is computing right now: wait a step and share it instead of computing it again
       inflight ??= this.blocks.prefixCaching ? this.inflightHashes() : new Set<number>();
       const next = inflight.size ? this.blocks.hashes(seq.tokens, (match.blocks.length + 1) * this.blocks.blockSize)[match.blocks.length] : undefined;
@@ -330,7 +362,8 @@ export class Scheduler {
         i++;
         continue;
       }
-      const count = Math.min(seq.tokens.length - match.tokens, budget);
+      let count = Math.min(seq.tokens.length - match.tokens, budget);
+      if (seq.window) count = planWindowStep(seq.window, 0, count).count;
       const need = Math.ceil((match.tokens + count) / this.blocks.blockSize) - match.blocks.length;
       if (need > this.blocks.availableBlocks - this.blocks.evictableIn(match)) break;
       this.waiting.splice(i, 1);
@@ -344,7 +377,7 @@ export class Scheduler {
       }
       plan.push({ seq, count, prefill: true, copies: this.blocks.append(seq.kvSeq, count) });
       budget -= count;
-      if (this.blocks.prefixCaching) for (const h of this.blocks.hashes(seq.tokens).slice(match.blocks.length)) inflight.add(h);
+      if (this.blocks.prefixCaching && !seq.window) for (const h of this.blocks.hashes(seq.tokens).slice(match.blocks.length)) inflight.add(h);
     }
     return { plan, preempted };
   }
@@ -370,11 +403,28 @@ export class Scheduler {
   private inflightHashes(): Set<number> {
     const out = new Set<number>();
     for (const s of this.running) {
-      if (s.computed >= s.tokens.length - 1) continue;
+      if (s.computed >= s.tokens.length - 1 || s.window) continue;
       const bs = this.blocks.blockSize;
       for (const h of this.blocks.hashes(s.tokens).slice(Math.floor(s.computed / bs))) out.add(h);
     }
     return out;
+  }
+
+  /**
+   * Before a windowed sequence writes up to `want` tokens: cuts the count to what fits in its window, drops its oldest
+   * non-sink blocks to make room, and returns the key shift the executor makes on the blocks after them.
+   */
+  private slideWindow(seq: Sequence, want: number): { count: number; shift?: KvShift } {
+    const w = seq.window!;
+    const cached = seq.computed - seq.evicted;
+    const { count, dropBlocks } = planWindowStep(w, cached, want);
+    if (dropBlocks === 0) return { count };
+    const id = seq.kvSeq!;
+    this.blocks.dropBlocks(id, w.sinkBlocks, dropBlocks);
+    const delta = dropBlocks * w.blockSize;
+    seq.evicted += delta;
+    const kept = this.blocks.table(id).slice(w.sinkBlocks, Math.ceil((cached - delta) / w.blockSize));
+    return { count, shift: kept.length ? { seqId: id, blocks: kept, delta } : undefined };
   }
 
   private sampling(seq: Sequence): SamplerStepSettings {
@@ -387,7 +437,7 @@ export class Scheduler {
    * its K/V copied back from host memory (swap).
    */
   private preempt(seq: Sequence): void {
-    if (this.swapping && seq.computed > 0) {
+    if (this.swapping && seq.computed > 0 && !seq.window) {
       this.swapOut.push({ key: seq.id, blocks: this.blocks.table(seq.kvSeq!).slice(0, Math.ceil(seq.computed / this.blocks.blockSize)) });
       seq.swapped = seq.computed;
       this.swapOuts++;
@@ -396,6 +446,7 @@ export class Scheduler {
     remove(this.running, seq);
     seq.status = 'waiting';
     seq.computed = 0;
+    seq.evicted = 0;
     insertSorted(this.waiting, seq);
     this.preemptions++;
   }
@@ -438,6 +489,13 @@ function before(a: Sequence, b: Sequence): boolean {
   const db = b.req.deadline ?? Infinity;
   if (da !== db) return da < db;
   return a.arrival !== b.arrival ? a.arrival < b.arrival : a.id < b.id;
+}
+
+/** The tokens a sequence's cache holds once its first `end` tokens are computed, in cache order. */
+function cacheTokens(seq: Sequence, end: number): number[] {
+  if (seq.evicted === 0) return seq.tokens.slice(0, end);
+  const sinks = seq.window!.sinkBlocks * seq.window!.blockSize;
+  return [...seq.tokens.slice(0, sinks), ...seq.tokens.slice(sinks + seq.evicted, end)];
 }
 
 function insertSorted(list: Sequence[], seq: Sequence): void {

@@ -8,6 +8,7 @@
 import { InputError, OverloadedError } from '../../errors.js';
 import type { TextTokenizer } from '../../tokenizers/text-tokenizer.js';
 import type { BatchExecutor } from './batch-executor.js';
+import type { KvWindow } from './kv-window.js';
 import { Scheduler, type FinishReason, type SchedulerOptions, type StepReport } from './scheduler.js';
 import { metricsToPrometheus, ServingMetrics, type RequestTimings, type ServingMetricsOptions, type ServingMetricsSnapshot } from './serving-metrics.js';
 import { StopStringMatcher } from './stop-strings.js';
@@ -40,6 +41,11 @@ export interface ServingRequest {
   readonly priority?: number;
   /** Milliseconds after submission by which the request must finish; then it ends with reason `deadline`. */
   readonly deadlineMs?: number;
+  /**
+   * Sliding KV window with attention sinks (StreamingLLM): keep the first `sinkTokens` and the last `windowTokens`
+   * tokens' K/V (in whole blocks) and generate past the model's context; `false` turns off the session's default.
+   */
+  readonly kvWindow?: KvWindow | false;
 }
 
 /** A generated token. */
@@ -215,6 +221,7 @@ export class ServingSession {
         ignoreStopTokens: request.ignoreStopTokens,
         priority: request.priority,
         deadline: request.deadlineMs === undefined ? undefined : t0 + request.deadlineMs,
+        kvWindow: request.kvWindow,
       },
       {
         onStart: (cached) => {
