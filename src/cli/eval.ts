@@ -15,6 +15,11 @@
  *
  * Texts longer than the context are cut into windows of `maxPositions` tokens, each starting at BOS, scored
  * independently (non-overlapping windows, as llama.cpp's `perplexity` does).
+ *
+ * With `--kv-window SINKS,RECENT` the model under test instead reads the whole text as one stream, a token at a time,
+ * through the serving scheduler's sliding KV window with attention sinks (StreamingLLM) on the paged CPU executor:
+ * `ppl` is the streaming perplexity in a cache of `kv_window.kv_bytes`, and `ppl_f32` stays the f32 model restarted
+ * every context window (`--max-context` sets that window). `--kv-window 0,RECENT` is a plain sliding window.
  * @module
  */
 import { readFile } from 'node:fs/promises';
@@ -28,6 +33,9 @@ import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { compile, compressionOf } from '../compile.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
+import { CpuPagedExecutor } from '../runtime/serving/cpu-paged-executor.js';
+import { kvWindowBlocks, parseKvWindow, type KvWindow } from '../runtime/serving/kv-window.js';
+import { Scheduler } from '../runtime/serving/scheduler.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
 import { requireFile, requireFileOrFolder } from './file-arguments.js';
@@ -73,6 +81,28 @@ export interface EvalCommandOptions {
   calib?: string;
   /** With `w8a8`: most calibration tokens. */
   calibTokens?: number;
+  /** `SINKS,RECENT`: stream the text through a sliding KV window with attention sinks (CPU backend, f32 KV). */
+  kvWindow?: string;
+  /** With `kvWindow`: tokens per KV block, to which sinks and window are rounded up (default 16). */
+  kvBlockSize?: number;
+}
+
+/** The `kv_window` part of {@link EvalResult}. */
+export interface EvalKvWindow {
+  /** Tokens kept from the start of the text, as asked. */
+  sink_tokens: number;
+  /** Recent tokens kept, as asked. */
+  window_tokens: number;
+  /** Tokens per KV block (sinks and window are rounded up to whole blocks). */
+  block_size: number;
+  /** Most positions the windowed cache holds: `(sink blocks + recent blocks) × block_size`. */
+  cache_positions: number;
+  /** K/V bytes of that cache (f32, all layers). */
+  kv_bytes: number;
+  /** K/V bytes of a cache of the model's whole context. */
+  kv_bytes_full_context: number;
+  /** K/V shifts made (one per drop of old blocks). */
+  shifts: number;
 }
 
 /** The JSON object `eval` prints. */
@@ -95,6 +125,8 @@ export interface EvalResult {
   weight_bytes_f32: number;
   /** Element type of the model's KV cache. */
   kv_dtype: KvCacheDType;
+  /** With `--kv-window`: the window and the memory it takes. */
+  kv_window?: EvalKvWindow;
 }
 
 /** Per-position log-probabilities of a causal LM over a window (rows of `vocab`). */
@@ -146,6 +178,64 @@ async function webgpuScorer(model: LoadedModel, o: EvalCommandOptions): Promise<
         await handle.destroy();
       },
     },
+  };
+}
+
+/**
+ * The text streamed once through a sliding KV window on the paged CPU executor (prompt tokens run one per step, so
+ * every token is predicted from the window as it stands then). {@link WindowScorer.score} hands out the stream's rows
+ * for consecutive windows of the comparison: each call returns the next `ids.length` rows (the stream starts at BOS
+ * once, not at every window, which is the point).
+ */
+function streamingScorer(graph: Graph, model: LoadedModel, ids: readonly number[], targets: number, window: KvWindow, blockSize: number): { scorer: WindowScorer; info: () => EvalKvWindow } {
+  const vocab = model.config.vocabSize;
+  const w = kvWindowBlocks(window, blockSize, model.maxPositions);
+  const executor = new CpuPagedExecutor(graph, { numBlocks: w.sinkBlocks + w.recentBlocks, blockSize, maxPositions: model.maxPositions, stopTokens: model.stopTokens });
+  let shifts = 0;
+  const step = executor.step.bind(executor);
+  executor.step = (b) => {
+    shifts += b.shifts?.length ?? 0;
+    return step(b);
+  };
+  const scheduler = new Scheduler(executor, { maxBatchTokens: 1, prefixCaching: false, kvWindow: window });
+  const rows: Float64Array[] = [];
+  executor.onLogits = (_seq, logits) => void rows.push(logSoftmax(logits, 0, vocab));
+  let running: Promise<void> | undefined;
+  let done = false;
+  const start = (): Promise<void> => {
+    running ??= (async () => {
+      scheduler.add({ promptIds: ids.slice(0, targets), maxTokens: 1, temperature: 0, topP: 1, topK: 0, seed: 0, ignoreStopTokens: true }, { onToken: () => {}, onFinish: () => void (done = true) });
+      let last = performance.now();
+      while (!done) {
+        await scheduler.step();
+        if (performance.now() - last > 10_000) {
+          log(`eval --kv-window: streamed ${rows.length}/${targets} tokens`);
+          last = performance.now();
+        }
+      }
+    })();
+    return running;
+  };
+  let cursor = 0;
+  return {
+    scorer: {
+      async score(inputs) {
+        await start();
+        const out = rows.slice(cursor, cursor + inputs.length);
+        cursor += inputs.length;
+        return out;
+      },
+      async close() {},
+    },
+    info: () => ({
+      sink_tokens: window.sinkTokens,
+      window_tokens: window.windowTokens,
+      block_size: blockSize,
+      cache_positions: w.capacity,
+      kv_bytes: w.capacity * executor.kvBytesPerPosition,
+      kv_bytes_full_context: model.maxPositions * executor.kvBytesPerPosition,
+      shifts,
+    }),
   };
 }
 
@@ -250,7 +340,11 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   if (ids[0] !== model.bosId) ids.unshift(model.bosId);
   const targets = Math.min(ids.length - 1, o.maxTokens ?? Infinity);
   if (targets < 1) throw new InputError(`${o.text} has no tokens to score`);
-  const backend = await pickBackend(o.backend);
+  const kvWindow = o.kvWindow === undefined ? undefined : parseKvWindow(o.kvWindow);
+  if (kvWindow && o.backend === 'webgpu') throw new UsageError('--kv-window runs on the CPU backend for now (the WebGPU engine has no key shift yet): pass --backend cpu');
+  if (kvWindow && o.kvDtype && o.kvDtype !== 'f32') throw new UsageError('--kv-window takes an f32 KV cache for now (no key shift of int8/int4 blocks yet)');
+  if (o.kvBlockSize !== undefined && !kvWindow) throw new UsageError('--kv-block-size goes with --kv-window');
+  const backend = kvWindow ? 'cpu' : await pickBackend(o.backend);
   const passes = 'O3';
 
   const refModel = o.reference ? await openReference(o.reference, model, o.maxContext) : model;
@@ -266,7 +360,14 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   const compression = compressionOf(o);
   let underTest: WindowScorer;
   let weightBytes: number;
-  if (backend === 'cpu') {
+  let windowInfo: (() => EvalKvWindow) | undefined;
+  if (kvWindow) {
+    const graph = runPasses(tested.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: { ...compression } }).graph;
+    const st = streamingScorer(graph, tested, ids, targets, kvWindow, o.kvBlockSize ?? 16);
+    underTest = st.scorer;
+    windowInfo = st.info;
+    weightBytes = weightTotals(graph).bytes;
+  } else if (backend === 'cpu') {
     const kvQuantized = o.kvDtype === 'int8' || o.kvDtype === 'int4';
     const c = Object.keys(compression).length || refModel !== model || tested !== model || kvQuantized ? cpuScorer(tested, passes, { ...compression, kvCache: o.kvDtype }) : reference;
     underTest = c.scorer;
@@ -282,12 +383,14 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   let r: EvalResult;
   try {
     r = { ...(await compareScorers(model, ids, targets, reference.scorer, underTest)), weight_bytes: weightBytes, weight_bytes_f32: f32.parameters * 4, kv_dtype: o.kvDtype ?? 'f32' };
+    if (windowInfo) r.kv_window = windowInfo();
   } finally {
     await underTest.close();
   }
   process.stdout.write(`${JSON.stringify(r)}\n`);
   const w8a8 = o.w8a8 ? [`w8a8 ${o.w8a8}${o.smoothquant !== undefined ? `, smoothquant ${o.smoothquant}` : ''}`] : [];
   const kv = o.kvDtype && o.kvDtype !== 'f32' ? [`kv ${o.kvDtype}`] : [];
+  if (r.kv_window) kv.push(`kv window ${r.kv_window.sink_tokens}+${r.kv_window.window_tokens} in ${r.kv_window.cache_positions} positions, ${r.kv_window.kv_bytes} of ${r.kv_window.kv_bytes_full_context} KV bytes`);
   if (!o.json) log(`eval [${[backend, ...Object.values(compression).map((x) => x.name), ...w8a8, ...kv].join(', ')}]: ${targets} tokens, ppl ${r.ppl.toFixed(4)} (f32 ${r.ppl_f32.toFixed(4)}), KL mean ${r.kl_mean.toExponential(3)} p99 ${r.kl_p99.toExponential(3)}, top-1 agreement ${(100 * r.top1_agreement).toFixed(2)}%`);
   return r;
 }

@@ -212,6 +212,8 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--calib-tokens <n>', 'with --w8a8: calibrate on at most this many tokens', num('--calib-tokens', { int: true, min: 1 }))
     .addOption(kvDtypeOption())
     .addOption(kvCalibOption())
+    .option('--kv-window <sinks,recent>', 'stream the whole text through a sliding KV window keeping the first SINKS and the last RECENT tokens (StreamingLLM; CPU, f32 KV); 0,RECENT is a plain sliding window')
+    .option('--kv-block-size <n>', 'with --kv-window: tokens per KV block, to which sinks and window round up (default 16)', num('--kv-block-size', { int: true, min: 1 }))
     .option('--json', 'print only the JSON object (no summary line on stderr)', false)
     .action(async (o) => {
       await evalCommand(o);

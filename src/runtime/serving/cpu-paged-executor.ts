@@ -83,6 +83,17 @@ export class CpuPagedExecutor implements BatchExecutor {
 
   readonly canSwap = true;
 
+  /**
+   * Called with the logits after the last token of every entry (sampled or not), before sampling; the row is only
+   * valid during the call. `eval --kv-window` scores a text streamed through a windowed cache with it.
+   */
+  onLogits?: (seqId: number, logits: Float32Array) => void;
+
+  /** Bytes of K/V one cached position takes over all layers (f32). */
+  get kvBytesPerPosition(): number {
+    return this.pools.reduce((a, p) => a + p.row * 4, 0);
+  }
+
   /** The KV pool and the graph's stored weights, in host memory. */
   get memoryBytes(): number {
     const pools = this.pools.reduce((a, p) => a + p.data.byteLength, 0);
@@ -196,9 +207,10 @@ export class CpuPagedExecutor implements BatchExecutor {
         p.data.set(present.subarray(pos * p.row, (pos + 1) * p.row), at);
       }
     }
-    if (!e.sampling) return -1;
     const logits = out.logits.data as Float32Array;
     const row = logits.subarray(logits.length - this.vocabSize);
+    this.onLogits?.(e.seqId, row);
+    if (!e.sampling) return -1;
     return sampleToken(row, e.sampling, e.sampling.coin);
   }
 }
