@@ -25,6 +25,8 @@ import { computedInputName } from './codegen/lower.js';
 import { generateSamplingKernel } from './codegen/sampling.js';
 import { createTarget } from './codegen/target.js';
 import { KernelSet } from './codegen/kernel-set.js';
+import { generateRopeKernel } from './codegen/rope.js';
+import { graphRopeAttrs } from './ir/rope.js';
 import { Engine } from './runtime/engine.js';
 import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest, type WeightManifest } from './runtime/engine-manifest.js';
 import { requestGPUDevice, type DeviceInfo, type GPUDeviceHandle } from './runtime/device.js';
@@ -340,6 +342,17 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   const pastK = built0.inputs.filter((i) => /^past_k\.\d+$/.test(i.attrs.name));
   const [, , kvHeads, hd] = pastK[0].shape as [unknown, unknown, number, number];
   const { blockSize, dtype: kvDType } = target.kv;
+  // the key shift of a sliding KV window: the model's own rope, run over the K pool at a position per slot
+  const rope = graphRopeAttrs(built0);
+  const keyShift =
+    rope && (kvDType === 'f32' || kvDType === 'f16')
+      ? {
+          kernel: kernels.add(
+            generateRopeKernel({ batch: 'blocks', seq: blockSize, numHeads: kvHeads, headDim: hd, rotaryDim: rope.rotaryDim, theta: rope.theta, style: rope.style, dtype: kvDType, positions: { kind: 'buffer', perBatch: true }, nodes: ['key shift: rope of the K pool at −delta per block (sliding KV window)'] }),
+          ),
+          label: 'kv key shift',
+        }
+      : undefined;
   const manifest: EngineManifest = {
     format: 'tensorwright-engine',
     version: ENGINE_FORMAT_VERSION,
@@ -352,7 +365,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
     inputs: lmInputs(inputsOf(graph, { seq: chunk, past: maxPositions, batch: 1, outs: chunk }, (n) => n.startsWith('past_')), chunk),
     outputs: plans.outputs,
     plans: plans.plans,
-    kv: { layers: pastK.length, numKvHeads: kvHeads, headDim: hd, blockSize, numBlocks: Math.ceil(maxPositions / blockSize), dtype: kvDType },
+    kv: { layers: pastK.length, numKvHeads: kvHeads, headDim: hd, blockSize, numBlocks: Math.ceil(maxPositions / blockSize), dtype: kvDType, ...(keyShift ? { keyShift } : {}) },
     lm: {
       logits: 'logits',
       vocabSize: vocab,

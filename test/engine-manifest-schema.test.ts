@@ -138,6 +138,8 @@ describe('engine manifest schema', () => {
       [(m) => (m.plans[0].dispatches[0].bindings[0] = { kind: 'kv', layer: 2, which: 'k' }), `${d}.bindings[0].layer`],
       [(m) => (m.plans[0].dispatches[0].bindings[0] = { kind: 'disk' }), `${d}.bindings[0].kind`],
       [(m) => (m.lm.argmax.kernel = -1), 'lm.argmax.kernel'],
+      [(m) => (m.kv.keyShift.kernel = m.kernels.length), 'kv.keyShift.kernel'],
+      [(m) => (m.kv.keyShift.kernel = m.lm.argmax.kernel), 'kv.keyShift.kernel'],
       [(m) => (m.lm.logits = 'hidden'), 'lm.logits'],
       [(m) => (m.lm.vocabSize = m.slots[m.outputs[0].ref.slot]), 'lm.vocabSize'],
       [(m) => (m.outputs[0].ref = { kind: 'sample' }), 'outputs[0].ref.kind'],

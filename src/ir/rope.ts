@@ -4,6 +4,8 @@
  * (used by the `recognize-rope` pass and the ONNX importer).
  * @module
  */
+import { attrsOf, type OpLike, type RopeAttrs } from './attrs.js';
+import type { Graph } from './graph.js';
 
 /** Where the two elements of rotary pair `i` live: `i` and `i + D/2` (`half`, NeoX) or `2i` and `2i + 1` (`interleaved`). */
 export type RopeStyle = 'half' | 'interleaved';
@@ -46,4 +48,23 @@ export function solveTheta(cos: ArrayLike<number>, sin: ArrayLike<number>, rows:
         if (Math.abs(cos[p * d + j] - Math.cos(angle)) > tol || Math.abs(sin[p * d + j] - Math.sin(angle)) > tol) return undefined;
     }
   return theta;
+}
+
+/**
+ * The attributes of a graph's `rope` ops (nodes, or steps of fused kernels) when they all agree (queries and keys
+ * alike); else undefined (no rope, several configurations, or a rotary embedding built from primitive ops, as scaled
+ * RoPE is). What a key shift of a sliding KV window needs to rotate cached keys to new positions.
+ */
+export function graphRopeAttrs(graph: Graph): RopeAttrs | undefined {
+  let found: RopeAttrs | undefined;
+  let agree = true;
+  const visit = (x: OpLike): void => {
+    if (x.op === 'fused') for (const st of attrsOf(x, 'fused').steps) visit(st);
+    if (x.op !== 'rope') return;
+    const a = attrsOf(x, 'rope');
+    if (found && (found.theta !== a.theta || found.style !== a.style || found.rotaryDim !== a.rotaryDim)) agree = false;
+    found = a;
+  };
+  for (const n of graph.nodes()) visit(n);
+  return agree ? found : undefined;
 }

@@ -259,6 +259,14 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
     const dtype = c.oneOf('kv.dtype', kv.dtype, KV_CACHE_DTYPES);
     const pool = numBlocks * kvPoolLayout(dtype, blockSize, heads, headDim).blockBytes;
     if (pool > B.bufferBytes) c.fail('kv.numBlocks', `a KV pool of ${numBlocks} blocks x ${blockSize} tokens x ${heads} heads x ${headDim} (${dtype}) is ${pool} bytes, more than ${B.bufferBytes}`);
+    if (kv.keyShift !== undefined) {
+      const ks = c.obj('kv.keyShift', kv.keyShift);
+      const k = c.int('kv.keyShift.kernel', ks.kernel, 0, kernels.length - 1);
+      c.str('kv.keyShift.label', ks.label);
+      // bindings x (a K pool), positions, out (a scratch pool)
+      if (kernels[k].bindings !== 3) c.fail('kv.keyShift.kernel', `the key-shift kernel takes 3 buffers (K pool, positions, scratch), kernel ${k} takes ${kernels[k].bindings}`);
+      if (dtype !== 'f32' && dtype !== 'f16') c.fail('kv.keyShift', `a key shift rotates f32 or f16 keys, the KV cache is ${dtype}`);
+    }
   }
 
   // inputs and outputs

@@ -179,6 +179,13 @@ export interface KvManifest {
    * engines by this field, and read every engine they could read before).
    */
   readonly dtype: KvCacheDType;
+  /**
+   * The key shift of a sliding KV window with attention sinks (optional; f32/f16 pools of a model with one `rope`
+   * configuration): a rope kernel over the whole K pool seen as `[blocks, blockSize, numKvHeads, headDim]` with an i32
+   * position per slot (bindings `x` = a K pool, `positions`, `out` = a scratch pool; dynamic dim `blocks`). The
+   * session rotates the blocks it names by `−delta` and copies them back. Engines without it cannot shift keys.
+   */
+  readonly keyShift?: { readonly kernel: number; readonly label: string };
 }
 
 /** Causal-LM facts the generation loop needs. */

@@ -431,6 +431,10 @@ export class EngineSession {
   private weightBuffers: Map<string, GPUBuffer>[] = [];
   private inputBuffers = new Map<string, GPUBuffer>();
   private kvBuffers: { k: GPUBuffer; v: GPUBuffer }[] = [];
+  /** Every kernel's pipeline, by manifest index. */
+  private pipelines: GPUComputePipeline[] = [];
+  /** The key shift's buffers and launches, made on its first use ({@link EngineSession.shiftKeys}). */
+  private keyShift?: { scratch: GPUBuffer; positions: GPUBuffer; params: GPUBuffer; bindGroups: GPUBindGroup[]; grid: [number, number, number] };
   private blockTable?: GPUBuffer;
   private sampleBuffer!: GPUBuffer;
   private sampleRead!: GPUBuffer;
@@ -586,6 +590,7 @@ export class EngineSession {
     }
     stageDone('weights', 'weightsMs', bytes);
     const pipelines = await compiling;
+    this.pipelines = pipelines;
     onProgress?.({ stage: 'pipelines', ms: timings.pipelinesMs, timings });
     mark = performance.now();
     const prepare = (this.prepareDispatch = (x: DispatchManifest): PreparedDispatch => {
@@ -1144,6 +1149,71 @@ export class EngineSession {
     });
   }
 
+  /** Whether {@link EngineSession.shiftKeys} is available: the engine carries a key-shift kernel. */
+  get canShiftKeys(): boolean {
+    return this.m.kv?.keyShift !== undefined;
+  }
+
+  /**
+   * The key shift of sliding KV windows with attention sinks (caller-paged mode): rotates the keys in each shift's
+   * blocks, in every layer, back by its `delta` positions, with the kernel the compiler emitted from the model's rope
+   * (the rope at position `−delta` over the K pool into a scratch pool, then the named blocks copied back; values are
+   * unchanged). Encoded and submitted now, so it lands before the next step. A block may appear once.
+   */
+  shiftKeys(shifts: readonly { readonly blocks: readonly number[]; readonly delta: number }[]): void {
+    this.check();
+    const kv = this.m.kv;
+    if (!kv) throw new InputError('this engine has no KV cache');
+    if (!kv.keyShift)
+      throw new InputError(`this engine cannot shift cached keys: it has no key-shift kernel (KV cache ${kv.dtype}; one is emitted for f32/f16 caches of models with a single rope configuration)`);
+    const bs = kv.blockSize;
+    const positions = new Int32Array(this.kvBlockCount * bs);
+    const blocks = new Set<number>();
+    for (const s of shifts) {
+      if (!(Number.isInteger(s.delta) && s.delta > 0)) throw new InputError(`shiftKeys: delta must be a positive integer, got ${s.delta}`);
+      for (const b of s.blocks) {
+        if (!(Number.isInteger(b) && b >= 0 && b < this.kvBlockCount)) throw new InputError(`shiftKeys: block ${b} is outside the pool of ${this.kvBlockCount}`);
+        if (blocks.has(b)) throw new InputError(`shiftKeys: block ${b} is named twice`);
+        blocks.add(b);
+        positions.fill(-s.delta, b * bs, (b + 1) * bs);
+      }
+    }
+    if (blocks.size === 0) return;
+    const d = this.device;
+    const k = this.m.kernels[kv.keyShift.kernel];
+    if (!this.keyShift) {
+      const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+      const scratch = d.createBuffer({ label: 'kv key shift scratch', size: this.kvBuffers[0].k.size, usage: storage });
+      const pos = d.createBuffer({ label: 'kv key shift positions', size: Math.max(16, positions.byteLength), usage: storage });
+      const values = evalParams(k.params, { blocks: this.kvBlockCount });
+      const params = d.createBuffer({ label: 'kv key shift params', size: PARAMS_STRIDE, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+      if (values.length) d.queue.writeBuffer(params, 0, values.buffer as ArrayBuffer, values.byteOffset, values.byteLength);
+      const pipeline = this.pipelines[kv.keyShift.kernel];
+      const bindGroups = this.kvBuffers.map(({ k: pool }, l) =>
+        d.createBindGroup({
+          label: `${kv.keyShift!.label} ${l}`,
+          layout: pipeline.getBindGroupLayout(0),
+          entries: [{ binding: 0, resource: { buffer: pool } }, { binding: 1, resource: { buffer: pos } }, { binding: 2, resource: { buffer: scratch } }, ...(values.length ? [{ binding: 3, resource: { buffer: params, size: PARAMS_STRIDE } }] : [])],
+        }),
+      );
+      const grid = this.checkedGrid(kv.keyShift.kernel, k.grid.map((g) => evalGrid(g, k.params, values.length ? values : { blocks: this.kvBlockCount })), { blocks: this.kvBlockCount });
+      this.keyShift = { scratch, positions: pos, params, bindGroups, grid };
+    }
+    const st = this.keyShift;
+    d.queue.writeBuffer(st.positions, 0, positions);
+    const bytes = this.kvBlockBytes();
+    const enc = d.createCommandEncoder({ label: kv.keyShift.label });
+    this.kvBuffers.forEach(({ k: pool }, l) => {
+      const pass = enc.beginComputePass({ label: `${kv.keyShift!.label} ${l}` });
+      pass.setPipeline(this.pipelines[kv.keyShift!.kernel]);
+      pass.setBindGroup(0, st.bindGroups[l]);
+      pass.dispatchWorkgroups(...st.grid);
+      pass.end();
+      for (const b of blocks) enc.copyBufferToBuffer(st.scratch, b * bytes, pool, b * bytes, bytes);
+    });
+    d.queue.submit([enc.finish()]);
+  }
+
   /** Runs a batch whose sequences are checked; validates tokens and room, then encodes and submits one step. */
   private async runBatch(entries: readonly BatchEntry[]): Promise<number[][]> {
     const { lm, allocator } = this.lmAllocator();
@@ -1297,7 +1367,7 @@ export class EngineSession {
 
   /** Every GPU buffer the session created. */
   private buffers(): (GPUBuffer | undefined)[] {
-    return [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.cowScratch, this.sampleBuffer, this.sampleRead, this.paramsBuffer];
+    return [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.cowScratch, this.sampleBuffer, this.sampleRead, this.paramsBuffer, this.keyShift?.scratch, this.keyShift?.positions, this.keyShift?.params];
   }
 
   /**

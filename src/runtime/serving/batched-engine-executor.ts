@@ -15,7 +15,7 @@
  */
 import { InputError } from '../../errors.js';
 import type { SamplerStepSettings } from '../sampler-params.js';
-import type { BatchExecutor, ExecutorBatch, KvPoolShape } from './batch-executor.js';
+import type { BatchExecutor, ExecutorBatch, KvPoolShape, KvShift } from './batch-executor.js';
 
 /** A sequence of a {@link BatchedEngineSession} (compared by identity). */
 export interface BatchedSequence {
@@ -50,6 +50,10 @@ export interface BatchedEngineSession {
   ): Promise<number[][]>;
   /** Per block, its bytes in every layer's K and V pools (swapping to host memory). */
   readKvBlocks?(blocks: readonly number[]): Promise<Uint8Array[]>;
+  /** Rotates the keys of these blocks back by `delta` positions (sliding KV windows; see {@link KvShift}). */
+  shiftKeys?(shifts: readonly { readonly blocks: readonly number[]; readonly delta: number }[]): void;
+  /** Whether {@link BatchedEngineSession.shiftKeys} works for this engine (default: whether it is there). */
+  readonly canShiftKeys?: boolean;
   /** Writes what {@link BatchedEngineSession.readKvBlocks} read into these blocks. */
   writeKvBlocks?(blocks: readonly number[], data: readonly Uint8Array[]): void;
   /** GPU memory the session holds. */
@@ -78,6 +82,8 @@ export class BatchedEngineExecutor implements BatchExecutor {
   readonly sharesBlocks: boolean;
   /** Whether preempted sequences can be swapped to host memory (`readKvBlocks` and `writeKvBlocks`, with `stepPaged`). */
   readonly canSwap: boolean;
+  /** Whether windowed sequences can shift their keys (`shiftKeys`, with `stepPaged`). */
+  readonly canShiftKeys: boolean;
   private readonly seqs = new Map<number, { seq: BatchedSequence; fed: number }>();
   /** Host copies of swapped-out blocks, by the scheduler's key. */
   private readonly swapped = new Map<number, Uint8Array[]>();
@@ -95,6 +101,7 @@ export class BatchedEngineExecutor implements BatchExecutor {
     this.kv = { numBlocks: kv.total, blockSize: kv.blockSize };
     this.sharesBlocks = typeof session.stepPaged === 'function';
     this.canSwap = this.sharesBlocks && typeof session.readKvBlocks === 'function' && typeof session.writeKvBlocks === 'function';
+    this.canShiftKeys = this.sharesBlocks && typeof session.shiftKeys === 'function' && session.canShiftKeys !== false;
   }
 
   /** GPU memory the session holds (0 for a session that does not say). */
@@ -115,6 +122,13 @@ export class BatchedEngineExecutor implements BatchExecutor {
       if (!data) throw new InputError(`swap-in of ${key}: no host copy was made`);
       session.writeKvBlocks!(blocks, data);
       this.swapped.delete(key);
+    }
+    // a shifted block belongs to one windowed sequence alone, so no copy of this step reads or writes it: the shifts
+    // may run before the copies, which the first engine step makes
+    const shifts: readonly KvShift[] = batch.shifts ?? [];
+    if (shifts.length) {
+      if (!this.canShiftKeys) throw new InputError('this engine cannot shift cached keys (sliding KV window)');
+      session.shiftKeys!(shifts);
     }
     let copies = batch.copies;
     const out: number[] = new Array<number>(batch.entries.length).fill(-1);

@@ -6,7 +6,8 @@
  * @module
  */
 import { InputError } from '../../errors.js';
-import { attrsOf, type OpLike, type RopeAttrs } from '../../ir/attrs.js';
+import type { RopeAttrs } from '../../ir/attrs.js';
+import { graphRopeAttrs } from '../../ir/rope.js';
 import type { Graph } from '../../ir/graph.js';
 import { runGraph } from '../cpu/interpreter.js';
 import { rope } from '../cpu/kernels.js';
@@ -70,7 +71,7 @@ export class CpuPagedExecutor implements BatchExecutor {
       this.pools.push({ input: name, output: name.replace('past_', 'present_'), row: h * d, heads: h, data: new Float32Array(options.numBlocks * blockSize * h * d) });
     }
     if (this.pools.length === 0) throw new InputError('the graph has no past_* KV inputs');
-    this.rope = graphRope(graph);
+    this.rope = graphRopeAttrs(graph);
   }
 
   /** The graph's one rotary embedding, which key shifts apply (absent: keys cannot be shifted). */
@@ -213,22 +214,4 @@ export class CpuPagedExecutor implements BatchExecutor {
     if (!e.sampling) return -1;
     return sampleToken(row, e.sampling, e.sampling.coin);
   }
-}
-
-/**
- * The attributes of the graph's `rope` ops (nodes, or steps of fused kernels) when they all agree (on queries and keys
- * alike); else undefined (no rope, several configurations, or a rotary embedding built from primitive ops).
- */
-function graphRope(graph: Graph): RopeAttrs | undefined {
-  let found: RopeAttrs | undefined;
-  let agree = true;
-  const visit = (x: OpLike): void => {
-    if (x.op === 'fused') for (const st of attrsOf(x, 'fused').steps) visit(st);
-    if (x.op !== 'rope') return;
-    const a = attrsOf(x, 'rope');
-    if (found && (found.theta !== a.theta || found.style !== a.style || found.rotaryDim !== a.rotaryDim)) agree = false;
-    found = a;
-  };
-  for (const n of graph.nodes()) visit(n);
-  return agree ? found : undefined;
 }
