@@ -26,6 +26,11 @@ import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { log } from './output.js';
 import { keyOffsetModel } from './key-offset-model.js';
 import { requireEngineFolder, requireFile, requireFileOrFolder } from './file-arguments.js';
+import type { BatchExecutor } from '../runtime/serving/batch-executor.js';
+import { BatchedEngineExecutor } from '../runtime/serving/batched-engine-executor.js';
+import { CpuPagedExecutor } from '../runtime/serving/cpu-paged-executor.js';
+import { kvWindowBlocks, parseKvWindow, type KvWindow } from '../runtime/serving/kv-window.js';
+import { ServingSession, type ServingRequest } from '../runtime/serving/serving-session.js';
 
 /** Options of the `generate` command (as parsed from the command line). */
 export interface GenerateCommandOptions {
@@ -71,6 +76,14 @@ export interface GenerateCommandOptions {
   sparsity?: string;
   /** Most positions the model is compiled for: a file's declared context is capped to it (default 8192). */
   maxContext?: number;
+  /**
+   * `SINKS,RECENT`: keep only the first SINKS and the last RECENT tokens' K/V (StreamingLLM sliding window with
+   * attention sinks, rounded to KV blocks), so `steps` may exceed the model's context. Runs through the serving
+   * scheduler (CPU paged executor, or the WebGPU engine's batched session); sampling coins come from the request's
+   * seed as in `serve`, so sampled output differs from the plain path's (greedy output does not, until the window
+   * first slides).
+   */
+  kvWindow?: string;
   /** Speculative decoding: drafts from n-gram lookup in the context, or from a draft model (absent: off). */
   speculative?: 'ngram' | 'draft';
   /** The draft model file of `speculative: 'draft'` (default: the `model` itself, quantized by `draftQuant`). */
@@ -154,6 +167,9 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   // valid ones), then files
   validateSampling(o);
   const spec = speculativeSettings(o);
+  const kvWindow = o.kvWindow === undefined ? undefined : parseKvWindow(o.kvWindow);
+  if (kvWindow && spec) throw new UsageError('--kv-window and --speculative do not go together yet');
+  if (kvWindow && (o.kvDtype === 'int8' || o.kvDtype === 'int4')) throw new UsageError(`--kv-window needs an f32 or f16 KV cache (no key shift of ${o.kvDtype} blocks yet)`);
   if (o.model) requireFileOrFolder('--model', o.model);
   if (o.draftModel) requireFileOrFolder('--draft-model', o.draftModel);
   if (o.engine) requireEngineFolder('--engine', o.engine);
@@ -169,7 +185,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   if (!tokenizer) log('no tokenizer given or found: generating from BOS, ids only');
   const bos = model ? model.bosId : engineFromDisk!.manifest.lm!.bosId;
   const promptIds = tokenizer ? tokenizer.encode(o.prompt ?? '') : [bos];
-  const positions = Math.min(o.steps, model ? model.maxPositions : engineFromDisk!.manifest.lm!.maxPositions);
+  const positions = kvWindow ? o.steps : Math.min(o.steps, model ? model.maxPositions : engineFromDisk!.manifest.lm!.maxPositions);
   if (promptIds.length > positions) throw new InputError(`the prompt has ${promptIds.length} tokens, more than --steps allows (${positions} positions${positions < o.steps ? ", the model's context" : ''})`);
   // only now (the inputs are valid) look for a GPU, which may print driver notes
   const backend = o.engine ? 'webgpu' : await pickBackend(o.backend, { model: model!, quant: o.quant, sparsity: o.sparsity, kvDtype: o.kvDtype });
@@ -199,7 +215,41 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
     if (!draftSource) throw new UsageError('--speculative draft with --engine needs a --draft-model <file>');
     if (draftSource.config.vocabSize !== vocab) throw new InputError(`the draft model's vocabulary has ${draftSource.config.vocabSize} tokens, the target's ${vocab}: they must share the tokenizer`);
   }
-  if (spec && backend === 'cpu') {
+  if (kvWindow) {
+    const blockSize = o.kvBlockSize ?? 16;
+    const maxPositions = model ? model.maxPositions : engineFromDisk!.manifest.lm!.maxPositions;
+    const w = kvWindowBlocks(kvWindow, blockSize, maxPositions);
+    const request = { promptIds, maxTokens: Math.max(1, o.steps - promptIds.length + 1), temperature: o.temperature, topP: o.topp, topK: o.topk ?? 0, seed: o.seed };
+    if (backend === 'cpu') {
+      const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: { ...compressionOf(o), kvCache: o.kvDtype } });
+      extra.compile_ms = round(optimized.timings.reduce((a, t) => a + t.ms, 0));
+      const executor = new CpuPagedExecutor(optimized.graph, { numBlocks: w.sinkBlocks + w.recentBlocks, blockSize, maxPositions, stopTokens: model!.stopTokens });
+      extra.load_ms = round(performance.now() - t0);
+      r = await generateInWindow(executor, request, kvWindow, onToken);
+    } else {
+      const handle = await requestGPUDevice();
+      try {
+        const tc = performance.now();
+        const engine = engineFromDisk ?? (await compile(model!, { device: handle.info, passes, prefillChunk: Math.min(128, Math.max(8, promptIds.length)), quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize, dtype: o.kvDtype }, onProgress: log }));
+        extra.compile_ms = round(performance.now() - tc);
+        if (engineFromDisk && engine.manifest.kv?.blockSize !== blockSize) log(`--kv-block-size ${blockSize}: the saved engine's blocks hold ${engine.manifest.kv?.blockSize} tokens; using those`);
+        const ebs = engine.manifest.kv?.blockSize ?? blockSize;
+        const ew = kvWindowBlocks(kvWindow, ebs, maxPositions);
+        const session = await engine.createSession({ device: handle, kvBlocks: ew.sinkBlocks + ew.recentBlocks });
+        try {
+          extra.load_ms = round(performance.now() - t0);
+          extra.device = describeDevice(handle.info);
+          const lm = engine.manifest.lm!;
+          r = await generateInWindow(new BatchedEngineExecutor(session, { maxPositions: lm.maxPositions, vocabSize: lm.vocabSize, stopTokens: lm.stopTokens }), request, kvWindow, onToken);
+        } finally {
+          await session.destroy();
+        }
+      } finally {
+        await handle.destroy();
+      }
+    }
+    extra.kv_window = `${kvWindow.sinkTokens},${kvWindow.windowTokens}`;
+  } else if (spec && backend === 'cpu') {
     const target = runPasses(model!.build({}), passes, { device: cpuProfile, options: { ...compressionOf(o), kvCache: o.kvDtype } });
     extra.compile_ms = round(target.timings.reduce((a, t) => a + t.ms, 0));
     const stopTokens = model!.stopTokens;
@@ -335,4 +385,27 @@ function speculativeMetrics(spec: SpeculativeSettings, s: SpeculativeStats): Rec
 
 function round(x: number): number {
   return Math.round(x * 100) / 100;
+}
+
+/** One request through a serving session with a sliding KV window; timings as `generateTokens` reports them. */
+async function generateInWindow(
+  executor: BatchExecutor,
+  request: ServingRequest,
+  kvWindow: KvWindow,
+  onToken: (id: number) => void,
+): Promise<{ generated: number[]; prefillSeconds: number; decodeSeconds: number; stopped: boolean }> {
+  const session = new ServingSession(executor, { kvWindow, maxBatchTokens: 512 });
+  const t0 = performance.now();
+  let first: number | undefined;
+  const generated: number[] = [];
+  let stopped = false;
+  for await (const ev of session.submit(request)) {
+    if (ev.type === 'token') {
+      first ??= performance.now();
+      generated.push(ev.id);
+      onToken(ev.id);
+    } else stopped = ev.reason === 'stop';
+  }
+  const end = performance.now();
+  return { generated, prefillSeconds: ((first ?? end) - t0) / 1000, decodeSeconds: (end - (first ?? end)) / 1000, stopped };
 }

@@ -137,6 +137,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--print-ir-after <pass>', "print the IR (to stderr) after this pass, or 'all' (repeatable)", collect, [])
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
+    .option('--kv-window <sinks,recent>', 'keep the K/V of the first SINKS and last RECENT tokens only (StreamingLLM sliding window with attention sinks, rounded to KV blocks), so --steps may exceed the context; runs through the serving scheduler')
     .addOption(kvDtypeOption())
     .addOption(kvCalibOption())
     .addOption(quantOption())
@@ -317,6 +318,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--max-loaded-models <n>', 'with --models: most models loaded at once (idle ones unloaded, least recently used first)', num('--max-loaded-models', { int: true, min: 1 }), 2)
     .option('--memory-budget <MiB>', 'with --models: most memory the loaded models hold together (GPU buffers; host memory on the CPU backend); idle ones are unloaded least recently used first', num('--memory-budget', { min: 1 }))
     .option('--served-model-name <name>', 'the model name clients use (default: the file name)')
+    .option('--kv-window <sinks,recent>', 'every request keeps the K/V of its first SINKS and last RECENT tokens (StreamingLLM sliding window with attention sinks, rounded to KV blocks) and may run past the context; CPU backend or WebGPU model files')
     .addOption(maxContextOption())
     .action(async (o) => {
       await serveCommand(o);

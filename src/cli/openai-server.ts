@@ -30,6 +30,8 @@ export interface ServedModel {
   readonly vocabSize: number;
   /** Memory it holds (GPU buffers, or host memory on the CPU backend), when known. */
   readonly memoryBytes?: number;
+  /** Its requests run in a sliding KV window (`--kv-window`), so prompt and completion may exceed the context. */
+  readonly slidingWindow?: boolean;
 }
 
 /** Where the server gets its models (one loaded model, or a folder of them loaded on demand). */
@@ -194,11 +196,11 @@ async function complete(req: IncomingMessage, res: ServerResponse, models: Model
   if (input.prompt !== undefined && !model.tokenizer) throw bad(`the model '${name}' has no tokenizer: send the prompt as token ids`, 'prompt');
   const promptIds = model.session.promptIdsOf(input);
   const context = model.maxPositions;
-  if (promptIds.length > context) throw bad(`this model's maximum context length is ${context} tokens, but the prompt has ${promptIds.length} tokens`, chat ? 'messages' : 'prompt', 'context_length_exceeded');
+  if (promptIds.length > context && !model.slidingWindow) throw bad(`this model's maximum context length is ${context} tokens, but the prompt has ${promptIds.length} tokens`, chat ? 'messages' : 'prompt', 'context_length_exceeded');
   const maxTokensField = chat ? (body.max_completion_tokens !== undefined ? 'max_completion_tokens' : 'max_tokens') : 'max_tokens';
   const asked = numberField(body, maxTokensField, { int: true, min: 1 });
-  const maxTokens = asked ?? (chat ? context - promptIds.length + 1 : 16);
-  if (promptIds.length + maxTokens > context + 1)
+  const maxTokens = asked ?? (chat ? (model.slidingWindow ? context : context - promptIds.length + 1) : 16);
+  if (promptIds.length + maxTokens > context + 1 && !model.slidingWindow)
     throw bad(`this model's maximum context length is ${context} tokens, but ${promptIds.length} prompt tokens and ${maxTokens} completion tokens were asked for`, maxTokensField, 'context_length_exceeded');
   const ac = new AbortController();
   const request: ServingRequest = {
