@@ -34,7 +34,8 @@ import { describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { compile, compressionOf } from '../compile.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { CpuPagedExecutor } from '../runtime/serving/cpu-paged-executor.js';
-import { kvWindowBlocks, parseKvWindow, type KvWindow } from '../runtime/serving/kv-window.js';
+import { kvWindowBlocks, type KvWindow } from '../runtime/serving/kv-window.js';
+import { kvWindowFlag } from './kv-window-flag.js';
 import { Scheduler } from '../runtime/serving/scheduler.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
@@ -340,7 +341,7 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   if (ids[0] !== model.bosId) ids.unshift(model.bosId);
   const targets = Math.min(ids.length - 1, o.maxTokens ?? Infinity);
   if (targets < 1) throw new InputError(`${o.text} has no tokens to score`);
-  const kvWindow = o.kvWindow === undefined ? undefined : parseKvWindow(o.kvWindow);
+  const kvWindow = kvWindowFlag(o.kvWindow);
   if (kvWindow && o.backend === 'webgpu') throw new UsageError('--kv-window runs on the CPU backend for now (the WebGPU engine has no key shift yet): pass --backend cpu');
   if (kvWindow && o.kvDtype && o.kvDtype !== 'f32') throw new UsageError('--kv-window takes an f32 KV cache for now (no key shift of int8/int4 blocks yet)');
   if (o.kvBlockSize !== undefined && !kvWindow) throw new UsageError('--kv-block-size goes with --kv-window');

@@ -29,7 +29,8 @@ import { requireEngineFolder, requireFile, requireFileOrFolder } from './file-ar
 import type { BatchExecutor } from '../runtime/serving/batch-executor.js';
 import { BatchedEngineExecutor } from '../runtime/serving/batched-engine-executor.js';
 import { CpuPagedExecutor } from '../runtime/serving/cpu-paged-executor.js';
-import { kvWindowBlocks, parseKvWindow, type KvWindow } from '../runtime/serving/kv-window.js';
+import { kvWindowBlocks, type KvWindow } from '../runtime/serving/kv-window.js';
+import { kvWindowFlag } from './kv-window-flag.js';
 import { ServingSession, type ServingRequest } from '../runtime/serving/serving-session.js';
 
 /** Options of the `generate` command (as parsed from the command line). */
@@ -167,7 +168,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   // valid ones), then files
   validateSampling(o);
   const spec = speculativeSettings(o);
-  const kvWindow = o.kvWindow === undefined ? undefined : parseKvWindow(o.kvWindow);
+  const kvWindow = kvWindowFlag(o.kvWindow);
   if (kvWindow && spec) throw new UsageError('--kv-window and --speculative do not go together yet');
   if (kvWindow && (o.kvDtype === 'int8' || o.kvDtype === 'int4')) throw new UsageError(`--kv-window needs an f32 or f16 KV cache (no key shift of ${o.kvDtype} blocks yet)`);
   if (o.model) requireFileOrFolder('--model', o.model);

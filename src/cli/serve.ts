@@ -20,7 +20,7 @@ import { CpuPagedExecutor } from '../runtime/serving/cpu-paged-executor.js';
 import { EngineSessionExecutor } from '../runtime/serving/engine-session-executor.js';
 import { BatchedEngineExecutor } from '../runtime/serving/batched-engine-executor.js';
 import { ServingSession } from '../runtime/serving/serving-session.js';
-import { parseKvWindow } from '../runtime/serving/kv-window.js';
+import { kvWindowFlag } from './kv-window-flag.js';
 import type { BatchExecutor } from '../runtime/serving/batch-executor.js';
 import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { ChatTemplate } from './chat-template.js';
@@ -130,7 +130,7 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
       }
     }
   }
-  const kvWindow = o.kvWindow === undefined ? undefined : parseKvWindow(o.kvWindow);
+  const kvWindow = kvWindowFlag(o.kvWindow);
   const session = new ServingSession(executor, { tokenizer, maxBatchTokens: o.maxBatchTokens, maxWaiting: o.maxWaiting ?? 256, preemption: o.preemption, kvWindow });
   log(`serve: model '${id}' ready (${engineFolder ? 'engine, webgpu' : 'model file'}; context ${executor.maxPositions}, KV ${executor.kv.numBlocks} blocks of ${executor.kv.blockSize}, ${session.scheduler.maxSequences === Infinity ? 'sequences bounded by the pool' : `at most ${session.scheduler.maxSequences} sequences at once`}, preemption by ${session.scheduler.swapping ? 'swap' : 'recompute'}; chat template: ${chat.origin})`);
   return { id, session, tokenizer, chat, maxPositions: executor.maxPositions, vocabSize: executor.vocabSize, memoryBytes: executor.memoryBytes, slidingWindow: kvWindow !== undefined };
