@@ -4,12 +4,16 @@
 // errors.
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../src/errors.js';
+import { loadModel } from '../src/frontends/load.js';
+import { cpuProfile } from '../src/ir/device-profile.js';
+import { runPasses } from '../src/passes/pipeline.js';
+import { CpuPagedExecutor } from '../src/runtime/serving/cpu-paged-executor.js';
 import type { BatchExecutor, ExecutorBatch, ExecutorEntry } from '../src/runtime/serving/batch-executor.js';
 import { kvWindowBlocks, parseKvWindow, planWindowStep } from '../src/runtime/serving/kv-window.js';
 import { Scheduler } from '../src/runtime/serving/scheduler.js';
 import { ServingSession } from '../src/runtime/serving/serving-session.js';
 import { goldens, stories260K } from './support/serving.js';
-import { hasShared, noteMissingShared } from './support/shared.js';
+import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
 
 noteMissingShared('sliding KV window tests');
 
@@ -121,6 +125,14 @@ describe.skipIf(!hasShared)('sliding KV window on the paged CPU executor (storie
     const long = Array.from({ length: 530 }, (_v, i) => g[1].prompt_ids[i % g[1].prompt_ids.length]);
     expect(() => session.scheduler.validate({ promptIds: long, maxTokens: 4, temperature: 0, topP: 1, topK: 0, seed: 1, kvWindow: false })).toThrow(InputError);
     expect(() => session.scheduler.validate({ promptIds: long, maxTokens: 4, temperature: 0, topP: 1, topK: 0, seed: 1 })).not.toThrow();
+  });
+
+  it('an int8 KV cache cannot shift its keys (they would need requantizing): windowed requests are InputErrors', async () => {
+    const model = await loadModel(sharedPath('models/stories260K/stories260K.bin'));
+    const graph = runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile, options: { kvCache: 'int8' } }).graph;
+    const ex = new CpuPagedExecutor(graph, { numBlocks: 16, blockSize: 4, maxPositions: model.maxPositions, stopTokens: model.stopTokens });
+    expect(ex.canShiftKeys).toBe(false);
+    expect(() => new ServingSession(ex, { kvWindow: { sinkTokens: 4, windowTokens: 8 } })).toThrow(InputError);
   });
 
   it('windowed requests preempted by recompute complete within their windows and free their blocks', async () => {

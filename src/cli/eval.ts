@@ -342,6 +342,7 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   const targets = Math.min(ids.length - 1, o.maxTokens ?? Infinity);
   if (targets < 1) throw new InputError(`${o.text} has no tokens to score`);
   const kvWindow = kvWindowFlag(o.kvWindow);
+  if (kvWindow && o.kvCalib) throw new UsageError('--kv-window does not go with --kv-calib: centered keys do not rotate with their offsets');
   if (kvWindow && o.backend === 'webgpu') throw new UsageError('--kv-window runs on the CPU backend for now (the WebGPU engine has no key shift yet): pass --backend cpu');
   if (kvWindow && o.kvDtype && o.kvDtype !== 'f32') throw new UsageError('--kv-window takes an f32 KV cache for now (no key shift of int8/int4 blocks yet)');
   if (o.kvBlockSize !== undefined && !kvWindow) throw new UsageError('--kv-block-size goes with --kv-window');

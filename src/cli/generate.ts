@@ -169,6 +169,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   validateSampling(o);
   const spec = speculativeSettings(o);
   const kvWindow = kvWindowFlag(o.kvWindow);
+  if (kvWindow && o.kvCalib) throw new UsageError('--kv-window does not go with --kv-calib: centered keys do not rotate with their offsets');
   if (kvWindow && spec) throw new UsageError('--kv-window and --speculative do not go together yet');
   if (kvWindow && (o.kvDtype === 'int8' || o.kvDtype === 'int4')) throw new UsageError(`--kv-window needs an f32 or f16 KV cache (no key shift of ${o.kvDtype} blocks yet)`);
   if (o.model) requireFileOrFolder('--model', o.model);

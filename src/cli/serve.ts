@@ -131,6 +131,7 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
     }
   }
   const kvWindow = kvWindowFlag(o.kvWindow);
+  if (kvWindow && o.kvCalib) throw new UsageError('--kv-window does not go with --kv-calib: centered keys do not rotate with their offsets');
   const session = new ServingSession(executor, { tokenizer, maxBatchTokens: o.maxBatchTokens, maxWaiting: o.maxWaiting ?? 256, preemption: o.preemption, kvWindow });
   log(`serve: model '${id}' ready (${engineFolder ? 'engine, webgpu' : 'model file'}; context ${executor.maxPositions}, KV ${executor.kv.numBlocks} blocks of ${executor.kv.blockSize}, ${session.scheduler.maxSequences === Infinity ? 'sequences bounded by the pool' : `at most ${session.scheduler.maxSequences} sequences at once`}, preemption by ${session.scheduler.swapping ? 'swap' : 'recompute'}; chat template: ${chat.origin})`);
   return { id, session, tokenizer, chat, maxPositions: executor.maxPositions, vocabSize: executor.vocabSize, memoryBytes: executor.memoryBytes, slidingWindow: kvWindow !== undefined };

@@ -6,7 +6,7 @@
  * @module
  */
 import { InputError } from '../../errors.js';
-import type { RopeAttrs } from '../../ir/attrs.js';
+import { attrsOf, type OpLike, type RopeAttrs } from '../../ir/attrs.js';
 import { graphRopeAttrs } from '../../ir/rope.js';
 import type { Graph } from '../../ir/graph.js';
 import { runGraph } from '../cpu/interpreter.js';
@@ -71,13 +71,15 @@ export class CpuPagedExecutor implements BatchExecutor {
       this.pools.push({ input: name, output: name.replace('past_', 'present_'), row: h * d, heads: h, data: new Float32Array(options.numBlocks * blockSize * h * d) });
     }
     if (this.pools.length === 0) throw new InputError('the graph has no past_* KV inputs');
-    this.rope = graphRopeAttrs(graph);
+    // an int8/int4 KV cache (kv_quantize in the graph) stores quantized keys: a shift would have to requantize them,
+    // which no backend does yet, so such graphs cannot shift
+    this.rope = quantizesKv(graph) ? undefined : graphRopeAttrs(graph);
   }
 
   /** The graph's one rotary embedding, which key shifts apply (absent: keys cannot be shifted). */
   private readonly rope?: RopeAttrs;
 
-  /** Whether the graph has one `rope` configuration, so windowed sequences can shift their keys. */
+  /** Whether the graph has one `rope` configuration and an f32 KV cache, so windowed sequences can shift their keys. */
   get canShiftKeys(): boolean {
     return this.rope !== undefined;
   }
@@ -214,4 +216,10 @@ export class CpuPagedExecutor implements BatchExecutor {
     if (!e.sampling) return -1;
     return sampleToken(row, e.sampling, e.sampling.coin);
   }
+}
+
+/** Whether the graph quantizes its KV cache (`kv_quantize`, as a node or a step of a fused kernel). */
+function quantizesKv(graph: Graph): boolean {
+  const has = (x: OpLike): boolean => x.op === 'kv_quantize' || (x.op === 'fused' && attrsOf(x, 'fused').steps.some(has));
+  return graph.nodes().some(has);
 }
