@@ -1,6 +1,7 @@
 // Sliding KV window with attention sinks on the WebGPU engine (stories260K, f32, blocks of 4): the engine's key-shift
 // kernel (the model's rope, emitted by codegen) leaves the GPU KV pool equal to the CPU reference executor's after the
-// same windowed run, within float tolerance; generation runs past the 512-position context in a bounded pool.
+// same windowed run, within float tolerance; generation runs past the 512-position context in a bounded pool; on an
+// f16 pool the shift equals the CPU rope at −delta within f16 rounding and touches nothing else.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compile } from '../src/compile.js';
 import { InputError } from '../src/errors.js';
@@ -9,6 +10,10 @@ import type { Engine, EngineSession } from '../src/runtime/engine.js';
 import type { ExecutorBatch, ExecutorEntry } from '../src/runtime/serving/batch-executor.js';
 import { BatchedEngineExecutor } from '../src/runtime/serving/batched-engine-executor.js';
 import { ServingSession } from '../src/runtime/serving/serving-session.js';
+import { f16BytesToF32 } from '../src/frontends/safetensors/source.js';
+import { graphRopeAttrs } from '../src/ir/rope.js';
+import { rope } from '../src/runtime/cpu/kernels.js';
+import { Tensor } from '../src/runtime/cpu/tensor.js';
 import { acquireTestDevice, type TestGPU } from './helpers/webgpu.js';
 import { goldens, stories260K } from './support/serving.js';
 import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
@@ -105,6 +110,48 @@ describe.skipIf(!hasShared)('sliding KV window on the WebGPU engine', () => {
     expect(r.ids.slice(0, 19)).toEqual(g[0].generated_ids.slice(0, 19));
     expect(() => es.shiftKeys([{ blocks: [99], delta: 4 }])).toThrow(InputError);
     expect(() => es.shiftKeys([{ blocks: [1], delta: 0 }])).toThrow(InputError);
+    await es.destroy();
+  }, LONG);
+
+  it('on an f16 KV pool, shiftKeys rotates the named blocks\' keys as the CPU rope at −delta does and leaves the rest alone', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const e16 = await compile(model, { device: gpu.info, precision: 'f32', prefillChunk: 8, kv: { blockSize: 4, dtype: 'f16' } });
+    expect(e16.manifest.kv?.keyShift).toBeDefined();
+    const kv = e16.manifest.kv!;
+    const r = graphRopeAttrs(model.build({}))!;
+    const es = await e16.createSession({ device: gpu, kvBlocks: 4 });
+    const row = kv.numKvHeads * kv.headDim;
+    const per = 2 * kv.layers * 4 * row * 2;
+    // f16 values of magnitude 2^-5 .. 2^3, random signs and mantissas
+    let seed = 7;
+    const next = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8);
+    const blocks = [0, 1, 2, 3].map(() => {
+      const b = new Uint16Array(per / 2);
+      for (let i = 0; i < b.length; i++) b[i] = ((next() & 1) << 15) | ((10 + (next() % 8)) << 10) | (next() & 0x3ff);
+      return new Uint8Array(b.buffer);
+    });
+    es.writeKvBlocks([0, 1, 2, 3], blocks);
+    es.shiftKeys([{ blocks: [1, 3], delta: 7 }]);
+    const after = await es.readKvBlocks([0, 1, 2, 3]);
+    const pool = 4 * row * 2; // bytes of one block in one layer's K or V pool
+    let worst = 0;
+    for (let b = 0; b < 4; b++)
+      for (let l = 0; l < kv.layers; l++)
+        for (const w of [0, 1]) {
+          const at = (2 * l + w) * pool;
+          const was = blocks[b].subarray(at, at + pool);
+          const now = after[b].subarray(at, at + pool);
+          if (w === 1 || b === 0 || b === 2) {
+            expect(Array.from(now), `block ${b} layer ${l} ${w ? 'V' : 'K'} unchanged`).toEqual(Array.from(was));
+            continue;
+          }
+          const want = rope(new Tensor('f32', [1, 4, kv.numKvHeads, kv.headDim], f16BytesToF32(was, 4 * row)), Tensor.from('i32', [4], [-7, -7, -7, -7]), r.theta, r.style, r.rotaryDim).data as Float32Array;
+          const got = f16BytesToF32(now, 4 * row);
+          for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]) / Math.max(1, Math.abs(want[i])));
+        }
+    process.stderr.write(`[kv-window gpu] f16 key shift: worst error ${worst.toExponential(2)} against the CPU rope\n`);
+    // f16 keeps 11 significant bits: the stored result is within about half an ulp (2^-11 relative) of the exact one
+    expect(worst).toBeLessThan(2 ** -10);
     await es.destroy();
   }, LONG);
 });
