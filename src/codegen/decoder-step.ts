@@ -316,7 +316,7 @@ export function generateDecoderStepKernel(spec: DecoderStepSpec): KernelSource {
     ['MAX_POS', `${s.maxPositions}u`, 'scores row stride'],
     ['BLOCK_SIZE', `${s.blockSize}u`, 'tokens per cache block'],
     ['ROPE_INV', `${L.ropeInv}u`, 'word offset of the RoPE frequencies'],
-    ['NORM', `${L.norm}u`, 'word offset of the final norm'],
+    ['NORM', `${L.norm}u`, 'word offset of the final RMSNorm weights'],
     ['CLS', `${L.cls}u`, 'word offset of the classifier [DIM][VOCAB]'],
     ['EMB', `${L.emb}u`, 'word offset of the embeddings [VOCAB][DIM]'],
   ];
@@ -346,7 +346,7 @@ export function generateDecoderStepKernel(spec: DecoderStepSpec): KernelSource {
     '  for (var i = lid; i < DIM; i += WG) { x[i] = w[EMB + token * DIM + i]; }',
     sync,
     layer,
-    '  // ---- final norm and classifier',
+    '  // ---- final RMSNorm and classifier',
     rmsnorm('NORM'),
     gemv('CLS', 'VOCAB', 'DIM', 'xn', (r, acc) => `logits[${r}] = ${acc};`),
     '}',
@@ -360,6 +360,7 @@ export function generateDecoderStepKernel(spec: DecoderStepSpec): KernelSource {
     params: [],
     grid: [1, 1, 1],
     nodes: [`whole decode step (${s.layers} layers)`],
+    features: [],
   };
 }
 
