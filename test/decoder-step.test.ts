@@ -41,6 +41,8 @@ describe('decoder-step schedule rule', () => {
     expect(decoderStepFit(STORIES, { ...soft, limits: { ...soft.limits, maxComputeWorkgroupStorageSize: 2048 } }, ctx)).toMatchObject({ use: false, why: expect.stringMatching(/workgroup memory/) });
     expect(decoderStepFit(STORIES, soft, { ...ctx, plainWeights: false })).toMatchObject({ use: false, why: expect.stringMatching(/not a plain llama/) });
     expect(decoderStepFit(STORIES, soft, { ...ctx, force: false })).toMatchObject({ use: false, why: 'turned off' });
+    // the packed weights are one binding: a device (or a test) with small bindings keeps the plan, which splits weights
+    expect(decoderStepFit(STORIES, { ...soft, limits: { ...soft.limits, maxStorageBufferBindingSize: 1 << 20 } }, { ...ctx, force: true })).toMatchObject({ use: false, why: expect.stringMatching(/packed weights take \d+ bytes/) });
     // a real GPU launches cheaply and runs one workgroup far below its rate: the plan wins for stories15M's shapes
     const gpu = createTarget('discrete');
     expect(decoderStepFit(big, { ...gpu, limits: { ...gpu.limits, maxStorageBuffersPerShaderStage: 1000 } }, { ...ctx, planDispatches: 64 }).use).toBe(false);

@@ -12,7 +12,7 @@
  * @module
  */
 import type { Target } from '../../ir/target.js';
-import { decoderStepBindingNames, decoderStepWorkgroupBytes, type DecoderStepSpec } from '../decoder-step.js';
+import { decoderStepBindingNames, decoderStepLayout, decoderStepWorkgroupBytes, type DecoderStepSpec } from '../decoder-step.js';
 
 /** The decoder shapes the rule reads (a llama config with its defaults applied). */
 export interface DecoderStepShape {
@@ -73,6 +73,10 @@ export function decoderStepFit(s: DecoderStepShape, target: Pick<Target, 'device
   const bindings = decoderStepBindingNames(s.layers).length;
   const maxBindings = target.limits.maxStorageBuffersPerShaderStage ?? 8;
   if (bindings > maxBindings) return { use: false, why: `it binds ${bindings} storage buffers, more than maxStorageBuffersPerShaderStage ${maxBindings}` };
+  const weightBytes = decoderStepLayout(spec).words * 4;
+  const maxBinding = target.limits.maxStorageBufferBindingSize ?? 128 * 1024 * 1024;
+  if (weightBytes > maxBinding) return { use: false, why: `its packed weights take ${weightBytes} bytes, more than one storage binding (maxStorageBufferBindingSize ${maxBinding})` };
+  if (s.heads * s.maxPositions * 4 > maxBinding) return { use: false, why: `its attention scores take ${s.heads * s.maxPositions * 4} bytes, more than one storage binding (maxStorageBufferBindingSize ${maxBinding})` };
   if (c.force) return { use: true, spec, why: 'asked for' };
   const k = COSTS[target.deviceClass === 'software-gpu' ? 'software-gpu' : 'gpu'];
   // judged at a quarter of the context: short generations dominate, and attention grows with the position
