@@ -15,18 +15,7 @@ import type { Target } from '../../ir/target.js';
 import { decoderStepBindingNames, decoderStepLayout, decoderStepWorkgroupBytes, type DecoderStepSpec } from '../decoder-step.js';
 
 /** The decoder shapes the rule reads (a llama config with its defaults applied). */
-export interface DecoderStepShape {
-  readonly dim: number;
-  readonly hiddenDim: number;
-  readonly layers: number;
-  readonly heads: number;
-  readonly kvHeads: number;
-  readonly headDim: number;
-  readonly vocab: number;
-  readonly maxPositions: number;
-  readonly eps: number;
-  readonly ropeStyle: 'interleaved' | 'half';
-}
+export type DecoderStepShape = Omit<DecoderStepSpec, 'blockSize' | 'workgroupSize' | 'staticLoops'>;
 
 /** What else decides whether the whole step may be used. */
 export interface DecoderStepContext {
