@@ -36,6 +36,7 @@ import { byteSize } from './ir/dtype.js';
 import { evalShape, shapeToJSON } from './ir/dim.js';
 import { launchesOf, runWebGPUPipeline, webgpuGraphStages, type PlanSpec, type WebGPUPipelineResult, type WeightCompression } from './webgpu-pipeline.js';
 import { sha256Hex } from './util/sha256.js';
+import { chooseDecoderStep, decoderStepPlanManifest } from './decoder-step-plan.js';
 
 /** Options of {@link compile} and {@link compileGraph}. */
 export interface CompileOptions {
@@ -90,6 +91,12 @@ export interface CompileOptions {
   printIrAfter?: readonly string[] | 'all';
   /** Where printed IR goes (default `console.error`). */
   print?: (text: string) => void;
+  /**
+   * The whole-step decode kernel (one workgroup runs a decode token of a small llama, `src/codegen/decoder-step.ts`):
+   * `true` uses it whenever the model and device fit it, `false` never; absent, the schedule rule's cost model
+   * decides (`src/codegen/schedule/decoder-step.ts`).
+   */
+  wholeStep?: boolean;
   /** Progress lines (compile steps and their times). */
   onProgress?: (line: string) => void;
 }
@@ -322,11 +329,22 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   if (pagedAttentionOf(graph).size === 0) throw new UnsupportedOpError(['attention'], 'no KV-cache attention found in the model graph (expected attention over concat(past_k.L, k))');
   const packer = new WeightPacker();
   const kernels = new KernelSet();
-  const plans = buildPlans(pipeline, target, kernels, packer, o.onProgress);
+  // the whole-step kernel replaces the decode plan's dispatches when the schedule rule picks it (the prefill plan
+  // serves every step of more than one token)
+  const decodeLaunches = pipeline.plans.find((p) => p.spec.name === 'decode');
+  const whole = decodeLaunches && chunk > decodeMax ? chooseDecoderStep(built0, maxPositions, target, { planDispatches: launchesOf(decodeLaunches.graph).length, force: o.wholeStep, batchInvariant: invariant }) : undefined;
+  if (whole) o.onProgress?.(`compile: whole-step decode kernel ${whole.choice.use ? 'used' : 'not used'}: ${whole.choice.why}`);
+  const useWhole = whole?.chosen;
+  const plans = buildPlans(useWhole ? { ...pipeline, plans: pipeline.plans.filter((p) => p !== decodeLaunches) } : pipeline, target, kernels, packer, o.onProgress);
   const c = model.config;
   const vocab = c.vocabSize;
   const logits = plans.outputs.find((x) => x.name === 'logits');
   if (!logits) throw new UnsupportedOpError(['logits'], "the model graph has no 'logits' output");
+  if (useWhole) {
+    const scoresSlot = plans.slots.push(Math.ceil((useWhole.spec.heads * maxPositions * 4) / 256) * 256) - 1;
+    plans.plans.unshift(decoderStepPlanManifest(useWhole.spec, useWhole.weights, { addKernel: (k) => kernels.add(k), addWeight: (e) => packer.add(e), logits: logits.ref!, scoresSlot }));
+    o.onProgress?.(`compile: decode plan: 1 dispatch (decoder-step), ${(useWhole.spec.heads * maxPositions * 4) / 1024} KiB of attention scores`);
+  }
   // scratch slot for the sampler's probabilities
   const probsSlot = plans.slots.push(Math.ceil((vocab * 4) / 256) * 256) - 1;
   // software rasterizers compile hidden-bound loops much faster (see the kernels' staticLoops)

@@ -71,6 +71,8 @@ export interface BenchCommandOptions {
   precision?: PrecisionPolicy;
   /** Element type of the KV cache (default f32). */
   kvDtype?: KvCacheDType;
+  /** The whole-step decode kernel (`--whole-step`): `auto` (default) lets the cost model decide. */
+  wholeStep?: 'auto' | 'on' | 'off';
   /** Center the cached keys and values and balance the key channels on statistics of this text (`--kv-calib`; for int8/int4 KV caches). */
   kvCalib?: string;
   /** Print the JSON object only (without it a summary line goes to stderr too). */
@@ -225,7 +227,7 @@ export async function runBench(o: BenchCommandOptions): Promise<BenchResult> {
       return best;
     };
     const tc = performance.now();
-    const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { dtype: o.kvDtype }, prefillChunk: Math.min(128, o.promptTokens), onProgress: log });
+    const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { dtype: o.kvDtype }, prefillChunk: Math.min(128, o.promptTokens), wholeStep: wholeStepOf(o.wholeStep), onProgress: log });
     kvBytes = kvCacheBytes(engine.manifest.kv!, model.maxPositions);
     compileMs = requestMs + (performance.now() - tc);
     const tl = performance.now();
@@ -336,4 +338,9 @@ export async function benchCommand(o: BenchCommandOptions): Promise<BenchResult>
         (res.gpu_ms_per_token !== null ? `; GPU ${res.gpu_ms_per_token} ms + host ${res.host_ms_per_token} ms per token` : ''),
     );
   return res;
+}
+
+/** `--whole-step`'s value as `compile`'s `wholeStep`. */
+export function wholeStepOf(mode: 'auto' | 'on' | 'off' | undefined): boolean | undefined {
+  return mode === 'on' ? true : mode === 'off' ? false : undefined;
 }

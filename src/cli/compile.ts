@@ -36,6 +36,8 @@ export interface CompileCommandOptions {
   kvBlockSize?: number;
   /** Element type of the KV cache (default f32). */
   kvDtype?: KvCacheDType;
+  /** The whole-step decode kernel (`--whole-step`): `auto` (default) lets the cost model decide. */
+  wholeStep?: 'auto' | 'on' | 'off';
   /** Center the cached keys and values and balance the key channels on statistics of this text (`--kv-calib`; for int8/int4 KV caches). */
   kvCalib?: string;
   /** Weight quantization scheme (`none`, `int8`, `int4-g32`, …); the engine stores the quantized weights. */
@@ -68,7 +70,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
   try {
     log(`compiling for ${describeDevice(handle.info)}`);
     const t0 = performance.now();
-    const options = { passes: o.passes, prefillChunk: o.prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, onProgress: log };
+    const options = { passes: o.passes, prefillChunk: o.prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, wholeStep: o.wholeStep === 'on' ? true : o.wholeStep === 'off' ? false : undefined, onProgress: log };
     const cachePath = timingCachePath(o.timingCache);
     const { cache, existed } = await readTimingCache(cachePath);
     let tuning: Record<string, unknown> | undefined;

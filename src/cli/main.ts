@@ -55,6 +55,11 @@ function kvCalibOption(): Option {
   return new Option('--kv-calib <file>', 'center the cached keys on per-layer, per-KV-head means measured on this text (more precise int8/int4 KV caches; attention is unchanged)');
 }
 
+/** `--whole-step <mode>`: the one-workgroup whole-step decode kernel for small llamas (`compile`'s `wholeStep`). */
+function wholeStepOption(): Option {
+  return new Option('--whole-step <mode>', 'decode small llamas with one whole-step kernel (one workgroup, no per-op dispatches): auto lets the cost model decide').choices(['auto', 'on', 'off']).default('auto');
+}
+
 function kvDtypeOption(): Option {
   return new Option('--kv-dtype <type>', 'element type of the KV cache: f16 halves it (needs shader-f16); int8 and int4 store integers with a scale per token and head').choices(['f32', 'f16', 'int8', 'int4']).default('f32');
 }
@@ -139,6 +144,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
     .option('--kv-window <sinks,recent>', 'keep the K/V of the first SINKS and last RECENT tokens only (StreamingLLM sliding window with attention sinks, rounded to KV blocks), so --steps may exceed the context; runs through the serving scheduler')
     .addOption(kvDtypeOption())
+    .addOption(wholeStepOption())
     .addOption(kvCalibOption())
     .addOption(quantOption())
     .addOption(maxContextOption())
@@ -291,6 +297,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--repeat <n>', 'timed runs', num('--repeat', { int: true, min: 1 }), 3)
     .addOption(new Option('--precision <policy>', 'precision policy of the WebGPU engine').choices(['auto', 'f32', 'f16']).default('auto'))
     .addOption(kvDtypeOption())
+    .addOption(wholeStepOption())
     .addOption(kvCalibOption())
     .option('--json', 'print only the JSON object (no summary line on stderr)', false)
     .action(async (o) => {
