@@ -89,13 +89,13 @@ describe.skipIf(!hasShared)('centered KV caches (--kv-calib)', () => {
     const webgpu = await evalJson(['--backend', 'webgpu', ...args]);
     expect(Math.abs(cpu.kl_mean - webgpu.kl_mean)).toBeLessThan(1e-3);
     const dir = join(mkdtempSync(join(tmpdir(), 'tw-kvc-')), 'engine');
-    const c = await runCli(['compile', '--model', MODEL, '--tokenizer', TOK, '--kv-dtype', 'int8', '--kv-calib', CALIB, '-o', dir]);
+    const c = await runCli(['compile', '--model', MODEL, '--tokenizer', TOK, '--kv-dtype', 'int8', '--kv-calib', CALIB, '--whole-step', 'off', '-o', dir]);
     expect(c.code, c.stderr).toBe(0);
     const manifest = JSON.parse(readFileSync(join(dir, 'engine.json'), 'utf8')) as EngineJson;
     expect(manifest.weights.some((w) => w.name === 'past_k.0.center')).toBe(true);
     // the centering costs no kernels: rope epilogues and projection biases carry it
     const plainDir = join(mkdtempSync(join(tmpdir(), 'tw-kvc-')), 'engine');
-    const p = await runCli(['compile', '--model', MODEL, '--tokenizer', TOK, '--kv-dtype', 'int8', '-o', plainDir]);
+    const p = await runCli(['compile', '--model', MODEL, '--tokenizer', TOK, '--kv-dtype', 'int8', '--whole-step', 'off', '-o', plainDir]);
     expect(p.code, p.stderr).toBe(0);
     const plain = JSON.parse(readFileSync(join(plainDir, 'engine.json'), 'utf8')) as EngineJson;
     expect(manifest.plans.map((pl) => pl.dispatches.length)).toEqual(plain.plans.map((pl) => pl.dispatches.length));
