@@ -6,6 +6,7 @@
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { compile } from '../compile.js';
+import { wholeStepOf } from './bench.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { findTokenizerFor, loadModel } from '../frontends/load.js';
 import { Llama2cTokenizer } from '../tokenizers/llama2c.js';
@@ -70,7 +71,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
   try {
     log(`compiling for ${describeDevice(handle.info)}`);
     const t0 = performance.now();
-    const options = { passes: o.passes, prefillChunk: o.prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, wholeStep: o.wholeStep === 'on' ? true : o.wholeStep === 'off' ? false : undefined, onProgress: log };
+    const options = { passes: o.passes, prefillChunk: o.prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, wholeStep: wholeStepOf(o.wholeStep), onProgress: log };
     const cachePath = timingCachePath(o.timingCache);
     const { cache, existed } = await readTimingCache(cachePath);
     let tuning: Record<string, unknown> | undefined;
