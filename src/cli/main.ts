@@ -248,7 +248,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(new Option('--activations <scales>', 'smoothquant, w8a8: activation scales, calibrated per tensor or per token at run time (default static)').choices(['static', 'per-token']))
     .addOption(new Option('--calibrator <name>', 'smoothquant, w8a8 with static scales: how each activation clip is calibrated (default minmax)').choices(['minmax', 'percentile', 'mse', 'entropy']))
     .option('--percentile <p>', 'the percentile calibrator: percentile of |x| (default 99.99)', num('--percentile', { min: 0, max: 100 }))
-    .option('--outliers <T>', 'rtn, gptq: keep in f32 the input channels whose calibration activation RMS exceeds T × the median channel\'s (at most 2% of K per matrix; GGUF tensors <name>.outlier_idx and .outlier_weight)', num('--outliers', { min: 0 }))
+    .option('--outliers <T>', 'rtn, gptq: keep in f32 the input channels whose calibration activation RMS exceeds T × the median channel\'s (at most 2% of K per matrix; GGUF tensors <name>.outlier_idx and .outlier_weight); W8A8 methods: the channels whose calibration max|x| exceeds T × the median channel\'s, left out of the int8 path and of the activation calibration', num('--outliers', { min: 0 }))
     .option('-o, --output <file>', 'GGUF file to write (rtn, gptq, awq); for the W8A8 methods a Hugging Face folder (compressed-tensors int-quantized safetensors + config.json)')
     .option('--eval <file>', 'score this text against the f32 model afterwards (as `eval`)')
     .option('--eval-tokens <n>', 'score at most this many tokens', num('--eval-tokens', { int: true, min: 1 }))

@@ -8,13 +8,17 @@
  * (`src/compress/calibrators.ts`); `--calibrator` chooses it for `smoothquant` and `w8a8` (default min-max). With `-o DIR`
  * it writes a Hugging Face folder in the compressed-tensors layout ({@link writeW8A8Folder}), which `eval --model DIR`
  * reads back into the same W8A8 model; `eval --w8a8` runs the same calibration on the CPU reference or WebGPU.
+ *
+ * `--outliers T` takes LLM.int8's mixed decomposition into W8A8: per matmul input, the channels whose calibration
+ * `max|x_j|` exceeds `T ×` the median channel's (at most 2% of K) are computed in f32 against f32 weight columns, and
+ * every calibrator sees only the other channels ({@link W8A8Options.outliers}); the table gets an `outl.` column.
  * @module
  */
 import { readFile } from 'node:fs/promises';
 import { openForCalibration } from './calibration-input.js';
 import { UsageError } from '../errors.js';
 import type { Calibrator } from '../compress/calibrators.js';
-import type { W8A8Layer } from '../compress/w8a8.js';
+import type { W8A8Layer, W8A8Options } from '../compress/w8a8.js';
 import { evalGraphs, type EvalResult } from './eval.js';
 import { calibrateModelW8A8, w8a8Model } from './w8a8-model.js';
 import { writeW8A8Folder } from './w8a8-file.js';
@@ -46,6 +50,8 @@ export interface QuantizeW8A8Result {
   percentile?: number;
   /** SmoothQuant's α (smoothquant only). */
   alpha?: number;
+  /** `--outliers T`: input channels with `max|x_j|` over `T ×` the median channel's kept in f32 (each layer's `outlierChannels`). */
+  outliers?: number;
   /** Calibration positions seen. */
   calibration_tokens: number;
   /** The per-layer report. */
@@ -66,13 +72,14 @@ export interface QuantizeW8A8Result {
 export function w8a8Table(layers: readonly W8A8Layer[]): string[] {
   const width = Math.max(5, ...layers.map((l) => l.name.length));
   const pad = (s: string, n: number): string => (s.length >= n ? s : s + ' '.repeat(n - s.length));
+  const outl = layers.some((l) => l.outlierChannels);
   return [
-    `${pad('layer', width)}  ${pad('shape', 9)}  ${pad('act.scale', 10)}  ${pad('input max', 9)}  ${pad('max/median', 10)}  smoothing`,
+    `${pad('layer', width)}  ${pad('shape', 9)}  ${pad('act.scale', 10)}  ${pad('input max', 9)}  ${pad('max/median', 10)}  ${outl ? 'outl.  ' : ''}smoothing`,
     ...layers.map(
       (l) =>
-        `${pad(l.name, width)}  ${pad(l.shape.join('x'), 9)}  ${pad(l.activationScale === 'per-token' ? 'per-token' : l.activationScale.toExponential(3), 10)}  ${pad(l.inputMax.toFixed(3), 9)}  ${pad(l.outlierRatio.toFixed(2), 10)}  ${l.smoothing ? `${l.smoothing} (s ${l.factorRange![1].toFixed(3)}..${l.factorRange![0].toFixed(3)})` : '-'}`,
+        `${pad(l.name, width)}  ${pad(l.shape.join('x'), 9)}  ${pad(l.activationScale === 'per-token' ? 'per-token' : l.activationScale.toExponential(3), 10)}  ${pad(l.inputMax.toFixed(3), 9)}  ${pad(l.outlierRatio.toFixed(2), 10)}  ${outl ? pad(String(l.outlierChannels?.length ?? 0), 5) + '  ' : ''}${l.smoothing ? `${l.smoothing} (s ${l.factorRange![1].toFixed(3)}..${l.factorRange![0].toFixed(3)})` : '-'}`,
     ),
-    '(input max, max/median: of the smoothed input over the calibration rows; max/median = its largest channel max over the median channel max)',
+    `(input max, max/median: of the smoothed input over the calibration rows${outl ? ', input max without the outlier channels' : ''}; max/median = its largest channel max over the median channel max${outl ? '; outl.: input channels kept in f32' : ''})`,
   ];
 }
 
@@ -89,14 +96,17 @@ export async function quantizeW8A8Command(o: QuantizeW8A8Options): Promise<Quant
   const calibrator = (byCalibrator ? method : (o.calibrator ?? 'minmax')) as Calibrator;
   if (!W8A8_CALIBRATORS.includes(calibrator)) throw new UsageError(`--calibrator must be one of ${W8A8_CALIBRATORS.join(', ')}, got '${calibrator}'`);
   if (activations === 'per-token' && o.calibrator !== undefined) throw new UsageError('--calibrator chooses static activation scales; per-token scales need none');
+  if (o.outliers !== undefined && !(o.outliers > 0 && Number.isFinite(o.outliers))) throw new UsageError(`--outliers must be a positive number, got ${o.outliers}`);
+  if (o.outliers !== undefined && o.output) throw new UsageError('-o: the compressed-tensors layout has no place for f32 outlier channels beside an int8 weight; drop --outliers to write a folder');
   if (o.percentile !== undefined && calibrator !== 'percentile') throw new UsageError('--percentile goes with the percentile calibrator');
   if (o.percentile !== undefined && !(o.percentile > 0 && o.percentile <= 100)) throw new UsageError(`--percentile must be in (0, 100], got ${o.percentile}`);
   const { model, tokenizer } = await openForCalibration('quantize', o);
   const alpha = method === 'smoothquant' ? (o.alpha ?? 0.5) : undefined;
   const percentile = calibrator === 'percentile' ? (o.percentile ?? 99.99) : undefined;
   const stat = activations === 'static' ? { calibrator, ...(percentile !== undefined ? { percentile } : {}) } : {};
-  const plan = await calibrateModelW8A8(model, tokenizer, { activations, alpha, ...stat, calib: o.calib, calibTokens: o.calibTokens });
-  const result: QuantizeW8A8Result = { method, activations, ...stat, ...(alpha !== undefined ? { alpha } : {}), calibration_tokens: plan.calibrationTokens, layers: plan.layers, kept: plan.kept };
+  const outliers = o.outliers !== undefined ? { outliers: o.outliers } : {};
+  const plan = await calibrateModelW8A8(model, tokenizer, { activations, alpha, ...stat, ...outliers, calib: o.calib, calibTokens: o.calibTokens });
+  const result: QuantizeW8A8Result = { method, activations, ...stat, ...(alpha !== undefined ? { alpha } : {}), ...outliers, calibration_tokens: plan.calibrationTokens, layers: plan.layers, kept: plan.kept };
   if (o.output) {
     const w = writeW8A8Folder(o.output, model, plan);
     Object.assign(result, { output: o.output, file_bytes: w.fileBytes, tensor_types: w.tensorTypes });

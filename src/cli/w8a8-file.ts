@@ -113,12 +113,13 @@ export interface W8A8FolderResult {
 /**
  * Writes `model` with `plan` applied as a compressed-tensors W8A8 Hugging Face folder `dir` (see the module comment).
  * @throws UsageError for a model that is not of the Llama family, has RoPE scaling, or a plan with explicit
- *   smoothing multiplies (no producer to fold `1/s` into: the format has no place for them).
+ *   smoothing multiplies (no producer to fold `1/s` into) or outlier channels: the format has no place for them.
  */
 export function writeW8A8Folder(dir: string, model: LoadedModel, plan: W8A8Plan): W8A8FolderResult {
   if (model.family !== 'llama') throw new UsageError(`-o writes W8A8 Llama-family models; this is a ${model.family} model`);
   const c = model.config as LlamaConfig;
   if (c.ropeScaling) throw new UsageError('-o: RoPE scaling is not written to W8A8 folders yet');
+  if (plan.outliers.size) throw new UsageError(`-o: the compressed-tensors layout has no place for the f32 outlier channels of ${[...plan.outliers.keys()].join(', ')}`);
   if (plan.inputScales.size) throw new UsageError(`-o: SmoothQuant found no producer to fold 1/s into for ${[...plan.inputScales.keys()].join(', ')}; the compressed-tensors layout has no place for an explicit multiply`);
   const graph = applyW8A8(model.build({ lastTokenLogitsOnly: false }), plan);
   const entries = new Map<string, WeightEntry>();

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
 import { tokenWindows } from '../compress/capture.js';
 import type { Calibrator } from '../compress/calibrators.js';
-import { applyW8A8, calibrateW8A8, type W8A8Activations, type W8A8Plan } from '../compress/w8a8.js';
+import { applyW8A8, calibrateW8A8, type W8A8Activations, type W8A8Options, type W8A8Plan } from '../compress/w8a8.js';
 import type { LoadedModel } from '../frontends/load.js';
 import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { log } from './output.js';
@@ -27,6 +27,8 @@ export interface W8A8Choice {
   readonly calib: string;
   /** Most calibration tokens. */
   readonly calibTokens?: number;
+  /** Outlier input channels kept in f32: `max|x_j|` over `T ×` the median channel's ({@link W8A8Options.outliers}). */
+  readonly outliers?: number;
 }
 
 /** Calibrates W8A8 for `model` on the text `choice.calib` (tokenized by `tokenizer`), on the CPU reference backend. */
@@ -34,8 +36,8 @@ export async function calibrateModelW8A8(model: LoadedModel, tokenizer: TextToke
   const ids = tokenizer.encode(await readFile(choice.calib, 'utf8'));
   const windows = tokenWindows(ids, model.bosId, model.maxPositions, choice.calibTokens ?? Infinity);
   if (!windows.length || windows[0].length < 2) throw new UsageError(`--calib ${choice.calib} has no tokens to calibrate on`);
-  log(`w8a8: ${choice.alpha !== undefined ? `SmoothQuant (alpha ${choice.alpha}) then ` : ''}W8A8 with ${choice.activations} activation scales${choice.activations === 'static' ? ` (${choice.calibrator ?? 'minmax'} calibration)` : ''}; calibrating on ${windows.reduce((a, w) => a + w.length, 0)} positions of ${choice.calib}`);
-  return calibrateW8A8(model.build({ lastTokenLogitsOnly: false }), windows, { activations: choice.activations, smoothQuantAlpha: choice.alpha, calibrator: choice.calibrator, percentile: choice.percentile, onProgress: log });
+  log(`w8a8: ${choice.alpha !== undefined ? `SmoothQuant (alpha ${choice.alpha}) then ` : ''}W8A8 with ${choice.activations} activation scales${choice.activations === 'static' ? ` (${choice.calibrator ?? 'minmax'} calibration)` : ''}${choice.outliers !== undefined ? `, outlier channels (max|x| > ${choice.outliers} × median) in f32` : ''}; calibrating on ${windows.reduce((a, w) => a + w.length, 0)} positions of ${choice.calib}`);
+  return calibrateW8A8(model.build({ lastTokenLogitsOnly: false }), windows, { activations: choice.activations, smoothQuantAlpha: choice.alpha, calibrator: choice.calibrator, percentile: choice.percentile, ...(choice.outliers !== undefined ? { outliers: { threshold: choice.outliers } } : {}), onProgress: log });
 }
 
 /** `model`, every graph it builds rewritten by `plan` (the calibration's weights and W8A8 matmuls). */

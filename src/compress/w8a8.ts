@@ -20,12 +20,14 @@ import { InputError } from '../errors.js';
 import { attrsOf, isOp, type ActivationQuant } from '../ir/attrs.js';
 import type { Graph } from '../ir/graph.js';
 import { makeNode, type Node } from '../ir/node.js';
+import { outlierLinear } from '../ir/outlier-linear.js';
 import { decodeWeight, quantizeWeight, WeightStore, type WeightEntry } from '../ir/weights.js';
 import { rewriteGraph } from '../passes/rewrite.js';
 import { runGraph } from '../runtime/cpu/interpreter.js';
 import { findAwqFold } from './awq.js';
 import { ActivationHistogram, calibrate, type Calibrator } from './calibrators.js';
 import { weightMatmuls, windowInputs, type CapturedMatmul } from './capture.js';
+import { OUTLIER_WEIGHT_SUFFIX } from './outliers.js';
 import { columnAbsMax, smoothingFactors } from './smoothquant.js';
 
 /** How activations are quantized: a scale per token (row), or one calibrated scale per tensor. */
@@ -45,6 +47,14 @@ export interface W8A8Options {
   readonly percentile?: number;
   /** SmoothQuant's migration strength α in [0, 1]; absent: no smoothing. */
   readonly smoothQuantAlpha?: number;
+  /**
+   * Outlier input channels kept in f32 (LLM.int8's mixed decomposition, with static calibrated thresholds): per
+   * matmul input, the channels whose calibration `max|x_j|` (of the smoothed input) exceeds `threshold ×` the median
+   * channel's, at most `⌈maxFraction · K⌉` of them (default 0.02), largest first. Their weight columns leave the int8
+   * weight (zeroed) for an f32 side weight read through {@link outlierLinear}, and every activation statistic (the
+   * min-max range, the calibrators' histograms) is of the remaining channels only. Absent: none.
+   */
+  readonly outliers?: W8A8OutlierOptions;
   /** Progress lines. */
   readonly onProgress?: (line: string) => void;
   /**
@@ -53,6 +63,14 @@ export interface W8A8Options {
    * @internal
    */
   readonly smoothOnly?: boolean;
+}
+
+/** Options of W8A8's outlier channels ({@link W8A8Options.outliers}). */
+export interface W8A8OutlierOptions {
+  /** `T` > 0: a channel whose calibration `max|x_j|` exceeds `T ×` the median channel's is an outlier. */
+  readonly threshold: number;
+  /** Most outlier channels per input as a fraction of K, rounded up, in (0, 1] (default 0.02). */
+  readonly maxFraction?: number;
 }
 
 /** One quantized matmul in the report. */
@@ -67,11 +85,13 @@ export interface W8A8Layer {
   readonly smoothing?: 'norm' | 'rows' | 'explicit';
   /** SmoothQuant: the largest and smallest factor of the input. */
   readonly factorRange?: readonly [number, number];
-  /** `max|X|` of the (smoothed) input over the calibration rows, and the ratio to its median channel's. */
+  /** `max|X|` of the (smoothed) input over the calibration rows, outlier channels excluded. */
   readonly inputMax: number;
+  /** With {@link W8A8Options.outliers}: the input channels kept in f32. */
+  readonly outlierChannels?: readonly number[];
   /** Static scales: the calibrated clip `t` (`inputMax` for min-max); the scale is `t / 127`. */
   readonly clip?: number;
-  /** `max_j max|X_j|` / median_j max|X_j|: how much one channel's outliers dominate the per-tensor range. */
+  /** `max_j max|X_j|` / median_j max|X_j| (over all channels): how much one channel's outliers dominate the per-tensor range. */
   readonly outlierRatio: number;
 }
 
@@ -83,6 +103,8 @@ export interface W8A8Plan {
   readonly actQuant: ReadonlyMap<string, ActivationQuant>;
   /** Per-channel `1/s` weights multiplied into the input of the matmuls reading each weight (no fold possible). */
   readonly inputScales: ReadonlyMap<string, WeightEntry>;
+  /** Outlier channels ({@link W8A8Options.outliers}) by weight name: their indices and the f32 `[N, indices.length]` columns. */
+  readonly outliers: ReadonlyMap<string, { readonly indices: readonly number[]; readonly weight: WeightEntry }>;
   /** One row per quantized matmul, in graph order. */
   readonly layers: readonly W8A8Layer[];
   /** Weights left f32 (the classifier), with why. */
@@ -155,14 +177,14 @@ export function calibrateW8A8(graph: Graph, windows: readonly (readonly number[]
 }
 
 /**
- * Runs `windows` through `graph` on the CPU reference backend and returns, per input node in `divisors`, the
- * {@link ActivationHistogram} of `|x_j / d_j|` (`d` the input's SmoothQuant factors, or all ones), its range set
- * from the known `max` so no bins merge.
+ * Runs `windows` through `graph` on the CPU reference backend and returns, per input node in `inputs`, the
+ * {@link ActivationHistogram} of `|x_j / d_j|` (`d` the input's SmoothQuant factors, or all ones) over its channels
+ * `j` not in `exclude` (the outlier channels), its range set from the known `max` so no bins merge.
  */
 export function captureInputHistograms(
   graph: Graph,
   windows: readonly (readonly number[])[],
-  inputs: ReadonlyMap<Node, { readonly divisor?: ArrayLike<number>; readonly max: number }>,
+  inputs: ReadonlyMap<Node, { readonly divisor?: ArrayLike<number>; readonly exclude?: readonly number[]; readonly max: number }>,
   onProgress?: (line: string) => void,
 ): Map<Node, ActivationHistogram> {
   const hists = new Map<Node, ActivationHistogram>();
@@ -176,12 +198,14 @@ export function captureInputHistograms(
       observe: (node, value) => {
         const h = hists.get(node);
         if (!h) return;
-        const d = inputs.get(node)!.divisor;
+        const { divisor: d, exclude } = inputs.get(node)!;
         const x = value.numbers;
-        if (!d) return h.add(x);
-        const k = d.length;
-        const y = new Float64Array(x.length);
-        for (let j = 0; j < x.length; j++) y[j] = x[j] / d[j % k];
+        if (!d && !exclude?.length) return h.add(x);
+        const k = node.shape[node.shape.length - 1] as number;
+        const kept = Array.from({ length: k }, (_, j) => j).filter((j) => !exclude?.includes(j));
+        const y = new Float64Array((x.length / k) * kept.length);
+        let o = 0;
+        for (let r = 0; r < x.length; r += k) for (const j of kept) y[o++] = d ? x[r + j] / d[j] : x[r + j];
         h.add(y);
       },
     });
@@ -202,6 +226,10 @@ export function planW8A8(graph: Graph, maxima: InputMaxima, opts: W8A8Options, w
   if (histogramScales && !windows?.length) throw new InputError(`W8A8: the ${calibrator} calibrator needs the calibration windows for its histograms`);
   const alpha = opts.smoothQuantAlpha;
   if (alpha !== undefined && !(alpha >= 0 && alpha <= 1)) throw new InputError(`SmoothQuant's alpha must be in [0, 1], got ${alpha}`);
+  const outlierOpts = opts.smoothOnly ? undefined : opts.outliers;
+  if (outlierOpts && !(outlierOpts.threshold > 0 && Number.isFinite(outlierOpts.threshold))) throw new InputError(`W8A8: the outlier threshold must be a positive number, got ${outlierOpts.threshold}`);
+  const maxFraction = outlierOpts?.maxFraction ?? 0.02;
+  if (outlierOpts && !(maxFraction > 0 && maxFraction <= 1)) throw new InputError(`W8A8: the outlier fraction must be in (0, 1], got ${maxFraction}`);
   const progress = opts.onProgress ?? ((): void => {});
   const classifier = outputMatmuls(graph);
   const tables = tableWeights(graph);
@@ -274,16 +302,25 @@ export function planW8A8(graph: Graph, maxima: InputMaxima, opts: W8A8Options, w
       progress(`smoothquant: ${group.map((m) => attrsOf(m.weight, 'weight').name).join(', ')}: 1/s into ${fold ? `${fold.kind} ${attrsOf(fold.weight, 'weight').name}` : 'an explicit per-channel multiply'}`);
     }
 
+  // the (smoothed) inputs' channel maxima, and their outlier channels
+  const smoothedMax = new Map<Node, Float64Array>();
+  const outlierChannels = new Map<Node, number[]>();
+  for (const input of groups.keys()) {
+    const s = smoothing.get(input)?.s;
+    const m = Float64Array.from(inputMax.get(input)!, (x, j) => (s ? x / s[j] : x));
+    smoothedMax.set(input, m);
+    if (outlierOpts) outlierChannels.set(input, selectMaxOutliers(m, outlierOpts.threshold, Math.ceil(maxFraction * m.length)));
+  }
+
   // static scales from a histogram calibrator: one more pass for the histograms of the smoothed inputs
   let clips: Map<Node, number> | undefined;
   if (histogramScales) {
-    const inputs = new Map<Node, { divisor?: Float32Array; max: number }>();
+    const inputs = new Map<Node, { divisor?: Float32Array; exclude?: number[]; max: number }>();
     for (const input of groups.keys()) {
       const s = smoothing.get(input)?.s;
-      const m = inputMax.get(input)!;
-      let max = 0;
-      for (let j = 0; j < m.length; j++) max = Math.max(max, s ? m[j] / s[j] : m[j]);
-      inputs.set(input, { ...(s ? { divisor: s } : {}), max });
+      const exclude = outlierChannels.get(input) ?? [];
+      const max = Math.max(0, ...smoothedMax.get(input)!.filter((_, j) => !exclude.includes(j)));
+      inputs.set(input, { ...(s ? { divisor: s } : {}), ...(exclude.length ? { exclude } : {}), max });
     }
     const hists = captureInputHistograms(graph, windows!, inputs, opts.onProgress);
     clips = new Map([...hists].map(([node, h]) => [node, h.total && h.absMax > 0 ? calibrate(h, calibrator, { bits: 8, percentile: opts.percentile }) : 0]));
@@ -293,32 +330,60 @@ export function planW8A8(graph: Graph, maxima: InputMaxima, opts: W8A8Options, w
   const weights = new Map<string, WeightEntry>();
   const actQuant = new Map<string, ActivationQuant>();
   const layers: W8A8Layer[] = [];
+  const outliers = new Map<string, { indices: readonly number[]; weight: WeightEntry }>();
   for (const { weight, input } of chosen) {
     const name = attrsOf(weight, 'weight').name;
     if (weights.has(name)) continue;
     const [n, k] = weight.shape as [number, number];
     const sm = smoothing.get(input);
-    const xMax = Float64Array.from(inputMax.get(input)!, (x, j) => (sm ? x / sm.s[j] : x));
-    const maxAll = Math.max(...xMax);
+    const xMax = smoothedMax.get(input)!;
+    const indices = outlierChannels.get(input) ?? [];
+    const rangeMax = Math.max(0, ...xMax.filter((_, j) => !indices.includes(j)));
     const sorted = [...xMax].sort((a, b) => a - b);
     const median = sorted[Math.floor(sorted.length / 2)];
-    const clip = clips ? clips.get(input)! : maxAll;
+    const clip = clips ? clips.get(input)! : rangeMax;
     const q: ActivationQuant = opts.activations === 'per-token' ? { scale: 'per-token' } : { scale: Math.fround(Math.max(clip, 1e-8) / 127) };
     if (!opts.smoothOnly) actQuant.set(name, q);
-    weights.set(name, opts.smoothOnly ? WeightStore.entry(name, 'f32', [n, k], { values: valueOf(weight) }) : quantizeWeight(name, [n, k], valueOf(weight), { bits: 8, groupSize: k }));
+    let w = valueOf(weight);
+    if (indices.length) {
+      // the outlier columns leave the int8 weight for an f32 side weight
+      const side = new Float32Array(n * indices.length);
+      w = Float32Array.from(w);
+      for (let r = 0; r < n; r++)
+        indices.forEach((c, j) => {
+          side[r * indices.length + j] = w[r * k + c];
+          w[r * k + c] = 0;
+        });
+      outliers.set(name, { indices, weight: WeightStore.entry(`${name}${OUTLIER_WEIGHT_SUFFIX}`, 'f32', [n, indices.length], { values: side }) });
+    }
+    weights.set(name, opts.smoothOnly ? WeightStore.entry(name, 'f32', [n, k], { values: w }) : quantizeWeight(name, [n, k], w, { bits: 8, groupSize: k }));
     layers.push({
       name,
       shape: [n, k],
       activationScale: q.scale,
       ...(sm ? { smoothing: sm.kind, factorRange: [Math.max(...sm.s), Math.min(...sm.s)] as const } : {}),
-      inputMax: maxAll,
+      inputMax: rangeMax,
+      ...(outlierOpts ? { outlierChannels: indices } : {}),
       ...(opts.activations === 'static' ? { clip } : {}),
-      outlierRatio: median > 0 ? maxAll / median : Infinity,
+      outlierRatio: median > 0 ? Math.max(...xMax) / median : Infinity,
     });
   }
   // smoothed norms and producers that stay f32
   for (const [name, node] of changed) if (!weights.has(name)) weights.set(name, WeightStore.entry(name, 'f32', node.shape as number[], { values: values.get(name)! }));
-  return { weights, actQuant, inputScales, layers, kept, calibrationTokens: maxima.rows };
+  return { weights, actQuant, inputScales, outliers, layers, kept, calibrationTokens: maxima.rows };
+}
+
+/**
+ * The outlier channels of an input by its channel maxima `m`: `m_j > threshold · median(m)`, at most `maxCount`,
+ * largest first, returned in increasing order.
+ */
+export function selectMaxOutliers(m: ArrayLike<number>, threshold: number, maxCount: number): number[] {
+  const sorted = Array.from(m).sort((a, b) => a - b);
+  const k = sorted.length;
+  const median = k % 2 ? sorted[(k - 1) / 2] : (sorted[k / 2 - 1] + sorted[k / 2]) / 2;
+  const over = Array.from(m, (x, j) => [x, j] as const).filter(([x]) => x > threshold * median);
+  over.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+  return over.slice(0, maxCount).map(([, j]) => j).sort((a, b) => a - b);
 }
 
 /**
@@ -353,7 +418,11 @@ export function applyW8A8(graph: Graph, plan: W8A8Plan): Graph {
         // the explicit 1/s goes in once: the input is then mul(x, 1/s)
         const scaled = inv && !(isOp(x, 'mul') && isOp(x.inputs[1], 'weight') && attrsOf(x.inputs[1], 'weight').id === inv.id);
         if (!q && !scaled) return undefined;
-        return makeNode('matmul', [scaled ? makeNode('mul', [x, ctx.addWeight(inv)]) : x, w], { ...a, ...(q ? { actQuant: q } : {}) });
+        const input = scaled ? makeNode('mul', [x, ctx.addWeight(inv)]) : x;
+        // outlier channels: once, with the activation quantization (the side matmul reads a weight the plan does not name)
+        const side = q && !a.transA ? plan.outliers.get(name) : undefined;
+        if (side) return outlierLinear(input, w, ctx.addWeight(side.weight), side.indices, q);
+        return makeNode('matmul', [input, w], { ...a, ...(q ? { actQuant: q } : {}) });
       },
     },
   ]).graph;

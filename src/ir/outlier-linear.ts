@@ -9,12 +9,17 @@
  * its GGUF file are the same nodes.
  * @module
  */
+import type { ActivationQuant } from './attrs.js';
 import { makeNode, type Node } from './node.js';
 
-/** `x·Wᵀ + x[…, indices]·W_outᵀ` (both matmuls with `transB`; no bias). */
-export function outlierLinear(x: Node, weight: Node, outlierWeight: Node, indices: readonly number[]): Node {
+/**
+ * `x·Wᵀ + x[…, indices]·W_outᵀ` (both matmuls with `transB`; no bias). With `actQuant` (W8A8,
+ * `src/compress/w8a8.ts`) the main matmul quantizes its activations; the side matmul reads the outlier channels of `x`
+ * unquantized.
+ */
+export function outlierLinear(x: Node, weight: Node, outlierWeight: Node, indices: readonly number[], actQuant?: ActivationQuant): Node {
   const idx = makeNode('constant', [], { dtype: 'i32', shape: [indices.length], values: [...indices] });
   const picked = makeNode('gather', [x, idx], { axis: x.shape.length - 1 });
-  const mm = (a: Node, w: Node): Node => makeNode('matmul', [a, w], { transA: false, transB: true });
-  return makeNode('add', [mm(x, weight), mm(picked, outlierWeight)]);
+  const mm = (a: Node, w: Node, q?: ActivationQuant): Node => makeNode('matmul', [a, w], { transA: false, transB: true, ...(q ? { actQuant: q } : {}) });
+  return makeNode('add', [mm(x, weight, actQuant), mm(picked, outlierWeight)]);
 }
