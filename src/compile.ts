@@ -332,7 +332,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   // the whole-step kernel replaces the decode plan's dispatches when the schedule rule picks it (the prefill plan
   // serves every step of more than one token)
   const decodeLaunches = pipeline.plans.find((p) => p.spec.name === 'decode');
-  const whole = decodeLaunches && chunk > decodeMax ? chooseDecoderStep(built0, maxPositions, target, { planDispatches: launchesOf(decodeLaunches.graph).length, force: o.wholeStep, batchInvariant: invariant }) : undefined;
+  const whole = decodeLaunches && chunk > decodeMax ? chooseDecoderStep(built0, maxPositions, target, { planDispatches: launchesOf(decodeLaunches.graph).length, force: o.wholeStep, batchInvariant: invariant, compressed: Object.keys(compressionOf(o)).length > 0 }) : undefined;
   if (whole) o.onProgress?.(`compile: whole-step decode kernel ${whole.choice.use ? 'used' : 'not used'}: ${whole.choice.why}`);
   const useWhole = whole?.chosen;
   const plans = buildPlans(useWhole ? { ...pipeline, plans: pipeline.plans.filter((p) => p !== decodeLaunches) } : pipeline, target, kernels, packer, o.onProgress);

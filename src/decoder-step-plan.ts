@@ -91,11 +91,14 @@ export function chooseDecoderStep(
   graph: Graph,
   maxPositions: number,
   target: Pick<Target, 'deviceClass' | 'limits' | 'kv'>,
-  c: Omit<DecoderStepContext, 'plainWeights'>,
+  c: Omit<DecoderStepContext, 'plainWeights'> & {
+    /** Whether the compile quantizes or sparsifies the weights (the kernel would read the f32 ones instead). */
+    readonly compressed?: boolean;
+  },
 ): DecoderStepDecision | undefined {
   const shape = decoderStepShapeOf(graph, maxPositions);
   if (!shape) return undefined;
-  const weights = c.force === false ? undefined : decoderStepWeightsOf(graph);
+  const weights = c.force === false || c.compressed ? undefined : decoderStepWeightsOf(graph);
   const choice = decoderStepFit(shape, target, { ...c, plainWeights: weights !== undefined });
   return choice.use && weights ? { choice, chosen: { spec: choice.spec, weights } } : { choice };
 }

@@ -56,6 +56,13 @@ describe('decoder-step schedule rule', () => {
     const biased = buildLlama(c, w, { logitRows: true });
     expect(chooseDecoderStep(biased, 8, soft, { ...ctx, force: true })).toMatchObject({ choice: { use: false, why: expect.stringMatching(/not a plain llama/) } });
   });
+
+  it('declines a compile that quantizes or sparsifies the weights (the kernel would read the f32 ones)', () => {
+    const c: LlamaConfig = { dim: 16, hiddenDim: 24, nLayers: 1, nHeads: 2, nKvHeads: 1, vocabSize: 11, seqLen: 8, sharedClassifier: true };
+    const g = buildLlama(c, randomLlamaWeights(c, 4), { logitRows: true });
+    expect(chooseDecoderStep(g, 8, soft, { ...ctx, force: true })?.chosen).toBeDefined();
+    expect(chooseDecoderStep(g, 8, soft, { ...ctx, force: true, compressed: true })?.chosen).toBeUndefined();
+  });
 });
 
 describe('decoder-step kernel', () => {
