@@ -5,7 +5,9 @@
 // policies and unsupported backends are typed errors.
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../src/errors.js';
-import { isOp } from '../src/ir/attrs.js';
+import { attrsOf, isOp } from '../src/ir/attrs.js';
+import { cpuProfile } from '../src/ir/device-profile.js';
+import { runPasses } from '../src/passes/pipeline.js';
 import type { Graph } from '../src/ir/graph.js';
 import { buildLlama, randomLlamaWeights, type LlamaConfig } from '../src/models/llama.js';
 import { runGraph } from '../src/runtime/cpu/interpreter.js';
@@ -206,6 +208,37 @@ describe('H2O on the paged CPU executor (random llama)', () => {
       for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
       expect(worst, name).toBeLessThan(name.startsWith('past_v') ? 1e-6 : 1e-4);
     }
+  });
+});
+
+describe('H2O support', () => {
+  it("the interpreter's observeOps reports the steps of fused programs (where a fused attention would be), not the fused node", () => {
+    const g = runPasses(tinyGraph(), 'O3', { device: cpuProfile }).graph;
+    const stepOps = new Set(g.nodes().filter((n) => n.op === 'fused').flatMap((n) => attrsOf(n, 'fused').steps.map((st) => st.op)));
+    expect(stepOps.size).toBeGreaterThan(0);
+    const tokens = randomTokens(3, 5);
+    const inputs: Record<string, Tensor> = { tokens: Tensor.from('i32', [1, 5], tokens), positions: Tensor.from('i32', [5], [0, 1, 2, 3, 4]) };
+    for (const inp of g.inputs) {
+      const name = inp.attrs.name as string;
+      if (name.startsWith('past_')) inputs[name] = new Tensor('f32', [1, 0, inp.shape[2] as number, inp.shape[3] as number], new Float32Array(0));
+    }
+    const seen = new Map<string, number>();
+    runGraph(g, inputs, { observeOps: (op) => void seen.set(op.op, (seen.get(op.op) ?? 0) + 1) });
+    expect(seen.has('fused')).toBe(false);
+    for (const op of stepOps) expect(seen.has(op), op).toBe(true);
+    expect(seen.get('attention')).toBe(config.nLayers);
+  });
+
+  it('evicting requests preempted by recompute complete within their budgets and free their blocks', async () => {
+    const session = new ServingSession(tinyExecutor(6, 4), { maxBatchTokens: 16, kvEviction: { policy: 'h2o', budgetTokens: 12, recentTokens: 4 } });
+    let most = 0;
+    session.onStep = () => (most = Math.max(most, session.scheduler.blocks.usedBlocks));
+    const results = await Promise.all([0, 1, 2].map((i) => session.generate({ promptIds: randomTokens(20 + i, 7), maxTokens: 30, temperature: 0, ignoreStopTokens: true })));
+    expect(session.metrics().preemptions).toBeGreaterThan(0);
+    for (const r of results) expect(r.ids.length).toBe(30);
+    expect(session.scheduler.evictedBlocks).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual(6);
+    expect(session.metrics().kvUsedBlocks).toBe(0);
   });
 });
 
