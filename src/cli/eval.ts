@@ -20,6 +20,8 @@
  * through the serving scheduler's sliding KV window with attention sinks (StreamingLLM) on the paged CPU executor:
  * `ppl` is the streaming perplexity in a cache of `kv_window.kv_bytes`, and `ppl_f32` stays the f32 model restarted
  * every context window (`--max-context` sets that window). `--kv-window 0,RECENT` is a plain sliding window.
+ * `--kv-h2o BUDGET,RECENT` streams it the same way through a cache bounded by H2O heavy-hitter eviction instead
+ * (`kv_h2o` in the result).
  * @module
  */
 import { readFile } from 'node:fs/promises';
@@ -34,8 +36,9 @@ import { describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { compile, compressionOf } from '../compile.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { CpuPagedExecutor } from '../runtime/serving/cpu-paged-executor.js';
+import { kvEvictionBlocks, type KvEviction } from '../runtime/serving/kv-eviction.js';
 import { kvWindowBlocks, type KvWindow } from '../runtime/serving/kv-window.js';
-import { kvWindowFlag } from './kv-window-flag.js';
+import { kvH2oFlag, kvWindowFlag, refuseKvH2o } from './kv-window-flag.js';
 import { Scheduler } from '../runtime/serving/scheduler.js';
 import { openModel, pickBackend } from './model-input.js';
 import { log } from './output.js';
@@ -86,6 +89,26 @@ export interface EvalCommandOptions {
   kvWindow?: string;
   /** With `kvWindow`: tokens per KV block, to which sinks and window are rounded up (default 16). */
   kvBlockSize?: number;
+  /** `BUDGET,RECENT`: stream the text through a cache bounded by H2O heavy-hitter eviction (CPU backend, f32 KV). */
+  kvH2o?: string;
+}
+
+/** The `kv_h2o` part of {@link EvalResult}. */
+export interface EvalKvH2o {
+  /** Tokens of K/V kept at most, as asked. */
+  budget_tokens: number;
+  /** Recent tokens always kept, as asked. */
+  recent_tokens: number;
+  /** Tokens per KV block (budget and recent part are rounded up to whole blocks). */
+  block_size: number;
+  /** Most positions the cache holds: budget blocks × block_size. */
+  cache_positions: number;
+  /** K/V bytes of that cache (f32, all layers). */
+  kv_bytes: number;
+  /** K/V bytes of a cache of the model's whole context. */
+  kv_bytes_full_context: number;
+  /** Blocks H2O dropped. */
+  evicted_blocks: number;
 }
 
 /** The `kv_window` part of {@link EvalResult}. */
@@ -128,6 +151,8 @@ export interface EvalResult {
   kv_dtype: KvCacheDType;
   /** With `--kv-window`: the window and the memory it takes. */
   kv_window?: EvalKvWindow;
+  /** With `--kv-h2o`: the budget and the memory it takes. */
+  kv_h2o?: EvalKvH2o;
 }
 
 /** Per-position log-probabilities of a causal LM over a window (rows of `vocab`). */
@@ -188,17 +213,25 @@ async function webgpuScorer(model: LoadedModel, o: EvalCommandOptions): Promise<
  * for consecutive windows of the comparison: each call returns the next `ids.length` rows (the stream starts at BOS
  * once, not at every window, which is the point).
  */
-function streamingScorer(graph: Graph, model: LoadedModel, ids: readonly number[], targets: number, window: KvWindow, blockSize: number): { scorer: WindowScorer; info: () => EvalKvWindow } {
+function streamingScorer(
+  graph: Graph,
+  model: LoadedModel,
+  ids: readonly number[],
+  targets: number,
+  bound: { window: KvWindow } | { eviction: KvEviction },
+  blockSize: number,
+): { scorer: WindowScorer; info: () => EvalKvWindow | EvalKvH2o } {
   const vocab = model.config.vocabSize;
-  const w = kvWindowBlocks(window, blockSize, model.maxPositions);
-  const executor = new CpuPagedExecutor(graph, { numBlocks: w.sinkBlocks + w.recentBlocks, blockSize, maxPositions: model.maxPositions, stopTokens: model.stopTokens });
+  const capacity = 'window' in bound ? kvWindowBlocks(bound.window, blockSize, model.maxPositions).capacity : kvEvictionBlocks(bound.eviction, blockSize, model.maxPositions).capacity;
+  const executor = new CpuPagedExecutor(graph, { numBlocks: capacity / blockSize, blockSize, maxPositions: model.maxPositions, stopTokens: model.stopTokens });
   let shifts = 0;
   const step = executor.step.bind(executor);
   executor.step = (b) => {
     shifts += b.shifts?.length ?? 0;
     return step(b);
   };
-  const scheduler = new Scheduler(executor, { maxBatchTokens: 1, prefixCaching: false, kvWindow: window });
+  const scheduler = new Scheduler(executor, { maxBatchTokens: 1, prefixCaching: false, ...('window' in bound ? { kvWindow: bound.window } : { kvEviction: bound.eviction }) });
+  const flag = 'window' in bound ? '--kv-window' : '--kv-h2o';
   const rows: Float64Array[] = [];
   executor.onLogits = (_seq, logits) => void rows.push(logSoftmax(logits, 0, vocab));
   let running: Promise<void> | undefined;
@@ -210,7 +243,7 @@ function streamingScorer(graph: Graph, model: LoadedModel, ids: readonly number[
       while (!done) {
         await scheduler.step();
         if (performance.now() - last > 10_000) {
-          log(`eval --kv-window: streamed ${rows.length}/${targets} tokens`);
+          log(`eval ${flag}: streamed ${rows.length}/${targets} tokens`);
           last = performance.now();
         }
       }
@@ -228,15 +261,11 @@ function streamingScorer(graph: Graph, model: LoadedModel, ids: readonly number[
       },
       async close() {},
     },
-    info: () => ({
-      sink_tokens: window.sinkTokens,
-      window_tokens: window.windowTokens,
-      block_size: blockSize,
-      cache_positions: w.capacity,
-      kv_bytes: w.capacity * executor.kvBytesPerPosition,
-      kv_bytes_full_context: model.maxPositions * executor.kvBytesPerPosition,
-      shifts,
-    }),
+    info: () => {
+      const memory = { block_size: blockSize, cache_positions: capacity, kv_bytes: capacity * executor.kvBytesPerPosition, kv_bytes_full_context: model.maxPositions * executor.kvBytesPerPosition };
+      if ('window' in bound) return { sink_tokens: bound.window.sinkTokens, window_tokens: bound.window.windowTokens, ...memory, shifts };
+      return { budget_tokens: bound.eviction.budgetTokens, recent_tokens: bound.eviction.recentTokens, ...memory, evicted_blocks: scheduler.evictedBlocks };
+    },
   };
 }
 
@@ -345,8 +374,10 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   if (kvWindow && o.kvCalib) throw new UsageError('--kv-window does not go with --kv-calib: centered keys do not rotate with their offsets');
   if (kvWindow && o.backend === 'webgpu') throw new UsageError('--kv-window runs on the CPU backend for now (the WebGPU engine has no key shift yet): pass --backend cpu');
   if (kvWindow && o.kvDtype && o.kvDtype !== 'f32') throw new UsageError('--kv-window takes an f32 KV cache for now (no key shift of int8/int4 blocks yet)');
-  if (o.kvBlockSize !== undefined && !kvWindow) throw new UsageError('--kv-block-size goes with --kv-window');
-  const backend = kvWindow ? 'cpu' : await pickBackend(o.backend);
+  const kvH2o = kvH2oFlag(o.kvH2o);
+  if (kvH2o) refuseKvH2o(o);
+  if (o.kvBlockSize !== undefined && !kvWindow && !kvH2o) throw new UsageError('--kv-block-size goes with --kv-window or --kv-h2o');
+  const backend = kvWindow || kvH2o ? 'cpu' : await pickBackend(o.backend);
   const passes = 'O3';
 
   const refModel = o.reference ? await openReference(o.reference, model, o.maxContext) : model;
@@ -362,10 +393,10 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   const compression = compressionOf(o);
   let underTest: WindowScorer;
   let weightBytes: number;
-  let windowInfo: (() => EvalKvWindow) | undefined;
-  if (kvWindow) {
+  let windowInfo: (() => EvalKvWindow | EvalKvH2o) | undefined;
+  if (kvWindow || kvH2o) {
     const graph = runPasses(tested.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: { ...compression } }).graph;
-    const st = streamingScorer(graph, tested, ids, targets, kvWindow, o.kvBlockSize ?? 16);
+    const st = streamingScorer(graph, tested, ids, targets, kvWindow ? { window: kvWindow } : { eviction: kvH2o! }, o.kvBlockSize ?? 16);
     underTest = st.scorer;
     windowInfo = st.info;
     weightBytes = weightTotals(graph).bytes;
@@ -385,7 +416,11 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   let r: EvalResult;
   try {
     r = { ...(await compareScorers(model, ids, targets, reference.scorer, underTest)), weight_bytes: weightBytes, weight_bytes_f32: f32.parameters * 4, kv_dtype: o.kvDtype ?? 'f32' };
-    if (windowInfo) r.kv_window = windowInfo();
+    if (windowInfo) {
+      const info = windowInfo();
+      if ('budget_tokens' in info) r.kv_h2o = info;
+      else r.kv_window = info;
+    }
   } finally {
     await underTest.close();
   }
@@ -393,6 +428,7 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   const w8a8 = o.w8a8 ? [`w8a8 ${o.w8a8}${o.smoothquant !== undefined ? `, smoothquant ${o.smoothquant}` : ''}`] : [];
   const kv = o.kvDtype && o.kvDtype !== 'f32' ? [`kv ${o.kvDtype}`] : [];
   if (r.kv_window) kv.push(`kv window ${r.kv_window.sink_tokens}+${r.kv_window.window_tokens} in ${r.kv_window.cache_positions} positions, ${r.kv_window.kv_bytes} of ${r.kv_window.kv_bytes_full_context} KV bytes`);
+  if (r.kv_h2o) kv.push(`kv h2o ${r.kv_h2o.budget_tokens} (recent ${r.kv_h2o.recent_tokens}) in ${r.kv_h2o.cache_positions} positions, ${r.kv_h2o.kv_bytes} of ${r.kv_h2o.kv_bytes_full_context} KV bytes, ${r.kv_h2o.evicted_blocks} blocks evicted`);
   if (!o.json) log(`eval [${[backend, ...Object.values(compression).map((x) => x.name), ...w8a8, ...kv].join(', ')}]: ${targets} tokens, ppl ${r.ppl.toFixed(4)} (f32 ${r.ppl_f32.toFixed(4)}), KL mean ${r.kl_mean.toExponential(3)} p99 ${r.kl_p99.toExponential(3)}, top-1 agreement ${(100 * r.top1_agreement).toFixed(2)}%`);
   return r;
 }

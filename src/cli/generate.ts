@@ -29,8 +29,9 @@ import { requireEngineFolder, requireFile, requireFileOrFolder } from './file-ar
 import type { BatchExecutor } from '../runtime/serving/batch-executor.js';
 import { BatchedEngineExecutor } from '../runtime/serving/batched-engine-executor.js';
 import { CpuPagedExecutor } from '../runtime/serving/cpu-paged-executor.js';
+import { kvEvictionBlocks, type KvEviction } from '../runtime/serving/kv-eviction.js';
 import { kvWindowBlocks, type KvWindow } from '../runtime/serving/kv-window.js';
-import { kvWindowFlag } from './kv-window-flag.js';
+import { kvH2oFlag, kvWindowFlag, refuseKvH2o } from './kv-window-flag.js';
 import { ServingSession, type ServingRequest } from '../runtime/serving/serving-session.js';
 
 /** Options of the `generate` command (as parsed from the command line). */
@@ -85,6 +86,12 @@ export interface GenerateCommandOptions {
    * first slides).
    */
   kvWindow?: string;
+  /**
+   * `BUDGET,RECENT`: keep at most BUDGET tokens' K/V under H2O heavy-hitter eviction (the last RECENT tokens and the
+   * blocks that received the most attention, rounded to KV blocks), so `steps` may exceed the model's context. CPU
+   * backend only, through the serving scheduler like `kvWindow`.
+   */
+  kvH2o?: string;
   /** Speculative decoding: drafts from n-gram lookup in the context, or from a draft model (absent: off). */
   speculative?: 'ngram' | 'draft';
   /** The draft model file of `speculative: 'draft'` (default: the `model` itself, quantized by `draftQuant`). */
@@ -172,6 +179,8 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   if (kvWindow && o.kvCalib) throw new UsageError('--kv-window does not go with --kv-calib: centered keys do not rotate with their offsets');
   if (kvWindow && spec) throw new UsageError('--kv-window and --speculative do not go together yet');
   if (kvWindow && (o.kvDtype === 'int8' || o.kvDtype === 'int4')) throw new UsageError(`--kv-window needs an f32 or f16 KV cache (no key shift of ${o.kvDtype} blocks yet)`);
+  const kvH2o = kvH2oFlag(o.kvH2o);
+  if (kvH2o) refuseKvH2o(o);
   if (o.model) requireFileOrFolder('--model', o.model);
   if (o.draftModel) requireFileOrFolder('--draft-model', o.draftModel);
   if (o.engine) requireEngineFolder('--engine', o.engine);
@@ -187,10 +196,10 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   if (!tokenizer) log('no tokenizer given or found: generating from BOS, ids only');
   const bos = model ? model.bosId : engineFromDisk!.manifest.lm!.bosId;
   const promptIds = tokenizer ? tokenizer.encode(o.prompt ?? '') : [bos];
-  const positions = kvWindow ? o.steps : Math.min(o.steps, model ? model.maxPositions : engineFromDisk!.manifest.lm!.maxPositions);
+  const positions = kvWindow || kvH2o ? o.steps : Math.min(o.steps, model ? model.maxPositions : engineFromDisk!.manifest.lm!.maxPositions);
   if (promptIds.length > positions) throw new InputError(`the prompt has ${promptIds.length} tokens, more than --steps allows (${positions} positions${positions < o.steps ? ", the model's context" : ''})`);
   // only now (the inputs are valid) look for a GPU, which may print driver notes
-  const backend = o.engine ? 'webgpu' : await pickBackend(o.backend, { model: model!, quant: o.quant, sparsity: o.sparsity, kvDtype: o.kvDtype });
+  const backend = o.engine ? 'webgpu' : kvH2o ? 'cpu' : await pickBackend(o.backend, { model: model!, quant: o.quant, sparsity: o.sparsity, kvDtype: o.kvDtype });
   const passes = o.passes ?? 'O3';
   // the prompt is echoed with the first generated token (or at the end, when none is): by then the model, the
   // engine and the settings have all been accepted, so nothing reaches stdout before an error could
@@ -217,7 +226,18 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
     if (!draftSource) throw new UsageError('--speculative draft with --engine needs a --draft-model <file>');
     if (draftSource.config.vocabSize !== vocab) throw new InputError(`the draft model's vocabulary has ${draftSource.config.vocabSize} tokens, the target's ${vocab}: they must share the tokenizer`);
   }
-  if (kvWindow) {
+  if (kvH2o) {
+    const blockSize = o.kvBlockSize ?? 16;
+    const maxPositions = model!.maxPositions;
+    const e = kvEvictionBlocks(kvH2o, blockSize, maxPositions);
+    const request = { promptIds, maxTokens: Math.max(1, o.steps - promptIds.length + 1), temperature: o.temperature, topP: o.topp, topK: o.topk ?? 0, seed: o.seed };
+    const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: { ...compressionOf(o) } });
+    extra.compile_ms = round(optimized.timings.reduce((a, t) => a + t.ms, 0));
+    const executor = new CpuPagedExecutor(optimized.graph, { numBlocks: e.budgetBlocks, blockSize, maxPositions, stopTokens: model!.stopTokens });
+    extra.load_ms = round(performance.now() - t0);
+    r = await generateInWindow(executor, request, { kvEviction: kvH2o }, onToken);
+    extra.kv_h2o = `${kvH2o.budgetTokens},${kvH2o.recentTokens}`;
+  } else if (kvWindow) {
     const blockSize = o.kvBlockSize ?? 16;
     const maxPositions = model ? model.maxPositions : engineFromDisk!.manifest.lm!.maxPositions;
     const w = kvWindowBlocks(kvWindow, blockSize, maxPositions);
@@ -227,7 +247,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
       extra.compile_ms = round(optimized.timings.reduce((a, t) => a + t.ms, 0));
       const executor = new CpuPagedExecutor(optimized.graph, { numBlocks: w.sinkBlocks + w.recentBlocks, blockSize, maxPositions, stopTokens: model!.stopTokens });
       extra.load_ms = round(performance.now() - t0);
-      r = await generateInWindow(executor, request, kvWindow, onToken);
+      r = await generateInWindow(executor, request, { kvWindow }, onToken);
     } else {
       const handle = await requestGPUDevice();
       try {
@@ -242,7 +262,7 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
           extra.load_ms = round(performance.now() - t0);
           extra.device = describeDevice(handle.info);
           const lm = engine.manifest.lm!;
-          r = await generateInWindow(new BatchedEngineExecutor(session, { maxPositions: lm.maxPositions, vocabSize: lm.vocabSize, stopTokens: lm.stopTokens }), request, kvWindow, onToken);
+          r = await generateInWindow(new BatchedEngineExecutor(session, { maxPositions: lm.maxPositions, vocabSize: lm.vocabSize, stopTokens: lm.stopTokens }), request, { kvWindow }, onToken);
         } finally {
           await session.destroy();
         }
@@ -389,14 +409,17 @@ function round(x: number): number {
   return Math.round(x * 100) / 100;
 }
 
-/** One request through a serving session with a sliding KV window; timings as `generateTokens` reports them. */
+/**
+ * One request through a serving session with a bounded KV cache (a sliding window or H2O eviction); timings as
+ * `generateTokens` reports them.
+ */
 async function generateInWindow(
   executor: BatchExecutor,
   request: ServingRequest,
-  kvWindow: KvWindow,
+  bound: { kvWindow?: KvWindow; kvEviction?: KvEviction },
   onToken: (id: number) => void,
 ): Promise<{ generated: number[]; prefillSeconds: number; decodeSeconds: number; stopped: boolean }> {
-  const session = new ServingSession(executor, { kvWindow, maxBatchTokens: 512 });
+  const session = new ServingSession(executor, { ...bound, maxBatchTokens: 512 });
   const t0 = performance.now();
   let first: number | undefined;
   const generated: number[] = [];

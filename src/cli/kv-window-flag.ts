@@ -1,9 +1,11 @@
 /**
- * The `--kv-window SINKS,RECENT` flag of `generate`, `serve` and `eval`: a malformed value is a usage error (exit 2);
+ * The `--kv-window SINKS,RECENT` and `--kv-h2o BUDGET,RECENT` flags of `generate`, `serve` and `eval`: a malformed
+ * value is a usage error (exit 2);
  * the window's fit to the model (blocks, context) is checked later, where the model is known.
  * @module
  */
 import { TensorwrightError, UsageError } from '../errors.js';
+import { parseKvH2o, type KvEviction } from '../runtime/serving/kv-eviction.js';
 import { parseKvWindow, type KvWindow } from '../runtime/serving/kv-window.js';
 
 /** Parses the flag (undefined when absent). */
@@ -14,4 +16,26 @@ export function kvWindowFlag(text: string | undefined): KvWindow | undefined {
   } catch (e) {
     throw e instanceof TensorwrightError ? new UsageError(e.message) : e;
   }
+}
+
+/** Parses `--kv-h2o BUDGET,RECENT` (undefined when absent); a malformed value is a usage error. */
+export function kvH2oFlag(text: string | undefined): KvEviction | undefined {
+  if (text === undefined) return undefined;
+  try {
+    return parseKvH2o(text);
+  } catch (e) {
+    throw e instanceof TensorwrightError ? new UsageError(e.message) : e;
+  }
+}
+
+/**
+ * The combinations `--kv-h2o` does not take, as usage errors naming the option: H2O needs the attention mass the CPU
+ * reference computes and an f32 KV cache whose keys it can shift.
+ */
+export function refuseKvH2o(o: { kvWindow?: string; kvCalib?: string; kvDtype?: string; backend?: string; engine?: string; speculative?: string }): void {
+  if (o.kvWindow !== undefined) throw new UsageError('--kv-h2o and --kv-window do not go together: pick one way of bounding the KV cache');
+  if (o.kvCalib) throw new UsageError('--kv-h2o does not go with --kv-calib: centered keys do not rotate with their offsets');
+  if (o.kvDtype && o.kvDtype !== 'f32') throw new UsageError(`--kv-h2o takes an f32 KV cache (no key shift of ${o.kvDtype} blocks, and the attention mass comes from the CPU reference)`);
+  if (o.backend === 'webgpu' || o.engine) throw new UsageError('--kv-h2o runs on the CPU backend only (the attention mass it ranks blocks by comes from the CPU reference): pass --backend cpu');
+  if (o.speculative) throw new UsageError('--kv-h2o and --speculative do not go together');
 }

@@ -20,7 +20,7 @@ import { CpuPagedExecutor } from '../runtime/serving/cpu-paged-executor.js';
 import { EngineSessionExecutor } from '../runtime/serving/engine-session-executor.js';
 import { BatchedEngineExecutor } from '../runtime/serving/batched-engine-executor.js';
 import { ServingSession } from '../runtime/serving/serving-session.js';
-import { kvWindowFlag } from './kv-window-flag.js';
+import { kvH2oFlag, kvWindowFlag, refuseKvH2o } from './kv-window-flag.js';
 import type { BatchExecutor } from '../runtime/serving/batch-executor.js';
 import type { TextTokenizer } from '../tokenizers/text-tokenizer.js';
 import { ChatTemplate } from './chat-template.js';
@@ -77,6 +77,11 @@ export interface ServeCommandOptions {
    * sinks, StreamingLLM) and may run past the context (CPU backend, or WebGPU model files with an f32/f16 KV cache).
    */
   kvWindow?: string;
+  /**
+   * `BUDGET,RECENT`: every request keeps at most BUDGET tokens' K/V under H2O heavy-hitter eviction (its last RECENT
+   * tokens and the blocks that received the most attention) and may run past the context (CPU backend only).
+   */
+  kvH2o?: string;
   /** The name clients use for a single `--model`/`--engine` (default: its file name). */
   servedModelName?: string;
 }
@@ -98,6 +103,8 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
   let executor: BatchExecutor;
   let tokenizer: TextTokenizer | undefined;
   const chat = ChatTemplate.find(path, o.tokenizer);
+  const kvH2o = kvH2oFlag(o.kvH2o);
+  if (kvH2o) refuseKvH2o({ ...o, engine: engineFolder ? path : undefined });
   if (engineFolder) {
     const engine = await Engine.load(path);
     const lm = engine.manifest.lm;
@@ -109,7 +116,7 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
     const opened = await openModel(path, o.tokenizer, { maxContext: o.maxContext });
     const model = o.kvCalib ? await keyOffsetModel(opened.model, opened.tokenizer, o.kvCalib) : opened.model;
     tokenizer = opened.tokenizer;
-    const backend = await pickBackend(o.backend, { model, kvDtype: o.kvDtype });
+    const backend = kvH2o ? 'cpu' : await pickBackend(o.backend, { model, kvDtype: o.kvDtype });
     if (backend === 'cpu') {
       const graph = runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile, options: { kvCache: o.kvDtype } }).graph;
       const blockSize = o.kvBlockSize ?? 16;
@@ -132,9 +139,9 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
   }
   const kvWindow = kvWindowFlag(o.kvWindow);
   if (kvWindow && o.kvCalib) throw new UsageError('--kv-window does not go with --kv-calib: centered keys do not rotate with their offsets');
-  const session = new ServingSession(executor, { tokenizer, maxBatchTokens: o.maxBatchTokens, maxWaiting: o.maxWaiting ?? 256, preemption: o.preemption, kvWindow });
+  const session = new ServingSession(executor, { tokenizer, maxBatchTokens: o.maxBatchTokens, maxWaiting: o.maxWaiting ?? 256, preemption: o.preemption, kvWindow, kvEviction: kvH2o });
   log(`serve: model '${id}' ready (${engineFolder ? 'engine, webgpu' : 'model file'}; context ${executor.maxPositions}, KV ${executor.kv.numBlocks} blocks of ${executor.kv.blockSize}, ${session.scheduler.maxSequences === Infinity ? 'sequences bounded by the pool' : `at most ${session.scheduler.maxSequences} sequences at once`}, preemption by ${session.scheduler.swapping ? 'swap' : 'recompute'}; chat template: ${chat.origin})`);
-  return { id, session, tokenizer, chat, maxPositions: executor.maxPositions, vocabSize: executor.vocabSize, memoryBytes: executor.memoryBytes, slidingWindow: kvWindow !== undefined };
+  return { id, session, tokenizer, chat, maxPositions: executor.maxPositions, vocabSize: executor.vocabSize, memoryBytes: executor.memoryBytes, slidingWindow: kvWindow !== undefined || kvH2o !== undefined };
 }
 
 /** The one model of `--model` or `--engine`. */

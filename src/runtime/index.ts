@@ -20,6 +20,7 @@ export * from './kernel-source.js';
 export * from './block-allocator.js';
 export * from './serving/batch-executor.js';
 export * from './serving/kv-block-manager.js';
+export * from './serving/kv-eviction.js';
 export * from './serving/kv-window.js';
 export * from './serving/scheduler.js';
 export * from './serving/serving-session.js';

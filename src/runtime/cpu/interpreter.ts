@@ -9,7 +9,7 @@ import type { Graph } from '../../ir/graph.js';
 import type { Node } from '../../ir/node.js';
 import { decodeWeight, type WeightEntry } from '../../ir/weights.js';
 import { inferFusedSteps } from '../../ir/ops.js';
-import { attrsOf, typedOp } from '../../ir/attrs.js';
+import { attrsOf, typedOp, type OpLike } from '../../ir/attrs.js';
 import * as K from './kernels.js';
 import { asInputDType, Tensor, roundToHalf } from './tensor.js';
 import { int8WeightOfEntry, int8WeightOfValues, isInt8PerChannel, w8a8Matmul, type Int8Weight } from './w8a8.js';
@@ -96,7 +96,16 @@ export interface RunOptions {
    * through it). The tensors are the interpreter's own: an observer must not change them.
    */
   observe?: NodeObserver;
+  /**
+   * Called after each op is evaluated, the steps of fused programs included (a fused node itself is not reported), with
+   * the op and its operands' values: sees an op whatever fusion did to the graph (H2O eviction watches `attention`
+   * through it). The tensors are the interpreter's own: an observer must not change them.
+   */
+  observeOps?: OpObserver;
 }
+
+/** A {@link RunOptions.observeOps} callback: an op (a node or a fused step), its value, and its operands' values. */
+export type OpObserver = (op: OpLike, value: Tensor, operands: readonly Tensor[]) => void;
 
 /** A {@link RunOptions.observe} callback: a node, its value, and its operands' values in operand order. */
 export type NodeObserver = (node: Node, value: Tensor, operands: readonly Tensor[]) => void;
@@ -112,7 +121,8 @@ export function runGraph(g: Graph, inputs: Readonly<Record<string, Tensor>>, opt
   const values = new Map<Node, Tensor>();
   nodes.forEach((n, i) => {
     const args = n.inputs.map((x) => values.get(x)!);
-    const value = evaluateNode(n, args, g, inputs, bindings);
+    const value = evaluateNode(n, args, g, inputs, bindings, opts.observeOps);
+    if (n.op !== 'fused') opts.observeOps?.(n, value, args);
     values.set(n, value);
     opts.observe?.(n, value, args);
     if (!opts.keepAll) for (const x of new Set(n.inputs)) if (lastUse.get(x) === i && !keep.has(x)) values.delete(x);
@@ -141,7 +151,7 @@ export interface OpInstance {
  * Evaluates one node (or a step of a fused program) given its operands' values.
  * @internal
  */
-export function evaluateNode(n: OpInstance, args: Tensor[], g: Graph, inputs: Readonly<Record<string, Tensor>>, bindings: DimBindings): Tensor {
+export function evaluateNode(n: OpInstance, args: Tensor[], g: Graph, inputs: Readonly<Record<string, Tensor>>, bindings: DimBindings, observeOps?: OpObserver): Tensor {
   const t = typedOp(n);
   switch (t.op) {
     case 'input':
@@ -191,14 +201,14 @@ export function evaluateNode(n: OpInstance, args: Tensor[], g: Graph, inputs: Re
     case 'attention':
       return K.attention(args[0], args[1], args[2], args[3], t.attrs.causal, t.attrs.scale);
     case 'fused':
-      return evaluateFused(n, args, g, inputs, bindings);
+      return evaluateFused(n, args, g, inputs, bindings, observeOps);
     default:
       throw new UnsupportedOpError([n.op], `the CPU backend cannot run op '${n.op}'`);
   }
 }
 
 /** Runs a fused node's program step by step with the reference kernels (so fusion never changes the numbers). */
-function evaluateFused(n: OpInstance, args: Tensor[], g: Graph, inputs: Readonly<Record<string, Tensor>>, bindings: DimBindings): Tensor {
+function evaluateFused(n: OpInstance, args: Tensor[], g: Graph, inputs: Readonly<Record<string, Tensor>>, bindings: DimBindings, observeOps?: OpObserver): Tensor {
   // infer step types from the node's own (possibly symbolic) operand types, so steps whose attributes mention
   // symbolic dims type-check; evaluateNode resolves them with the bindings
   const operandTypes = 'inputs' in n ? (n as Node).inputs : args.map((t) => ({ dtype: t.dtype, shape: t.shape }));
@@ -206,7 +216,10 @@ function evaluateFused(n: OpInstance, args: Tensor[], g: Graph, inputs: Readonly
   const results: Tensor[] = [];
   steps.forEach((st, j) => {
     const operands = st.args.map((r) => (r >= 0 ? args[r] : results[-r - 1]));
-    results.push(evaluateNode({ op: st.op, attrs: st.attrs, dtype: types[j].dtype, shape: types[j].shape }, operands, g, inputs, bindings));
+    const step = { op: st.op, attrs: st.attrs, dtype: types[j].dtype, shape: types[j].shape };
+    const value = evaluateNode(step, operands, g, inputs, bindings, observeOps);
+    if (step.op !== 'fused') observeOps?.(step, value, operands);
+    results.push(value);
   });
   return results[results.length - 1];
 }

@@ -522,6 +522,53 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | undefi
   return finish(out);
 }
 
+/**
+ * The attention mass each key receives: for `[B, S, H, D]` queries and `[B, T, Hkv, D]` keys (GQA grouping,
+ * bottom-right-aligned causal masking and the optional mask as in {@link attention}), the softmax weight of key `j`
+ * summed over batch, query heads and queries, in float64; `T` entries. H2O eviction ranks cached blocks by it.
+ */
+export function attentionKeyMass(q: Tensor, k: Tensor, mask: Tensor | undefined, causal: boolean, scale: number): Float64Array {
+  const [B, S, Hq, D] = q.shape;
+  const [, T, Hkv] = k.shape;
+  const group = Hq / Hkv;
+  const mOff = mask ? broadcastOffsets([B, Hq, S, T], mask.shape) : null;
+  const mass = new Float64Array(T);
+  const scores = new Float64Array(T);
+  const qd = nums(q);
+  const kd = nums(k);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < Hq; h++) {
+      const hk = Math.floor(h / group);
+      for (let i = 0; i < S; i++) {
+        const qb = ((b * S + i) * Hq + h) * D;
+        let mx = -Infinity;
+        for (let j = 0; j < T; j++) {
+          let sc: number;
+          if (causal && j > i + (T - S)) sc = -Infinity;
+          else {
+            let dot = 0;
+            const kb = ((b * T + j) * Hkv + hk) * D;
+            for (let d = 0; d < D; d++) dot += qd[qb + d] * kd[kb + d];
+            sc = dot * scale;
+            if (mask) {
+              const flat = ((b * Hq + h) * S + i) * T + j;
+              const mv = nums(mask)[mOff ? mOff[flat] : flat];
+              if (mask.dtype === 'bool') sc = mv ? sc : -Infinity;
+              else sc += mv;
+            }
+          }
+          scores[j] = sc;
+          if (sc > mx) mx = sc;
+        }
+        if (mx === -Infinity) continue;
+        let sum = 0;
+        for (let j = 0; j < T; j++) sum += scores[j] = Math.exp(scores[j] - mx);
+        for (let j = 0; j < T; j++) mass[j] += scores[j] / sum;
+      }
+    }
+  return mass;
+}
+
 /** A tensor filled from an inline constant (splat or full). */
 export function constant(dtype: DType, shape: readonly number[], values: readonly number[]): Tensor {
   const T = arrayTypeFor(dtype);

@@ -27,6 +27,11 @@ export interface ExecutorEntry {
   readonly blockTable: readonly number[];
   /** Sample a token after the last of `tokens` with these settings; absent for a prefill chunk that is not the last. */
   readonly sampling?: SamplerStepSettings;
+  /**
+   * Compute the attention mass the cache positions receive in this entry (H2O eviction, see `kv-eviction.ts`), for
+   * {@link BatchExecutor.takeAttentionMass}; only for an executor with `tracksAttention`.
+   */
+  readonly attentionMass?: boolean;
 }
 
 /** The KV pool's shape. */
@@ -121,6 +126,17 @@ export interface BatchExecutor {
    * requests with attention sinks need; default false.
    */
   readonly canShiftKeys?: boolean;
+  /**
+   * Whether the executor computes the attention mass of entries that ask ({@link ExecutorEntry.attentionMass}), which
+   * H2O eviction needs; default false.
+   */
+  readonly tracksAttention?: boolean;
+  /**
+   * After a step: per cache position `0 .. start + tokens.length − 1` of sequence `seqId`, the softmax weight it
+   * received in that step, summed over layers, query heads and the entry's tokens (undefined when its entry did not
+   * ask). Forgotten once taken.
+   */
+  takeAttentionMass?(seqId: number): Float64Array | undefined;
   /** Forgets a host copy that will not be swapped in (its request ended while swapped out). */
   discardSwapped?(key: number): void;
   /** Frees what the executor holds (device sessions). */

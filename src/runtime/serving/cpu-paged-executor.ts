@@ -6,11 +6,11 @@
  * @module
  */
 import { InputError } from '../../errors.js';
-import { attrsOf, type OpLike, type RopeAttrs } from '../../ir/attrs.js';
+import { attrsOf, isOp, type OpLike, type RopeAttrs } from '../../ir/attrs.js';
 import { graphRopeAttrs } from '../../ir/rope.js';
 import type { Graph } from '../../ir/graph.js';
 import { runGraph } from '../cpu/interpreter.js';
-import { rope } from '../cpu/kernels.js';
+import { attentionKeyMass, rope } from '../cpu/kernels.js';
 import { Tensor } from '../cpu/tensor.js';
 import { sampleToken } from '../sampling.js';
 import type { BatchExecutor, ExecutorBatch, KvPoolShape, ExecutorEntry, KvShift } from './batch-executor.js';
@@ -85,6 +85,24 @@ export class CpuPagedExecutor implements BatchExecutor {
   }
 
   readonly canSwap = true;
+
+  /** It computes, for entries that ask, the attention mass every cached position receives (H2O eviction). */
+  readonly tracksAttention = true;
+
+  /** Attention mass per cache position of the entries of the last step that asked for it, by sequence. */
+  private readonly masses = new Map<number, Float64Array>();
+
+  /**
+   * The attention mass the cache positions `0 .. start + tokens.length − 1` of sequence `seqId` received in the last
+   * step (its entry asked with `attentionMass`): the softmax weights of each `attention` op of the graph (every layer,
+   * fused or not, seen through the interpreter's `observeOps`), summed over query heads and the entry's tokens.
+   * Forgotten once taken; undefined when there is none.
+   */
+  takeAttentionMass(seqId: number): Float64Array | undefined {
+    const m = this.masses.get(seqId);
+    this.masses.delete(seqId);
+    return m;
+  }
 
   /**
    * Called with the logits after the last token of every entry (sampled or not), before sampling; the row is only
@@ -177,8 +195,9 @@ export class CpuPagedExecutor implements BatchExecutor {
     });
   }
 
-  release(_seqId: number): void {
-    // all state is in the pool, which the block manager owns
+  release(seqId: number): void {
+    // all other state is in the pool, which the block manager owns
+    this.masses.delete(seqId);
   }
 
   private run(e: ExecutorEntry): number {
@@ -202,7 +221,22 @@ export class CpuPagedExecutor implements BatchExecutor {
       }
       inputs[p.input] = new Tensor('f32', [1, e.start, p.heads, p.row / p.heads], past);
     }
-    const out = runGraph(this.graph, inputs);
+    let mass: Float64Array | undefined;
+    const observeOps = e.attentionMass
+      ? (node: OpLike, _value: Tensor, args: readonly Tensor[]): void => {
+          if (!isOp(node, 'attention')) return;
+          const { causal, scale } = node.attrs;
+          const m = attentionKeyMass(args[0], args[1], args[3], causal, scale);
+          mass ??= new Float64Array(m.length);
+          for (let j = 0; j < m.length; j++) mass[j] += m[j];
+        }
+      : undefined;
+    const out = runGraph(this.graph, inputs, { observeOps });
+    if (e.attentionMass) {
+      if (!mass || mass.length !== end)
+        throw new InputError(`sequence ${e.seqId}: the graph has no attention op over its ${end} cached positions, so its attention mass (kvEviction h2o) cannot be observed`);
+      this.masses.set(e.seqId, mass);
+    }
     for (const p of this.pools) {
       const present = out[p.output].data as Float32Array;
       for (let pos = e.start; pos < end; pos++) {

@@ -15,6 +15,7 @@ import type { SamplerStepSettings } from '../sampler-params.js';
 import { validateSampling } from '../sampling.js';
 import type { BatchExecutor, BlockCopy, ExecutorEntry, KvShift } from './batch-executor.js';
 import { KvBlockManager, type PrefixMatch } from './kv-block-manager.js';
+import { kvEvictionBlocks, leastMassBlock, planEvictionStep, type KvEviction, type KvEvictionBlocks } from './kv-eviction.js';
 import { kvWindowBlocks, planWindowStep, type KvWindow, type KvWindowBlocks } from './kv-window.js';
 
 /** Why a sequence ended: a stop token or stop string, its token limit or the context, cancellation, its deadline, an executor error. */
@@ -48,6 +49,13 @@ export interface SchedulerRequest {
    * an executor that can shift keys; a windowed sequence neither takes nor feeds the prefix cache.
    */
   readonly kvWindow?: KvWindow | false;
+  /**
+   * H2O heavy-hitter eviction (see `kv-eviction.ts`): the sequence keeps at most `budgetTokens` of K/V, its recent
+   * blocks and the blocks that received the most attention, and may run past the model's context. `false` turns off
+   * the scheduler's default. Needs an executor that shifts keys and tracks attention (the CPU reference); does not go
+   * with `kvWindow`; like a windowed sequence it neither takes nor feeds the prefix cache.
+   */
+  readonly kvEviction?: KvEviction | false;
 }
 
 /** What the scheduler tells the owner of a request. */
@@ -78,6 +86,8 @@ export interface SchedulerOptions {
   readonly preemption?: 'recompute' | 'swap';
   /** The sliding window every request gets unless it names its own (see {@link SchedulerRequest.kvWindow}). */
   readonly kvWindow?: KvWindow;
+  /** The KV eviction policy every request gets unless it names its own (see {@link SchedulerRequest.kvEviction}). */
+  readonly kvEviction?: KvEviction;
 }
 
 /** What one {@link Scheduler.step} did. */
@@ -115,8 +125,17 @@ interface Sequence {
   kvSeq?: number;
   /** Its sliding window, in blocks (absent: it keeps all its K/V). */
   readonly window?: KvWindowBlocks;
-  /** Tokens whose K/V the window dropped: the cache holds `computed − evicted`, text token `i ≥ sinks` at `i − evicted`. */
+  /** Its H2O eviction policy, in blocks (absent: none). */
+  readonly eviction?: KvEvictionBlocks;
+  /**
+   * Tokens whose K/V the window or the eviction policy dropped: the cache holds `computed − evicted`; under a window,
+   * text token `i ≥ sinks` is at `i − evicted`.
+   */
   evicted: number;
+  /** Under eviction: the attention mass each block of the cache has received so far, in cache order. */
+  mass: number[];
+  /** Under eviction: the text index of each token the cache holds, in cache order. */
+  cacheText: number[];
   /** While swapped out: tokens whose K/V waits in host memory. */
   swapped?: number;
   started: boolean;
@@ -131,8 +150,8 @@ interface Planned {
   readonly prefill: boolean;
   /** Block copies its write needs (copy-on-write). */
   readonly copies: readonly BlockCopy[];
-  /** Key shift after the window dropped blocks. */
-  readonly shift?: KvShift;
+  /** Key shifts after the window or the eviction policy dropped blocks (in order). */
+  readonly shifts?: readonly KvShift[];
 }
 
 /** Continuous-batching scheduler over a {@link BatchExecutor} and a {@link KvBlockManager}. */
@@ -158,6 +177,9 @@ export class Scheduler {
   private nextId = 0;
   private stepping = false;
   private readonly kvWindow?: KvWindow;
+  private readonly kvEviction?: KvEviction;
+  /** Blocks dropped by eviction policies (H2O) so far. */
+  evictedBlocks = 0;
 
   constructor(
     /** The backend. */
@@ -172,7 +194,20 @@ export class Scheduler {
     this.clock = options.clock ?? (() => performance.now());
     this.swapping = options.preemption === 'swap' && executor.canSwap === true;
     this.kvWindow = options.kvWindow;
+    this.kvEviction = options.kvEviction;
+    if (this.kvWindow && this.kvEviction) throw new InputError('kvWindow and kvEviction do not go together: pick one way of bounding the KV cache');
     if (this.kvWindow) this.windowOf({ kvWindow: this.kvWindow });
+    if (this.kvEviction) this.evictionOf({ kvEviction: this.kvEviction });
+  }
+
+  /** A request's eviction policy in blocks (its own, else the default), checked against the executor and the pool. */
+  private evictionOf(req: Pick<SchedulerRequest, 'kvEviction' | 'kvWindow'>): KvEvictionBlocks | undefined {
+    const e = req.kvEviction === false ? undefined : (req.kvEviction ?? this.kvEviction);
+    if (!e) return undefined;
+    if (req.kvWindow) throw new InputError('kvWindow and kvEviction do not go together: pick one way of bounding the KV cache');
+    if (this.executor.canShiftKeys !== true || this.executor.tracksAttention !== true || !this.executor.takeAttentionMass)
+      throw new InputError(`kvEviction '${e.policy}' needs a model backend that tracks attention and shifts cached keys (the CPU reference executor); this one does not`);
+    return kvEvictionBlocks(e, this.blocks.blockSize, this.executor.maxPositions);
   }
 
   /** A request's window in blocks (its own, else the default), checked against the executor and the pool. */
@@ -203,15 +238,17 @@ export class Scheduler {
   validate(req: SchedulerRequest): void {
     const ex = this.executor;
     if (req.promptIds.length === 0) throw new InputError('the prompt has no tokens (it needs at least BOS)');
-    const window = this.windowOf(req);
-    if (!window && req.promptIds.length > ex.maxPositions) throw new InputError(`the prompt has ${req.promptIds.length} tokens, more than the model's context of ${ex.maxPositions}`);
+    const eviction = this.evictionOf(req);
+    const window = eviction ? undefined : this.windowOf(req);
+    const bound = window ?? eviction;
+    if (!bound && req.promptIds.length > ex.maxPositions) throw new InputError(`the prompt has ${req.promptIds.length} tokens, more than the model's context of ${ex.maxPositions}`);
     for (const t of req.promptIds) if (!(Number.isInteger(t) && t >= 0 && t < ex.vocabSize)) throw new InputError(`token id ${t} is outside the vocabulary (0..${ex.vocabSize - 1})`);
     if (!(Number.isInteger(req.maxTokens) && req.maxTokens > 0)) throw new InputError(`maxTokens must be a positive integer, got ${req.maxTokens}`);
     if (!Number.isSafeInteger(req.seed)) throw new InputError(`seed must be an integer, got ${req.seed}`);
     validateSampling({ temperature: req.temperature, topp: req.topP, topk: req.topK, seed: req.seed });
     for (const t of req.stopTokenIds ?? []) if (!Number.isInteger(t)) throw new InputError(`stop token id ${t} is not an integer`);
     if (req.priority !== undefined && !Number.isFinite(req.priority)) throw new InputError(`priority must be a finite number, got ${req.priority}`);
-    const positions = Math.min(req.promptIds.length + req.maxTokens - 1, window ? window.capacity : ex.maxPositions);
+    const positions = Math.min(req.promptIds.length + req.maxTokens - 1, bound ? bound.capacity : ex.maxPositions);
     const need = Math.ceil(positions / this.blocks.blockSize);
     if (need > this.blocks.numBlocks)
       throw new InputError(`the request needs up to ${need} KV blocks of ${this.blocks.blockSize} tokens (${positions} positions), more than the ${this.blocks.numBlocks} in the pool`);
@@ -221,6 +258,7 @@ export class Scheduler {
   add(req: SchedulerRequest, observer: SequenceObserver): number {
     this.validate(req);
     const id = this.nextId++;
+    const eviction = this.evictionOf(req);
     const seq: Sequence = {
       id,
       req,
@@ -231,8 +269,11 @@ export class Scheduler {
       tokens: [...req.promptIds],
       generated: 0,
       computed: 0,
-      window: this.windowOf(req),
+      window: eviction ? undefined : this.windowOf(req),
+      eviction,
       evicted: 0,
+      mass: [],
+      cacheText: [],
       started: false,
       status: 'waiting',
     };
@@ -279,7 +320,7 @@ export class Scheduler {
     const swaps = { swappedOut: swapOut.length, swappedIn: swapIn.length };
     if (plan.length === 0 && swapOut.length === 0) return { sequences: 0, prefillTokens: 0, decodeTokens: 0, generated: 0, preempted, ...swaps };
     const copies = plan.flatMap((p) => p.copies);
-    const shifts = plan.flatMap((p) => (p.shift ? [p.shift] : []));
+    const shifts = plan.flatMap((p) => p.shifts ?? []);
     const entries: ExecutorEntry[] = plan.map(({ seq, count }) => {
       const from = seq.computed;
       const last = from + count === seq.tokens.length;
@@ -290,6 +331,7 @@ export class Scheduler {
         context: cacheTokens(seq, from + count),
         blockTable: this.blocks.table(seq.kvSeq!),
         sampling: last ? this.sampling(seq) : undefined,
+        ...(seq.eviction ? { attentionMass: true } : {}),
       };
     });
     let ids: number[];
@@ -303,8 +345,9 @@ export class Scheduler {
     let generated = 0;
     plan.forEach(({ seq, count }, i) => {
       if (seq.status !== 'running') return;
+      if (seq.eviction) this.addMass(seq, count);
       seq.computed += count;
-      if (!seq.window) this.blocks.commit(seq.kvSeq!, seq.tokens, seq.computed);
+      if (!bounded(seq)) this.blocks.commit(seq.kvSeq!, seq.tokens, seq.computed);
       if (!entries[i].sampling || seq.cancel) return;
       const id = ids[i];
       if (seq.stops.has(id)) return this.finish(seq, 'stop');
@@ -312,7 +355,7 @@ export class Scheduler {
       const index = seq.generated++;
       generated++;
       if (seq.observer.onToken(id, index) === 'stop') return this.finish(seq, 'stop');
-      if (seq.generated >= seq.req.maxTokens || (!seq.window && seq.tokens.length > this.executor.maxPositions)) this.finish(seq, 'length');
+      if (seq.generated >= seq.req.maxTokens || (!bounded(seq) && seq.tokens.length > this.executor.maxPositions)) this.finish(seq, 'length');
     });
     const prefillTokens = plan.filter((p) => p.prefill).reduce((a, p) => a + p.count, 0);
     const decodeTokens = plan.filter((p) => !p.prefill).reduce((a, p) => a + p.count, 0);
@@ -328,8 +371,9 @@ export class Scheduler {
     for (let i = 0; i < this.running.length && budget > 0; i++) {
       const seq = this.running[i];
       let count = Math.min(seq.tokens.length - seq.computed, budget);
-      let shift: KvShift | undefined;
-      if (seq.window) ({ count, shift } = this.slideWindow(seq, count));
+      let shifts: KvShift[] | undefined;
+      if (seq.window) ({ count, shifts } = this.slideWindow(seq, count));
+      else if (seq.eviction) ({ count, shifts } = this.evictBlocks(seq, count));
       let fits = true;
       while (this.blocks.blocksToAppend(seq.kvSeq!, count) > this.blocks.availableBlocks) {
         const victim = [...this.running].reverse().find((s) => !planned.has(s))!;
@@ -341,7 +385,7 @@ export class Scheduler {
         }
       }
       if (!fits) break;
-      plan.push({ seq, count, prefill: seq.tokens.length - seq.computed > 1 || seq.generated === 0, copies: this.blocks.append(seq.kvSeq!, count), shift });
+      plan.push({ seq, count, prefill: seq.tokens.length - seq.computed > 1 || seq.generated === 0, copies: this.blocks.append(seq.kvSeq!, count), shifts });
       planned.add(seq);
       budget -= count;
     }
@@ -354,7 +398,7 @@ export class Scheduler {
         budget -= plan[plan.length - 1].count;
         continue;
       }
-      const match: PrefixMatch = seq.window ? { blocks: [], tokens: 0, hashes: [] } : this.blocks.matchPrefix(seq.tokens, seq.tokens.length - 1);
+      const match: PrefixMatch = bounded(seq) ? { blocks: [], tokens: 0, hashes: [] } : this.blocks.matchPrefix(seq.tokens, seq.tokens.length - 1);
       // a prefix a running sequence is computing right now: wait a step and share it instead of computing it again
       inflight ??= this.blocks.prefixCaching ? this.inflightHashes() : new Set<number>();
       const next = inflight.size ? this.blocks.hashes(seq.tokens, (match.blocks.length + 1) * this.blocks.blockSize)[match.blocks.length] : undefined;
@@ -364,6 +408,7 @@ export class Scheduler {
       }
       let count = Math.min(seq.tokens.length - match.tokens, budget);
       if (seq.window) count = planWindowStep(seq.window, 0, count).count;
+      else if (seq.eviction) count = planEvictionStep(seq.eviction, 0, count).count;
       const need = Math.ceil((match.tokens + count) / this.blocks.blockSize) - match.blocks.length;
       if (need > this.blocks.availableBlocks - this.blocks.evictableIn(match)) break;
       this.waiting.splice(i, 1);
@@ -377,7 +422,7 @@ export class Scheduler {
       }
       plan.push({ seq, count, prefill: true, copies: this.blocks.append(seq.kvSeq, count) });
       budget -= count;
-      if (this.blocks.prefixCaching && !seq.window) for (const h of this.blocks.hashes(seq.tokens).slice(match.blocks.length)) inflight.add(h);
+      if (this.blocks.prefixCaching && !bounded(seq)) for (const h of this.blocks.hashes(seq.tokens).slice(match.blocks.length)) inflight.add(h);
     }
     return { plan, preempted };
   }
@@ -403,7 +448,7 @@ export class Scheduler {
   private inflightHashes(): Set<number> {
     const out = new Set<number>();
     for (const s of this.running) {
-      if (s.computed >= s.tokens.length - 1 || s.window) continue;
+      if (s.computed >= s.tokens.length - 1 || bounded(s)) continue;
       const bs = this.blocks.blockSize;
       for (const h of this.blocks.hashes(s.tokens).slice(Math.floor(s.computed / bs))) out.add(h);
     }
@@ -414,7 +459,7 @@ export class Scheduler {
    * Before a windowed sequence writes up to `want` tokens: cuts the count to what fits in its window, drops its oldest
    * non-sink blocks to make room, and returns the key shift the executor makes on the blocks after them.
    */
-  private slideWindow(seq: Sequence, want: number): { count: number; shift?: KvShift } {
+  private slideWindow(seq: Sequence, want: number): { count: number; shifts?: KvShift[] } {
     const w = seq.window!;
     const cached = seq.computed - seq.evicted;
     const { count, dropBlocks } = planWindowStep(w, cached, want);
@@ -424,7 +469,46 @@ export class Scheduler {
     const delta = dropBlocks * w.blockSize;
     seq.evicted += delta;
     const kept = this.blocks.table(id).slice(w.sinkBlocks, Math.ceil((cached - delta) / w.blockSize));
-    return { count, shift: kept.length ? { seqId: id, blocks: kept, delta } : undefined };
+    return { count, shifts: kept.length ? [{ seqId: id, blocks: kept, delta }] : undefined };
+  }
+
+  /**
+   * Before an evicting (H2O) sequence writes up to `want` tokens: cuts the count to what fits in its budget and drops,
+   * one at a time, the block outside the recent ones with the least accumulated attention mass (forgetting its mass);
+   * each drop shifts the keys of the blocks after it back by one block.
+   */
+  private evictBlocks(seq: Sequence, want: number): { count: number; shifts?: KvShift[] } {
+    const e = seq.eviction!;
+    const bs = e.blockSize;
+    let cached = seq.computed - seq.evicted;
+    const { count, dropBlocks } = planEvictionStep(e, cached, want);
+    const id = seq.kvSeq!;
+    const shifts: KvShift[] = [];
+    for (let i = 0; i < dropBlocks; i++) {
+      const b = leastMassBlock(seq.mass, cached, e);
+      this.blocks.dropBlocks(id, b, 1);
+      seq.mass.splice(b, 1);
+      seq.cacheText.splice(b * bs, bs);
+      seq.evicted += bs;
+      cached -= bs;
+      this.evictedBlocks++;
+      const kept = this.blocks.table(id).slice(b, Math.ceil(cached / bs));
+      if (kept.length) shifts.push({ seqId: id, blocks: kept, delta: bs });
+    }
+    return { count, shifts: shifts.length ? shifts : undefined };
+  }
+
+  /** After an evicting sequence ran `count` tokens: adds the attention mass its cache received to its blocks. */
+  private addMass(seq: Sequence, count: number): void {
+    const m = this.executor.takeAttentionMass?.(seq.kvSeq!);
+    const cached = seq.computed - seq.evicted + count;
+    if (!m || m.length !== cached) throw new InternalError(`the executor reported attention mass for ${m?.length ?? 0} positions, the cache holds ${cached}`);
+    const bs = this.blocks.blockSize;
+    for (let p = 0; p < m.length; p++) {
+      const b = Math.floor(p / bs);
+      seq.mass[b] = (seq.mass[b] ?? 0) + m[p];
+    }
+    for (let i = seq.computed; i < seq.computed + count; i++) seq.cacheText.push(i);
   }
 
   private sampling(seq: Sequence): SamplerStepSettings {
@@ -437,7 +521,7 @@ export class Scheduler {
    * its K/V copied back from host memory (swap).
    */
   private preempt(seq: Sequence): void {
-    if (this.swapping && seq.computed > 0 && !seq.window) {
+    if (this.swapping && seq.computed > 0 && !bounded(seq)) {
       this.swapOut.push({ key: seq.id, blocks: this.blocks.table(seq.kvSeq!).slice(0, Math.ceil(seq.computed / this.blocks.blockSize)) });
       seq.swapped = seq.computed;
       this.swapOuts++;
@@ -447,6 +531,8 @@ export class Scheduler {
     seq.status = 'waiting';
     seq.computed = 0;
     seq.evicted = 0;
+    seq.mass = [];
+    seq.cacheText = [];
     insertSorted(this.waiting, seq);
     this.preemptions++;
   }
@@ -494,8 +580,14 @@ function before(a: Sequence, b: Sequence): boolean {
 /** The tokens a sequence's cache holds once its first `end` tokens are computed, in cache order. */
 function cacheTokens(seq: Sequence, end: number): number[] {
   if (seq.evicted === 0) return seq.tokens.slice(0, end);
+  if (seq.eviction) return [...seq.cacheText.map((i) => seq.tokens[i]), ...seq.tokens.slice(seq.computed, end)];
   const sinks = seq.window!.sinkBlocks * seq.window!.blockSize;
   return [...seq.tokens.slice(0, sinks), ...seq.tokens.slice(sinks + seq.evicted, end)];
+}
+
+/** Whether the sequence's cache is bounded (a window or an eviction policy), so it may drop blocks and run past the context. */
+function bounded(seq: Sequence): boolean {
+  return seq.window !== undefined || seq.eviction !== undefined;
 }
 
 function insertSorted(list: Sequence[], seq: Sequence): void {

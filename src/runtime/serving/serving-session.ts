@@ -8,6 +8,7 @@
 import { InputError, OverloadedError } from '../../errors.js';
 import type { TextTokenizer } from '../../tokenizers/text-tokenizer.js';
 import type { BatchExecutor } from './batch-executor.js';
+import type { KvEviction } from './kv-eviction.js';
 import type { KvWindow } from './kv-window.js';
 import { Scheduler, type FinishReason, type SchedulerOptions, type StepReport } from './scheduler.js';
 import { metricsToPrometheus, ServingMetrics, type RequestTimings, type ServingMetricsOptions, type ServingMetricsSnapshot } from './serving-metrics.js';
@@ -46,6 +47,12 @@ export interface ServingRequest {
    * tokens' K/V (in whole blocks) and generate past the model's context; `false` turns off the session's default.
    */
   readonly kvWindow?: KvWindow | false;
+  /**
+   * H2O heavy-hitter eviction (`{ policy: 'h2o', budgetTokens, recentTokens }`): keep the recent blocks and the blocks
+   * that received the most attention, within the budget, and generate past the model's context (CPU reference only);
+   * `false` turns off the session's default.
+   */
+  readonly kvEviction?: KvEviction | false;
 }
 
 /** A generated token. */
@@ -222,6 +229,7 @@ export class ServingSession {
         priority: request.priority,
         deadline: request.deadlineMs === undefined ? undefined : t0 + request.deadlineMs,
         kvWindow: request.kvWindow,
+        kvEviction: request.kvEviction,
       },
       {
         onStart: (cached) => {
