@@ -185,7 +185,12 @@ export interface KvManifest {
    * position per slot (bindings `x` = a K pool, `positions`, `out` = a scratch pool; dynamic dim `blocks`). The
    * session rotates the blocks it names by `−delta` and copies them back. Engines without it cannot shift keys.
    */
-  readonly keyShift?: { readonly kernel: number; readonly label: string };
+  readonly keyShift?: {
+    /** Index of the key-shift kernel in the engine's kernels. */
+    readonly kernel: number;
+    /** What it computes (the rope it applies), for profiles and errors. */
+    readonly label: string;
+  };
 }
 
 /** Causal-LM facts the generation loop needs. */

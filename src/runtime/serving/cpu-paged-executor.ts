@@ -182,7 +182,12 @@ export class CpuPagedExecutor implements BatchExecutor {
    * What the pool holds for positions `0 .. length - 1` of a block table: per `past_*` input (in graph order, with its
    * name), the rows `[length, heads × headDim]` gathered in position order. For tests and inspection.
    */
-  readPositions(table: readonly number[], length: number): { input: string; data: Float32Array }[] {
+  readPositions(table: readonly number[], length: number): {
+    /** The graph input the pool feeds (`past_k.L` / `past_v.L`). */
+    input: string;
+    /** Its rows for positions `0 .. length - 1`, in logical order. */
+    data: Float32Array;
+  }[] {
     const bs = this.kv.blockSize;
     if (table.length * bs < length) throw new InputError(`${table.length} block(s) cannot hold ${length} positions`);
     return this.pools.map((p) => {

@@ -252,7 +252,7 @@ export class KvBlockManager {
 
   /**
    * Sliding-window eviction: removes `count` whole blocks of sequence `id` from block index `from` (see
-   * {@link BlockAllocator.dropBlocks}); blocks it alone held become free, cached ones stay cached. The sequence's
+   * the block allocator's `dropBlocks`); blocks it alone held become free, cached ones stay cached. The sequence's
    * later blocks no longer hold what their prefix hashes name, so it leaves the prefix cache's bookkeeping: nothing
    * it computes from now on is committed.
    */
