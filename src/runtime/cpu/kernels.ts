@@ -467,21 +467,26 @@ export function expand(x: Tensor, shape: readonly number[]): Tensor {
 }
 
 /**
- * Attention over `[B, S, H, D]` tensors: GQA head grouping, bottom-right-aligned causal masking, optional additive or
- * boolean mask broadcast to `[B, Hq, S, T]`; float64 softmax and accumulation.
+ * The softmax rows of attention: for every batch `b`, query head `h` (reading KV head `hk`) and query `i`, `visit`
+ * gets the unnormalized weights `exp(score_j − max)` of the `T` keys (0 where masked; all 0 when the query sees no key)
+ * and their sum, in float64. Scores are `q · k · scale` with GQA grouping, bottom-right-aligned causal masking and the
+ * optional mask broadcast to `[B, Hq, S, T]` (added, or for bool selecting). `weights` is reused between calls.
  */
-export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | undefined, causal: boolean, scale: number): Tensor {
+function forEachSoftmaxRow(
+  q: Tensor,
+  k: Tensor,
+  mask: Tensor | undefined,
+  causal: boolean,
+  scale: number,
+  visit: (b: number, h: number, hk: number, i: number, weights: Float64Array, sum: number) => void,
+): void {
   const [B, S, Hq, D] = q.shape;
   const [, T, Hkv] = k.shape;
-  const Dv = v.shape[3];
   const group = Hq / Hkv;
-  const out = alloc(q.dtype, [B, S, Hq, Dv]);
   const mOff = mask ? broadcastOffsets([B, Hq, S, T], mask.shape) : null;
   const scores = new Float64Array(T);
-  const acc = new Float64Array(Dv);
   const qd = nums(q);
   const kd = nums(k);
-  const vd = nums(v);
   for (let b = 0; b < B; b++)
     for (let h = 0; h < Hq; h++) {
       const hk = Math.floor(h / group);
@@ -508,17 +513,33 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | undefi
         }
         let sum = 0;
         for (let j = 0; j < T; j++) sum += scores[j] = mx === -Infinity ? 0 : Math.exp(scores[j] - mx);
-        acc.fill(0);
-        for (let j = 0; j < T; j++) {
-          const p = scores[j];
-          if (p === 0) continue;
-          const vb = ((b * T + j) * Hkv + hk) * Dv;
-          for (let d = 0; d < Dv; d++) acc[d] += p * vd[vb + d];
-        }
-        const ob = ((b * S + i) * Hq + h) * Dv;
-        for (let d = 0; d < Dv; d++) out.data[ob + d] = sum > 0 ? acc[d] / sum : 0;
+        visit(b, h, hk, i, scores, sum);
       }
     }
+}
+
+/**
+ * Attention over `[B, S, H, D]` tensors: GQA head grouping, bottom-right-aligned causal masking, optional additive or
+ * boolean mask broadcast to `[B, Hq, S, T]`; float64 softmax and accumulation.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | undefined, causal: boolean, scale: number): Tensor {
+  const [B, S, Hq] = q.shape;
+  const [, T, Hkv] = k.shape;
+  const Dv = v.shape[3];
+  const out = alloc(q.dtype, [B, S, Hq, Dv]);
+  const acc = new Float64Array(Dv);
+  const vd = nums(v);
+  forEachSoftmaxRow(q, k, mask, causal, scale, (b, h, hk, i, weights, sum) => {
+    acc.fill(0);
+    for (let j = 0; j < T; j++) {
+      const p = weights[j];
+      if (p === 0) continue;
+      const vb = ((b * T + j) * Hkv + hk) * Dv;
+      for (let d = 0; d < Dv; d++) acc[d] += p * vd[vb + d];
+    }
+    const ob = ((b * S + i) * Hq + h) * Dv;
+    for (let d = 0; d < Dv; d++) out.data[ob + d] = sum > 0 ? acc[d] / sum : 0;
+  });
   return finish(out);
 }
 
@@ -528,44 +549,10 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | undefi
  * summed over batch, query heads and queries, in float64; `T` entries. H2O eviction ranks cached blocks by it.
  */
 export function attentionKeyMass(q: Tensor, k: Tensor, mask: Tensor | undefined, causal: boolean, scale: number): Float64Array {
-  const [B, S, Hq, D] = q.shape;
-  const [, T, Hkv] = k.shape;
-  const group = Hq / Hkv;
-  const mOff = mask ? broadcastOffsets([B, Hq, S, T], mask.shape) : null;
-  const mass = new Float64Array(T);
-  const scores = new Float64Array(T);
-  const qd = nums(q);
-  const kd = nums(k);
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < Hq; h++) {
-      const hk = Math.floor(h / group);
-      for (let i = 0; i < S; i++) {
-        const qb = ((b * S + i) * Hq + h) * D;
-        let mx = -Infinity;
-        for (let j = 0; j < T; j++) {
-          let sc: number;
-          if (causal && j > i + (T - S)) sc = -Infinity;
-          else {
-            let dot = 0;
-            const kb = ((b * T + j) * Hkv + hk) * D;
-            for (let d = 0; d < D; d++) dot += qd[qb + d] * kd[kb + d];
-            sc = dot * scale;
-            if (mask) {
-              const flat = ((b * Hq + h) * S + i) * T + j;
-              const mv = nums(mask)[mOff ? mOff[flat] : flat];
-              if (mask.dtype === 'bool') sc = mv ? sc : -Infinity;
-              else sc += mv;
-            }
-          }
-          scores[j] = sc;
-          if (sc > mx) mx = sc;
-        }
-        if (mx === -Infinity) continue;
-        let sum = 0;
-        for (let j = 0; j < T; j++) sum += scores[j] = Math.exp(scores[j] - mx);
-        for (let j = 0; j < T; j++) mass[j] += scores[j] / sum;
-      }
-    }
+  const mass = new Float64Array(k.shape[1]);
+  forEachSoftmaxRow(q, k, mask, causal, scale, (_b, _h, _hk, _i, weights, sum) => {
+    if (sum > 0) for (let j = 0; j < mass.length; j++) mass[j] += weights[j] / sum;
+  });
   return mass;
 }
 

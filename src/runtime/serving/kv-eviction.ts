@@ -14,6 +14,7 @@
  * @module
  */
 import { InputError } from '../../errors.js';
+import { planBoundedStep } from './kv-window.js';
 
 /** A request's (or a session's default) KV eviction policy. */
 export interface KvEviction {
@@ -73,11 +74,7 @@ export interface EvictionStep {
  * blocks before the last `recentBlocks` full ones can go (never the partly filled last block).
  */
 export function planEvictionStep(e: KvEvictionBlocks, cached: number, want: number): EvictionStep {
-  const bs = e.blockSize;
-  const droppable = Math.max(0, Math.floor(cached / bs) - e.recentBlocks);
-  const count = Math.max(1, Math.min(want, e.capacity - (cached - droppable * bs)));
-  const dropBlocks = Math.max(0, Math.ceil((cached + count - e.capacity) / bs));
-  return { count, dropBlocks };
+  return planBoundedStep(e, e.recentBlocks, cached, want);
 }
 
 /**

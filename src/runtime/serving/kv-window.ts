@@ -66,10 +66,19 @@ export interface WindowStep {
  * first (whole blocks before the write position, so never a sink block nor the partly filled last block).
  */
 export function planWindowStep(w: KvWindowBlocks, cached: number, want: number): WindowStep {
-  const bs = w.blockSize;
-  const droppable = Math.max(0, Math.floor(cached / bs) - w.sinkBlocks);
-  const count = Math.max(1, Math.min(want, w.capacity - (cached - droppable * bs)));
-  const dropBlocks = Math.max(0, Math.ceil((cached + count - w.capacity) / bs));
+  return planBoundedStep(w, w.sinkBlocks, cached, want);
+}
+
+/**
+ * The step of a sequence whose cache is bounded by `capacity` tokens (a window, an eviction budget): of `cached`
+ * tokens, the full blocks past the first `keptBlocks` may be dropped; the write is cut so that it and what it attends
+ * to fit, and the drops are the fewest that make room for it.
+ */
+export function planBoundedStep(b: { readonly capacity: number; readonly blockSize: number }, keptBlocks: number, cached: number, want: number): WindowStep {
+  const bs = b.blockSize;
+  const droppable = Math.max(0, Math.floor(cached / bs) - keptBlocks);
+  const count = Math.max(1, Math.min(want, b.capacity - (cached - droppable * bs)));
+  const dropBlocks = Math.max(0, Math.ceil((cached + count - b.capacity) / bs));
   return { count, dropBlocks };
 }
 
