@@ -302,6 +302,19 @@ function describeTarget(t: Target): string {
 }
 
 /**
+ * The most tokens one step of a causal-LM engine runs (`chunk`: `prefillChunk`, at most the context) and the rows its
+ * kernels are scheduled for when every plan shares them (`expectedSeq`: `batchTokens`, at most the chunk).
+ * @throws {@link InputError} when either option is not a positive integer.
+ */
+export function stepTokensOf(o: Pick<CompileOptions, 'prefillChunk' | 'batchTokens'>, maxPositions: number): { chunk: number; expectedSeq: number } {
+  const chunk = Math.min(o.prefillChunk ?? 128, maxPositions);
+  if (!(Number.isInteger(chunk) && chunk >= 1)) throw new InputError(`prefillChunk must be a positive integer, got ${o.prefillChunk}`);
+  const expectedSeq = Math.min(o.batchTokens ?? 16, chunk);
+  if (!(Number.isInteger(expectedSeq) && expectedSeq >= 1)) throw new InputError(`batchTokens must be a positive integer, got ${o.batchTokens}`);
+  return { chunk, expectedSeq };
+}
+
+/**
  * Compiles a causal language model (with its paged KV cache and GPU sampling) into an engine manifest and weights,
  * for a target: no device is needed (`inspect --target webgpu` uses this).
  */
@@ -309,10 +322,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   const t0 = performance.now();
   const target = targetOf(o);
   const maxPositions = model.maxPositions;
-  const chunk = Math.min(o.prefillChunk ?? 128, maxPositions);
-  if (!(Number.isInteger(chunk) && chunk >= 1)) throw new InputError(`prefillChunk must be a positive integer, got ${o.prefillChunk}`);
-  const expectedSeq = Math.min(o.batchTokens ?? 16, chunk);
-  if (!(Number.isInteger(expectedSeq) && expectedSeq >= 1)) throw new InputError(`batchTokens must be a positive integer, got ${o.batchTokens}`);
+  const { chunk, expectedSeq } = stepTokensOf(o, maxPositions);
   // logits only at the rows the runtime lists (each sequence's last row, or several rows of one)
   const built0 = model.build({ logitRows: true });
   // every plan takes a ragged batch of rows from several sequences, and (batch-invariant) every plan gets the same

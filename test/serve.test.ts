@@ -193,6 +193,15 @@ describe.skipIf(!hasShared)('serve (stories260K, CPU backend) with the openai cl
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/exactly one of --model/);
   });
+
+  it('--tune with a saved engine or the CPU backend is a usage error', async () => {
+    const engine = await runCli(['serve', '--engine', 'no-such-engine', '--tune', '--port', '0']);
+    expect(engine.code).toBe(2);
+    expect(engine.stderr).toMatch(/--tune compiles a model file/);
+    const cpu = await runCli(['serve', '--model', 'no-such-model.bin', '--backend', 'cpu', '--tune', '--port', '0']);
+    expect(cpu.code).toBe(2);
+    expect(cpu.stderr).toMatch(/CPU backend has none/);
+  });
 });
 
 describe.skipIf(!hasShared)('serve --models DIR', () => {

@@ -147,4 +147,29 @@ describeGPU('compile --tune on stories260K', (gpu) => {
     expect(saved.kernels.filter((k) => k.schedule?.source === 'tuned').length).toBe(summary.tuned_kernels);
     expect(summary.tuned_kernels).toBeGreaterThan(0);
   }, LONG);
+
+  it('tunes a batch-invariant engine (what serve runs) at its batchTokens rows; the tuned engine keeps run.c\'s ids', async (ctx) => {
+    if (!hasShared || !gpuHas(gpu(), 'timestamp-query')) return ctx.skip();
+    const model = await loadModel(sharedPath('models/stories260K/stories260K.bin'));
+    const cache = new TimingCache();
+    const opts = { gpu: gpu(), cache, repeats: 1, prefillChunk: 8, batchInvariant: true, batchTokens: 4 };
+    const r = await tuneModel(model, opts);
+    expect(r.rounds).toBeGreaterThan(1);
+    // one kernel per signature for every plan (batch invariance), scheduled for the 4 rows the tuner timed
+    const kernels = r.engine.manifest.kernels;
+    const tuned = kernels.filter((k) => k.schedule?.source === 'tuned');
+    expect(tuned.length).toBeGreaterThan(0);
+    for (const k of tuned) expect(k.schedule!.signature).toMatch(/"expectedM":4\b|"expectedSeq":4\b|"M":4\b/);
+    const again = await tuneModel(model, opts);
+    expect(again.rounds).toBe(0);
+    const gold = JSON.parse(readFileSync(sharedPath('golden/stories260K/stories260K-0.json'), 'utf8')) as { prompt_ids: number[]; generated_ids: number[] };
+    const session = await r.engine.createSession({ device: gpu() });
+    try {
+      const g = await session.generate(gold.prompt_ids, { steps: 40, temperature: 0, topp: 1, seed: 1 });
+      expect(g.generated).toEqual(gold.generated_ids.slice(0, g.generated.length));
+      expect(g.generated.length).toBeGreaterThan(20);
+    } finally {
+      await session.destroy();
+    }
+  }, LONG);
 });

@@ -5,7 +5,6 @@
  */
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { compile } from '../compile.js';
 import { wholeStepOf } from './bench.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
 import { findTokenizerFor, loadModel } from '../frontends/load.js';
@@ -13,10 +12,7 @@ import { Llama2cTokenizer } from '../tokenizers/llama2c.js';
 import { keyOffsetModel } from './key-offset-model.js';
 import { describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { log } from './output.js';
-import type { Engine } from '../runtime/engine.js';
-import { tuneModel, type TunedSignature } from '../tune/tune-model.js';
-import { deviceTimingKey } from '../tune/timing-cache.js';
-import { readTimingCache, timingCachePath, writeTimingCache } from './timing-cache-file.js';
+import { compileWithTimingCache } from './tuned-compile.js';
 import { requireFile, requireFileOrFolder, requireOutputFolder } from './file-arguments.js';
 
 /** Options of the `compile` command. */
@@ -72,28 +68,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
     log(`compiling for ${describeDevice(handle.info)}`);
     const t0 = performance.now();
     const options = { passes: o.passes, prefillChunk: o.prefillChunk, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize: o.kvBlockSize, dtype: o.kvDtype }, wholeStep: wholeStepOf(o.wholeStep), onProgress: log };
-    const cachePath = timingCachePath(o.timingCache);
-    const { cache, existed } = await readTimingCache(cachePath);
-    let tuning: Record<string, unknown> | undefined;
-    let engine: Engine;
-    if (o.tune) {
-      const r = await tuneModel(model, { ...options, gpu: handle, cache });
-      if (r.rounds > 0) await writeTimingCache(cachePath, cache);
-      const measured = r.signatures.filter((s) => s.measured);
-      const speedup = (xs: readonly TunedSignature[]): number => xs.reduce((a, s) => a + s.heuristicMs, 0) / Math.max(1e-9, xs.reduce((a, s) => a + s.ms, 0));
-      log(
-        r.rounds === 0
-          ? `tune: served from the timing cache ${cachePath} (${r.signatures.length} kernel signatures, nothing timed)`
-          : `tune: ${measured.length} kernel signatures timed in ${r.rounds} rounds (${(speedup(measured) - 1) * 100 >= 0 ? '+' : ''}${((speedup(measured) - 1) * 100).toFixed(1)}% over the schedule rules' picks), ${r.signatures.length - measured.length} from the cache; cache written to ${cachePath}`,
-      );
-      tuning = { cache: cachePath, rounds: r.rounds, measured: measured.length, from_cache: r.signatures.length - measured.length };
-      engine = r.engine;
-    } else {
-      const key = existed ? await deviceTimingKey(handle.info) : '';
-      const table = existed ? cache.table(key) : undefined;
-      if (table?.size) log(`timing cache ${cachePath}: ${table.size} tuned kernel signatures for this device`);
-      engine = await compile(model, { device: handle.info, ...options, tuning: table?.size ? { table } : undefined });
-    }
+    const { engine, tuning } = await compileWithTimingCache(model, options, handle, o, log);
     await engine.save(o.output);
     const tok = o.tokenizer ?? findTokenizerFor(o.model, model.config.vocabSize);
     if (tok) await copyFile(tok, join(o.output, 'tokenizer.bin'));

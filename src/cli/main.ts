@@ -328,6 +328,8 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--memory-budget <MiB>', 'with --models: most memory the loaded models hold together (GPU buffers; host memory on the CPU backend); idle ones are unloaded least recently used first', num('--memory-budget', { min: 1 }))
     .option('--served-model-name <name>', 'the model name clients use (default: the file name)')
     .option('--kv-window <sinks,recent>', 'every request keeps the K/V of its first SINKS and last RECENT tokens (StreamingLLM sliding window with attention sinks, rounded to KV blocks) and may run past the context; CPU backend or WebGPU model files')
+    .option('--tune', 'WebGPU model files: time the candidate variants of the tunable kernels (matmuls) for the batched steps the server runs, and keep the fastest in the timing cache', false)
+    .option('--timing-cache <file>', 'timing cache file, used when present (default: timing-cache.json in $TENSORWRIGHT_CACHE_DIR, $XDG_CACHE_HOME/tensorwright or ~/.cache/tensorwright)')
     .option('--kv-h2o <budget,recent>', 'every request keeps at most BUDGET tokens of K/V under H2O heavy-hitter eviction (the last RECENT tokens and the blocks that received the most attention, rounded to KV blocks) and may run past the context; CPU backend only')
     .addOption(maxContextOption())
     .action(async (o) => {

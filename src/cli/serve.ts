@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { InputError, OverloadedError, UsageError } from '../errors.js';
 import { cpuProfile } from '../ir/device-profile.js';
 import { runPasses } from '../passes/pipeline.js';
-import { compile } from '../compile.js';
+import { compileWithTimingCache } from './tuned-compile.js';
 import { Engine } from '../runtime/engine.js';
 import { requestGPUDevice } from '../runtime/device.js';
 import { loadTokenizer } from '../runtime/tokenizer-loader.js';
@@ -73,6 +73,13 @@ export interface ServeCommandOptions {
   /** Most positions to compile a model for. */
   maxContext?: number;
   /**
+   * WebGPU model files: time the candidate variants of the tunable kernels for the batched steps the server runs
+   * (`batchTokens` rows) and keep the fastest in the timing cache (`compile --tune`'s tuner).
+   */
+  tune?: boolean;
+  /** The timing cache file (default: the user cache directory's); used when present, written by `--tune`. */
+  timingCache?: string;
+  /**
    * `SINKS,RECENT`: every request keeps only its first and most recent tokens' K/V (a sliding window with attention
    * sinks, StreamingLLM) and may run past the context (CPU backend, or WebGPU model files with an f32/f16 KV cache).
    */
@@ -125,7 +132,8 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
       const handle = await requestGPUDevice();
       try {
         // batch-invariant kernels: a request's tokens do not depend on what else the step runs
-        const engine = await compile(model, { device: handle.info, prefillChunk: 64, batchInvariant: true, kv: { dtype: o.kvDtype }, onProgress: log });
+        // (the timing cache's picks for this device when it has them, or timed now with --tune: what a batched step runs)
+        const { engine } = await compileWithTimingCache(model, { prefillChunk: 64, batchInvariant: true, kv: { dtype: o.kvDtype }, onProgress: log }, handle, o, log);
         const session = await engine.createSession({ device: handle, kvBlocks: o.kvBlocks });
         executor = new BatchedEngineExecutor(session, { maxPositions: model.maxPositions, vocabSize: model.config.vocabSize, stopTokens: model.stopTokens }, async () => {
           await session.destroy();
@@ -289,6 +297,8 @@ export async function startServer(o: ServeCommandOptions): Promise<RunningServer
   if ([o.model, o.engine, o.models].filter((x) => x !== undefined).length !== 1) throw new UsageError('give exactly one of --model <file>, --engine <dir> and --models <dir>');
   if (!['cpu', 'webgpu', 'auto'].includes(o.backend)) throw new UsageError(`--backend must be cpu, webgpu or auto, got ${o.backend}`);
   if (o.engine && o.backend === 'cpu') throw new UsageError('a saved engine runs on WebGPU; use --model for the CPU backend');
+  if (o.tune && (o.engine || o.backend === 'cpu'))
+    throw new UsageError(o.engine ? `--tune compiles a model file; the saved engine ${o.engine} keeps the kernels it was compiled with (tune those with compile --tune)` : '--tune times WebGPU kernels; the CPU backend has none');
   if (o.model) requireFileOrFolder('--model', o.model);
   if (o.engine) requireEngineFolder('--engine', o.engine);
   if (o.models) requireFolder('--models', o.models);

@@ -6,7 +6,8 @@
  * compiles the model with candidate `r` of every such signature (`explore`: signatures with fewer candidates keep
  * their rule's pick), loads the engine with `timestamp-query` profiling, and runs each plan (one prefill chunk, one
  * decode token) a few times; a signature's time in a round is the least, over the repeats, of the GPU time of all
- * its launches in one step (every layer's). Rounds stop when no signature has a candidate left. Each signature's
+ * its launches in one step (every layer's). A batch-invariant engine (`batchInvariant`, what `serve` runs) schedules
+ * every plan's kernels for `batchTokens` rows, so its steps are timed with that many tokens instead. Rounds stop when no signature has a candidate left. Each signature's
  * fastest candidate goes into the cache, and the engine is compiled once more with the table: its kernels say
  * `tuned` in `schedule.source`. When every signature is in the cache already, nothing is timed: the compile is served
  * from the cache.
@@ -15,7 +16,7 @@
  * decode and prefill will see. They need the `timestamp-query` feature.
  * @module
  */
-import { compileModel, type CompileOptions, type CompiledEngine } from '../compile.js';
+import { compileModel, stepTokensOf, type CompileOptions, type CompiledEngine } from '../compile.js';
 import { DeviceError } from '../errors.js';
 import type { LoadedModel } from '../frontends/load.js';
 import { Engine } from '../runtime/engine.js';
@@ -80,6 +81,8 @@ export async function tuneModel(model: LoadedModel, o: TuneOptions): Promise<Tun
   const key = await deviceTimingKey(gpu.info);
   const adapter = gpu.info.adapter.description;
   const base: CompileOptions = { ...o, device: gpu.info };
+  // a batch-invariant engine runs the same kernels for every step, scheduled for `batchTokens` rows: time them there
+  const stepRows = o.batchInvariant ? stepTokensOf(o, model.maxPositions).expectedSeq : undefined;
   const compileWith = (explore?: number): CompiledEngine => compileModel(model, { ...base, tuning: { table: cache.table(key), explore } });
   const first = compileWith();
   const missing = new Map([...schedulesOf(first)].filter(([, s]) => s.source !== 'tuned'));
@@ -94,7 +97,7 @@ export async function tuneModel(model: LoadedModel, o: TuneOptions): Promise<Tun
     rounds++;
     for (const [sig, s] of trial) if (r === 0) heuristic.set(sig, s.variant);
     o.onProgress?.(`tune: round ${r + 1}: timing ${trial.length} signature${trial.length === 1 ? '' : 's'}`);
-    const ms = await timeSignatures(c, gpu, repeats);
+    const ms = await timeSignatures(c, gpu, repeats, stepRows);
     for (const [sig, s] of trial) {
       const t = ms.get(sig);
       if (t === undefined) continue; // not launched by any plan step (cannot happen for a plan's own kernels)
@@ -120,17 +123,19 @@ export async function tuneModel(model: LoadedModel, o: TuneOptions): Promise<Tun
 
 /**
  * GPU time per kernel signature of one step of each plan of `c` (the least over `repeats` steps, after one warm-up
- * step per plan): the sum over the signature's launches in that step.
+ * step per plan): the sum over the signature's launches in that step. With `stepRows` (a batch-invariant engine,
+ * whose plans share their kernels), only steps of that many tokens, on the smallest plan that takes them.
  */
-async function timeSignatures(c: CompiledEngine, gpu: GPUDeviceHandle, repeats: number): Promise<Map<string, number>> {
+async function timeSignatures(c: CompiledEngine, gpu: GPUDeviceHandle, repeats: number, stepRows?: number): Promise<Map<string, number>> {
   const engine = new Engine(c.manifest, c.weights, { verify: false });
   const session = await engine.createSession({ device: gpu, profile: true });
   const best = new Map<string, number>();
   const greedy = { temperature: 0, topp: 1, coin: 0 };
   const vocab = c.manifest.lm?.vocabSize ?? 1;
   try {
-    for (const plan of c.manifest.plans) {
-      const tokens = Array.from({ length: plan.maxSeq }, (_, i) => (7 * i + 1) % vocab);
+    const plans = stepRows === undefined ? c.manifest.plans : c.manifest.plans.filter((p) => p.maxSeq >= stepRows).sort((a, b) => a.maxSeq - b.maxSeq).slice(0, 1);
+    for (const plan of plans) {
+      const tokens = Array.from({ length: stepRows ?? plan.maxSeq }, (_, i) => (7 * i + 1) % vocab);
       for (let rep = 0; rep <= repeats; rep++) {
         session.reset();
         await session.step(tokens, greedy);
