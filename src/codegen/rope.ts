@@ -12,8 +12,11 @@
  *
  * An optional elementwise epilogue ({@link RopeSpec.epilogue}) is applied to each rotated value before it is stored.
  *
- * Supported shapes: any B and S (dynamic), H, D; even rotaryDim <= D. One invocation per output element; grid
- * `[ceil(H*D / workgroupSize), S, B]` (S and B at most 65535). f32 or f16 storage, f32 math.
+ * Supported shapes: any B and S (dynamic), H, D; even rotaryDim <= D. One invocation per (token, rotated pair), which
+ * takes one cos and one sin for that pair of every head (the angle depends on the position and the pair only), and
+ * one per (token, copied dim); grid `[ceil((rotaryDim/2 + D - rotaryDim) / workgroupSize), S, B]` (S and B at most
+ * 65535). f32 or f16 storage, f32 math. (One invocation per element took a cos and a sin per element: twice per pair
+ * and once more per head; on lavapipe, where they are polynomials, that was most of a batched step's rope time.)
  * @module
  */
 import { InputError, ShapeError } from '../errors.js';
@@ -157,11 +160,23 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
   decls.push(`@group(0) @binding(${bindings.length}) var<storage, read_write> out: array<${dt}>; // [B, S, H, D]`);
   bindings.push({ name: 'out', access: 'read_write' });
   const load = (e: string): string => (dt === 'f32' ? `x[${e}]` : `f32(x[${e}])`);
-  // pair (first, second) of element d and which of the two d is; interleaved: (2i, 2i+1); half: (i, i + HALF)
-  const pairing =
-    style === 'interleaved'
-      ? ['    let i = d / 2u;', '    let first = src + (d & ~1u);', '    let second = first + 1u;', '    let is_first = (d & 1u) == 0u;']
-      : ['    let i = d % HALF;', '    let first = src + i;', '    let second = first + HALF;', '    let is_first = d < HALF;'];
+  // the pair of dims invocation j rotates: interleaved (2j, 2j+1); half (j, j + HALF)
+  const pairing = style === 'interleaved' ? ['    let d0 = 2u * j;', '    let d1 = d0 + 1u;'] : ['    let d0 = j;', '    let d1 = j + HALF;'];
+  const store = (d: string, y: string): string[] => [
+    '      {',
+    `        let d = ${d};`,
+    '        let e = h * HEAD_DIM + d; // (head, dim) within the token',
+    `        let y = ${y};`,
+    `        out[base + d] = ${dt === 'f16' ? `f16(${stored})` : stored};`,
+    '      }',
+  ];
+  const headLoop = (inner: string[]): string[] => [
+    '    for (var h = 0u; h < NUM_HEADS; h++) {',
+    '      let base = (row * NUM_HEADS + h) * HEAD_DIM; // element 0 of this (token, head) in out',
+    windowed ? '      let src = (row * SRC_HEADS + FIRST_HEAD + h) * HEAD_DIM; // and in x' : '      let src = base; // and in x',
+    ...inner,
+    '    }',
+  ];
   const nodes = spec.nodes ?? [];
   const features = kernelFeatures({ f16: dt === 'f16' || (epilogue?.operands ?? []).some((o) => o.dtype === 'f16') });
   const helpers = wgslHelperSources(epilogue?.helpers ?? []);
@@ -197,28 +212,23 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
     '',
     '@compute @workgroup_size(WORKGROUP_SIZE)',
     'fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {',
-    '  let e = wid.x * WORKGROUP_SIZE + lid; // (head, dim) within the token',
-    '  if (e >= NUM_HEADS * HEAD_DIM) { return; }',
+    '  // invocation j < HALF rotates pair j of every head (one cos/sin for all of them); the rest copy dim ROTARY_DIM + j - HALF',
+    '  let j = wid.x * WORKGROUP_SIZE + lid;',
+    '  if (j >= HALF + HEAD_DIM - ROTARY_DIM) { return; }',
     '  let s = wid.y;',
     batched ? `  let row = wid.z * ${params.ref(seq)} + s; // (batch row, token)` : '  let row = s;',
     ...(params.list.length ? ['  _ = params; // S and B size the grid'] : []),
-    '  let d = e % HEAD_DIM;',
-    '  let base = row * NUM_HEADS * HEAD_DIM + e - d; // element 0 of this (token, head) in out',
-    windowed ? '  let src = (row * SRC_HEADS + FIRST_HEAD) * HEAD_DIM + e - d; // and in x' : '  let src = base; // and in x',
-    '  var y: f32;',
-    '  if (d < ROTARY_DIM) {',
+    '  if (j < HALF) {',
     ...pairing,
-    `    let angle = ${position} * INV_FREQ[i];`,
+    `    let angle = ${position} * INV_FREQ[j];`,
     '    let r = reduce_angle(angle);',
     '    let c = cos(r);',
     '    let sn = sin(r);',
-    `    let v0 = ${load('first')};`,
-    `    let v1 = ${load('second')};`,
-    '    y = select(v0 * sn + v1 * c, v0 * c - v1 * sn, is_first);',
+    ...headLoop([`      let v0 = ${load('src + d0')};`, `      let v1 = ${load('src + d1')};`, ...store('d0', 'v0 * c - v1 * sn'), ...store('d1', 'v0 * sn + v1 * c')]),
     '  } else {',
-    `    y = ${load('src + d')};`,
+    '    let dc = ROTARY_DIM + j - HALF;',
+    ...headLoop(store('dc', load('src + dc'))),
     '  }',
-    `  out[base + d] = ${dt === 'f16' ? `f16(${stored})` : stored};`,
     '}',
     '',
   ].join('\n');
@@ -228,7 +238,7 @@ export function generateRopeKernel(spec: RopeSpec): KernelSource {
     wgsl,
     bindings,
     params: [...params.list],
-    grid: [Math.ceil((H * D) / WG), seqGrid, batchGrid],
+    grid: [Math.ceil((half + D - rd) / WG), seqGrid, batchGrid],
     nodes: [...nodes],
     features,
   };
