@@ -28,7 +28,7 @@ import { KernelSet } from './codegen/kernel-set.js';
 import { generateRopeKernel } from './codegen/rope.js';
 import { graphRopeAttrs } from './ir/rope.js';
 import { Engine } from './runtime/engine.js';
-import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest, type WeightManifest } from './runtime/engine-manifest.js';
+import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type ObserverManifest, type PlanManifest, type WeightManifest } from './runtime/engine-manifest.js';
 import { requestGPUDevice, type DeviceInfo, type GPUDeviceHandle } from './runtime/device.js';
 import { bindInputs } from './runtime/cpu/interpreter.js';
 import type { Tensor } from './runtime/cpu/tensor.js';
@@ -219,6 +219,8 @@ interface BuiltPlans {
   plans: PlanManifest[];
   slots: number[];
   outputs: IOManifest[];
+  /** Per plan, the launches observing its dispatches (H2O's attention mass). */
+  observers: ObserverManifest[][];
 }
 
 /** The engine plans: each plan's slots (graph outputs pinned to the first ones) and its launches bound to buffers. */
@@ -228,6 +230,7 @@ function buildPlans(pipeline: WebGPUPipelineResult, target: Target, kernels: Ker
   const weightIndex = weightIndexFor(graph, packer, constants);
   let slotBytes: number[] = [];
   const built: PlanManifest[] = [];
+  const observers: ObserverManifest[][] = [];
   // graph outputs get the first slots, the same in every plan (readbacks and the sampler read them there)
   const pinned = new Map<Node, number>();
   graph.outputNodes.forEach((n) => {
@@ -246,8 +249,11 @@ function buildPlans(pipeline: WebGPUPipelineResult, target: Target, kernels: Ker
         throw new DeviceError('LIMIT_EXCEEDED', `activation ${printNode(node)} needs ${s.bytes} bytes for ${Object.entries(p.bindings).map(([k, v]) => `${k}=${v}`).join(' ')}, more than one storage binding allows (maxStorageBufferBindingSize ${limit}); use a smaller prefill chunk`);
     const bind = (x: LaunchOperand): BufferRef =>
       isGraphOperand(x) ? bufferOf(x, slots, weightIndex) : x.kind === 'weight-part' ? { kind: 'weight', weight: weightIndex(x.node, x.part), part: x.part } : x;
-    const dispatches: DispatchManifest[] = launchesOf(g).map((l: Launch) => ({ kernel: kernels.add(l.kernel), bindings: l.operands.map(bind), label: l.label }));
+    const launches = launchesOf(g);
+    const dispatches: DispatchManifest[] = launches.map((l: Launch) => ({ kernel: kernels.add(l.kernel), bindings: l.operands.map(bind), label: l.label }));
     built.push({ name: p.name, maxSeq: p.maxSeq, dispatches });
+    // launches that observe others (H2O's attention mass), run right after them when a step asks
+    observers.push(launches.flatMap((l, after) => (l.observer ? [{ after, dispatch: { kernel: kernels.add(l.observer.kernel), bindings: l.observer.operands.map(bind), label: l.observer.label } }] : [])));
     // outputs are read from the plan whose shapes are largest (the last one)
     outputs = graph.outputs.map((out) => {
       const b = slots.of.get(out.node)!;
@@ -256,7 +262,7 @@ function buildPlans(pipeline: WebGPUPipelineResult, target: Target, kernels: Ker
     const total = slotBytes.reduce((a, b) => a + b, 0);
     onProgress?.(`compile: ${p.name} plan: ${dispatches.length} dispatches, ${slotBytes.length} activation buffers, ${(total / 1024).toFixed(0)} KiB (naive ${(plan.peakBytesNaive / 1024).toFixed(0)} KiB, planned for seq=${p.bindings.seq ?? '-'})`);
   }
-  return { plans: built, slots: slotBytes, outputs };
+  return { plans: built, slots: slotBytes, outputs, observers };
 }
 
 function inputsOf(graph: Graph, bindings: DimBindings, exclude: (name: string) => boolean): IOManifest[] {
@@ -352,6 +358,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   if (!logits) throw new UnsupportedOpError(['logits'], "the model graph has no 'logits' output");
   if (useWhole) {
     const scoresSlot = plans.slots.push(Math.ceil((useWhole.spec.heads * maxPositions * 4) / 256) * 256) - 1;
+    plans.observers.unshift([]);
     plans.plans.unshift(decoderStepPlanManifest(useWhole.spec, useWhole.weights, { addKernel: (k) => kernels.add(k), addWeight: (e) => packer.add(e), logits: logits.ref!, scoresSlot }));
     o.onProgress?.(`compile: decode plan: 1 dispatch (decoder-step), ${(useWhole.spec.heads * maxPositions * 4) / 1024} KiB of attention scores`);
   }
@@ -381,6 +388,8 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
           label: 'kv key shift',
         }
       : undefined;
+  // H2O eviction's attention-mass observers (after every paged attention of the plans that have them)
+  const attentionMass = plans.observers.some((o) => o.length > 0) ? { label: 'attention mass (H2O)', plans: plans.observers } : undefined;
   const manifest: EngineManifest = {
     format: 'tensorwright-engine',
     version: ENGINE_FORMAT_VERSION,
@@ -393,7 +402,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
     inputs: lmInputs(inputsOf(graph, { seq: chunk, past: maxPositions, batch: 1, outs: chunk }, (n) => n.startsWith('past_')), chunk),
     outputs: plans.outputs,
     plans: plans.plans,
-    kv: { layers: pastK.length, numKvHeads: kvHeads, headDim: hd, blockSize, numBlocks: Math.ceil(maxPositions / blockSize), dtype: kvDType, ...(keyShift ? { keyShift } : {}) },
+    kv: { layers: pastK.length, numKvHeads: kvHeads, headDim: hd, blockSize, numBlocks: Math.ceil(maxPositions / blockSize), dtype: kvDType, ...(keyShift ? { keyShift } : {}), ...(attentionMass ? { attentionMass } : {}) },
     lm: {
       logits: 'logits',
       vocabSize: vocab,

@@ -51,8 +51,20 @@ export interface RowInputOperand {
   readonly name: 'positions' | 'row_seq';
 }
 
-/** A buffer a launch binds that is not a graph value: a KV pool, the block tables, or a per-row input of the batch. */
-export type KvOperand = KvPoolOperand | BlockTableOperand | RowInputOperand;
+/**
+ * The attention-mass buffer of H2O eviction (f32 `[rows, table_stride · blockSize]`, see `src/codegen/attention-mass.ts`),
+ * which the runtime clears before a step that observes the mass and reads back after it.
+ */
+export interface AttentionMassOperand {
+  /** Always `attention-mass`. */
+  readonly kind: 'attention-mass';
+}
+
+/**
+ * A buffer a launch binds that is not a graph value: a KV pool, the block tables, a per-row input of the batch, or the
+ * attention-mass buffer.
+ */
+export type KvOperand = KvPoolOperand | BlockTableOperand | RowInputOperand | AttentionMassOperand;
 
 /**
  * One payload part of an encoded weight (`packed`, `scales`, `zeroPoints`, `mins` of a quantized weight; `values`,
@@ -90,6 +102,12 @@ export interface Launch {
   readonly operands: readonly LaunchOperand[];
   /** The graph nodes it computes (printed), for profiles and errors. */
   readonly label: string;
+  /**
+   * A launch that observes this one for H2O eviction (a paged attention's attention-mass kernel): the engine runs it
+   * right after this launch, reading the same buffers, in the steps that ask for the attention mass, and never
+   * otherwise. Its operands must still hold their values then (they are this launch's operands).
+   */
+  readonly observer?: Omit<Launch, 'observer'>;
 }
 
 /**

@@ -295,9 +295,9 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
   };
   const inputs = io('inputs');
 
-  const ref = (path: string, v: unknown): BufferRef => {
+  const ref = (path: string, v: unknown, observer = false): BufferRef => {
     const r = c.obj(path, v);
-    const kind = c.oneOf(`${path}.kind`, r.kind, ['arena', 'weight', 'input', 'kv', 'block-table', 'sample']);
+    const kind = c.oneOf(`${path}.kind`, r.kind, ['arena', 'weight', 'input', 'kv', 'block-table', 'sample', 'attention-mass']);
     switch (kind) {
       case 'arena': {
         const slot = c.int(`${path}.slot`, r.slot, 0, slots.length - 1);
@@ -323,6 +323,9 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
         break;
       case 'sample':
         break;
+      case 'attention-mass':
+        if (!observer) c.fail(`${path}.kind`, 'only the attention-mass observers (kv.attentionMass) bind the attention-mass buffer');
+        break;
     }
     return r as unknown as BufferRef;
   };
@@ -333,24 +336,49 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
     if (r.kind !== 'arena') c.fail(`outputs[${i}].ref.kind`, `an output is read back from an activation slot, got ${describe(r.kind)}`);
   }
 
-  const dispatch = (path: string, v: unknown): DispatchManifest => {
+  const dispatch = (path: string, v: unknown, observer = false): DispatchManifest => {
     const d = c.obj(path, v);
     const k = c.int(`${path}.kernel`, d.kernel, 0, kernels.length - 1);
-    c.arr(`${path}.bindings`, d.bindings, kernels[k].bindings, kernels[k].bindings).forEach((b, j) => ref(`${path}.bindings[${j}]`, b));
+    c.arr(`${path}.bindings`, d.bindings, kernels[k].bindings, kernels[k].bindings).forEach((b, j) => ref(`${path}.bindings[${j}]`, b, observer));
     c.str(`${path}.label`, d.label);
     return d as unknown as DispatchManifest;
   };
 
   let lastMaxSeq = 0;
   const plans = c.arr('plans', m.plans, B.plans);
-  plans.forEach((pv, i) => {
+  const planDispatches = plans.map((pv, i) => {
     const p = `plans[${i}]`;
     const plan = c.obj(p, pv);
     c.str(`${p}.name`, plan.name);
     const maxSeq = c.int(`${p}.maxSeq`, plan.maxSeq, lastMaxSeq + 1, 2 ** 32);
     lastMaxSeq = maxSeq;
-    c.arr(`${p}.dispatches`, plan.dispatches, 2 ** 20).forEach((d, j) => dispatch(`${p}.dispatches[${j}]`, d));
+    return c.arr(`${p}.dispatches`, plan.dispatches, 2 ** 20).map((d, j) => dispatch(`${p}.dispatches[${j}]`, d));
   });
+
+  // H2O's attention-mass observers: per plan, in increasing order of the dispatch each follows, each an f32
+  // read-write last binding on the attention-mass buffer (its other bindings as any dispatch's)
+  if (m.kv !== undefined && (m.kv as Obj).attentionMass !== undefined) {
+    const am = c.obj('kv.attentionMass', (m.kv as Obj).attentionMass);
+    c.str('kv.attentionMass.label', am.label);
+    if (m.lm === undefined) c.fail('kv.attentionMass', 'attention-mass observers need a causal LM engine (lm)');
+    const kvDType = (m.kv as Obj).dtype;
+    if (kvDType !== 'f32' && kvDType !== 'f16') c.fail('kv.attentionMass', `the attention mass reads f32 or f16 keys, the KV cache is ${describe(kvDType)}`);
+    c.arr('kv.attentionMass.plans', am.plans, plans.length, plans.length).forEach((ov, i) => {
+      let last = -1;
+      c.arr(`kv.attentionMass.plans[${i}]`, ov, planDispatches[i].length).forEach((xv, j) => {
+        const p = `kv.attentionMass.plans[${i}][${j}]`;
+        const x = c.obj(p, xv);
+        last = c.int(`${p}.after`, x.after, last + 1, planDispatches[i].length - 1);
+        const d = dispatch(`${p}.dispatch`, x.dispatch, true);
+        const bindings = d.bindings;
+        const k = kernels[d.kernel];
+        if (bindings.findIndex((b) => b.kind === 'attention-mass') !== bindings.length - 1 || bindings.filter((b) => b.kind === 'attention-mass').length !== 1)
+          c.fail(`${p}.dispatch.bindings`, 'an observer binds the attention-mass buffer once, last');
+        if (!(m.kernels as { bindings: { access: string }[] }[])[d.kernel].bindings[k.bindings - 1] || (m.kernels as { bindings: { access: string }[] }[])[d.kernel].bindings[k.bindings - 1].access !== 'read_write')
+          c.fail(`${p}.dispatch.kernel`, 'an observer kernel writes the attention-mass buffer (its last binding read_write)');
+      });
+    });
+  }
 
   if (m.lm !== undefined) {
     const lm = c.obj('lm', m.lm);

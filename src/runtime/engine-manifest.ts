@@ -94,8 +94,25 @@ export interface SampleRef {
   readonly kind: 'sample';
 }
 
+/**
+ * The attention-mass buffer of H2O eviction: f32 `[rows, table_stride · blockSize]`, cleared before a step that
+ * observes the attention mass and read back after it; only the dispatches of {@link KvManifest.attentionMass} bind it.
+ */
+export interface AttentionMassRef {
+  /** Discriminant. */
+  readonly kind: 'attention-mass';
+}
+
 /** Where a kernel binding's buffer comes from. */
-export type BufferRef = ArenaRef | WeightRef | InputRef | KvRef | BlockTableRef | SampleRef;
+export type BufferRef = ArenaRef | WeightRef | InputRef | KvRef | BlockTableRef | SampleRef | AttentionMassRef;
+
+/** A dispatch run right after dispatch `after` of a plan, in the steps that observe the attention mass. */
+export interface ObserverManifest {
+  /** Index of the observed dispatch in its plan (the observers of a plan in increasing order). */
+  readonly after: number;
+  /** The launch: an attention-mass kernel binding the observed attention's q, its layer's K pool, the block tables, `positions`, `row_seq` and the attention-mass buffer. */
+  readonly dispatch: DispatchManifest;
+}
 
 /** Who wrote the artifact, and when. */
 export interface EngineProvenance {
@@ -190,6 +207,19 @@ export interface KvManifest {
     readonly kernel: number;
     /** What it computes (the rope it applies), for profiles and errors. */
     readonly label: string;
+  };
+  /**
+   * The attention-mass observers of H2O heavy-hitter eviction (optional; f32/f16 pools): per plan (in the order of
+   * {@link EngineManifest.plans}; empty for a plan without them, such as the whole-step decode kernel), one dispatch
+   * after each layer's paged attention that adds the softmax weight each cached key receives, summed over query
+   * heads, to the attention-mass buffer (see `src/codegen/attention-mass.ts`). A session runs them only in steps that
+   * ask, on a plan that has them. Engines without them cannot run H2O eviction.
+   */
+  readonly attentionMass?: {
+    /** What they compute, for profiles and errors. */
+    readonly label: string;
+    /** Per plan, its observers. */
+    readonly plans: readonly (readonly ObserverManifest[])[];
   };
 }
 

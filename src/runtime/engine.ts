@@ -19,7 +19,7 @@ import { asInputDType, Tensor } from './cpu/tensor.js';
 import { requestGPUDevice, type GPUDeviceHandle } from './device.js';
 import { encodeEngineContainer } from './engine-container.js';
 import { resolveEngineSource, type EngineLoadOptions, type EngineSource, type FetchLike } from './engine-load.js';
-import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type PlanManifest } from './engine-manifest.js';
+import { ENGINE_FORMAT_VERSION, type BufferRef, type DispatchManifest, type EngineManifest, type IOManifest, type ObserverManifest, type PlanManifest } from './engine-manifest.js';
 import { checkEngineLimits } from './engine-manifest-schema.js';
 import { evalGrid, evalParams, kernelPipelineLayout } from './kernel-source.js';
 import { fromDeviceBytes, toDeviceBytes } from './webgpu/one-shot.js';
@@ -293,6 +293,10 @@ interface PreparedDispatch {
 interface PreparedPlan {
   readonly manifest: PlanManifest;
   readonly dispatches: PreparedDispatch[];
+  /** Its attention-mass observers (H2O) as the manifest gives them; empty when it has none. */
+  readonly observerManifests: readonly ObserverManifest[];
+  /** The observers prepared, each with the index of the dispatch it follows (on the first step that observes). */
+  observers?: { readonly after: number; readonly d: PreparedDispatch }[];
 }
 
 /** Per-kernel GPU time from a profiled step. */
@@ -389,6 +393,11 @@ export interface PagedBatchEntry {
   readonly sampling?: SamplerStepSettings;
   /** As {@link BatchEntry.allRows}. */
   readonly allRows?: boolean;
+  /**
+   * Compute the attention mass the entry's cached positions receive in this step (H2O eviction; an engine with
+   * {@link EngineSession.tracksAttention}), for {@link EngineSession.lastAttentionMass}.
+   */
+  readonly attentionMass?: boolean;
 }
 
 /** A KV block copy made before a {@link EngineSession.stepPaged} step (copy-on-write): block `src` into block `dst`. */
@@ -417,6 +426,8 @@ interface StepRows {
   readonly rowsOf: number[][];
   /** Copy-on-write copies to make first. */
   readonly copies: readonly { from: number; to: number }[];
+  /** Per entry, whether the step computes its attention mass (absent: none does). */
+  readonly attentionMass?: readonly boolean[];
 }
 
 /**
@@ -436,6 +447,11 @@ export class EngineSession {
   /** The key shift's buffers and launches, made on its first use ({@link EngineSession.shiftKeys}). */
   private keyShift?: { scratch: GPUBuffer; positions: GPUBuffer; params: GPUBuffer; bindGroups: GPUBindGroup[]; grid: [number, number, number] };
   private blockTable?: GPUBuffer;
+  /** H2O's attention-mass buffer `[maxTokens, maxBlocks · blockSize]` f32 and its readback (engines with observers). */
+  private massBuffer?: GPUBuffer;
+  private massRead?: GPUBuffer;
+  /** Per entry of the last step, the attention mass of its positions (undefined for entries that did not ask). */
+  private lastMass: (Float64Array | undefined)[] = [];
   private sampleBuffer!: GPUBuffer;
   private sampleRead!: GPUBuffer;
   private paramsBuffer!: GPUBuffer;
@@ -520,6 +536,11 @@ export class EngineSession {
       // one table row per sequence of a step (at most one sequence per token)
       this.blockTable = d.createBuffer({ label: 'block tables', size: Math.max(16, this.maxTokens * this.maxBlocks * 4), usage: storage });
       this.cowScratch = d.createBuffer({ label: 'copy-on-write block', size: Math.max(16, this.kvBlockBytes()), usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+      if (kv.attentionMass) {
+        const massBytes = this.maxTokens * this.maxBlocks * kv.blockSize * 4;
+        if (massBytes > maxBinding || massBytes > (limits.maxBufferSize ?? Infinity))
+          throw new DeviceError('LIMIT_EXCEEDED', `the attention-mass buffer of ${this.maxTokens} rows x ${this.maxBlocks * kv.blockSize} positions needs ${massBytes} bytes, more than the device allows in one buffer (maxStorageBufferBindingSize ${maxBinding})`);
+      }
       this.allocator = new BlockAllocator(this.kvBlockCount, kv.blockSize);
     }
     // one sampled id per token a step may run (engines that are not language models sample nothing)
@@ -530,7 +551,8 @@ export class EngineSession {
     const kernels = this.m.kernels;
     // parameter slots: one per dispatch that has params, in every plan, plus an argmax and a sampler launch per
     // row a step may sample
-    const dispatchesWithParams = this.m.plans.reduce((a, p) => a + p.dispatches.filter((x) => kernels[x.kernel].params.length).length, 0) + 2 * this.sampledRowsMax;
+    const observers = this.m.kv?.attentionMass?.plans.flat().map((o) => o.dispatch) ?? [];
+    const dispatchesWithParams = [...this.m.plans.flatMap((p) => p.dispatches), ...observers].filter((x) => kernels[x.kernel].params.length).length + 2 * this.sampledRowsMax;
     this.paramsBuffer = d.createBuffer({ label: 'kernel params', size: Math.max(PARAMS_STRIDE, dispatchesWithParams * PARAMS_STRIDE), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     stageDone('buffers', 'buffersMs');
     // shader modules and pipelines, compiled once per distinct kernel (all in parallel within each stage), while the
@@ -606,14 +628,14 @@ export class EngineSession {
       timings.bindGroups++;
       return { manifest: x, pipeline, bindGroup: d.createBindGroup({ label: x.label, layout: pipeline.getBindGroupLayout(0), entries }), paramsIndex };
     });
-    this.plans = this.m.plans.map((p) => ({ manifest: p, dispatches: p.dispatches.map(prepare) }));
+    this.plans = this.m.plans.map((p, i) => ({ manifest: p, dispatches: p.dispatches.map(prepare), observerManifests: this.m.kv?.attentionMass?.plans[i] ?? [] }));
     if (this.m.lm) {
       // the sampled row 0's launches now (the single-sequence path); the other rows' when a step first needs them
       this.samplerRow(0, true);
       this.samplerRow(0, false);
     }
     if (this.profile && d.features.has('timestamp-query')) {
-      const maxD = Math.max(...this.plans.map((p) => p.dispatches.length)) + this.sampledRowsMax;
+      const maxD = Math.max(...this.plans.map((p) => p.dispatches.length + p.observerManifests.length)) + this.sampledRowsMax;
       this.querySet = d.createQuerySet({ type: 'timestamp', count: 2 * maxD });
     }
     const invalid = await d.popErrorScope();
@@ -651,6 +673,9 @@ export class EngineSession {
         return { buffer: this.blockTable };
       case 'sample':
         return { buffer: this.sampleBuffer };
+      case 'attention-mass':
+        if (!this.massBuffer) throw new ModelFormatError('dispatch', 0, `'${label}' binds the attention-mass buffer of an engine without attention-mass observers`);
+        return { buffer: this.massBuffer };
     }
   }
 
@@ -660,16 +685,19 @@ export class EngineSession {
     if (this.handle.isLost()) throw new DeviceError('DEVICE_LOST', 'the GPU device was lost; create a new session');
   }
 
-  private planFor(seq: number): PreparedPlan {
-    const p = this.plans.find((x) => seq <= x.manifest.maxSeq);
+  /** The plan for `seq` new tokens: the first whose `maxSeq` covers them (and, with `observed`, that has observers). */
+  private planFor(seq: number, observed = false): PreparedPlan {
+    const p = this.plans.find((x) => seq <= x.manifest.maxSeq && (!observed || x.observerManifests.length > 0));
     if (!p) throw new InputError(`${seq} new tokens exceed the largest plan (${this.plans[this.plans.length - 1]?.manifest.maxSeq ?? 0})`);
     return p;
   }
 
   /** Encodes a plan's dispatches (and optionally a sampler) into `enc`, writing every kernel's params first. */
-  private encode(enc: GPUCommandEncoder, plan: PreparedPlan, bindings: DimBindings, extra: { d: PreparedDispatch; params: Uint32Array }[] = []): void {
+  private encode(enc: GPUCommandEncoder, plan: PreparedPlan, bindings: DimBindings, extra: { d: PreparedDispatch; params: Uint32Array }[] = [], observed = false): void {
     const kernels = this.m.kernels;
-    const all = [...plan.dispatches.map((d) => ({ d, params: undefined as Uint32Array | undefined })), ...extra];
+    // with `observed`, each observer right after the dispatch it follows (observers are in increasing order)
+    const dispatches = observed ? this.observedDispatches(plan) : plan.dispatches;
+    const all = [...dispatches.map((d) => ({ d, params: undefined as Uint32Array | undefined })), ...extra];
     const words = (this.paramsSlots * PARAMS_STRIDE) / 4;
     if (this.paramsStaging.length !== words) this.paramsStaging = new Uint32Array(words);
     const slots = this.paramsStaging; // writeBuffer copies it: one array serves every step
@@ -1059,9 +1087,12 @@ export class EngineSession {
       T += e.tokens.length;
     }
     if (T > this.maxTokens) throw new InputError(`a step takes at most ${this.maxTokens} tokens over all its sequences, got ${T}`);
+    const observed = entries.map((e) => e.attentionMass === true);
+    if (observed.some((x) => x) && !this.tracksAttention)
+      throw new InputError('stepPaged: this engine has no attention-mass observers (H2O eviction needs an engine compiled with them, over an f32 or f16 KV cache)');
     const tables = new Uint32Array(entries.length * this.maxBlocks);
     entries.forEach((e, b) => tables.set(e.blockTable, b * this.maxBlocks));
-    return this.submitStep({ T, ...this.layRows(entries), tables, copies: cowCopies });
+    return this.submitStep({ T, ...this.layRows(entries), tables, copies: cowCopies, ...(observed.some((x) => x) ? { attentionMass: observed } : {}) });
   }
 
   /** Per-row tokens, positions and entries, and which rows are sampled, for entries starting at known positions. */
@@ -1147,6 +1178,38 @@ export class EngineSession {
           at += bytes;
         }
     });
+  }
+
+  /**
+   * Whether the engine computes the attention mass of entries that ask ({@link PagedBatchEntry.attentionMass}): it
+   * carries attention-mass observers (H2O heavy-hitter eviction; compiled for f32/f16 KV caches).
+   */
+  get tracksAttention(): boolean {
+    return this.m.kv?.attentionMass !== undefined && this.plans.some((p) => p.observerManifests.length > 0);
+  }
+
+  /**
+   * A plan's dispatches with its attention-mass observers, each right after the dispatch it follows; the first call
+   * creates the attention-mass buffer and its readback, and the observers' bind groups.
+   */
+  private observedDispatches(plan: PreparedPlan): PreparedDispatch[] {
+    const kv = this.m.kv!;
+    if (!this.massBuffer) {
+      const bytes = Math.max(16, this.maxTokens * this.maxBlocks * kv.blockSize * 4);
+      this.massBuffer = this.device.createBuffer({ label: 'attention mass', size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+      this.massRead = this.device.createBuffer({ label: 'attention mass readback', size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    }
+    const observers = (plan.observers ??= plan.observerManifests.map((o) => ({ after: o.after, d: this.prepareDispatch!(o.dispatch) })));
+    return plan.dispatches.flatMap((d, i) => [d, ...observers.filter((o) => o.after === i).map((o) => o.d)]);
+  }
+
+  /**
+   * After a {@link EngineSession.stepPaged} step: per entry, the attention mass its positions `0 .. start +
+   * tokens.length − 1` received in the step (the softmax weights of every layer's attention, summed over query heads
+   * and the entry's tokens; f32 on the GPU, summed over tokens in float64), or undefined for an entry that did not ask.
+   */
+  lastAttentionMass(): readonly (Float64Array | undefined)[] {
+    return this.lastMass;
   }
 
   /** Whether {@link EngineSession.shiftKeys} is available: the engine carries a key-shift kernel. */
@@ -1250,9 +1313,10 @@ export class EngineSession {
    * sampled ids, per entry.
    */
   private async submitStep(step: StepRows): Promise<number[][]> {
-    const { T, tokens, positions, rowSeq, tables, logitRows, sampled, rowsOf, copies } = step;
+    const { T, tokens, positions, rowSeq, tables, logitRows, sampled, rowsOf, copies, attentionMass } = step;
     const lm = this.m.lm!;
     this.lastRows = rowsOf;
+    this.lastMass = [];
     const d = this.device;
     const outs = Math.max(1, logitRows.length); // no sampled row: the logits of row 0 are computed and ignored
     d.queue.writeBuffer(this.blockTable!, 0, tables.buffer as ArrayBuffer, 0, tables.byteLength);
@@ -1261,10 +1325,14 @@ export class EngineSession {
     d.queue.writeBuffer(this.inputBuffers.get('row_seq')!, 0, rowSeq);
     const rowsIn = this.inputBuffers.get('logit_rows');
     if (rowsIn) d.queue.writeBuffer(rowsIn, 0, Int32Array.from(logitRows.length ? logitRows : [0]));
-    const plan = this.planFor(T);
+    const observed = attentionMass !== undefined;
+    const plan = this.planFor(T, observed);
     const bindings = { seq: T, past: 0, batch: 1, outs, table_stride: this.maxBlocks };
     this.writeComputedInputs(bindings);
     const enc = d.createCommandEncoder();
+    // the observers add to the attention-mass rows of this step: they start at 0
+    const massStride = this.maxBlocks * (this.m.kv?.blockSize ?? 0);
+    if (observed) enc.clearBuffer(this.massBuffer!, 0, T * massStride * 4);
     // copy-on-write: a shared, partly filled block gets its copy before this step writes into it
     const blockBytes = this.kvBlockBytes();
     for (const { from, to } of copies)
@@ -1277,8 +1345,9 @@ export class EngineSession {
       const s = this.samplerRow(i, sampling.temperature === 0);
       return { d: s, params: evalParams(this.m.kernels[s.manifest.kernel].params, { ...bindings, sample_row: i, ...samplerParamValues(sampling, lm.vocabSize) }) };
     });
-    this.encode(enc, plan, bindings, extra);
+    this.encode(enc, plan, bindings, extra, observed);
     if (sampled.length) enc.copyBufferToBuffer(this.sampleBuffer, 0, this.sampleRead, 0, align(sampled.length * 4, 4));
+    if (observed) enc.copyBufferToBuffer(this.massBuffer!, 0, this.massRead!, 0, T * massStride * 4);
     d.queue.submit([enc.finish()]);
     const submittedAt = performance.now();
     const ids = rowsOf.map(() => [] as number[]);
@@ -1292,7 +1361,23 @@ export class EngineSession {
       this.sampleRead.unmap();
       sampled.forEach(({ entry }, i) => ids[entry].push(got[i]));
     }
-    if (this.querySet) await this.readProfile([...plan.dispatches, ...extra.map((x) => x.d)]);
+    if (observed) {
+      await this.massRead!.mapAsync(GPUMapMode.READ, 0, T * massStride * 4).catch((e: unknown) => {
+        throw this.broken ?? new DeviceError('DEVICE_LOST', `reading the attention mass failed: ${(e as Error).message}`);
+      });
+      const rows = new Float32Array(this.massRead!.getMappedRange(0, T * massStride * 4).slice(0));
+      this.massRead!.unmap();
+      // per entry that asked: the mass of its positions 0 .. end - 1, summed over its rows (in float64, as the CPU)
+      this.lastMass = rowsOf.map((_r, b) => {
+        if (!attentionMass[b]) return undefined;
+        let end = 0;
+        for (let r = 0; r < T; r++) if (rowSeq[r] === b) end = Math.max(end, positions[r] + 1);
+        const mass = new Float64Array(end);
+        for (let r = 0; r < T; r++) if (rowSeq[r] === b) for (let j = 0; j <= positions[r]; j++) mass[j] += rows[r * massStride + j];
+        return mass;
+      });
+    }
+    if (this.querySet) await this.readProfile([...(observed ? this.observedDispatches(plan) : plan.dispatches), ...extra.map((x) => x.d)]);
     this.check();
     return ids;
   }
@@ -1367,7 +1452,7 @@ export class EngineSession {
 
   /** Every GPU buffer the session created. */
   private buffers(): (GPUBuffer | undefined)[] {
-    return [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.cowScratch, this.sampleBuffer, this.sampleRead, this.paramsBuffer, this.keyShift?.scratch, this.keyShift?.positions, this.keyShift?.params];
+    return [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.cowScratch, this.sampleBuffer, this.sampleRead, this.paramsBuffer, this.keyShift?.scratch, this.keyShift?.positions, this.keyShift?.params, this.massBuffer, this.massRead];
   }
 
   /**

@@ -9,6 +9,7 @@ import { attrsOf } from '../../ir/attrs.js';
 import { UnsupportedOpError } from '../../errors.js';
 import type { Node } from '../../ir/node.js';
 import { printNode } from '../../ir/printer.js';
+import { generateAttentionMassKernel } from '../attention-mass.js';
 import { generateAttentionKernel, generateKvCacheWriteKernel, generatePagedAttentionKernel, type AttentionVariant } from '../attention.js';
 import type { KernelFamily, KvOperand, Launch, LowerContext } from '../family.js';
 import { chooseAttentionVariant, decodeRowLanes } from '../schedule/attention.js';
@@ -55,9 +56,19 @@ function lowerAttention(node: Node, ctx: LowerContext): Launch[] {
     const attn = generatePagedAttentionKernel({ ...heads, kvDType, blockSize, seq: dimText(S), ragged: true, variant: attentionVariant(ctx, ctx.variants?.attention ?? 'decode', D, Dv) });
     const kv = (which: 'k' | 'v'): KvOperand => ({ kind: 'kv', layer: paged.layer, which });
     const rows: KvOperand[] = [{ kind: 'input', name: 'positions' }, { kind: 'input', name: 'row_seq' }];
+    // H2O eviction's observer: the softmax weights this attention gives each cached key, added to the mass buffer
+    // (float pools only: integer KV caches cannot shift keys, so they never evict)
+    const observer =
+      (kvDType === 'f32' || kvDType === 'f16') && heads.causal
+        ? {
+            kernel: generateAttentionMassKernel({ numHeads: Hq, numKvHeads: Hkv, headDim: D, dtype: heads.dtype, kvDType, blockSize, scale: heads.scale, seq: dimText(S), nodes: [label] }),
+            operands: [q, kv('k'), { kind: 'block-table' } as const, ...rows, { kind: 'attention-mass' } as const],
+            label: `attention mass (layer ${paged.layer})`,
+          }
+        : undefined;
     return [
       { kernel: write, operands: [paged.k, paged.v, { kind: 'block-table' }, ...rows, kv('k'), kv('v')], label: `kv-cache write (layer ${paged.layer})` },
-      launchOf(node, attn, [q, kv('k'), kv('v'), { kind: 'block-table' }, ...rows]),
+      { ...launchOf(node, attn, [q, kv('k'), kv('v'), { kind: 'block-table' }, ...rows]), ...(observer ? { observer } : {}) },
     ];
   }
   if (node.op === 'fused') throw new UnsupportedOpError(['fused:attention'], `a fused attention must read the paged KV cache: ${label}`);

@@ -45,9 +45,13 @@ export interface BatchedEngineSession {
   readonly maxTokens: number;
   /** Runs one ragged batch on the caller's block tables after the given copies; per entry, the ids sampled. */
   stepPaged?(
-    entries: readonly { readonly tokens: readonly number[]; readonly start: number; readonly blockTable: readonly number[]; readonly sampling?: SamplerStepSettings }[],
+    entries: readonly { readonly tokens: readonly number[]; readonly start: number; readonly blockTable: readonly number[]; readonly sampling?: SamplerStepSettings; readonly attentionMass?: boolean }[],
     copies?: readonly { readonly src: number; readonly dst: number }[],
   ): Promise<number[][]>;
+  /** Whether `stepPaged` computes the attention mass of entries that ask (H2O eviction; default false). */
+  readonly tracksAttention?: boolean;
+  /** After `stepPaged`: per entry, the attention mass of its positions `0 .. start + tokens.length − 1` (undefined where it did not ask). */
+  lastAttentionMass?(): readonly (Float64Array | undefined)[];
   /** Per block, its bytes in every layer's K and V pools (swapping to host memory). */
   readKvBlocks?(blocks: readonly number[]): Promise<Uint8Array[]>;
   /** Rotates the keys of these blocks back by `delta` positions (sliding KV windows; see {@link KvShift}). */
@@ -84,6 +88,10 @@ export class BatchedEngineExecutor implements BatchExecutor {
   readonly canSwap: boolean;
   /** Whether windowed sequences can shift their keys (`shiftKeys`, with `stepPaged`). */
   readonly canShiftKeys: boolean;
+  /** Whether the engine computes the attention mass H2O eviction ranks blocks by (`tracksAttention`, with `stepPaged`). */
+  readonly tracksAttention: boolean;
+  /** Attention mass per cache position of the entries of the last step that asked for it, by sequence. */
+  private readonly masses = new Map<number, Float64Array>();
   private readonly seqs = new Map<number, { seq: BatchedSequence; fed: number }>();
   /** Host copies of swapped-out blocks, by the scheduler's key. */
   private readonly swapped = new Map<number, Uint8Array[]>();
@@ -102,6 +110,17 @@ export class BatchedEngineExecutor implements BatchExecutor {
     this.sharesBlocks = typeof session.stepPaged === 'function';
     this.canSwap = this.sharesBlocks && typeof session.readKvBlocks === 'function' && typeof session.writeKvBlocks === 'function';
     this.canShiftKeys = this.sharesBlocks && typeof session.shiftKeys === 'function' && session.canShiftKeys !== false;
+    this.tracksAttention = this.sharesBlocks && session.tracksAttention === true && typeof session.lastAttentionMass === 'function';
+  }
+
+  /**
+   * The attention mass the cache positions `0 .. start + tokens.length − 1` of sequence `seqId` received in the last
+   * step (its entry asked with `attentionMass`), summed over the engine steps its tokens ran in. Forgotten once taken.
+   */
+  takeAttentionMass(seqId: number): Float64Array | undefined {
+    const m = this.masses.get(seqId);
+    this.masses.delete(seqId);
+    return m;
   }
 
   /** GPU memory the session holds (0 for a session that does not say). */
@@ -133,15 +152,27 @@ export class BatchedEngineExecutor implements BatchExecutor {
     let copies = batch.copies;
     const out: number[] = new Array<number>(batch.entries.length).fill(-1);
     const cap = session.maxTokens;
-    type Part = { index: number; seqId: number; tokens: readonly number[]; start: number; blockTable: readonly number[]; sampling?: SamplerStepSettings };
+    type Part = { index: number; seqId: number; tokens: readonly number[]; start: number; blockTable: readonly number[]; sampling?: SamplerStepSettings; attentionMass?: boolean };
     let group: Part[] = [];
     let size = 0;
+    for (const e of batch.entries) if (e.attentionMass) {
+      if (!this.tracksAttention) throw new InputError(`sequence ${e.seqId}: this engine does not compute attention mass (kvEviction h2o)`);
+      this.masses.delete(e.seqId);
+    }
     const flush = async (): Promise<void> => {
       if (!group.length) return;
-      const ids = await session.stepPaged!(group.map(({ tokens, start, blockTable, sampling }) => ({ tokens, start, blockTable, sampling })), copies);
+      const ids = await session.stepPaged!(group.map(({ tokens, start, blockTable, sampling, attentionMass }) => ({ tokens, start, blockTable, sampling, ...(attentionMass ? { attentionMass } : {}) })), copies);
       copies = [];
+      const mass = group.some((g) => g.attentionMass) ? session.lastAttentionMass!() : [];
       group.forEach((g, i) => {
         if (g.sampling) out[g.index] = ids[i][0];
+        const m = mass[i];
+        if (!g.attentionMass) return;
+        if (!m) throw new InputError(`sequence ${g.seqId}: the engine returned no attention mass`);
+        // a prompt run in chunks: each chunk's mass covers the positions up to its end
+        const was = this.masses.get(g.seqId);
+        if (was) for (let j = 0; j < was.length; j++) m[j] += was[j];
+        this.masses.set(g.seqId, m);
       });
       group = [];
       size = 0;
@@ -153,7 +184,7 @@ export class BatchedEngineExecutor implements BatchExecutor {
         const tokens = e.tokens.slice(at, at + cap);
         const last = at + cap >= e.tokens.length;
         if (size + tokens.length > cap || group.some((g) => g.seqId === e.seqId)) await flush();
-        group.push({ index, seqId: e.seqId, tokens, start: e.start + at, blockTable: e.blockTable, sampling: last ? e.sampling : undefined });
+        group.push({ index, seqId: e.seqId, tokens, start: e.start + at, blockTable: e.blockTable, sampling: last ? e.sampling : undefined, attentionMass: e.attentionMass });
         size += tokens.length;
       }
     }
@@ -205,6 +236,7 @@ export class BatchedEngineExecutor implements BatchExecutor {
   }
 
   release(seqId: number): void {
+    this.masses.delete(seqId);
     const s = this.seqs.get(seqId);
     if (!s) return;
     this.session.releaseSequence(s.seq);
