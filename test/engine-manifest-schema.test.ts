@@ -149,6 +149,34 @@ describe('engine manifest schema', () => {
     expect(failingField((m) => delete m.kv)).toMatch(/^plans\[0\]\.dispatches\[\d+\]\.bindings\[\d+\]$/);
   });
 
+  it("H2O's attention-mass observers: hostile fields name their path; only observers bind the attention-mass buffer", () => {
+    const am = manifest.kv?.attentionMass;
+    expect(am).toBeDefined();
+    const P = am!.plans.findIndex((o) => o.length > 1);
+    expect(P).toBeGreaterThanOrEqual(0);
+    const o = `kv.attentionMass.plans[${P}]`;
+    const cases: [(m: Json) => void, string][] = [
+      [(m) => m.kv.attentionMass.plans.pop(), 'kv.attentionMass.plans'],
+      [(m) => (m.kv.attentionMass.plans[P][0].after = m.plans[P].dispatches.length), `${o}[0].after`],
+      [(m) => (m.kv.attentionMass.plans[P][1].after = m.kv.attentionMass.plans[P][0].after), `${o}[1].after`],
+      [(m) => (m.kv.attentionMass.plans[P][0].dispatch.kernel = m.kernels.length), `${o}[0].dispatch.kernel`],
+      [(m) => (m.kv.attentionMass.plans[P][0].dispatch.bindings[5] = { kind: 'block-table' }), `${o}[0].dispatch.bindings`],
+      [(m) => (m.kv.attentionMass.plans[P][0].dispatch.kernel = m.plans[P].dispatches[m.kv.attentionMass.plans[P][0].after].kernel), `${o}[0].dispatch.bindings`],
+      [(m) => (m.kv.attentionMass.plans[P][0].dispatch.bindings[0] = { kind: 'arena', slot: m.slots.length, size: 4 }), `${o}[0].dispatch.bindings[0].slot`],
+      [(m) => (m.plans[0].dispatches[0].bindings[0] = { kind: 'attention-mass' }), 'plans[0].dispatches[0].bindings[0].kind'],
+      [(m) => (m.lm.argmax.bindings[0] = { kind: 'attention-mass' }), 'lm.argmax.bindings[0].kind'],
+      [(m) => (m.kv.attentionMass.label = 7), 'kv.attentionMass.label'],
+      [
+        (m) => {
+          delete m.kv.keyShift;
+          m.kv.dtype = 'int8';
+        },
+        'kv.attentionMass',
+      ],
+    ];
+    expect(cases.map(([edit]) => failingField(edit))).toEqual(cases.map(([, field]) => field));
+  });
+
   it('an input the runtime fills needs a fixed shape that its buffer can hold', () => {
     const computed = manifest.inputs.findIndex((i) => i.values);
     if (computed < 0) return;

@@ -355,31 +355,6 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
     return c.arr(`${p}.dispatches`, plan.dispatches, 2 ** 20).map((d, j) => dispatch(`${p}.dispatches[${j}]`, d));
   });
 
-  // H2O's attention-mass observers: per plan, in increasing order of the dispatch each follows, each an f32
-  // read-write last binding on the attention-mass buffer (its other bindings as any dispatch's)
-  if (m.kv !== undefined && (m.kv as Obj).attentionMass !== undefined) {
-    const am = c.obj('kv.attentionMass', (m.kv as Obj).attentionMass);
-    c.str('kv.attentionMass.label', am.label);
-    if (m.lm === undefined) c.fail('kv.attentionMass', 'attention-mass observers need a causal LM engine (lm)');
-    const kvDType = (m.kv as Obj).dtype;
-    if (kvDType !== 'f32' && kvDType !== 'f16') c.fail('kv.attentionMass', `the attention mass reads f32 or f16 keys, the KV cache is ${describe(kvDType)}`);
-    c.arr('kv.attentionMass.plans', am.plans, plans.length, plans.length).forEach((ov, i) => {
-      let last = -1;
-      c.arr(`kv.attentionMass.plans[${i}]`, ov, planDispatches[i].length).forEach((xv, j) => {
-        const p = `kv.attentionMass.plans[${i}][${j}]`;
-        const x = c.obj(p, xv);
-        last = c.int(`${p}.after`, x.after, last + 1, planDispatches[i].length - 1);
-        const d = dispatch(`${p}.dispatch`, x.dispatch, true);
-        const bindings = d.bindings;
-        const k = kernels[d.kernel];
-        if (bindings.findIndex((b) => b.kind === 'attention-mass') !== bindings.length - 1 || bindings.filter((b) => b.kind === 'attention-mass').length !== 1)
-          c.fail(`${p}.dispatch.bindings`, 'an observer binds the attention-mass buffer once, last');
-        if (!(m.kernels as { bindings: { access: string }[] }[])[d.kernel].bindings[k.bindings - 1] || (m.kernels as { bindings: { access: string }[] }[])[d.kernel].bindings[k.bindings - 1].access !== 'read_write')
-          c.fail(`${p}.dispatch.kernel`, 'an observer kernel writes the attention-mass buffer (its last binding read_write)');
-      });
-    });
-  }
-
   if (m.lm !== undefined) {
     const lm = c.obj('lm', m.lm);
     if (m.kv === undefined) c.fail('lm', 'a causal LM engine needs a KV cache (kv)');
@@ -405,6 +380,30 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
       if (x.dtype !== 'i32') c.fail(`inputs['${name}'].dtype`, `must be "i32", got ${describe(x.dtype)}`);
       if ((x.maxBytes as number) < 4 * lastMaxSeq) c.fail(`inputs['${name}'].maxBytes`, `${String(x.maxBytes)} bytes cannot hold the ${lastMaxSeq} ids of the largest plan`);
     }
+  }
+  // H2O's attention-mass observers: per plan, in increasing order of the dispatch each follows, each an f32
+  // read-write last binding on the attention-mass buffer (its other bindings as any dispatch's)
+  if (m.kv !== undefined && (m.kv as Obj).attentionMass !== undefined) {
+    const am = c.obj('kv.attentionMass', (m.kv as Obj).attentionMass);
+    c.str('kv.attentionMass.label', am.label);
+    if (m.lm === undefined) c.fail('kv.attentionMass', 'attention-mass observers need a causal LM engine (lm)');
+    const kvDType = (m.kv as Obj).dtype;
+    if (kvDType !== 'f32' && kvDType !== 'f16') c.fail('kv.attentionMass', `the attention mass reads f32 or f16 keys, the KV cache is ${describe(kvDType)}`);
+    c.arr('kv.attentionMass.plans', am.plans, plans.length, plans.length).forEach((ov, i) => {
+      let last = -1;
+      c.arr(`kv.attentionMass.plans[${i}]`, ov, planDispatches[i].length).forEach((xv, j) => {
+        const p = `kv.attentionMass.plans[${i}][${j}]`;
+        const x = c.obj(p, xv);
+        last = c.int(`${p}.after`, x.after, last + 1, planDispatches[i].length - 1);
+        const d = dispatch(`${p}.dispatch`, x.dispatch, true);
+        const bindings = d.bindings;
+        const k = kernels[d.kernel];
+        if (bindings.findIndex((b) => b.kind === 'attention-mass') !== bindings.length - 1 || bindings.filter((b) => b.kind === 'attention-mass').length !== 1)
+          c.fail(`${p}.dispatch.bindings`, 'an observer binds the attention-mass buffer once, last');
+        if (!(m.kernels as { bindings: { access: string }[] }[])[d.kernel].bindings[k.bindings - 1] || (m.kernels as { bindings: { access: string }[] }[])[d.kernel].bindings[k.bindings - 1].access !== 'read_write')
+          c.fail(`${p}.dispatch.kernel`, 'an observer kernel writes the attention-mass buffer (its last binding read_write)');
+      });
+    });
   }
   return value as EngineManifest;
 }

@@ -206,7 +206,7 @@ export class Scheduler {
     if (!e) return undefined;
     if (req.kvWindow) throw new InputError('kvWindow and kvEviction do not go together: pick one way of bounding the KV cache');
     if (this.executor.canShiftKeys !== true || this.executor.tracksAttention !== true || !this.executor.takeAttentionMass)
-      throw new InputError(`kvEviction '${e.policy}' needs a model backend that tracks attention and shifts cached keys (the CPU reference executor); this one does not`);
+      throw new InputError(`kvEviction '${e.policy}' needs a model backend that tracks attention and shifts cached keys (the CPU reference executor, or a WebGPU engine with attention-mass observers and a key shift on the scheduler's block tables); this one does not`);
     return kvEvictionBlocks(e, this.blocks.blockSize, this.executor.maxPositions);
   }
 
