@@ -1332,7 +1332,10 @@ export class EngineSession {
     const enc = d.createCommandEncoder();
     // the observers add to the attention-mass rows of this step: they start at 0
     const massStride = this.maxBlocks * (this.m.kv?.blockSize ?? 0);
-    if (observed) enc.clearBuffer(this.massBuffer!, 0, T * massStride * 4);
+    if (observed) {
+      this.observedDispatches(plan); // creates the buffer on first use
+      enc.clearBuffer(this.massBuffer!, 0, T * massStride * 4);
+    }
     // copy-on-write: a shared, partly filled block gets its copy before this step writes into it
     const blockBytes = this.kvBlockBytes();
     for (const { from, to } of copies)
