@@ -35,6 +35,8 @@ import { CpuCausalLM } from '../runtime/cpu/lm.js';
 import { describeDevice, requestGPUDevice } from '../runtime/device.js';
 import { compile, compressionOf } from '../compile.js';
 import type { KvCacheDType, PrecisionPolicy } from '../ir/target.js';
+import type { BatchExecutor } from '../runtime/serving/batch-executor.js';
+import { BatchedEngineExecutor } from '../runtime/serving/batched-engine-executor.js';
 import { CpuPagedExecutor } from '../runtime/serving/cpu-paged-executor.js';
 import { kvEvictionBlocks, type KvEviction } from '../runtime/serving/kv-eviction.js';
 import { kvWindowBlocks, type KvWindow } from '../runtime/serving/kv-window.js';
@@ -207,14 +209,77 @@ async function webgpuScorer(model: LoadedModel, o: EvalCommandOptions): Promise<
   };
 }
 
+/** A paged executor a text is streamed through, with the logits after each of its one-token steps. */
+interface StreamBackend {
+  /** The executor. */
+  readonly executor: BatchExecutor;
+  /** Bytes of K/V one cached position takes over all layers. */
+  readonly kvBytesPerPosition: number;
+  /** Sets what gets the logits after every step (each step runs one token). */
+  listen(f: (logits: Float32Array) => void): void;
+  /** Frees what it holds. */
+  close(): Promise<void>;
+}
+
+/** The paged CPU executor over `graph` as a {@link StreamBackend}. */
+function cpuStream(graph: Graph, model: LoadedModel, numBlocks: number, blockSize: number): StreamBackend {
+  const executor = new CpuPagedExecutor(graph, { numBlocks, blockSize, maxPositions: model.maxPositions, stopTokens: model.stopTokens });
+  return {
+    executor,
+    kvBytesPerPosition: executor.kvBytesPerPosition,
+    listen: (f) => void (executor.onLogits = (_seq, logits) => f(logits)),
+    close: async () => {},
+  };
+}
+
 /**
- * The text streamed once through a sliding KV window on the paged CPU executor (prompt tokens run one per step, so
- * every token is predicted from the window as it stands then). {@link WindowScorer.score} hands out the stream's rows
- * for consecutive windows of the comparison: each call returns the next `ids.length` rows (the stream starts at BOS
- * once, not at every window, which is the point).
+ * A WebGPU engine of `model` (f32 KV in blocks of `blockSize`; its attention-mass observers and key shift serve H2O)
+ * on the scheduler's block tables as a {@link StreamBackend}: every step's one token is sampled greedily so that its
+ * logits are computed, and the executor reports it unsampled to the scheduler when the step did not ask.
+ */
+async function webgpuStream(model: LoadedModel, o: EvalCommandOptions, numBlocks: number, blockSize: number): Promise<StreamBackend & { device: string; weightBytes: number }> {
+  const handle = await requestGPUDevice();
+  try {
+    const engine = await compile(model, { device: handle.info, quant: o.quant, sparsity: o.sparsity, precision: o.precision, kv: { blockSize }, prefillChunk: 8, batchInvariant: true, onProgress: log });
+    const session = await engine.createSession({ device: handle, kvBlocks: numBlocks });
+    const lm = engine.manifest.lm!;
+    const kv = engine.manifest.kv!;
+    const executor = new BatchedEngineExecutor(session, { maxPositions: lm.maxPositions, vocabSize: lm.vocabSize, stopTokens: lm.stopTokens });
+    let listener: ((logits: Float32Array) => void) | undefined;
+    const step = executor.step.bind(executor);
+    executor.step = async (b) => {
+      const e = b.entries[0];
+      if (b.entries.length !== 1 || e.tokens.length !== 1) throw new InputError(`eval streams one token a step, got ${b.entries.length} entries`);
+      const ids = await step({ ...b, entries: [{ ...e, sampling: e.sampling ?? { temperature: 0, topp: 1, coin: 0 } }] });
+      const [rows] = await session.lastBatchLogits();
+      listener?.(rows[rows.length - 1]);
+      return e.sampling ? ids : [-1];
+    };
+    return {
+      executor,
+      kvBytesPerPosition: kv.layers * 2 * kv.numKvHeads * kv.headDim * 4,
+      listen: (f) => void (listener = f),
+      close: async () => {
+        await session.destroy();
+        await handle.destroy();
+      },
+      device: describeDevice(handle.info),
+      weightBytes: engine.manifest.weights.reduce((a, w) => a + w.parts.reduce((b, p) => b + p.byteLength, 0), 0),
+    };
+  } catch (e) {
+    await handle.destroy();
+    throw e;
+  }
+}
+
+/**
+ * The text streamed once through a bounded KV cache (a sliding window, or H2O eviction) on a paged executor (prompt
+ * tokens run one per step, so every token is predicted from the cache as it stands then). {@link WindowScorer.score}
+ * hands out the stream's rows for consecutive windows of the comparison: each call returns the next `ids.length` rows
+ * (the stream starts at BOS once, not at every window, which is the point).
  */
 function streamingScorer(
-  graph: Graph,
+  backend: StreamBackend,
   model: LoadedModel,
   ids: readonly number[],
   targets: number,
@@ -222,8 +287,8 @@ function streamingScorer(
   blockSize: number,
 ): { scorer: WindowScorer; info: () => EvalKvWindow | EvalKvH2o } {
   const vocab = model.config.vocabSize;
-  const capacity = 'window' in bound ? kvWindowBlocks(bound.window, blockSize, model.maxPositions).capacity : kvEvictionBlocks(bound.eviction, blockSize, model.maxPositions).capacity;
-  const executor = new CpuPagedExecutor(graph, { numBlocks: capacity / blockSize, blockSize, maxPositions: model.maxPositions, stopTokens: model.stopTokens });
+  const capacity = boundCapacity(bound, blockSize, model.maxPositions);
+  const executor = backend.executor;
   let shifts = 0;
   const step = executor.step.bind(executor);
   executor.step = (b) => {
@@ -233,7 +298,7 @@ function streamingScorer(
   const scheduler = new Scheduler(executor, { maxBatchTokens: 1, prefixCaching: false, ...('window' in bound ? { kvWindow: bound.window } : { kvEviction: bound.eviction }) });
   const flag = 'window' in bound ? '--kv-window' : '--kv-h2o';
   const rows: Float64Array[] = [];
-  executor.onLogits = (_seq, logits) => void rows.push(logSoftmax(logits, 0, vocab));
+  backend.listen((logits) => void rows.push(logSoftmax(logits, 0, vocab)));
   let running: Promise<void> | undefined;
   let done = false;
   const start = (): Promise<void> => {
@@ -259,14 +324,19 @@ function streamingScorer(
         cursor += inputs.length;
         return out;
       },
-      async close() {},
+      close: () => backend.close(),
     },
     info: () => {
-      const memory = { block_size: blockSize, cache_positions: capacity, kv_bytes: capacity * executor.kvBytesPerPosition, kv_bytes_full_context: model.maxPositions * executor.kvBytesPerPosition };
+      const memory = { block_size: blockSize, cache_positions: capacity, kv_bytes: capacity * backend.kvBytesPerPosition, kv_bytes_full_context: model.maxPositions * backend.kvBytesPerPosition };
       if ('window' in bound) return { sink_tokens: bound.window.sinkTokens, window_tokens: bound.window.windowTokens, ...memory, shifts };
       return { budget_tokens: bound.eviction.budgetTokens, recent_tokens: bound.eviction.recentTokens, ...memory, evicted_blocks: scheduler.evictedBlocks };
     },
   };
+}
+
+/** Positions a bounded cache holds at most (a window's sinks and recent blocks, or H2O's budget), in whole blocks. */
+function boundCapacity(bound: { window: KvWindow } | { eviction: KvEviction }, blockSize: number, maxPositions: number): number {
+  return 'window' in bound ? kvWindowBlocks(bound.window, blockSize, maxPositions).capacity : kvEvictionBlocks(bound.eviction, blockSize, maxPositions).capacity;
 }
 
 function argmax(row: Float64Array): number {
@@ -377,7 +447,8 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   const kvH2o = kvH2oFlag(o.kvH2o);
   if (kvH2o) refuseKvH2o(o);
   if (o.kvBlockSize !== undefined && !kvWindow && !kvH2o) throw new UsageError('--kv-block-size goes with --kv-window or --kv-h2o');
-  const backend = kvWindow || kvH2o ? 'cpu' : await pickBackend(o.backend);
+  // a bounded cache streams on the CPU reference unless --backend webgpu asks for the GPU (H2O only, for now)
+  const backend = kvWindow || (kvH2o && o.backend !== 'webgpu') ? 'cpu' : await pickBackend(o.backend);
   const passes = 'O3';
 
   const refModel = o.reference ? await openReference(o.reference, model, o.maxContext) : model;
@@ -395,11 +466,23 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalResult> {
   let weightBytes: number;
   let windowInfo: (() => EvalKvWindow | EvalKvH2o) | undefined;
   if (kvWindow || kvH2o) {
-    const graph = runPasses(tested.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: { ...compression } }).graph;
-    const st = streamingScorer(graph, tested, ids, targets, kvWindow ? { window: kvWindow } : { eviction: kvH2o! }, o.kvBlockSize ?? 16);
+    const bound = kvWindow ? { window: kvWindow } : { eviction: kvH2o! };
+    const blockSize = o.kvBlockSize ?? 16;
+    const numBlocks = boundCapacity(bound, blockSize, tested.maxPositions) / blockSize;
+    let stream: StreamBackend;
+    if (backend === 'cpu') {
+      const graph = runPasses(tested.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: { ...compression } }).graph;
+      stream = cpuStream(graph, tested, numBlocks, blockSize);
+      weightBytes = weightTotals(graph).bytes;
+    } else {
+      const gpu = await webgpuStream(tested, o, numBlocks, blockSize);
+      stream = gpu;
+      weightBytes = gpu.weightBytes;
+      log(`eval: webgpu on ${gpu.device}`);
+    }
+    const st = streamingScorer(stream, tested, ids, targets, bound, blockSize);
     underTest = st.scorer;
     windowInfo = st.info;
-    weightBytes = weightTotals(graph).bytes;
   } else if (backend === 'cpu') {
     const kvQuantized = o.kvDtype === 'int8' || o.kvDtype === 'int4';
     const c = Object.keys(compression).length || refModel !== model || tested !== model || kvQuantized ? cpuScorer(tested, passes, { ...compression, kvCache: o.kvDtype }) : reference;

@@ -199,7 +199,8 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
   const positions = kvWindow || kvH2o ? o.steps : Math.min(o.steps, model ? model.maxPositions : engineFromDisk!.manifest.lm!.maxPositions);
   if (promptIds.length > positions) throw new InputError(`the prompt has ${promptIds.length} tokens, more than --steps allows (${positions} positions${positions < o.steps ? ", the model's context" : ''})`);
   // only now (the inputs are valid) look for a GPU, which may print driver notes
-  const backend = o.engine ? 'webgpu' : kvH2o ? 'cpu' : await pickBackend(o.backend, { model: model!, quant: o.quant, sparsity: o.sparsity, kvDtype: o.kvDtype });
+  // H2O runs on the CPU reference unless --backend webgpu (or --engine) asks for the GPU
+  const backend = o.engine ? 'webgpu' : kvH2o && o.backend !== 'webgpu' ? 'cpu' : await pickBackend(o.backend, { model: model!, quant: o.quant, sparsity: o.sparsity, kvDtype: o.kvDtype });
   const passes = o.passes ?? 'O3';
   // the prompt is echoed with the first generated token (or at the end, when none is): by then the model, the
   // engine and the settings have all been accepted, so nothing reaches stdout before an error could
@@ -226,28 +227,20 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
     if (!draftSource) throw new UsageError('--speculative draft with --engine needs a --draft-model <file>');
     if (draftSource.config.vocabSize !== vocab) throw new InputError(`the draft model's vocabulary has ${draftSource.config.vocabSize} tokens, the target's ${vocab}: they must share the tokenizer`);
   }
-  if (kvH2o) {
-    const blockSize = o.kvBlockSize ?? 16;
-    const maxPositions = model!.maxPositions;
-    const e = kvEvictionBlocks(kvH2o, blockSize, maxPositions);
-    const request = { promptIds, maxTokens: Math.max(1, o.steps - promptIds.length + 1), temperature: o.temperature, topP: o.topp, topK: o.topk ?? 0, seed: o.seed };
-    const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: { ...compressionOf(o) } });
-    extra.compile_ms = round(optimized.timings.reduce((a, t) => a + t.ms, 0));
-    const executor = new CpuPagedExecutor(optimized.graph, { numBlocks: e.budgetBlocks, blockSize, maxPositions, stopTokens: model!.stopTokens });
-    extra.load_ms = round(performance.now() - t0);
-    r = await generateInWindow(executor, request, { kvEviction: kvH2o }, onToken);
-    extra.kv_h2o = `${kvH2o.budgetTokens},${kvH2o.recentTokens}`;
-  } else if (kvWindow) {
+  if (kvWindow || kvH2o) {
     const blockSize = o.kvBlockSize ?? 16;
     const maxPositions = model ? model.maxPositions : engineFromDisk!.manifest.lm!.maxPositions;
-    const w = kvWindowBlocks(kvWindow, blockSize, maxPositions);
+    // the pool a bounded cache needs: the window's sinks and recent blocks, or H2O's budget
+    const poolBlocks = (bs: number): number => (kvH2o ? kvEvictionBlocks(kvH2o, bs, maxPositions).budgetBlocks : ((w) => w.sinkBlocks + w.recentBlocks)(kvWindowBlocks(kvWindow!, bs, maxPositions)));
+    const bound = kvH2o ? { kvEviction: kvH2o } : { kvWindow: kvWindow! };
+    poolBlocks(blockSize); // a bad policy fails here, before anything is compiled or loaded
     const request = { promptIds, maxTokens: Math.max(1, o.steps - promptIds.length + 1), temperature: o.temperature, topP: o.topp, topK: o.topk ?? 0, seed: o.seed };
     if (backend === 'cpu') {
       const optimized = runPasses(model!.build({ lastTokenLogitsOnly: true }), passes, { device: cpuProfile, options: { ...compressionOf(o), kvCache: o.kvDtype } });
       extra.compile_ms = round(optimized.timings.reduce((a, t) => a + t.ms, 0));
-      const executor = new CpuPagedExecutor(optimized.graph, { numBlocks: w.sinkBlocks + w.recentBlocks, blockSize, maxPositions, stopTokens: model!.stopTokens });
+      const executor = new CpuPagedExecutor(optimized.graph, { numBlocks: poolBlocks(blockSize), blockSize, maxPositions, stopTokens: model!.stopTokens });
       extra.load_ms = round(performance.now() - t0);
-      r = await generateInWindow(executor, request, { kvWindow }, onToken);
+      r = await generateInWindow(executor, request, bound, onToken);
     } else {
       const handle = await requestGPUDevice();
       try {
@@ -256,13 +249,12 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
         extra.compile_ms = round(performance.now() - tc);
         if (engineFromDisk && engine.manifest.kv?.blockSize !== blockSize) log(`--kv-block-size ${blockSize}: the saved engine's blocks hold ${engine.manifest.kv?.blockSize} tokens; using those`);
         const ebs = engine.manifest.kv?.blockSize ?? blockSize;
-        const ew = kvWindowBlocks(kvWindow, ebs, maxPositions);
-        const session = await engine.createSession({ device: handle, kvBlocks: ew.sinkBlocks + ew.recentBlocks });
+        const session = await engine.createSession({ device: handle, kvBlocks: poolBlocks(ebs) });
         try {
           extra.load_ms = round(performance.now() - t0);
           extra.device = describeDevice(handle.info);
           const lm = engine.manifest.lm!;
-          r = await generateInWindow(new BatchedEngineExecutor(session, { maxPositions: lm.maxPositions, vocabSize: lm.vocabSize, stopTokens: lm.stopTokens }), request, { kvWindow }, onToken);
+          r = await generateInWindow(new BatchedEngineExecutor(session, { maxPositions: lm.maxPositions, vocabSize: lm.vocabSize, stopTokens: lm.stopTokens }), request, bound, onToken);
         } finally {
           await session.destroy();
         }
@@ -270,7 +262,8 @@ export async function generateCommand(o: GenerateCommandOptions): Promise<Genera
         await handle.destroy();
       }
     }
-    extra.kv_window = `${kvWindow.sinkTokens},${kvWindow.windowTokens}`;
+    if (kvH2o) extra.kv_h2o = `${kvH2o.budgetTokens},${kvH2o.recentTokens}`;
+    else extra.kv_window = `${kvWindow!.sinkTokens},${kvWindow!.windowTokens}`;
   } else if (spec && backend === 'cpu') {
     const target = runPasses(model!.build({}), passes, { device: cpuProfile, options: { ...compressionOf(o), kvCache: o.kvDtype } });
     extra.compile_ms = round(target.timings.reduce((a, t) => a + t.ms, 0));

@@ -29,13 +29,13 @@ export function kvH2oFlag(text: string | undefined): KvEviction | undefined {
 }
 
 /**
- * The combinations `--kv-h2o` does not take, as usage errors naming the option: H2O needs the attention mass the CPU
- * reference computes and an f32 KV cache whose keys it can shift.
+ * The combinations `--kv-h2o` does not take, as usage errors naming the option: H2O needs an f32 KV cache whose keys
+ * it can shift and the attention mass the backend computes (the CPU reference, or a WebGPU engine's attention-mass
+ * observers; an engine from disk without them is refused when it is loaded).
  */
-export function refuseKvH2o(o: { kvWindow?: string; kvCalib?: string; kvDtype?: string; backend?: string; engine?: string; speculative?: string }): void {
+export function refuseKvH2o(o: { kvWindow?: string; kvCalib?: string; kvDtype?: string; speculative?: string }): void {
   if (o.kvWindow !== undefined) throw new UsageError('--kv-h2o and --kv-window do not go together: pick one way of bounding the KV cache');
   if (o.kvCalib) throw new UsageError('--kv-h2o does not go with --kv-calib: centered keys do not rotate with their offsets');
-  if (o.kvDtype && o.kvDtype !== 'f32') throw new UsageError(`--kv-h2o takes an f32 KV cache (no key shift of ${o.kvDtype} blocks, and the attention mass comes from the CPU reference)`);
-  if (o.backend === 'webgpu' || o.engine) throw new UsageError('--kv-h2o runs on the CPU backend only (the attention mass it ranks blocks by comes from the CPU reference): pass --backend cpu');
+  if (o.kvDtype && o.kvDtype !== 'f32') throw new UsageError(`--kv-h2o takes an f32 KV cache (no key shift or attention mass of ${o.kvDtype} blocks)`);
   if (o.speculative) throw new UsageError('--kv-h2o and --speculative do not go together');
 }

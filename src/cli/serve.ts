@@ -111,7 +111,9 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
   let tokenizer: TextTokenizer | undefined;
   const chat = ChatTemplate.find(path, o.tokenizer);
   const kvH2o = kvH2oFlag(o.kvH2o);
-  if (kvH2o) refuseKvH2o({ ...o, engine: engineFolder ? path : undefined });
+  if (kvH2o) refuseKvH2o(o);
+  // a saved engine is served with one engine session per sequence, which cannot evict blocks
+  if (kvH2o && engineFolder) throw new UsageError('--kv-h2o does not go with a saved engine (served one session per sequence): pass the model file, with --backend webgpu for the GPU');
   if (engineFolder) {
     const engine = await Engine.load(path);
     const lm = engine.manifest.lm;
@@ -123,7 +125,8 @@ export async function loadServedModel(id: string, path: string, o: ServeCommandO
     const opened = await openModel(path, o.tokenizer, { maxContext: o.maxContext });
     const model = o.kvCalib ? await keyOffsetModel(opened.model, opened.tokenizer, o.kvCalib) : opened.model;
     tokenizer = opened.tokenizer;
-    const backend = kvH2o ? 'cpu' : await pickBackend(o.backend, { model, kvDtype: o.kvDtype });
+    // H2O runs on the CPU reference unless --backend webgpu asks for the GPU
+    const backend = kvH2o && o.backend !== 'webgpu' ? 'cpu' : await pickBackend(o.backend, { model, kvDtype: o.kvDtype });
     if (backend === 'cpu') {
       const graph = runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile, options: { kvCache: o.kvDtype } }).graph;
       const blockSize = o.kvBlockSize ?? 16;

@@ -1388,11 +1388,13 @@ export class EngineSession {
   /**
    * Reads back the logits of the last step's sampled rows, per entry of that step (for tests, tools and speculative
    * decoding's acceptance test): `[entry][row]` of `vocabSize` floats, in the order of the ids
-   * {@link EngineSession.stepBatch} returned.
+   * {@link EngineSession.stepBatch} or {@link EngineSession.stepPaged} returned.
    */
   async lastBatchLogits(): Promise<Float32Array[][]> {
     this.check();
-    const { lm } = this.lmAllocator();
+    // after stepBatch or stepPaged alike (the rows of the last step, whoever manages its blocks)
+    const lm = this.m.lm;
+    if (!lm) throw new InputError('this engine is not a causal LM');
     const n = this.lastRows.reduce((a, x) => a + x.length, 0);
     if (n === 0) return this.lastRows.map(() => []);
     const all = await this.readLogitRows(n, lm.vocabSize);
