@@ -2,7 +2,9 @@
 // heavy-hitter eviction and reports its memory; generate runs past the 512-position context; serve takes completions
 // past the context; malformed values and unsupported combinations are usage errors naming the option.
 import { describe, expect, it } from 'vitest';
-import { startServer } from '../src/cli/serve.js';
+import { loadServedModel, startServer, type ServeCommandOptions } from '../src/cli/serve.js';
+import { UsageError } from '../src/errors.js';
+import { acquireTestDevice } from './helpers/webgpu.js';
 import { runCli } from './support/cli.js';
 import { goldens } from './support/serving.js';
 import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
@@ -54,17 +56,46 @@ describe.skipIf(!hasShared)('--kv-h2o (stories260K, CPU)', () => {
     }
   }, 120_000);
 
+  it('on --backend webgpu (the engine\'s attention-mass observers): eval matches the CPU figures, generate the CPU ids, serve answers', async (ctx) => {
+    const gpu = await acquireTestDevice();
+    if (!gpu) return ctx.skip();
+    await gpu.destroy();
+    const args = ['eval', '--model', model(), '--tokenizer', tok(), '--text', text(), '--kv-h2o', '64,32', '--kv-block-size', '4', '--max-tokens', '300', '--json'];
+    const [c, g] = [await runCli([...args, '--backend', 'cpu']), await runCli([...args, '--backend', 'webgpu'])];
+    expect(c.code, c.stderr).toBe(0);
+    expect(g.code, g.stderr).toBe(0);
+    const [cpu, webgpu] = [JSON.parse(c.stdout.trim()), JSON.parse(g.stdout.trim())];
+    expect(webgpu.kv_h2o).toEqual(cpu.kv_h2o);
+    expect(cpu.kv_h2o.evicted_blocks).toBe(Math.ceil((300 - 64) / 4));
+    expect(Math.abs(webgpu.ppl - cpu.ppl) / cpu.ppl).toBeLessThan(1e-5);
+    const gen = ['generate', '--model', model(), '--tokenizer', tok(), '--steps', '160', '--temperature', '0', '--kv-h2o', '48,16', '--kv-block-size', '4', '--json'];
+    const [gc, gg] = [await runCli([...gen, '--backend', 'cpu']), await runCli([...gen, '--backend', 'webgpu'])];
+    expect(gg.code, gg.stderr).toBe(0);
+    const [ids, gpuIds] = [JSON.parse(gc.stdout.trim()).generated_ids, JSON.parse(gg.stdout.trim()).generated_ids];
+    expect(ids).toHaveLength(160);
+    expect(gpuIds).toEqual(ids);
+    expect(JSON.parse(gg.stdout.trim()).metrics.kv_h2o).toBe('48,16');
+    const server = await startServer({ model: model(), tokenizer: tok(), port: 0, backend: 'webgpu', maxBatchTokens: 64, kvBlocks: 16, kvH2o: '64,32' });
+    try {
+      const res = await fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: [1], max_tokens: 100, temperature: 0, ignore_eos: true }) });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { usage: { completion_tokens: number } };
+      expect(body.usage.completion_tokens).toBe(100);
+    } finally {
+      await server.close();
+    }
+  }, 300_000);
+
   it('malformed values and unsupported combinations are usage errors naming --kv-h2o', async () => {
     for (const [args, code] of [
       [['generate', '--model', model(), '--kv-h2o', '64'], 2],
       [['eval', '--model', model(), '--text', text(), '--kv-h2o', '64,x'], 2],
-      [['eval', '--model', model(), '--text', text(), '--kv-h2o', '256,128', '--backend', 'webgpu'], 2],
       [['eval', '--model', model(), '--text', text(), '--kv-h2o', '256,128', '--kv-window', '4,252'], 2],
       [['eval', '--model', model(), '--text', text(), '--kv-h2o', '256,128', '--kv-dtype', 'int8'], 2],
       [['eval', '--model', model(), '--text', text(), '--kv-h2o', '256,128', '--kv-calib', text()], 2],
       [['generate', '--model', model(), '--backend', 'cpu', '--kv-h2o', '64,32', '--kv-dtype', 'int4'], 2],
       [['generate', '--model', model(), '--backend', 'cpu', '--kv-h2o', '64,32', '--speculative', 'ngram'], 2],
-      [['generate', '--model', model(), '--backend', 'webgpu', '--kv-h2o', '64,32'], 2],
+      [['generate', '--model', model(), '--backend', 'webgpu', '--kv-h2o', '64,32', '--kv-dtype', 'int8'], 2],
       [['generate', '--model', model(), '--backend', 'cpu', '--kv-h2o', '600,32', '--steps', '700'], 1],
       [['generate', '--model', model(), '--backend', 'cpu', '--kv-h2o', '64,64', '--steps', '100'], 1],
     ] as const) {
@@ -74,5 +105,7 @@ describe.skipIf(!hasShared)('--kv-h2o (stories260K, CPU)', () => {
       expect(last, args.join(' ')).toMatch(/^error \[(USAGE|BAD_INPUT)\]/);
       expect(last, args.join(' ')).toMatch(/kv-h2o|kvEviction|BUDGET/);
     }
+    // a saved engine is served one session per sequence, which cannot evict: refused before it is loaded
+    await expect(loadServedModel('e', sharedPath('no-such-engine'), { kvH2o: '64,32' } as ServeCommandOptions, true)).rejects.toThrow(UsageError);
   });
 });

@@ -91,7 +91,7 @@ export interface EvalCommandOptions {
   kvWindow?: string;
   /** With `kvWindow`: tokens per KV block, to which sinks and window are rounded up (default 16). */
   kvBlockSize?: number;
-  /** `BUDGET,RECENT`: stream the text through a cache bounded by H2O heavy-hitter eviction (CPU backend, f32 KV). */
+  /** `BUDGET,RECENT`: stream the text through a cache bounded by H2O heavy-hitter eviction (f32 KV; the CPU backend unless `backend` is `webgpu`). */
   kvH2o?: string;
 }
 

@@ -89,7 +89,7 @@ export interface GenerateCommandOptions {
   /**
    * `BUDGET,RECENT`: keep at most BUDGET tokens' K/V under H2O heavy-hitter eviction (the last RECENT tokens and the
    * blocks that received the most attention, rounded to KV blocks), so `steps` may exceed the model's context. CPU
-   * backend only, through the serving scheduler like `kvWindow`.
+   * backend unless `backend` is `webgpu` (or an engine is given), through the serving scheduler like `kvWindow`.
    */
   kvH2o?: string;
   /** Speculative decoding: drafts from n-gram lookup in the context, or from a draft model (absent: off). */

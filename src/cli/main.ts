@@ -143,7 +143,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(new Option('--precision <policy>', 'precision policy: auto (f16 where the device has it and it is faster), f32, f16').choices(['auto', 'f32', 'f16']).default('auto'))
     .option('--kv-block-size <n>', 'tokens per KV-cache block (a power of two, 1..256)', kvBlockSize, 16)
     .option('--kv-window <sinks,recent>', 'keep the K/V of the first SINKS and last RECENT tokens only (StreamingLLM sliding window with attention sinks, rounded to KV blocks), so --steps may exceed the context; runs through the serving scheduler')
-    .option('--kv-h2o <budget,recent>', 'keep at most BUDGET tokens of K/V under H2O heavy-hitter eviction (the last RECENT tokens and the blocks that received the most attention, rounded to KV blocks), so --steps may exceed the context; CPU backend, through the serving scheduler')
+    .option('--kv-h2o <budget,recent>', 'keep at most BUDGET tokens of K/V under H2O heavy-hitter eviction (the last RECENT tokens and the blocks that received the most attention, rounded to KV blocks), so --steps may exceed the context; through the serving scheduler, on the CPU backend unless --backend webgpu')
     .addOption(kvDtypeOption())
     .addOption(kvCalibOption())
     .addOption(quantOption())
@@ -221,7 +221,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(kvDtypeOption())
     .addOption(kvCalibOption())
     .option('--kv-window <sinks,recent>', 'stream the whole text through a sliding KV window keeping the first SINKS and the last RECENT tokens (StreamingLLM; CPU, f32 KV); 0,RECENT is a plain sliding window')
-    .option('--kv-h2o <budget,recent>', 'stream the whole text through a KV cache of BUDGET tokens under H2O heavy-hitter eviction: the last RECENT tokens and the blocks that received the most attention are kept (CPU, f32 KV)')
+    .option('--kv-h2o <budget,recent>', 'stream the whole text through a KV cache of BUDGET tokens under H2O heavy-hitter eviction: the last RECENT tokens and the blocks that received the most attention are kept (f32 KV; CPU unless --backend webgpu)')
     .option('--kv-block-size <n>', 'with --kv-window or --kv-h2o: tokens per KV block, to which the counts round up (default 16)', num('--kv-block-size', { int: true, min: 1 }))
     .option('--json', 'print only the JSON object (no summary line on stderr)', false)
     .action(async (o) => {
@@ -330,7 +330,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .option('--kv-window <sinks,recent>', 'every request keeps the K/V of its first SINKS and last RECENT tokens (StreamingLLM sliding window with attention sinks, rounded to KV blocks) and may run past the context; CPU backend or WebGPU model files')
     .option('--tune', 'WebGPU model files: time the candidate variants of the tunable kernels (matmuls) for the batched steps the server runs, and keep the fastest in the timing cache', false)
     .option('--timing-cache <file>', 'timing cache file, used when present (default: timing-cache.json in $TENSORWRIGHT_CACHE_DIR, $XDG_CACHE_HOME/tensorwright or ~/.cache/tensorwright)')
-    .option('--kv-h2o <budget,recent>', 'every request keeps at most BUDGET tokens of K/V under H2O heavy-hitter eviction (the last RECENT tokens and the blocks that received the most attention, rounded to KV blocks) and may run past the context; CPU backend only')
+    .option('--kv-h2o <budget,recent>', 'every request keeps at most BUDGET tokens of K/V under H2O heavy-hitter eviction (the last RECENT tokens and the blocks that received the most attention, rounded to KV blocks) and may run past the context; CPU backend unless --backend webgpu (not with a saved engine)')
     .addOption(maxContextOption())
     .action(async (o) => {
       await serveCommand(o);

@@ -86,7 +86,7 @@ export interface ServeCommandOptions {
   kvWindow?: string;
   /**
    * `BUDGET,RECENT`: every request keeps at most BUDGET tokens' K/V under H2O heavy-hitter eviction (its last RECENT
-   * tokens and the blocks that received the most attention) and may run past the context (CPU backend only).
+   * tokens and the blocks that received the most attention) and may run past the context (CPU backend unless `backend` is `webgpu`; not with a saved engine).
    */
   kvH2o?: string;
   /** The name clients use for a single `--model`/`--engine` (default: its file name). */

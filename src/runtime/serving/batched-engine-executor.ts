@@ -155,7 +155,8 @@ export class BatchedEngineExecutor implements BatchExecutor {
     type Part = { index: number; seqId: number; tokens: readonly number[]; start: number; blockTable: readonly number[]; sampling?: SamplerStepSettings; attentionMass?: boolean };
     let group: Part[] = [];
     let size = 0;
-    for (const e of batch.entries) if (e.attentionMass) {
+    for (const e of batch.entries) {
+      if (!e.attentionMass) continue;
       if (!this.tracksAttention) throw new InputError(`sequence ${e.seqId}: this engine does not compute attention mass (kvEviction h2o)`);
       this.masses.delete(e.seqId);
     }
