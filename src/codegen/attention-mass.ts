@@ -12,7 +12,6 @@
  * One workgroup per row; for each head its lanes stride over the keys keeping an online (max, sum) pair, merge the
  * pairs in workgroup memory, then score the keys again and add `exp(score − max) / sum`. A lane owns the same keys for
  * every head, so the read-modify-write of `mass` needs no atomics, and layers run one after the other.
- * @mergeModuleWith compile
  * @module
  */
 import { InputError, ShapeError } from '../errors.js';

@@ -213,7 +213,8 @@ export interface KvManifest {
    * {@link EngineManifest.plans}; empty for a plan without them, such as the whole-step decode kernel), one dispatch
    * after each layer's paged attention that adds the softmax weight each cached key receives, summed over query
    * heads, to the attention-mass buffer (see `src/codegen/attention-mass.ts`). A session runs them only in steps that
-   * ask, on a plan that has them. Engines without them cannot run H2O eviction.
+   * ask, on a plan that has them. Engines without them cannot run H2O eviction. (Added in version 3 without a version
+   * change: runtimes that predate it ignore the field, and no plan dispatch binds the attention-mass buffer.)
    */
   readonly attentionMass?: {
     /** What they compute, for profiles and errors. */

@@ -1365,9 +1365,13 @@ export class EngineSession {
       sampled.forEach(({ entry }, i) => ids[entry].push(got[i]));
     }
     if (observed) {
-      await this.massRead!.mapAsync(GPUMapMode.READ, 0, T * massStride * 4).catch((e: unknown) => {
-        throw this.broken ?? new DeviceError('DEVICE_LOST', `reading the attention mass failed: ${(e as Error).message}`);
-      });
+      const map = (): Promise<void> =>
+        this.massRead!.mapAsync(GPUMapMode.READ, 0, T * massStride * 4).catch((e: unknown) => {
+          throw this.broken ?? new DeviceError('DEVICE_LOST', `reading the attention mass failed: ${(e as Error).message}`);
+        });
+      // after the sampled ids' readback the step is done; a step that samples nothing waits here
+      if (sampled.length) await map();
+      else await this.waiter.wait(`${plan.manifest.name}:${T}:mass`, submittedAt, map);
       const rows = new Float32Array(this.massRead!.getMappedRange(0, T * massStride * 4).slice(0));
       this.massRead!.unmap();
       // per entry that asked: the mass of its positions 0 .. end - 1, summed over its rows (in float64, as the CPU)

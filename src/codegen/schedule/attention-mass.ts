@@ -2,7 +2,6 @@
  * Schedule rule of the attention-mass kernel (`src/codegen/attention-mass.ts`): lanes per workgroup. One workgroup
  * serves one row of the batch and its lanes stride over the row's keys, so a row of a few hundred keys keeps 64 lanes
  * busy, and the merge of the lanes' (max, sum) pairs stays a short tree.
- * @mergeModuleWith compile
  * @module
  */
 
