@@ -1,7 +1,8 @@
 // H2O heavy-hitter KV eviction on the WebGPU engine (stories260K, f32, blocks of 4): the engine's attention-mass
 // observers (one kernel after each layer's paged attention, emitted by codegen) report the mass the CPU reference
 // executor reports for the same run, within f32 rounding, so the scheduler drops the same blocks in the same order
-// and greedy generation gives the same ids; an engine compiled without observers (an int8 KV cache) is refused.
+// and greedy generation gives the same ids, also for prompt chunks longer than an engine step and 560 tokens past the
+// 512 context in a pool of the budget; an engine compiled without observers (an int8 KV cache) is refused.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compile } from '../src/compile.js';
 import { InputError } from '../src/errors.js';
@@ -74,6 +75,35 @@ describe.skipIf(!hasShared)('H2O eviction on the WebGPU engine', () => {
     expect(worst).toBeLessThan(1e-4);
     expect(cpuSession.scheduler.evictedBlocks).toBeGreaterThan(5);
     expect(gpuSession.scheduler.evictedBlocks).toBe(cpuSession.scheduler.evictedBlocks);
+    expect(gpuRec.shifts).toEqual(cpuRec.shifts);
+    expect(got.ids).toEqual(want.ids);
+    await es.destroy();
+  }, LONG);
+
+  it('a prompt longer than an engine step (chunks summed), then 560 tokens past the 512 context in a pool of the budget: the CPU executor\'s ids', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const g = goldens();
+    // 40 prompt tokens: the scheduler's 32-token chunks run as two engine steps of at most 16 each
+    const prompt = [...g[1].prompt_ids, ...g[1].generated_ids].slice(0, 40);
+    const h2o = { policy: 'h2o', budgetTokens: 48, recentTokens: 16 } as const;
+    const req = { promptIds: prompt, maxTokens: 560, temperature: 0, ignoreStopTokens: true, kvEviction: h2o };
+    const cpu = (await stories260K()).executor(12, 4);
+    const cpuRec = recorder(cpu);
+    const want = await new ServingSession(cpu, { maxBatchTokens: 32 }).generate(req);
+    const es = await engine.createSession({ device: gpu, kvBlocks: 12 });
+    const ex = new BatchedEngineExecutor(es, { maxPositions: model.maxPositions, vocabSize: model.config.vocabSize, stopTokens: model.stopTokens });
+    const gpuRec = recorder(ex);
+    const session = new ServingSession(ex, { maxBatchTokens: 32 });
+    let most = 0;
+    session.onStep = () => (most = Math.max(most, session.scheduler.blocks.usedBlocks));
+    const got = await session.generate(req);
+    expect(got.ids.length).toBe(560);
+    expect(most).toBe(12);
+    // the first step's mass covers the 32-token chunk run as two engine steps
+    expect(gpuRec.masses[0].length).toBe(32);
+    let worst = 0;
+    gpuRec.masses.slice(0, 3).forEach((m, i) => m.forEach((x, j) => (worst = Math.max(worst, Math.abs(x - cpuRec.masses[i][j])))));
+    expect(worst).toBeLessThan(1e-4);
     expect(gpuRec.shifts).toEqual(cpuRec.shifts);
     expect(got.ids).toEqual(want.ids);
     await es.destroy();
