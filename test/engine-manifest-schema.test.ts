@@ -225,6 +225,12 @@ describe('engine limits against the device', () => {
     const wide = { ...manifest, kv: { ...kv, numBlocks: 2 ** 20 } };
     expect(limitError({ maxBufferSize: pool * 2 }, wide).message).toMatch(/^each KV-cache pool .* needs \d+ bytes, more than maxBufferSize/);
     expect(limitError({ maxStorageBuffersPerShaderStage: 1 }).message).toMatch(/binds \d+ storage buffers, more than maxStorageBuffersPerShaderStage 1/);
+    // H2O's attention-mass buffer: a row per token of the largest plan, an f32 per position (blockSize x the tables)
+    const rows = 2 ** 16;
+    const many = { ...manifest, plans: manifest.plans.map((p, i) => ({ ...p, maxSeq: rows + i })) };
+    const tables = 4 * (rows + manifest.plans.length - 1) * Math.ceil(manifest.lm!.maxPositions / kv.blockSize);
+    expect(kv.blockSize).toBeGreaterThan(2);
+    expect(limitError({ maxStorageBufferBindingSize: Math.max(2 * tables, ...manifest.slots) }, many).message).toMatch(/^the attention-mass buffer \(kv.attentionMass\) needs \d+ bytes/);
   });
 
   it('createSession checks the limits before it creates any buffer', async () => {

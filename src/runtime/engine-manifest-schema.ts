@@ -434,6 +434,8 @@ export function checkEngineLimits(m: EngineManifest, limits: EngineDeviceLimits)
     // one table row per sequence of a step: at most one sequence per token of the largest plan
     const rows = Math.max(1, ...m.plans.map((p) => p.maxSeq));
     fits('the KV block tables', 4 * rows * Math.ceil((m.lm?.maxPositions ?? kv.numBlocks * kv.blockSize) / kv.blockSize));
+    // H2O's attention mass: an f32 per row and position a table row covers
+    if (kv.attentionMass) fits('the attention-mass buffer (kv.attentionMass)', 4 * rows * Math.ceil((m.lm?.maxPositions ?? kv.numBlocks * kv.blockSize) / kv.blockSize) * kv.blockSize);
   }
   const maxStorage = limits.maxStorageBuffersPerShaderStage;
   if (maxStorage !== undefined)

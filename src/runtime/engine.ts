@@ -536,11 +536,6 @@ export class EngineSession {
       // one table row per sequence of a step (at most one sequence per token)
       this.blockTable = d.createBuffer({ label: 'block tables', size: Math.max(16, this.maxTokens * this.maxBlocks * 4), usage: storage });
       this.cowScratch = d.createBuffer({ label: 'copy-on-write block', size: Math.max(16, this.kvBlockBytes()), usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
-      if (kv.attentionMass) {
-        const massBytes = this.maxTokens * this.maxBlocks * kv.blockSize * 4;
-        if (massBytes > maxBinding || massBytes > (limits.maxBufferSize ?? Infinity))
-          throw new DeviceError('LIMIT_EXCEEDED', `the attention-mass buffer of ${this.maxTokens} rows x ${this.maxBlocks * kv.blockSize} positions needs ${massBytes} bytes, more than the device allows in one buffer (maxStorageBufferBindingSize ${maxBinding})`);
-      }
       this.allocator = new BlockAllocator(this.kvBlockCount, kv.blockSize);
     }
     // one sampled id per token a step may run (engines that are not language models sample nothing)
