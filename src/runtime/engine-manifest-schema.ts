@@ -194,10 +194,10 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
     c.str(`${p}.variant`, k.variant);
     c.str(`${p}.wgsl`, k.wgsl, true);
     const bindings = c.arr(`${p}.bindings`, k.bindings, B.kernelBindings);
-    bindings.forEach((bv, j) => {
+    const access = bindings.map((bv, j) => {
       const b = c.obj(`${p}.bindings[${j}]`, bv);
       c.str(`${p}.bindings[${j}].name`, b.name);
-      c.oneOf(`${p}.bindings[${j}].access`, b.access, ['read', 'read_write']);
+      return c.oneOf(`${p}.bindings[${j}].access`, b.access, ['read', 'read_write']);
     });
     const params = c.arr(`${p}.params`, k.params, B.kernelParams);
     params.forEach((x, j) => c.dim(`${p}.params[${j}]`, x));
@@ -213,7 +213,7 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
       const n = sch.candidates === undefined ? 1024 : c.int(`${p}.schedule.candidates`, sch.candidates, 1, 1024);
       c.int(`${p}.schedule.candidate`, sch.candidate, 0, n - 1);
     }
-    return { bindings: bindings.length };
+    return { bindings: bindings.length, access };
   });
 
   // weights: every part inside weights.bin, roles unique per weight
@@ -396,12 +396,9 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
         const x = c.obj(p, xv);
         last = c.int(`${p}.after`, x.after, last + 1, planDispatches[i].length - 1);
         const d = dispatch(`${p}.dispatch`, x.dispatch, true);
-        const bindings = d.bindings;
-        const k = kernels[d.kernel];
-        if (bindings.findIndex((b) => b.kind === 'attention-mass') !== bindings.length - 1 || bindings.filter((b) => b.kind === 'attention-mass').length !== 1)
-          c.fail(`${p}.dispatch.bindings`, 'an observer binds the attention-mass buffer once, last');
-        if (!(m.kernels as { bindings: { access: string }[] }[])[d.kernel].bindings[k.bindings - 1] || (m.kernels as { bindings: { access: string }[] }[])[d.kernel].bindings[k.bindings - 1].access !== 'read_write')
-          c.fail(`${p}.dispatch.kernel`, 'an observer kernel writes the attention-mass buffer (its last binding read_write)');
+        const masses = d.bindings.filter((b) => b.kind === 'attention-mass').length;
+        if (masses !== 1 || d.bindings.at(-1)?.kind !== 'attention-mass') c.fail(`${p}.dispatch.bindings`, 'an observer binds the attention-mass buffer once, last');
+        if (kernels[d.kernel].access.at(-1) !== 'read_write') c.fail(`${p}.dispatch.kernel`, 'an observer kernel writes the attention-mass buffer (its last binding read_write)');
       });
     });
   }
