@@ -94,8 +94,21 @@ export interface SampleRef {
   readonly kind: 'sample';
 }
 
+/**
+ * A scratch buffer ({@link EngineManifest.scratch}): written by one dispatch of a node and read by a later dispatch of
+ * the same node (the split-KV attention's partial softmax states), never across nodes.
+ */
+export interface ScratchRef {
+  /** Discriminant. */
+  readonly kind: 'scratch';
+  /** Index into {@link EngineManifest.scratch}. */
+  readonly index: number;
+  /** Bytes the dispatch uses (at the plan's sizes), at most the buffer's. */
+  readonly size: number;
+}
+
 /** Where a kernel binding's buffer comes from. */
-export type BufferRef = ArenaRef | WeightRef | InputRef | KvRef | BlockTableRef | SampleRef;
+export type BufferRef = ArenaRef | WeightRef | InputRef | KvRef | BlockTableRef | SampleRef | ScratchRef;
 
 /** Who wrote the artifact, and when. */
 export interface EngineProvenance {
@@ -235,6 +248,12 @@ export interface EngineManifest {
    * operands and result are never in the same slot (WebGPU forbids binding a buffer writable twice in a dispatch).
    */
   readonly slots: readonly number[];
+  /**
+   * Bytes of each scratch buffer (absent: none): buffers that pass data between the dispatches of one node, sized for
+   * the largest plan (added in version 3 without a version change: runtimes that predate it refuse such engines by
+   * their bindings' `scratch` kind, and read every engine they could read before).
+   */
+  readonly scratch?: readonly number[];
   /** Inputs the caller provides (an LM's `tokens` and `positions` are written by the runtime). */
   readonly inputs: readonly IOManifest[];
   /** Outputs that can be read back. */

@@ -9,9 +9,20 @@ import { attrsOf } from '../../ir/attrs.js';
 import { UnsupportedOpError } from '../../errors.js';
 import type { Node } from '../../ir/node.js';
 import { printNode } from '../../ir/printer.js';
-import { generateAttentionKernel, generateKvCacheWriteKernel, generatePagedAttentionKernel, type AttentionVariant } from '../attention.js';
-import type { KernelFamily, KvOperand, Launch, LowerContext } from '../family.js';
-import { chooseAttentionVariant, decodeRowLanes } from '../schedule/attention.js';
+import {
+  generateAttentionKernel,
+  generateKvCacheWriteKernel,
+  generatePagedAttentionKernel,
+  generateSplitKvMergeKernel,
+  splitKvScratchElements,
+  splitKvSplits,
+  type AttentionVariant,
+  type PagedAttentionSpec,
+} from '../attention.js';
+import type { KernelFamily, KvOperand, Launch, LowerContext, ScratchOperand } from '../family.js';
+import type { KernelSchedule } from '../../runtime/kernel-source.js';
+import { chooseAttentionVariant, chooseSplitKv, decodeRowLanes, splitKvVariant } from '../schedule/attention.js';
+import { chooseScheduledVariant, kernelSignature } from '../schedule/tuning.js';
 import { dimText, floatStorage, launchOf, unfuse } from './common.js';
 
 /**
@@ -20,7 +31,27 @@ import { dimText, floatStorage, launchOf, unfuse } from './common.js';
  */
 function attentionVariant(ctx: LowerContext, v: AttentionVariant['kind'] | AttentionVariant, D: number, Dv: number): AttentionVariant {
   if (typeof v !== 'string') return v;
-  return v === 'decode' ? { kind: v, rowLanes: decodeRowLanes(D, Dv, ctx.target.deviceClass === 'software-gpu') } : { kind: v };
+  const rowLanes = decodeRowLanes(D, Dv, ctx.target.deviceClass === 'software-gpu');
+  if (v === 'split-kv') return { ...splitKvVariant(ctx.maxKvLen ?? 2048), rowLanes };
+  return v === 'decode' ? { kind: v, rowLanes } : { kind: v };
+}
+
+/**
+ * The variant of the paged ragged attention: the forced one, else the schedule rule's pick between single-pass
+ * `decode` and `split-kv` ({@link chooseSplitKv}), or a measured pick (`compile --tune` times both when the plan's
+ * longest context is known).
+ */
+function pagedVariant(ctx: LowerContext, spec: PagedAttentionSpec, D: number, Dv: number): { variant: AttentionVariant; schedule?: KernelSchedule } {
+  const forced = ctx.variants?.attention;
+  if (forced) return { variant: attentionVariant(ctx, forced, D, Dv) };
+  const single = attentionVariant(ctx, 'decode', D, Dv);
+  const split = attentionVariant(ctx, 'split-kv', D, Dv);
+  const perRow = generatePagedAttentionKernel({ ...spec, variant: single }).grid[0];
+  const software = ctx.target.deviceClass === 'software-gpu';
+  const useSplit = chooseSplitKv({ software, rows: ctx.expectedSeq, workgroupsPerRow: typeof perRow === 'number' ? perRow : spec.numKvHeads, maxKvLen: ctx.maxKvLen });
+  const { nodes: _nodes, variant: _v, ...shape } = spec;
+  const signature = kernelSignature('paged-attention', { ...shape, rows: ctx.expectedSeq, maxKvLen: ctx.maxKvLen ?? null });
+  return chooseScheduledVariant(signature, useSplit ? split : single, () => (ctx.maxKvLen === undefined ? [] : [single, split]), ctx.tuning);
 }
 
 function lowerAttention(node: Node, ctx: LowerContext): Launch[] {
@@ -52,12 +83,21 @@ function lowerAttention(node: Node, ctx: LowerContext): Launch[] {
     });
     // the rows are a ragged batch of sequences: one query position per workgroup (the decode layout) for every
     // token count, so a row's arithmetic is the same whatever else is in the batch (batch invariance)
-    const attn = generatePagedAttentionKernel({ ...heads, kvDType, blockSize, seq: dimText(S), ragged: true, variant: attentionVariant(ctx, ctx.variants?.attention ?? 'decode', D, Dv) });
+    const spec: PagedAttentionSpec = { ...heads, kvDType, blockSize, seq: dimText(S), ragged: true };
+    const { variant, schedule } = pagedVariant(ctx, spec, D, Dv);
+    const attn = { ...generatePagedAttentionKernel({ ...spec, variant }), ...(schedule ? { schedule } : {}) };
     const kv = (which: 'k' | 'v'): KvOperand => ({ kind: 'kv', layer: paged.layer, which });
     const rows: KvOperand[] = [{ kind: 'input', name: 'positions' }, { kind: 'input', name: 'row_seq' }];
+    const writeLaunch: Launch = { kernel: write, operands: [paged.k, paged.v, { kind: 'block-table' }, ...rows, kv('k'), kv('v')], label: `kv-cache write (layer ${paged.layer})` };
+    if (variant.kind !== 'split-kv') return [writeLaunch, launchOf(node, attn, [q, kv('k'), kv('v'), { kind: 'block-table' }, ...rows])];
+    // split-KV: the partial states of every split go to a scratch buffer of this node, then the merge writes the output
+    const splits = splitKvSplits(variant);
+    const partials: ScratchOperand = { kind: 'scratch', name: 'attention-splits', elements: splitKvScratchElements(Hq, Dv, splits, dimText(S)) };
+    const merge = generateSplitKvMergeKernel({ numHeads: Hq, valueDim: Dv, splits, dtype: heads.dtype, seq: dimText(S), nodes: [label] });
     return [
-      { kernel: write, operands: [paged.k, paged.v, { kind: 'block-table' }, ...rows, kv('k'), kv('v')], label: `kv-cache write (layer ${paged.layer})` },
-      launchOf(node, attn, [q, kv('k'), kv('v'), { kind: 'block-table' }, ...rows]),
+      writeLaunch,
+      { kernel: attn, operands: [q, kv('k'), kv('v'), { kind: 'block-table' }, ...rows, partials], label: `${label} (split-kv partials)` },
+      launchOf(node, schedule ? { ...merge, schedule } : merge, [partials]),
     ];
   }
   if (node.op === 'fused') throw new UnsupportedOpError(['fused:attention'], `a fused attention must read the paged KV cache: ${label}`);
@@ -78,7 +118,7 @@ export const attentionFamily: KernelFamily = {
   ops: ['attention'],
   // the fused form (values' head slice then the attention) is made by the paged-KV lowering, not by epilogue fusion
   fusion: { kind: 'attention', accepts: () => false },
-  variants: ['decode', 'prefill-flash', 'paged-ragged-decode', 'kv-cache-write'],
+  variants: ['decode', 'prefill-flash', 'paged-ragged-decode', 'paged-ragged-split-kv', 'split-kv-merge', 'kv-cache-write'],
   features: ['shader-f16'],
   lower: lowerAttention,
 };
