@@ -14,6 +14,18 @@ import { Rng } from '../src/util/random.js';
 import { acquireTestDevice, gpuHas, type TestGPU } from './helpers/webgpu.js';
 import { runNamed, runOutput } from './support/run-kernel.js';
 import { hasShared, noteMissingShared, sharedPath } from './support/shared.js';
+import { compile, compileModel } from '../src/compile.js';
+import { createTarget } from '../src/codegen/target.js';
+import { variantKey } from '../src/codegen/schedule/tuning.js';
+import { DeviceError, ModelFormatError } from '../src/errors.js';
+import { loadModel, type LoadedModel } from '../src/frontends/load.js';
+import { buildLlama, randomLlamaWeights, type LlamaConfig } from '../src/models/llama.js';
+import type { EngineManifest } from '../src/runtime/engine-manifest.js';
+import { CpuCausalLM } from '../src/runtime/cpu/lm.js';
+import { cpuProfile } from '../src/ir/device-profile.js';
+import { runPasses } from '../src/passes/pipeline.js';
+import { checkEngineLimits, validateEngineManifest } from '../src/runtime/engine-manifest-schema.js';
+import type { Engine, EngineSession } from '../src/runtime/engine.js';
 
 noteMissingShared('split-KV attention engine golden test');
 
@@ -153,28 +165,172 @@ describe('split-KV schedule rule (no device)', () => {
   });
 });
 
-describe.skipIf(!hasShared)('an engine forced to split-KV attention', () => {
-  it('stories260K reproduces every golden sequence (f32, temperature 0)', async (ctx) => {
-    if (!gpu) return ctx.skip();
-    const { compile } = await import('../src/compile.js');
-    const { loadModel } = await import('../src/frontends/load.js');
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const GREEDY = { temperature: 0, topp: 1, coin: 0 } as const;
+/** The bits of a row of logits, for exact comparisons. */
+const bits = (a: Float32Array): number[] => Array.from(new Uint32Array(Float32Array.from(a).buffer));
+
+describe.skipIf(!hasShared)('a batch-invariant engine forced to split-KV attention (stories260K)', () => {
+  let engine: Engine;
+  let session: EngineSession;
+  beforeAll(async () => {
+    if (!gpu) return;
     const model = await loadModel(sharedPath('models/stories260K/stories260K.bin'));
-    // splits of 32 keys: the goldens' contexts span several splits, and leave the later splits empty
-    const engine = await compile(model, { device: gpu.info, batchInvariant: true, variants: { attention: { kind: 'split-kv', splitKeys: 32, splits: 8, rowLanes: 4 } } });
-    expect(engine.manifest.kernels.some((k) => k.variant.startsWith('paged-ragged-split-kv-s8x32'))).toBe(true);
-    expect(engine.manifest.kernels.some((k) => k.variant.startsWith('split-kv-merge'))).toBe(true);
-    expect(engine.manifest.scratch?.length).toBe(1);
-    const session = await engine.createSession({ device: gpu });
-    try {
-      const dir = sharedPath('golden/stories260K');
-      for (const f of readdirSync(dir).filter((x) => x.endsWith('.json'))) {
-        const gold = JSON.parse(readFileSync(`${dir}/${f}`, 'utf8'));
-        session.reset();
-        const r = await session.generate(gold.prompt_ids, { steps: gold.steps, temperature: 0, topp: 0.9, seed: 1 });
-        expect(r.generated, f).toEqual(gold.generated_ids);
+    // splits of 32 keys: the goldens' contexts (up to 256 keys) span several splits and leave the later ones empty
+    engine = await compile(model, { device: gpu.info, precision: 'f32', batchInvariant: true, variants: { attention: { kind: 'split-kv', splitKeys: 32, splits: 8, rowLanes: 4 } } });
+    session = await engine.createSession({ device: gpu, kvBlocks: 64 });
+  }, 300_000);
+  afterAll(async () => session?.destroy());
+
+  it('uses the split kernels and one scratch buffer sized for the largest plan', (ctx) => {
+    if (!gpu) return ctx.skip();
+    const m = engine.manifest;
+    expect(m.kernels.some((k) => k.variant.startsWith('paged-ragged-split-kv-s8x32'))).toBe(true);
+    expect(m.kernels.some((k) => k.variant.startsWith('split-kv-merge-s8'))).toBe(true);
+    expect(m.kernels.some((k) => k.variant.startsWith('paged-ragged-decode'))).toBe(false);
+    // [rows, Hq = 8, splits = 8, Dv + 2 = 10] f32 for the prefill plan's 128 rows
+    expect(m.scratch).toEqual([128 * 8 * 8 * 10 * 4]);
+  });
+
+  it('reproduces every golden sequence exactly (f32, temperature 0)', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const dir = sharedPath('golden/stories260K');
+    for (const f of readdirSync(dir).filter((x) => x.endsWith('.json'))) {
+      const gold = JSON.parse(readFileSync(`${dir}/${f}`, 'utf8'));
+      const a = session.createSequence();
+      const got: number[] = [];
+      let [[t]] = await session.stepBatch([{ seq: a, tokens: gold.prompt_ids, sampling: GREEDY }]);
+      while (got.length < gold.generated_ids.length) {
+        got.push(t);
+        if (got.length === gold.generated_ids.length) break;
+        [[t]] = await session.stepBatch([{ seq: a, tokens: [t], sampling: GREEDY }]);
       }
-    } finally {
-      await session.destroy();
+      session.releaseSequence(a);
+      expect(got, f).toEqual(gold.generated_ids);
     }
   }, 600_000);
+
+  it("a sequence's logits in a batch (other sequences' prefill and decode rows around it) bit-equal its logits alone", async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const prompt = [1, 365, 120, 2, 77, 401];
+    const other = [1, 15, 99, 240, 8, 31, 300, 12, 5];
+    const a = session.createSequence();
+    const alone: number[][] = [];
+    await session.stepBatch([{ seq: a, tokens: prompt, sampling: GREEDY }]);
+    alone.push(bits((await session.lastBatchLogits())[0][0]));
+    for (const t of [7, 42, 9]) {
+      await session.stepBatch([{ seq: a, tokens: [t], sampling: GREEDY }]);
+      alone.push(bits((await session.lastBatchLogits())[0][0]));
+    }
+    session.releaseSequence(a);
+    const b = session.createSequence();
+    const c = session.createSequence();
+    await session.stepBatch([{ seq: b, tokens: other.concat(other, other, other), sampling: GREEDY }]);
+    const a2 = session.createSequence();
+    const together: number[][] = [];
+    await session.stepBatch([{ seq: b, tokens: [3], sampling: GREEDY }, { seq: a2, tokens: prompt, sampling: GREEDY }, { seq: c, tokens: other.slice(0, 4) }]);
+    together.push(bits((await session.lastBatchLogits())[1][0]));
+    for (const t of [7, 42, 9]) {
+      await session.stepBatch([{ seq: c, tokens: [5, 6], sampling: GREEDY }, { seq: a2, tokens: [t], sampling: GREEDY }, { seq: b, tokens: [4], sampling: GREEDY }]);
+      together.push(bits((await session.lastBatchLogits())[1][0]));
+    }
+    for (const s of [a2, b, c]) session.releaseSequence(s);
+    together.forEach((t, i) => expect(t, `step ${i}`).toEqual(alone[i]));
+  }, 300_000);
+});
+
+describe('split-KV attention in compiled engines (no device)', () => {
+  const tiny = (seqLen: number): LoadedModel => {
+    const c: LlamaConfig = { dim: 32, hiddenDim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 40, seqLen, sharedClassifier: false };
+    const w = randomLlamaWeights(c, 3);
+    return { format: 'llama2c', family: 'llama', path: '-', config: c, parameters: 0, weightBytes: 0, maxPositions: seqLen, bosId: 1, stopTokens: [2], build: (o) => buildLlama(c, w, o) };
+  };
+  const attentionKernels = (m: EngineManifest): string[] => m.kernels.filter((k) => k.family === 'attention').map((k) => k.variant.replace(/-h\d.*$/, ''));
+
+  it('the schedule rule splits on a discrete GPU at long contexts, not on lavapipe or short contexts; --tune can time both', () => {
+    const long = tiny(2048);
+    const gpuM = compileModel(long, { target: createTarget('discrete'), prefillChunk: 8 }).manifest;
+    expect(attentionKernels(gpuM)).toEqual(expect.arrayContaining(['paged-ragged-split-kv-s8x256', 'split-kv-merge-s8-wg64']));
+    const split = gpuM.kernels.find((k) => k.variant.startsWith('paged-ragged-split-kv'))!;
+    expect(split.schedule).toMatchObject({ source: 'heuristic', candidate: 0 });
+    expect(gpuM.scratch?.length).toBe(1);
+    expect(attentionKernels(compileModel(tiny(512), { target: createTarget('discrete'), prefillChunk: 8 }).manifest).some((v) => v.includes('split'))).toBe(false);
+    const soft = compileModel(long, { target: createTarget('lavapipe'), prefillChunk: 8 }).manifest;
+    expect(attentionKernels(soft).some((v) => v.includes('split'))).toBe(false);
+    expect(soft.scratch).toBeUndefined();
+    // the tuner's round 1 tries the other candidate (split-KV on lavapipe), and a measured pick overrides the rule
+    const explore = compileModel(long, { target: createTarget('lavapipe'), prefillChunk: 8, tuning: { explore: 1 } }).manifest;
+    const tried = explore.kernels.find((k) => k.variant.startsWith('paged-ragged-split-kv'))!;
+    expect(tried.schedule).toMatchObject({ source: 'explore', candidate: 1, candidates: 2 });
+    // batch-invariant engines choose every plan's kernels for one row count: one signature for the tuner to time
+    const inv = compileModel(long, { target: createTarget('discrete'), prefillChunk: 8, batchInvariant: true }).manifest;
+    const sigs = new Set(inv.kernels.filter((k) => k.variant.startsWith('paged-ragged-split-kv')).map((k) => k.schedule!.signature));
+    expect(sigs.size).toBe(1);
+    const table = new Map([...sigs].map((sig) => [sig, variantKey({ kind: 'decode', rowLanes: 32 })]));
+    const tuned = compileModel(long, { target: createTarget('discrete'), prefillChunk: 8, batchInvariant: true, tuning: { table } }).manifest;
+    expect(attentionKernels(tuned).some((v) => v.includes('split'))).toBe(false);
+  });
+
+  it('a saved manifest with a bad scratch size or reference is a typed error naming the field; limits name the buffer', () => {
+    const c = compileModel(tiny(64), { target: createTarget('discrete'), prefillChunk: 8, variants: { attention: { kind: 'split-kv', splitKeys: 16, splits: 4 } } });
+    const m = c.manifest;
+    // [8 rows, 4 heads, 4 splits, 8 + 2] f32
+    expect(m.scratch).toEqual([8 * 4 * 4 * 10 * 4]);
+    expect(() => validateEngineManifest(JSON.parse(JSON.stringify(m)), c.weights.byteLength)).not.toThrow();
+    const fieldOf = (edit: (x: Json) => void): string => {
+      const x = JSON.parse(JSON.stringify(m)) as Json;
+      edit(x);
+      try {
+        validateEngineManifest(x, c.weights.byteLength, 'engine.json');
+        return 'passed';
+      } catch (e) {
+        expect(e).toBeInstanceOf(ModelFormatError);
+        return (e as ModelFormatError).field;
+      }
+    };
+    const at = m.plans[0].dispatches.findIndex((d) => d.bindings.some((b) => b.kind === 'scratch'));
+    const j = m.plans[0].dispatches[at].bindings.findIndex((b) => b.kind === 'scratch');
+    expect(fieldOf((x) => (x.scratch[0] = 2 ** 50))).toBe('scratch[0]');
+    expect(fieldOf((x) => (x.scratch[0] = -1))).toBe('scratch[0]');
+    expect(fieldOf((x) => (x.scratch[0] = '1024'))).toBe('scratch[0]');
+    expect(fieldOf((x) => (x.scratch = new Array(1000).fill(16)))).toBe('scratch');
+    expect(fieldOf((x) => (x.plans[0].dispatches[at].bindings[j].size = m.scratch![0] + 4))).toBe(`plans[0].dispatches[${at}].bindings[${j}].size`);
+    expect(fieldOf((x) => (x.plans[0].dispatches[at].bindings[j].index = 1))).toBe(`plans[0].dispatches[${at}].bindings[${j}].index`);
+    expect(fieldOf((x) => delete x.scratch)).toBe(`plans[0].dispatches[${at}].bindings[${j}]`);
+    // (activation slots are checked first: leave them out to reach the scratch buffer)
+    expect(() => checkEngineLimits({ ...m, slots: [] }, { maxStorageBufferBindingSize: 1024 })).toThrow(DeviceError);
+    expect(() => checkEngineLimits({ ...m, slots: [] }, { maxStorageBufferBindingSize: 1024 })).toThrow(/scratch buffer 0 needs 5120 bytes/);
+  });
+});
+
+describe('split-KV attention over integer KV pools (WebGPU)', () => {
+  // int4 pools read through the same load functions with other constants (their kernels are tested in kv-cache-quant)
+  it('int8 pools: an engine forced to split-KV matches the CPU reference with the same quantized cache', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    const c: LlamaConfig = { dim: 32, hiddenDim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 40, seqLen: 64, sharedClassifier: false };
+    const w = randomLlamaWeights(c, 5);
+    const model: LoadedModel = { format: 'llama2c', family: 'llama', path: '-', config: c, parameters: 0, weightBytes: 0, maxPositions: c.seqLen, bosId: 1, stopTokens: [], build: (o) => buildLlama(c, w, o) };
+    for (const dtype of ['int8'] as const) {
+      // splits of 16 keys, 3 splits: the last one takes positions 32..63
+      const engine = await compile(model, { device: gpu.info, precision: 'f32', prefillChunk: 16, kv: { dtype, blockSize: 8 }, variants: { attention: { kind: 'split-kv', splitKeys: 16, splits: 3, rowLanes: 4 } } });
+      expect(engine.manifest.kernels.some((k) => k.variant.startsWith('paged-ragged-split-kv'))).toBe(true);
+      const cpu = new CpuCausalLM(runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile, options: { kvCache: dtype } }).graph, c.seqLen);
+      const session = await engine.createSession({ device: gpu });
+      try {
+        let worst = 0;
+        const prompt = Array.from({ length: 21 }, (_v, i) => (i * 7 + 3) % c.vocabSize);
+        const chunks = [prompt.slice(0, 13), prompt.slice(13), ...Array.from({ length: 30 }, (_v, i) => [(i * 5 + 1) % c.vocabSize])];
+        for (const chunk of chunks) {
+          await session.step(chunk, GREEDY);
+          const got = await session.lastLogits();
+          const want = cpu.step(chunk);
+          for (let v = 0; v < want.length; v++) worst = Math.max(worst, Math.abs(got[v] - want[v]));
+        }
+        expect(worst, dtype).toBeLessThan(2e-3);
+      } finally {
+        await session.destroy();
+      }
+    }
+  }, 300_000);
 });
