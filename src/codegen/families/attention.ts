@@ -51,7 +51,10 @@ function pagedVariant(ctx: LowerContext, spec: PagedAttentionSpec, D: number, Dv
   const useSplit = chooseSplitKv({ software, rows: ctx.expectedSeq, workgroupsPerRow: typeof perRow === 'number' ? perRow : spec.numKvHeads, maxKvLen: ctx.maxKvLen });
   const { nodes: _nodes, variant: _v, ...shape } = spec;
   const signature = kernelSignature('paged-attention', { ...shape, rows: ctx.expectedSeq, maxKvLen: ctx.maxKvLen ?? null });
-  return chooseScheduledVariant(signature, useSplit ? split : single, () => (ctx.maxKvLen === undefined ? [] : [single, split]), ctx.tuning);
+  // split-KV is a candidate when the context spans more than one split
+  const maxKvLen = ctx.maxKvLen;
+  const candidates = (): AttentionVariant[] => (maxKvLen !== undefined && splitKvSplits(splitKvVariant(maxKvLen)) > 1 ? [single, split] : []);
+  return chooseScheduledVariant(signature, useSplit ? split : single, candidates, ctx.tuning);
 }
 
 function lowerAttention(node: Node, ctx: LowerContext): Launch[] {
