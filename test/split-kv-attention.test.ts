@@ -2,7 +2,7 @@
 // device (lavapipe in CI): the partial kernel then the merge equal the CPU reference attention of each row over its
 // own sequence, for ragged batches, lengths that are not multiples of the split, tile or block size, empty splits
 // (rows shorter than the splits cover), contexts longer than the splits cover (the last split takes the rest), GQA,
-// f32 and f16. Plus the schedule rule, the engine forced to use it (stories260K golden ids), and a bad scratch size
+// f32, f16, int8 and int4 pools. Plus the schedule rule, the engine forced to use it (stories260K golden ids), and a bad scratch size
 // in a saved manifest.
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +10,7 @@ import { generatePagedAttentionKernel, generateSplitKvMergeKernel, type Attentio
 import { chooseSplitKv, splitKvVariant, SPLIT_KV_MIN_CONTEXT } from '../src/codegen/schedule/attention.js';
 import { attention } from '../src/runtime/cpu/kernels.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
+import { fakeQuantizeKvRows, isQuantizedKv, kvPoolLayout, packKvToken, type QuantizedKvDType } from '../src/ir/kv-cache-quant.js';
 import { Rng } from '../src/util/random.js';
 import { acquireTestDevice, gpuHas, type TestGPU } from './helpers/webgpu.js';
 import { runNamed, runOutput } from './support/run-kernel.js';
@@ -21,9 +22,6 @@ import { DeviceError, ModelFormatError } from '../src/errors.js';
 import { loadModel, type LoadedModel } from '../src/frontends/load.js';
 import { buildLlama, randomLlamaWeights, type LlamaConfig } from '../src/models/llama.js';
 import type { EngineManifest } from '../src/runtime/engine-manifest.js';
-import { CpuCausalLM } from '../src/runtime/cpu/lm.js';
-import { cpuProfile } from '../src/ir/device-profile.js';
-import { runPasses } from '../src/passes/pipeline.js';
 import { checkEngineLimits, validateEngineManifest } from '../src/runtime/engine-manifest-schema.js';
 import type { Engine, EngineSession } from '../src/runtime/engine.js';
 
@@ -47,6 +45,8 @@ interface SplitCase {
   seqs: { len: number; rows: number[] }[];
   variant: SplitKvAttentionVariant;
   dtype?: AttentionDType;
+  /** Pool storage (default: dtype); integer pools hold what the KV-cache write stores (`packKvToken`). */
+  kvDType?: AttentionDType | QuantizedKvDType;
   seed: number;
 }
 
@@ -79,24 +79,54 @@ async function runSplit(c: SplitCase): Promise<{ err: number; variant: string; s
   c.seqs.forEach((s, b) => {
     for (let i = 0; i < Math.ceil(s.len / bs); i++) table[b * stride + i] = ids[next++];
   });
-  const kPool = Tensor.from(dt, [numBlocks * bs * c.Hkv * c.D], rng.normals(numBlocks * bs * c.Hkv * c.D, 100));
-  const vPool = Tensor.from(dt, [numBlocks * bs * c.Hkv * Dv], rng.normals(numBlocks * bs * c.Hkv * Dv, 100));
+  const kvDt = c.kvDType ?? dt;
   const ks = c.seqs.map((s) => Tensor.from(dt, [1, s.len, c.Hkv, c.D], rng.normals(s.len * c.Hkv * c.D, 1)));
   const vs = c.seqs.map((s) => Tensor.from(dt, [1, s.len, c.Hkv, Dv], rng.normals(s.len * c.Hkv * Dv, 1)));
-  c.seqs.forEach((s, b) => {
-    for (let p = 0; p < s.len; p++) {
-      const slot = table[b * stride + Math.floor(p / bs)] * bs + (p % bs);
-      (kPool.data as Float32Array).set((ks[b].data as Float32Array).subarray(p * c.Hkv * c.D, (p + 1) * c.Hkv * c.D), slot * c.Hkv * c.D);
-      (vPool.data as Float32Array).set((vs[b].data as Float32Array).subarray(p * c.Hkv * Dv, (p + 1) * c.Hkv * Dv), slot * c.Hkv * Dv);
-    }
-  });
+  const slotOf = (b: number, p: number): number => table[b * stride + Math.floor(p / bs)] * bs + (p % bs);
+  let kPool: Tensor | Uint32Array;
+  let vPool: Tensor | Uint32Array;
+  if (isQuantizedKv(kvDt)) {
+    // integer pools: random words everywhere, then each token's packed values and scales at its slot; the reference
+    // reads back what the pool holds (q * s per (token, head) vector)
+    const pool = (dim: number, src: Tensor[]): Uint32Array => {
+      const L = kvPoolLayout(kvDt, bs, c.Hkv, dim);
+      const words = Uint32Array.from({ length: numBlocks * L.blockWords }, () => rng.int(2 ** 31) * 2 + rng.int(2));
+      c.seqs.forEach((s, b) => {
+        const x = src[b].data as Float32Array;
+        for (let p = 0; p < s.len; p++) {
+          const slot = slotOf(b, p);
+          const base = Math.floor(slot / bs) * L.blockWords;
+          const t = slot % bs;
+          const tok = packKvToken(x.subarray(p * c.Hkv * dim, (p + 1) * c.Hkv * dim), c.Hkv, dim, kvDt);
+          words.set(tok.data, base + t * c.Hkv * L.rowWords);
+          words.set(tok.scales, base + bs * c.Hkv * L.rowWords + t * L.scaleWords);
+        }
+        fakeQuantizeKvRows(x, 0, s.len * c.Hkv, dim, kvDt);
+      });
+      return words;
+    };
+    kPool = pool(c.D, ks);
+    vPool = pool(Dv, vs);
+  } else {
+    const kp = Tensor.from(kvDt, [numBlocks * bs * c.Hkv * c.D], rng.normals(numBlocks * bs * c.Hkv * c.D, 100));
+    const vp = Tensor.from(kvDt, [numBlocks * bs * c.Hkv * Dv], rng.normals(numBlocks * bs * c.Hkv * Dv, 100));
+    c.seqs.forEach((s, b) => {
+      for (let p = 0; p < s.len; p++) {
+        const slot = slotOf(b, p);
+        (kp.data as Float32Array).set((ks[b].data as Float32Array).subarray(p * c.Hkv * c.D, (p + 1) * c.Hkv * c.D), slot * c.Hkv * c.D);
+        (vp.data as Float32Array).set((vs[b].data as Float32Array).subarray(p * c.Hkv * Dv, (p + 1) * c.Hkv * Dv), slot * c.Hkv * Dv);
+      }
+    });
+    kPool = kp;
+    vPool = vp;
+  }
   const rows = c.seqs.flatMap((s, b) => s.rows.map((p) => ({ b, p })));
   const S = rows.length;
   const q = Tensor.from(dt, [S, c.Hq, c.D], rng.normals(S * c.Hq * c.D, 1));
   const positions = Int32Array.from(rows.map((r) => r.p));
   const rowSeq = Int32Array.from(rows.map((r) => r.b));
   const scale = Math.fround(1 / Math.sqrt(c.D));
-  const partial = generatePagedAttentionKernel({ numHeads: c.Hq, numKvHeads: c.Hkv, headDim: c.D, valueDim: Dv, dtype: dt, causal: true, blockSize: bs, ragged: true, variant: c.variant, staticLoops: false });
+  const partial = generatePagedAttentionKernel({ numHeads: c.Hq, numKvHeads: c.Hkv, headDim: c.D, valueDim: Dv, dtype: dt, kvDType: kvDt, causal: true, blockSize: bs, ragged: true, variant: c.variant, staticLoops: false });
   const splits = partial.grid[2] as number;
   const merge = generateSplitKvMergeKernel({ numHeads: c.Hq, valueDim: Dv, splits, dtype: dt });
   const dims = { seq: S, table_stride: stride };
@@ -137,6 +167,14 @@ describe('split-KV attention kernels against the CPU reference', () => {
     if (!gpu || !gpuHas(gpu, 'shader-f16')) return ctx.skip();
     const r = await runSplit({ Hq: 4, Hkv: 2, D: 32, blockSize: 16, dtype: 'f16', variant: { kind: 'split-kv', splitKeys: 16, splits: 5, rowLanes: 8 }, seed: 4, seqs: [{ len: 90, rows: [89] }, { len: 9, rows: [8] }] });
     expect(r.err).toBeLessThan(3e-3);
+  }, 120_000);
+
+  it('int8 and int4 pools (dequantized on load, as the single-pass kernel reads them)', async (ctx) => {
+    if (!gpu) return ctx.skip();
+    for (const kvDType of ['int8', 'int4'] as const) {
+      const r = await runSplit({ Hq: 6, Hkv: 3, D: 24, Dv: 20, blockSize: 8, kvDType, variant: { kind: 'split-kv', splitKeys: 16, splits: 4, rowLanes: 8 }, seed: 5, seqs: [{ len: 75, rows: [74] }, { len: 10, rows: [3, 9] }, { len: 48, rows: [47] }] });
+      expect(r.err, kvDType).toBeLessThan(2e-5);
+    }
   }, 120_000);
 });
 
@@ -302,35 +340,4 @@ describe('split-KV attention in compiled engines (no device)', () => {
     expect(() => checkEngineLimits({ ...m, slots: [] }, { maxStorageBufferBindingSize: 1024 })).toThrow(DeviceError);
     expect(() => checkEngineLimits({ ...m, slots: [] }, { maxStorageBufferBindingSize: 1024 })).toThrow(/scratch buffer 0 needs 5120 bytes/);
   });
-});
-
-describe('split-KV attention over integer KV pools (WebGPU)', () => {
-  // int4 pools read through the same load functions with other constants (their kernels are tested in kv-cache-quant)
-  it('int8 pools: an engine forced to split-KV matches the CPU reference with the same quantized cache', async (ctx) => {
-    if (!gpu) return ctx.skip();
-    const c: LlamaConfig = { dim: 32, hiddenDim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 40, seqLen: 64, sharedClassifier: false };
-    const w = randomLlamaWeights(c, 5);
-    const model: LoadedModel = { format: 'llama2c', family: 'llama', path: '-', config: c, parameters: 0, weightBytes: 0, maxPositions: c.seqLen, bosId: 1, stopTokens: [], build: (o) => buildLlama(c, w, o) };
-    for (const dtype of ['int8'] as const) {
-      // splits of 16 keys, 3 splits: the last one takes positions 32..63
-      const engine = await compile(model, { device: gpu.info, precision: 'f32', prefillChunk: 16, kv: { dtype, blockSize: 8 }, variants: { attention: { kind: 'split-kv', splitKeys: 16, splits: 3, rowLanes: 4 } } });
-      expect(engine.manifest.kernels.some((k) => k.variant.startsWith('paged-ragged-split-kv'))).toBe(true);
-      const cpu = new CpuCausalLM(runPasses(model.build({ lastTokenLogitsOnly: true }), 'O3', { device: cpuProfile, options: { kvCache: dtype } }).graph, c.seqLen);
-      const session = await engine.createSession({ device: gpu });
-      try {
-        let worst = 0;
-        const prompt = Array.from({ length: 21 }, (_v, i) => (i * 7 + 3) % c.vocabSize);
-        const chunks = [prompt.slice(0, 13), prompt.slice(13), ...Array.from({ length: 30 }, (_v, i) => [(i * 5 + 1) % c.vocabSize])];
-        for (const chunk of chunks) {
-          await session.step(chunk, GREEDY);
-          const got = await session.lastLogits();
-          const want = cpu.step(chunk);
-          for (let v = 0; v < want.length; v++) worst = Math.max(worst, Math.abs(got[v] - want[v]));
-        }
-        expect(worst, dtype).toBeLessThan(2e-3);
-      } finally {
-        await session.destroy();
-      }
-    }
-  }, 300_000);
 });

@@ -24,6 +24,10 @@
  *   heads sharing that KV head (GQA/MQA), so each K/V row is read from memory once for the whole group.
  * - `prefill-flash` (long S): flash attention — one workgroup per (tile of query positions, query head); key tiles
  *   wholly past the causal diagonal of the tile's last position are never visited.
+ * - `split-kv` (paged ragged batches, long contexts; flash-decoding): the `decode` layout over one split of the keys
+ *   per workgroup (grid z), writing each split's max, sum and unnormalised accumulator to a scratch buffer; a second
+ *   kernel ({@link generateSplitKvMergeKernel}) merges the splits with a log-sum-exp rescale. More workgroups per
+ *   row for GPUs that `decode`'s rows x KV heads leave idle.
  *
  * (Splitting the keys of one query across a workgroup's lanes with per-lane softmax states and a final merge was
  * tried for `decode`: it needs per-lane accumulators for every head of the group, which LLVM — lavapipe's compiler —

@@ -2,7 +2,8 @@
  * The attention family as the compiler sees it: an `attention` over contiguous K/V (with an optional mask), and,
  * after the `lower-paged-kv` stage, an attention reading a layer's paged KV cache (a plain `attention`, or a
  * `fused {kind: 'attention'}` whose program is the values' head slice then the attention), which lowers to the
- * KV-cache write and the paged kernel. The variant comes from the schedule rules (`src/codegen/schedule/attention.ts`).
+ * KV-cache write and the paged kernel (or, split-KV, the partial kernel into a scratch buffer of the node and the
+ * merge). The variant comes from the schedule rules (`src/codegen/schedule/attention.ts`), or a `--tune` measurement.
  * @module
  */
 import { attrsOf } from '../../ir/attrs.js';
