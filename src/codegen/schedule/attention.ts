@@ -1,6 +1,7 @@
 /**
  * Schedule rules of the attention family: `decode` or `prefill-flash` for a query length, and the decode variant's
- * lanes per head for a device class. Kept apart from the generator (`src/codegen/attention.ts`).
+ * lanes per head for a device class, and whether decode over a paged ragged batch splits the keys (`split-kv`). Kept
+ * apart from the generator (`src/codegen/attention.ts`).
  * @module
  */
 import { parseDim } from '../../ir/dim.js';
