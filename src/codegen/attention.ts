@@ -89,7 +89,7 @@ export interface FlashAttentionVariant {
  * Tuning of the `split-kv` variant (flash-decoding, paged ragged batches only): the `decode` layout with its keys cut
  * into `splits` splits of `splitKeys` keys each (the last split takes every key past the others), one workgroup per
  * (query position, KV head, split). A first kernel writes each split's softmax state (max, sum, unnormalised
- * accumulator) to a scratch buffer; a second ({@link generateSplitKvMergeKernel}) merges the splits with a
+ * accumulator) to a scratch buffer; a second (the merge kernel) merges the splits with a
  * log-sum-exp rescale. Splits past a row's keys do no work and are skipped by the merge (sum 0). Which keys a split
  * holds depends only on the row's own length, never on the batch: a row's output is batch invariant.
  */
