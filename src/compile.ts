@@ -19,7 +19,7 @@ import { WeightStore, type WeightEntry } from './ir/weights.js';
 import type { MemoryPlan } from './passes/memory-plan.js';
 import { assignSlots, type SlotPlan } from './passes/buffer-slots.js';
 import { runPasses, type PipelineResult } from './passes/pipeline.js';
-import { isGraphOperand, type Launch, type LaunchOperand, type LowerVariants } from './codegen/family.js';
+import { isGraphOperand, type Launch, type LaunchOperand, type LowerVariants, type ScratchOperand } from './codegen/family.js';
 import type { TuningRequest } from './codegen/schedule/tuning.js';
 import { computedInputName } from './codegen/lower.js';
 import { generateSamplingKernel } from './codegen/sampling.js';
@@ -33,7 +33,7 @@ import { requestGPUDevice, type DeviceInfo, type GPUDeviceHandle } from './runti
 import { bindInputs } from './runtime/cpu/interpreter.js';
 import type { Tensor } from './runtime/cpu/tensor.js';
 import { byteSize } from './ir/dtype.js';
-import { evalShape, shapeToJSON } from './ir/dim.js';
+import { evalDim, evalShape, parseDim, shapeToJSON } from './ir/dim.js';
 import { launchesOf, runWebGPUPipeline, webgpuGraphStages, type PlanSpec, type WebGPUPipelineResult, type WeightCompression } from './webgpu-pipeline.js';
 import { sha256Hex } from './util/sha256.js';
 import { chooseDecoderStep, decoderStepPlanManifest } from './decoder-step-plan.js';
@@ -218,6 +218,8 @@ function bufferOf(node: Node, slots: SlotPlan, weightIndex: (n: Node) => number)
 interface BuiltPlans {
   plans: PlanManifest[];
   slots: number[];
+  /** Bytes of each scratch buffer (the largest use of its name over every plan). */
+  scratch: number[];
   outputs: IOManifest[];
   /** Per plan, the launches observing its dispatches (H2O's attention mass). */
   observers: ObserverManifest[][];
@@ -240,6 +242,9 @@ function buildPlans(pipeline: WebGPUPipelineResult, target: Target, kernels: Ker
   });
   let outputs: IOManifest[] = [];
   const limit = target.limits.maxStorageBufferBindingSize ?? Number.MAX_SAFE_INTEGER;
+  // scratch buffers by name: one engine buffer per name, as large as its largest use
+  const scratchIndex = new Map<string, number>();
+  const scratch: number[] = [];
   for (const { spec: p, graph: g } of pipeline.plans) {
     const plan = g.meta.memoryPlan as MemoryPlan;
     const slots = assignSlots(plan, slotBytes, pinned);
@@ -247,13 +252,21 @@ function buildPlans(pipeline: WebGPUPipelineResult, target: Target, kernels: Ker
     for (const [node, s] of slots.of)
       if (s.bytes > limit)
         throw new DeviceError('LIMIT_EXCEEDED', `activation ${printNode(node)} needs ${s.bytes} bytes for ${Object.entries(p.bindings).map(([k, v]) => `${k}=${v}`).join(' ')}, more than one storage binding allows (maxStorageBufferBindingSize ${limit}); use a smaller prefill chunk`);
-    const bind = (x: LaunchOperand): BufferRef =>
-      isGraphOperand(x) ? bufferOf(x, slots, weightIndex) : x.kind === 'weight-part' ? { kind: 'weight', weight: weightIndex(x.node, x.part), part: x.part } : x;
+    const scratchOf = (x: ScratchOperand, label: string): BufferRef => {
+      const size = 4 * evalDim(parseDim(x.elements), p.bindings);
+      if (size > limit) throw new DeviceError('LIMIT_EXCEEDED', `scratch buffer '${x.name}' of ${label} needs ${size} bytes for ${Object.entries(p.bindings).map(([k, v]) => `${k}=${v}`).join(' ')}, more than one storage binding allows (maxStorageBufferBindingSize ${limit}); use a smaller prefill chunk`);
+      let index = scratchIndex.get(x.name);
+      if (index === undefined) scratchIndex.set(x.name, (index = scratch.push(0) - 1));
+      scratch[index] = Math.max(scratch[index], size);
+      return { kind: 'scratch', index, size };
+    };
+    const bind = (x: LaunchOperand, label: string): BufferRef =>
+      isGraphOperand(x) ? bufferOf(x, slots, weightIndex) : x.kind === 'weight-part' ? { kind: 'weight', weight: weightIndex(x.node, x.part), part: x.part } : x.kind === 'scratch' ? scratchOf(x, label) : x;
     const launches = launchesOf(g);
-    const dispatches: DispatchManifest[] = launches.map((l: Launch) => ({ kernel: kernels.add(l.kernel), bindings: l.operands.map(bind), label: l.label }));
+    const dispatches: DispatchManifest[] = launches.map((l: Launch) => ({ kernel: kernels.add(l.kernel), bindings: l.operands.map((x) => bind(x, l.label)), label: l.label }));
     built.push({ name: p.name, maxSeq: p.maxSeq, dispatches });
     // launches that observe others (H2O's attention mass), run right after them when a step asks
-    observers.push(launches.flatMap((l, after) => (l.observer ? [{ after, dispatch: { kernel: kernels.add(l.observer.kernel), bindings: l.observer.operands.map(bind), label: l.observer.label } }] : [])));
+    observers.push(launches.flatMap((l, after) => (l.observer ? [{ after, dispatch: { kernel: kernels.add(l.observer.kernel), bindings: l.observer.operands.map((x) => bind(x, l.observer!.label)), label: l.observer.label } }] : [])));
     // outputs are read from the plan whose shapes are largest (the last one)
     outputs = graph.outputs.map((out) => {
       const b = slots.of.get(out.node)!;
@@ -262,7 +275,7 @@ function buildPlans(pipeline: WebGPUPipelineResult, target: Target, kernels: Ker
     const total = slotBytes.reduce((a, b) => a + b, 0);
     onProgress?.(`compile: ${p.name} plan: ${dispatches.length} dispatches, ${slotBytes.length} activation buffers, ${(total / 1024).toFixed(0)} KiB (naive ${(plan.peakBytesNaive / 1024).toFixed(0)} KiB, planned for seq=${p.bindings.seq ?? '-'})`);
   }
-  return { plans: built, slots: slotBytes, outputs, observers };
+  return { plans: built, slots: slotBytes, scratch, outputs, observers };
 }
 
 function inputsOf(graph: Graph, bindings: DimBindings, exclude: (name: string) => boolean): IOManifest[] {
@@ -336,8 +349,8 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
   const invariant = o.batchInvariant ?? false;
   const decodeMax = 1;
   const planSpecs: PlanSpec[] = [
-    { name: 'decode', maxSeq: decodeMax, expectedSeq: invariant ? expectedSeq : 1, bindings: { seq: decodeMax, past: 0, batch: 1, outs: decodeMax } },
-    ...(chunk > decodeMax ? [{ name: 'prefill', maxSeq: chunk, expectedSeq: invariant ? expectedSeq : chunk, bindings: { seq: chunk, past: 0, batch: 1, outs: chunk } }] : []),
+    { name: 'decode', maxSeq: decodeMax, expectedSeq: invariant ? expectedSeq : 1, maxKvLen: maxPositions, bindings: { seq: decodeMax, past: 0, batch: 1, outs: decodeMax } },
+    ...(chunk > decodeMax ? [{ name: 'prefill', maxSeq: chunk, expectedSeq: invariant ? expectedSeq : chunk, maxKvLen: maxPositions, bindings: { seq: chunk, past: 0, batch: 1, outs: chunk } }] : []),
   ];
   const pipeline = runWebGPUPipeline(built0, target, planSpecs, { passes: o.passes, variants: o.variants, tuning: o.tuning, compression: compressionOf(o), printIrAfter: o.printIrAfter, print: o.print });
   o.onProgress?.(`compile: ${pipeline.timings.length} stages in ${pipeline.timings.reduce((a, t) => a + t.ms, 0).toFixed(0)} ms`);
@@ -399,6 +412,7 @@ export function compileModel(model: LoadedModel, o: CompileOptions): CompiledEng
     kernels: kernels.kernels,
     weights: packer.manifest,
     slots: plans.slots,
+    ...(plans.scratch.length ? { scratch: plans.scratch } : {}),
     inputs: lmInputs(inputsOf(graph, { seq: chunk, past: maxPositions, batch: 1, outs: chunk }, (n) => n.startsWith('past_')), chunk),
     outputs: plans.outputs,
     plans: plans.plans,
@@ -455,6 +469,7 @@ export function compileGraphEngine(graph: Graph, bindings: DimBindings, o: Compi
     kernels: kernels.kernels,
     weights: packer.manifest,
     slots: plans.slots,
+    ...(plans.scratch.length ? { scratch: plans.scratch } : {}),
     inputs: inputsOf(pipeline.graph, bindings, () => false),
     outputs: plans.outputs,
     plans: plans.plans,

@@ -48,6 +48,7 @@ export const selectKernelsPass: Pass = {
       target: ctx.target,
       expectedSeq,
       paged: pagedAttentionOf(g),
+      ...(typeof ctx.options.maxKvLen === 'number' ? { maxKvLen: ctx.options.maxKvLen } : {}),
       variants: ctx.options.variants as LowerVariants | undefined,
       tuning: ctx.options.tuning as TuningRequest | undefined,
       weightEncoding: (n) => (isOp(n, 'weight') ? g.weights.get(n.attrs.id).encoding : dense),
@@ -100,6 +101,8 @@ export interface PlanSpec {
    * step runs (batch invariance).
    */
   readonly expectedSeq?: number;
+  /** The most keys one query attends to (a causal LM's `maxPositions`), when known (see `LowerContext.maxKvLen`). */
+  readonly maxKvLen?: number;
 }
 
 /** A plan and its graph after the per-plan stages. */
@@ -164,7 +167,7 @@ export function runWebGPUPipeline(graph: Graph, target: Target, plans: readonly 
   const optimized = runPasses(graph, stages, { ...common, printIrAfter: printIn(stages), options: { bindings: largest.bindings, ...o.compression } });
   const timings: StageTiming[] = [...optimized.timings];
   const built = plans.map((spec) => {
-    const r = runPasses(optimized.graph, PLAN_STAGES, { ...common, printIrAfter: printIn(PLAN_STAGES), options: { bindings: spec.bindings, expectedSeq: spec.expectedSeq ?? spec.maxSeq, variants: o.variants, tuning: o.tuning } });
+    const r = runPasses(optimized.graph, PLAN_STAGES, { ...common, printIrAfter: printIn(PLAN_STAGES), options: { bindings: spec.bindings, expectedSeq: spec.expectedSeq ?? spec.maxSeq, ...(spec.maxKvLen !== undefined ? { maxKvLen: spec.maxKvLen } : {}), variants: o.variants, tuning: o.tuning } });
     timings.push(...r.timings.map((t) => ({ ...t, plan: spec.name })));
     for (const e of r.report.entries) optimized.report.add({ ...e, message: `(${spec.name}) ${e.message}` });
     return { spec, graph: r.graph };

@@ -82,7 +82,7 @@ export async function compileCommand(o: CompileCommandOptions): Promise<Record<s
       kernels: m.kernels.length,
       plans: m.plans.map((p) => ({ name: p.name, max_seq: p.maxSeq, dispatches: p.dispatches.length })),
       weight_bytes: engine.weightsByteLength ?? 0,
-      activation_bytes: m.slots.reduce((a, b) => a + b, 0),
+      activation_bytes: [...m.slots, ...(m.scratch ?? [])].reduce((a, b) => a + b, 0),
       tokenizer: tok ? 'tokenizer.bin' : null,
       compile_ms: Math.round(performance.now() - t0),
       tuned_kernels: m.kernels.filter((k) => k.schedule?.source === 'tuned').length,

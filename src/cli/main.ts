@@ -194,7 +194,7 @@ export function buildProgram(state: { exitCode: number } = { exitCode: 0 }): Com
     .addOption(maxContextOption())
     .addOption(sparsityOption())
     .option('--prefill-chunk <n>', 'most tokens one step runs (prompts are chunked to it; default min(context, 128))', num('--prefill-chunk', { int: true, min: 1 }))
-    .option('--tune', 'time the candidate variants of the tunable kernels (matmuls) on this device and keep the fastest; results go to the timing cache', false)
+    .option('--tune', 'time the candidate variants of the tunable kernels (matmuls, split-KV or single-pass decode attention) on this device and keep the fastest; results go to the timing cache', false)
     .option('--timing-cache <file>', 'timing cache file, used when present (default: timing-cache.json in $TENSORWRIGHT_CACHE_DIR, $XDG_CACHE_HOME/tensorwright or ~/.cache/tensorwright)')
     .option('--json', 'print one JSON summary on stdout', false)
     .action(async (o) => {

@@ -24,6 +24,10 @@
  *   heads sharing that KV head (GQA/MQA), so each K/V row is read from memory once for the whole group.
  * - `prefill-flash` (long S): flash attention — one workgroup per (tile of query positions, query head); key tiles
  *   wholly past the causal diagonal of the tile's last position are never visited.
+ * - `split-kv` (paged ragged batches, long contexts; flash-decoding): the `decode` layout over one split of the keys
+ *   per workgroup (grid z), writing each split's max, sum and unnormalised accumulator to a scratch buffer; a second
+ *   kernel ({@link generateSplitKvMergeKernel}) merges the splits with a log-sum-exp rescale. More workgroups per
+ *   row for GPUs that `decode`'s rows x KV heads leave idle.
  *
  * (Splitting the keys of one query across a workgroup's lanes with per-lane softmax states and a final merge was
  * tried for `decode`: it needs per-lane accumulators for every head of the group, which LLVM — lavapipe's compiler —
@@ -81,8 +85,31 @@ export interface FlashAttentionVariant {
   readonly stageQuery?: boolean;
 }
 
+/**
+ * Tuning of the `split-kv` variant (flash-decoding, paged ragged batches only): the `decode` layout with its keys cut
+ * into `splits` splits of `splitKeys` keys each (the last split takes every key past the others), one workgroup per
+ * (query position, KV head, split). A first kernel writes each split's softmax state (max, sum, unnormalised
+ * accumulator) to a scratch buffer; a second (the merge kernel) merges the splits with a
+ * log-sum-exp rescale. Splits past a row's keys do no work and are skipped by the merge (sum 0). Which keys a split
+ * holds depends only on the row's own length, never on the batch: a row's output is batch invariant.
+ */
+export interface SplitKvAttentionVariant {
+  /** Variant kind. */
+  readonly kind: 'split-kv';
+  /** Keys per split (rounded up to a multiple of the key tile; default 256). */
+  readonly splitKeys?: number;
+  /** Splits (workgroups per query position and KV head; default 8): a compile-time constant, 1..256. */
+  readonly splits?: number;
+  /** As {@link DecodeAttentionVariant.rowLanes}. */
+  readonly rowLanes?: number;
+  /** As {@link DecodeAttentionVariant.headsPerWorkgroup}. */
+  readonly headsPerWorkgroup?: number;
+  /** As {@link DecodeAttentionVariant.keyTile}. */
+  readonly keyTile?: number;
+}
+
 /** A variant with its tuning. */
-export type AttentionVariant = DecodeAttentionVariant | FlashAttentionVariant;
+export type AttentionVariant = DecodeAttentionVariant | FlashAttentionVariant | SplitKvAttentionVariant;
 
 /**
  * What every attention kernel needs to know about the heads and the math.
@@ -294,7 +321,7 @@ function toF32(dtype: string, e: string): string {
 }
 
 /** Common constants and helper functions. */
-function coreFunctions(c: { dtype: AttentionDType; kvDType: KvPoolDType; causal: boolean; mode: 'paged' | 'contiguous'; kName: string; vName: string; ragged?: boolean; blockSize?: number; heads?: number; dims?: [number, number] }): string[] {
+function coreFunctions(c: { dtype: AttentionDType; kvDType: KvPoolDType; causal: boolean; mode: 'paged' | 'contiguous'; kName: string; vName: string; ragged?: boolean; blockSize?: number; heads?: number; dims?: [number, number]; noOut?: boolean }): string[] {
   const kv = c.ragged
     ? [
         '// first block-table entry of this workgroup\'s sequence (set in main)',
@@ -325,9 +352,13 @@ function coreFunctions(c: { dtype: AttentionDType; kvDType: KvPoolDType; causal:
     `fn load_q(batch: u32, row: u32, head: u32, d: u32, seq_len: u32) -> f32 {`,
     `  return ${toF32(c.dtype, 'q[((batch * seq_len + row) * NUM_HEADS + head) * HEAD_DIM + d]')};`,
     `}`,
-    `fn store_out(batch: u32, row: u32, head: u32, d: u32, seq_len: u32, value: f32) {`,
-    `  out[((batch * seq_len + row) * NUM_HEADS + head) * VALUE_DIM + d] = ${c.dtype === 'f16' ? 'f16(value)' : 'value'};`,
-    `}`,
+    ...(c.noOut
+      ? []
+      : [
+          `fn store_out(batch: u32, row: u32, head: u32, d: u32, seq_len: u32, value: f32) {`,
+          `  out[((batch * seq_len + row) * NUM_HEADS + head) * VALUE_DIM + d] = ${c.dtype === 'f16' ? 'f16(value)' : 'value'};`,
+          `}`,
+        ]),
     c.ragged
       ? ['// ragged batch: kv_len is this row\'s own position + 1 (causal within its sequence)', 'fn row_end(i: u32, seq_len: u32, kv_len: u32) -> u32 { return kv_len; }'].join('\n')
       : c.causal
@@ -463,6 +494,12 @@ interface RowLayout {
   readonly stage: { readonly pos: string; readonly head: string; readonly ok: string };
   /** Dispatch grid. */
   readonly grid: [GridExpr, GridExpr, GridExpr];
+  /** WGSL expression of the batch element (default `wid.z`). */
+  readonly batch?: string;
+  /** WGSL expression of the first key the workgroup visits, a multiple of the key tile (default `0u`). */
+  readonly keyStart?: string;
+  /** WGSL statements storing a row's state (default: `acc / l` to `out`); see {@link splitKvLayout}. */
+  readonly store?: string[];
 }
 
 /** Workgroup memory, in bytes, of the tiled body. */
@@ -520,6 +557,53 @@ function decodeLayout(c: Core, v: DecodeAttentionVariant): RowLayout {
     ],
     stage: { pos: 'row', head: 'head0 + rr', ok: 'true' },
     grid: [c.Hkv * CHUNKS, c.seqGrid, c.batchGrid],
+  };
+}
+
+/**
+ * The `split-kv` layout: the `decode` layout over one split of the keys (workgroup z), its state stored unnormalised
+ * to `partials` `[S, Hq, SPLITS, VALUE_DIM + 2]` (the accumulator, then max and sum).
+ */
+function splitKvLayout(c: Core, v: SplitKvAttentionVariant): RowLayout {
+  const d = decodeLayout(c, { kind: 'decode', rowLanes: v.rowLanes, headsPerWorkgroup: v.headsPerWorkgroup, keyTile: v.keyTile });
+  const splits = v.splits ?? 8;
+  if (!Number.isInteger(splits) || splits < 1 || splits > 256) throw new InputError(`split-kv attention: splits must be an integer in 1..256, got ${splits}`);
+  const want = v.splitKeys ?? 256;
+  if (!Number.isInteger(want) || want < 1) throw new InputError(`split-kv attention: splitKeys must be a positive integer, got ${want}`);
+  const SK = Math.ceil(want / d.keyTile) * d.keyTile;
+  return {
+    ...d,
+    name: `split-kv-s${splits}x${SK}-${d.name.replace(/^decode-/, '')}`,
+    describe: [
+      ...d.describe,
+      `split-kv: the keys are cut into SPLITS splits of SPLIT_KEYS (the last split takes the rest), one workgroup per split`,
+      '(grid z); each writes its unnormalised state to partials, and the merge kernel combines the splits.',
+    ],
+    consts: [...d.consts, ['SPLITS', splits, 'key splits per query position and KV head'], ['SPLIT_KEYS', SK, 'keys per split (a multiple of KEY_TILE)'], ['PART_STRIDE', c.Dv + 2, 'floats per partial state: acc[VALUE_DIM], max, sum']],
+    setup: [
+      ...d.setup.filter((l) => !/let (my_end|tile_end) /.test(l)),
+      '  let split = wid.z;',
+      '  let key_start = split * SPLIT_KEYS;',
+      '  // keys of this split: SPLIT_KEYS from key_start, or every key from key_start for the last split (empty past the row\'s keys)',
+      '  let my_end = select(min(row_end(row, seq_len, kv_len), key_start + SPLIT_KEYS), row_end(row, seq_len, kv_len), split + 1u == SPLITS);',
+      '  let tile_end = my_end; // keys any row sees',
+    ],
+    grid: [d.grid[0], d.grid[1], splits],
+    batch: '0u',
+    keyStart: 'key_start',
+    store: [
+      '  // the unnormalised state of this split (an empty split: max NEG_BIG, sum 0, which the merge skips)',
+      '  let part = ((row * NUM_HEADS + head) * SPLITS + split) * PART_STRIDE;',
+      `  for (var dd = 0u; dd < DIMS_PER_LANE; dd++) {`,
+      '    let d = t + dd * ROW_LANES;',
+      ...(c.Dv % d.rowLanes !== 0 ? ['    if (d >= VALUE_DIM) { break; }'] : []),
+      '    partials[part + d] = acc[dd];',
+      '  }',
+      '  if (t == 0u) {',
+      '    partials[part + VALUE_DIM] = m;',
+      '    partials[part + VALUE_DIM + 1u] = l;',
+      '  }',
+    ],
   };
 }
 
@@ -614,7 +698,7 @@ function tiledKernel(c: Core, L: RowLayout): { wgsl: string; grid: [GridExpr, Gr
     `  let seq_len = ${c.seqExpr};`,
     `  let kv_len = ${c.kvLenExpr};`,
     ...(c.prologue ?? []),
-    '  let batch = wid.z;',
+    `  let batch = ${L.batch ?? 'wid.z'};`,
     ...boundDecls,
     '  let r = lid / ROW_LANES; // this lane\'s row',
     '  let t = lid % ROW_LANES; // and its place in the row',
@@ -637,7 +721,7 @@ function tiledKernel(c: Core, L: RowLayout): { wgsl: string; grid: [GridExpr, Gr
     '  var m = NEG_BIG; // running max of this row',
     '  var l = 0.0;     // running sum of exp(s - m)',
     '  var acc: array<f32, DIMS_PER_LANE>; // running sum of exp(s - m) * v for dims t, t + ROW_LANES, ...',
-    '  for (var base = 0u; base < tile_end; base += KEY_TILE) {',
+    `  for (var base = ${L.keyStart ?? '0u'}; base < tile_end; base += KEY_TILE) {`,
     '    // stage the K tile (rows past tile_end are zero)',
     '    for (var e = lid; e < KEY_TILE * HEAD_DIM; e += WORKGROUP_SIZE) {',
     '      let j = base + e / HEAD_DIM;',
@@ -693,13 +777,15 @@ function tiledKernel(c: Core, L: RowLayout): { wgsl: string; grid: [GridExpr, Gr
     '    }',
     '    workgroupBarrier();',
     '  }',
-    '  if (row_ok) {',
-    `    for (var dd = 0u; dd < ${bound('DIMS_PER_LANE')}; dd++) {`,
-    '      let d = t + dd * ROW_LANES;',
-    ...(dimGuard ? ['      if (d >= VALUE_DIM) { break; }'] : []),
-    '      store_out(batch, row, head, d, seq_len, select(0.0, acc[dd] / l, l > 0.0));',
-    '    }',
-    '  }',
+    ...(L.store ?? [
+      '  if (row_ok) {',
+      `    for (var dd = 0u; dd < ${bound('DIMS_PER_LANE')}; dd++) {`,
+      '      let d = t + dd * ROW_LANES;',
+      ...(dimGuard ? ['      if (d >= VALUE_DIM) { break; }'] : []),
+      '      store_out(batch, row, head, d, seq_len, select(0.0, acc[dd] / l, l > 0.0));',
+      '    }',
+      '  }',
+    ]),
     '}',
   ];
   return { wgsl: assemble(c, hdr, body), grid: L.grid, variant: L.name };
@@ -719,7 +805,7 @@ function resolveVariant(spec: AttentionHeadsSpec, seq: DimLike): AttentionVarian
 }
 
 function build(c: Core, v: AttentionVariant, family: string): KernelSource {
-  const layout = v.kind === 'decode' ? decodeLayout(c, v) : v.kind === 'prefill-flash' ? flashLayout(c, v) : undefined;
+  const layout = v.kind === 'decode' ? decodeLayout(c, v) : v.kind === 'prefill-flash' ? flashLayout(c, v) : v.kind === 'split-kv' ? splitKvLayout(c, v) : undefined;
   if (!layout) throw new InputError(`unknown attention variant ${JSON.stringify((v as { kind?: unknown }).kind)}`);
   const k = tiledKernel(c, layout);
   return { family, variant: `${c.mode === 'paged' ? 'paged-' : ''}${k.variant}`, wgsl: k.wgsl, bindings: c.bindings, params: [...c.params.list], grid: k.grid, nodes: [...c.nodes], features: coreFeatures(c) };
@@ -753,14 +839,16 @@ export function generatePagedAttentionKernel(spec: PagedAttentionSpec): KernelSo
   if (kvEl !== 'f32' && kvEl !== 'f16' && !isQuantizedKv(kvEl)) throw new InputError(`paged attention: pool storage must be f32, f16, int8 or int4, got ${String(kvEl)}`);
   const poolEl = isQuantizedKv(kvEl) ? 'u32' : kvEl;
   const variant = resolveVariant(spec, seq);
-  if (ragged && variant.kind !== 'decode') throw new InputError(`paged attention over a ragged batch takes only the 'decode' layout (one query position per workgroup), not '${variant.kind}'`);
+  if (ragged && variant.kind === 'prefill-flash') throw new InputError(`paged attention over a ragged batch takes only the 'decode' and 'split-kv' layouts (one query position per workgroup), not '${variant.kind}'`);
+  const split = variant.kind === 'split-kv';
+  if (split && !ragged) throw new InputError("the 'split-kv' attention layout is for ragged batches (what causal-LM engines compile)");
   const bindings: KernelBinding[] = [
     { name: 'q', access: 'read' },
     { name: 'k_pool', access: 'read' },
     { name: 'v_pool', access: 'read' },
     { name: 'block_table', access: 'read' },
     ...(ragged ? ([{ name: 'positions', access: 'read' }, { name: 'row_seq', access: 'read' }] as KernelBinding[]) : []),
-    { name: 'out', access: 'read_write' },
+    { name: split ? 'partials' : 'out', access: 'read_write' },
   ];
   const decls = [
     storageDecl(0, 'q', el, 'read', `[S, Hq, D] queries`),
@@ -768,7 +856,7 @@ export function generatePagedAttentionKernel(spec: PagedAttentionSpec): KernelSo
     storageDecl(2, 'v_pool', poolEl, 'read', isQuantizedKv(kvEl) ? `[numBlocks, V_BLOCK_WORDS] ${kvEl} value pool` : '[numBlocks, BLOCK_SIZE, Hkv, Dv] value pool'),
     storageDecl(3, 'block_table', 'u32', 'read', ragged ? '[B, table_stride]: per sequence, logical block -> physical block' : 'logical block -> physical block'),
     ...(ragged ? [storageDecl(4, 'positions', 'i32', 'read', '[S] position of each row in its sequence'), storageDecl(5, 'row_seq', 'i32', 'read', '[S] sequence (block-table row) of each row')] : []),
-    storageDecl(ragged ? 6 : 4, 'out', el, 'read_write', '[S, Hq, Dv]'),
+    split ? storageDecl(6, 'partials', 'f32', 'read_write', '[S, Hq, SPLITS, PART_STRIDE] per split: unnormalised acc[Dv], max, sum') : storageDecl(ragged ? 6 : 4, 'out', el, 'read_write', '[S, Hq, Dv]'),
   ];
   const c: Core = {
     mode: 'paged',
@@ -784,7 +872,7 @@ export function generatePagedAttentionKernel(spec: PagedAttentionSpec): KernelSo
     batchGrid: 1,
     decls,
     bindings,
-    functions: coreFunctions({ dtype: el, kvDType: kvEl, causal: spec.causal, mode: 'paged', kName: 'k_pool', vName: 'v_pool', ragged, blockSize: spec.blockSize, heads: h.Hkv, dims: [h.D, h.Dv] }),
+    functions: coreFunctions({ dtype: el, kvDType: kvEl, causal: spec.causal, mode: 'paged', kName: 'k_pool', vName: 'v_pool', ragged, blockSize: spec.blockSize, heads: h.Hkv, dims: [h.D, h.Dv], noOut: split }),
     budget: spec.maxWorkgroupStorage ?? DEFAULT_WORKGROUP_STORAGE,
     nodes: spec.nodes ?? [],
     blockSize: spec.blockSize,
@@ -854,7 +942,9 @@ export function generateAttentionKernel(spec: AttentionSpec): KernelSource {
     nodes: spec.nodes ?? [],
     describe: `contiguous K/V, batch=${batch}, seq=${seq}, kv=${kvLen}`,
   };
-  return build(c, resolveVariant(spec, seq), 'attention');
+  const variant = resolveVariant(spec, seq);
+  if (variant.kind === 'split-kv') throw new InputError("the 'split-kv' attention layout reads a paged KV cache (ragged batches), not contiguous K/V");
+  return build(c, variant, 'attention');
 }
 
 /**
@@ -1019,6 +1109,124 @@ export function generateKvCacheWriteKernel(spec: KvCacheWriteSpec): KernelSource
     params: [...params.list],
     grid: [Math.ceil((quantized ? pairs : Hkv * W) / WG), params.grid(seq), 1],
     nodes: [...nodes],
+    features,
+  };
+}
+
+/**
+ * The merge of the `split-kv` attention (see {@link SplitKvAttentionVariant}).
+ * @internal
+ */
+export interface SplitKvMergeSpec {
+  /** Query heads Hq. */
+  readonly numHeads: number;
+  /** Value head dim Dv. */
+  readonly valueDim: number;
+  /** Splits per query position and head (the partial kernel's `SPLITS`). */
+  readonly splits: number;
+  /** Storage type of out. */
+  readonly dtype: AttentionDType;
+  /** Rows S (default `'seq'`). */
+  readonly seq?: DimLike;
+  /** Lanes per workgroup (default 64). */
+  readonly workgroupSize?: 64 | 128 | 256;
+  /** The graph nodes implemented, for profiles and errors; never written into the WGSL. */
+  readonly nodes?: readonly string[];
+}
+
+/**
+ * The f32 elements of the split-kv scratch buffer `partials` `[S, Hq, splits, Dv + 2]`, as a kernel dim.
+ * @internal
+ */
+export function splitKvScratchElements(numHeads: number, valueDim: number, splits: number, seq: DimLike): DimLike {
+  const per = numHeads * splits * (valueDim + 2);
+  const s = KernelParams.canon(seq, 'seq');
+  return typeof s === 'number' ? s * per : `${per}*${s}`;
+}
+
+/**
+ * The splits of a split-KV attention the variant gives (its `splits`, default 8).
+ * @internal
+ */
+export function splitKvSplits(v: SplitKvAttentionVariant): number {
+  return v.splits ?? 8;
+}
+
+/**
+ * Merges the split-KV attention's partial states: for each (row, query head, value dim), over the non-empty splits
+ * (sum > 0) in split order, `M = max m_i`, `out = sum exp(m_i - M) acc_i / sum exp(m_i - M) l_i` (zeros when every
+ * split is empty). Bindings `partials` `[S, Hq, SPLITS, Dv + 2]` f32, `out` `[S, Hq, Dv]`; param `seq`. One invocation
+ * per (head, dim) of a row; grid y is the row.
+ * @throws {@link ShapeError} for bad sizes.
+ * @internal
+ */
+export function generateSplitKvMergeKernel(spec: SplitKvMergeSpec): KernelSource {
+  const { numHeads: Hq, valueDim: Dv, splits } = spec;
+  for (const [n, v] of [['query heads', Hq], ['value dim', Dv], ['splits', splits]] as const)
+    if (!Number.isInteger(v) || v < 1) throw new ShapeError('attention', `split-kv merge: ${n} must be a positive integer, got ${v}`);
+  if (spec.dtype !== 'f32' && spec.dtype !== 'f16') throw new InputError(`attention storage must be f32 or f16, got ${String(spec.dtype)}`);
+  const WG = spec.workgroupSize ?? 64;
+  const params = new KernelParams();
+  const seq = KernelParams.canon(spec.seq ?? 'seq', 'seq');
+  const seqRef = params.ref(seq);
+  const bindings: KernelBinding[] = [
+    { name: 'partials', access: 'read' },
+    { name: 'out', access: 'read_write' },
+  ];
+  const features = kernelFeatures({ f16: spec.dtype === 'f16' });
+  const wgsl = [
+    ...enableDirectives(features),
+    ...(features.length ? [''] : []),
+    `// tensorwright kernel: attention (split-kv merge of ${splits} splits, seq=${seq} rows)`,
+    '//   out[row, head, d] = sum_i exp(m_i - M) acc_i[d] / sum_i exp(m_i - M) l_i over the non-empty splits i (l_i > 0),',
+    '//   M = max m_i; zeros when every split is empty. Splits are summed in order, whatever the batch.',
+    '',
+    `const NUM_HEADS: u32 = ${Hq}u; // query heads Hq`,
+    `const VALUE_DIM: u32 = ${Dv}u; // value head dim Dv`,
+    `const SPLITS: u32 = ${splits}u; // key splits per query position and head`,
+    `const PART_STRIDE: u32 = ${Dv + 2}u; // floats per partial state: acc[VALUE_DIM], max, sum`,
+    `const WORKGROUP_SIZE: u32 = ${WG}u;`,
+    "const NEG_BIG: f32 = bitcast<f32>(0xff7fffffu); // -FLT_MAX",
+    '',
+    storageDecl(0, 'partials', 'f32', 'read', '[S, Hq, SPLITS, PART_STRIDE] per split: unnormalised acc[Dv], max, sum'),
+    storageDecl(1, 'out', spec.dtype, 'read_write', '[S, Hq, Dv]'),
+    paramsStruct(params.list, bindings.length),
+    '@compute @workgroup_size(WORKGROUP_SIZE)',
+    'fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {',
+    '  let e = wid.x * WORKGROUP_SIZE + lid; // (head, dim) within the row',
+    '  let row = wid.y;',
+    `  if (e >= NUM_HEADS * VALUE_DIM || row >= ${seqRef}) { return; }`,
+    '  let head = e / VALUE_DIM;',
+    '  let d = e % VALUE_DIM;',
+    '  let base = (row * NUM_HEADS + head) * SPLITS * PART_STRIDE;',
+    '  var mx = NEG_BIG;',
+    '  for (var i = 0u; i < SPLITS; i++) {',
+    '    let p = base + i * PART_STRIDE;',
+    '    if (partials[p + VALUE_DIM + 1u] > 0.0) { mx = max(mx, partials[p + VALUE_DIM]); }',
+    '  }',
+    '  var l = 0.0;',
+    '  var acc = 0.0;',
+    '  for (var i = 0u; i < SPLITS; i++) {',
+    '    let p = base + i * PART_STRIDE;',
+    '    let li = partials[p + VALUE_DIM + 1u];',
+    '    if (li > 0.0) {',
+    '      let w = exp(partials[p + VALUE_DIM] - mx);',
+    '      l += li * w;',
+    '      acc += partials[p + d] * w;',
+    '    }',
+    '  }',
+    `  out[(row * NUM_HEADS + head) * VALUE_DIM + d] = ${spec.dtype === 'f16' ? 'f16(select(0.0, acc / l, l > 0.0))' : 'select(0.0, acc / l, l > 0.0)'};`,
+    '}',
+    '',
+  ].join('\n');
+  return {
+    family: 'attention',
+    variant: `split-kv-merge-s${splits}-wg${WG}`,
+    wgsl,
+    bindings,
+    params: [...params.list],
+    grid: [Math.ceil((Hq * Dv) / WG), params.grid(seq), 1],
+    nodes: [...(spec.nodes ?? [])],
     features,
   };
 }

@@ -67,6 +67,21 @@ export interface AttentionMassOperand {
 export type KvOperand = KvPoolOperand | BlockTableOperand | RowInputOperand | AttentionMassOperand;
 
 /**
+ * A scratch buffer owned by the node being lowered: one launch of the node writes it and a later launch of the same
+ * node reads it (the split-KV attention's partial softmax states), so its contents never outlive the node. Scratch
+ * buffers of one `name` are one engine buffer, sized for the largest use over every plan at the plan's own dims (its
+ * most rows): nodes run one after another, and no two nodes' uses overlap.
+ */
+export interface ScratchOperand {
+  /** Always `scratch`. */
+  readonly kind: 'scratch';
+  /** The buffer's name (uses of one name share it). */
+  readonly name: string;
+  /** Its f32 elements: a number or a dim expression over the plan's dims (`seq*640`). */
+  readonly elements: number | string;
+}
+
+/**
  * One payload part of an encoded weight (`packed`, `scales`, `zeroPoints`, `mins` of a quantized weight; `values`,
  * `indices` of an N:M-sparse one; `rowPtr`, `colIdx`, `blocks` of a block-sparse one), for kernels that read the
  * encoded bytes themselves (the engine builder binds that part of the weight's entry).
@@ -82,9 +97,9 @@ export interface WeightPartOperand {
 
 /**
  * What a launch binds, in binding order: graph values (the engine builder finds their buffers), parts of encoded
- * weights, or KV-cache buffers.
+ * weights, KV-cache buffers, or scratch buffers of the node.
  */
-export type LaunchOperand = Node | WeightPartOperand | KvOperand;
+export type LaunchOperand = Node | WeightPartOperand | KvOperand | ScratchOperand;
 
 /**
  * Whether a launch operand is a graph value (rather than a KV-cache buffer).
@@ -121,6 +136,11 @@ export interface LowerContext {
   readonly expectedSeq: number;
   /** Attention nodes that read the paged KV cache. */
   readonly paged: ReadonlyMap<Node, PagedAttention>;
+  /**
+   * The most keys one query may attend to (a causal LM's `maxPositions`), when known: the split-KV decode attention
+   * sizes its split count for it.
+   */
+  readonly maxKvLen?: number;
   /** Variants to use instead of the schedule rules. */
   readonly variants?: LowerVariants;
   /** Measured picks for tunable kernels, and the tuner's trial round (absent: the schedule rules decide). */

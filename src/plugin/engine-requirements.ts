@@ -39,7 +39,7 @@ export function requirementsOf(manifest: EngineManifest, device: Pick<DeviceInfo
     features,
     ...(fixed !== undefined ? { subgroupSize: fixed } : {}),
     maxComputeInvocationsPerWorkgroup: largestWorkgroup(manifest),
-    maxStorageBufferBindingSize: Math.max(0, kv, ...manifest.slots, ...parts),
+    maxStorageBufferBindingSize: Math.max(0, kv, ...manifest.slots, ...(manifest.scratch ?? []), ...parts),
   };
 }
 

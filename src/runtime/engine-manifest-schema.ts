@@ -58,6 +58,8 @@ export const ENGINE_MANIFEST_BOUNDS = Object.freeze({
   weightParts: 16,
   /** Plans. */
   plans: 16,
+  /** Scratch buffers. */
+  scratchBuffers: 256,
   /** Stop tokens. */
   stopTokens: 1024,
 });
@@ -245,6 +247,8 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
   });
 
   const slots = c.arr('slots', m.slots, 2 ** 16).map((s, i) => c.int(`slots[${i}]`, s, 0, B.bufferBytes));
+  // scratch buffers: the session allocates each before any dispatch, so their sizes are bounded like slots'
+  const scratch = m.scratch === undefined ? [] : c.arr('scratch', m.scratch, B.scratchBuffers).map((s, i) => c.int(`scratch[${i}]`, s, 0, B.bufferBytes));
 
   // the KV cache: every size the session allocates from is bounded here
   let kvLayers = 0;
@@ -297,7 +301,7 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
 
   const ref = (path: string, v: unknown, observer = false): BufferRef => {
     const r = c.obj(path, v);
-    const kind = c.oneOf(`${path}.kind`, r.kind, ['arena', 'weight', 'input', 'kv', 'block-table', 'sample', 'attention-mass']);
+    const kind = c.oneOf(`${path}.kind`, r.kind, ['arena', 'weight', 'input', 'kv', 'block-table', 'sample', 'attention-mass', 'scratch']);
     switch (kind) {
       case 'arena': {
         const slot = c.int(`${path}.slot`, r.slot, 0, slots.length - 1);
@@ -326,6 +330,12 @@ export function validateEngineManifest(value: unknown, weightsByteLength?: numbe
       case 'attention-mass':
         if (!observer) c.fail(`${path}.kind`, 'only the attention-mass observers (kv.attentionMass) bind the attention-mass buffer');
         break;
+      case 'scratch': {
+        if (scratch.length === 0) c.fail(path, 'binds a scratch buffer of an engine without any (scratch)');
+        const i = c.int(`${path}.index`, r.index, 0, scratch.length - 1);
+        c.int(`${path}.size`, r.size, 0, scratch[i]);
+        break;
+      }
     }
     return r as unknown as BufferRef;
   };
@@ -410,7 +420,7 @@ export type EngineDeviceLimits = Readonly<Record<string, number>>;
 
 /**
  * Checks a validated manifest against a device's limits before a session creates anything on it: every buffer the
- * session creates against `maxBufferSize`, every storage binding (activation slots, weight parts, inputs, KV pools,
+ * session creates against `maxBufferSize`, every storage binding (activation slots, scratch buffers, weight parts, inputs, KV pools,
  * the block table) against `maxStorageBufferBindingSize`, and each kernel's storage bindings against
  * `maxStorageBuffersPerShaderStage`.
  * @throws `DeviceError` (`LIMIT_EXCEEDED`) naming the buffer and the limit.
@@ -423,6 +433,7 @@ export function checkEngineLimits(m: EngineManifest, limits: EngineDeviceLimits)
     if (bytes > maxBuffer) throw new DeviceError('LIMIT_EXCEEDED', `${what} needs ${bytes} bytes, more than maxBufferSize ${maxBuffer}`);
   };
   m.slots.forEach((bytes, i) => fits(`activation buffer ${i}`, bytes));
+  m.scratch?.forEach((bytes, i) => fits(`scratch buffer ${i}`, bytes));
   for (const io of m.inputs) fits(`input '${io.name}'`, io.maxBytes);
   for (const w of m.weights) for (const p of w.parts) fits(`weight '${w.name}' (${p.role})`, p.byteLength);
   if (m.kv) {

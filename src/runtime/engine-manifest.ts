@@ -95,6 +95,19 @@ export interface SampleRef {
 }
 
 /**
+ * A scratch buffer ({@link EngineManifest.scratch}): written by one dispatch of a node and read by a later dispatch of
+ * the same node (the split-KV attention's partial softmax states), never across nodes.
+ */
+export interface ScratchRef {
+  /** Discriminant. */
+  readonly kind: 'scratch';
+  /** Index into {@link EngineManifest.scratch}. */
+  readonly index: number;
+  /** Bytes the dispatch uses (at the plan's sizes), at most the buffer's. */
+  readonly size: number;
+}
+
+/**
  * The attention-mass buffer of H2O eviction: f32 `[rows, table_stride · blockSize]`, cleared before a step that
  * observes the attention mass and read back after it; only the dispatches of {@link KvManifest.attentionMass} bind it.
  */
@@ -104,7 +117,7 @@ export interface AttentionMassRef {
 }
 
 /** Where a kernel binding's buffer comes from. */
-export type BufferRef = ArenaRef | WeightRef | InputRef | KvRef | BlockTableRef | SampleRef | AttentionMassRef;
+export type BufferRef = ArenaRef | WeightRef | InputRef | KvRef | BlockTableRef | SampleRef | AttentionMassRef | ScratchRef;
 
 /** A dispatch run right after dispatch `after` of a plan, in the steps that observe the attention mass. */
 export interface ObserverManifest {
@@ -266,6 +279,12 @@ export interface EngineManifest {
    * operands and result are never in the same slot (WebGPU forbids binding a buffer writable twice in a dispatch).
    */
   readonly slots: readonly number[];
+  /**
+   * Bytes of each scratch buffer (absent: none): buffers that pass data between the dispatches of one node, sized for
+   * the largest plan (added in version 3 without a version change: runtimes that predate it refuse such engines by
+   * their bindings' `scratch` kind, and read every engine they could read before).
+   */
+  readonly scratch?: readonly number[];
   /** Inputs the caller provides (an LM's `tokens` and `positions` are written by the runtime). */
   readonly inputs: readonly IOManifest[];
   /** Outputs that can be read back. */

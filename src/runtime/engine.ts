@@ -439,6 +439,7 @@ export class EngineSession {
   private readonly m: EngineManifest;
   private device!: GPUDevice;
   private slots: GPUBuffer[] = [];
+  private scratch: GPUBuffer[] = [];
   private weightBuffers: Map<string, GPUBuffer>[] = [];
   private inputBuffers = new Map<string, GPUBuffer>();
   private kvBuffers: { k: GPUBuffer; v: GPUBuffer }[] = [];
@@ -523,6 +524,10 @@ export class EngineSession {
     this.slots = this.m.slots.map((bytes, i) => {
       if (bytes > maxBinding) throw new DeviceError('LIMIT_EXCEEDED', `activation buffer ${i} needs ${bytes} bytes, more than maxStorageBufferBindingSize ${maxBinding}`);
       return d.createBuffer({ label: `activations ${i}`, size: Math.max(256, align(bytes, 256)), usage: storage });
+    });
+    this.scratch = (this.m.scratch ?? []).map((bytes, i) => {
+      if (bytes > maxBinding) throw new DeviceError('LIMIT_EXCEEDED', `scratch buffer ${i} needs ${bytes} bytes, more than maxStorageBufferBindingSize ${maxBinding}`);
+      return d.createBuffer({ label: `scratch ${i}`, size: Math.max(256, align(bytes, 256)), usage: storage });
     });
     for (const io of this.m.inputs) this.inputBuffers.set(io.name, d.createBuffer({ label: `input ${io.name}`, size: Math.max(16, align(io.maxBytes, 4)), usage: storage }));
     if (this.m.kv) {
@@ -671,6 +676,11 @@ export class EngineSession {
       case 'attention-mass':
         if (!this.massBuffer) throw new ModelFormatError('dispatch', 0, `'${label}' binds the attention-mass buffer of an engine without attention-mass observers`);
         return { buffer: this.massBuffer };
+      case 'scratch': {
+        const b = this.scratch[ref.index];
+        if (!b) throw new ModelFormatError('dispatch', 0, `'${label}' binds scratch buffer ${ref.index}, which the engine does not have`);
+        return { buffer: b };
+      }
     }
   }
 
@@ -753,7 +763,7 @@ export class EngineSession {
     let activationBytes = 0;
     for (const b of d.manifest.bindings) {
       if (b.kind === 'weight') weightBytes += this.m.weights[b.weight]?.parts.find((p) => p.role === b.part)?.byteLength ?? 0;
-      else if (b.kind === 'arena') activationBytes += b.size;
+      else if (b.kind === 'arena' || b.kind === 'scratch') activationBytes += b.size;
     }
     return { weightBytes, activationBytes };
   }
@@ -1456,7 +1466,7 @@ export class EngineSession {
 
   /** Every GPU buffer the session created. */
   private buffers(): (GPUBuffer | undefined)[] {
-    return [...this.slots, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.cowScratch, this.sampleBuffer, this.sampleRead, this.paramsBuffer, this.keyShift?.scratch, this.keyShift?.positions, this.keyShift?.params, this.massBuffer, this.massRead];
+    return [...this.slots, ...this.scratch, ...this.inputBuffers.values(), ...this.weightBuffers.flatMap((m) => [...m.values()]), ...this.kvBuffers.flatMap((k) => [k.k, k.v]), this.blockTable, this.cowScratch, this.sampleBuffer, this.sampleRead, this.paramsBuffer, this.keyShift?.scratch, this.keyShift?.positions, this.keyShift?.params, this.massBuffer, this.massRead];
   }
 
   /**

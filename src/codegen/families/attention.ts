@@ -2,7 +2,8 @@
  * The attention family as the compiler sees it: an `attention` over contiguous K/V (with an optional mask), and,
  * after the `lower-paged-kv` stage, an attention reading a layer's paged KV cache (a plain `attention`, or a
  * `fused {kind: 'attention'}` whose program is the values' head slice then the attention), which lowers to the
- * KV-cache write and the paged kernel. The variant comes from the schedule rules (`src/codegen/schedule/attention.ts`).
+ * KV-cache write and the paged kernel (or, split-KV, the partial kernel into a scratch buffer of the node and the
+ * merge). The variant comes from the schedule rules (`src/codegen/schedule/attention.ts`), or a `--tune` measurement.
  * @module
  */
 import { attrsOf } from '../../ir/attrs.js';
@@ -10,9 +11,20 @@ import { UnsupportedOpError } from '../../errors.js';
 import type { Node } from '../../ir/node.js';
 import { printNode } from '../../ir/printer.js';
 import { generateAttentionMassKernel } from '../attention-mass.js';
-import { generateAttentionKernel, generateKvCacheWriteKernel, generatePagedAttentionKernel, type AttentionVariant } from '../attention.js';
-import type { KernelFamily, KvOperand, Launch, LowerContext } from '../family.js';
-import { chooseAttentionVariant, decodeRowLanes } from '../schedule/attention.js';
+import {
+  generateAttentionKernel,
+  generateKvCacheWriteKernel,
+  generatePagedAttentionKernel,
+  generateSplitKvMergeKernel,
+  splitKvScratchElements,
+  splitKvSplits,
+  type AttentionVariant,
+  type PagedAttentionSpec,
+} from '../attention.js';
+import type { KernelFamily, KvOperand, Launch, LowerContext, ScratchOperand } from '../family.js';
+import type { KernelSchedule } from '../../runtime/kernel-source.js';
+import { chooseAttentionVariant, chooseSplitKv, decodeRowLanes, splitKvVariant } from '../schedule/attention.js';
+import { chooseScheduledVariant, kernelSignature } from '../schedule/tuning.js';
 import { dimText, floatStorage, launchOf, unfuse } from './common.js';
 
 /**
@@ -21,7 +33,30 @@ import { dimText, floatStorage, launchOf, unfuse } from './common.js';
  */
 function attentionVariant(ctx: LowerContext, v: AttentionVariant['kind'] | AttentionVariant, D: number, Dv: number): AttentionVariant {
   if (typeof v !== 'string') return v;
-  return v === 'decode' ? { kind: v, rowLanes: decodeRowLanes(D, Dv, ctx.target.deviceClass === 'software-gpu') } : { kind: v };
+  const rowLanes = decodeRowLanes(D, Dv, ctx.target.deviceClass === 'software-gpu');
+  if (v === 'split-kv') return { ...splitKvVariant(ctx.maxKvLen ?? 2048), rowLanes };
+  return v === 'decode' ? { kind: v, rowLanes } : { kind: v };
+}
+
+/**
+ * The variant of the paged ragged attention: the forced one, else the schedule rule's pick between single-pass
+ * `decode` and `split-kv` ({@link chooseSplitKv}), or a measured pick (`compile --tune` times both when the plan's
+ * longest context is known).
+ */
+function pagedVariant(ctx: LowerContext, spec: PagedAttentionSpec, D: number, Dv: number): { variant: AttentionVariant; schedule?: KernelSchedule } {
+  const forced = ctx.variants?.attention;
+  if (forced) return { variant: attentionVariant(ctx, forced, D, Dv) };
+  const single = attentionVariant(ctx, 'decode', D, Dv);
+  const split = attentionVariant(ctx, 'split-kv', D, Dv);
+  const perRow = generatePagedAttentionKernel({ ...spec, variant: single }).grid[0];
+  const software = ctx.target.deviceClass === 'software-gpu';
+  const useSplit = chooseSplitKv({ software, rows: ctx.expectedSeq, workgroupsPerRow: typeof perRow === 'number' ? perRow : spec.numKvHeads, maxKvLen: ctx.maxKvLen });
+  const { nodes: _nodes, variant: _v, ...shape } = spec;
+  const signature = kernelSignature('paged-attention', { ...shape, rows: ctx.expectedSeq, maxKvLen: ctx.maxKvLen ?? null });
+  // split-KV is a candidate when the context spans more than one split
+  const maxKvLen = ctx.maxKvLen;
+  const candidates = (): AttentionVariant[] => (maxKvLen !== undefined && splitKvSplits(splitKvVariant(maxKvLen)) > 1 ? [single, split] : []);
+  return chooseScheduledVariant(signature, useSplit ? split : single, candidates, ctx.tuning);
 }
 
 function lowerAttention(node: Node, ctx: LowerContext): Launch[] {
@@ -53,7 +88,9 @@ function lowerAttention(node: Node, ctx: LowerContext): Launch[] {
     });
     // the rows are a ragged batch of sequences: one query position per workgroup (the decode layout) for every
     // token count, so a row's arithmetic is the same whatever else is in the batch (batch invariance)
-    const attn = generatePagedAttentionKernel({ ...heads, kvDType, blockSize, seq: dimText(S), ragged: true, variant: attentionVariant(ctx, ctx.variants?.attention ?? 'decode', D, Dv) });
+    const spec: PagedAttentionSpec = { ...heads, kvDType, blockSize, seq: dimText(S), ragged: true };
+    const { variant, schedule } = pagedVariant(ctx, spec, D, Dv);
+    const attn = { ...generatePagedAttentionKernel({ ...spec, variant }), ...(schedule ? { schedule } : {}) };
     const kv = (which: 'k' | 'v'): KvOperand => ({ kind: 'kv', layer: paged.layer, which });
     const rows: KvOperand[] = [{ kind: 'input', name: 'positions' }, { kind: 'input', name: 'row_seq' }];
     // H2O eviction's observer: the softmax weights this attention gives each cached key, added to the mass buffer
@@ -66,9 +103,17 @@ function lowerAttention(node: Node, ctx: LowerContext): Launch[] {
             label: `attention mass (layer ${paged.layer})`,
           }
         : undefined;
+    const withObserver = (l: Launch): Launch => (observer ? { ...l, observer } : l);
+    const writeLaunch: Launch = { kernel: write, operands: [paged.k, paged.v, { kind: 'block-table' }, ...rows, kv('k'), kv('v')], label: `kv-cache write (layer ${paged.layer})` };
+    if (variant.kind !== 'split-kv') return [writeLaunch, withObserver(launchOf(node, attn, [q, kv('k'), kv('v'), { kind: 'block-table' }, ...rows]))];
+    // split-KV: the partial states of every split go to a scratch buffer of this node, then the merge writes the output
+    const splits = splitKvSplits(variant);
+    const partials: ScratchOperand = { kind: 'scratch', name: 'attention-splits', elements: splitKvScratchElements(Hq, Dv, splits, dimText(S)) };
+    const merge = generateSplitKvMergeKernel({ numHeads: Hq, valueDim: Dv, splits, dtype: heads.dtype, seq: dimText(S), nodes: [label] });
     return [
-      { kernel: write, operands: [paged.k, paged.v, { kind: 'block-table' }, ...rows, kv('k'), kv('v')], label: `kv-cache write (layer ${paged.layer})` },
-      { ...launchOf(node, attn, [q, kv('k'), kv('v'), { kind: 'block-table' }, ...rows]), ...(observer ? { observer } : {}) },
+      writeLaunch,
+      { kernel: attn, operands: [q, kv('k'), kv('v'), { kind: 'block-table' }, ...rows, partials], label: `${label} (split-kv partials)` },
+      withObserver(launchOf(node, schedule ? { ...merge, schedule } : merge, [partials])),
     ];
   }
   if (node.op === 'fused') throw new UnsupportedOpError(['fused:attention'], `a fused attention must read the paged KV cache: ${label}`);
@@ -89,7 +134,7 @@ export const attentionFamily: KernelFamily = {
   ops: ['attention'],
   // the fused form (values' head slice then the attention) is made by the paged-KV lowering, not by epilogue fusion
   fusion: { kind: 'attention', accepts: () => false },
-  variants: ['decode', 'prefill-flash', 'paged-ragged-decode', 'kv-cache-write'],
+  variants: ['decode', 'prefill-flash', 'paged-ragged-decode', 'paged-ragged-split-kv', 'split-kv-merge', 'kv-cache-write'],
   features: ['shader-f16'],
   lower: lowerAttention,
 };

@@ -1,10 +1,11 @@
 /**
  * Schedule rules of the attention family: `decode` or `prefill-flash` for a query length, and the decode variant's
- * lanes per head for a device class. Kept apart from the generator (`src/codegen/attention.ts`).
+ * lanes per head for a device class, and whether decode over a paged ragged batch splits the keys (`split-kv`). Kept
+ * apart from the generator (`src/codegen/attention.ts`).
  * @module
  */
 import { parseDim } from '../../ir/dim.js';
-import type { AttentionVariant } from '../attention.js';
+import type { AttentionVariant, SplitKvAttentionVariant } from '../attention.js';
 import type { DimLike } from '../kernel.js';
 
 /** `decode` is chosen when the query length is known and at most this. */
@@ -34,3 +35,47 @@ export function chooseAttentionVariant(seq: DimLike, expectedSeq?: number): Atte
   return s !== undefined && s <= DECODE_MAX_SEQ ? 'decode' : 'prefill-flash';
 }
 
+
+/** Fewest keys a split of the `split-kv` variant holds (its fixed split size): fewer make the merge cost more than it saves. */
+export const SPLIT_KV_MIN_KEYS = 256;
+
+/** Contexts of at least this many keys (the plan's longest) are long enough for `split-kv`. */
+export const SPLIT_KV_MIN_CONTEXT = 1024;
+
+/**
+ * Workgroups a discrete GPU runs at once, roughly (some 30–130 compute units, several workgroups each): decode
+ * attention launching fewer leaves the GPU partly idle while each workgroup walks the whole context.
+ */
+export const GPU_RESIDENT_WORKGROUPS = 256;
+
+/** Most splits a `split-kv` attention has (the last split takes the rest of a longer context). */
+export const SPLIT_KV_MAX_SPLITS = 64;
+
+/** What the split-KV rule reads. */
+export interface SplitKvFacts {
+  /** A software rasterizer (lavapipe: a few CPU cores, already filled by rows x heads workgroups). */
+  readonly software: boolean;
+  /** Query rows the plan's kernels are chosen for (`expectedSeq`). */
+  readonly rows: number;
+  /** Workgroups per row of the single-pass `decode` layout (KV heads x head chunks). */
+  readonly workgroupsPerRow: number;
+  /** The longest context (keys) a row attends to, when known. */
+  readonly maxKvLen?: number;
+}
+
+/** The `split-kv` variant for a context of `maxKvLen` keys: fixed splits of {@link SPLIT_KV_MIN_KEYS}, enough to cover it. */
+export function splitKvVariant(maxKvLen: number): SplitKvAttentionVariant {
+  return { kind: 'split-kv', splitKeys: SPLIT_KV_MIN_KEYS, splits: Math.max(1, Math.min(SPLIT_KV_MAX_SPLITS, Math.ceil(maxKvLen / SPLIT_KV_MIN_KEYS))) };
+}
+
+/**
+ * Whether decode attention over a paged ragged batch splits the keys across workgroups (flash-decoding): on GPUs only
+ * (software rasterizers have a few cores that rows x heads workgroups already fill), for long contexts (at least
+ * {@link SPLIT_KV_MIN_CONTEXT} keys), when rows x heads workgroups are fewer than the device runs at once
+ * ({@link GPU_RESIDENT_WORKGROUPS}). Not measured on a real GPU yet: the thresholds are estimates, and `compile --tune`
+ * times both variants.
+ */
+export function chooseSplitKv(f: SplitKvFacts): boolean {
+  if (f.software || f.maxKvLen === undefined) return false;
+  return f.maxKvLen >= SPLIT_KV_MIN_CONTEXT && f.rows * f.workgroupsPerRow < GPU_RESIDENT_WORKGROUPS;
+}
