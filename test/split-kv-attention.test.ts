@@ -6,7 +6,7 @@
 // in a saved manifest.
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generatePagedAttentionKernel, generateSplitKvMergeKernel, type AttentionDType, type SplitKvAttentionVariant } from '../src/codegen/attention.js';
+import { generatePagedAttentionKernel, generateSplitKvMergeKernel, type AttentionDType, type SplitKvAttentionVariant, type SubgroupDecodeAttentionVariant } from '../src/codegen/attention.js';
 import { chooseSplitKv, splitKvVariant, SPLIT_KV_MIN_CONTEXT } from '../src/codegen/schedule/attention.js';
 import { attention } from '../src/runtime/cpu/kernels.js';
 import { Tensor } from '../src/runtime/cpu/tensor.js';
@@ -43,7 +43,7 @@ interface SplitCase {
   blockSize: number;
   /** Each sequence's length, and the positions of its rows in this step (each row sees positions 0 ..= its own). */
   seqs: { len: number; rows: number[] }[];
-  variant: SplitKvAttentionVariant;
+  variant: SplitKvAttentionVariant | SubgroupDecodeAttentionVariant;
   dtype?: AttentionDType;
   /** Pool storage (default: dtype); integer pools hold what the KV-cache write stores (`packKvToken`). */
   kvDType?: AttentionDType | QuantizedKvDType;
@@ -127,12 +127,16 @@ async function runSplit(c: SplitCase): Promise<{ err: number; variant: string; s
   const rowSeq = Int32Array.from(rows.map((r) => r.b));
   const scale = Math.fround(1 / Math.sqrt(c.D));
   const partial = generatePagedAttentionKernel({ numHeads: c.Hq, numKvHeads: c.Hkv, headDim: c.D, valueDim: Dv, dtype: dt, kvDType: kvDt, causal: true, blockSize: bs, ragged: true, variant: c.variant, staticLoops: false });
-  const splits = partial.grid[2] as number;
-  const merge = generateSplitKvMergeKernel({ numHeads: c.Hq, valueDim: Dv, splits, dtype: dt });
   const dims = { seq: S, table_stride: stride };
-  // partials start as NaN: every (row, head, split) state must be written, empty splits included
-  const r = await runNamed(gpu!.device, partial, { q, k_pool: kPool, v_pool: vPool, block_table: table, positions, row_seq: rowSeq, partials: { nan: S * c.Hq * splits * (Dv + 2) * 4 } }, dims, ['partials']);
-  const got = await runOutput(gpu!.device, merge, { partials: new Float32Array(r.partials) }, { dtype: dt, shape: [S, c.Hq, Dv], fill: 'nan' }, dims);
+  const split = c.variant.kind === 'split-kv';
+  const splits = split ? (partial.grid[2] as number) : 1;
+  let got: Tensor;
+  if (split) {
+    const merge = generateSplitKvMergeKernel({ numHeads: c.Hq, valueDim: Dv, splits, dtype: dt });
+    // partials start as NaN: every (row, head, split) state must be written, empty splits included
+    const r = await runNamed(gpu!.device, partial, { q, k_pool: kPool, v_pool: vPool, block_table: table, positions, row_seq: rowSeq, partials: { nan: S * c.Hq * splits * (Dv + 2) * 4 } }, dims, ['partials']);
+    got = await runOutput(gpu!.device, merge, { partials: new Float32Array(r.partials) }, { dtype: dt, shape: [S, c.Hq, Dv], fill: 'nan' }, dims);
+  } else got = await runOutput(gpu!.device, partial, { q, k_pool: kPool, v_pool: vPool, block_table: table, positions, row_seq: rowSeq }, { dtype: dt, shape: [S, c.Hq, Dv], fill: 'nan' }, dims);
   // the reference: each row attends to positions 0 ..= p of its own sequence
   const ref = new Float64Array(S * c.Hq * Dv);
   rows.forEach(({ b, p }, i) => {
@@ -162,6 +166,25 @@ describe('split-KV attention kernels against the CPU reference', () => {
       expect(r.err, JSON.stringify(c)).toBeLessThan(2e-5);
     }
   }, 120_000);
+
+  it('decode-subgroup (lanes take keys in turn, subgroup merge): ragged batches, GQA 1/2/4, lengths off the lane and block grid, f16', async (ctx) => {
+    if (!gpu || !gpuHas(gpu, 'subgroups')) return ctx.skip();
+    const size = gpu.info.subgroupSize;
+    // the kernel needs one fixed subgroup size (lavapipe: 8); a device with a range cannot run it
+    if (!size || size.min !== size.max) return ctx.skip();
+    const sg = { kind: 'decode-subgroup', subgroupSize: size.min } as const;
+    const cases: SplitCase[] = [
+      { Hq: 8, Hkv: 2, D: 16, blockSize: 16, variant: sg, seed: 11, seqs: [{ len: 33, rows: [0, 31, 32] }, { len: 200, rows: [199] }, { len: 3, rows: [1, 2] }, { len: 100, rows: [97, 98, 99] }] },
+      { Hq: 8, Hkv: 8, D: 64, blockSize: 7, variant: sg, seed: 12, seqs: [{ len: 181, rows: [180] }, { len: 5, rows: [0, 4] }, { len: 121, rows: [59, 60, 119, 120] }] },
+      { Hq: 4, Hkv: 1, D: 40, Dv: 24, blockSize: 5, variant: sg, seed: 13, seqs: [{ len: 77, rows: [76] }, { len: 20, rows: [19] }] },
+      { Hq: 4, Hkv: 2, D: 32, blockSize: 16, dtype: 'f16', variant: sg, seed: 14, seqs: [{ len: 90, rows: [89] }, { len: 9, rows: [8] }] },
+    ];
+    for (const c of cases) {
+      const r = await runSplit(c);
+      expect(r.variant).toMatch(/^paged-ragged-decode-subgroup-sg/);
+      expect(r.err, JSON.stringify(c)).toBeLessThan(c.dtype === 'f16' ? 1e-2 : 1e-4);
+    }
+  });
 
   it('f16 activations and pools (f32 math)', async (ctx) => {
     if (!gpu || !gpuHas(gpu, 'shader-f16')) return ctx.skip();

@@ -159,7 +159,7 @@ describeGPU('compile --tune on stories260K', (gpu) => {
     const kernels = r.engine.manifest.kernels;
     const tuned = kernels.filter((k) => k.schedule?.source === 'tuned');
     expect(tuned.length).toBeGreaterThan(0);
-    for (const k of tuned) expect(k.schedule!.signature).toMatch(/"expectedM":4\b|"expectedSeq":4\b|"M":4\b/);
+    for (const k of tuned) expect(k.schedule!.signature).toMatch(/"expectedM":4\b|"expectedSeq":4\b|"M":4\b|"rows":4\b/);
     const again = await tuneModel(model, opts);
     expect(again.rounds).toBe(0);
     const gold = JSON.parse(readFileSync(sharedPath('golden/stories260K/stories260K-0.json'), 'utf8')) as { prompt_ids: number[]; generated_ids: number[] };

@@ -7,7 +7,7 @@
  * @module
  */
 import { attrsOf } from '../../ir/attrs.js';
-import { UnsupportedOpError } from '../../errors.js';
+import { InputError, UnsupportedOpError } from '../../errors.js';
 import type { Node } from '../../ir/node.js';
 import { printNode } from '../../ir/printer.js';
 import { generateAttentionMassKernel } from '../attention-mass.js';
@@ -23,7 +23,8 @@ import {
 } from '../attention.js';
 import type { KernelFamily, KvOperand, Launch, LowerContext, ScratchOperand } from '../family.js';
 import type { KernelSchedule } from '../../runtime/kernel-source.js';
-import { chooseAttentionVariant, chooseSplitKv, decodeRowLanes, splitKvVariant } from '../schedule/attention.js';
+import { chooseAttentionVariant, chooseSplitKv, chooseSubgroupDecode, decodeRowLanes, splitKvVariant } from '../schedule/attention.js';
+import { fixedSubgroupSize, hasFeature } from '../../ir/target.js';
 import { chooseScheduledVariant, kernelSignature } from '../schedule/tuning.js';
 import { dimText, floatStorage, launchOf, unfuse } from './common.js';
 
@@ -35,27 +36,39 @@ function attentionVariant(ctx: LowerContext, v: AttentionVariant['kind'] | Atten
   if (typeof v !== 'string') return v;
   const rowLanes = decodeRowLanes(D, Dv, ctx.target.deviceClass === 'software-gpu');
   if (v === 'split-kv') return { ...splitKvVariant(ctx.maxKvLen ?? 2048), rowLanes };
+  if (v === 'decode-subgroup') {
+    const sg = fixedSubgroupSize(ctx.target);
+    if (sg === undefined || !hasFeature(ctx.target, 'subgroups')) throw new InputError('the decode-subgroup attention needs the subgroups feature and one fixed subgroup size');
+    return { kind: v, subgroupSize: sg };
+  }
   return v === 'decode' ? { kind: v, rowLanes } : { kind: v };
 }
 
 /**
- * The variant of the paged ragged attention: the forced one, else the schedule rule's pick between single-pass
- * `decode` and `split-kv` ({@link chooseSplitKv}), or a measured pick (`compile --tune` times both when the plan's
- * longest context is known).
+ * The variant of the paged ragged attention: the forced one, else the schedule rules' pick among single-pass
+ * `decode-subgroup` (software rasterizers, {@link chooseSubgroupDecode}), the tiled `decode`, and `split-kv`
+ * ({@link chooseSplitKv}), or a measured pick (`compile --tune` times them).
  */
 function pagedVariant(ctx: LowerContext, spec: PagedAttentionSpec, D: number, Dv: number): { variant: AttentionVariant; schedule?: KernelSchedule } {
   const forced = ctx.variants?.attention;
   if (forced) return { variant: attentionVariant(ctx, forced, D, Dv) };
-  const single = attentionVariant(ctx, 'decode', D, Dv);
-  const split = attentionVariant(ctx, 'split-kv', D, Dv);
-  const perRow = generatePagedAttentionKernel({ ...spec, variant: single }).grid[0];
+  const sg = fixedSubgroupSize(ctx.target);
   const software = ctx.target.deviceClass === 'software-gpu';
+  const kvDType = spec.kvDType ?? spec.dtype;
+  const subgroup = chooseSubgroupDecode({ software, subgroupSize: hasFeature(ctx.target, 'subgroups') ? sg : undefined, D, Dv, floatPool: kvDType === 'f32' || kvDType === 'f16' });
+  const tiled = attentionVariant(ctx, 'decode', D, Dv);
+  const single = subgroup ?? tiled;
+  const split = attentionVariant(ctx, 'split-kv', D, Dv);
+  const perRow = generatePagedAttentionKernel({ ...spec, variant: tiled }).grid[0];
   const useSplit = chooseSplitKv({ software, rows: ctx.expectedSeq, workgroupsPerRow: typeof perRow === 'number' ? perRow : spec.numKvHeads, maxKvLen: ctx.maxKvLen });
   const { nodes: _nodes, variant: _v, ...shape } = spec;
   const signature = kernelSignature('paged-attention', { ...shape, rows: ctx.expectedSeq, maxKvLen: ctx.maxKvLen ?? null });
-  // split-KV is a candidate when the context spans more than one split
+  // the tiled layout is a candidate beside the subgroup one, and split-KV when the context spans more than one split
   const maxKvLen = ctx.maxKvLen;
-  const candidates = (): AttentionVariant[] => (maxKvLen !== undefined && splitKvSplits(splitKvVariant(maxKvLen)) > 1 ? [single, split] : []);
+  const candidates = (): AttentionVariant[] => {
+    const list = [single, ...(subgroup ? [tiled] : []), ...(maxKvLen !== undefined && splitKvSplits(splitKvVariant(maxKvLen)) > 1 ? [split] : [])];
+    return list.length > 1 ? list : [];
+  };
   return chooseScheduledVariant(signature, useSplit ? split : single, candidates, ctx.tuning);
 }
 
