@@ -1,10 +1,11 @@
 /**
- * Decode attention over a long paged context, batch 1 (one query row): the single-pass `decode` kernel (one workgroup
- * per KV head walks every key) against `split-kv` (flash-decoding: one workgroup per KV head and split of 256 keys,
- * then the merge), on the device at hand. Each cycle is one submit of the attention's dispatches (one, or the partial
+ * Decode attention over a paged context, batch 1 (one query row): the single-pass tiled `decode` kernel (one workgroup
+ * per KV head walks every key), `split-kv` (flash-decoding: one workgroup per KV head and split of 256 keys, then the
+ * merge; contexts of 1024 keys and more) and, on devices with one fixed subgroup size, `decode-subgroup` (one subgroup
+ * per query head, lanes taking the keys in turn), on the device at hand. Each cycle is one submit of the attention's dispatches (one, or the partial
  * kernel and the merge) and a wait, as the engine runs them. Heads as a 7B llama (32 query heads, 8 KV heads of 128)
- * and as a small model (8 heads of 64), f32 pools of 16-token blocks, contexts of 1024 and 4096 keys (1024 with
- * `--quick`). Run with `npx tsx bench/split-kv-attention.bench.ts [--quick] [--json]`.
+ * and as a small model (8 heads of 64), f32 pools of 16-token blocks, contexts of 64, 1024 and 4096 keys (64 and
+ * 1024 with `--quick`). Run with `npx tsx bench/split-kv-attention.bench.ts [--quick] [--json]`.
  *
  * On software rasterizers (lavapipe: a few CPU cores) the KV heads alone fill the device, so splitting only adds the
  * merge: the schedule rule keeps single pass there. The case for splitting is GPUs with far more cores than KV heads.
@@ -101,11 +102,17 @@ async function measure(device: GPUDevice, heads: { Hq: number; Hkv: number; D: n
 export async function runSplitKvBench(device: GPUDevice, o: { quick: boolean; wait: GpuWaitMode; log: (line: string) => void }): Promise<SplitKvBenchRow[]> {
   const ai = (device as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
   const software = isSoftwareAdapter(ai);
+  const min = (ai as { subgroupMinSize?: number } | undefined)?.subgroupMinSize;
+  const subgroupSize = device.features.has('subgroups') && min !== undefined && min === (ai as { subgroupMaxSize?: number }).subgroupMaxSize ? min : undefined;
   const rows: SplitKvBenchRow[] = [];
   for (const heads of [{ Hq: 32, Hkv: 8, D: 128 }, { Hq: 8, Hkv: 8, D: 64 }])
-    for (const ctx of o.quick ? [1024] : [1024, 4096]) {
+    for (const ctx of o.quick ? [64, 1024] : [64, 1024, 4096]) {
       const rowLanes = decodeRowLanes(heads.D, heads.D, software);
-      for (const variant of [{ kind: 'decode', rowLanes } as const, { ...splitKvVariant(ctx), rowLanes }]) {
+      const variants: AttentionVariant[] = [{ kind: 'decode', rowLanes }, { ...splitKvVariant(ctx), rowLanes }];
+      // the subgroup decode layout where the device has one fixed subgroup size (what its schedule rule needs)
+      if (subgroupSize !== undefined) variants.push({ kind: 'decode-subgroup', subgroupSize });
+      for (const variant of variants) {
+        if (variant.kind === 'split-kv' && ctx < 1024) continue;
         const r = await measure(device, heads, ctx, variant, software, o.wait, o.quick ? 0.5 : 1.5);
         o.log(`${r.case}: ${r.impl} ${r.ms.toFixed(3)} ms`);
         rows.push(r);

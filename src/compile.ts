@@ -323,7 +323,8 @@ function describeTarget(t: Target): string {
 /**
  * The most tokens one step of a causal-LM engine runs (`chunk`: `prefillChunk`, at most the context) and the rows its
  * kernels are scheduled for when every plan shares them (`expectedSeq`: `batchTokens`, at most the chunk).
- * @throws {@link InputError} when either option is not a positive integer.
+ * Throws an `InputError` when either option is not a positive integer.
+ * @internal
  */
 export function stepTokensOf(o: Pick<CompileOptions, 'prefillChunk' | 'batchTokens'>, maxPositions: number): { chunk: number; expectedSeq: number } {
   const chunk = Math.min(o.prefillChunk ?? 128, maxPositions);
