@@ -320,10 +320,12 @@ describe('split-KV attention in compiled engines (no device)', () => {
     const soft = compileModel(long, { target: createTarget('lavapipe'), prefillChunk: 8 }).manifest;
     expect(attentionKernels(soft).some((v) => v.includes('split'))).toBe(false);
     expect(soft.scratch).toBeUndefined();
-    // the tuner's round 1 tries the other candidate (split-KV on lavapipe), and a measured pick overrides the rule
-    const explore = compileModel(long, { target: createTarget('lavapipe'), prefillChunk: 8, tuning: { explore: 1 } }).manifest;
+    // on lavapipe the candidates are the rule's decode-subgroup, the tiled decode (round 1) and split-KV (round 2)
+    const tiledRound = compileModel(long, { target: createTarget('lavapipe'), prefillChunk: 8, tuning: { explore: 1 } }).manifest;
+    expect(tiledRound.kernels.find((k) => k.variant.startsWith('paged-ragged-decode-h'))!.schedule).toMatchObject({ source: 'explore', candidate: 1, candidates: 3 });
+    const explore = compileModel(long, { target: createTarget('lavapipe'), prefillChunk: 8, tuning: { explore: 2 } }).manifest;
     const tried = explore.kernels.find((k) => k.variant.startsWith('paged-ragged-split-kv'))!;
-    expect(tried.schedule).toMatchObject({ source: 'explore', candidate: 1, candidates: 2 });
+    expect(tried.schedule).toMatchObject({ source: 'explore', candidate: 2, candidates: 3 });
     // batch-invariant engines choose every plan's kernels for one row count: one signature for the tuner to time
     const inv = compileModel(long, { target: createTarget('discrete'), prefillChunk: 8, batchInvariant: true }).manifest;
     const sigs = new Set(inv.kernels.filter((k) => k.variant.startsWith('paged-ragged-split-kv')).map((k) => k.schedule!.signature));
