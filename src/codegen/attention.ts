@@ -806,12 +806,12 @@ function tiledKernel(c: Core, L: RowLayout): { wgsl: string; grid: [GridExpr, Gr
   ];
   return { wgsl: assemble(c, hdr, body), grid: L.grid, variant: L.name };
 }
-/** The features an attention kernel needs: f16 when q, K/V or the mask are stored as f16. */
-function coreFeatures(c: Core): KernelFeature[] {
-  return kernelFeatures({ f16: c.dtype === 'f16' || c.kvDType === 'f16' || c.maskDType === 'f16' });
+/** The features an attention kernel needs: f16 when q, K/V or the mask are stored as f16; subgroups when it says so. */
+function coreFeatures(c: Core, subgroups = false): KernelFeature[] {
+  return kernelFeatures({ f16: c.dtype === 'f16' || c.kvDType === 'f16' || c.maskDType === 'f16', subgroups });
 }
-function assemble(c: Core, hdr: string[], body: string[]): string {
-  const features = coreFeatures(c);
+function assemble(c: Core, hdr: string[], body: string[], subgroups = false): string {
+  const features = coreFeatures(c, subgroups);
   return [...enableDirectives(features), ...(features.length ? [''] : []), ...hdr, '', ...body, ''].join('\n');
 }
 
@@ -821,7 +821,7 @@ function resolveVariant(spec: AttentionHeadsSpec, seq: DimLike): AttentionVarian
 }
 
 /** The `decode-subgroup` body ({@link SubgroupDecodeAttentionVariant}). */
-function subgroupKernel(c: Core, v: SubgroupDecodeAttentionVariant): KernelSource {
+function subgroupKernel(c: Core, v: SubgroupDecodeAttentionVariant, family: string): KernelSource {
   const LANES = v.subgroupSize;
   if (!Number.isInteger(LANES) || LANES < 1 || LANES > 128) throw new InputError(`decode-subgroup attention: subgroupSize must be in 1..128, got ${LANES}`);
   if (c.mode !== 'paged' || c.mask) throw new InputError('decode-subgroup attention reads a paged KV cache without a mask');
@@ -889,21 +889,20 @@ function subgroupKernel(c: Core, v: SubgroupDecodeAttentionVariant): KernelSourc
     '  }',
     '}',
   ];
-  const features = kernelFeatures({ f16: c.dtype === 'f16' || c.kvDType === 'f16', subgroups: true });
   return {
-    family: 'attention',
+    family,
     variant: `paged-${name}`,
-    wgsl: [...enableDirectives(features), ...(features.length ? [''] : []), ...hdr, '', ...body, ''].join('\n'),
+    wgsl: assemble(c, hdr, body, true),
     bindings: c.bindings,
     params: [...c.params.list],
     grid: [c.Hq, c.seqGrid, c.batchGrid],
     nodes: [...c.nodes],
-    features,
+    features: coreFeatures(c, true),
   };
 }
 
 function build(c: Core, v: AttentionVariant, family: string): KernelSource {
-  if (v.kind === 'decode-subgroup') return { ...subgroupKernel(c, v), family };
+  if (v.kind === 'decode-subgroup') return subgroupKernel(c, v, family);
   const layout = v.kind === 'decode' ? decodeLayout(c, v) : v.kind === 'prefill-flash' ? flashLayout(c, v) : v.kind === 'split-kv' ? splitKvLayout(c, v) : undefined;
   if (!layout) throw new InputError(`unknown attention variant ${JSON.stringify((v as { kind?: unknown }).kind)}`);
   const k = tiledKernel(c, layout);
